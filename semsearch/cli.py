@@ -1,0 +1,391 @@
+"""The command line: flags and environment -> options, one library call, formatted results.
+
+Exit codes follow grep: 0 found, 1 nothing found, 2 error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from semsearch import __version__
+from semsearch.errors import InvalidOptionError, SemsearchError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from semsearch.indexer import IndexEvent, IndexSummary
+
+EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Semantic search over local files: offline, fast, scriptable.",
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+
+
+class Fail(Exception):
+    """A one-line error for the user (exit 2)."""
+
+
+def _fail(message: str) -> None:
+    _stderr().print(f"semsearch: error: {message}", style="red")
+    raise typer.Exit(EXIT_ERROR)
+
+
+def _index_dir_for_writing(index: Optional[Path]) -> Path:
+    from semsearch.store import INDEX_DIR_NAME
+
+    return Path(os.path.abspath(index or Path.cwd() / INDEX_DIR_NAME))
+
+
+def _index_dir_for_reading(index: Optional[Path]) -> Path:
+    from semsearch.store import find_index_dir
+
+    if index is not None:
+        return Path(os.path.abspath(index))
+    found = find_index_dir()
+    if found is None:
+        raise SemsearchError("no index here or in any parent folder (run `semsearch index PATH` first)")
+    return found
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'20M', '512k', '1.5G', '1000' -> bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise InvalidOptionError(f"--max-file-size: cannot read size '{text}' (try 20M)")
+    factor = 1024 ** " kmgt".index(match.group(2).lower() or " ")
+    return int(float(match.group(1)) * factor)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        typer.echo(f"semsearch {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def index(
+    paths: list[Path] = typer.Argument(None, help="Files and folders to index (default: those indexed before)."),
+    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help="Index folder [default: ./.semsearch]."),
+    model: Optional[str] = typer.Option(None, "--model", envvar="SEMSEARCH_MODEL",
+                                        help="sentence-transformers model name or folder [default: bundled all-MiniLM-L6-v2]."),
+    chunk_tokens: int = typer.Option(128, "--chunk-tokens", help="Chunk size in cl100k tokens."),
+    overlap_tokens: int = typer.Option(32, "--overlap-tokens", help="Tokens shared by neighbouring chunks."),
+    max_file_size: str = typer.Option("20M", "--max-file-size", help="Skip files larger than this."),
+    hidden: bool = typer.Option(False, "--hidden", help="Include hidden files and folders."),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Follow links that lead outside the given folders."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Re-embed everything into a fresh index."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the CPU has bf16 units), fp32, bf16."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another index run to finish."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Name every skipped file."),
+) -> None:
+    """Index files and folders (re-embeds only what changed)."""
+    from semsearch.chunk import ChunkSettings
+    from semsearch.indexer import IndexOptions, build_index
+    from semsearch.models import LocalModel
+    from semsearch.store import read_manifest
+    from semsearch.walk import WalkOptions
+
+    err = _stderr()
+    try:
+        if precision not in ("auto", "fp32", "bf16"):
+            raise InvalidOptionError(f"--precision must be auto, fp32 or bf16 (got {precision})")
+        index_dir = _index_dir_for_writing(index)
+        known = None
+        try:
+            known = read_manifest(index_dir).model
+        except SemsearchError:
+            pass
+        provider = LocalModel(model, device=device, precision=precision, known=known)
+        options = IndexOptions(
+            roots=[Path(p) for p in (paths or [])],
+            index_dir=index_dir,
+            chunking=ChunkSettings(chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens),
+            walk=WalkOptions(hidden=hidden, max_file_size=parse_size(max_file_size), follow_symlinks=follow_symlinks),
+            rebuild=rebuild,
+            lock_wait_seconds=wait,
+        )
+        for root in options.roots:
+            if not os.path.lexists(root):
+                raise InvalidOptionError(f"{root}: no such file or folder")
+        with _IndexProgress(err, enabled=not quiet and err.is_terminal, verbose=verbose) as progress:
+            summary = build_index(options, provider, progress.on_event)
+        if provider.loaded or not _export_exists(provider):
+            provider.ensure_export(lambda note: err.print(f"semsearch: {note}", style="dim") if not quiet else None)
+    except SemsearchError as exc:
+        _fail(str(exc))
+        return
+    if not quiet:
+        err.print(_summary_line(summary))
+
+
+def _export_exists(provider) -> bool:  # noqa: ANN001 - LocalModel
+    from semsearch.models import export_dir_for
+
+    return (export_dir_for(provider.info().fingerprint) / "export.json").is_file()
+
+
+def _summary_line(s: IndexSummary) -> str:
+    skipped = sum(s.skipped.values())
+    parts = [
+        f"indexed {s.indexed} files",
+        f"{s.unchanged} unchanged",
+        f"{s.removed} removed",
+    ]
+    skip_text = f"skipped {skipped}"
+    if skipped:
+        skip_text += " (" + ", ".join(f"{n} {reason}" for reason, n in s.skipped.most_common()) + ")"
+    parts.append(skip_text)
+    if s.no_text:
+        parts.append(f"{s.no_text} without text")
+    parts.append(f"chunks: +{s.chunks_added} -{s.chunks_removed} = {s.chunks_total}")
+    parts.append(f"{s.seconds:.1f} s")
+    return "semsearch: " + ", ".join(parts)
+
+
+class _IndexProgress:
+    """Progress bar and warnings on stderr; the bar only on a terminal."""
+
+    def __init__(self, console: Console, enabled: bool, verbose: bool) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.verbose = verbose
+        self.progress = None
+        self.task = None
+
+    def __enter__(self) -> _IndexProgress:
+        if self.enabled:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                console=self.console, transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("scanning", total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def on_event(self, event: IndexEvent) -> None:
+        if event.kind in ("warning", "message"):
+            self.console.print(f"semsearch: {event.text}", style="yellow" if event.kind == "warning" else None)
+        elif event.kind == "skip" and self.verbose:
+            self.console.print(f"semsearch: {event.text}", style="dim")
+        if self.progress is None:
+            return
+        if event.kind == "plan":
+            self.progress.update(self.task, description="indexing", total=event.total, completed=0)
+        elif event.kind == "file":
+            self.progress.update(self.task, completed=event.done)
+        elif event.kind == "graph":
+            self.progress.update(self.task, description="vector graph", total=event.total, completed=event.done)
+
+
+@app.command()
+def query(
+    text: str = typer.Argument(..., metavar="QUERY", help="What to look for, in plain words; '-' reads one query per line from stdin."),
+    top: int = typer.Option(10, "-k", "--top", help="How many hits."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", help="Drop hits under this cosine similarity."),
+    mode: Optional[str] = typer.Option(None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid."),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines, one object per hit."),
+    files_only: bool = typer.Option(False, "-l", "--files-only", help="Only the distinct files, best first."),
+    null: bool = typer.Option(False, "-0", "--null", help="With -l: end each file name with NUL (for xargs -0)."),
+    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help="Index folder [default: nearest .semsearch above]."),
+) -> None:
+    """Find the passages that mean what you ask."""
+    from semsearch.search import DEFAULT_MODE, SearchOptions
+
+    options = SearchOptions(top_k=top, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only)
+    try:
+        if null and not files_only:
+            raise InvalidOptionError("-0/--null goes with -l/--files-only")
+        options.validate()
+        if text == "-":
+            queries = _stdin_queries()
+        else:
+            if not text.strip():
+                raise InvalidOptionError("empty query")
+            queries = [text]
+        found = _run_queries(queries, options, as_json=as_json, null=null, index=index)
+    except SemsearchError as exc:
+        _fail(str(exc))
+        return
+    raise typer.Exit(EXIT_FOUND if found else EXIT_NOT_FOUND)
+
+
+def _stdin_queries():  # -> Iterator[str]
+    for raw in sys.stdin.buffer:
+        line = raw.decode("utf-8", errors="replace").strip().replace("\x00", "")
+        if line:
+            yield line
+
+
+def _run_queries(queries, options, *, as_json: bool, null: bool, index: Optional[Path]) -> bool:  # noqa: ANN001
+    from semsearch import output
+    from semsearch.models import load_query_embedder
+    from semsearch.search import Searcher
+    from semsearch.store import IndexReader
+
+    err = _stderr()
+    reader = IndexReader(_index_dir_for_reading(index))
+    note = lambda message: err.print(f"semsearch: {message}", style="dim")  # noqa: E731
+
+    def load():  # noqa: ANN202
+        embedder, _, _ = load_query_embedder(reader.manifest.model, on_note=note)
+        return embedder
+
+    searcher = Searcher(reader, load, on_note=note)
+    out = sys.stdout
+    terminal = out.isatty() and not as_json
+    console = None
+    if terminal:
+        from rich.console import Console
+
+        console = Console(highlight=False, markup=False, soft_wrap=False)
+    found = False
+    batch = not isinstance(queries, list)
+    try:
+        for number, query_text in enumerate(queries):
+            hits = searcher.search(query_text, options)
+            found = found or bool(hits)
+            if as_json:
+                output.write_json_lines(out, hits, query_text)
+            elif options.files_only:
+                if terminal and console is not None:
+                    output.render_terminal(console, hits, query_text, files_only=True)
+                else:
+                    output.write_files(out, hits, null=null)
+            elif terminal and console is not None:
+                if batch:
+                    console.print(f"# {output.escape_controls(query_text, keep_newlines=False)}", style="bold")
+                output.render_terminal(console, hits, query_text)
+            else:
+                if batch:
+                    out.write(("\n" if number else "") + f"# {output.escape_controls(query_text, keep_newlines=False)}\n")
+                output.write_lines(out, hits)
+            out.flush()
+    finally:
+        reader.close()
+    return found
+
+
+@app.command()
+def status(
+    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help="Index folder [default: nearest .semsearch above]."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Where the index is, what it holds, and how much changed on disk since."""
+    from semsearch.store import IndexReader
+
+    try:
+        with IndexReader(_index_dir_for_reading(index)) as reader:
+            stats = reader.stats()
+            changed = missing = 0
+            for path, size, mtime, _error in reader.files():
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    missing += 1
+                    continue
+                if st.st_size != size or st.st_mtime_ns != mtime:
+                    changed += 1
+            manifest = reader.manifest
+            info = {
+                "index": str(reader.index_dir),
+                "model": manifest.model.name,
+                "model_fingerprint": manifest.model.fingerprint,
+                "dim": manifest.model.dim,
+                "files": stats.files,
+                "files_without_text": stats.files_without_text,
+                "chunks": stats.chunks,
+                "disk_bytes": stats.disk_bytes,
+                "updated_at": stats.updated_at,
+                "created_at": manifest.created_at,
+                "changed_since": changed,
+                "missing_since": missing,
+                "roots": stats.roots,
+                "chunking": {"chunk_tokens": manifest.chunking.chunk_tokens, "overlap_tokens": manifest.chunking.overlap_tokens},
+                "format_version": manifest.format_version,
+            }
+    except SemsearchError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(stats.updated_at))
+    ago = _ago(time.time() - stats.updated_at)
+    lines = [
+        ("index", info["index"]),
+        ("model", f"{manifest.model.name} ({manifest.model.dim}-d, {manifest.model.fingerprint[:19]}…)"),
+        ("files", f"{stats.files}" + (f" ({stats.files_without_text} without text)" if stats.files_without_text else "")),
+        ("chunks", f"{stats.chunks} ({manifest.chunking.chunk_tokens} tokens, {manifest.chunking.overlap_tokens} overlap)"),
+        ("size", _human_bytes(stats.disk_bytes)),
+        ("updated", f"{when} ({ago} ago)"),
+        ("changed", f"{changed} changed and {missing} missing on disk since" + (" (run `semsearch index`)" if changed or missing else "")),
+        ("roots", ", ".join(stats.roots) or "-"),
+    ]
+    for key, value in lines:
+        typer.echo(f"{key:<8} {value}")
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{int(seconds)} s"
+    if seconds < 5400:
+        return f"{int(seconds // 60)} min"
+    if seconds < 172800:
+        return f"{int(seconds // 3600)} h"
+    return f"{int(seconds // 86400)} days"
+
+
+def main() -> None:
+    """Console-script entry point: run the app; a closed pipe ends quietly."""
+    try:
+        app()
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): stop writing, say nothing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(EXIT_FOUND)
+    except KeyboardInterrupt:
+        sys.stderr.write("semsearch: interrupted\n")
+        sys.exit(130)

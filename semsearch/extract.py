@@ -1,0 +1,161 @@
+"""Turn a file's bytes into text with locations: line numbers for text, pages for PDF."""
+
+from __future__ import annotations
+
+import bisect
+import codecs
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from semsearch.errors import ExtractError
+
+MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdx", ".rst"})
+PAGE_SEPARATOR = "\n\n"
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+@dataclass
+class Document:
+    """The extracted text of one file.
+
+    ``text`` has line ends normalized to ``\\n``; every character span recorded for a chunk
+    refers to this text. For PDFs, ``page_starts[i]`` is the offset where page ``i + 1`` begins.
+    """
+
+    text: str
+    kind: str  # "text", "markdown" or "pdf"
+    encoding: str = "utf-8"
+    page_starts: list[int] = field(default_factory=list)
+    title: str = ""
+
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based page holding character ``offset`` (None outside PDFs)."""
+        if not self.page_starts:
+            return None
+        return bisect.bisect_right(self.page_starts, offset)
+
+
+class LineIndex:
+    """Maps character offsets to 1-based line numbers."""
+
+    def __init__(self, text: str) -> None:
+        self._starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def line_at(self, offset: int) -> int:
+        return bisect.bisect_right(self._starts, offset)
+
+
+def decode_text(data: bytes) -> tuple[str, str]:
+    """Decode bytes of unknown encoding; never raises. Returns (text, encoding used).
+
+    BOMs decide first; then strict UTF-8; then UTF-8 with replacement when only a few bytes are
+    bad (a damaged UTF-8 file), else cp1252 (the usual legacy encoding of Western text).
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return data[len(bom):].decode(encoding, errors="replace"), encoding
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    text = data.decode("utf-8", errors="replace")
+    if text.count("\ufffd") <= max(1, len(data) // 1000):
+        return text, "utf-8 (with invalid bytes replaced)"
+    return data.decode("cp1252", errors="replace"), "cp1252"
+
+
+def normalize_text(text: str) -> str:
+    """Normalize line ends and drop NUL characters, which no reader wants."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+
+
+def extract_text(path: Path, data: bytes) -> Document:
+    """Plain text, Markdown or source code."""
+    text, encoding = decode_text(data)
+    kind = "markdown" if path.suffix.lower() in MARKDOWN_SUFFIXES else "text"
+    return Document(text=normalize_text(text), kind=kind, encoding=encoding, title=_title(path, text, kind))
+
+
+def _title(path: Path, text: str, kind: str) -> str:
+    if kind == "markdown":
+        match = re.search(r"^#\s+(.+)$", text[:4000], flags=re.MULTILINE)
+        if match:
+            return match.group(1).strip()
+    return path.stem
+
+
+# A page whose extracted text is over this many characters is a decompression bomb or garbage.
+MAX_PAGE_CHARS = 2_000_000
+MAX_PDF_CHARS = 20_000_000
+
+
+def extract_pdf(path: Path, data: bytes) -> Document:
+    """PDF through pypdf, page by page. Raises ExtractError for encrypted, broken or empty PDFs."""
+    import logging
+
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    # pypdf logs every recoverable oddity of real-world PDFs; our warnings are our own.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            try:
+                unlocked = reader.decrypt("")
+            except Exception as exc:  # noqa: BLE001 - pypdf raises several types for crypto
+                raise ExtractError(f"encrypted PDF ({exc})") from None
+            if not unlocked:
+                raise ExtractError("encrypted PDF (password required)")
+        pages: list[str] = []
+        total = 0
+        for page in reader.pages:
+            text = page.extract_text() or ""
+            if len(text) > MAX_PAGE_CHARS:
+                raise ExtractError("a page yields implausibly much text (decompression bomb?)")
+            total += len(text)
+            if total > MAX_PDF_CHARS:
+                raise ExtractError("PDF yields implausibly much text (decompression bomb?)")
+            pages.append(normalize_text(text).strip("\n"))
+    except ExtractError:
+        raise
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError,
+            RecursionError, AssertionError, ZeroDivisionError, MemoryError) as exc:
+        raise ExtractError(f"broken PDF ({type(exc).__name__}: {_one_line(exc)})") from None
+    if not any(p.strip() for p in pages):
+        raise ExtractError(f"PDF has no extractable text ({len(pages)} pages; scanned images?)")
+    starts: list[int] = []
+    parts: list[str] = []
+    offset = 0
+    for text in pages:
+        starts.append(offset)
+        parts.append(text)
+        offset += len(text) + len(PAGE_SEPARATOR)
+    title = ""
+    try:
+        meta = reader.metadata
+        title = str(meta.title).strip() if meta and meta.title else ""
+    except Exception:  # noqa: BLE001 - metadata of broken PDFs is optional
+        title = ""
+    return Document(text=PAGE_SEPARATOR.join(parts), kind="pdf", page_starts=starts, title=title or path.stem)
+
+
+def extract(path: Path, data: bytes, kind: str) -> Document:
+    """Dispatch on the kind the walker sniffed."""
+    if kind == "pdf":
+        return extract_pdf(path, data)
+    return extract_text(path, data)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200]

@@ -1,0 +1,406 @@
+"""Build and update an index: walk, read, extract, chunk, embed, store."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import queue
+import sqlite3
+import stat
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from semsearch import store
+from semsearch.chunk import Chunk, ChunkSettings, chunk_document
+from semsearch.embed import Embedder
+from semsearch.errors import ExtractError, SemsearchError
+from semsearch.extract import extract
+from semsearch.walk import FileEntry, Skip, WalkOptions, walk
+
+if TYPE_CHECKING:
+    import numpy as np
+
+EMBED_GROUP_CHUNKS = 512  # chunks embedded together: enough to sort by length, small in memory
+COMMIT_SECONDS = 5.0  # durable progress at least this often
+
+
+class ModelProvider(Protocol):
+    """The model side of indexing: cheap facts first, the heavy embedder only when needed."""
+
+    def info(self) -> store.ModelInfo: ...
+
+    def measure(self) -> Callable[[str], int] | None: ...
+
+    def embedder(self) -> Embedder: ...
+
+
+@dataclass
+class IndexOptions:
+    """Everything `semsearch index` decides."""
+
+    roots: Sequence[Path]
+    index_dir: Path
+    chunking: ChunkSettings = field(default_factory=ChunkSettings)
+    hnsw: store.HnswParams = field(default_factory=store.HnswParams)
+    walk: WalkOptions = field(default_factory=WalkOptions)
+    rebuild: bool = False
+    lock_wait_seconds: float = 0.0
+
+
+@dataclass
+class IndexEvent:
+    """Progress reported to the caller (the library never prints)."""
+
+    kind: str  # "message" | "warning" | "scan" | "plan" | "file" | "embed" | "graph"
+    text: str = ""
+    done: int = 0
+    total: int = 0
+
+
+@dataclass
+class IndexSummary:
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    no_text: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    chunks_total: int = 0
+    tokens_embedded: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    graph_seconds: float = 0.0
+    rebuild_reason: str = ""
+    index_dir: Path = Path()
+
+
+@dataclass
+class _Prepared:
+    entry: FileEntry
+    key: bytes
+    sha256: str
+    kind: str
+    encoding: str | None
+    title: str
+    error: str | None
+    chunks: list[Chunk]
+    replaces: int | None  # file id of the version it replaces
+
+
+def _under(path: Path, roots: Sequence[Path]) -> bool:
+    text = os.path.abspath(path)
+    for root in roots:
+        r = os.path.abspath(root)
+        if text == r or text.startswith(r.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def build_index(
+    options: IndexOptions,
+    model: ModelProvider,
+    on_event: Callable[[IndexEvent], None] = lambda e: None,
+) -> IndexSummary:
+    """Create or update the index at ``options.index_dir`` from ``options.roots``."""
+    started = time.perf_counter()
+    options.chunking.validate()
+    summary = IndexSummary(index_dir=options.index_dir)
+    store.ensure_index_dir(options.index_dir)
+    info = model.info()
+    wanted = store.IndexManifest(
+        epoch=0, database="", model=info,
+        chunking=store.ChunkingInfo(options.chunking.encoding, options.chunking.chunk_tokens,
+                                    options.chunking.overlap_tokens),
+        hnsw=options.hnsw,
+    )
+    try:
+        with store.IndexLock(options.index_dir, options.lock_wait_seconds):
+            writer, previous, reason = store.open_writer(options.index_dir, wanted, rebuild=options.rebuild)
+            try:
+                summary.rebuild_reason = reason
+                if reason and previous is not None:
+                    on_event(IndexEvent("message", f"rebuilding the index: {reason}"))
+                _run(options, model, writer, previous, summary, on_event)
+            finally:
+                writer.close()
+    except sqlite3.OperationalError as exc:
+        raise SemsearchError(f"cannot write the index at {options.index_dir}: {exc}; the previous index is intact") from None
+    except OSError as exc:
+        raise SemsearchError(
+            f"cannot write the index at {options.index_dir}: {exc.strerror or exc}; the previous index is intact"
+        ) from None
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run(
+    options: IndexOptions,
+    model: ModelProvider,
+    writer: store.IndexWriter,
+    previous: store.IndexManifest | None,
+    summary: IndexSummary,
+    on_event: Callable[[IndexEvent], None],
+) -> None:
+    index_dir = options.index_dir
+    roots = list(options.roots)
+    known_roots = writer.roots() or (
+        [] if writer.new_build is False or previous is None else _previous_roots(index_dir, previous)
+    )
+    if not roots:
+        roots = [store.key_to_path(index_dir, os.fsencode(r)) for r in known_roots]
+        if not roots:
+            raise SemsearchError("nothing to index: give a PATH (later runs remember it)")
+    root_keys = [os.fsdecode(store.path_key(index_dir, r)) for r in roots]
+    writer.set_roots(list(dict.fromkeys([*known_roots, *root_keys])))
+
+    # 1. Walk: which files, and which of them changed (size and mtime first, hash later).
+    troubled: list[Path] = []
+
+    def on_skip(skip: Skip) -> None:
+        summary.skipped[skip.reason] += 1
+        if skip.warn:
+            troubled.append(skip.path)
+            detail = f" ({skip.detail})" if skip.detail else ""
+            on_event(IndexEvent("warning", f"{store.display_name(skip.path)}: skipped, {skip.reason}{detail}"))
+
+    walk_options = WalkOptions(
+        hidden=options.walk.hidden, max_file_size=options.walk.max_file_size,
+        follow_symlinks=options.walk.follow_symlinks, exclude_dirs=[index_dir],
+    )
+    todo: list[tuple[FileEntry, bytes, store.FileRow | None]] = []
+    seen: set[bytes] = set()
+    for entry in walk(roots, walk_options, on_skip):
+        key = store.path_key(index_dir, entry.path)
+        if key in seen:
+            continue
+        seen.add(key)
+        row = writer.lookup_file(key)
+        if row is not None and row.size == entry.size and row.mtime_ns == entry.mtime_ns:
+            summary.unchanged += 1
+            continue
+        todo.append((entry, key, row))
+        on_event(IndexEvent("scan", done=len(seen)))
+
+    # 2. Files gone from disk (or now excluded) under the roots of this run.
+    for file_id, key in writer.live_files():
+        if key in seen:
+            continue
+        path = store.key_to_path(index_dir, key)
+        if _under(path, roots) and not any(_under(path, [t]) for t in troubled):
+            writer.remove_file(file_id)
+            summary.removed += 1
+    writer.commit()
+
+    # 3. Read, extract and chunk in a thread; embed and store here.
+    total_bytes = sum(e.size for e, _, _ in todo)
+    on_event(IndexEvent("plan", f"{len(todo)} files to read", 0, total_bytes))
+    if todo:
+        _process(todo, options, model, writer, summary, on_event, total_bytes)
+
+    # 4. The commit point: new vector file, new generation.
+    added, removed = writer.pending_changes()
+    summary.chunks_added, summary.chunks_removed = added, removed
+    started = time.perf_counter()
+
+    def graph_progress(done: int, total: int) -> None:
+        on_event(IndexEvent("graph", "building the vector graph", done, total))
+
+    before_switch = None
+    if writer.new_build:
+        manifest = writer.manifest
+
+        def before_switch() -> None:
+            store.publish_build(index_dir, manifest)
+
+    writer.finalize(graph_progress, before_switch=before_switch)
+    summary.graph_seconds = time.perf_counter() - started
+    summary.chunks_total = int(writer.conn.execute(
+        f"SELECT count(*) FROM chunks WHERE {store._visible(writer.committed)}").fetchone()[0])
+
+
+def _previous_roots(index_dir: Path, previous: store.IndexManifest) -> list[str]:
+    """Roots remembered by the index being replaced (a rebuild re-walks them)."""
+    with contextlib.suppress(store.SemsearchError, sqlite3.Error):
+        with store.IndexReader(index_dir) as reader:
+            return list(reader.roots)
+    return []
+
+
+def _read_file(entry: FileEntry) -> bytes:
+    """Read a file that the walker chose, refusing anything that turned into a non-file."""
+    fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ExtractError("no longer a regular file")
+        limit = max(entry.size, st.st_size)
+        chunks = []
+        remaining = limit + 1
+        while remaining > 0:
+            block = os.read(fd, min(remaining, 1 << 22))
+            if not block:
+                break
+            chunks.append(block)
+            remaining -= len(block)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _prepare(
+    item: tuple[FileEntry, bytes, store.FileRow | None],
+    settings: ChunkSettings,
+    measure: Callable[[str], int] | None,
+    limit: int,
+    max_size: int,
+) -> _Prepared | Exception:
+    entry, key, row = item
+    try:
+        data = _read_file(entry)
+    except FileNotFoundError:
+        return ExtractError("vanished before it could be read")
+    except OSError as exc:
+        return ExtractError(f"unreadable ({exc.strerror or exc})")
+    except ExtractError as exc:
+        return exc
+    if len(data) > max_size:
+        return ExtractError("grew over the size limit while being indexed")
+    digest = hashlib.sha256(data).hexdigest()
+    replaces = row.id if row is not None else None
+    if row is not None and row.sha256 == digest:
+        # Same content: only size/mtime moved. Nothing to embed.
+        return _Prepared(entry, key, digest, entry.kind, None, "", None, [], replaces)
+    try:
+        doc = extract(entry.path, data, entry.kind)
+        chunks = chunk_document(doc, settings, measure, limit)
+        error = None if chunks else ("no text" if entry.kind != "pdf" else "PDF has no extractable text")
+        return _Prepared(entry, key, digest, doc.kind, doc.encoding, doc.title, error, chunks, replaces)
+    except ExtractError as exc:
+        return _Prepared(entry, key, digest, entry.kind, None, "", str(exc), [], replaces)
+    except RecursionError:
+        return _Prepared(entry, key, digest, entry.kind, None, "", "too deeply nested to read", [], replaces)
+
+
+def _process(
+    todo: list[tuple[FileEntry, bytes, store.FileRow | None]],
+    options: IndexOptions,
+    model: ModelProvider,
+    writer: store.IndexWriter,
+    summary: IndexSummary,
+    on_event: Callable[[IndexEvent], None],
+    total_bytes: int,
+) -> None:
+    measure = model.measure()
+    limit = model.info().max_tokens
+    results: queue.Queue[Any] = queue.Queue(maxsize=64)
+    stop = threading.Event()
+    done_marker = object()
+
+    def producer() -> None:
+        try:
+            for item in todo:
+                if stop.is_set():
+                    return
+                prepared = _prepare(item, options.chunking, measure, limit, options.walk.max_file_size)
+                results.put((item, prepared))
+        except BaseException as exc:  # noqa: BLE001 - hand any failure to the consumer
+            results.put((None, exc))
+        finally:
+            results.put(done_marker)
+
+    thread = threading.Thread(target=producer, name="semsearch-reader", daemon=True)
+    thread.start()
+    group: list[_Prepared] = []
+    group_chunks = 0
+    bytes_done = 0
+    last_commit = time.monotonic()
+    try:
+        while True:
+            got = results.get()
+            if got is done_marker:
+                break
+            item, prepared = got
+            if item is None:
+                raise prepared
+            entry = item[0]
+            bytes_done += entry.size
+            if isinstance(prepared, Exception):
+                summary.skipped["unreadable"] += 1
+                on_event(IndexEvent("warning", f"{store.display_name(entry.path)}: skipped, {prepared}"))
+                continue
+            if prepared.replaces is not None and not prepared.chunks and prepared.error is None:
+                writer.touch_file(prepared.replaces, entry.size, entry.mtime_ns)
+                summary.unchanged += 1
+                continue
+            if prepared.error is not None:
+                summary.no_text += 1
+                on_event(IndexEvent("warning", f"{store.display_name(entry.path)}: {prepared.error}"))
+            group.append(prepared)
+            group_chunks += len(prepared.chunks)
+            if group_chunks >= EMBED_GROUP_CHUNKS:
+                _store_group(group, model, writer, summary)
+                group, group_chunks = [], 0
+            on_event(IndexEvent("file", store.display_name(entry.path), bytes_done, total_bytes))
+            if time.monotonic() - last_commit > COMMIT_SECONDS:
+                writer.commit()
+                last_commit = time.monotonic()
+        _store_group(group, model, writer, summary)
+        writer.commit()
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                results.get(timeout=0.1)
+
+
+def _store_group(group: list[_Prepared], model: ModelProvider, writer: store.IndexWriter, summary: IndexSummary) -> None:
+    """Embed the chunks of a group of files (shortest first) and store each file whole."""
+    if not group:
+        return
+    texts = [c.text for p in group for c in p.chunks]
+    vectors = _embed_sorted(model, texts, [c.model_tokens or c.tokens for p in group for c in p.chunks], summary)
+    offset = 0
+    for prepared in group:
+        n = len(prepared.chunks)
+        if prepared.replaces is not None:
+            writer.remove_file(prepared.replaces)
+        writer.add_file(
+            prepared.key, store.display_name(store.key_to_path(writer.index_dir, prepared.key)),
+            size=prepared.entry.size, mtime_ns=prepared.entry.mtime_ns, sha256=prepared.sha256,
+            kind=prepared.kind, encoding=prepared.encoding, title=prepared.title, error=prepared.error,
+            chunks=prepared.chunks, vectors=vectors[offset:offset + n] if n else None,
+        )
+        offset += n
+        if prepared.error is None:
+            summary.indexed += 1
+
+
+def _embed_sorted(model: ModelProvider, texts: list[str], lengths: list[int], summary: IndexSummary) -> np.ndarray:
+    """Embed texts in batches of similar token length (less padding), in the original order."""
+    import numpy as np
+
+    if not texts:
+        return np.zeros((0, model.info().dim), dtype=np.float32)
+    embedder = model.embedder()
+    started = time.perf_counter()
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    out = np.empty((len(texts), model.info().dim), dtype=np.float32)
+    batch = 32
+    for start in range(0, len(order), batch):
+        idx = order[start:start + batch]
+        out[idx] = embedder.embed_documents([texts[i] for i in idx])
+    summary.embed_seconds += time.perf_counter() - started
+    summary.tokens_embedded += int(sum(lengths))
+    return out
+
+
+def iter_skips(summary: IndexSummary) -> Iterator[tuple[str, int]]:
+    """Skip counts, most frequent first."""
+    yield from summary.skipped.most_common()

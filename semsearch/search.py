@@ -1,0 +1,171 @@
+"""Query -> ranked hits: semantic (HNSW, cosine), lexical (FTS5 BM25), or both fused."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from semsearch.errors import InvalidOptionError
+from semsearch.store import ChunkRecord, IndexReader
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from semsearch.models import QueryEmbedder
+
+MODES = ("semantic", "lexical", "hybrid")
+DEFAULT_MODE = "semantic"
+RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
+CANDIDATES_PER_HIT = 4  # each side of a hybrid search fetches this many candidates per wanted hit
+MAX_QUERY_CHARS = 10_000
+_WORD = re.compile(r"\w+", re.UNICODE)
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+
+
+@dataclass
+class SearchOptions:
+    top_k: int = 10
+    min_score: float | None = None
+    mode: str = DEFAULT_MODE
+    files_only: bool = False
+
+    def validate(self) -> None:
+        if self.top_k < 1:
+            raise InvalidOptionError(f"--top must be at least 1 (got {self.top_k})")
+        if self.mode not in MODES:
+            raise InvalidOptionError(f"--mode must be one of {', '.join(MODES)} (got {self.mode})")
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
+            raise InvalidOptionError(f"--min-score must be between -1 and 1 (got {self.min_score})")
+
+
+@dataclass
+class Hit:
+    """One ranked result: a chunk and how it scored."""
+
+    rank: int
+    score: float  # cosine similarity of query and chunk (what users see)
+    chunk: ChunkRecord
+    scores: dict[str, float] = field(default_factory=dict)  # each part: cosine, bm25, fused
+    highlight: tuple[int, int] | None = None  # span of the sentence closest to the query
+
+
+class Searcher:
+    """Answers queries against one index; the query model is loaded on first need, once."""
+
+    def __init__(
+        self,
+        reader: IndexReader,
+        load_embedder: Callable[[], QueryEmbedder],
+        on_note: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.reader = reader
+        self._load_embedder = load_embedder
+        self._embedder: QueryEmbedder | None = None
+        self._on_note = on_note
+
+    def embed(self, query: str) -> np.ndarray:
+        if self._embedder is None:
+            self._embedder = self._load_embedder()
+        count = getattr(self._embedder, "count_tokens", None)
+        limit = getattr(self._embedder, "max_tokens", 0)
+        if count is not None and limit and len(query) > limit:
+            n = count([query])[0]
+            if n > limit:
+                self._on_note(f"the query is {n} word-pieces long; the model reads only the first {limit}")
+        return self._embedder.embed_queries([query])[0]
+
+    def search(self, query: str, options: SearchOptions) -> list[Hit]:
+        options.validate()
+        query = query.strip()
+        if not query:
+            raise InvalidOptionError("empty query")
+        query = query[:MAX_QUERY_CHARS]
+        wanted = options.top_k * (8 if options.files_only else 1)
+        fetch = max(wanted * CANDIDATES_PER_HIT, 50) if options.mode == "hybrid" else wanted
+        cosines: dict[int, float] = {}
+        bm25: dict[int, float] = {}
+        qvec = None
+        if options.mode in ("semantic", "hybrid"):
+            qvec = self.embed(query)
+            cosines = dict(self.reader.vector_search(qvec, fetch if options.mode == "hybrid" else wanted))
+        if options.mode in ("lexical", "hybrid"):
+            match = fts_query(query)
+            bm25 = dict(self.reader.lexical_search(match, fetch if options.mode == "hybrid" else wanted)) if match else {}
+        ranked = _rank(options.mode, cosines, bm25)
+        if options.mode == "hybrid" and qvec is not None:
+            missing = [cid for cid, _ in ranked if cid not in cosines]
+            for cid, vec in self.reader.vectors(missing).items():
+                cosines[cid] = float(vec @ qvec)
+        records = self.reader.fetch_chunks([cid for cid, _ in ranked])
+        hits: list[Hit] = []
+        for cid, fused in ranked:
+            record = records.get(cid)
+            if record is None:
+                continue
+            cosine = cosines.get(cid)
+            parts = {"cosine": cosine} if cosine is not None else {}
+            if cid in bm25:
+                parts["bm25"] = bm25[cid]
+            if options.mode == "hybrid":
+                parts["fused"] = fused
+            score = cosine if cosine is not None else fused
+            if options.min_score is not None and (cosine is None or cosine < options.min_score):
+                continue
+            hits.append(Hit(0, score, record, {k: float(v) for k, v in parts.items()}, best_sentence(record.text, query)))
+        if options.files_only:
+            hits = _best_per_file(hits)
+        hits = hits[: options.top_k]
+        for rank, hit in enumerate(hits, 1):
+            hit.rank = rank
+        return hits
+
+
+def _rank(mode: str, cosines: dict[int, float], bm25: dict[int, float]) -> list[tuple[int, float]]:
+    if mode == "semantic":
+        return sorted(cosines.items(), key=lambda kv: -kv[1])
+    if mode == "lexical":
+        return sorted(bm25.items(), key=lambda kv: -kv[1])
+    fused: dict[int, float] = {}
+    for scores in (cosines, bm25):
+        for position, cid in enumerate(sorted(scores, key=lambda c: -scores[c]), 1):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + position)
+    return sorted(fused.items(), key=lambda kv: -kv[1])
+
+
+def _best_per_file(hits: Sequence[Hit]) -> list[Hit]:
+    """One hit per file, in order of each file's best chunk."""
+    seen: set[int] = set()
+    out = []
+    for hit in hits:
+        if hit.chunk.file_id not in seen:
+            seen.add(hit.chunk.file_id)
+            out.append(hit)
+    return out
+
+
+def fts_query(query: str) -> str:
+    """An FTS5 query that matches any word of the text (each quoted, so no syntax leaks in)."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:64]
+    return " OR ".join(f'"{w}"' for w in words)
+
+
+def best_sentence(text: str, query: str) -> tuple[int, int] | None:
+    """The span of the sentence in ``text`` sharing the most query words (rarer words weigh more).
+
+    Lexical on purpose: a query must not embed any document text.
+    """
+    terms = {w.lower() for w in _WORD.findall(query) if len(w) > 2}
+    if not terms:
+        return None
+    best: tuple[float, int, int] | None = None
+    for match in _SENTENCE.finditer(text):
+        words = [w.lower() for w in _WORD.findall(match.group())]
+        if not words:
+            continue
+        score = sum(len(w) for w in set(words) if w in terms or any(w.startswith(t[:5]) for t in terms if len(t) > 5))
+        if score and (best is None or score > best[0]):
+            start = match.start() + (len(match.group()) - len(match.group().lstrip()))
+            best = (score, start, match.end())
+    return (best[1], best[2]) if best else None
