@@ -186,10 +186,19 @@ def chunk_document(
     measure: Callable[[str], int] | None = None,
     limit: int | None = None,
 ) -> list[Chunk]:
-    """Chunks of a document with line and page locations; whitespace-only pieces are dropped."""
+    """Chunks of a document with line and page locations; whitespace-only pieces are dropped.
+
+    A PDF's pages are cut apart first, so every chunk lies on one page and a hit names the page
+    its text is on.
+    """
     lines = LineIndex(doc.text)
     chunks: list[Chunk] = []
-    for span in split_spans(doc.text, settings, measure, limit):
+    bounds = [*doc.page_starts, len(doc.text)] if doc.page_starts else [0, len(doc.text)]
+    spans: list[Span] = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        for span in split_spans(doc.text[lo:hi], settings, measure, limit):
+            spans.append(Span(span.start + lo, span.end + lo, span.tokens, span.model_tokens))
+    for span in spans:
         piece = doc.text[span.start:span.end]
         first = _NON_SPACE.search(piece)
         if first is None:

@@ -155,7 +155,7 @@ def _export_exists(provider) -> bool:  # noqa: ANN001 - LocalModel
 def _summary_line(s: IndexSummary) -> str:
     skipped = sum(s.skipped.values())
     parts = [
-        f"indexed {s.indexed} files",
+        f"indexed {s.indexed} file{'' if s.indexed == 1 else 's'}",
         f"{s.unchanged} unchanged",
         f"{s.removed} removed",
     ]
@@ -237,6 +237,9 @@ def query(
                 raise InvalidOptionError("empty query")
             queries = [text]
         found = _run_queries(queries, options, as_json=as_json, null=null, index=index)
+    except BrokenPipeError:
+        _quiet_stdout()
+        raise typer.Exit(EXIT_FOUND) from None
     except SemsearchError as exc:
         _fail(str(exc))
         return
@@ -377,14 +380,18 @@ def _ago(seconds: float) -> str:
     return f"{int(seconds // 86400)} days"
 
 
+def _quiet_stdout() -> None:
+    """The reader went away (`| head -1`): send what is left to /dev/null, say nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main() -> None:
     """Console-script entry point: run the app; a closed pipe ends quietly."""
     try:
         app()
     except BrokenPipeError:
-        # The reader went away (`| head -1`): stop writing, say nothing.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _quiet_stdout()
         sys.exit(EXIT_FOUND)
     except KeyboardInterrupt:
         sys.stderr.write("semsearch: interrupted\n")

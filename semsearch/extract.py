@@ -54,6 +54,9 @@ class LineIndex:
         return bisect.bisect_right(self._starts, offset)
 
 
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
 def decode_text(data: bytes) -> tuple[str, str]:
     """Decode bytes of unknown encoding; never raises. Returns (text, encoding used).
 
@@ -68,7 +71,10 @@ def decode_text(data: bytes) -> tuple[str, str]:
     except UnicodeDecodeError:
         pass
     text = data.decode("utf-8", errors="replace")
-    if text.count("\ufffd") <= max(1, len(data) // 1000):
+    bad = text.count("\ufffd")
+    # Damaged UTF-8 still has valid multi-byte sequences, or only a stray bad byte here and there;
+    # legacy 8-bit text has no valid sequences and a high byte in every accented word.
+    if len(_UTF8_MULTIBYTE.findall(data)) > bad or bad <= len(data) // 500:
         return text, "utf-8 (with invalid bytes replaced)"
     return data.decode("cp1252", errors="replace"), "cp1252"
 

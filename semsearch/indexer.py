@@ -372,7 +372,7 @@ def _store_group(group: list[_Prepared], model: ModelProvider, writer: store.Ind
         if prepared.replaces is not None:
             writer.remove_file(prepared.replaces)
         writer.add_file(
-            prepared.key, store.display_name(store.key_to_path(writer.index_dir, prepared.key)),
+            prepared.key, store.display_name(os.fsdecode(prepared.key)),
             size=prepared.entry.size, mtime_ns=prepared.entry.mtime_ns, sha256=prepared.sha256,
             kind=prepared.kind, encoding=prepared.encoding, title=prepared.title, error=prepared.error,
             chunks=prepared.chunks, vectors=vectors[offset:offset + n] if n else None,

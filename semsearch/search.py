@@ -17,8 +17,14 @@ if TYPE_CHECKING:
 
 MODES = ("semantic", "lexical", "hybrid")
 DEFAULT_MODE = "semantic"
+# Hybrid fusion, chosen by measurement on SciFact (benchmarks/RESULTS.md): a convex blend of
+# each side's score divided by that side's best score for the query (bm25 of a chunk outside the
+# lexical candidates, or matching no word, counts 0), equal weights. It beat RRF (k=60) there
+# and does not depend on how many candidates each side fetched. "rrf" stays for comparison.
+FUSION = "convex"
+HYBRID_ALPHA = 0.5  # weight of the cosine side
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
-CANDIDATES_PER_HIT = 4  # each side of a hybrid search fetches this many candidates per wanted hit
+CANDIDATES_PER_HIT = 2  # each side of a hybrid search fetches this many candidates per wanted hit
 MAX_QUERY_CHARS = 10_000
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
@@ -93,11 +99,12 @@ class Searcher:
         if options.mode in ("lexical", "hybrid"):
             match = fts_query(query)
             bm25 = dict(self.reader.lexical_search(match, fetch if options.mode == "hybrid" else wanted)) if match else {}
-        ranked = _rank(options.mode, cosines, bm25)
         if options.mode == "hybrid" and qvec is not None:
-            missing = [cid for cid, _ in ranked if cid not in cosines]
+            # Exact cosines for lexical candidates the vector side did not return.
+            missing = [cid for cid in bm25 if cid not in cosines]
             for cid, vec in self.reader.vectors(missing).items():
                 cosines[cid] = float(vec @ qvec)
+        ranked = _rank(options.mode, cosines, bm25)
         records = self.reader.fetch_chunks([cid for cid, _ in ranked])
         hits: list[Hit] = []
         for cid, fused in ranked:
@@ -113,12 +120,13 @@ class Searcher:
             score = cosine if cosine is not None else fused
             if options.min_score is not None and (cosine is None or cosine < options.min_score):
                 continue
-            hits.append(Hit(0, score, record, {k: float(v) for k, v in parts.items()}, best_sentence(record.text, query)))
+            hits.append(Hit(0, score, record, {k: float(v) for k, v in parts.items()}))
         if options.files_only:
-            hits = _best_per_file(hits)
+            hits = _best_per_file(hits)  # a file ranks by its best chunk (max beat sum of top 2)
         hits = hits[: options.top_k]
         for rank, hit in enumerate(hits, 1):
             hit.rank = rank
+            hit.highlight = best_sentence(hit.chunk.text, query)
         return hits
 
 
@@ -128,10 +136,18 @@ def _rank(mode: str, cosines: dict[int, float], bm25: dict[int, float]) -> list[
     if mode == "lexical":
         return sorted(bm25.items(), key=lambda kv: -kv[1])
     fused: dict[int, float] = {}
-    for scores in (cosines, bm25):
-        for position, cid in enumerate(sorted(scores, key=lambda c: -scores[c]), 1):
-            fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + position)
-    return sorted(fused.items(), key=lambda kv: -kv[1])
+    if FUSION == "rrf":
+        for scores in (cosines, bm25):
+            for position, cid in enumerate(sorted(scores, key=lambda c: -scores[c]), 1):
+                fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + position)
+    else:
+        top_cos = max(max(cosines.values(), default=0.0), 1e-9)
+        top_bm25 = max(max(bm25.values(), default=0.0), 1e-9)
+        for cid in cosines.keys() | bm25.keys():
+            cos = max(cosines.get(cid, 0.0), 0.0) / top_cos
+            lex = max(bm25.get(cid, 0.0), 0.0) / top_bm25
+            fused[cid] = HYBRID_ALPHA * cos + (1.0 - HYBRID_ALPHA) * lex
+    return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def _best_per_file(hits: Sequence[Hit]) -> list[Hit]:
@@ -145,9 +161,21 @@ def _best_per_file(hits: Sequence[Hit]) -> list[Hit]:
     return out
 
 
+# Lucene's English stop words (what BM25 baselines such as BEIR's Elasticsearch drop).
+STOPWORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then there "
+    "these they this to was will with".split()
+)
+
+
 def fts_query(query: str) -> str:
-    """An FTS5 query that matches any word of the text (each quoted, so no syntax leaks in)."""
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:64]
+    """An FTS5 query that matches any word of the text (each quoted, so no syntax leaks in).
+
+    Stop words are dropped (they add matches to score and nothing to the ranking), unless the
+    query has nothing else.
+    """
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
+    words = ([w for w in words if w not in STOPWORDS] or words)[:64]
     return " OR ".join(f'"{w}"' for w in words)
 
 

@@ -1,0 +1,140 @@
+"""Shared fixtures: a small deterministic fake embedder for fast tests, and the real model for e2e."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semsearch.store import ModelInfo
+
+FAKE_DIM = 64
+_WORD = re.compile(r"[a-z0-9_]+")
+
+
+def _word_vector(word: str) -> np.ndarray:
+    seed = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+    return np.random.default_rng(seed).standard_normal(FAKE_DIM).astype(np.float32)
+
+
+class FakeEmbedder:
+    """Bag of words hashed to random directions: texts sharing words are close. Deterministic."""
+
+    dim = FAKE_DIM
+    max_tokens = 256
+
+    def __init__(self) -> None:
+        self.documents_embedded = 0
+        self.queries_embedded = 0
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), FAKE_DIM), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in _WORD.findall(text.lower()):
+                out[i] += _word_vector(word)
+            norm = np.linalg.norm(out[i])
+            out[i] = out[i] / norm if norm else _word_vector("\0empty")
+            out[i] /= np.linalg.norm(out[i])
+        return out
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self.documents_embedded += len(texts)
+        return self._embed(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        self.queries_embedded += len(texts)
+        return self._embed(texts)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(t.split()) + 2 for t in texts]
+
+
+class FakeModel:
+    """A ModelProvider around FakeEmbedder (no files, no torch)."""
+
+    def __init__(self, name: str = "fake-bag-of-words", fingerprint: str = "sha256:fake-1") -> None:
+        self.embedder_instance = FakeEmbedder()
+        self._info = ModelInfo(name=name, fingerprint=fingerprint, dim=FAKE_DIM, max_tokens=256)
+
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def measure(self) -> Callable[[str], int] | None:
+        return lambda text: len(text.split()) + 2
+
+    def embedder(self) -> FakeEmbedder:
+        return self.embedder_instance
+
+
+@pytest.fixture
+def fake_model() -> FakeModel:
+    return FakeModel()
+
+
+@pytest.fixture
+def fake_cli(monkeypatch: pytest.MonkeyPatch) -> FakeModel:
+    """Make the CLI use the fake model for both indexing and queries."""
+    import semsearch.models as models
+
+    model = FakeModel()
+
+    class _Local:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def info(self) -> ModelInfo:
+            return model.info()
+
+        def measure(self) -> Callable[[str], int] | None:
+            return model.measure()
+
+        def embedder(self) -> FakeEmbedder:
+            return model.embedder()
+
+        loaded = False
+
+        def ensure_export(self, on_note: Callable[[str], None] = lambda s: None) -> None:
+            return None
+
+    monkeypatch.setattr(models, "LocalModel", _Local)
+    monkeypatch.setattr(models, "load_query_embedder", lambda info, on_note=None: (model.embedder(), 256, "fake"))
+    monkeypatch.setattr("semsearch.cli._export_exists", lambda provider: True)
+    return model
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep tests away from the user's cache and from any index above the test folders."""
+    cache = os.environ.get("SEMSEARCH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
+    monkeypatch.setenv("SEMSEARCH_CACHE", cache)
+    monkeypatch.delenv("SEMSEARCH_INDEX", raising=False)
+    monkeypatch.delenv("SEMSEARCH_MODEL", raising=False)
+    monkeypatch.delenv("SEMSEARCH_MODE", raising=False)
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def make_pdf(path: Path, pages: Sequence[str]) -> Path:
+    """A real PDF with one page per string (fpdf2), text extractable by pypdf."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=11)
+    for text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 6, text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pdf.output(str(path))
+    return path

@@ -1,0 +1,92 @@
+"""Chunker: token limits, overlap, boundaries, locations."""
+
+from __future__ import annotations
+
+import pytest
+
+from semsearch.chunk import ChunkSettings, chunk_document, get_encoding, split_spans
+from semsearch.errors import InvalidOptionError
+from semsearch.extract import Document
+
+PROSE = "\n\n".join(
+    f"Paragraph {p}. " + " ".join(f"Sentence {p}.{s} talks about topic {p * s} in plain words." for s in range(8))
+    for p in range(12)
+)
+
+
+def _tokens(text: str) -> int:
+    return len(get_encoding().encode(text, disallowed_special=()))
+
+
+def test_spans_respect_size_and_cover_text() -> None:
+    settings = ChunkSettings(chunk_tokens=64, overlap_tokens=16)
+    spans = split_spans(PROSE, settings)
+    assert len(spans) > 5
+    assert spans[0].start == 0 and spans[-1].end == len(PROSE)
+    for a, b in zip(spans, spans[1:]):
+        assert b.start <= a.end, "a gap between chunks"
+        assert b.start > a.start, "no progress"
+    for span in spans:
+        assert span.tokens <= 64
+        assert _tokens(PROSE[span.start:span.end]) <= 64 + 1
+
+
+def test_overlap_is_bounded_and_present() -> None:
+    settings = ChunkSettings(chunk_tokens=64, overlap_tokens=16)
+    spans = split_spans(PROSE, settings)
+    overlaps = [_tokens(PROSE[b.start:a.end]) for a, b in zip(spans, spans[1:]) if b.start < a.end]
+    assert overlaps, "expected overlapping chunks"
+    assert all(o <= 16 + 1 for o in overlaps)
+    assert sum(overlaps) / len(overlaps) >= 6
+
+
+def test_no_overlap_means_adjacent_chunks() -> None:
+    spans = split_spans(PROSE, ChunkSettings(chunk_tokens=64, overlap_tokens=0))
+    assert all(b.start == a.end for a, b in zip(spans, spans[1:]))
+
+
+def test_cuts_prefer_sentence_or_paragraph_ends() -> None:
+    spans = split_spans(PROSE, ChunkSettings(chunk_tokens=64, overlap_tokens=0))
+    for span in spans[:-1]:
+        tail = PROSE[span.start:span.end].rstrip(" ")
+        assert tail.endswith((".", "\n")), repr(tail[-30:])
+
+
+def test_model_limit_shrinks_chunks() -> None:
+    # A "model" that counts every character as a token forces cuts far below the cl100k size.
+    spans = split_spans(PROSE, ChunkSettings(chunk_tokens=128, overlap_tokens=0), measure=len, limit=100)
+    assert all(span.model_tokens is not None and span.model_tokens <= 100 for span in spans)
+    assert "".join(PROSE[s.start:s.end] for s in spans) == PROSE
+
+
+def test_locations_lines_and_pages() -> None:
+    text = "alpha line one\nbeta line two\n\ngamma line four\n" * 30
+    doc = Document(text=text, kind="text")
+    chunks = chunk_document(doc, ChunkSettings(chunk_tokens=32, overlap_tokens=8))
+    for chunk in chunks:
+        assert text[chunk.char_start:chunk.char_end] == chunk.text
+        first_line = text[: chunk.char_start + len(chunk.text) - len(chunk.text.lstrip())].count("\n") + 1
+        assert chunk.line_start == first_line
+        assert chunk.line_end >= chunk.line_start
+        assert chunk.page_start is None
+    pdf = Document(text="page one text\n\npage two text", kind="pdf", page_starts=[0, 15])
+    chunks = chunk_document(pdf, ChunkSettings(chunk_tokens=16, overlap_tokens=0))
+    assert chunks[0].page_start == 1 and chunks[-1].page_end == 2
+
+
+def test_whitespace_only_and_empty_give_no_chunks() -> None:
+    assert chunk_document(Document(text="", kind="text"), ChunkSettings()) == []
+    assert chunk_document(Document(text=" \n\n \t\n", kind="text"), ChunkSettings()) == []
+
+
+def test_text_without_any_boundary_is_still_cut() -> None:
+    text = "x" * 20000
+    spans = split_spans(text, ChunkSettings(chunk_tokens=50, overlap_tokens=10))
+    assert all(s.tokens <= 50 for s in spans)
+    assert spans[-1].end == len(text)
+
+
+@pytest.mark.parametrize("size,overlap", [(8, 0), (64, 40), (64, -1)])
+def test_invalid_settings_are_refused(size: int, overlap: int) -> None:
+    with pytest.raises(InvalidOptionError):
+        ChunkSettings(chunk_tokens=size, overlap_tokens=overlap).validate()

@@ -1,0 +1,140 @@
+"""The command line: stdout, stderr and exit codes, with the fake model."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import FakeModel, write
+from typer.testing import CliRunner
+
+from semsearch.cli import app
+
+LINE = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+):(?P<score>-?\d\.\d{4}):(?P<snippet>.*)$")
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel) -> Path:
+    write(tmp_path / "docs" / "cooking.md", "# Bread\n\nKnead the dough and bake the bread in a hot oven.\n")
+    write(tmp_path / "docs" / "space.md", "# Rockets\n\nIntro.\n\nA rocket engine burns fuel to make thrust.\n")
+    write(tmp_path / "docs" / "garden.txt", "Water the tomato plants every morning.\n")
+    write(tmp_path / "docs" / "blob.bin", bytes(range(256)) * 10)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["index", "docs"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "indexed 3 files" in result.stderr and "1 binary" in result.stderr
+    return tmp_path
+
+
+def run(*args: str, input: str | None = None):  # noqa: ANN201
+    return CliRunner().invoke(app, list(args), input=input)
+
+
+def test_plain_lines_for_pipes(project: Path) -> None:
+    result = run("query", "rocket thrust fuel", "-k", "2")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    first = LINE.match(lines[0])
+    assert first, lines[0]
+    assert first["path"] == "docs/space.md" and first["line"] == "1"
+    assert "rocket engine burns fuel" in first["snippet"]
+    assert result.stderr == ""
+
+
+def test_json_lines(project: Path) -> None:
+    result = run("query", "bake bread", "--json", "-k", "3")
+    assert result.exit_code == 0
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["rank"] for o in objects] == [1, 2, 3]
+    top = objects[0]
+    assert {"query", "rank", "score", "path", "line_start", "line_end", "page", "text"} <= top.keys()
+    assert top["query"] == "bake bread" and top["path"] == "docs/cooking.md" and top["page"] is None
+    assert top["line_start"] == 1 and top["line_end"] == 3
+    assert top["score"] >= objects[1]["score"] >= objects[2]["score"]
+
+
+def test_files_only_and_null(project: Path) -> None:
+    result = run("query", "water tomato", "-l")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0] == "docs/garden.txt"
+    assert len(set(result.stdout.splitlines())) == len(result.stdout.splitlines()) == 3
+    result = run("query", "water tomato", "-l", "-0")
+    assert result.stdout.split("\0")[0] == "docs/garden.txt" and result.stdout.endswith("\0")
+
+
+def test_nothing_found_exits_1(project: Path) -> None:
+    result = run("query", "bread", "--min-score", "0.999")
+    assert result.exit_code == 1 and result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["query", "   "], "empty query"),
+        (["query", "x", "-0"], "-0/--null goes with -l"),
+        (["query", "x", "--mode", "magic"], "--mode must be one of"),
+        (["query", "x", "-k", "0"], "--top must be at least 1"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(project: Path, args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_no_index_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("query", "anything")
+    assert result.exit_code == 2
+    assert "no index" in result.stderr and "semsearch index" in result.stderr
+
+
+def test_query_finds_index_from_subdirectory(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project / "docs")
+    result = run("query", "rocket thrust", "-k", "1")
+    assert result.exit_code == 0 and result.stdout.startswith("space.md:")
+    monkeypatch.setenv("SEMSEARCH_INDEX", str(project / ".semsearch"))
+    monkeypatch.chdir("/")
+    assert run("query", "rocket thrust", "-k", "1").exit_code == 0
+
+
+def test_batch_queries_from_stdin(project: Path) -> None:
+    result = run("query", "-", "-k", "1", "--json", input="bake bread\n\nrocket thrust\n")
+    assert result.exit_code == 0
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(o["query"], o["path"]) for o in objects] == [
+        ("bake bread", "docs/cooking.md"), ("rocket thrust", "docs/space.md")]
+    plain = run("query", "-", "-k", "1", input="bake bread\nrocket thrust\n")
+    assert plain.stdout.splitlines()[0] == "# bake bread" and "# rocket thrust" in plain.stdout
+
+
+def test_status(project: Path) -> None:
+    result = run("status")
+    assert result.exit_code == 0
+    assert "files    3" in result.stdout and "fake-bag-of-words" in result.stdout
+    assert "0 changed and 0 missing" in result.stdout
+    write(project / "docs" / "garden.txt", "changed text\n")
+    (project / "docs" / "space.md").unlink()
+    data = json.loads(run("status", "--json").stdout)
+    assert (data["files"], data["changed_since"], data["missing_since"]) == (3, 1, 1)
+
+
+def test_second_index_run_reports_unchanged(project: Path) -> None:
+    result = run("index", "docs")
+    assert result.exit_code == 0 and "indexed 0 files, 3 unchanged" in result.stderr
+
+
+def test_index_missing_path_is_an_error(project: Path) -> None:
+    result = run("index", "nope")
+    assert result.exit_code == 2 and "nope: no such file or folder" in result.stderr
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.startswith("semsearch ")
+    result = run("--help")
+    assert result.exit_code == 0 and "index" in result.stdout and "query" in result.stdout

