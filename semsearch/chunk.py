@@ -168,9 +168,9 @@ def _next_start(text: str, offsets: Sequence[int], start: int, end: int, overlap
     if overlap == 0:
         return end
     desired = max(start + 1, end - overlap)
-    window_end = min(end, desired + max(1, overlap // 2))
+    # Anywhere up to the previous cut: a clean start (line, sentence, word) beats a long overlap.
     best, best_strength = desired, -1
-    for idx in range(desired, window_end):
+    for idx in range(desired, end):
         strength = _strength(text, offsets[idx])
         if strength > best_strength:
             best, best_strength = idx, strength

@@ -302,6 +302,52 @@ def _run_queries(queries, options, *, as_json: bool, null: bool, index: Optional
     return found
 
 
+@app.command("eval")
+def evaluate(
+    queries: Path = typer.Option(..., "--queries", help="BEIR queries: JSON Lines with _id and text."),
+    qrels: Path = typer.Option(..., "--qrels", help="BEIR judgments: query-id<TAB>corpus-id<TAB>score, with a header."),
+    mode: Optional[str] = typer.Option(None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid."),
+    id_mode: str = typer.Option("stem", "--id-mode", help="Hit file -> document id: stem (name without extension), name, relpath."),
+    depth: int = typer.Option(100, "--depth", help="Distinct documents ranked per query."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help="Index folder [default: nearest .semsearch above]."),
+) -> None:
+    """Score the index on judged queries: nDCG@10, Recall@10/100, MRR@10, latency."""
+    from semsearch.evaluate import EvalInputError, load_qrels, load_queries
+    from semsearch.evalrun import run_evaluation
+    from semsearch.models import load_query_embedder
+    from semsearch.search import DEFAULT_MODE, Searcher
+    from semsearch.store import IndexReader
+
+    err = _stderr()
+    try:
+        try:
+            judged = load_qrels(qrels)
+            asked = load_queries(queries)
+        except (EvalInputError, OSError) as exc:
+            raise InvalidOptionError(str(exc).splitlines()[0]) from None
+        with IndexReader(_index_dir_for_reading(index)) as reader:
+            note = lambda message: err.print(f"semsearch: {message}", style="dim")  # noqa: E731
+            searcher = Searcher(reader, lambda: load_query_embedder(reader.manifest.model, on_note=note)[0], on_note=note)
+            try:
+                result = run_evaluation(reader, searcher, asked, judged, mode=mode or DEFAULT_MODE,
+                                        id_mode=id_mode, depth=depth)
+            except ValueError as exc:
+                raise InvalidOptionError(str(exc)) from None
+    except SemsearchError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    figures = result.summary()
+    typer.echo(f"mode        {figures['mode']}")
+    typer.echo(f"queries     {figures['queries']}")
+    for key in ("ndcg@10", "recall@10", "recall@100", "mrr@10"):
+        typer.echo(f"{key:<11} {figures[key]:.4f}")
+    typer.echo(f"latency     p50 {figures['p50_ms']:.1f} ms, p95 {figures['p95_ms']:.1f} ms")
+
+
 @app.command()
 def status(
     index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help="Index folder [default: nearest .semsearch above]."),

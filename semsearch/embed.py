@@ -176,8 +176,14 @@ class SentenceTransformerEmbedder:
 
     def __init__(self, spec: ModelSpec, device: str | None = None, precision: str = "auto") -> None:
         offline_environment()
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         import torch
+        import transformers
         from sentence_transformers import SentenceTransformer
+
+        # Our stderr is for our own progress and warnings: silence the stack's load-time chatter.
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
 
         self.spec = spec
         self.device = pick_device(device)
@@ -185,7 +191,8 @@ class SentenceTransformerEmbedder:
             self.model = SentenceTransformer(str(spec.path), device=self.device, local_files_only=True)
         except Exception as exc:  # noqa: BLE001 - surface any load failure as one line
             raise ModelError(f"cannot load model {spec.name}: {type(exc).__name__}: {exc}") from None
-        self.dim = int(self.model.get_sentence_embedding_dimension() or 0)
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim() or 0)
         self.max_tokens = int(self.model.max_seq_length or 512)
         self.prompts = {k: v for k, v in (self.model.prompts or {}).items() if v}
         self.query_prompt = pick_prompt(self.prompts, QUERY_PROMPT_NAMES)

@@ -100,6 +100,7 @@ def write_files(out: IO[str], hits: Sequence[Hit], null: bool = False) -> None:
 
 def render_terminal(console: Console, hits: Sequence[Hit], query: str, files_only: bool = False) -> None:
     """The readable view: path, lines or page, score, and the chunk with its best sentence emphasized."""
+    from rich.padding import Padding
     from rich.text import Text
 
     if not hits:
@@ -119,8 +120,7 @@ def render_terminal(console: Console, hits: Sequence[Hit], query: str, files_onl
         console.print(header)
         if files_only:
             continue
-        console.print(_body(hit))
-        console.print()
+        console.print(Padding(_body(hit), (0, 0, 1, 4)))
 
 
 def _body(hit: Hit):  # -> rich.text.Text
@@ -149,6 +149,4 @@ def _trim_lines(body):  # -> list[rich.text.Text]
         focus = next((i for i, line in enumerate(kept) if any(s.style == "bold yellow" for s in line.spans)), 0)
         start = max(0, min(focus - 3, len(kept) - VIEW_LINES))
         kept = kept[start:start + VIEW_LINES]
-    for line in kept:
-        line.pad_left(4)
     return kept

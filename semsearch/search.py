@@ -27,7 +27,9 @@ RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
 CANDIDATES_PER_HIT = 2  # each side of a hybrid search fetches this many candidates per wanted hit
 MAX_QUERY_CHARS = 10_000
 _WORD = re.compile(r"\w+", re.UNICODE)
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+# A sentence ends at . ! ? followed by space and a capital, digit, quote or bracket; or at a
+# newline. ("e.g. this" and "v1.2" do not end one.)
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[*#])|\n+")
 
 
 @dataclass
@@ -187,13 +189,17 @@ def best_sentence(text: str, query: str) -> tuple[int, int] | None:
     terms = {w.lower() for w in _WORD.findall(query) if len(w) > 2}
     if not terms:
         return None
+    prefixes = {t[:5] for t in terms if len(t) > 5}  # w.startswith(t[:5]) <=> w[:5] == t[:5]
     best: tuple[float, int, int] | None = None
-    for match in _SENTENCE.finditer(text):
-        words = [w.lower() for w in _WORD.findall(match.group())]
-        if not words:
-            continue
-        score = sum(len(w) for w in set(words) if w in terms or any(w.startswith(t[:5]) for t in terms if len(t) > 5))
+    start = 0
+    for cut in [*_SENTENCE_BREAK.finditer(text), None]:
+        end = cut.start() if cut is not None else len(text)
+        sentence = text[start:end]
+        words = {w.lower() for w in _WORD.findall(sentence)}
+        score = sum(len(w) for w in words if w in terms or w[:5] in prefixes)
         if score and (best is None or score > best[0]):
-            start = match.start() + (len(match.group()) - len(match.group().lstrip()))
-            best = (score, start, match.end())
+            lead = len(sentence) - len(sentence.lstrip())
+            best = (score, start + lead, start + len(sentence.rstrip()))
+        if cut is not None:
+            start = cut.end()
     return (best[1], best[2]) if best else None

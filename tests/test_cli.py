@@ -138,3 +138,17 @@ def test_version_and_help() -> None:
     assert run("--version").stdout.startswith("semsearch ")
     result = run("--help")
     assert result.exit_code == 0 and "index" in result.stdout and "query" in result.stdout
+
+
+def test_eval_command(project: Path) -> None:
+    write(project / "q.jsonl", '{"_id": "q1", "text": "rocket thrust"}\r\n{"_id": "q2", "text": "tomato plants"}\r\n')
+    write(project / "qrels.tsv", "query-id\tcorpus-id\tscore\r\nq1\tspace\t1\r\nq2\tgarden\t1\r\n")
+    result = run("eval", "--queries", "q.jsonl", "--qrels", "qrels.tsv", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["queries"] == 2 and data["ndcg@10"] == 1.0 and data["mrr@10"] == 1.0
+    assert data["p50_ms"] >= 0
+    text = run("eval", "--queries", "q.jsonl", "--qrels", "qrels.tsv", "--mode", "lexical")
+    assert text.exit_code == 0 and "ndcg@10     1.0000" in text.stdout
+    bad = run("eval", "--queries", "missing.jsonl", "--qrels", "qrels.tsv")
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
