@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import codecs
 import io
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,9 +80,19 @@ def decode_text(data: bytes) -> tuple[str, str]:
     return data.decode("cp1252", errors="replace"), "cp1252"
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def normalize_text(text: str) -> str:
-    """Normalize line ends and drop NUL characters, which no reader wants."""
-    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    """Normalize line ends and drop NUL characters, which no reader wants; lone surrogates (from
+    broken PDF character maps) become U+FFFD, since they cannot be stored as UTF-8."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _stem(path: Path) -> str:
+    """A file's name without suffix, as text (bytes that are not UTF-8 shown escaped)."""
+    return os.fsencode(path.stem).decode("utf-8", errors="backslashreplace")
 
 
 def extract_text(path: Path, data: bytes) -> Document:
@@ -96,7 +107,7 @@ def _title(path: Path, text: str, kind: str) -> str:
         match = re.search(r"^#\s+(.+)$", text[:4000], flags=re.MULTILINE)
         if match:
             return match.group(1).strip()
-    return path.stem
+    return _stem(path)
 
 
 # A page whose extracted text is over this many characters is a decompression bomb or garbage.
@@ -152,7 +163,7 @@ def extract_pdf(path: Path, data: bytes) -> Document:
         title = str(meta.title).strip() if meta and meta.title else ""
     except Exception:  # noqa: BLE001 - metadata of broken PDFs is optional
         title = ""
-    return Document(text=PAGE_SEPARATOR.join(parts), kind="pdf", page_starts=starts, title=title or path.stem)
+    return Document(text=PAGE_SEPARATOR.join(parts), kind="pdf", page_starts=starts, title=_SURROGATE.sub("\ufffd", title) or _stem(path))
 
 
 def extract(path: Path, data: bytes, kind: str) -> Document:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import queue
 import sqlite3
@@ -151,7 +152,7 @@ def _run(
     index_dir = options.index_dir
     roots = list(options.roots)
     known_roots = writer.roots() or (
-        [] if writer.new_build is False or previous is None else _previous_roots(index_dir, previous)
+        [] if writer.new_build is False else _previous_roots(index_dir, previous)
     )
     if not roots:
         roots = [store.key_to_path(index_dir, os.fsencode(r)) for r in known_roots]
@@ -225,11 +226,23 @@ def _run(
         f"SELECT count(*) FROM chunks WHERE {store._visible(writer.committed)}").fetchone()[0])
 
 
-def _previous_roots(index_dir: Path, previous: store.IndexManifest) -> list[str]:
-    """Roots remembered by the index being replaced (a rebuild re-walks them)."""
-    with contextlib.suppress(store.SemsearchError, sqlite3.Error):
-        with store.IndexReader(index_dir) as reader:
-            return list(reader.roots)
+def _previous_roots(index_dir: Path, previous: store.IndexManifest | None) -> list[str]:
+    """Roots remembered by the index being replaced (a rebuild re-walks them), or, when its
+    manifest is damaged, by any database left in the folder that still reads."""
+    if previous is not None:
+        with contextlib.suppress(store.SemsearchError, sqlite3.Error, ValueError):
+            with store.IndexReader(index_dir) as reader:
+                return list(reader.roots)
+    for db in sorted(index_dir.glob("meta-*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True):
+        with contextlib.suppress(sqlite3.Error, ValueError, TypeError, OSError):
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                row = conn.execute("SELECT value FROM state WHERE key = 'roots'").fetchone()
+            finally:
+                conn.close()
+            roots = json.loads(row[0]) if row else []
+            if isinstance(roots, list) and roots and all(isinstance(r, str) for r in roots):
+                return roots
     return []
 
 
@@ -318,9 +331,21 @@ def _process(
     thread = threading.Thread(target=producer, name="semsearch-reader", daemon=True)
     thread.start()
     group: list[_Prepared] = []
-    group_chunks = 0
-    bytes_done = 0
+    group_chunks = group_bytes = 0
+    stored_bytes = 0  # bytes of the files already stored (or passed over)
     last_commit = time.monotonic()
+
+    def report(extra: float = 0.0) -> None:
+        on_event(IndexEvent("file", "", int(stored_bytes + extra), total_bytes))
+
+    def flush() -> None:
+        nonlocal group, group_chunks, group_bytes, stored_bytes
+        size = group_bytes
+        _store_group(group, model, writer, summary, lambda fraction: report(fraction * size))
+        stored_bytes += group_bytes
+        group, group_chunks, group_bytes = [], 0, 0
+        report()
+
     try:
         while True:
             got = results.get()
@@ -330,28 +355,28 @@ def _process(
             if item is None:
                 raise prepared
             entry = item[0]
-            bytes_done += entry.size
             if isinstance(prepared, Exception):
                 summary.skipped["unreadable"] += 1
                 on_event(IndexEvent("warning", f"{store.display_name(entry.path)}: skipped, {prepared}"))
+                stored_bytes += entry.size
                 continue
             if prepared.replaces is not None and not prepared.chunks and prepared.error is None:
                 writer.touch_file(prepared.replaces, entry.size, entry.mtime_ns)
                 summary.unchanged += 1
+                stored_bytes += entry.size
                 continue
             if prepared.error is not None:
                 summary.no_text += 1
                 on_event(IndexEvent("warning", f"{store.display_name(entry.path)}: {prepared.error}"))
             group.append(prepared)
             group_chunks += len(prepared.chunks)
+            group_bytes += entry.size
             if group_chunks >= EMBED_GROUP_CHUNKS:
-                _store_group(group, model, writer, summary)
-                group, group_chunks = [], 0
-            on_event(IndexEvent("file", store.display_name(entry.path), bytes_done, total_bytes))
+                flush()
             if time.monotonic() - last_commit > COMMIT_SECONDS:
                 writer.commit()
                 last_commit = time.monotonic()
-        _store_group(group, model, writer, summary)
+        flush()
         writer.commit()
     finally:
         stop.set()
@@ -360,12 +385,19 @@ def _process(
                 results.get(timeout=0.1)
 
 
-def _store_group(group: list[_Prepared], model: ModelProvider, writer: store.IndexWriter, summary: IndexSummary) -> None:
+def _store_group(
+    group: list[_Prepared],
+    model: ModelProvider,
+    writer: store.IndexWriter,
+    summary: IndexSummary,
+    tick: Callable[[float], None] = lambda fraction: None,
+) -> None:
     """Embed the chunks of a group of files (shortest first) and store each file whole."""
     if not group:
         return
     texts = [c.text for p in group for c in p.chunks]
-    vectors = _embed_sorted(model, texts, [c.model_tokens or c.tokens for p in group for c in p.chunks], summary)
+    lengths = [c.model_tokens or c.tokens for p in group for c in p.chunks]
+    vectors = _embed_sorted(model, texts, lengths, summary, tick)
     offset = 0
     for prepared in group:
         n = len(prepared.chunks)
@@ -382,7 +414,13 @@ def _store_group(group: list[_Prepared], model: ModelProvider, writer: store.Ind
             summary.indexed += 1
 
 
-def _embed_sorted(model: ModelProvider, texts: list[str], lengths: list[int], summary: IndexSummary) -> np.ndarray:
+def _embed_sorted(
+    model: ModelProvider,
+    texts: list[str],
+    lengths: list[int],
+    summary: IndexSummary,
+    tick: Callable[[float], None] = lambda fraction: None,
+) -> np.ndarray:
     """Embed texts in batches of similar token length (less padding), in the original order."""
     import numpy as np
 
@@ -396,6 +434,7 @@ def _embed_sorted(model: ModelProvider, texts: list[str], lengths: list[int], su
     for start in range(0, len(order), batch):
         idx = order[start:start + batch]
         out[idx] = embedder.embed_documents([texts[i] for i in idx])
+        tick((start + len(idx)) / len(order))
     summary.embed_seconds += time.perf_counter() - started
     summary.tokens_embedded += int(sum(lengths))
     return out

@@ -81,9 +81,14 @@ def hit_to_json(hit: Hit, query: str) -> dict:
     }
 
 
+# Line breaks other than \n that JSON leaves raw in strings but line splitters (Python's
+# splitlines, older JavaScript) break on: escaped, so each object stays on one line for all.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def write_json_lines(out: IO[str], hits: Sequence[Hit], query: str) -> None:
     for hit in hits:
-        out.write(json.dumps(hit_to_json(hit, query), ensure_ascii=False) + "\n")
+        out.write(json.dumps(hit_to_json(hit, query), ensure_ascii=False).translate(_LINE_BREAKS) + "\n")
 
 
 def write_lines(out: IO[str], hits: Sequence[Hit]) -> None:

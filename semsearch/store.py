@@ -5,7 +5,8 @@ Layout of an index folder (default ``.semsearch/``), format version 1::
     manifest.json              what the current index is: format version, model, chunking, HNSW
                                parameters, and which database file holds it (replaced atomically)
     meta-<E>.sqlite            SQLite (WAL): files, chunks (text, location, float32 vector),
-                               chunks_fts (FTS5 over chunk text), state (generation, vector file,
+                               chunks_fts (FTS5 over the text of generation G's chunks, changed only
+                               with the flip), state (generation, vector file,
                                its size and sha256, indexed roots)
     vectors-<E>-<G>.hnsw       hnswlib index (space "cosine"), labels = chunks.id, for generation G
     building.json              present only while a new index (epoch E+1) is built; lets an
@@ -29,6 +30,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import struct
 import time
@@ -349,19 +351,25 @@ def _get_state(conn: sqlite3.Connection) -> dict[str, str]:
 _HNSW_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
 
 
-def check_vector_file(path: Path, expected_count: int, dim: int, size: int, digest: str) -> None:
-    """Validate a vector file before hnswlib reads it: size, header fields and checksum."""
+def check_vector_file(
+    path: Path, expected_count: int, dim: int, size: int, digest: str, shown: Path | None = None
+) -> None:
+    """Validate a vector file before hnswlib reads it: size, header fields and checksum.
+
+    ``shown`` is the name for messages when ``path`` is another way to the file (an open fd).
+    """
     remedy = "run `semsearch index --rebuild`"
+    name = shown or path
     try:
         actual = path.stat().st_size
         with open(path, "rb") as handle:
             head = handle.read(_HNSW_HEADER.size)
     except FileNotFoundError:
-        raise IndexCorruptError(f"{path} is missing; {remedy}") from None
+        raise IndexCorruptError(f"{name} is missing; {remedy}") from None
     except OSError as exc:
-        raise IndexCorruptError(f"cannot read {path}: {exc.strerror}; {remedy}") from None
+        raise IndexCorruptError(f"cannot read {name}: {exc.strerror}; {remedy}") from None
     if actual != size or len(head) < _HNSW_HEADER.size:
-        raise IndexCorruptError(f"{path} has the wrong size ({actual} bytes, expected {size}); {remedy}")
+        raise IndexCorruptError(f"{name} has the wrong size ({actual} bytes, expected {size}); {remedy}")
     (offset0, max_el, count, per_element, label_off, data_off, _maxlevel, enter, _maxm, maxm0, m,
      _mult, _efc) = _HNSW_HEADER.unpack(head)
     plausible = (
@@ -376,9 +384,9 @@ def check_vector_file(path: Path, expected_count: int, dim: int, size: int, dige
         and _HNSW_HEADER.size + count * per_element <= actual
     )
     if not plausible:
-        raise IndexCorruptError(f"{path} is not the vector file this index expects; {remedy}")
+        raise IndexCorruptError(f"{name} is not the vector file this index expects; {remedy}")
     if actual <= CHECKSUM_LIMIT and sha256_file(path) != digest:
-        raise IndexCorruptError(f"{path} fails its checksum; {remedy}")
+        raise IndexCorruptError(f"{name} fails its checksum; {remedy}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,10 +398,21 @@ class IndexReader:
 
     def __init__(self, index_dir: Path) -> None:
         self.index_dir = index_dir
-        self.manifest = read_manifest(index_dir)
-        self.db_path = index_dir / self.manifest.database
-        self.conn = _connect(self.db_path, readonly=True)
         self._hnsw: Any = None
+        self._vector_fd = -1
+        # A writer that finishes between our reads of the manifest, the database and the vector
+        # file deletes the files of the state we started to read: start again from the manifest.
+        for attempt in range(3):
+            if self._open_snapshot(last=attempt == 2):
+                break
+            time.sleep(0.02)
+
+    def _open_snapshot(self, last: bool) -> bool:
+        self.manifest = read_manifest(self.index_dir)
+        self.db_path = self.index_dir / self.manifest.database
+        if not last and not self.db_path.is_file():
+            return False
+        self.conn = _connect(self.db_path, readonly=True)
         try:
             # One read transaction for the reader's life: a writer's later commits stay unseen.
             self.conn.execute("BEGIN")
@@ -409,10 +428,26 @@ class IndexReader:
         except (sqlite3.DatabaseError, ValueError) as exc:
             self.conn.close()
             raise IndexCorruptError(f"{self.db_path} is damaged ({exc}); run `semsearch index --rebuild`") from None
+        if self.vector_file and "/" not in self.vector_file:
+            # Hold the vector file of this snapshot open: the writer of the next generation
+            # deletes it, and this reader must still answer from it.
+            try:
+                self._vector_fd = os.open(self.index_dir / self.vector_file, os.O_RDONLY)
+            except FileNotFoundError:
+                if not last:
+                    self.conn.close()
+                    return False
+            except OSError:
+                pass  # reported with the file's other checks when vectors are first needed
+        return True
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
+        if self._vector_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._vector_fd)
+            self._vector_fd = -1
 
     def __enter__(self) -> IndexReader:
         return self
@@ -436,10 +471,13 @@ class IndexReader:
             raise IndexCorruptError(f"{self.db_path} names an unexpected vector file; run `semsearch index --rebuild`")
         path = self.index_dir / self.vector_file
         dim = self.manifest.model.dim
-        check_vector_file(path, self.vector_slots, dim, self.vector_size, self.vector_sha256)
+        source = path
+        if self._vector_fd >= 0 and os.path.exists(f"/proc/self/fd/{self._vector_fd}"):
+            source = Path(f"/proc/self/fd/{self._vector_fd}")  # this snapshot's file, even if replaced
+        check_vector_file(source, self.vector_slots, dim, self.vector_size, self.vector_sha256, shown=path)
         index = hnswlib.Index(space=self.manifest.hnsw.space, dim=dim)
         try:
-            index.load_index(str(path), max_elements=0)
+            index.load_index(str(source), max_elements=0)
         except (RuntimeError, MemoryError, ValueError) as exc:
             raise IndexCorruptError(f"{path} cannot be loaded ({exc}); run `semsearch index --rebuild`") from None
         index.set_ef(self.manifest.hnsw.ef_search)
@@ -475,6 +513,7 @@ class IndexReader:
     def fetch_chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
         """Chunk records by id (only those visible in this generation)."""
         out: dict[int, ChunkRecord] = {}
+        paths: dict[int, Path] = {}  # file id -> path (chunks of one file share it)
         ids = list(dict.fromkeys(int(i) for i in ids))
         for start in range(0, len(ids), 500):
             part = ids[start:start + 500]
@@ -486,8 +525,11 @@ class IndexReader:
                 part,
             ).fetchall()
             for row in rows:
+                path = paths.get(row[1])
+                if path is None:
+                    path = paths[row[1]] = key_to_path(self.index_dir, row[2])
                 out[row[0]] = ChunkRecord(
-                    id=row[0], file_id=row[1], path=key_to_path(self.index_dir, row[2]), display=row[3],
+                    id=row[0], file_id=row[1], path=path, display=row[3],
                     kind=row[4], title=row[5] or "", ordinal=row[6], text=row[7], char_start=row[8],
                     char_end=row[9], line_start=row[10], line_end=row[11], page_start=row[12], page_end=row[13],
                 )
@@ -598,6 +640,10 @@ class IndexWriter:
         except sqlite3.DatabaseError as exc:
             raise IndexCorruptError(f"{self.db_path} is damaged ({exc}); run `semsearch index --rebuild`") from None
         state = _get_state(self.conn)
+        if not new_build and "generation" not in state:
+            # A current database always has a committed generation: this one is empty or foreign.
+            self.conn.close()
+            raise IndexCorruptError(f"{self.db_path} holds no index; run `semsearch index --rebuild`")
         self.committed = int(state.get("generation", "0"))
         self.working = self.committed + 1
         self._in_tx = False
@@ -641,9 +687,7 @@ class IndexWriter:
         row = self.conn.execute("SELECT gen_added FROM files WHERE id = ?", (file_id,)).fetchone()
         if row is None:
             return
-        if row[0] >= self.working:
-            for cid, text in self.conn.execute("SELECT id, text FROM chunks WHERE file_id = ?", (file_id,)).fetchall():
-                self.conn.execute("INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES('delete', ?, ?)", (cid, text))
+        if row[0] >= self.working:  # never visible, so never in chunks_fts either
             self.conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
             self.conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
         else:
@@ -687,7 +731,6 @@ class IndexWriter:
                     (file_id, chunk.ordinal, chunk.text, chunk.char_start, chunk.char_end, chunk.line_start,
                      chunk.line_end, chunk.page_start, chunk.page_end, chunk.tokens, vec.tobytes(), self.working),
                 )
-                self.conn.execute("INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)", (cur.lastrowid, chunk.text))
         return file_id
 
     def live_files(self) -> Iterator[tuple[int, bytes]]:
@@ -784,12 +827,24 @@ class IndexWriter:
         index.save_index(str(tmp))
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+            written = os.fstat(handle.fileno()).st_size
+        if written != index.index_file_size():
+            # hnswlib does not check its writes: a full disk leaves a short file, silently.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise OSError(errno.ENOSPC, f"{path.name} was written incompletely (disk full?)")
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
         _fsync_dir(self.index_dir)
         size = path.stat().st_size
         digest = sha256_file(path)
         self._begin()
+        # chunks_fts follows the flip in the same transaction: BM25 statistics never count rows
+        # a reader cannot see (pending rows of an interrupted run, removed rows not yet purged).
+        self.conn.execute("INSERT INTO chunks_fts(rowid, text) SELECT id, text FROM chunks "
+                          "WHERE gen_added = ? AND gen_removed IS NULL", (self.working,))
+        self.conn.execute("INSERT INTO chunks_fts(chunks_fts, rowid, text) SELECT 'delete', id, text FROM chunks "
+                          "WHERE gen_removed = ? AND gen_added < ?", (self.working, self.working))
         for key, value in (("vector_file", name), ("vector_count", str(live)),
                            ("vector_slots", str(index.get_current_count())), ("vector_size", str(size)),
                            ("vector_sha256", digest), ("updated_at", repr(time.time())),
@@ -810,11 +865,7 @@ class IndexWriter:
 
     def _purge(self, generation: int) -> None:
         """Delete rows no generation from ``generation`` on can see."""
-        self._begin()
-        for cid, text in self.conn.execute(
-            "SELECT id, text FROM chunks WHERE gen_removed IS NOT NULL AND gen_removed <= ?", (generation,)
-        ).fetchall():
-            self.conn.execute("INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES('delete', ?, ?)", (cid, text))
+        self._begin()  # their chunks_fts rows went at the flip
         self.conn.execute("DELETE FROM chunks WHERE gen_removed IS NOT NULL AND gen_removed <= ?", (generation,))
         self.conn.execute("DELETE FROM files WHERE gen_removed IS NOT NULL AND gen_removed <= ?", (generation,))
         self.commit()
@@ -853,7 +904,9 @@ def open_writer(
         pending = None
     if pending is not None and pending.same_build(wanted) and not rebuild and (index_dir / pending.database).exists():
         return IndexWriter(index_dir, pending, new_build=True), current, reason or "resuming an interrupted build"
-    epoch = max(current.epoch if current else 0, pending.epoch if pending else 0) + 1
+    # Past every database in the folder too: one of an unreadable manifest may still hold the roots.
+    found = [int(m.group(1)) for p in index_dir.glob("meta-*.sqlite") if (m := re.fullmatch(r"meta-(\d+)\.sqlite", p.name))]
+    epoch = max(current.epoch if current else 0, pending.epoch if pending else 0, *found) + 1
     manifest = IndexManifest(**{**asdict_shallow(wanted), "epoch": epoch, "database": f"meta-{epoch}.sqlite"})
     for stale in index_dir.glob(f"meta-{epoch}.sqlite*"):
         stale.unlink()

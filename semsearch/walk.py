@@ -194,7 +194,20 @@ def walk(
             on_skip(Skip(path, reason, warn=True))
             return None
 
-    def walk_dir(directory: Path, layers: list[_IgnoreLayer]) -> Iterator[FileEntry]:
+    def walk_dir(top: Path, layers: list[_IgnoreLayer]) -> Iterator[FileEntry]:
+        """Depth first in name order, with an explicit stack: any depth, no RecursionError."""
+        stack = [dir_items(top, layers)]
+        while stack:
+            item = next(stack[-1], None)
+            if item is None:
+                stack.pop()
+            elif isinstance(item, FileEntry):
+                yield item
+            else:
+                stack.append(dir_items(*item))
+
+    def dir_items(directory: Path, layers: list[_IgnoreLayer]) -> Iterator[FileEntry | tuple[Path, list[_IgnoreLayer]]]:
+        """The files of one folder, and (folder, its ignore layers) for each folder to enter."""
         lines = _read_ignore_lines(directory, on_skip)
         if lines:
             layers = [*layers, _IgnoreLayer(directory, lines)]
@@ -223,7 +236,7 @@ def walk(
                     on_skip(Skip(path, "symlink loop"))
                     continue
                 seen_dirs.add(key)
-                yield from walk_dir(path, layers)
+                yield (path, layers)
             elif stat.S_ISREG(st.st_mode):
                 if name in IGNORE_FILES or _is_ignored(layers, path, is_dir=False):
                     on_skip(Skip(path, "ignored"))

@@ -1,0 +1,112 @@
+"""Private by default: owner-only files, no network at run time, no pickle, verified model files."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import FakeModel, write
+from typer.testing import CliRunner
+
+import semsearch
+from semsearch.cli import app
+
+
+def run(*args: str):  # noqa: ANN201
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args)
+        raise OSError("network access is not allowed in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts
+
+
+def test_index_folder_and_files_are_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               fake_cli: FakeModel) -> None:
+    write(tmp_path / "docs" / "a.txt", "Owner only words.")
+    monkeypatch.chdir(tmp_path)
+    old = os.umask(0o022)
+    try:
+        assert run("index", "docs", "-q").exit_code == 0
+        write(tmp_path / "docs" / "b.txt", "More words.")
+        assert run("index", "-q").exit_code == 0
+    finally:
+        os.umask(old)
+    index = tmp_path / ".semsearch"
+    assert stat.S_IMODE(index.stat().st_mode) == 0o700
+    for path in index.iterdir():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, f"{path.name} is {oct(mode)}"
+
+
+def test_index_and_query_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel,
+                                         no_network: list[object]) -> None:
+    write(tmp_path / "docs" / "a.txt", "The heron waits in the shallows.")
+    monkeypatch.chdir(tmp_path)
+    result = run("index", "docs")
+    assert result.exit_code == 0, result.output
+    for args in (["query", "heron shallows"], ["query", "heron", "--json", "--mode", "hybrid"], ["status"]):
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+    assert no_network == []
+
+
+@pytest.mark.model
+def test_real_model_index_and_query_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    no_network: list[object]) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # even when allowed to try, nothing may connect
+    write(tmp_path / "docs" / "a.txt", "The heron waits in the shallows for fish.")
+    write(tmp_path / "docs" / "b.txt", "Compilers translate source code into machine code.")
+    monkeypatch.chdir(tmp_path)
+    result = run("index", "docs")
+    assert result.exit_code == 0, result.output
+    result = run("query", "a bird catching fish", "-k", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert "a.txt" in json.loads(result.stdout)["path"]
+    assert no_network == []
+
+
+def test_no_pickle_anywhere() -> None:
+    package = Path(semsearch.__file__).parent
+    for source in package.glob("*.py"):
+        text = source.read_text()
+        for needle in ("import pickle", "from pickle", "pickle.load", "torch.load(", "allow_pickle=True",
+                       "import marshal", "import shelve", "joblib"):
+            assert needle not in text, f"{source.name} uses {needle}"
+
+
+def test_model_files_are_verified_against_a_known_hash(tmp_path: Path) -> None:
+    from semsearch import embed
+
+    spec = embed.resolve_model(None)
+    fingerprint = embed.model_fingerprint(spec)
+    assert fingerprint.startswith("sha256:")
+    # A changed weights file changes the fingerprint, or is refused.
+    copy = tmp_path / "model"
+    import shutil
+
+    shutil.copytree(spec.path, copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    try:
+        changed = embed.model_fingerprint(embed.resolve_model(str(copy)))
+    except semsearch.errors.ModelError as exc:
+        assert "model.safetensors" in str(exc) or "hash" in str(exc).lower()
+    else:
+        assert changed != fingerprint
