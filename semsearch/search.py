@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from semsearch.models import QueryEmbedder
 
 MODES = ("semantic", "lexical", "hybrid")
-DEFAULT_MODE = "semantic"
+DEFAULT_MODE = "hybrid"  # measured best on SciFact (benchmarks/RESULTS.md)
 # Hybrid fusion, chosen by measurement on SciFact (benchmarks/RESULTS.md): a convex blend of
 # each side's score divided by that side's best score for the query (bm25 of a chunk outside the
 # lexical candidates, or matching no word, counts 0), equal weights. It beat RRF (k=60) there

@@ -431,7 +431,7 @@ def test_queries_during_an_update_see_the_last_committed_state(tmp_path: Path, e
         assert after != before
         assert during == (before if sees == "before" else after)
         # A reader that began before the writer committed keeps answering from its own state.
-        hits = Searcher(reader, harness.FakeEmbedder).search(QUERIES[0], SearchOptions(top_k=6))
+        hits = Searcher(reader, harness.FakeEmbedder).search(QUERIES[0], SearchOptions(top_k=6, mode="semantic"))
         assert sorted((os.path.relpath(h.chunk.path, work), h.chunk.ordinal, round(h.score, 4)) for h in hits) == before[2]
     finally:
         reader.close()
@@ -454,7 +454,7 @@ def test_queries_during_a_rebuild_see_the_last_committed_state(tmp_path: Path, e
         after = signature(work)
         assert after != before
         assert during == (before if sees == "before" else after)
-        hits = Searcher(reader, harness.FakeEmbedder).search(QUERIES[0], SearchOptions(top_k=6))
+        hits = Searcher(reader, harness.FakeEmbedder).search(QUERIES[0], SearchOptions(top_k=6, mode="semantic"))
         assert sorted((os.path.relpath(h.chunk.path, work), h.chunk.ordinal, round(h.score, 4)) for h in hits) == before[2]
     finally:
         reader.close()

@@ -1,0 +1,155 @@
+"""Retrieval quality on BEIR SciFact (train queries): semantic vs lexical vs hybrid.
+
+Usage:
+    python benchmarks/scifact_eval.py [--data ../shared/data/scifact] [--work /tmp/scifact-work]
+                                      [--chunk-tokens 128] [--overlap-tokens 32]
+                                      [--modes semantic,lexical,hybrid] [--split all|even|odd]
+                                      [--fusion default|convex|rrf] [--latency-queries 200]
+                                      [--no-update] [--json]
+
+Writes each corpus document to WORK/files/<_id>.txt (benchmarks/scifact_to_files.py), builds or
+updates the index WORK/idx-<chunk>-<overlap> with the library (the bundled model), and runs
+every judged train query through semsearch.evalrun.run_evaluation for each mode, with the same
+harness. Prints nDCG@10, Recall@10, Recall@100, MRR@10, queries and latency p50/p95 per mode.
+``--split even|odd`` keeps only queries with an even/odd id (a held-out half for sanity checks).
+Re-running reuses the files and the index (only changed files are re-embedded); ``--no-update``
+uses the index as it is. ``--fusion`` measures hybrid with another fusion than the default.
+Latency columns: "eval" is one query ranking 100 distinct files (what ``semsearch eval`` times);
+"top-10" is a plain 10-chunk ``semsearch query`` (query model loaded, embedding included).
+
+Exit codes: 0 ok, 2 SciFact data missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+DEFAULT_DATA = HERE.parent.parent / "shared/data/scifact"
+
+
+def build(files: Path, index_dir: Path, chunk_tokens: int, overlap_tokens: int) -> None:
+    from semsearch.chunk import ChunkSettings
+    from semsearch.indexer import IndexOptions, build_index
+    from semsearch.models import LocalModel, export_dir_for
+
+    provider = LocalModel(None)
+    options = IndexOptions(
+        roots=[files], index_dir=index_dir,
+        chunking=ChunkSettings(chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens),
+    )
+    started = time.perf_counter()
+    summary = build_index(options, provider)
+    print(f"# index {index_dir}: {summary.indexed} files indexed, {summary.unchanged} unchanged, "
+          f"{summary.chunks_total} chunks, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    if provider.loaded or not (export_dir_for(provider.info().fingerprint) / "export.json").is_file():
+        provider.ensure_export(lambda note: print(f"# {note}", file=sys.stderr))
+
+
+def _half(result, parity: int) -> float:  # noqa: ANN001 - EvalResult
+    """Mean nDCG@10 over the queries whose numeric id has this parity (a held-out half)."""
+    values = [m["ndcg@10"] for q, m in result.report.per_query.items() if q.isdigit() and int(q) % 2 == parity]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with corpus.jsonl, queries.jsonl, qrels/")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/scifact-work"), help="where files and indexes go")
+    parser.add_argument("--chunk-tokens", type=int, default=None)
+    parser.add_argument("--overlap-tokens", type=int, default=None)
+    parser.add_argument("--modes", default="semantic,lexical,hybrid")
+    parser.add_argument("--split", choices=("all", "even", "odd"), default="all")
+    parser.add_argument("--json", action="store_true", help="one JSON object per mode instead of a table")
+    parser.add_argument("--no-update", action="store_true",
+                        help="use WORK/idx-<chunk>-<overlap> as it is (no conversion, no index update)")
+    parser.add_argument("--fusion", choices=("default", "convex", "rrf"), default="default",
+                        help="hybrid fusion to measure (default: semsearch.search.FUSION)")
+    parser.add_argument("--latency-queries", type=int, default=200,
+                        help="also time this many plain top-10 chunk queries per mode (0: skip)")
+    args = parser.parse_args(argv)
+
+    from semsearch.chunk import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
+    from semsearch.evalrun import run_evaluation
+    from semsearch.evaluate import load_qrels, load_queries
+    from semsearch.models import load_query_embedder
+    from semsearch.evaluate import latency_summary
+    from semsearch.search import DEFAULT_MODE, SearchOptions, Searcher
+    from semsearch.store import IndexReader
+
+    corpus, queries_path, qrels_path = args.data / "corpus.jsonl", args.data / "queries.jsonl", args.data / "qrels/train.tsv"
+    missing = [p for p in (corpus, queries_path, qrels_path) if not p.is_file()]
+    if missing:
+        print(f"error: SciFact data missing: {', '.join(map(str, missing))}\n"
+              "  Expected BEIR SciFact (see ../shared/data/README.md); pass --data PATH.", file=sys.stderr)
+        return 2
+    chunk = args.chunk_tokens or DEFAULT_CHUNK_TOKENS
+    overlap = DEFAULT_OVERLAP_TOKENS if args.overlap_tokens is None else args.overlap_tokens
+
+    import scifact_to_files
+
+    from semsearch import search
+
+    if args.fusion != "default":
+        search.FUSION = args.fusion
+
+    files = args.work / "files"
+    index_dir = args.work / f"idx-{chunk}-{overlap}"
+    if not args.no_update:
+        if scifact_to_files.main(["--corpus", str(corpus), str(files)]) != 0:
+            return 1
+        build(files, index_dir, chunk, overlap)
+
+    queries = load_queries(queries_path)
+    qrels = load_qrels(qrels_path)
+    if args.split != "all":
+        parity = 0 if args.split == "even" else 1
+        keep = {q for q in qrels if q.isdigit() and int(q) % 2 == parity}
+        qrels = {q: r for q, r in qrels.items() if q in keep}
+    results = []
+    plain: dict[str, dict[str, float]] = {}
+    with IndexReader(index_dir) as reader:
+        searcher = Searcher(reader, lambda: load_query_embedder(reader.manifest.model)[0])
+        chunks = reader.count
+        for mode in args.modes.split(","):
+            result = run_evaluation(reader, searcher, queries, qrels, mode=mode.strip())
+            results.append(result)
+            if args.latency_queries > 0:
+                # What a user's `semsearch query` costs (top 10 chunks), model already loaded.
+                times = []
+                for query in queries[: args.latency_queries]:
+                    started = time.perf_counter()
+                    searcher.search(query.text, SearchOptions(top_k=10, mode=mode.strip()))
+                    times.append(time.perf_counter() - started)
+                plain[result.mode] = latency_summary(times)
+            if args.json:
+                print(json.dumps({**result.to_dict(), "chunks": chunks, "chunk_tokens": chunk,
+                                  "overlap_tokens": overlap, "split": args.split, "fusion": search.FUSION,
+                                  "top10_latency": plain.get(result.mode)}))
+    if not args.json:
+        print(f"SciFact train ({args.split}), {chunks} chunks of {chunk}/{overlap} tokens; default mode = {DEFAULT_MODE}; "
+              f"hybrid fusion = {search.FUSION}")
+        print("| mode | nDCG@10 | R@10 | R@100 | MRR@10 | queries | eval p50 ms | eval p95 ms | top-10 p50 ms "
+              "| top-10 p95 ms | nDCG@10 even ids | nDCG@10 odd ids |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in results:
+            s = r.summary()
+            name = f"{r.mode} (default)" if r.mode == DEFAULT_MODE else r.mode
+            print(f"| {name} | {s['ndcg@10']:.4f} | {s['recall@10']:.4f} | {s['recall@100']:.4f} | {s['mrr@10']:.4f} "
+                  f"| {s['queries']} | {s['p50_ms']:.1f} | {s['p95_ms']:.1f} "
+                  f"| {plain.get(r.mode, {}).get('p50_ms', float('nan')):.1f} "
+                  f"| {plain.get(r.mode, {}).get('p95_ms', float('nan')):.1f} "
+                  f"| {_half(r, 0):.4f} | {_half(r, 1):.4f} |")
+        print("eval latency: one query ranking 100 distinct files (-l -k 100); top-10: a plain 10-chunk query")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
