@@ -35,20 +35,23 @@ sys.path.insert(0, str(HERE))
 DEFAULT_DATA = HERE.parent.parent / "shared/data/scifact"
 
 
-def build(files: Path, index_dir: Path, chunk_tokens: int, overlap_tokens: int) -> None:
+def build(files: Path, index_dir: Path, chunk_tokens: int, overlap_tokens: int, precision: str = "auto",
+          context: bool = True) -> None:
     from semsearch.chunk import ChunkSettings
     from semsearch.indexer import IndexOptions, build_index
     from semsearch.models import LocalModel, export_dir_for
 
-    provider = LocalModel(None)
+    provider = LocalModel(None, precision=precision, on_note=lambda note: print(f"# {note}", file=sys.stderr))
     options = IndexOptions(
         roots=[files], index_dir=index_dir,
-        chunking=ChunkSettings(chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens),
+        chunking=ChunkSettings(chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, context=context),
     )
     started = time.perf_counter()
     summary = build_index(options, provider)
     print(f"# index {index_dir}: {summary.indexed} files indexed, {summary.unchanged} unchanged, "
-          f"{summary.chunks_total} chunks, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+          f"{summary.chunks_total} chunks, {time.perf_counter() - started:.0f} s "
+          f"(embedding {summary.embed_seconds:.0f} s, {summary.tokens_embedded} tokens, precision "
+          f"{provider.info().precision})", file=sys.stderr)
     if provider.loaded or not (export_dir_for(provider.info().fingerprint) / "export.json").is_file():
         provider.ensure_export(lambda note: print(f"# {note}", file=sys.stderr))
 
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-tokens", type=int, default=None)
     parser.add_argument("--overlap-tokens", type=int, default=None)
     parser.add_argument("--modes", default="semantic,lexical,hybrid")
+    parser.add_argument("--precision", default="auto", help="document embedding precision (auto, fp32, int8, ...)")
+    parser.add_argument("--no-context", action="store_true", help="embed chunks without the title in front")
     parser.add_argument("--split", choices=("all", "even", "odd"), default="all")
     parser.add_argument("--json", action="store_true", help="one JSON object per mode instead of a table")
     parser.add_argument("--no-update", action="store_true",
@@ -101,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         search.FUSION = args.fusion
 
     files = args.work / "files"
-    index_dir = args.work / f"idx-{chunk}-{overlap}"
+    index_dir = args.work / (f"idx-{chunk}-{overlap}" + ("" if args.precision == "auto" else f"-{args.precision}")
+                             + ("-nocontext" if args.no_context else ""))
     if not args.no_update:
         if scifact_to_files.main(["--corpus", str(corpus), str(files)]) != 0:
             return 1
-        build(files, index_dir, chunk, overlap)
+        build(files, index_dir, chunk, overlap, args.precision, not args.no_context)
 
     queries = load_queries(queries_path)
     qrels = load_qrels(qrels_path)
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     with IndexReader(index_dir) as reader:
         searcher = Searcher(reader, lambda: load_query_embedder(reader.manifest.model)[0])
         chunks = reader.count
+        reader_precision = reader.manifest.model.precision
         for mode in args.modes.split(","):
             result = run_evaluation(reader, searcher, queries, qrels, mode=mode.strip())
             results.append(result)
@@ -134,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "overlap_tokens": overlap, "split": args.split, "fusion": search.FUSION,
                                   "top10_latency": plain.get(result.mode)}))
     if not args.json:
-        print(f"SciFact train ({args.split}), {chunks} chunks of {chunk}/{overlap} tokens; default mode = {DEFAULT_MODE}; "
+        print(f"SciFact train ({args.split}), {chunks} chunks of {chunk}/{overlap} tokens, precision "
+              f"{reader_precision}; default mode = {DEFAULT_MODE}; "
               f"hybrid fusion = {search.FUSION}")
         print("| mode | nDCG@10 | R@10 | R@100 | MRR@10 | queries | eval p50 ms | eval p95 ms | top-10 p50 ms "
               "| top-10 p95 ms | nDCG@10 even ids | nDCG@10 odd ids |")

@@ -26,6 +26,9 @@ class ChunkSettings:
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     overlap_tokens: int = DEFAULT_OVERLAP_TOKENS
     encoding: str = ENCODING_NAME
+    # Embed each chunk with its document's title (Markdown: heading path) in front; the text
+    # stored and shown stays the chunk itself. Chosen by measurement (benchmarks/RESULTS.md).
+    context: bool = True
 
     def validate(self) -> None:
         if self.chunk_tokens < 16:
@@ -60,6 +63,60 @@ class Chunk:
     page_end: int | None
     tokens: int
     model_tokens: int | None
+    context: str = ""  # title or heading path embedded in front of the text ("" when none)
+
+    def embedding_text(self) -> str:
+        """What the model embeds: the context line, then the chunk."""
+        return f"{self.context}\n{self.text}" if self.context else self.text
+
+
+CONTEXT_MAX_CHARS = 120
+# Word-pieces kept free for the context line when a chunk is measured against the model's limit.
+CONTEXT_RESERVE = 40
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+_FENCE = re.compile(r"^(```|~~~)", re.MULTILINE)
+
+
+def markdown_headings(text: str) -> list[tuple[int, int, str]]:
+    """(offset, level, title) of each ATX heading outside fenced code blocks."""
+    fences = [m.start() for m in _FENCE.finditer(text)]
+    out = []
+    for match in _HEADING.finditer(text):
+        inside = sum(1 for f in fences if f < match.start()) % 2 == 1
+        if not inside:
+            out.append((match.start(), len(match.group(1)), match.group(2).strip()))
+    return out
+
+
+def _heading_path(headings: Sequence[tuple[int, int, str]], offset: int) -> list[str]:
+    """Titles of the headings that enclose ``offset`` (a heading at ``offset`` itself excluded)."""
+    path: list[tuple[int, str]] = []
+    for start, level, title in headings:
+        if start >= offset:
+            break
+        while path and path[-1][0] >= level:
+            path.pop()
+        path.append((level, title))
+    return [title for _, title in path]
+
+
+def chunk_context(doc: Document, headings: Sequence[tuple[int, int, str]], text: str, start: int) -> str:
+    """The line embedded before a chunk: the heading path in Markdown, else the document title.
+
+    Left out when the chunk already begins with it (the first chunk usually holds the title).
+    """
+    if doc.kind == "markdown" and headings:
+        parts = _heading_path(headings, start)
+        if doc.title and (not parts or parts[0] != doc.title) and not any(h[1] == 1 for h in headings):
+            parts.insert(0, doc.title)
+        context = " > ".join(parts)
+    else:
+        context = doc.title
+    context = " ".join(context.split())[:CONTEXT_MAX_CHARS]
+    head = " ".join(text[: len(context) + 200].split())
+    if not context or head.startswith(context):
+        return ""
+    return context
 
 
 @functools.lru_cache(maxsize=4)
@@ -195,6 +252,9 @@ def chunk_document(
     chunks: list[Chunk] = []
     bounds = [*doc.page_starts, len(doc.text)] if doc.page_starts else [0, len(doc.text)]
     spans: list[Span] = []
+    headings = markdown_headings(doc.text) if settings.context and doc.kind == "markdown" else []
+    if settings.context and limit is not None:
+        limit = max(limit - CONTEXT_RESERVE, limit // 2)  # room for the context line
     for lo, hi in zip(bounds, bounds[1:]):
         for span in split_spans(doc.text[lo:hi], settings, measure, limit):
             spans.append(Span(span.start + lo, span.end + lo, span.tokens, span.model_tokens))
@@ -217,6 +277,7 @@ def chunk_document(
                 page_end=doc.page_at(b),
                 tokens=span.tokens,
                 model_tokens=span.model_tokens,
+                context=chunk_context(doc, headings, piece[first.start():], a) if settings.context else "",
             )
         )
     return chunks

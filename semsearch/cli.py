@@ -96,12 +96,15 @@ def index(
                                         help="sentence-transformers model name or folder [default: bundled all-MiniLM-L6-v2]."),
     chunk_tokens: int = typer.Option(128, "--chunk-tokens", help="Chunk size in cl100k tokens."),
     overlap_tokens: int = typer.Option(32, "--overlap-tokens", help="Tokens shared by neighbouring chunks."),
+    context: bool = typer.Option(True, "--context/--no-context",
+                                 help="Embed each chunk with its document title (Markdown: heading path) in front."),
     max_file_size: str = typer.Option("20M", "--max-file-size", help="Skip files larger than this."),
     hidden: bool = typer.Option(False, "--hidden", help="Include hidden files and folders."),
     follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Follow links that lead outside the given folders."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Re-embed everything into a fresh index."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the CPU has bf16 units), fp32, bf16."),
+    precision: str = typer.Option("auto", "--precision",
+                                  help="auto, fp32, int8, bf16 or fp16 (auto: the index's own, else int8 on CPUs with VNNI, fp16 on CUDA, else fp32)."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another index run to finish."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Name every skipped file."),
@@ -115,19 +118,18 @@ def index(
 
     err = _stderr()
     try:
-        if precision not in ("auto", "fp32", "bf16"):
-            raise InvalidOptionError(f"--precision must be auto, fp32 or bf16 (got {precision})")
         index_dir = _index_dir_for_writing(index)
         known = None
         try:
             known = read_manifest(index_dir).model
         except SemsearchError:
             pass
-        provider = LocalModel(model, device=device, precision=precision, known=known)
+        note = (lambda message: err.print(f"semsearch: {message}", style="dim")) if not quiet else (lambda message: None)
+        provider = LocalModel(model, device=device, precision=precision, known=known, on_note=note)
         options = IndexOptions(
             roots=[Path(p) for p in (paths or [])],
             index_dir=index_dir,
-            chunking=ChunkSettings(chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens),
+            chunking=ChunkSettings(chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, context=context),
             walk=WalkOptions(hidden=hidden, max_file_size=parse_size(max_file_size), follow_symlinks=follow_symlinks),
             rebuild=rebuild,
             lock_wait_seconds=wait,
@@ -138,7 +140,7 @@ def index(
         with _IndexProgress(err, enabled=not quiet and err.is_terminal, verbose=verbose) as progress:
             summary = build_index(options, provider, progress.on_event)
         if provider.loaded or not _export_exists(provider):
-            provider.ensure_export(lambda note: err.print(f"semsearch: {note}", style="dim") if not quiet else None)
+            provider.ensure_export(note)  # the query path runs the ONNX export
     except SemsearchError as exc:
         _fail(str(exc))
         return

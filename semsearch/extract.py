@@ -102,12 +102,24 @@ def extract_text(path: Path, data: bytes) -> Document:
     return Document(text=normalize_text(text), kind=kind, encoding=encoding, title=_title(path, text, kind))
 
 
+PLAIN_SUFFIXES = frozenset({"", ".txt", ".text"})
+_TITLE_LINE = re.compile(r"\A\s*([^\n]{1,200})\n[ \t]*\n")
+
+
 def _title(path: Path, text: str, kind: str) -> str:
+    """A document's title: Markdown's first H1; a plain-text file's first line when a blank line
+    sets it apart (a title line); else the file name (a code file's name says what it holds)."""
     if kind == "markdown":
         match = re.search(r"^#\s+(.+)$", text[:4000], flags=re.MULTILINE)
         if match:
             return match.group(1).strip()
-    return _stem(path)
+        return _stem(path)
+    if path.suffix.lower() in PLAIN_SUFFIXES:
+        match = _TITLE_LINE.match(text[:400].replace("\r\n", "\n"))
+        if match and len(match.group(1).split()) >= 2:
+            return match.group(1).strip()
+        return _stem(path)
+    return os.fsencode(path.name).decode("utf-8", errors="backslashreplace")
 
 
 # A page whose extracted text is over this many characters is a decompression bomb or garbage.

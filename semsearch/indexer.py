@@ -118,7 +118,7 @@ def build_index(
     wanted = store.IndexManifest(
         epoch=0, database="", model=info,
         chunking=store.ChunkingInfo(options.chunking.encoding, options.chunking.chunk_tokens,
-                                    options.chunking.overlap_tokens),
+                                    options.chunking.overlap_tokens, options.chunking.context),
         hnsw=options.hnsw,
     )
     try:
@@ -395,7 +395,7 @@ def _store_group(
     """Embed the chunks of a group of files (shortest first) and store each file whole."""
     if not group:
         return
-    texts = [c.text for p in group for c in p.chunks]
+    texts = [c.embedding_text() for p in group for c in p.chunks]
     lengths = [c.model_tokens or c.tokens for p in group for c in p.chunks]
     vectors = _embed_sorted(model, texts, lengths, summary, tick)
     offset = 0

@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
+import shutil
+import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -67,8 +71,41 @@ def static_model_facts(path: Path) -> tuple[int, int]:
     return int(dim), int(max_tokens)
 
 
+PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16")
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            return handle.read(1 << 16)
+    except OSError:
+        return ""
+
+
+def int8_fast() -> bool:
+    """True when this CPU has int8 dot-product units (VNNI or AMX), where int8 inference pays."""
+    flags = _cpu_flags()
+    return any(f in flags for f in (" avx512_vnni", " avx_vnni", " amx_int8"))
+
+
+def gpu_present() -> bool:
+    """A cheap guess, without importing torch, that a GPU is there for torch to use."""
+    if os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi"):
+        return True
+    return sys.platform == "darwin" and platform.machine() == "arm64"
+
+
 class LocalModel:
-    """The model for `semsearch index`: facts without torch, the heavy embedder on first use."""
+    """The model for `semsearch index`: facts without torch, the heavy embedder on first use.
+
+    Documents are embedded by the light runtime (onnxruntime, the model's ONNX export made once
+    per model) on the CPU, in float32 or int8; on a GPU, or for ``bf16``, by sentence-transformers.
+    ``precision="auto"`` keeps the precision an existing index was built with; for a new index it
+    picks int8 on CPUs with int8 dot-product units (VNNI/AMX), where it measured ~1.6x the float32
+    speed for the same retrieval quality (benchmarks/RESULTS.md), float16 autocast on a CUDA GPU,
+    else float32. bf16 stays available (``--precision bf16``) but is not chosen automatically: on
+    the CPUs measured it was slower than float32.
+    """
 
     def __init__(
         self,
@@ -77,33 +114,53 @@ class LocalModel:
         device: str | None = None,
         precision: str = "auto",
         known: ModelInfo | None = None,
+        on_note: Callable[[str], None] = lambda message: None,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ModelError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision})")
         self.spec: ModelSpec = resolve_model(name)
-        self.device = device
+        self.device = device or "auto"
         self.precision = precision
         self._known = known
+        self._on_note = on_note
         self._info: ModelInfo | None = None
-        self._embedder: SentenceTransformerEmbedder | None = None
+        self._embedder: Embedder | None = None
+        self._torch: SentenceTransformerEmbedder | None = None
+
+    def _on_gpu(self) -> bool:
+        return self.device not in ("auto", "cpu") or (self.device == "auto" and gpu_present())
+
+    def resolve_precision(self) -> str:
+        """The precision documents will be embedded in (what the index records)."""
+        if self.precision != "auto":
+            return self.precision
+        known = self._known.precision if self._known is not None and self._known.name == self.spec.name else ""
+        if known in ("fp32", "int8", "bf16") or (known == "fp16" and self._on_gpu()):
+            return known  # an existing index keeps its precision: never a mix
+        if self._on_gpu():
+            return "fp16" if self.device.startswith("cuda") or (self.device == "auto" and sys.platform != "darwin") else "fp32"
+        return "int8" if int8_fast() else "fp32"
 
     def info(self) -> ModelInfo:
         if self._info is not None:
             return self._info
+        precision = self.resolve_precision()
         stamp = model_stamp(self.spec.path)
         known = self._known
         if known is not None and known.name == self.spec.name and known.stamp == stamp:
             # Same files as when the index was built: their hash was checked then.
-            self._info = known
-            return known
+            self._info = replace(known, precision=precision)
+            return self._info
         fingerprint = model_fingerprint(self.spec)
         prompts = read_prompts(self.spec.path)
         dim, max_tokens = static_model_facts(self.spec.path)
         if not dim:
-            dim = self.embedder().dim
-            max_tokens = self.embedder().max_tokens
+            dim = self.torch_embedder().dim
+            max_tokens = self.torch_embedder().max_tokens
         self._info = ModelInfo(
             name=self.spec.name, fingerprint=fingerprint, dim=dim, max_tokens=max_tokens,
             query_prompt=pick_prompt(prompts, QUERY_PROMPT_NAMES),
-            document_prompt=pick_prompt(prompts, DOCUMENT_PROMPT_NAMES), stamp=stamp,
+            document_prompt=pick_prompt(prompts, DOCUMENT_PROMPT_NAMES), stamp=stamp, precision=precision,
         )
         return self._info
 
@@ -113,12 +170,43 @@ class LocalModel:
         except ModelError:
             return None
 
-    def embedder(self) -> SentenceTransformerEmbedder:
-        if self._embedder is None:
-            self._embedder = SentenceTransformerEmbedder(self.spec, self.device, self.precision)
-            if self._info is not None and self._embedder.dim != self._info.dim:
-                raise ModelError(f"model {self.spec.name} gives {self._embedder.dim}-d vectors, config says {self._info.dim}")
-        return self._embedder
+    def torch_embedder(self) -> SentenceTransformerEmbedder:
+        if self._torch is None:
+            precision = self._info.precision if self._info is not None else self.resolve_precision()
+            torch_precision = precision if precision in ("bf16", "fp16") else "fp32"
+            self._torch = SentenceTransformerEmbedder(self.spec, None if self.device == "auto" else self.device,
+                                                      torch_precision)
+        return self._torch
+
+    def embedder(self) -> Embedder:
+        """The document embedder for the index's precision (made on first use)."""
+        if self._embedder is not None:
+            return self._embedder
+        info = self.info()
+        embedder: Embedder
+        if info.precision in ("fp32", "int8") and not (info.precision == "fp32" and self._on_gpu()):
+            embedder = self._onnx_embedder(info.precision)
+        else:
+            embedder = self.torch_embedder()
+        if embedder.dim != info.dim:
+            raise ModelError(f"model {self.spec.name} gives {embedder.dim}-d vectors, its config says {info.dim}")
+        self._embedder = embedder
+        return embedder
+
+    def _onnx_embedder(self, precision: str) -> Embedder:
+        from semsearch.onnx_embed import OnnxEmbedder, OnnxExportError, quantize_int8
+
+        target = self.ensure_export(self._on_note)
+        if target is None:
+            if precision == "int8":
+                raise ModelError("int8 needs the model's ONNX export, which failed; run with --precision fp32")
+            return self.torch_embedder()  # float32 either way
+        try:
+            if precision == "int8":
+                quantize_int8(target)
+            return OnnxEmbedder.load(target, precision)
+        except OnnxExportError as exc:
+            raise ModelError(f"{exc}; run with --precision fp32") from None
 
     @property
     def loaded(self) -> bool:
@@ -136,10 +224,10 @@ class LocalModel:
             except OnnxExportError:
                 pass  # damaged: export again
         try:
-            on_note("exporting the model to ONNX for fast queries (once per model)")
-            export_onnx(self.embedder().model, target)
+            on_note("exporting the model to ONNX (once per model)")
+            export_onnx(self.torch_embedder().model, target)
         except (OnnxExportError, ModelError, OSError) as exc:
-            on_note(f"ONNX export failed, queries will load sentence-transformers instead: {exc}")
+            on_note(f"ONNX export failed, sentence-transformers will be used instead: {exc}")
             return None
         return target
 
@@ -177,5 +265,5 @@ def load_query_embedder(
         raise ModelError(
             f"the index was built with a different version of {model.name}; run `semsearch index --rebuild`"
         )
-    embedder: Embedder = local.embedder()
+    embedder: Embedder = local.torch_embedder()
     return embedder, embedder.max_tokens, "sentence-transformers"

@@ -24,8 +24,10 @@ Nothing heavy is imported at module level: torch and sentence-transformers are i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -61,6 +63,10 @@ MIN_COSINE = 0.999
 """The lowest cosine similarity to sentence-transformers that an export may show on the sample texts."""
 
 MODEL_FILE = "model.onnx"
+INT8_MODEL_FILE = "model-int8.onnx"
+INT8_RECORD_FILE = "model-int8.json"
+INT8_MIN_COSINE = 0.97
+"""The lowest cosine to the float32 export that the int8 graph may show on the sample texts."""
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "export.json"
 
@@ -175,8 +181,11 @@ class OnnxEmbedder:
         self._prompt_lengths: dict[str, int] = {}
 
     @classmethod
-    def load(cls, export_dir: Path) -> OnnxEmbedder:
+    def load(cls, export_dir: Path, variant: str = "fp32") -> OnnxEmbedder:
         """Load an export folder written by :func:`export_onnx`, after checking its version and checksums.
+
+        ``variant`` "int8" runs the quantized graph made by :func:`quantize_int8` (same tokenizer,
+        pooling and manifest; its own checksum in ``model-int8.json``).
 
         Raises:
             OnnxExportError: a file is missing, the format version is unknown, or ``model.onnx`` /
@@ -193,12 +202,18 @@ class OnnxEmbedder:
         except OSError as exc:
             raise OnnxExportError(f"{manifest_path}: cannot read ({exc.strerror})") from exc
         manifest = OnnxExportManifest.from_json(manifest_text, manifest_path)
+        model_sha256 = manifest.model_sha256
+        if variant == "int8":
+            model_path = export_dir / INT8_MODEL_FILE
+            model_sha256 = _read_int8_record(export_dir, manifest)["sha256"]
+        elif variant != "fp32":
+            raise OnnxExportError(f"unknown ONNX variant {variant!r} (fp32 or int8)")
         if not model_path.is_file():
             raise OnnxExportError(f"{model_path}: missing from the ONNX export")
 
         # Hashing the model (~0.1 s for 90 MB) overlaps with building the session (~0.3 s): both
         # release the GIL. The session is thrown away if the checksum then fails.
-        model_check = _ChecksumThread(model_path, manifest.model_sha256)
+        model_check = _ChecksumThread(model_path, model_sha256)
         model_check.start()
         try:
             _check_sha256(tokenizer_path, manifest.tokenizer_sha256)
@@ -718,6 +733,77 @@ def _verification_texts() -> list[str]:
         "# Heading\n\n- item one\n- item two\n\n```python\nprint('hi')\n```",
         "Patients receiving the treatment showed a 35% reduction in symptoms after 12 weeks (p < 0.01).",
     ]
+
+
+def _read_int8_record(export_dir: Path, manifest: OnnxExportManifest) -> dict[str, Any]:
+    """The int8 graph's record (checksum, verification), checked to belong to this export."""
+    path = export_dir / INT8_RECORD_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise OnnxExportError(f"{export_dir}: no int8 variant yet") from exc
+    except (OSError, ValueError) as exc:
+        raise OnnxExportError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(record, dict) or record.get("source_sha256") != manifest.model_sha256 or \
+            not isinstance(record.get("sha256"), str):
+        raise OnnxExportError(f"{path}: does not belong to this export; it will be made again")
+    return record
+
+
+def quantize_int8(export_dir: Path, *, min_cosine: float = INT8_MIN_COSINE) -> dict[str, Any]:
+    """Make ``model-int8.onnx`` beside an export's float32 graph, once, and verify it; return its record.
+
+    Dynamic int8 quantization of the MatMul weights only (per channel): the word-embedding table
+    stays float32 (quantizing it saves memory but no time and costs accuracy). The result is
+    checked against the float32 graph on the sample texts; below ``min_cosine`` it is deleted
+    and :class:`OnnxExportError` raised. Needs ``onnx`` and onnxruntime's quantization tools, no torch.
+    """
+    export_dir = Path(export_dir)
+    reference = OnnxEmbedder.load(export_dir)
+    with contextlib.suppress(OnnxExportError):
+        return _read_int8_record(export_dir, reference.manifest)  # made already
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise OnnxExportError(f"int8 quantization needs onnxruntime's quantization tools ({exc})") from exc
+    tmp = export_dir / f".{INT8_MODEL_FILE}.{os.getpid()}.tmp"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger().disabled, was_disabled = True, logging.getLogger().disabled
+            try:
+                quantize_dynamic(export_dir / MODEL_FILE, tmp, weight_type=QuantType.QInt8, per_channel=True,
+                                 op_types_to_quantize=["MatMul"])
+            finally:
+                logging.getLogger().disabled = was_disabled
+        os.replace(tmp, export_dir / INT8_MODEL_FILE)
+    except OnnxExportError:
+        raise
+    except Exception as exc:  # the quantizer raises many kinds for graphs it cannot handle
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OnnxExportError(f"int8 quantization failed: {type(exc).__name__}: {exc}") from exc
+    texts = _verification_texts()
+    record: dict[str, Any] = {
+        "source_sha256": reference.manifest.model_sha256,
+        "sha256": _sha256_file(export_dir / INT8_MODEL_FILE),
+        "quantization": "dynamic int8, MatMul weights per channel (onnxruntime.quantization)",
+    }
+    record_path = export_dir / INT8_RECORD_FILE
+    tmp_record = export_dir / f".{INT8_RECORD_FILE}.{os.getpid()}.tmp"
+    tmp_record.write_text(json.dumps(record), encoding="utf-8")
+    os.replace(tmp_record, record_path)
+    int8 = OnnxEmbedder.load(export_dir, "int8")
+    cosines = np.sum(reference.embed_documents(texts, batch_size=8) * int8.embed_documents(texts, batch_size=8), axis=1)
+    record["verification"] = {"texts": len(texts), "min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean())}
+    if cosines.min() < min_cosine:
+        for name in (INT8_MODEL_FILE, INT8_RECORD_FILE):
+            with contextlib.suppress(OSError):
+                (export_dir / name).unlink()
+        raise OnnxExportError(f"the int8 graph is too far from float32 (lowest cosine {cosines.min():.4f} < {min_cosine})")
+    tmp_record.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp_record, record_path)
+    return record
 
 
 def _verify(model: SentenceTransformer, embedder: OnnxEmbedder, manifest: OnnxExportManifest) -> dict[str, Any]:

@@ -117,6 +117,7 @@ class ModelInfo:
     query_prompt: str = ""
     document_prompt: str = ""
     stamp: str = ""  # sizes and mtimes of the model files when the fingerprint was taken
+    precision: str = "fp32"  # how documents were embedded: fp32, int8 (ONNX), bf16 or fp16 (autocast)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class ChunkingInfo:
     encoding: str
     chunk_tokens: int
     overlap_tokens: int
+    context: bool = False  # title / heading path embedded in front of each chunk
 
 
 @dataclass(frozen=True)
@@ -153,8 +155,9 @@ class IndexManifest:
 
     def same_build(self, other: IndexManifest) -> bool:
         """True when both describe vectors and chunks made the same way."""
-        return (self.model.fingerprint, self.chunking, self.hnsw.space, self.hnsw.M, self.hnsw.ef_construction) == (
-            other.model.fingerprint, other.chunking, other.hnsw.space, other.hnsw.M, other.hnsw.ef_construction)
+        return (self.model.fingerprint, self.model.precision, self.chunking, self.hnsw.space, self.hnsw.M,
+                self.hnsw.ef_construction) == (other.model.fingerprint, other.model.precision, other.chunking,
+                                               other.hnsw.space, other.hnsw.M, other.hnsw.ef_construction)
 
     @classmethod
     def from_json(cls, text: str, source: Path) -> IndexManifest:
@@ -934,6 +937,8 @@ def asdict_shallow(manifest: IndexManifest) -> dict[str, Any]:
 def _change_reason(current: IndexManifest, wanted: IndexManifest) -> str:
     if current.model.fingerprint != wanted.model.fingerprint:
         return f"the model changed ({current.model.name} -> {wanted.model.name})"
+    if current.model.precision != wanted.model.precision:
+        return f"the embedding precision changed ({current.model.precision} -> {wanted.model.precision})"
     if current.chunking != wanted.chunking:
         return "the chunk settings changed"
     return "the HNSW parameters changed"

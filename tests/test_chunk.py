@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from semsearch.chunk import ChunkSettings, chunk_document, get_encoding, split_spans
@@ -90,3 +92,42 @@ def test_text_without_any_boundary_is_still_cut() -> None:
 def test_invalid_settings_are_refused(size: int, overlap: int) -> None:
     with pytest.raises(InvalidOptionError):
         ChunkSettings(chunk_tokens=size, overlap_tokens=overlap).validate()
+
+
+# -- the context line embedded in front of each chunk -------------------------------------------------
+
+
+def test_markdown_chunks_carry_their_heading_path() -> None:
+    from semsearch.chunk import ChunkSettings, chunk_document
+    from semsearch.extract import extract_text
+
+    body = "Words about the topic at hand. " * 30
+    text = (f"# Guide\n\nIntro {body}\n\n## Install\n\n{body}\n\n### On Windows\n\n{body}\n\n"
+            f"```\n# not a heading\n```\n\n{body}\n\n## Use\n\n{body}\n")
+    doc = extract_text(Path("guide.md"), text.encode())
+    chunks = chunk_document(doc, ChunkSettings(chunk_tokens=64, overlap_tokens=8))
+    def context_at(heading: str, end: str | None) -> set[str]:
+        lo, hi = text.index(heading) + len(heading), text.index(end) if end else len(text)
+        return {c.context for c in chunks if lo < c.char_start < hi}
+
+    assert chunks[0].context == ""  # the first chunk holds its own title
+    assert context_at("# Guide", "## Install") == {"Guide"}
+    assert context_at("## Install", "### On Windows") == {"Guide > Install"}
+    assert context_at("### On Windows", "## Use") == {"Guide > Install > On Windows"}  # fenced '#' is code
+    assert context_at("## Use", None) == {"Guide > Use"}
+    assert all(c.embedding_text() == (f"{c.context}\n{c.text}" if c.context else c.text) for c in chunks)
+
+
+def test_plain_text_title_line_and_code_file_names() -> None:
+    from semsearch.chunk import ChunkSettings, chunk_document
+    from semsearch.extract import extract_text
+
+    body = "Cells divide and grow in many interesting ways every single day. " * 40
+    doc = extract_text(Path("12345.txt"), f"Cell division in yeast\n\n{body}".encode())
+    assert doc.title == "Cell division in yeast"
+    chunks = chunk_document(doc, ChunkSettings(chunk_tokens=64, overlap_tokens=8))
+    assert chunks[0].context == "" and all(c.context == "Cell division in yeast" for c in chunks[1:])
+    assert extract_text(Path("notes.txt"), body.encode()).title == "notes"  # no title line
+    assert extract_text(Path("src/retry.py"), b"import time\n\ndef f():\n    pass\n").title == "retry.py"
+    plain = chunk_document(doc, ChunkSettings(chunk_tokens=64, overlap_tokens=8, context=False))
+    assert all(c.context == "" for c in plain)

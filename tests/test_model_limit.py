@@ -38,12 +38,14 @@ def test_default_chunks_fit_the_bundled_model(tmp_path: Path) -> None:
     independent = Tokenizer.from_file(str(spec.path / "tokenizer.json"))
     independent.no_truncation()
     independent.no_padding()
-    total = over = 0
+    total = over = with_context = 0
     for doc in _mixed_corpus(tmp_path):
         chunks = chunk_document(doc, ChunkSettings(), counter.count, 256)
         total += len(chunks)
-        over += sum(len(independent.encode(c.text).ids) > 256 for c in chunks)
-    assert total > 500
+        # What the model reads: the context line (title / heading path) and the chunk.
+        over += sum(len(independent.encode(c.embedding_text()).ids) > 256 for c in chunks)
+        with_context += sum(bool(c.context) for c in chunks)
+    assert total > 500 and with_context > 100
     assert over == 0
 
 
@@ -59,5 +61,5 @@ def test_sentence_transformers_truncates_none_of_the_chunks(tmp_path: Path) -> N
     counter = ModelTokenizer(resolve_model(None).path)
     for doc in _mixed_corpus(tmp_path):
         chunks = chunk_document(doc, ChunkSettings(), counter.count, model.max_seq_length)
-        lengths = [len(model.tokenizer(c.text, truncation=False)["input_ids"]) for c in chunks]
+        lengths = [len(model.tokenizer(c.embedding_text(), truncation=False)["input_ids"]) for c in chunks]
         assert max(lengths) <= model.max_seq_length

@@ -263,3 +263,47 @@ def test_query_process_does_not_import_torch(export_dir: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# -- the int8 variant (indexing on CPUs with int8 units) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def int8_dir(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("int8") / "export"
+    shutil.copytree(export_dir, target)
+    onnx_embed.quantize_int8(target)
+    return target
+
+
+@pytest.mark.model
+def test_int8_variant_is_close_to_float32_and_recorded(int8_dir: Path, embedder: OnnxEmbedder) -> None:
+    record = json.loads((int8_dir / onnx_embed.INT8_RECORD_FILE).read_text())
+    assert record["verification"]["min_cosine"] >= onnx_embed.INT8_MIN_COSINE
+    int8 = OnnxEmbedder.load(int8_dir, "int8")
+    ours, reference = int8.embed_documents(TEXTS), embedder.embed_documents(TEXTS)
+    cosines = np.sum(ours * reference, axis=1)
+    assert cosines.min() >= 0.97, cosines
+    assert not np.allclose(ours, reference, atol=1e-5)  # it really is another graph
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    # Made once: a second call returns the record without quantizing again.
+    mtime = (int8_dir / onnx_embed.INT8_MODEL_FILE).stat().st_mtime_ns
+    assert onnx_embed.quantize_int8(int8_dir)["sha256"] == record["sha256"]
+    assert (int8_dir / onnx_embed.INT8_MODEL_FILE).stat().st_mtime_ns == mtime
+
+
+@pytest.mark.model
+def test_damaged_int8_graph_is_refused(int8_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "export"
+    shutil.copytree(int8_dir, copy)
+    with open(copy / onnx_embed.INT8_MODEL_FILE, "r+b") as handle:
+        handle.seek(4096)
+        handle.write(b"\0" * 64)
+    with pytest.raises(OnnxExportError, match="checksum"):
+        OnnxEmbedder.load(copy, "int8")
+    # A record that belongs to another float32 graph is not trusted either.
+    record = json.loads((copy / onnx_embed.INT8_RECORD_FILE).read_text())
+    record["source_sha256"] = "0" * 64
+    (copy / onnx_embed.INT8_RECORD_FILE).write_text(json.dumps(record))
+    with pytest.raises(OnnxExportError, match="does not belong"):
+        OnnxEmbedder.load(copy, "int8")
