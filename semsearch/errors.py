@@ -17,6 +17,10 @@ class IndexVersionError(SemsearchError):
     """The index was written by a newer (or unknown) format version."""
 
 
+class IndexOutdatedError(IndexVersionError):
+    """The index was written by an older format version: `semsearch index` rebuilds it."""
+
+
 class IndexLockedError(SemsearchError):
     """Another process holds the index's write lock."""
 

@@ -74,6 +74,7 @@ def hit_to_json(hit: Hit, query: str) -> dict:
         "page_end": c.page_end,
         "text": c.text,
         "title": c.title,
+        "context": c.context,
         "char_start": c.char_start,
         "char_end": c.char_end,
         "chunk_id": c.id,

@@ -1,10 +1,11 @@
 """The index folder: manifest, metadata database, HNSW vector files. The format is a contract.
 
-Layout of an index folder (default ``.semsearch/``), format version 1::
+Layout of an index folder (default ``.semsearch/``), format version 2::
 
     manifest.json              what the current index is: format version, model, chunking, HNSW
                                parameters, and which database file holds it (replaced atomically)
-    meta-<E>.sqlite            SQLite (WAL): files, chunks (text, location, float32 vector),
+    meta-<E>.sqlite            SQLite (WAL): files, chunks (text, location, context line embedded
+                               in front of the text, float32 vector),
                                chunks_fts (FTS5 over the text of generation G's chunks, changed only
                                with the flip), state (generation, vector file,
                                its size and sha256, indexed roots)
@@ -44,6 +45,7 @@ from semsearch.errors import (
     IndexCorruptError,
     IndexLockedError,
     IndexNotFoundError,
+    IndexOutdatedError,
     IndexVersionError,
     SemsearchError,
 )
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
     from semsearch.chunk import Chunk
 
 FORMAT_NAME = "semsearch-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: chunks.context, model.precision, chunking.context
 INDEX_DIR_NAME = ".semsearch"
 MANIFEST = "manifest.json"
 BUILDING = "building.json"
@@ -93,6 +95,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     page_start INTEGER,
     page_end INTEGER,
     tokens INTEGER NOT NULL,
+    context TEXT NOT NULL DEFAULT '',
     vector BLOB NOT NULL,
     gen_added INTEGER NOT NULL,
     gen_removed INTEGER
@@ -176,7 +179,7 @@ class IndexManifest:
                 f"{source} is format version {version}, newer than this semsearch ({FORMAT_VERSION}); upgrade semsearch or {remedy}"
             )
         if version < FORMAT_VERSION:
-            raise IndexVersionError(f"{source} is an old format version ({version}); {remedy}")
+            raise IndexOutdatedError(f"{source} is an old format version ({version}); {remedy}")
         try:
             manifest = cls(
                 epoch=int(data["epoch"]),
@@ -212,6 +215,7 @@ class ChunkRecord:
     line_end: int
     page_start: int | None
     page_end: int | None
+    context: str = ""  # the title / heading path embedded with the text
 
 
 @dataclass(frozen=True)
@@ -536,7 +540,7 @@ class IndexReader:
             marks = ",".join("?" * len(part))
             rows = self.conn.execute(
                 "SELECT c.id, c.file_id, f.path, f.display, f.kind, f.title, c.ordinal, c.text, c.char_start, "
-                "c.char_end, c.line_start, c.line_end, c.page_start, c.page_end FROM chunks c "
+                "c.char_end, c.line_start, c.line_end, c.page_start, c.page_end, c.context FROM chunks c "
                 f"JOIN files f ON f.id = c.file_id WHERE c.id IN ({marks}) AND {_visible(self.generation, 'c')}",
                 part,
             ).fetchall()
@@ -548,6 +552,7 @@ class IndexReader:
                     id=row[0], file_id=row[1], path=path, display=row[3],
                     kind=row[4], title=row[5] or "", ordinal=row[6], text=row[7], char_start=row[8],
                     char_end=row[9], line_start=row[10], line_end=row[11], page_start=row[12], page_end=row[13],
+                    context=row[14],
                 )
         return out
 
@@ -743,9 +748,10 @@ class IndexWriter:
             for chunk, vec in zip(chunks, vecs):
                 cur = self.conn.execute(
                     "INSERT INTO chunks (file_id, ordinal, text, char_start, char_end, line_start, line_end, "
-                    "page_start, page_end, tokens, vector, gen_added) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "page_start, page_end, tokens, context, vector, gen_added) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (file_id, chunk.ordinal, chunk.text, chunk.char_start, chunk.char_end, chunk.line_start,
-                     chunk.line_end, chunk.page_start, chunk.page_end, chunk.tokens, vec.tobytes(), self.working),
+                     chunk.line_end, chunk.page_start, chunk.page_end, chunk.tokens, chunk.context, vec.tobytes(),
+                     self.working),
                 )
         return file_id
 
@@ -897,10 +903,14 @@ def open_writer(
     """
     ensure_index_dir(index_dir)
     current: IndexManifest | None
+    outdated = False
     try:
         current = read_manifest(index_dir)
     except IndexNotFoundError:
         current = None
+    except IndexOutdatedError:
+        current, rebuild = None, True  # an older format is rebuilt, never mixed
+        outdated = True
     except (IndexCorruptError, IndexVersionError):
         if not rebuild:
             raise
@@ -912,7 +922,7 @@ def open_writer(
             return IndexWriter(index_dir, manifest, new_build=False), current, ""
         reason = _change_reason(current, wanted)
     elif rebuild:
-        reason = "rebuild requested"
+        reason = "the index was made by an older version of semsearch" if outdated else "rebuild requested"
     # A new build: resume an interrupted one made the same way, else start afresh.
     try:
         pending: IndexManifest | None = read_manifest(index_dir, BUILDING)

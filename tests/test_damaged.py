@@ -190,6 +190,22 @@ def test_newer_format_version_is_refused_clearly(project: Path) -> None:
     assert_recovers(project)
 
 
+def test_older_format_version_is_rebuilt_by_index(project: Path) -> None:
+    manifest = project / ".semsearch" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["format_version"] = FORMAT_VERSION - 1
+    manifest.write_text(json.dumps(data))
+    result = run("query", "violin")
+    assert_clean_error(result, "manifest.json")
+    assert "old format" in result.stderr
+    result = run("index")  # no path: the roots come from the old database
+    assert result.exit_code == 0, result.output
+    assert "older version of semsearch" in result.stderr
+    assert json.loads(manifest.read_text())["format_version"] == FORMAT_VERSION
+    result = run("query", "violin lessons", "--json", "-k", "1")
+    assert result.exit_code == 0 and "docs/note" in json.loads(result.stdout)["path"]
+
+
 def test_manifest_that_is_a_directory_or_unreadable(project: Path) -> None:
     manifest = project / ".semsearch" / "manifest.json"
     manifest.unlink()
