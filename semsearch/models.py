@@ -101,8 +101,9 @@ class LocalModel:
     Documents are embedded by the light runtime (onnxruntime, the model's ONNX export made once
     per model) on the CPU, in float32 or int8; on a GPU, or for ``bf16``, by sentence-transformers.
     ``precision="auto"`` keeps the precision an existing index was built with; for a new index it
-    picks int8 on CPUs with int8 dot-product units (VNNI/AMX), where it measured ~1.6x the float32
-    speed for the same retrieval quality (benchmarks/RESULTS.md), float16 autocast on a CUDA GPU,
+    picks int8 on CPUs with int8 dot-product units (VNNI/AMX), where it measured ~1.9x the float32
+    speed for the same retrieval quality (SciFact nDCG@10 within 0.001; benchmarks/RESULTS.md),
+    float16 autocast on a CUDA GPU,
     else float32. bf16 stays available (``--precision bf16``) but is not chosen automatically: on
     the CPUs measured it was slower than float32.
     """

@@ -76,6 +76,9 @@ _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 _HASH_CHUNK = 1 << 20  # 1 MiB
 _ONNX_OPSET = 17
+# Inputs per onnxruntime call. Small batches of similar length keep the activations in cache:
+# on a 2-core AVX-512 CPU, int8 MiniLM ran 12.4k tokens/s at 8 against 9-10k at 32 (fp32: equal).
+DOCUMENT_BATCH = 8
 
 
 class OnnxExportError(ModelError):
@@ -235,11 +238,11 @@ class OnnxEmbedder:
         """Word-pieces the document prompt adds to every document (0 without a prompt)."""
         return self._prompt_length(self.manifest.document_prompt)
 
-    def embed_queries(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def embed_queries(self, texts: Sequence[str], batch_size: int = DOCUMENT_BATCH) -> np.ndarray:
         """Embed search queries, putting the model's ``"query"`` prompt before each when it has one."""
         return self._embed(texts, self.manifest.query_prompt, batch_size)
 
-    def embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def embed_documents(self, texts: Sequence[str], batch_size: int = DOCUMENT_BATCH) -> np.ndarray:
         """Embed documents, putting the model's document/passage prompt before each when it has one.
 
         Inputs are sorted by token count so each batch pads little, and the result is in input order.
