@@ -184,11 +184,12 @@ class OnnxEmbedder:
         self._prompt_lengths: dict[str, int] = {}
 
     @classmethod
-    def load(cls, export_dir: Path, variant: str = "fp32") -> OnnxEmbedder:
+    def load(cls, export_dir: Path, variant: str = "fp32", threads: int | None = None) -> OnnxEmbedder:
         """Load an export folder written by :func:`export_onnx`, after checking its version and checksums.
 
         ``variant`` "int8" runs the quantized graph made by :func:`quantize_int8` (same tokenizer,
-        pooling and manifest; its own checksum in ``model-int8.json``).
+        pooling and manifest; its own checksum in ``model-int8.json``). ``threads``: onnxruntime's
+        intra-op threads (default: one per usable core; a short query runs fastest on one).
 
         Raises:
             OnnxExportError: a file is missing, the format version is unknown, or ``model.onnx`` /
@@ -221,7 +222,7 @@ class OnnxEmbedder:
         try:
             _check_sha256(tokenizer_path, manifest.tokenizer_sha256)
             tokenizer = _load_tokenizer(tokenizer_path, manifest)
-            session = _create_session(model_path)
+            session = _create_session(model_path, threads)
         except OnnxExportError:
             model_check.join()
             model_check.raise_if_failed()  # a damaged model is better reported as such
@@ -404,13 +405,13 @@ def _load_tokenizer(path: Path, manifest: OnnxExportManifest) -> tokenizers.Toke
     return tokenizer
 
 
-def _create_session(model_path: Path) -> onnxruntime.InferenceSession:
-    """Create a CPU onnxruntime session with full graph optimisation and one thread per usable core."""
+def _create_session(model_path: Path, threads: int | None = None) -> onnxruntime.InferenceSession:
+    """Create a CPU onnxruntime session with full graph optimisation (default: a thread per usable core)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = _usable_cpus()
+    options.intra_op_num_threads = threads or _usable_cpus()
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])

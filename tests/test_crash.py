@@ -297,18 +297,12 @@ def _preloaded() -> None:
 # The kill sweeps
 
 
-def report(what: str, points: list, failures: list) -> None:
-    """One line per sweep for the record (`pytest tests/test_crash.py -s | grep 'kill points'`)."""
-    print(f"\nkill points during {what}: {len(points)} tried, {len(points) - len(failures)} survived")
-
-
 def test_kills_during_first_build(tmp_path: Path) -> None:
     base = tmp_path / "base"
     write_corpus(base / "corpus", 24, seed=1)
     seconds, counts = timing(base, tmp_path, INDEX_ARGS)
     points = event_points(counts) + time_points(seconds, 3)
     failures = sweep(base, tmp_path, INDEX_ARGS, points)
-    report("first build", points, failures)
     assert len(points) >= 14
     assert not failures, "\n".join(failures)
 
@@ -321,7 +315,6 @@ def test_kills_during_update(tmp_path: Path) -> None:
     seconds, counts = timing(base, tmp_path, INDEX_ARGS)
     points = event_points(counts) + time_points(seconds, 3)
     failures = sweep(base, tmp_path, INDEX_ARGS, points)
-    report("update", points, failures)
     assert len(points) >= 10
     assert not failures, "\n".join(failures)
 
@@ -334,7 +327,6 @@ def test_kills_during_rebuild_with_new_settings(tmp_path: Path) -> None:
     seconds, counts = timing(base, tmp_path, args)
     points = event_points(counts)
     failures = sweep(base, tmp_path, args, points)
-    report("rebuild with new settings", points, failures)
     assert len(points) >= 8
     assert not failures, "\n".join(failures)
 
