@@ -75,6 +75,7 @@ CONTEXT_MAX_CHARS = 120
 CONTEXT_RESERVE = 40
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _FENCE = re.compile(r"^(```|~~~)", re.MULTILINE)
+_ANCHOR = re.compile(r"\s*\{\s*#[^}]*\}\s*$")
 
 
 def markdown_headings(text: str) -> list[tuple[int, int, str]]:
@@ -84,7 +85,9 @@ def markdown_headings(text: str) -> list[tuple[int, int, str]]:
     for match in _HEADING.finditer(text):
         inside = sum(1 for f in fences if f < match.start()) % 2 == 1
         if not inside:
-            out.append((match.start(), len(match.group(1)), match.group(2).strip()))
+            title = _ANCHOR.sub("", match.group(2)).strip()  # "Title { #anchor }" -> "Title"
+            if title:
+                out.append((match.start(), len(match.group(1)), title))
     return out
 
 

@@ -102,7 +102,7 @@ def test_markdown_chunks_carry_their_heading_path() -> None:
     from semsearch.extract import extract_text
 
     body = "Words about the topic at hand. " * 30
-    text = (f"# Guide\n\nIntro {body}\n\n## Install\n\n{body}\n\n### On Windows\n\n{body}\n\n"
+    text = (f"# Guide\n\nIntro {body}\n\n## Install {{ #install }}\n\n{body}\n\n### On Windows\n\n{body}\n\n"
             f"```\n# not a heading\n```\n\n{body}\n\n## Use\n\n{body}\n")
     doc = extract_text(Path("guide.md"), text.encode())
     chunks = chunk_document(doc, ChunkSettings(chunk_tokens=64, overlap_tokens=8))
@@ -112,7 +112,7 @@ def test_markdown_chunks_carry_their_heading_path() -> None:
 
     assert chunks[0].context == ""  # the first chunk holds its own title
     assert context_at("# Guide", "## Install") == {"Guide"}
-    assert context_at("## Install", "### On Windows") == {"Guide > Install"}
+    assert context_at("## Install", "### On Windows") == {"Guide > Install"}  # the anchor is not a title
     assert context_at("### On Windows", "## Use") == {"Guide > Install > On Windows"}  # fenced '#' is code
     assert context_at("## Use", None) == {"Guide > Use"}
     assert all(c.embedding_text() == (f"{c.context}\n{c.text}" if c.context else c.text) for c in chunks)
