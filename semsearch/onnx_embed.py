@@ -54,6 +54,8 @@ __all__ = [
     "OnnxExportError",
     "OnnxExportManifest",
     "export_onnx",
+    "quantize_int8",
+    "read_export_manifest",
 ]
 
 FORMAT_VERSION = 1
@@ -78,7 +80,7 @@ _HASH_CHUNK = 1 << 20  # 1 MiB
 _ONNX_OPSET = 17
 # Inputs per onnxruntime call. Small batches of similar length keep the activations in cache:
 # on a 2-core AVX-512 CPU, int8 MiniLM ran 12.4k tokens/s at 8 against 9-10k at 32 (fp32: equal).
-DOCUMENT_BATCH = 8
+BATCH_SIZE = 8
 
 
 class OnnxExportError(ModelError):
@@ -196,16 +198,9 @@ class OnnxEmbedder:
                 ``tokenizer.json`` do not match the checksums in ``export.json``.
         """
         export_dir = Path(export_dir)
-        manifest_path = export_dir / MANIFEST_FILE
         model_path = export_dir / MODEL_FILE
         tokenizer_path = export_dir / TOKENIZER_FILE
-        try:
-            manifest_text = manifest_path.read_text(encoding="utf-8")
-        except FileNotFoundError as exc:
-            raise OnnxExportError(f"{export_dir}: no ONNX export here ({MANIFEST_FILE} is missing)") from exc
-        except OSError as exc:
-            raise OnnxExportError(f"{manifest_path}: cannot read ({exc.strerror})") from exc
-        manifest = OnnxExportManifest.from_json(manifest_text, manifest_path)
+        manifest = read_export_manifest(export_dir)
         model_sha256 = manifest.model_sha256
         if variant == "int8":
             model_path = export_dir / INT8_MODEL_FILE
@@ -239,11 +234,11 @@ class OnnxEmbedder:
         """Word-pieces the document prompt adds to every document (0 without a prompt)."""
         return self._prompt_length(self.manifest.document_prompt)
 
-    def embed_queries(self, texts: Sequence[str], batch_size: int = DOCUMENT_BATCH) -> np.ndarray:
+    def embed_queries(self, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Embed search queries, putting the model's ``"query"`` prompt before each when it has one."""
         return self._embed(texts, self.manifest.query_prompt, batch_size)
 
-    def embed_documents(self, texts: Sequence[str], batch_size: int = DOCUMENT_BATCH) -> np.ndarray:
+    def embed_documents(self, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Embed documents, putting the model's document/passage prompt before each when it has one.
 
         Inputs are sorted by token count so each batch pads little, and the result is in input order.
@@ -318,6 +313,18 @@ class OnnxEmbedder:
         pooled = _pool(np.asarray(token_embeddings, dtype=np.float32), pooling_mask, self.manifest.pooling_mode)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return pooled / np.maximum(norms, 1e-12)
+
+
+def read_export_manifest(export_dir: Path) -> OnnxExportManifest:
+    """An export folder's ``export.json``, parsed and version-checked (no graph is loaded)."""
+    manifest_path = Path(export_dir) / MANIFEST_FILE
+    try:
+        manifest_text = manifest_path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise OnnxExportError(f"{export_dir}: no ONNX export here ({MANIFEST_FILE} is missing)") from exc
+    except OSError as exc:
+        raise OnnxExportError(f"{manifest_path}: cannot read ({exc.strerror})") from exc
+    return OnnxExportManifest.from_json(manifest_text, manifest_path)
 
 
 def _check_texts(texts: Sequence[str]) -> None:
@@ -763,23 +770,27 @@ def quantize_int8(export_dir: Path, *, min_cosine: float = INT8_MIN_COSINE) -> d
     and :class:`OnnxExportError` raised. Needs ``onnx`` and onnxruntime's quantization tools, no torch.
     """
     export_dir = Path(export_dir)
-    reference = OnnxEmbedder.load(export_dir)
     with contextlib.suppress(OnnxExportError):
-        return _read_int8_record(export_dir, reference.manifest)  # made already
+        made = _read_int8_record(export_dir, read_export_manifest(export_dir))
+        # Only a verified graph counts: a run killed before the check leaves an unverified record.
+        if made.get("verification", {}).get("min_cosine", -1.0) >= min_cosine:
+            return made  # made already (its checksum is checked when it is loaded)
+    reference = OnnxEmbedder.load(export_dir)
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
         raise OnnxExportError(f"int8 quantization needs onnxruntime's quantization tools ({exc})") from exc
     tmp = export_dir / f".{INT8_MODEL_FILE}.{os.getpid()}.tmp"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            logging.getLogger().disabled, was_disabled = True, logging.getLogger().disabled
-            try:
+        root_logger = logging.getLogger()  # the quantizer logs advice through the root logger
+        was_disabled, root_logger.disabled = root_logger.disabled, True
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 quantize_dynamic(export_dir / MODEL_FILE, tmp, weight_type=QuantType.QInt8, per_channel=True,
                                  op_types_to_quantize=["MatMul"])
-            finally:
-                logging.getLogger().disabled = was_disabled
+        finally:
+            root_logger.disabled = was_disabled
         os.replace(tmp, export_dir / INT8_MODEL_FILE)
     except OnnxExportError:
         raise
@@ -798,7 +809,7 @@ def quantize_int8(export_dir: Path, *, min_cosine: float = INT8_MIN_COSINE) -> d
     tmp_record.write_text(json.dumps(record), encoding="utf-8")
     os.replace(tmp_record, record_path)
     int8 = OnnxEmbedder.load(export_dir, "int8")
-    cosines = np.sum(reference.embed_documents(texts, batch_size=8) * int8.embed_documents(texts, batch_size=8), axis=1)
+    cosines = np.sum(reference.embed_documents(texts) * int8.embed_documents(texts), axis=1)
     record["verification"] = {"texts": len(texts), "min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean())}
     if cosines.min() < min_cosine:
         for name in (INT8_MODEL_FILE, INT8_RECORD_FILE):

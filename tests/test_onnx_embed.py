@@ -307,3 +307,17 @@ def test_damaged_int8_graph_is_refused(int8_dir: Path, tmp_path: Path) -> None:
     (copy / onnx_embed.INT8_RECORD_FILE).write_text(json.dumps(record))
     with pytest.raises(OnnxExportError, match="does not belong"):
         OnnxEmbedder.load(copy, "int8")
+
+
+@pytest.mark.model
+def test_unverified_int8_record_is_not_trusted(int8_dir: Path, tmp_path: Path) -> None:
+    """A run killed between quantizing and verifying leaves a record without its check: redo it."""
+    copy = tmp_path / "export"
+    shutil.copytree(int8_dir, copy)
+    record_path = copy / onnx_embed.INT8_RECORD_FILE
+    record = json.loads(record_path.read_text())
+    del record["verification"]
+    record_path.write_text(json.dumps(record))
+    redone = onnx_embed.quantize_int8(copy)
+    assert redone["verification"]["min_cosine"] >= onnx_embed.INT8_MIN_COSINE
+    assert json.loads(record_path.read_text())["verification"] == redone["verification"]
