@@ -127,6 +127,7 @@ class LocalModel:
         self._info: ModelInfo | None = None
         self._embedder: Embedder | None = None
         self._torch: SentenceTransformerEmbedder | None = None
+        self._export: Path | None = None  # the ONNX export folder, once checked
 
     def _on_gpu(self) -> bool:
         return self.device not in ("auto", "cpu") or (self.device == "auto" and gpu_present())
@@ -214,13 +215,19 @@ class LocalModel:
         return self._embedder is not None
 
     def ensure_export(self, on_note: Callable[[str], None] = lambda s: None) -> Path | None:
-        """Make the ONNX export the query path uses, once per model fingerprint."""
+        """Make the ONNX export the query path uses, once per model fingerprint.
+
+        Checked (loaded, checksums verified) once per process: `index` asks again after the build.
+        """
         from semsearch.onnx_embed import OnnxEmbedder, OnnxExportError, export_onnx
 
+        if self._export is not None:
+            return self._export
         target = export_dir_for(self.info().fingerprint)
         if (target / "export.json").is_file():
             try:
                 OnnxEmbedder.load(target)
+                self._export = target
                 return target
             except OnnxExportError:
                 pass  # damaged: export again
@@ -230,6 +237,7 @@ class LocalModel:
         except (OnnxExportError, ModelError, OSError) as exc:
             on_note(f"ONNX export failed, sentence-transformers will be used instead: {exc}")
             return None
+        self._export = target
         return target
 
 
