@@ -127,7 +127,7 @@ def build_index(
             writer, previous, reason = store.open_writer(options.index_dir, wanted, rebuild=options.rebuild)
             try:
                 summary.rebuild_reason = reason
-                if reason and (previous is not None or "older version" in reason):
+                if reason and (previous is not None or reason == store.OUTDATED_REASON):
                     on_event(IndexEvent("message", f"rebuilding the index: {reason}"))
                 _run(options, model, writer, previous, summary, on_event)
             finally:

@@ -64,6 +64,7 @@ LOCK = "lock"
 # Above this size the vector file is checked by its header and size only (hashing would dominate).
 CHECKSUM_LIMIT = 1 << 30
 REBUILD_DELETED_FRACTION = 0.25
+OUTDATED_REASON = "the index was made by an older version of semsearch"  # open_writer's reason to rebuild
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -922,7 +923,7 @@ def open_writer(
             return IndexWriter(index_dir, manifest, new_build=False), current, ""
         reason = _change_reason(current, wanted)
     elif rebuild:
-        reason = "the index was made by an older version of semsearch" if outdated else "rebuild requested"
+        reason = OUTDATED_REASON if outdated else "rebuild requested"
     # A new build: resume an interrupted one made the same way, else start afresh.
     try:
         pending: IndexManifest | None = read_manifest(index_dir, BUILDING)
