@@ -107,18 +107,9 @@ class Searcher:
             for cid, vec in self.reader.vectors(missing).items():
                 cosines[cid] = float(vec @ qvec)
         ranked = _rank(options.mode, cosines, bm25)
+        records = self.reader.fetch_chunks([cid for cid, _ in ranked])
         hits: list[Hit] = []
-        records: dict[int, ChunkRecord] = {}
-        fetched = 0
-        for position, (cid, fused) in enumerate(ranked):
-            if position >= fetched:
-                # Fetch records page by page in rank order: most queries need only the first page
-                # (fetching every candidate's text cost a hybrid query several milliseconds).
-                if len(_best_per_file(hits) if options.files_only else hits) >= options.top_k:
-                    break
-                page = max(2 * options.top_k, 20)
-                records.update(self.reader.fetch_chunks([c for c, _ in ranked[fetched:fetched + page]]))
-                fetched += page
+        for cid, fused in ranked:
             record = records.get(cid)
             if record is None:
                 continue
