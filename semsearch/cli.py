@@ -300,6 +300,7 @@ def _run_queries(queries, options, *, as_json: bool, null: bool, index: Optional
                 output.write_lines(out, hits)
             out.flush()
     finally:
+        searcher.close()
         reader.close()
     return found
 
@@ -336,6 +337,8 @@ def evaluate(
                                         id_mode=id_mode, depth=depth)
             except ValueError as exc:
                 raise InvalidOptionError(str(exc)) from None
+            finally:
+                searcher.close()
     except SemsearchError as exc:
         _fail(str(exc))
         return

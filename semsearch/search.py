@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,7 @@ HYBRID_ALPHA = 0.5  # weight of the cosine side
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
 CANDIDATES_PER_HIT = 2  # each side of a hybrid search fetches this many candidates per wanted hit
 MAX_QUERY_CHARS = 10_000
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _WORD = re.compile(r"\w+", re.UNICODE)
 # A sentence ends at . ! ? followed by space and a capital, digit, quote or bracket; or at a
 # newline. ("e.g. this" and "v1.2" do not end one.)
@@ -72,6 +75,17 @@ class Searcher:
         self._load_embedder = load_embedder
         self._embedder: QueryEmbedder | None = None
         self._on_note = on_note
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _worker(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semsearch-bm25")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def embed(self, query: str) -> np.ndarray:
         if self._embedder is None:
@@ -92,15 +106,28 @@ class Searcher:
         query = query[:MAX_QUERY_CHARS]
         wanted = options.top_k * (8 if options.files_only else 1)
         fetch = max(wanted * CANDIDATES_PER_HIT, 50) if options.mode == "hybrid" else wanted
+        per_side = fetch if options.mode == "hybrid" else wanted
         cosines: dict[int, float] = {}
         bm25: dict[int, float] = {}
         qvec = None
-        if options.mode in ("semantic", "hybrid"):
-            qvec = self.embed(query)
-            cosines = dict(self.reader.vector_search(qvec, fetch if options.mode == "hybrid" else wanted))
-        if options.mode in ("lexical", "hybrid"):
-            match = fts_query(query)
-            bm25 = dict(self.reader.lexical_search(match, fetch if options.mode == "hybrid" else wanted)) if match else {}
+        match = fts_query(query) if options.mode in ("lexical", "hybrid") else ""
+        pending: Future[list[tuple[int, float]]] | None = None
+        if match and options.mode == "hybrid" and _CORES > 1:
+            # BM25 ranks in a worker thread while the query is embedded and the graph searched
+            # (SQLite, onnxruntime and hnswlib release the GIL): hybrid then costs about what
+            # its slower half costs, not the sum of both.
+            pending = self._worker().submit(self.reader.lexical_search, match, per_side)
+        try:
+            if options.mode in ("semantic", "hybrid"):
+                qvec = self.embed(query)
+                cosines = dict(self.reader.vector_search(qvec, per_side))
+            if pending is not None:
+                bm25 = dict(pending.result())
+            elif match:
+                bm25 = dict(self.reader.lexical_search(match, per_side))
+        finally:
+            if pending is not None:
+                wait([pending])  # never leave the worker reading after an error here
         if options.mode == "hybrid" and qvec is not None:
             # Exact cosines for lexical candidates the vector side did not return.
             missing = [cid for cid in bm25 if cid not in cosines]

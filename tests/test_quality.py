@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from semsearch.evalrun import ranked_documents, run_evaluation
 from semsearch.evaluate import Query
 from semsearch.indexer import IndexOptions, build_index
+from semsearch import search as search_module
 from semsearch.search import SearchOptions, Searcher, fts_query
 from semsearch.store import IndexReader
 from tests.conftest import FakeEmbedder, FakeModel, write
@@ -70,6 +72,59 @@ def test_hybrid_scores_carry_cosine_and_parts(tmp_path: Path) -> None:
     assert hits[0].chunk.path.name == "a.txt"
     assert set(hits[0].scores) >= {"cosine", "bm25", "fused"}
     assert hits[0].score == pytest.approx(hits[0].scores["cosine"])
+
+
+def test_hybrid_bm25_in_a_worker_thread_gives_the_one_thread_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "docs"
+    words = "river stone bridge lantern orchard harbor meadow copper violin glacier".split()
+    for i in range(30):
+        write(root / f"f{i:02d}.txt", " ".join(words[(i * j) % len(words)] for j in range(1, 9)) + f" note{i}")
+    index_dir = _index(root, FakeModel())
+    queries = ["river lantern note7", "copper glacier", "meadow harbor violin note21"]
+    with IndexReader(index_dir) as reader:
+        monkeypatch.setattr(search_module, "_CORES", 1)
+        alone = _searcher(reader)
+        one = [[(h.chunk.id, h.scores) for h in alone.search(q, SearchOptions(top_k=8))] for q in queries]
+        assert alone._pool is None  # one core: BM25 ran in the caller's thread
+        monkeypatch.setattr(search_module, "_CORES", 2)
+        beside = _searcher(reader)
+        two = [[(h.chunk.id, h.scores) for h in beside.search(q, SearchOptions(top_k=8))] for q in queries]
+        assert beside._pool is not None  # two cores: BM25 ran in the worker
+        beside.close()
+    assert one == two
+    assert all(len(hits) == 8 for hits in two)
+
+
+def test_hybrid_error_in_the_embedding_waits_for_the_worker_and_propagates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "docs"
+    write(root / "a.txt", "alpha beta gamma delta")
+    index_dir = _index(root, FakeModel())
+    monkeypatch.setattr(search_module, "_CORES", 2)
+    calls: list[str] = []
+    real = IndexReader.lexical_search
+
+    def slow_lexical(self: IndexReader, match: str, k: int) -> list[tuple[int, float]]:
+        calls.append(f"start {match}")
+        time.sleep(0.2)  # still reading when the embedding fails
+        found = real(self, match, k)
+        calls.append("done")
+        return found
+
+    monkeypatch.setattr(IndexReader, "lexical_search", slow_lexical)
+
+    def broken() -> FakeEmbedder:
+        raise RuntimeError("model failed to load")
+
+    with IndexReader(index_dir) as reader:
+        searcher = Searcher(reader, broken)
+        with pytest.raises(RuntimeError, match="model failed"):
+            searcher.search("alpha", SearchOptions(mode="hybrid"))
+        assert calls == ['start "alpha"', "done"]  # the worker finished before the error came out
+        searcher.close()
 
 
 def _fts_integrity(index_dir: Path) -> None:
