@@ -95,6 +95,16 @@ def gpu_present() -> bool:
     return sys.platform == "darwin" and platform.machine() == "arm64"
 
 
+def torch_sees_gpu() -> bool:
+    """Whether torch can use a GPU here (imports torch: ask only after :func:`gpu_present`)."""
+    from semsearch.embed import pick_device
+
+    try:
+        return pick_device("auto") != "cpu"
+    except ImportError:
+        return False
+
+
 class LocalModel:
     """The model for `semsearch index`: facts without torch, the heavy embedder on first use.
 
@@ -128,9 +138,18 @@ class LocalModel:
         self._embedder: Embedder | None = None
         self._torch: SentenceTransformerEmbedder | None = None
         self._export: Path | None = None  # the ONNX export folder, once checked
+        self._gpu: bool | None = None
 
     def _on_gpu(self) -> bool:
-        return self.device not in ("auto", "cpu") or (self.device == "auto" and gpu_present())
+        """Whether documents go to a GPU: ``--device`` names one, or ``auto`` finds one torch can use."""
+        if self.device != "auto":
+            return self.device != "cpu"
+        if self._gpu is None:
+            # The cheap guess first (no torch import where there is no GPU driver), then torch's
+            # own answer: a driver beside a CPU-only build of torch still means the CPU (and the
+            # onnxruntime path), not float16 requested of a CPU.
+            self._gpu = gpu_present() and torch_sees_gpu()
+        return self._gpu
 
     def resolve_precision(self) -> str:
         """The precision documents will be embedded in (what the index records)."""
@@ -189,7 +208,11 @@ class LocalModel:
         if info.precision in ("fp32", "int8") and not (info.precision == "fp32" and self._on_gpu()):
             embedder = self._onnx_embedder(info.precision)
         else:
-            embedder = self.torch_embedder()
+            on_torch = self.torch_embedder()
+            if on_torch.precision != info.precision:  # fp16 asked for where torch has no CUDA device
+                raise ModelError(f"--precision {info.precision} needs a CUDA GPU; this run would embed on "
+                                 f"{on_torch.device} (use fp32, int8 or bf16)")
+            embedder = on_torch
         if embedder.dim != info.dim:
             raise ModelError(f"model {self.spec.name} gives {embedder.dim}-d vectors, its config says {info.dim}")
         self._embedder = embedder

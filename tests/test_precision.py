@@ -18,13 +18,21 @@ def _known(precision: str) -> ModelInfo:
     return ModelInfo(name="all-MiniLM-L6-v2", fingerprint="sha256:x", dim=384, max_tokens=256, precision=precision)
 
 
-@pytest.mark.parametrize(("vnni", "gpu", "expected"), [(True, False, "int8"), (False, False, "fp32"), (True, True, "fp16")])
-def test_auto_picks_by_hardware_for_a_new_index(monkeypatch: pytest.MonkeyPatch, vnni: bool, gpu: bool,
-                                                 expected: str) -> None:
+@pytest.mark.parametrize(("vnni", "driver", "torch_gpu", "expected"), [
+    (True, False, False, "int8"), (False, False, False, "fp32"), (True, True, True, "fp16"),
+    (True, True, False, "int8"),  # a GPU driver beside a CPU-only torch: still the CPU's choice
+])
+def test_auto_picks_by_hardware_for_a_new_index(monkeypatch: pytest.MonkeyPatch, vnni: bool, driver: bool,
+                                                 torch_gpu: bool, expected: str) -> None:
+    asked: list[bool] = []
     monkeypatch.setattr(models, "int8_fast", lambda: vnni)
-    monkeypatch.setattr(models, "gpu_present", lambda: gpu)
+    monkeypatch.setattr(models, "gpu_present", lambda: driver)
+    monkeypatch.setattr(models, "torch_sees_gpu", lambda: asked.append(True) or torch_gpu)
     monkeypatch.setattr(models.sys, "platform", "linux")
-    assert LocalModel(None).resolve_precision() == expected
+    model = LocalModel(None)
+    assert model.resolve_precision() == expected
+    assert model.resolve_precision() == expected
+    assert len(asked) == (1 if driver else 0)  # torch is asked once, and only when a driver is there
 
 
 def test_auto_keeps_the_precision_of_the_existing_index(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,6 +44,16 @@ def test_auto_keeps_the_precision_of_the_existing_index(monkeypatch: pytest.Monk
     assert LocalModel(None, known=_known("fp16")).resolve_precision() == "int8"
     # An explicit choice wins.
     assert LocalModel(None, precision="fp32", known=_known("int8")).resolve_precision() == "fp32"
+
+
+def test_fp16_without_a_cuda_device_is_refused_not_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    class OnCpu:  # what SentenceTransformerEmbedder resolves to when torch finds no CUDA device
+        device, precision, dim = "cpu", "fp32", 384
+
+    model = LocalModel(None, precision="fp16", device="cpu")
+    monkeypatch.setattr(model, "torch_embedder", lambda: OnCpu())
+    with pytest.raises(ModelError, match="--precision fp16 needs a CUDA GPU; this run would embed on cpu"):
+        model.embedder()
 
 
 def test_unknown_precision_is_refused() -> None:
