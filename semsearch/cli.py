@@ -342,6 +342,9 @@ def evaluate(
     except SemsearchError as exc:
         _fail(str(exc))
         return
+    if result.not_asked:
+        err.print(f"semsearch: {result.not_asked} judged queries are not in {queries.name}; "
+                  f"scored over the {result.report.num_queries} that are", style="dim")
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return

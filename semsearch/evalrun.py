@@ -44,6 +44,7 @@ class EvalResult:
     id_mode: str
     queries_run: int
     run: dict[str, list[str]] = field(default_factory=dict)  # query id -> ranked distinct doc ids
+    not_asked: int = 0  # judged queries (with a relevant document) that the queries file lacks
 
     @property
     def latency(self) -> dict[str, float]:
@@ -72,6 +73,7 @@ class EvalResult:
             "depth": self.depth,
             "id_mode": self.id_mode,
             "queries_run": self.queries_run,
+            "judged_not_asked": self.not_asked,
             "metrics": dict(self.report.metrics),
         }
         if per_query:
@@ -109,7 +111,10 @@ def run_evaluation(
     """Run every (judged) query, rank distinct documents, and score them against ``qrels``.
 
     Queries without a relevant judgment are skipped when ``only_judged`` (they cannot change
-    the means). Raises ValueError for an unknown mode or id mode, or a depth below 10.
+    the means). The means are over the judged queries that were asked: judged queries missing
+    from ``queries`` (e.g. a held-out subset of the query file) are counted in ``not_asked``,
+    not scored as failures (BEIR and trec_eval without -c do the same). Raises ValueError for
+    an unknown mode or id mode, or a depth below 10.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)} (got {mode})")
@@ -130,5 +135,7 @@ def run_evaluation(
         latencies.append(time.perf_counter() - started)
         if on_progress is not None:
             on_progress(number, len(todo))
-    report = evaluate_run(run, qrels)
-    return EvalResult(report, latencies, mode, depth, id_mode, len(todo), run)
+    asked = {q.id for q in queries}
+    relevant = {qid for qid, judged in qrels.items() if any(rel > 0 for rel in judged.values())}
+    report = evaluate_run(run, {qid: judged for qid, judged in qrels.items() if qid in asked})
+    return EvalResult(report, latencies, mode, depth, id_mode, len(todo), run, len(relevant - asked))

@@ -150,5 +150,9 @@ def test_eval_command(project: Path) -> None:
     assert data["p50_ms"] >= 0
     text = run("eval", "--queries", "q.jsonl", "--qrels", "qrels.tsv", "--mode", "lexical")
     assert text.exit_code == 0 and "ndcg@10     1.0000" in text.stdout
+    write(project / "q1.jsonl", '{"_id": "q1", "text": "rocket thrust"}\n')
+    part = run("eval", "--queries", "q1.jsonl", "--qrels", "qrels.tsv", "--json")
+    assert part.exit_code == 0 and json.loads(part.stdout)["queries"] == 1
+    assert "1 judged queries are not in q1.jsonl; scored over the 1 that are" in part.stderr
     bad = run("eval", "--queries", "missing.jsonl", "--qrels", "qrels.tsv")
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -215,6 +215,18 @@ def test_run_evaluation_lexical_known_metrics(tmp_path: Path) -> None:
     assert summary["queries"] == 4 and summary["mode"] == "lexical"
     assert summary["p95_ms"] >= summary["p50_ms"] >= 0
     assert "per_query" not in result.to_dict() and "per_query" in result.to_dict(per_query=True)
+    assert result.not_asked == 0
+
+
+def test_run_evaluation_scores_only_the_judged_queries_asked(tmp_path: Path) -> None:
+    index_dir = _eval_corpus(tmp_path)
+    qrels = {"q1": {"d3": 1}, "q2": {"d2": 1, "d1": 0}, "q3": {"d1": 1}, "q9": {"d1": 0}}
+    with IndexReader(index_dir) as reader:
+        half = run_evaluation(reader, _searcher(reader), [Query("q1", "grape")], qrels, mode="lexical")
+    # q2 and q3 are judged but not asked: reported, not averaged in as zeros (q9 has nothing relevant).
+    assert half.not_asked == 2 and half.to_dict()["judged_not_asked"] == 2
+    assert half.report.num_queries == 1
+    assert half.report.ndcg_at_10 == pytest.approx(1.0)
 
 
 def test_run_evaluation_id_modes_and_distinct_documents(tmp_path: Path) -> None:
