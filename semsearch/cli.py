@@ -46,6 +46,10 @@ class Fail(Exception):
 
 
 def _fail(message: str) -> None:
+    from semsearch.output import escape_controls
+
+    # One line, whatever the message quotes (a damaged database's garbage included).
+    message = escape_controls(message.replace("\r", " "), keep_newlines=False)
     _stderr().print(f"semsearch: error: {message}", style="red")
     raise typer.Exit(EXIT_ERROR)
 

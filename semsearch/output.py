@@ -18,7 +18,7 @@ SNIPPET_CHARS = 240
 VIEW_LINES = 14
 # C0 controls except tab/newline, DEL, C1 controls, and the Unicode bidi overrides that can
 # disguise text on a terminal.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _SPACES = re.compile(r"\s+")
 
 
