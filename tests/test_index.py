@@ -167,3 +167,48 @@ def test_top_k_is_respected(tmp_path: Path, fake_model: FakeModel, k: int) -> No
     _corpus(tmp_path)
     _build(tmp_path, fake_model)
     assert len(_top(tmp_path, fake_model, "the", top_k=k)) == min(k, 4)
+
+
+def test_format_2_index_is_upgraded_in_place_without_reembedding(tmp_path: Path, fake_model: FakeModel) -> None:
+    write(tmp_path / "notes" / "heron.md", "# Heron migration\n\n" + "The birds leave the marsh in autumn. " * 60)
+    write(tmp_path / "notes" / "kettle.txt", "Descale the kettle with vinegar once a month.\n")
+    _build(tmp_path, fake_model)
+    index_dir = tmp_path / ".semsearch"
+    # Make it what semsearch wrote before chunks_fts had the context column (format 2).
+    with IndexReader(index_dir) as reader:
+        db_path = reader.db_path
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP TABLE chunks_fts")
+    conn.execute("CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='id', "
+                 "tokenize='porter unicode61 remove_diacritics 2')")
+    conn.execute("INSERT INTO chunks_fts(rowid, text) SELECT id, text FROM chunks")
+    conn.commit()
+    conn.close()
+    manifest = index_dir / "manifest.json"
+    manifest.write_text(manifest.read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 2'))
+    # "migration" is only in the heading: chunks after the first carry it in their context line.
+    assert _top(tmp_path, fake_model, "heron migration", mode="lexical", top_k=20)  # still readable as it is
+    with IndexReader(index_dir) as reader:
+        only_text = len(reader.lexical_search('"migration"', 50))
+    embedded = fake_model.embedder_instance.documents_embedded
+
+    summary = _build(tmp_path, fake_model)
+    assert (summary.indexed, summary.unchanged, summary.rebuild_reason) == (0, 2, "")
+    assert fake_model.embedder_instance.documents_embedded == embedded  # nothing re-embedded
+    assert json.loads(manifest.read_text())["format_version"] == FORMAT_VERSION
+    with IndexReader(index_dir) as reader:
+        chunks = reader.conn.execute("SELECT count(*) FROM chunks WHERE file_id = "
+                                     "(SELECT id FROM files WHERE display LIKE '%heron.md')").fetchone()[0]
+        with_context = len(reader.lexical_search('"migration"', 50))
+    assert chunks > 1 and only_text == 1 and with_context == chunks
+    conn = sqlite3.connect(db_path)
+    conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)")
+    conn.close()
+    # Later updates keep the new table in step (deletes pass the same columns as inserts).
+    (tmp_path / "notes" / "heron.md").unlink()
+    _build(tmp_path, fake_model)
+    with IndexReader(index_dir) as reader:
+        assert reader.lexical_search('"migration"', 50) == []
+    conn = sqlite3.connect(db_path)
+    conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)")
+    conn.close()
