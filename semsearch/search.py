@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -134,24 +134,33 @@ class Searcher:
             for cid, vec in self.reader.vectors(missing).items():
                 cosines[cid] = float(vec @ qvec)
         ranked = _rank(options.mode, cosines, bm25)
-        records = self.reader.fetch_chunks([cid for cid, _ in ranked])
         hits: list[Hit] = []
-        for cid, fused in ranked:
-            record = records.get(cid)
-            if record is None:
-                continue
-            cosine = cosines.get(cid)
-            parts = {"cosine": cosine} if cosine is not None else {}
-            if cid in bm25:
-                parts["bm25"] = bm25[cid]
-            if options.mode == "hybrid":
-                parts["fused"] = fused
-            score = cosine if cosine is not None else fused
-            if options.min_score is not None and (cosine is None or cosine < options.min_score):
-                continue
-            hits.append(Hit(0, score, record, {k: float(v) for k, v in parts.items()}))
-        if options.files_only:
-            hits = _best_per_file(hits)  # a file ranks by its best chunk (max beat sum of top 2)
+        files: set[int] = set()
+        # Texts are read page by page, only as far down the ranking as the hits need (a hybrid
+        # search ranks ~100 candidates for 10 hits; reading them all cost ~1.5 ms of ~15).
+        start, page = 0, max(2 * options.top_k, 20)
+        while start < len(ranked) and len(hits) < options.top_k:
+            part = ranked[start:start + page]
+            start, page = start + page, page * 2
+            records = self.reader.fetch_chunks([cid for cid, _ in part])
+            for cid, fused in part:
+                record = records.get(cid)
+                if record is None:
+                    continue
+                cosine = cosines.get(cid)
+                if options.min_score is not None and (cosine is None or cosine < options.min_score):
+                    continue
+                if options.files_only:
+                    if record.file_id in files:
+                        continue  # a file ranks by its best chunk (max beat sum of top 2)
+                    files.add(record.file_id)
+                parts = {"cosine": cosine} if cosine is not None else {}
+                if cid in bm25:
+                    parts["bm25"] = bm25[cid]
+                if options.mode == "hybrid":
+                    parts["fused"] = fused
+                score = cosine if cosine is not None else fused
+                hits.append(Hit(0, score, record, {k: float(v) for k, v in parts.items()}))
         hits = hits[: options.top_k]
         for rank, hit in enumerate(hits, 1):
             hit.rank = rank
@@ -177,17 +186,6 @@ def _rank(mode: str, cosines: dict[int, float], bm25: dict[int, float]) -> list[
             lex = max(bm25.get(cid, 0.0), 0.0) / top_bm25
             fused[cid] = HYBRID_ALPHA * cos + (1.0 - HYBRID_ALPHA) * lex
     return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
-
-
-def _best_per_file(hits: Sequence[Hit]) -> list[Hit]:
-    """One hit per file, in order of each file's best chunk."""
-    seen: set[int] = set()
-    out = []
-    for hit in hits:
-        if hit.chunk.file_id not in seen:
-            seen.add(hit.chunk.file_id)
-            out.append(hit)
-    return out
 
 
 # Lucene's English stop words (what BM25 baselines such as BEIR's Elasticsearch drop).
