@@ -16,6 +16,10 @@ DEFAULT_OVERLAP_TOKENS = 32
 
 # Boundary strengths: a cut prefers the strongest boundary in the back half of a window.
 HEADING, PARAGRAPH, LINE, SENTENCE, WORD, ANYWHERE = 5, 4, 3, 2, 1, 0
+# "prefer": a heading is the strongest cut a window looks for in its back half. "strict" also cuts
+# at a heading in the front half and starts the next chunk there without overlap, so no chunk
+# spans two sections. Compared by benchmarks/sections_eval.py (benchmarks/RESULTS.md).
+SECTION_CUTS = "prefer"
 _SENTENCE_END = frozenset(".!?;:")
 
 
@@ -190,8 +194,11 @@ def split_spans(
     start = 0
     while start < n:
         hard_end = min(n, start + size)
+        section_end = _first_heading(text, offsets, start, hard_end) if SECTION_CUTS == "strict" else None
+        if section_end is not None:
+            hard_end = section_end
         while True:
-            end = hard_end if hard_end == n else _best_cut(text, offsets, start, hard_end)
+            end = hard_end if hard_end in (n, section_end) else _best_cut(text, offsets, start, hard_end)
             model_tokens = None
             if measure is not None:
                 model_tokens = measure(text[offsets[start]:offsets[end]])
@@ -203,8 +210,16 @@ def split_spans(
         spans.append(Span(offsets[start], offsets[end], end - start, model_tokens))
         if end >= n:
             break
-        start = _next_start(text, offsets, start, end, overlap)
+        start = end if end == section_end else _next_start(text, offsets, start, end, overlap)
     return spans
+
+
+def _first_heading(text: str, offsets: Sequence[int], start: int, hard_end: int) -> int | None:
+    """The token index of the first heading after ``start`` and before ``hard_end``, if any."""
+    for idx in range(start + 1, hard_end):
+        if offsets[idx] != offsets[idx - 1] and _strength(text, offsets[idx]) == HEADING:
+            return idx
+    return None
 
 
 def _best_cut(text: str, offsets: Sequence[int], start: int, hard_end: int) -> int:

@@ -131,3 +131,22 @@ def test_plain_text_title_line_and_code_file_names() -> None:
     assert extract_text(Path("src/retry.py"), b"import time\n\ndef f():\n    pass\n").title == "retry.py"
     plain = chunk_document(doc, ChunkSettings(chunk_tokens=64, overlap_tokens=8, context=False))
     assert all(c.context == "" for c in plain)
+
+
+@pytest.mark.parametrize("mode", ["prefer", "strict"])
+def test_section_cuts(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    from semsearch import chunk
+
+    monkeypatch.setattr(chunk, "SECTION_CUTS", mode)
+    sections = [f"## Part {i}\n\n" + f"Sentence {i} about topic {i}. " * (3 + 7 * i) for i in range(5)]
+    text = "\n\n".join(sections) + "\n"
+    spans = split_spans(text, ChunkSettings(chunk_tokens=64, overlap_tokens=16))
+    assert spans[0].start == 0 and spans[-1].end == len(text)
+    assert all(b.start <= a.end for a, b in zip(spans, spans[1:]))  # every character covered
+    assert all(s.tokens <= 64 for s in spans)
+    crossing = [s for s in spans if "\n## " in text[s.start:s.end].rstrip()]
+    if mode == "strict":
+        assert crossing == []  # no chunk spans two sections
+        assert all(text[s.start:s.end].startswith("## ") for s in spans if "## " in text[s.start:s.end])
+    else:
+        assert crossing  # a heading in a window's front half does not force a cut
