@@ -106,7 +106,6 @@ class Searcher:
         query = query[:MAX_QUERY_CHARS]
         wanted = options.top_k * (8 if options.files_only else 1)
         fetch = max(wanted * CANDIDATES_PER_HIT, 50) if options.mode == "hybrid" else wanted
-        per_side = fetch if options.mode == "hybrid" else wanted
         cosines: dict[int, float] = {}
         bm25: dict[int, float] = {}
         qvec = None
@@ -116,15 +115,15 @@ class Searcher:
             # BM25 ranks in a worker thread while the query is embedded and the graph searched
             # (SQLite, onnxruntime and hnswlib release the GIL): hybrid then costs about what
             # its slower half costs, not the sum of both.
-            pending = self._worker().submit(self.reader.lexical_search, match, per_side)
+            pending = self._worker().submit(self.reader.lexical_search, match, fetch)
         try:
             if options.mode in ("semantic", "hybrid"):
                 qvec = self.embed(query)
-                cosines = dict(self.reader.vector_search(qvec, per_side))
+                cosines = dict(self.reader.vector_search(qvec, fetch))
             if pending is not None:
                 bm25 = dict(pending.result())
             elif match:
-                bm25 = dict(self.reader.lexical_search(match, per_side))
+                bm25 = dict(self.reader.lexical_search(match, fetch))
         finally:
             if pending is not None:
                 wait([pending])  # never leave the worker reading after an error here
