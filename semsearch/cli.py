@@ -5,6 +5,7 @@ Exit codes follow grep: 0 found, 1 nothing found, 2 error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from semsearch.indexer import IndexEvent, IndexSummary
 
 EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
+# Set by `query` once its results are written and the index is closed: the console script then
+# ends the process at once instead of tearing the interpreter down (see main()).
+_done_early = False
 
 app = typer.Typer(
     add_completion=False,
@@ -249,6 +253,8 @@ def query(
     except SemsearchError as exc:
         _fail(str(exc))
         return
+    global _done_early
+    _done_early = True
     raise typer.Exit(EXIT_FOUND if found else EXIT_NOT_FOUND)
 
 
@@ -438,16 +444,39 @@ def _ago(seconds: float) -> str:
     return f"{int(seconds // 86400)} days"
 
 
+def _exit_now(code: object) -> None:
+    status = code if isinstance(code, int) else (EXIT_FOUND if code is None else EXIT_ERROR)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass  # the reader went away: what was left is not wanted
+    except OSError:
+        status = EXIT_ERROR
+    with contextlib.suppress(OSError):
+        sys.stderr.flush()
+    os._exit(status)
+
+
 def _quiet_stdout() -> None:
     """The reader went away (`| head -1`): send what is left to /dev/null, say nothing."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def main() -> None:
-    """Console-script entry point: run the app; a closed pipe ends quietly."""
+def main(fast_exit: bool = True) -> None:
+    """Console-script entry point: run the app; a closed pipe ends quietly.
+
+    After a query has written its results (and closed the index), the process ends with
+    ``os._exit`` once stdout and stderr are flushed: the interpreter's teardown (freeing the
+    onnxruntime session, modules, threads) cost ~0.1 s of a ~0.7 s cold query and does nothing a
+    reader needs. Other commands exit normally. ``fast_exit=False`` for callers that go on.
+    """
     try:
         app()
+    except SystemExit as exc:
+        if fast_exit and _done_early:
+            _exit_now(exc.code)
+        raise
     except BrokenPipeError:
         _quiet_stdout()
         sys.exit(EXIT_FOUND)

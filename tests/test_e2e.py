@@ -124,7 +124,7 @@ def test_query_path_imports_no_torch_and_embeds_only_the_query(corpus) -> None: 
         "OnnxEmbedder.embed_documents = refuse\n"
         "from semsearch.cli import main\n"
         "sys.argv = ['semsearch', 'query', 'sourdough starter', '--json', '-k', '1']\n"
-        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "try:\n    main(fast_exit=False)\nexcept SystemExit as exc:\n    code = exc.code\n"
         "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
         "print(json.dumps({'code': code, 'heavy': heavy}) if (json := __import__('json')) else '', file=sys.stderr)\n"
     )
@@ -142,6 +142,28 @@ def test_batch_mode_loads_model_once(corpus) -> None:  # noqa: ANN001
     hits = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert [h["path"] for h in hits[:2]] == ["docs/tls.md", "docs/src/retry.py"]
     assert len(hits) == 3
+
+
+def test_query_output_is_whole_when_the_process_ends_early(corpus, tmp_path: Path) -> None:  # noqa: ANN001
+    root, env, _ = corpus
+    # A query ends with os._exit after flushing: every hit must reach a pipe and a file.
+    piped = run(["query", "dessert menu", "--json", "-k", "50"], cwd=root, env=env)
+    assert piped.returncode == 0, piped.stderr.decode()
+    hits = [json.loads(line) for line in piped.stdout.decode().splitlines()]
+    assert len(hits) == min(50, _chunk_count(root)) > 1
+    out = tmp_path / "hits.jsonl"
+    with open(out, "wb") as handle:
+        to_file = subprocess.run(semsearch_cmd() + ["query", "dessert menu", "--json", "-k", "50"], cwd=root,
+                                 env=env, stdout=handle, stderr=subprocess.PIPE, timeout=300)
+    assert to_file.returncode == 0 and out.read_bytes() == piped.stdout
+
+
+def _chunk_count(root: Path) -> int:
+    conn = sqlite3.connect(next((root / ".semsearch").glob("meta-*.sqlite")))
+    try:
+        return int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def test_exit_codes(corpus) -> None:  # noqa: ANN001
