@@ -471,6 +471,8 @@ def main(fast_exit: bool = True) -> None:
     onnxruntime session, modules, threads) cost ~0.1 s of a ~0.7 s cold query and does nothing a
     reader needs. Other commands exit normally. ``fast_exit=False`` for callers that go on.
     """
+    global _done_early
+    _done_early = False  # a query run earlier in this process (tests, forks) must not end this one
     try:
         app()
     except SystemExit as exc:
