@@ -125,7 +125,9 @@ def collect(pid: int, status: int, out: Path, info: Path) -> Run:
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     embedded, counts = (0, {})
     if info.exists():
-        embedded, counts = eval(info.read_text())  # noqa: S307 - our own repr of an int and a dict
+        report = info.read_text()
+        if report or not killed:  # a kill by time can land between creating the file and writing it
+            embedded, counts = eval(report)  # noqa: S307 - our own repr of an int and a dict
     text = out.read_text(errors="replace") if out.exists() else ""
     return Run(code, killed, text, embedded, counts)
 
