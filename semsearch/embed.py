@@ -144,6 +144,14 @@ class ModelTokenizer:
         return [len(e.ids) for e in self._tok.encode_batch([self._prompt + t for t in texts])]
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, which a container may restrict below cpu_count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def pick_device(device: str | None) -> str:
     """Resolve ``auto``: a GPU when one is present, else the CPU."""
     if device and device != "auto":

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from semsearch.embed import usable_cpus
 from semsearch.errors import ModelError
 
 if TYPE_CHECKING:
@@ -418,20 +419,12 @@ def _create_session(model_path: Path, threads: int | None = None) -> onnxruntime
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or _usable_cpus()
+    options.intra_op_num_threads = threads or usable_cpus()
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
         raise OnnxExportError(f"{model_path}: onnxruntime cannot load it ({exc})") from exc
-
-
-def _usable_cpus() -> int:
-    """CPUs this process may run on (the affinity mask, which a container may restrict below cpu_count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from semsearch.embed import usable_cpus
 from semsearch.errors import InvalidOptionError
 from semsearch.store import ChunkRecord, IndexReader
 
@@ -28,7 +28,7 @@ HYBRID_ALPHA = 0.5  # weight of the cosine side
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
 CANDIDATES_PER_HIT = 2  # each side of a hybrid search fetches this many candidates per wanted hit
 MAX_QUERY_CHARS = 10_000
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_CORES = usable_cpus()  # hybrid runs BM25 beside the embedding only with a second core
 _WORD = re.compile(r"\w+", re.UNICODE)
 # A sentence ends at . ! ? followed by space and a capital, digit, quote or bracket; or at a
 # newline. ("e.g. this" and "v1.2" do not end one.)
