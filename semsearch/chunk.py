@@ -243,6 +243,8 @@ def _next_start(text: str, offsets: Sequence[int], start: int, end: int, overlap
     if overlap == 0:
         return end
     desired = max(start + 1, end - overlap)
+    while desired < end and offsets[desired] <= offsets[start]:
+        desired += 1  # tokens inside one character share its offset: move past the previous start
     # Anywhere up to the previous cut: a clean start (line, sentence, word) beats a long overlap.
     best, best_strength = desired, -1
     for idx in range(desired, end):
