@@ -56,7 +56,7 @@ def build(files: Path, index_dir: Path, chunk_tokens: int, overlap_tokens: int, 
         provider.ensure_export(lambda note: print(f"# {note}", file=sys.stderr))
 
 
-def _half(result, parity: int) -> float:  # noqa: ANN001 - EvalResult
+def ndcg_half(result, parity: int) -> float:  # noqa: ANN001 - EvalResult
     """Mean nDCG@10 over the queries whose numeric id has this parity (a held-out half)."""
     values = [m["ndcg@10"] for q, m in result.report.per_query.items() if q.isdigit() and int(q) % 2 == parity]
     return sum(values) / len(values) if values else float("nan")
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {s['queries']} | {s['p50_ms']:.1f} | {s['p95_ms']:.1f} "
                   f"| {plain.get(r.mode, {}).get('p50_ms', float('nan')):.1f} "
                   f"| {plain.get(r.mode, {}).get('p95_ms', float('nan')):.1f} "
-                  f"| {_half(r, 0):.4f} | {_half(r, 1):.4f} |")
+                  f"| {ndcg_half(r, 0):.4f} | {ndcg_half(r, 1):.4f} |")
         print("eval latency: one query ranking 100 distinct files (-l -k 100); top-10: a plain 10-chunk query")
     return 0
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 DEFAULT_DATA = HERE.parent.parent / "shared/data/scifact"
 
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: SciFact data missing: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
 
+    from scifact_eval import ndcg_half
+
     from semsearch import chunk
     from semsearch.evalrun import run_evaluation
     from semsearch.evaluate import load_qrels, load_queries
@@ -99,14 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             searcher = Searcher(reader, lambda: load_query_embedder(reader.manifest.model)[0])
             for mode in args.modes.split(","):
                 result = run_evaluation(reader, searcher, queries, qrels, mode=mode)
-                per = result.report.per_query
-                halves = []
-                for parity in (0, 1):
-                    values = [m["ndcg@10"] for q, m in per.items() if q.isdigit() and int(q) % 2 == parity]
-                    halves.append(sum(values) / len(values) if values else float("nan"))
                 s = result.summary()
                 print(f"| {variant} | {reader.count} | {mode} | {s['ndcg@10']:.4f} | {s['recall@100']:.4f} "
-                      f"| {halves[0]:.4f} | {halves[1]:.4f} |", flush=True)
+                      f"| {ndcg_half(result, 0):.4f} | {ndcg_half(result, 1):.4f} |", flush=True)
             searcher.close()
     return 0
 

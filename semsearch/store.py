@@ -36,7 +36,7 @@ import sqlite3
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -942,10 +942,10 @@ def open_writer(
     reason = ""
     if current is not None and not rebuild:
         if current.same_build(wanted):
-            manifest = IndexManifest(**{**asdict_shallow(current), "hnsw": wanted.hnsw, "format_version": FORMAT_VERSION})
+            manifest = replace(current, hnsw=wanted.hnsw, format_version=FORMAT_VERSION)
             writer = IndexWriter(index_dir, manifest, new_build=False)  # upgrades an older chunks_fts
             if current.format_version != FORMAT_VERSION:
-                current = IndexManifest(**{**asdict_shallow(current), "format_version": FORMAT_VERSION})
+                current = replace(current, format_version=FORMAT_VERSION)
                 write_atomic(index_dir / MANIFEST, current.to_json().encode())
             return writer, current, ""
         reason = _change_reason(current, wanted)
@@ -957,7 +957,7 @@ def open_writer(
     except SemsearchError:
         pending = None
     if pending is not None and pending.same_build(wanted) and not rebuild and (index_dir / pending.database).exists():
-        pending = IndexManifest(**{**asdict_shallow(pending), "format_version": FORMAT_VERSION})
+        pending = replace(pending, format_version=FORMAT_VERSION)
         return IndexWriter(index_dir, pending, new_build=True), current, reason or "resuming an interrupted build"
     # Past every database in the folder too: one of an unreadable manifest may still hold the roots.
     found = [int(m.group(1)) for p in index_dir.glob("meta-*.sqlite") if (m := re.fullmatch(r"meta-(\d+)\.sqlite", p.name))]
