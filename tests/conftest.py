@@ -5,16 +5,31 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from semsearch.store import ModelInfo
+from semsearch.store import IndexReader, ModelInfo
 
 FAKE_DIM = 64
 _WORD = re.compile(r"[a-z0-9_]+")
+
+
+def check_fts(index_dir: Path) -> None:
+    """chunks_fts passes FTS5's integrity check against chunks and holds exactly the live chunks."""
+    with IndexReader(index_dir) as reader:
+        db_path = reader.db_path
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)")
+        live = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        indexed = conn.execute("SELECT count(*) FROM chunks_fts").fetchone()[0]
+        assert live == indexed
+    finally:
+        conn.close()
 
 
 def _word_vector(word: str) -> np.ndarray:

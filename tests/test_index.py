@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import FakeModel, make_pdf, write
+from conftest import FakeModel, check_fts, make_pdf, write
 
 from semsearch.chunk import ChunkSettings
 from semsearch.indexer import IndexOptions, IndexSummary, build_index
@@ -201,14 +201,10 @@ def test_format_2_index_is_upgraded_in_place_without_reembedding(tmp_path: Path,
                                      "(SELECT id FROM files WHERE display LIKE '%heron.md')").fetchone()[0]
         with_context = len(reader.lexical_search('"migration"', 50))
     assert chunks > 1 and only_text == 1 and with_context == chunks
-    conn = sqlite3.connect(db_path)
-    conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)")
-    conn.close()
+    check_fts(index_dir)
     # Later updates keep the new table in step (deletes pass the same columns as inserts).
     (tmp_path / "notes" / "heron.md").unlink()
     _build(tmp_path, fake_model)
     with IndexReader(index_dir) as reader:
         assert reader.lexical_search('"migration"', 50) == []
-    conn = sqlite3.connect(db_path)
-    conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)")
-    conn.close()
+    check_fts(index_dir)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from semsearch.indexer import IndexOptions, build_index
 from semsearch import search as search_module
 from semsearch.search import SearchOptions, Searcher, fts_query
 from semsearch.store import IndexReader
-from tests.conftest import FakeEmbedder, FakeModel, write
+from tests.conftest import FakeEmbedder, FakeModel, check_fts, write
 
 
 def _index(root: Path, model: FakeModel) -> Path:
@@ -127,19 +126,6 @@ def test_hybrid_error_in_the_embedding_waits_for_the_worker_and_propagates(
         searcher.close()
 
 
-def _fts_integrity(index_dir: Path) -> None:
-    with IndexReader(index_dir) as reader:
-        db_path = reader.db_path
-    conn = sqlite3.connect(db_path)
-    try:
-        conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)")
-        live = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        indexed = conn.execute("SELECT count(*) FROM chunks_fts").fetchone()[0]
-        assert live == indexed
-    finally:
-        conn.close()
-
-
 def test_fts_stays_in_step_after_edit_and_delete(tmp_path: Path) -> None:
     root = tmp_path / "docs"
     a = write(root / "a.txt", "The zebracorn migrates north in winter.")
@@ -161,7 +147,7 @@ def test_fts_stays_in_step_after_edit_and_delete(tmp_path: Path) -> None:
         assert _files(reader, "okapiberry", "lexical") == ["a.txt"]
         assert _files(reader, "okapiberry", "hybrid")[0] == "a.txt"
         assert _files(reader, "tomatoes", "lexical") == ["c.txt"]
-    _fts_integrity(index_dir)
+    check_fts(index_dir)
 
     # Delete the edited file too: its new words go as well; a later rebuild agrees.
     a.unlink()
@@ -169,7 +155,7 @@ def test_fts_stays_in_step_after_edit_and_delete(tmp_path: Path) -> None:
     with IndexReader(index_dir) as reader:
         assert _files(reader, "okapiberry", "lexical") == []
         assert _files(reader, "tomatoes", "hybrid") == ["c.txt"]
-    _fts_integrity(index_dir)
+    check_fts(index_dir)
 
 
 def test_fts_query_is_safe_and_skips_stopwords() -> None:
