@@ -121,7 +121,8 @@ def run_evaluation(
     doc_id_from_path("x", id_mode)  # validates id_mode
     if depth < 10:
         raise ValueError(f"depth must be at least 10 (got {depth})")
-    todo = [q for q in queries if not only_judged or any(rel > 0 for rel in qrels.get(q.id, {}).values())]
+    relevant = {qid for qid, judged in qrels.items() if any(rel > 0 for rel in judged.values())}
+    todo = [q for q in queries if not only_judged or q.id in relevant]
     if todo and mode != "lexical":
         searcher.embed(todo[0].text)  # load the query model outside the timed part
     run: dict[str, list[str]] = {}
@@ -136,6 +137,5 @@ def run_evaluation(
         if on_progress is not None:
             on_progress(number, len(todo))
     asked = {q.id for q in queries}
-    relevant = {qid for qid, judged in qrels.items() if any(rel > 0 for rel in judged.values())}
     report = evaluate_run(run, {qid: judged for qid, judged in qrels.items() if qid in asked})
     return EvalResult(report, latencies, mode, depth, id_mode, len(todo), run, len(relevant - asked))
