@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from fake_embedder import FAKE_DIM, FakeEmbedder
 from semsearch.store import IndexReader, ModelInfo
-
-FAKE_DIM = 64
-_WORD = re.compile(r"[a-z0-9_]+")
 
 
 def check_fts(index_dir: Path) -> None:
@@ -30,43 +25,6 @@ def check_fts(index_dir: Path) -> None:
         assert live == indexed
     finally:
         conn.close()
-
-
-def _word_vector(word: str) -> np.ndarray:
-    seed = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-    return np.random.default_rng(seed).standard_normal(FAKE_DIM).astype(np.float32)
-
-
-class FakeEmbedder:
-    """Bag of words hashed to random directions: texts sharing words are close. Deterministic."""
-
-    dim = FAKE_DIM
-    max_tokens = 256
-
-    def __init__(self) -> None:
-        self.documents_embedded = 0
-        self.queries_embedded = 0
-
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), FAKE_DIM), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in _WORD.findall(text.lower()):
-                out[i] += _word_vector(word)
-            norm = np.linalg.norm(out[i])
-            out[i] = out[i] / norm if norm else _word_vector("\0empty")
-            out[i] /= np.linalg.norm(out[i])
-        return out
-
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        self.documents_embedded += len(texts)
-        return self._embed(texts)
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        self.queries_embedded += len(texts)
-        return self._embed(texts)
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(t.split()) + 2 for t in texts]
 
 
 class FakeModel:

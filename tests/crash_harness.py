@@ -21,53 +21,14 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
 import os
-import re
 import signal
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
-FAKE_DIM = 32
-_WORD = re.compile(r"[a-z0-9_]+")
-
-
-@functools.lru_cache(maxsize=None)
-def _word_vector(word: str) -> np.ndarray:
-    seed = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-    return np.random.default_rng(seed).standard_normal(FAKE_DIM).astype(np.float32)
-
-
-class FakeEmbedder:
-    """Bag of words hashed to random directions (deterministic; the tests query with it too)."""
-
-    dim = FAKE_DIM
-    max_tokens = 256
-
-    def __init__(self) -> None:
-        self.documents_embedded = 0
-
-    def _embed(self, texts) -> np.ndarray:  # noqa: ANN001
-        out = np.zeros((len(texts), FAKE_DIM), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in _WORD.findall(text.lower()):
-                out[i] += _word_vector(word)
-            norm = float(np.linalg.norm(out[i]))
-            out[i] = out[i] / norm if norm else _word_vector("\0empty") / np.linalg.norm(_word_vector("\0empty"))
-        return out
-
-    def embed_documents(self, texts) -> np.ndarray:  # noqa: ANN001
-        self.documents_embedded += len(texts)
-        return self._embed(texts)
-
-    def embed_queries(self, texts) -> np.ndarray:  # noqa: ANN001
-        return self._embed(texts)
-
-    def count_tokens(self, texts) -> list[int]:  # noqa: ANN001
-        return [len(t.split()) + 2 for t in texts]
+from fake_embedder import FAKE_DIM, FakeEmbedder
 
 
 def fake_info():  # noqa: ANN201

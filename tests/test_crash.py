@@ -413,17 +413,19 @@ def test_second_writer_waits_when_asked(tmp_path: Path) -> None:
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
-@pytest.mark.parametrize(("event", "sees"), [
-    ("commit+:2", "before"), ("sha256+:1", "before"), ("finalize:1", "before"), ("unlink:1", "after")])
-def test_queries_during_an_update_see_the_last_committed_state(tmp_path: Path, event: str, sees: str) -> None:
+def _reader_during_a_run(tmp_path: Path, event: str, sees: str, args: list[str], edit: bool) -> None:
+    """Index, optionally edit the corpus, then pause a second run (*args*) at *event*: a new reader
+    sees the state *sees* ("before"/"after" the run), and a reader opened before the run began keeps
+    answering from its own state even after the run has finished and replaced files."""
     work = tmp_path / "w"
     write_corpus(work / "corpus", 16, seed=4)
     assert run_forked(work, INDEX_ARGS).code == 0
     before = signature(work)
-    change_corpus(work / "corpus")
-    reader = IndexReader(work / INDEX_DIR_NAME)  # opened before the writer starts, used after
+    if edit:
+        change_corpus(work / "corpus")
+    reader = IndexReader(work / INDEX_DIR_NAME)
     try:
-        pid, flag = _pause(work, INDEX_ARGS, event)
+        pid, flag = _pause(work, args, event)
         try:
             during = signature(work)
         finally:
@@ -432,34 +434,23 @@ def test_queries_during_an_update_see_the_last_committed_state(tmp_path: Path, e
         after = signature(work)
         assert after != before
         assert during == (before if sees == "before" else after)
-        # A reader that began before the writer committed keeps answering from its own state.
         hits = Searcher(reader, harness.FakeEmbedder).search(QUERIES[0], SearchOptions(top_k=6, mode="semantic"))
         assert sorted((os.path.relpath(h.chunk.path, work), h.chunk.ordinal, round(h.score, 4)) for h in hits) == before[2]
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize(("event", "sees"), [
+    ("commit+:2", "before"), ("sha256+:1", "before"), ("finalize:1", "before"), ("unlink:1", "after")])
+def test_queries_during_an_update_see_the_last_committed_state(tmp_path: Path, event: str, sees: str) -> None:
+    _reader_during_a_run(tmp_path, event, sees, INDEX_ARGS, edit=True)
 
 
 @pytest.mark.parametrize(("event", "sees"), [("commit+:3", "before"), ("publish:1", "before"), ("unlink:1", "after")])
 def test_queries_during_a_rebuild_see_the_last_committed_state(tmp_path: Path, event: str, sees: str) -> None:
-    work = tmp_path / "w"
-    write_corpus(work / "corpus", 16, seed=4)
-    assert run_forked(work, INDEX_ARGS).code == 0
-    before = signature(work)
-    reader = IndexReader(work / INDEX_DIR_NAME)  # its database and vector file get deleted
-    try:
-        pid, flag = _pause(work, [*INDEX_ARGS, "--chunk-tokens", "48", "--overlap-tokens", "8"], event)
-        try:
-            during = signature(work)
-        finally:
-            flag.unlink()
-            assert _finish(pid, work).code == 0
-        after = signature(work)
-        assert after != before
-        assert during == (before if sees == "before" else after)
-        hits = Searcher(reader, harness.FakeEmbedder).search(QUERIES[0], SearchOptions(top_k=6, mode="semantic"))
-        assert sorted((os.path.relpath(h.chunk.path, work), h.chunk.ordinal, round(h.score, 4)) for h in hits) == before[2]
-    finally:
-        reader.close()
+    # The rebuild deletes the old database and vector file the early reader has open.
+    _reader_during_a_run(tmp_path, event, sees, [*INDEX_ARGS, "--chunk-tokens", "48", "--overlap-tokens", "8"],
+                         edit=False)
 
 
 # --------------------------------------------------------------------------------------------
