@@ -84,7 +84,10 @@ def parse_size(text: str) -> int:
     if not match:
         raise InvalidOptionError(f"--max-file-size: cannot read size '{text}' (try 20M)")
     factor = 1024 ** " kmgt".index(match.group(2).lower() or " ")
-    return int(float(match.group(1)) * factor)
+    size = int(float(match.group(1)) * factor)
+    if size < 1:
+        raise InvalidOptionError(f"--max-file-size must be at least 1 byte (got '{text}')")
+    return size
 
 
 @app.callback(invoke_without_command=True)
@@ -98,17 +101,24 @@ def _root(
 
 @app.command()
 def index(
-    paths: list[Path] = typer.Argument(None, help="Files and folders to index (default: those indexed before)."),
-    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help="Index folder [default: ./.semsearch]."),
+    paths: list[Path] = typer.Argument(None, metavar="[PATH]...",
+                                       help="Files and folders to index [default: those indexed before]."),
+    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX",
+                                         help="Index folder [default: ./.semsearch; with no PATH, the nearest .semsearch above]."),
     model: Optional[str] = typer.Option(None, "--model", envvar="SEMSEARCH_MODEL",
                                         help="sentence-transformers model name or folder [default: bundled all-MiniLM-L6-v2]."),
-    chunk_tokens: int = typer.Option(128, "--chunk-tokens", help="Chunk size in cl100k tokens."),
-    overlap_tokens: int = typer.Option(32, "--overlap-tokens", help="Tokens shared by neighbouring chunks."),
-    context: bool = typer.Option(True, "--context/--no-context",
-                                 help="Embed each chunk with its document title (Markdown: heading path) in front."),
-    max_file_size: str = typer.Option("20M", "--max-file-size", help="Skip files larger than this."),
-    hidden: bool = typer.Option(False, "--hidden", help="Include hidden files and folders."),
-    follow_symlinks: bool = typer.Option(False, "--follow-symlinks", help="Follow links that lead outside the given folders."),
+    chunk_tokens: Optional[int] = typer.Option(None, "--chunk-tokens", show_default=False,
+                                               help="Chunk size in cl100k tokens [default: the index's own, else 128]."),
+    overlap_tokens: Optional[int] = typer.Option(None, "--overlap-tokens", show_default=False,
+                                                 help="Tokens shared by neighbouring chunks [default: the index's own, else 32]."),
+    context: Optional[bool] = typer.Option(None, "--context/--no-context", show_default=False,
+                                           help="Embed each chunk with its document title (Markdown: heading path) in front [default: the index's own, else on]."),
+    max_file_size: Optional[str] = typer.Option(None, "--max-file-size", show_default=False,
+                                                help="Skip files larger than this [default: the index's own, else 20M]."),
+    hidden: Optional[bool] = typer.Option(None, "--hidden/--no-hidden", show_default=False,
+                                          help="Include hidden files and folders [default: the index's own, else no]."),
+    follow_symlinks: Optional[bool] = typer.Option(None, "--follow-symlinks/--no-follow-symlinks", show_default=False,
+                                                   help="Follow links that lead outside the given folders [default: the index's own, else no]."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Re-embed everything into a fresh index."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("auto", "--precision",
@@ -117,34 +127,36 @@ def index(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Name every skipped file."),
 ) -> None:
-    """Index files and folders (re-embeds only what changed)."""
-    from semsearch.chunk import ChunkSettings
-    from semsearch.indexer import IndexOptions, build_index
+    """Index files and folders (re-embeds only what changed).
+
+    Settings not given keep the values the index was built or last updated with.
+    """
+    from semsearch.indexer import IndexOptions, WalkChoices, build_index
     from semsearch.models import LocalModel
-    from semsearch.store import read_manifest
-    from semsearch.walk import WalkOptions
 
     err = _stderr()
     try:
-        index_dir = _index_dir_for_writing(index)
-        known = None
-        try:
-            known = read_manifest(index_dir).model
-        except SemsearchError:
-            pass
+        index_dir = _index_dir_for_indexing(index, bool(paths))
+        if index_dir is None:
+            raise InvalidOptionError("nothing to index: give a PATH (later runs remember it)")
+        for root in paths or []:
+            if not os.path.lexists(root):
+                raise InvalidOptionError(f"{root}: no such file or folder")
+        if wait < 0:
+            raise InvalidOptionError(f"--wait must be 0 or more seconds (got {wait:g})")
+        existing = _existing_manifest(index_dir)
         note = (lambda message: err.print(f"semsearch: {message}", style="dim")) if not quiet else (lambda message: None)
-        provider = LocalModel(model, device=device, precision=precision, known=known, on_note=note)
+        provider = LocalModel(model, device=device, precision=precision,
+                              known=existing.model if existing else None, on_note=note)
         options = IndexOptions(
             roots=[Path(p) for p in (paths or [])],
             index_dir=index_dir,
-            chunking=ChunkSettings(chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, context=context),
-            walk=WalkOptions(hidden=hidden, max_file_size=parse_size(max_file_size), follow_symlinks=follow_symlinks),
+            chunking=_chunk_settings(existing, chunk_tokens, overlap_tokens, context),
+            walk=WalkChoices(hidden=hidden, follow_symlinks=follow_symlinks,
+                             max_file_size=parse_size(max_file_size) if max_file_size is not None else None),
             rebuild=rebuild,
             lock_wait_seconds=wait,
         )
-        for root in options.roots:
-            if not os.path.lexists(root):
-                raise InvalidOptionError(f"{root}: no such file or folder")
         with _IndexProgress(err, enabled=not quiet and err.is_terminal, verbose=verbose) as progress:
             summary = build_index(options, provider, progress.on_event)
         if provider.loaded or not _export_exists(provider):
@@ -154,6 +166,44 @@ def index(
         return
     if not quiet:
         err.print(_summary_line(summary))
+
+
+def _index_dir_for_indexing(index: Optional[Path], given_paths: bool) -> Path | None:
+    """Where `index` writes: --index, else ./.semsearch; with no PATH and no ./.semsearch, the
+    nearest index above (the one `query` here would read), or None when there is none."""
+    from semsearch.store import find_index_dir, is_index_dir
+
+    here = _index_dir_for_writing(index)
+    if index is not None or given_paths or (here.is_dir() and is_index_dir(here)):
+        return here
+    return find_index_dir()
+
+
+def _existing_manifest(index_dir: Path):  # -> IndexManifest | None
+    """The index's manifest, or that of its first build still under way; None for a new index."""
+    from semsearch.store import BUILDING, MANIFEST, read_manifest
+
+    for name in (MANIFEST, BUILDING):
+        with contextlib.suppress(SemsearchError):
+            return read_manifest(index_dir, name)
+    return None
+
+
+def _chunk_settings(existing, chunk_tokens: Optional[int], overlap_tokens: Optional[int],  # noqa: ANN001
+                    context: Optional[bool]):  # -> ChunkSettings
+    """The options given, else the index's own settings, else the defaults. A new --chunk-tokens
+    alone keeps the index's overlap when it still fits (at most half a chunk), else a quarter chunk."""
+    from semsearch.chunk import ChunkSettings
+
+    base = ChunkSettings()
+    if existing is not None:
+        base = ChunkSettings(chunk_tokens=existing.chunking.chunk_tokens,
+                             overlap_tokens=existing.chunking.overlap_tokens, context=existing.chunking.context)
+    size = chunk_tokens if chunk_tokens is not None else base.chunk_tokens
+    if overlap_tokens is None:
+        overlap_tokens = base.overlap_tokens if base.overlap_tokens <= size // 2 else size // 4
+    return ChunkSettings(chunk_tokens=size, overlap_tokens=overlap_tokens,
+                         context=base.context if context is None else context)
 
 
 def _export_exists(provider) -> bool:  # noqa: ANN001 - LocalModel
@@ -226,7 +276,7 @@ def query(
     text: str = typer.Argument(..., metavar="QUERY", help="What to look for, in plain words; '-' reads one query per line from stdin."),
     top: int = typer.Option(10, "-k", "--top", help="How many hits."),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="Drop hits under this cosine similarity."),
-    mode: Optional[str] = typer.Option(None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid."),
+    mode: Optional[str] = typer.Option(None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid [default: hybrid]."),
     as_json: bool = typer.Option(False, "--json", help="JSON Lines, one object per hit."),
     files_only: bool = typer.Option(False, "-l", "--files-only", help="Only the distinct files, best first."),
     null: bool = typer.Option(False, "-0", "--null", help="With -l: end each file name with NUL (for xargs -0)."),
@@ -237,6 +287,7 @@ def query(
 
     options = SearchOptions(top_k=top, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only)
     try:
+        _check_mode_from_environment(mode)
         if null and not files_only:
             raise InvalidOptionError("-0/--null goes with -l/--files-only")
         options.validate()
@@ -256,6 +307,14 @@ def query(
     global _done_early
     _done_early = True
     raise typer.Exit(EXIT_FOUND if found else EXIT_NOT_FOUND)
+
+
+def _check_mode_from_environment(mode: Optional[str]) -> None:
+    """A bad SEMSEARCH_MODE is named as such (not as a bad --mode the user never typed)."""
+    from semsearch.search import MODES
+
+    if mode is not None and mode not in MODES and os.environ.get("SEMSEARCH_MODE") == mode and "--mode" not in sys.argv:
+        raise InvalidOptionError(f"SEMSEARCH_MODE must be one of {', '.join(MODES)} (got {mode})")
 
 
 def _stdin_queries():  # -> Iterator[str]
@@ -319,7 +378,7 @@ def _run_queries(queries, options, *, as_json: bool, null: bool, index: Optional
 def evaluate(
     queries: Path = typer.Option(..., "--queries", help="BEIR queries: JSON Lines with _id and text."),
     qrels: Path = typer.Option(..., "--qrels", help="BEIR judgments: query-id<TAB>corpus-id<TAB>score, with a header."),
-    mode: Optional[str] = typer.Option(None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid."),
+    mode: Optional[str] = typer.Option(None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid [default: hybrid]."),
     id_mode: str = typer.Option("stem", "--id-mode", help="Hit file -> document id: stem (name without extension), name, relpath."),
     depth: int = typer.Option(100, "--depth", help="Distinct documents ranked per query."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -334,6 +393,7 @@ def evaluate(
 
     err = _stderr()
     try:
+        _check_mode_from_environment(mode)
         try:
             judged = load_qrels(qrels)
             asked = load_queries(queries)
@@ -464,7 +524,7 @@ def _quiet_stdout() -> None:
 
 
 def main(fast_exit: bool = True) -> None:
-    """Console-script entry point: run the app; a closed pipe ends quietly.
+    """Console-script entry point: run the app; errors are one line, a closed pipe ends quietly.
 
     After a query has written its results (and closed the index), the process ends with
     ``os._exit`` once stdout and stderr are flushed: the interpreter's teardown (freeing the
@@ -474,14 +534,45 @@ def main(fast_exit: bool = True) -> None:
     global _done_early
     _done_early = False  # a query run earlier in this process (tests, forks) must not end this one
     try:
-        app()
-    except SystemExit as exc:
-        if fast_exit and _done_early:
-            _exit_now(exc.code)
-        raise
+        code = app(standalone_mode=False)
     except BrokenPipeError:
         _quiet_stdout()
-        sys.exit(EXIT_FOUND)
+        code = EXIT_FOUND
     except KeyboardInterrupt:
+        code = _interrupted()
+    except Exception as exc:
+        # click's exceptions (typer vendors its own copy of click in newer releases): by name.
+        kinds = {cls.__name__ for cls in type(exc).__mro__}
+        if "NoArgsIsHelpError" in kinds:
+            exc.show()  # type: ignore[attr-defined]  # the help text, as click shows it
+            code = EXIT_ERROR
+        elif "UsageError" in kinds:
+            ctx = getattr(exc, "ctx", None)
+            command = ctx.command_path if ctx is not None else "semsearch"
+            _one_line_error(f"{exc.format_message()} (see `{command} -h`)")  # type: ignore[attr-defined]
+            code = EXIT_ERROR
+        elif "ClickException" in kinds:
+            _one_line_error(exc.format_message())  # type: ignore[attr-defined]
+            code = EXIT_ERROR
+        elif "Abort" in kinds:
+            code = _interrupted()
+        else:
+            raise
+    if not isinstance(code, int):
+        code = EXIT_FOUND if code is None else EXIT_ERROR
+    if fast_exit and _done_early:
+        _exit_now(code)
+    sys.exit(code)
+
+
+def _interrupted() -> int:
+    with contextlib.suppress(OSError):
         sys.stderr.write("semsearch: interrupted\n")
-        sys.exit(130)
+    return 130
+
+
+def _one_line_error(message: str) -> None:
+    from semsearch.output import escape_controls
+
+    with contextlib.suppress(OSError):
+        sys.stderr.write(f"semsearch: error: {escape_controls(message, keep_newlines=False)}\n")

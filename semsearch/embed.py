@@ -153,10 +153,22 @@ def usable_cpus() -> int:
 
 
 def pick_device(device: str | None) -> str:
-    """Resolve ``auto``: a GPU when one is present, else the CPU."""
-    if device and device != "auto":
-        return device
+    """Resolve ``auto``: a GPU when one is present, else the CPU. A GPU asked for by name must be
+    there for PyTorch (a clear error here, not PyTorch's assertion at the first tensor)."""
     import torch
+
+    if device and device != "auto":
+        if device.startswith("cuda"):
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            number = int(device.partition(":")[2] or 0)
+            if number >= count:
+                have = f"{count} CUDA device{'s' if count != 1 else ''}" if count else "no CUDA device"
+                raise ModelError(f"--device {device}: PyTorch here sees {have}")
+        elif device == "mps":
+            mps = getattr(torch.backends, "mps", None)
+            if mps is None or not mps.is_available():
+                raise ModelError("--device mps: PyTorch here has no MPS (Apple GPU) support")
+        return device
 
     if torch.cuda.is_available():
         return "cuda"

@@ -343,7 +343,7 @@ def doc_id_from_path(path: str, mode: str = "stem") -> str:
         return PurePath(path).stem
     if mode == "name":
         return PurePath(path).name
-    raise ValueError(f"unknown doc id mode {mode!r}; expected one of {_DOC_ID_MODES}")
+    raise ValueError(f"--id-mode must be one of {', '.join(_DOC_ID_MODES)} (got {mode})")
 
 
 def distinct_in_order(ids: Iterable[str]) -> list[str]:

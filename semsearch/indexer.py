@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import queue
+import shutil
 import sqlite3
 import stat
 import threading
@@ -42,6 +43,34 @@ class ModelProvider(Protocol):
     def embedder(self) -> Embedder: ...
 
 
+@dataclass(frozen=True)
+class WalkChoices:
+    """The walk settings asked for on this run; ``None``: as the index has them, else the default.
+
+    An index remembers the settings it was last updated with, so a plain `semsearch index` keeps
+    hidden files, followed links and the size limit the user chose before.
+    """
+
+    hidden: bool | None = None
+    max_file_size: int | None = None
+    follow_symlinks: bool | None = None
+
+    def resolve(self, stored: dict[str, Any]) -> WalkOptions:
+        default = WalkOptions()
+
+        def pick(name: str, kind: type) -> Any:
+            asked = getattr(self, name)
+            if asked is not None:
+                return asked
+            value = stored.get(name)
+            # bool is an int: a stored size must be a real int, a stored flag a real bool
+            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+            return value if ok else getattr(default, name)
+
+        return WalkOptions(hidden=pick("hidden", bool), max_file_size=pick("max_file_size", int),
+                           follow_symlinks=pick("follow_symlinks", bool))
+
+
 @dataclass
 class IndexOptions:
     """Everything `semsearch index` decides."""
@@ -50,7 +79,7 @@ class IndexOptions:
     index_dir: Path
     chunking: ChunkSettings = field(default_factory=ChunkSettings)
     hnsw: store.HnswParams = field(default_factory=store.HnswParams)
-    walk: WalkOptions = field(default_factory=WalkOptions)
+    walk: WalkChoices = field(default_factory=WalkChoices)
     rebuild: bool = False
     lock_wait_seconds: float = 0.0
 
@@ -59,7 +88,7 @@ class IndexOptions:
 class IndexEvent:
     """Progress reported to the caller (the library never prints)."""
 
-    kind: str  # "message" | "warning" | "scan" | "plan" | "file" | "embed" | "graph"
+    kind: str  # "message" | "warning" | "skip" | "scan" | "plan" | "file" | "embed" | "graph"
     text: str = ""
     done: int = 0
     total: int = 0
@@ -94,6 +123,7 @@ class _Prepared:
     error: str | None
     chunks: list[Chunk]
     replaces: int | None  # file id of the version it replaces
+    damaged: bool = False  # could not be read as its kind (broken or encrypted PDF, ...): *error* says why
 
 
 def _under(path: Path, roots: Sequence[Path]) -> bool:
@@ -114,7 +144,38 @@ def build_index(
     started = time.perf_counter()
     options.chunking.validate()
     summary = IndexSummary(index_dir=options.index_dir)
-    store.ensure_index_dir(options.index_dir)
+    created = store.ensure_index_dir(options.index_dir)
+    try:
+        _build(options, model, on_event, summary)
+    except BaseException:
+        # A first run that failed before storing any file (no model, a bad device, Ctrl-C at once)
+        # leaves no folder behind: an empty index would hide an index further up from `query`.
+        if created and not _holds_files(options.index_dir):
+            shutil.rmtree(options.index_dir, ignore_errors=True)
+        raise
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _holds_files(index_dir: Path) -> bool:
+    """Whether any database in the index folder has stored a file (visible or not)."""
+    for db in index_dir.glob("meta-*.sqlite"):
+        with contextlib.suppress(sqlite3.Error):
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                if conn.execute("SELECT 1 FROM files LIMIT 1").fetchone():
+                    return True
+            finally:
+                conn.close()
+    return False
+
+
+def _build(
+    options: IndexOptions,
+    model: ModelProvider,
+    on_event: Callable[[IndexEvent], None],
+    summary: IndexSummary,
+) -> None:
     info = model.info()
     wanted = store.IndexManifest(
         epoch=0, database="", model=info,
@@ -138,8 +199,6 @@ def build_index(
         raise SemsearchError(
             f"cannot write the index at {options.index_dir}: {exc.strerror or exc}; the previous index is intact"
         ) from None
-    summary.seconds = time.perf_counter() - started
-    return summary
 
 
 def _run(
@@ -152,33 +211,45 @@ def _run(
 ) -> None:
     index_dir = options.index_dir
     roots = list(options.roots)
-    known_roots = writer.roots() or (
-        [] if writer.new_build is False else _previous_roots(index_dir, previous)
-    )
+    known_roots, stored_walk = writer.roots(), writer.walk_settings()
+    if not known_roots and writer.new_build:
+        known_roots, stored_walk = _previous_state(index_dir, previous)
     if not roots:
         roots = [store.key_to_path(index_dir, os.fsencode(r)) for r in known_roots]
         if not roots:
             raise SemsearchError("nothing to index: give a PATH (later runs remember it)")
+    # A remembered folder or file that no longer exists is forgotten, and its files dropped
+    # below like any deleted file (a root named on this run's command line was checked by the caller).
+    gone = [r for r in roots if r not in options.roots and not os.path.lexists(r)]
+    for root in gone:
+        on_event(IndexEvent("warning", f"{store.display_name(root)}: no longer exists; "
+                                       "removing it and its files from the index"))
     root_keys = [os.fsdecode(store.path_key(index_dir, r)) for r in roots]
-    writer.set_roots(list(dict.fromkeys([*known_roots, *root_keys])))
+    gone_keys = {os.fsdecode(store.path_key(index_dir, r)) for r in gone}
+    writer.set_roots([k for k in dict.fromkeys([*known_roots, *root_keys]) if k not in gone_keys])
+    walk_options = options.walk.resolve(stored_walk)
+    writer.set_walk_settings({"hidden": walk_options.hidden, "max_file_size": walk_options.max_file_size,
+                              "follow_symlinks": walk_options.follow_symlinks})
+    walk_options.exclude_dirs = [index_dir]
 
     # 1. Walk: which files, and which of them changed (size and mtime first, hash later).
     troubled: list[Path] = []
 
     def on_skip(skip: Skip) -> None:
         summary.skipped[skip.reason] += 1
+        detail = f" ({skip.detail})" if skip.detail else ""
         if skip.warn:
             troubled.append(skip.path)
-            detail = f" ({skip.detail})" if skip.detail else ""
             on_event(IndexEvent("warning", f"{store.display_name(skip.path)}: skipped, {skip.reason}{detail}"))
+        elif skip.reason == "too large" and writer.lookup_file(store.path_key(index_dir, skip.path)) is not None:
+            on_event(IndexEvent("warning", f"{store.display_name(skip.path)}: now over the size limit{detail}; "
+                                           "removing it from the index"))
+        else:
+            on_event(IndexEvent("skip", f"{store.display_name(skip.path)}: skipped, {skip.reason}{detail}"))
 
-    walk_options = WalkOptions(
-        hidden=options.walk.hidden, max_file_size=options.walk.max_file_size,
-        follow_symlinks=options.walk.follow_symlinks, exclude_dirs=[index_dir],
-    )
     todo: list[tuple[FileEntry, bytes, store.FileRow | None]] = []
     seen: set[bytes] = set()
-    for entry in walk(roots, walk_options, on_skip):
+    for entry in walk([r for r in roots if r not in gone], walk_options, on_skip):
         key = store.path_key(index_dir, entry.path)
         if key in seen:
             continue
@@ -204,7 +275,7 @@ def _run(
     total_bytes = sum(e.size for e, _, _ in todo)
     on_event(IndexEvent("plan", f"{len(todo)} files to read", 0, total_bytes))
     if todo:
-        _process(todo, options, model, writer, summary, on_event, total_bytes)
+        _process(todo, options, model, writer, summary, on_event, total_bytes, walk_options.max_file_size)
 
     # 4. The commit point: new vector file, new generation.
     added, removed = writer.pending_changes()
@@ -227,24 +298,26 @@ def _run(
         f"SELECT count(*) FROM chunks WHERE {store._visible(writer.committed)}").fetchone()[0])
 
 
-def _previous_roots(index_dir: Path, previous: store.IndexManifest | None) -> list[str]:
-    """Roots remembered by the index being replaced (a rebuild re-walks them), or, when its
-    manifest is damaged, by any database left in the folder that still reads."""
-    if previous is not None:
-        with contextlib.suppress(store.SemsearchError, sqlite3.Error, ValueError):
-            with store.IndexReader(index_dir) as reader:
-                return list(reader.roots)
-    for db in sorted(index_dir.glob("meta-*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True):
+def _previous_state(index_dir: Path, previous: store.IndexManifest | None) -> tuple[list[str], dict[str, Any]]:
+    """Roots and walk settings of the index being replaced (a rebuild re-walks its roots with its
+    settings), or, when its manifest is damaged, of any database left in the folder that still reads."""
+    candidates = [index_dir / previous.database] if previous is not None else []
+    with contextlib.suppress(OSError):
+        candidates += sorted(index_dir.glob("meta-*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for db in candidates:
         with contextlib.suppress(sqlite3.Error, ValueError, TypeError, OSError):
             conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
             try:
-                row = conn.execute("SELECT value FROM state WHERE key = 'roots'").fetchone()
+                state = dict(conn.execute("SELECT key, value FROM state WHERE key IN ('roots', 'walk')").fetchall())
             finally:
                 conn.close()
-            roots = json.loads(row[0]) if row else []
-            if isinstance(roots, list) and roots and all(isinstance(r, str) for r in roots):
-                return roots
-    return []
+            roots = json.loads(state.get("roots", "[]"))
+            # The replaced index's own database answers even with no roots; a leftover only with some.
+            own = previous is not None and db == candidates[0]
+            if isinstance(roots, list) and (roots or own) and all(isinstance(r, str) for r in roots):
+                walk_settings = json.loads(state.get("walk", "{}"))
+                return roots, walk_settings if isinstance(walk_settings, dict) else {}
+    return [], {}
 
 
 def _read_file(entry: FileEntry) -> bytes:
@@ -297,9 +370,10 @@ def _prepare(
         error = None if chunks else ("no text" if entry.kind != "pdf" else "PDF has no extractable text")
         return _Prepared(entry, key, digest, doc.kind, doc.encoding, doc.title, error, chunks, replaces)
     except ExtractError as exc:
-        return _Prepared(entry, key, digest, entry.kind, None, "", str(exc), [], replaces)
+        return _Prepared(entry, key, digest, entry.kind, None, "", str(exc), [], replaces, damaged=True)
     except RecursionError:
-        return _Prepared(entry, key, digest, entry.kind, None, "", "too deeply nested to read", [], replaces)
+        return _Prepared(entry, key, digest, entry.kind, None, "", "too deeply nested to read", [], replaces,
+                         damaged=True)
 
 
 def _process(
@@ -310,6 +384,7 @@ def _process(
     summary: IndexSummary,
     on_event: Callable[[IndexEvent], None],
     total_bytes: int,
+    max_size: int,
 ) -> None:
     measure = model.measure()
     limit = model.info().max_tokens
@@ -322,7 +397,7 @@ def _process(
             for item in todo:
                 if stop.is_set():
                     return
-                prepared = _prepare(item, options.chunking, measure, limit, options.walk.max_file_size)
+                prepared = _prepare(item, options.chunking, measure, limit, max_size)
                 results.put((item, prepared))
         except BaseException as exc:  # noqa: BLE001 - hand any failure to the consumer
             results.put((None, exc))
@@ -364,6 +439,14 @@ def _process(
             if prepared.replaces is not None and not prepared.chunks and prepared.error is None:
                 writer.touch_file(prepared.replaces, entry.size, entry.mtime_ns)
                 summary.unchanged += 1
+                stored_bytes += entry.size
+                continue
+            old = item[2]
+            if prepared.damaged and old is not None and old.error is None:
+                # A good version is indexed (a PDF caught mid-write, say): keep it until this one reads.
+                summary.skipped["unreadable"] += 1
+                on_event(IndexEvent("warning", f"{store.display_name(entry.path)}: {prepared.error}; "
+                                               "keeping the version indexed before"))
                 stored_bytes += entry.size
                 continue
             if prepared.error is not None:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -72,6 +73,7 @@ def static_model_facts(path: Path) -> tuple[int, int]:
 
 
 PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
 def _cpu_flags() -> str:
@@ -129,6 +131,8 @@ class LocalModel:
     ) -> None:
         if precision not in PRECISIONS:
             raise ModelError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision})")
+        if device is not None and not DEVICE.fullmatch(device):
+            raise ModelError(f"--device must be auto, cpu, cuda, cuda:N or mps (got {device})")
         self.spec: ModelSpec = resolve_model(name)
         self.device = device or "auto"
         self.precision = precision

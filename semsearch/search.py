@@ -49,6 +49,9 @@ class SearchOptions:
             raise InvalidOptionError(f"--mode must be one of {', '.join(MODES)} (got {self.mode})")
         if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
             raise InvalidOptionError(f"--min-score must be between -1 and 1 (got {self.min_score})")
+        if self.min_score is not None and self.mode == "lexical":
+            raise InvalidOptionError("--min-score filters on cosine similarity, which --mode lexical does not compute "
+                                     "(use semantic or hybrid)")
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Hit:
     """One ranked result: a chunk and how it scored."""
 
     rank: int
-    score: float  # cosine similarity of query and chunk (what users see)
+    score: float  # what users see: the cosine similarity of query and chunk (--mode lexical: the BM25 score)
     chunk: ChunkRecord
     scores: dict[str, float] = field(default_factory=dict)  # each part: cosine, bm25, fused
     highlight: tuple[int, int] | None = None  # span of the sentence closest to the query

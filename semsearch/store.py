@@ -8,7 +8,8 @@ Layout of an index folder (default ``.semsearch/``), format version 3::
                                in front of the text, float32 vector),
                                chunks_fts (FTS5 over the text and context line of generation G's
                                chunks, changed only with the flip), state (generation, vector file,
-                               its size and sha256, indexed roots)
+                               its size and sha256, indexed roots, the walk settings of the last
+                               run: hidden, max_file_size, follow_symlinks)
     vectors-<E>-<G>.hnsw       hnswlib index (space "cosine"), labels = chunks.id, for generation G
     building.json              present only while a new index (epoch E+1) is built; lets an
                                interrupted first build or rebuild resume
@@ -622,8 +623,10 @@ class IndexLock:
                 if time.monotonic() >= deadline:
                     holder = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip() or "?"
                     os.close(self.fd)
+                    after = (f"it did not finish within --wait {self.wait_seconds:g} s" if self.wait_seconds > 0
+                             else "try again when it ends, or wait for it with --wait SECONDS")
                     raise IndexLockedError(
-                        f"another `semsearch index` (pid {holder}) is updating {self.path.parent}; try again when it ends"
+                        f"another `semsearch index` (pid {holder}) is updating {self.path.parent}; {after}"
                     ) from None
                 time.sleep(0.2)
         os.ftruncate(self.fd, 0)
@@ -638,12 +641,32 @@ class IndexLock:
             self.fd = -1
 
 
-def ensure_index_dir(index_dir: Path) -> None:
-    """Create the index folder, readable by its owner only (it holds the users' text)."""
+def is_index_dir(folder: Path) -> bool:
+    """Whether *folder* holds an index (or the start of one): never a folder of the user's files."""
+    return any((folder / name).exists() for name in (MANIFEST, BUILDING, LOCK)) or any(folder.glob("meta-*.sqlite"))
+
+
+def ensure_index_dir(index_dir: Path) -> bool:
+    """Create the index folder, readable by its owner only (it holds the users' text).
+
+    Returns whether it was created. An existing folder must be empty or an index: the index's
+    files are never put among the user's.
+    """
     try:
-        index_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        index_dir.mkdir(mode=0o700, parents=True)
+        return True
+    except FileExistsError:
+        pass
     except OSError as exc:
         raise SemsearchError(f"cannot create index folder {index_dir}: {exc.strerror}") from None
+    if not index_dir.is_dir():
+        raise SemsearchError(f"cannot create index folder {index_dir}: a file is in the way")
+    try:
+        if not is_index_dir(index_dir) and any(index_dir.iterdir()):
+            raise SemsearchError(f"{index_dir} is not an index and not empty: give --index a new or empty folder")
+    except OSError as exc:
+        raise SemsearchError(f"cannot use index folder {index_dir}: {exc.strerror}") from None
+    return False
 
 
 @dataclass
@@ -789,6 +812,20 @@ class IndexWriter:
     def roots(self) -> list[str]:
         row = self.conn.execute("SELECT value FROM state WHERE key = 'roots'").fetchone()
         return json.loads(row[0]) if row else []
+
+    def set_walk_settings(self, settings: dict[str, Any]) -> None:
+        """What the walk honoured (hidden files, size limit, ...): the next run's defaults."""
+        self._begin()
+        self.conn.execute("INSERT OR REPLACE INTO state VALUES ('walk', ?)", (json.dumps(settings),))
+
+    def walk_settings(self) -> dict[str, Any]:
+        """The walk settings of the last run ({} for a new index, or an index from before they were kept)."""
+        row = self.conn.execute("SELECT value FROM state WHERE key = 'walk'").fetchone()
+        with contextlib.suppress(ValueError):
+            value = json.loads(row[0]) if row else {}
+            if isinstance(value, dict):
+                return value
+        return {}
 
     def pending_changes(self) -> tuple[int, int]:
         """(chunks to add, chunks to remove) between the committed and the next generation."""

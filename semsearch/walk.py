@@ -85,9 +85,13 @@ class _IgnoreLayer:
         return self.spec.check_file(rel).include
 
 
-def _read_ignore_lines(directory: Path, on_skip: Callable[[Skip], None]) -> list[str]:
+def _read_ignore_lines(directory: Path, on_skip: Callable[[Skip], None],
+                       names: Sequence[str] = IGNORE_FILES) -> list[str]:
+    """The lines of the ignore files among *names* in *directory* (all of them by default)."""
     lines: list[str] = []
     for name in IGNORE_FILES:
+        if name not in names:
+            continue
         candidate = directory / name
         try:
             with open(candidate, "rb") as handle:
@@ -146,6 +150,7 @@ def walk(
     """
     real_roots = [Path(os.path.realpath(r)) for r in roots]
     excluded = {os.path.realpath(p) for p in options.exclude_dirs}
+    excluded_paths = {os.path.abspath(p) for p in options.exclude_dirs}
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
 
@@ -208,17 +213,20 @@ def walk(
 
     def dir_items(directory: Path, layers: list[_IgnoreLayer]) -> Iterator[FileEntry | tuple[Path, list[_IgnoreLayer]]]:
         """The files of one folder, and (folder, its ignore layers) for each folder to enter."""
-        lines = _read_ignore_lines(directory, on_skip)
-        if lines:
-            layers = [*layers, _IgnoreLayer(directory, lines)]
         try:
             with os.scandir(directory) as it:
                 names = sorted(entry.name for entry in it)
         except OSError as exc:
             on_skip(Skip(directory, "unreadable", exc.strerror or str(exc), warn=True))
             return
+        # Ignore files are read only where the listing shows them (no failed opens per folder).
+        lines = _read_ignore_lines(directory, on_skip, [n for n in names if n in IGNORE_FILES])
+        if lines:
+            layers = [*layers, _IgnoreLayer(directory, lines)]
         for name in names:
             path = directory / name
+            if name == ".git" or str(path) in excluded_paths:
+                continue  # not counted: never the user's files
             if name.startswith(".") and not options.hidden:
                 on_skip(Skip(path, "hidden"))
                 continue
@@ -226,7 +234,7 @@ def walk(
             if st is None:
                 continue
             if stat.S_ISDIR(st.st_mode):
-                if os.path.realpath(path) in excluded or name == ".git":
+                if os.path.realpath(path) in excluded:
                     continue
                 if _is_ignored(layers, path, is_dir=True):
                     on_skip(Skip(path, "ignored"))
@@ -249,6 +257,10 @@ def walk(
 
     for root in roots:
         root = Path(os.path.abspath(root))
+        real = os.path.realpath(root)
+        if any(real == e or real.startswith(e.rstrip(os.sep) + os.sep) for e in excluded):
+            on_skip(Skip(root, "inside the index folder", warn=True))
+            continue
         try:
             st = os.stat(root)
         except OSError as exc:

@@ -1,0 +1,279 @@
+"""Updating an index the way people do: plain re-runs keep the index's settings, deleted roots
+are forgotten, damaged new versions do not erase good old ones, failed first runs leave nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import FakeModel, make_pdf, write
+from typer.testing import CliRunner
+
+from semsearch import cli
+from semsearch.cli import app
+from semsearch.indexer import IndexEvent, IndexOptions, build_index
+from semsearch.store import IndexReader, read_manifest
+
+
+def run(*args: str):  # noqa: ANN201
+    return CliRunner().invoke(app, list(args))
+
+
+def indexed_names(index_dir: Path) -> list[str]:
+    with IndexReader(index_dir) as reader:
+        return sorted(path.name for path, _size, _mtime, _error in reader.files())
+
+
+@pytest.fixture
+def docs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel) -> Path:
+    write(tmp_path / "docs" / "bread.md", "# Bread\n\nKnead the dough and bake the bread in a hot oven.\n")
+    write(tmp_path / "docs" / ".notes" / "fossa.md", "The fossa hunts lemurs at night.\n")
+    write(tmp_path / "docs" / "big.txt", "many words here\n" * 400)  # 6.4 kB
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_plain_index_keeps_the_settings_the_index_was_built_with(docs: Path) -> None:
+    first = run("index", "docs", "--chunk-tokens", "64", "--no-context", "--hidden", "--max-file-size", "4k")
+    assert first.exit_code == 0, first.output
+    assert indexed_names(docs / ".semsearch") == ["bread.md", "fossa.md"]  # big.txt over 4k
+
+    again = run("index")
+    assert again.exit_code == 0, again.output
+    assert "rebuilding" not in again.stderr
+    assert "indexed 0 files, 2 unchanged, 0 removed" in again.stderr
+    chunking = read_manifest(docs / ".semsearch").chunking
+    assert (chunking.chunk_tokens, chunking.overlap_tokens, chunking.context) == (64, 32, False)
+
+    # A rebuild re-walks with the same walk settings too.
+    rebuilt = run("index", "--rebuild")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert indexed_names(docs / ".semsearch") == ["bread.md", "fossa.md"]
+
+    # Settings given again replace the remembered ones, and are remembered in turn.
+    assert run("index", "--no-hidden", "--max-file-size", "1M").exit_code == 0
+    assert indexed_names(docs / ".semsearch") == ["big.txt", "bread.md"]
+    assert run("index").exit_code == 0
+    assert indexed_names(docs / ".semsearch") == ["big.txt", "bread.md"]
+
+
+def test_a_new_chunk_size_alone_keeps_the_overlap_only_where_it_fits(docs: Path) -> None:
+    assert run("index", "docs", "--chunk-tokens", "200", "--overlap-tokens", "40").exit_code == 0
+    assert run("index", "--chunk-tokens", "100").exit_code == 0
+    assert read_manifest(docs / ".semsearch").chunking.overlap_tokens == 40  # 40 <= 100 / 2
+    assert run("index", "--chunk-tokens", "60").exit_code == 0
+    assert read_manifest(docs / ".semsearch").chunking.overlap_tokens == 15  # a quarter of 60
+
+
+def test_a_deleted_root_is_forgotten_and_its_files_dropped(docs: Path) -> None:
+    write(docs / "other" / "ibex.md", "The ibex climbs the dam wall.\n")
+    assert run("index", "docs", "other").exit_code == 0
+    assert "ibex.md" in indexed_names(docs / ".semsearch")
+    for path in (docs / "other").iterdir():
+        path.unlink()
+    (docs / "other").rmdir()
+
+    result = run("index")
+    assert result.exit_code == 0, result.output
+    assert "other: no longer exists; removing it and its files from the index" in result.stderr
+    assert "unreadable" not in result.stderr
+    assert "ibex.md" not in indexed_names(docs / ".semsearch")
+    with IndexReader(docs / ".semsearch") as reader:
+        assert reader.roots == ["docs"]
+    quiet = run("index")  # forgotten: no warning on later runs
+    assert quiet.exit_code == 0 and "other" not in quiet.stderr
+
+
+def test_a_damaged_new_version_keeps_the_version_indexed_before(tmp_path: Path, fake_model: FakeModel) -> None:
+    pdf = make_pdf(tmp_path / "docs" / "paper.pdf", ["Lemurs live on Madagascar and eat fruit."])
+    options = IndexOptions(roots=[tmp_path / "docs"], index_dir=tmp_path / ".semsearch")
+    build_index(options, fake_model)
+    data = pdf.read_bytes()
+    pdf.write_bytes(data[: len(data) // 2])  # caught mid-write
+
+    events: list[IndexEvent] = []
+    summary = build_index(options, fake_model, events.append)
+    warnings = [e.text for e in events if e.kind == "warning"]
+    assert any("paper.pdf" in w and "keeping the version indexed before" in w for w in warnings), warnings
+    assert summary.removed == 0 and summary.chunks_total == 1
+    with IndexReader(tmp_path / ".semsearch") as reader:
+        assert [error for _p, _s, _m, error in reader.files()] == [None]
+
+    pdf.write_bytes(data)  # whole again: indexed (same content as before, nothing re-embedded)
+    embedded = fake_model.embedder_instance.documents_embedded
+    again = build_index(options, fake_model, events.append)
+    assert again.chunks_total == 1 and fake_model.embedder_instance.documents_embedded == embedded
+
+
+def test_a_file_grown_over_the_size_limit_is_announced_when_dropped(docs: Path) -> None:
+    assert run("index", "docs").exit_code == 0
+    assert "big.txt" in indexed_names(docs / ".semsearch")
+    result = run("index", "--max-file-size", "4k")
+    assert result.exit_code == 0, result.output
+    assert "big.txt: now over the size limit" in result.stderr
+    assert "big.txt" not in indexed_names(docs / ".semsearch")
+
+
+def test_verbose_names_every_skipped_file(docs: Path) -> None:
+    write(docs / "docs" / "blob.bin", bytes(range(256)) * 4)
+    result = run("index", "docs", "-v")
+    assert result.exit_code == 0, result.output
+    assert "blob.bin: skipped, binary" in result.stderr
+    assert ".notes: skipped, hidden" in result.stderr
+    plain = run("index", "docs", "--rebuild")
+    assert "blob.bin" not in plain.stderr
+
+
+def test_the_index_folder_is_never_counted_or_indexed(docs: Path) -> None:
+    write(docs / "a.md", "The serval has long legs.\n")
+    result = run("index", ".", "--no-hidden")
+    assert result.exit_code == 0, result.output
+    assert "(1 hidden)" in result.stderr  # docs/.notes only, not .semsearch
+    # An index folder given as a root is refused, not read.
+    inside = run("index", ".semsearch")
+    assert inside.exit_code == 0
+    assert "skipped, inside the index folder" in inside.stderr
+
+
+def test_index_refuses_a_folder_of_other_files(docs: Path) -> None:
+    write(docs / "notes" / "todo.txt", "buy milk\n")
+    result = run("index", "docs", "--index", "notes")
+    assert result.exit_code == 2
+    assert "is not an index and not empty" in result.stderr
+    assert sorted(p.name for p in (docs / "notes").iterdir()) == ["todo.txt"]
+
+
+def test_index_without_path_updates_the_index_above(docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run("index", "docs").exit_code == 0
+    write(docs / "docs" / "sub" / "new.md", "The okapi is a forest giraffe.\n")
+    monkeypatch.chdir(docs / "docs" / "sub")
+    result = run("index")
+    assert result.exit_code == 0, result.output
+    assert "indexed 1 file" in result.stderr
+    assert not (docs / "docs" / "sub" / ".semsearch").exists()
+    assert "new.md" in indexed_names(docs / ".semsearch")
+
+
+def test_nothing_to_index_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("index")
+    assert result.exit_code == 2 and "nothing to index: give a PATH" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_first_run_leaves_no_folder(docs: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel) -> None:
+    assert run("index", "docs").exit_code == 0
+    sub = docs / "docs"
+    monkeypatch.chdir(sub)
+
+    def no_model() -> None:
+        raise cli.SemsearchError("cannot load model: broken")
+
+    monkeypatch.setattr(fake_cli, "embedder", no_model)
+    result = run("index", ".")
+    assert result.exit_code == 2 and "cannot load model" in result.stderr
+    assert not (sub / ".semsearch").exists()
+    monkeypatch.undo()  # the fake model works again; the index above still answers here
+    monkeypatch.chdir(sub)
+    status = run("status")
+    assert status.exit_code == 0 and str(docs / ".semsearch") in status.stdout
+
+
+def test_walk_settings_are_stored_in_the_state_table(docs: Path) -> None:
+    assert run("index", "docs", "--hidden", "--follow-symlinks", "--max-file-size", "2M").exit_code == 0
+    import sqlite3
+
+    with IndexReader(docs / ".semsearch") as reader:
+        db = reader.db_path
+    conn = sqlite3.connect(db)
+    try:
+        stored = json.loads(conn.execute("SELECT value FROM state WHERE key = 'walk'").fetchone()[0])
+    finally:
+        conn.close()
+    assert stored == {"hidden": True, "max_file_size": 2 * 1024 * 1024, "follow_symlinks": True}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["index", "docs", "--max-file-size", "0"], "--max-file-size must be at least 1 byte"),
+    (["index", "docs", "--wait", "-1"], "--wait must be 0 or more seconds"),
+])
+def test_bad_index_options_fail_before_writing(docs: Path, args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.exit_code == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (docs / ".semsearch").exists()
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "CPU", ""])
+def test_a_bad_device_is_refused_by_name(device: str) -> None:
+    from semsearch.errors import ModelError
+    from semsearch.models import LocalModel
+
+    with pytest.raises(ModelError, match=r"--device must be auto, cpu, cuda, cuda:N or mps \(got "):
+        LocalModel(None, device=device)
+
+
+def test_a_missing_gpu_is_a_clear_error() -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    from semsearch.embed import pick_device
+    from semsearch.errors import ModelError
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="--device cuda: PyTorch here sees no CUDA device"):
+            pick_device("cuda")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ModelError, match=f"--device cuda:{count}: PyTorch here sees"):
+        pick_device(f"cuda:{count}")
+    assert pick_device("cpu") == "cpu"
+
+
+def test_usage_errors_are_one_line(docs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, expected in (
+        (["query", "x", "-k", "abc"], "Invalid value for '-k'"),
+        (["bogus"], "No such command 'bogus'"),
+        (["query"], "Missing argument 'QUERY'"),
+    ):
+        monkeypatch.setattr("sys.argv", ["semsearch", *argv])
+        with pytest.raises(SystemExit) as exited:
+            cli.main(fast_exit=False)
+        err = capsys.readouterr().err
+        assert exited.value.code == 2, err
+        assert err.startswith("semsearch: error: ") and expected in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_min_score_is_refused_in_lexical_mode(docs: Path) -> None:
+    assert run("index", "docs").exit_code == 0
+    result = run("query", "bread", "--mode", "lexical", "--min-score", "0.5")
+    assert result.exit_code == 2 and "--min-score filters on cosine similarity" in result.stderr
+
+
+def test_a_bad_mode_from_the_environment_is_named(docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run("index", "docs").exit_code == 0
+    monkeypatch.setenv("SEMSEARCH_MODE", "magic")
+    monkeypatch.setattr("sys.argv", ["semsearch", "query", "bread"])
+    result = run("query", "bread")
+    assert result.exit_code == 2 and "SEMSEARCH_MODE must be one of" in result.stderr
+
+
+def test_an_unreadable_folder_is_one_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from semsearch import walk as walk_module
+
+    write(tmp_path / "open" / "a.md", "fine\n")
+    write(tmp_path / "locked" / ".gitignore", "*.log\n")
+    write(tmp_path / "locked" / "b.md", "secret\n")
+    real_scandir = os.scandir
+
+    def scandir(path):  # noqa: ANN001, ANN202
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(walk_module.os, "scandir", scandir)
+    skips: list[walk_module.Skip] = []
+    found = [e.path.name for e in walk_module.walk([tmp_path], walk_module.WalkOptions(), skips.append)]
+    assert found == ["a.md"]
+    assert [(s.path.name, s.reason) for s in skips if s.warn] == [("locked", "unreadable")]
