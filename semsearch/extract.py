@@ -55,14 +55,21 @@ class LineIndex:
         return bisect.bisect_right(self._starts, offset)
 
 
-_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+# In a string decoded with surrogateescape: a character from a valid multi-byte UTF-8 sequence,
+# and a run of bytes that are not UTF-8 (each kept as a lone surrogate U+DC80..U+DCFF).
+_UTF8_CHAR = re.compile("[^\x00-\x7f\ud800-\udfff]")
+_BAD_RUN = re.compile("[\udc80-\udcff]+")
+# Damaged UTF-8 wins when its valid multi-byte characters number at least a quarter of its
+# damaged spots (see _looks_like_damaged_utf8).
+UTF8_VALID_PER_DAMAGE = 0.25
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
     """Decode bytes of unknown encoding; never raises. Returns (text, encoding used).
 
-    BOMs decide first; then strict UTF-8; then UTF-8 with replacement when only a few bytes are
-    bad (a damaged UTF-8 file), else cp1252 (the usual legacy encoding of Western text).
+    BOMs decide first; then strict UTF-8; then UTF-8 with replacement when the invalid bytes look
+    like damage to a UTF-8 file (see ``_looks_like_damaged_utf8``), else cp1252 (the usual legacy
+    encoding of Western text).
     """
     for bom, encoding in _BOMS:
         if data.startswith(bom):
@@ -71,13 +78,32 @@ def decode_text(data: bytes) -> tuple[str, str]:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
-    text = data.decode("utf-8", errors="replace")
-    bad = text.count("\ufffd")
-    # Damaged UTF-8 still has valid multi-byte sequences, or only a stray bad byte here and there;
-    # legacy 8-bit text has no valid sequences and a high byte in every accented word.
-    if len(_UTF8_MULTIBYTE.findall(data)) > bad or bad <= len(data) // 500:
-        return text, "utf-8 (with invalid bytes replaced)"
+    if _looks_like_damaged_utf8(data):
+        return data.decode("utf-8", errors="replace"), "utf-8 (with invalid bytes replaced)"
     return data.decode("cp1252", errors="replace"), "cp1252"
+
+
+def _looks_like_damaged_utf8(data: bytes) -> bool:
+    """Whether bytes that are not valid UTF-8 are still better read as UTF-8 than as cp1252.
+
+    Counted: valid multi-byte characters, and damaged spots (runs of consecutive invalid bytes:
+    a splice of junk or a cut-off character is one spot, however many bytes it spans). In cp1252
+    text every accented letter, curly quote or euro sign is a lone high byte, so each is a spot;
+    a valid-looking pair happens only by accident (an accented capital or "ß" right before a
+    symbol byte such as "»", "…" or a no-break space, or old mojibake such as "Ã©"), about one per
+    ten spots or fewer in real paragraphs. A UTF-8 file hit by a few bad bytes keeps its own
+    accented letters valid, so a quarter as many valid characters as spots is a wide margin on
+    both sides. Left to chance: a short cp1252 text with one such accidental pair and at most
+    four accented letters reads as UTF-8.
+
+    A long file with at most one spot per 500 bytes also reads as UTF-8, valid characters or not
+    (a stray bad byte in ASCII text); a legacy text whose only high bytes are that sparse (curly
+    quotes in English prose, say) then loses them to U+FFFD.
+    """
+    probe = data.decode("utf-8", errors="surrogateescape")
+    valid = len(_UTF8_CHAR.findall(probe))
+    spots = len(_BAD_RUN.findall(probe))
+    return valid >= spots * UTF8_VALID_PER_DAMAGE or spots <= len(data) // 500
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -20,6 +20,8 @@ VIEW_LINES = 14
 # disguise text on a terminal.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _SPACES = re.compile(r"\s+")
+_NON_SPACE = re.compile(r"\S")  # as semsearch.chunk finds a chunk's first line
+_SURROGATE = re.compile("[\ud800-\udfff]")  # lone: os.fsdecode's stand-ins for bytes that are not UTF-8
 
 
 def escape_controls(text: str, keep_newlines: bool = True) -> str:
@@ -29,20 +31,42 @@ def escape_controls(text: str, keep_newlines: bool = True) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text)
 
 
-def display_path(path: Path, display: str) -> str:
-    """The path relative to the current directory when below it (as grep shows it), else absolute."""
+def shown_path(path: Path) -> str:
+    """The path relative to the current directory when below it (as grep shows it), else absolute.
+
+    A ``str`` as ``os.fsdecode`` makes it: bytes of the name that are not UTF-8 are lone
+    surrogates (U+DC80..U+DCFF), so ``os.fsencode`` of the result gives the real bytes back.
+    """
     try:
         rel = os.path.relpath(path)
-    except ValueError:
-        return display
-    shown = rel if not rel.startswith("..") else str(path)
-    return os.fsencode(shown).decode("utf-8", errors="backslashreplace")
+    except (ValueError, OSError):  # another drive (Windows); the current directory is gone
+        return str(path)
+    above = rel == os.pardir or rel.startswith(os.pardir + os.sep)
+    return str(path) if above else rel
+
+
+def display_path(path: Path) -> str:
+    """The path as ``shown_path`` gives it, with bytes that are not UTF-8 shown as ``\\xff``
+    escapes: readable text for a terminal, not the file's real name."""
+    return os.fsencode(shown_path(path)).decode("utf-8", errors="backslashreplace")
+
+
+def snippet_line(hit: Hit) -> int:
+    """The 1-based line where the snippet starts: the chunk's first line plus the line breaks
+    between the chunk's first non-space character (where ``line_start`` counts from) and the
+    start of the emphasized sentence."""
+    c = hit.chunk
+    first = _NON_SPACE.search(c.text)
+    lead = first.start() if first else 0
+    start = hit.highlight[0] if hit.highlight else 0
+    return c.line_start + (c.text.count("\n", lead, start) if start > lead else 0)
 
 
 def location(hit: Hit) -> int:
-    """The number shown after the path: the start line, or the page for PDFs."""
+    """The number shown after the path: the line where the snippet starts, or the page for PDFs
+    (a PDF chunk never spans two pages)."""
     c = hit.chunk
-    return c.page_start if c.page_start is not None else c.line_start
+    return c.page_start if c.page_start is not None else snippet_line(hit)
 
 
 def snippet(hit: Hit, width: int = SNIPPET_CHARS) -> str:
@@ -56,18 +80,26 @@ def snippet(hit: Hit, width: int = SNIPPET_CHARS) -> str:
 
 
 def format_line(hit: Hit) -> str:
-    """``PATH:LINE:SCORE:SNIPPET``: what editors' quickfix lists and grep users read."""
-    path = escape_controls(display_path(hit.chunk.path, hit.chunk.display), keep_newlines=False)
-    return f"{path}:{location(hit)}:{hit.score:.4f}:{snippet(hit)}"
+    """``PATH:LINE:SCORE:SNIPPET``: what editors' quickfix lists and grep users read.
+
+    Control characters in the path are escaped (one hit stays one line); bytes of the name that
+    are not UTF-8 stay lone surrogates, as in ``shown_path``, for ``write_lines`` to write raw.
+    """
+    path = escape_controls(shown_path(hit.chunk.path), keep_newlines=False)
+    return f"{path}:{location(hit)}:{hit.score:.4f}:{_no_surrogates(snippet(hit))}"
 
 
 def hit_to_json(hit: Hit, query: str) -> dict:
+    """One hit as a JSON-ready dict. ``path`` is ``shown_path``'s string, lone surrogates and all
+    (``write_json_lines`` writes them as ``\\udcXX`` escapes); ``line`` is where the snippet
+    starts (``snippet_line``), ``line_start``/``line_end`` the whole chunk's lines."""
     c = hit.chunk
     return {
         "query": query,
         "rank": hit.rank,
         "score": round(hit.score, 6),
-        "path": display_path(c.path, c.display),
+        "path": shown_path(c.path),
+        "line": snippet_line(hit),
         "line_start": c.line_start,
         "line_end": c.line_end,
         "page": c.page_start,
@@ -87,21 +119,58 @@ def hit_to_json(hit: Hit, query: str) -> dict:
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
+def _no_surrogates(text: str) -> str:
+    """Text with any lone surrogate as U+FFFD (document text has none: extract replaces them)."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def json_line(hit: Hit, query: str) -> str:
+    """One hit as a line of JSON, without its newline.
+
+    Written with ``ensure_ascii=False`` (readable and short), except that lone surrogates, which
+    a UTF-8 stream cannot encode, become ``\\udcXX`` escapes: JSON allows them, and a path's
+    bytes that are not UTF-8 then survive (Python: ``os.fsencode(json.loads(line)["path"])``).
+    """
+    text = json.dumps(hit_to_json(hit, query), ensure_ascii=False).translate(_LINE_BREAKS)
+    # A raw character in json.dumps output is never part of an escape, so escaping it in place
+    # is exact.
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def write_json_lines(out: IO[str], hits: Sequence[Hit], query: str) -> None:
     for hit in hits:
-        out.write(json.dumps(hit_to_json(hit, query), ensure_ascii=False).translate(_LINE_BREAKS) + "\n")
+        out.write(json_line(hit, query) + "\n")
 
 
 def write_lines(out: IO[str], hits: Sequence[Hit]) -> None:
-    for hit in hits:
-        out.write(format_line(hit) + "\n")
+    """``format_line`` per hit, paths in their real bytes (see ``write_raw``)."""
+    write_raw(out, "".join(format_line(hit) + "\n" for hit in hits))
 
 
 def write_files(out: IO[str], hits: Sequence[Hit], null: bool = False) -> None:
+    """One path per hit, in its real bytes (see ``write_raw``): NUL-terminated and exact with
+    ``null``, else newline-terminated with control characters escaped (one path, one line)."""
     end = "\0" if null else "\n"
-    for hit in hits:
-        path = display_path(hit.chunk.path, hit.chunk.display)
-        out.write((path if null else escape_controls(path, keep_newlines=False)) + end)
+    paths = (shown_path(hit.chunk.path) for hit in hits)
+    write_raw(out, "".join((path if null else escape_controls(path, keep_newlines=False)) + end for path in paths))
+
+
+def write_raw(out: IO[str], text: str) -> None:
+    """Write ``text`` with its lone surrogates (U+DC80..U+DCFF) as the raw bytes they stand for.
+
+    File names may be any bytes; written raw, as grep and find write them, they can be handed to
+    ``xargs`` or an editor. When ``out`` has a binary ``buffer`` (sys.stdout), ``out`` is flushed
+    first, so text written to it before comes out before these bytes. Otherwise (io.StringIO) the
+    string is written unchanged: ``os.fsencode`` of what was written gives the bytes.
+    """
+    if not text:
+        return
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write(text)
+        return
+    out.flush()
+    buffer.write(text.encode("utf-8", errors="surrogateescape"))
 
 
 def render_terminal(console: Console, hits: Sequence[Hit], query: str, files_only: bool = False) -> None:
@@ -113,7 +182,7 @@ def render_terminal(console: Console, hits: Sequence[Hit], query: str, files_onl
         return
     for hit in hits:
         c = hit.chunk
-        path = escape_controls(display_path(c.path, c.display), keep_newlines=False)
+        path = escape_controls(display_path(c.path), keep_newlines=False)
         where = f"page {c.page_start}" if c.page_start is not None else (
             f"lines {c.line_start}-{c.line_end}" if c.line_end != c.line_start else f"line {c.line_start}")
         if c.page_start is not None and c.page_end not in (None, c.page_start):

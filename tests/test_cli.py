@@ -40,7 +40,7 @@ def test_plain_lines_for_pipes(project: Path) -> None:
     assert len(lines) == 2
     first = LINE.match(lines[0])
     assert first, lines[0]
-    assert first["path"] == "docs/space.md" and first["line"] == "1"
+    assert first["path"] == "docs/space.md" and first["line"] == "5"  # the snippet's line, not the chunk's first
     assert "rocket engine burns fuel" in first["snippet"]
     assert result.stderr == ""
 
