@@ -225,7 +225,8 @@ def _summary_line(s: IndexSummary) -> str:
     parts.append(skip_text)
     if s.no_text:
         parts.append(f"{s.no_text} without text")
-    parts.append(f"chunks: +{s.chunks_added} -{s.chunks_removed} = {s.chunks_total}")
+    reused = f" ({s.chunks_reused} reused, not embedded again)" if s.chunks_reused else ""
+    parts.append(f"chunks: +{s.chunks_added}{reused} -{s.chunks_removed} = {s.chunks_total}")
     parts.append(f"{s.seconds:.1f} s")
     return "semsearch: " + ", ".join(parts)
 

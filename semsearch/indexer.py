@@ -102,6 +102,7 @@ class IndexSummary:
     skipped: Counter[str] = field(default_factory=Counter)
     no_text: int = 0
     chunks_added: int = 0
+    chunks_reused: int = 0  # of the chunks added: vectors taken from another copy of the same content
     chunks_removed: int = 0
     chunks_total: int = 0
     tokens_embedded: int = 0
@@ -124,6 +125,7 @@ class _Prepared:
     chunks: list[Chunk]
     replaces: int | None  # file id of the version it replaces
     damaged: bool = False  # could not be read as its kind (broken or encrypted PDF, ...): *error* says why
+    vectors: np.ndarray | None = None  # reused from another copy of the same content: nothing to embed
 
 
 def _under(path: Path, roots: Sequence[Path]) -> bool:
@@ -452,6 +454,10 @@ def _process(
             if prepared.error is not None:
                 summary.no_text += 1
                 on_event(IndexEvent("warning", f"{store.display_name(entry.path)}: {prepared.error}"))
+            elif prepared.chunks:
+                prepared.vectors = writer.vectors_to_reuse(prepared.sha256, prepared.chunks)
+                if prepared.vectors is not None:
+                    summary.chunks_reused += len(prepared.chunks)
             group.append(prepared)
             group_chunks += len(prepared.chunks)
             group_bytes += entry.size
@@ -479,21 +485,25 @@ def _store_group(
     """Embed the chunks of a group of files (shortest first) and store each file whole."""
     if not group:
         return
-    texts = [c.embedding_text() for p in group for c in p.chunks]
-    lengths = [c.model_tokens or c.tokens for p in group for c in p.chunks]
+    to_embed = [p for p in group if p.vectors is None]
+    texts = [c.embedding_text() for p in to_embed for c in p.chunks]
+    lengths = [c.model_tokens or c.tokens for p in to_embed for c in p.chunks]
     vectors = _embed_sorted(model, texts, lengths, summary, tick)
     offset = 0
     for prepared in group:
         n = len(prepared.chunks)
+        own = prepared.vectors
+        if own is None:
+            own = vectors[offset:offset + n]
+            offset += n
         if prepared.replaces is not None:
             writer.remove_file(prepared.replaces)
         writer.add_file(
             prepared.key, store.display_name(os.fsdecode(prepared.key)),
             size=prepared.entry.size, mtime_ns=prepared.entry.mtime_ns, sha256=prepared.sha256,
             kind=prepared.kind, encoding=prepared.encoding, title=prepared.title, error=prepared.error,
-            chunks=prepared.chunks, vectors=vectors[offset:offset + n] if n else None,
+            chunks=prepared.chunks, vectors=own if n else None,
         )
-        offset += n
         if prepared.error is None:
             summary.indexed += 1
 

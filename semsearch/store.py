@@ -96,6 +96,7 @@ CREATE TABLE IF NOT EXISTS files (
     gen_removed INTEGER
 );
 CREATE INDEX IF NOT EXISTS files_path ON files(path);
+CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     file_id INTEGER NOT NULL REFERENCES files(id),
@@ -800,6 +801,33 @@ class IndexWriter:
                      self.working),
                 )
         return file_id
+
+    def vectors_to_reuse(self, sha256: str, chunks: Sequence[Chunk]) -> np.ndarray | None:
+        """The stored vectors of another copy of the same content (a renamed, moved or copied file)
+        when its chunks are exactly *chunks* (text and context line: the same embedding input), else None.
+
+        Looks at the files of the committed generation too, so a file removed by this run (the
+        old name of a renamed file) still lends its vectors before they are purged.
+        """
+        import numpy as np
+
+        rows = self.conn.execute(
+            f"SELECT id FROM files WHERE sha256 = ? AND error IS NULL AND chunk_count = ? "
+            f"AND ({_visible(self.committed)} OR {_visible(self.working)}) ORDER BY id DESC LIMIT 4",
+            (sha256, len(chunks)),
+        ).fetchall()
+        wanted = [(c.text, c.context) for c in chunks]
+        for (file_id,) in rows:
+            stored = self.conn.execute(
+                "SELECT text, context, vector FROM chunks WHERE file_id = ? ORDER BY ordinal", (file_id,)
+            ).fetchall()
+            if [(text, context) for text, context, _ in stored] != wanted:
+                continue  # same bytes, other embedding input (chunk settings or title differ)
+            size = self.manifest.model.dim * 4
+            if any(len(vector) != size for _, _, vector in stored):
+                continue
+            return np.frombuffer(b"".join(vector for _, _, vector in stored), dtype=np.float32).reshape(len(stored), -1)
+        return None
 
     def live_files(self) -> Iterator[tuple[int, bytes]]:
         """(id, path key) of every file in the next generation."""

@@ -277,3 +277,32 @@ def test_an_unreadable_folder_is_one_warning(tmp_path: Path, monkeypatch: pytest
     found = [e.path.name for e in walk_module.walk([tmp_path], walk_module.WalkOptions(), skips.append)]
     assert found == ["a.md"]
     assert [(s.path.name, s.reason) for s in skips if s.warn] == [("locked", "unreadable")]
+
+
+def test_a_renamed_moved_or_copied_file_is_not_embedded_again(tmp_path: Path, fake_model: FakeModel) -> None:
+    docs = tmp_path / "docs"
+    write(docs / "lemur.md", "# Lemurs\n\nLemurs live on Madagascar.\n\n" + "They eat fruit and leaves. " * 60)
+    write(docs / "code" / "sort.py", "def quicksort(items):\n    return sorted(items)\n")
+    options = IndexOptions(roots=[docs], index_dir=tmp_path / ".semsearch")
+    first = build_index(options, fake_model)
+    chunks = first.chunks_total
+    embedded = fake_model.embedder_instance.documents_embedded
+
+    (docs / "lemur.md").rename(docs / "primates.md")  # renamed: same title, same chunks
+    (docs / "moved").mkdir()
+    (docs / "code" / "sort.py").rename(docs / "moved" / "sort.py")  # moved: same name, same context
+    write(docs / "copy" / "lemur.md", (docs / "primates.md").read_text())  # copied
+    summary = build_index(options, fake_model)
+    assert fake_model.embedder_instance.documents_embedded == embedded
+    assert (summary.indexed, summary.removed) == (3, 2)
+    assert summary.chunks_reused == summary.chunks_added == chunks + (chunks - 1)
+    with IndexReader(tmp_path / ".semsearch") as reader:
+        assert sorted(p.relative_to(docs).as_posix() for p, _s, _m, _e in reader.files()) == [
+            "copy/lemur.md", "moved/sort.py", "primates.md"]
+        ids = [cid for cid, _ in reader.vector_search(fake_model.embedder_instance.embed_queries(["lemurs fruit"])[0], 3)]
+        assert {Path(c.path).name for c in reader.fetch_chunks(ids).values()} <= {"primates.md", "lemur.md"}
+
+    # A file renamed whose context line comes from its name is embedded again (other input).
+    (docs / "moved" / "sort.py").rename(docs / "moved" / "ordering.py")
+    build_index(options, fake_model)
+    assert fake_model.embedder_instance.documents_embedded == embedded + 1
