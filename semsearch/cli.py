@@ -28,6 +28,7 @@ EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
 # Set by `query` once its results are written and the index is closed: the console script then
 # ends the process at once instead of tearing the interpreter down (see main()).
 _done_early = False
+_interrupt_reported = False  # `index` said what an interruption leaves behind
 
 app = typer.Typer(
     add_completion=False,
@@ -131,6 +132,7 @@ def index(
 
     Settings not given keep the values the index was built or last updated with.
     """
+    global _interrupt_reported
     from semsearch.indexer import IndexOptions, WalkChoices, build_index
     from semsearch.models import LocalModel
 
@@ -157,8 +159,15 @@ def index(
             rebuild=rebuild,
             lock_wait_seconds=wait,
         )
-        with _IndexProgress(err, enabled=not quiet and err.is_terminal, verbose=verbose) as progress:
-            summary = build_index(options, provider, progress.on_event)
+        try:
+            with _IndexProgress(err, enabled=not quiet and err.is_terminal, verbose=verbose) as progress:
+                summary = build_index(options, provider, progress.on_event)
+        except KeyboardInterrupt:
+            kept = (index_dir / "manifest.json").exists() or (index_dir / "building.json").exists()
+            err.print("semsearch: interrupted" + ("; what was stored is kept: run `semsearch index` again to finish"
+                                                  if kept else ""))
+            _interrupt_reported = True
+            raise typer.Exit(130) from None
         if provider.loaded or not _export_exists(provider):
             provider.ensure_export(note)  # the query path runs the ONNX export
     except SemsearchError as exc:
@@ -532,8 +541,9 @@ def main(fast_exit: bool = True) -> None:
     onnxruntime session, modules, threads) cost ~0.1 s of a ~0.7 s cold query and does nothing a
     reader needs. Other commands exit normally. ``fast_exit=False`` for callers that go on.
     """
-    global _done_early
+    global _done_early, _interrupt_reported
     _done_early = False  # a query run earlier in this process (tests, forks) must not end this one
+    _interrupt_reported = False
     try:
         code = app(standalone_mode=False)
     except BrokenPipeError:
@@ -561,6 +571,8 @@ def main(fast_exit: bool = True) -> None:
             raise
     if not isinstance(code, int):
         code = EXIT_FOUND if code is None else EXIT_ERROR
+    if code == 130 and not _interrupt_reported:
+        _interrupted()  # typer turns Ctrl-C inside a command into exit code 130, silently
     if fast_exit and _done_early:
         _exit_now(code)
     sys.exit(code)

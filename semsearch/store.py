@@ -329,6 +329,9 @@ def read_manifest(index_dir: Path, name: str = MANIFEST) -> IndexManifest:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
+        if name == MANIFEST and (index_dir / BUILDING).is_file():
+            raise IndexNotFoundError(f"the first build of the index at {index_dir} did not finish "
+                                     "(run `semsearch index` there to finish it)") from None
         raise IndexNotFoundError(f"no index at {index_dir} (run `semsearch index PATH` first)") from None
     except OSError as exc:
         raise IndexCorruptError(f"cannot read {path}: {exc.strerror}") from None

@@ -306,3 +306,28 @@ def test_a_renamed_moved_or_copied_file_is_not_embedded_again(tmp_path: Path, fa
     (docs / "moved" / "sort.py").rename(docs / "moved" / "ordering.py")
     build_index(options, fake_model)
     assert fake_model.embedder_instance.documents_embedded == embedded + 1
+
+
+def test_ctrl_c_says_what_is_kept(docs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import semsearch.indexer as indexer
+
+    assert run("index", "docs").exit_code == 0
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(indexer, "build_index", interrupted)
+    monkeypatch.setattr("sys.argv", ["semsearch", "index"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main(fast_exit=False)
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == (
+        "semsearch: interrupted; what was stored is kept: run `semsearch index` again to finish\n")
+
+
+def test_an_unfinished_first_build_is_named_as_such(docs: Path) -> None:
+    (docs / ".semsearch").mkdir()
+    (docs / ".semsearch" / "building.json").write_text("{}")
+    result = run("query", "bread")
+    assert result.exit_code == 2
+    assert "the first build of the index at" in result.stderr and "did not finish" in result.stderr
