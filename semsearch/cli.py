@@ -66,10 +66,13 @@ def _index_dir_for_writing(index: Optional[Path]) -> Path:
 
 
 def _index_dir_for_reading(index: Optional[Path]) -> Path:
-    from semsearch.store import find_index_dir
+    from semsearch.store import INDEX_DIR_NAME, find_index_dir, is_index_dir
 
     if index is not None:
-        return Path(os.path.abspath(index))
+        given = Path(os.path.abspath(index))
+        inner = given / INDEX_DIR_NAME
+        # The folder that holds an index (a project folder) stands for its index.
+        return inner if not is_index_dir(given) and is_index_dir(inner) else given
     found = find_index_dir()
     if found is None:
         raise SemsearchError("no index here or in any parent folder (run `semsearch index PATH` first)")
@@ -102,7 +105,7 @@ def _root(
 
 @app.command()
 def index(
-    paths: list[Path] = typer.Argument(None, metavar="[PATH]...",
+    paths: list[Path] = typer.Argument(None, metavar="PATH",
                                        help="Files and folders to index [default: those indexed before]."),
     index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX",
                                          help="Index folder [default: ./.semsearch; with no PATH, the nearest .semsearch above]."),
@@ -387,7 +390,7 @@ def _run_queries(queries, options, *, as_json: bool, null: bool, index: Optional
 @app.command("eval")
 def evaluate(
     queries: Path = typer.Option(..., "--queries", help="BEIR queries: JSON Lines with _id and text."),
-    qrels: Path = typer.Option(..., "--qrels", help="BEIR judgments: query-id<TAB>corpus-id<TAB>score, with a header."),
+    qrels: Path = typer.Option(..., "--qrels", help="BEIR judgments: query-id<TAB>corpus-id<TAB>score lines (a header line is optional)."),
     mode: Optional[str] = typer.Option(None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid [default: hybrid]."),
     id_mode: str = typer.Option("stem", "--id-mode", help="Hit file -> document id: stem (name without extension), name, relpath."),
     depth: int = typer.Option(100, "--depth", help="Distinct documents ranked per query."),
@@ -422,6 +425,9 @@ def evaluate(
     except SemsearchError as exc:
         _fail(str(exc))
         return
+    if result.ids_matched == 0 and result.queries_run:
+        err.print(f"semsearch: no ranked document's id (--id-mode {result.id_mode}) is among the judged ids; "
+                  "check --id-mode against the ids in the judgments", style="yellow")
     if result.not_asked:
         err.print(f"semsearch: {result.not_asked} judged queries are not in {queries.name}; "
                   f"scored over the {result.report.num_queries} that are", style="dim")
@@ -442,20 +448,13 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Where the index is, what it holds, and how much changed on disk since."""
+    from semsearch.indexer import disk_changes
     from semsearch.store import IndexReader
 
     try:
         with IndexReader(_index_dir_for_reading(index)) as reader:
             stats = reader.stats()
-            changed = missing = 0
-            for path, size, mtime, _error in reader.files():
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    missing += 1
-                    continue
-                if st.st_size != size or st.st_mtime_ns != mtime:
-                    changed += 1
+            disk = disk_changes(reader)
             manifest = reader.manifest
             info = {
                 "index": str(reader.index_dir),
@@ -468,8 +467,10 @@ def status(
                 "disk_bytes": stats.disk_bytes,
                 "updated_at": stats.updated_at,
                 "created_at": manifest.created_at,
-                "changed_since": changed,
-                "missing_since": missing,
+                "precision": manifest.model.precision,
+                "changed_since": disk.changed,
+                "missing_since": disk.missing,
+                "new_since": disk.new,
                 "roots": stats.roots,
                 "chunking": {"chunk_tokens": manifest.chunking.chunk_tokens, "overlap_tokens": manifest.chunking.overlap_tokens},
                 "format_version": manifest.format_version,
@@ -484,12 +485,14 @@ def status(
     ago = _ago(time.time() - stats.updated_at)
     lines = [
         ("index", info["index"]),
-        ("model", f"{manifest.model.name} ({manifest.model.dim}-d, {manifest.model.fingerprint[:19]}…)"),
+        ("model", f"{manifest.model.name} ({manifest.model.dim}-d, {manifest.model.precision or 'fp32'}, "
+                  f"{manifest.model.fingerprint[:19]}…)"),
         ("files", f"{stats.files}" + (f" ({stats.files_without_text} without text)" if stats.files_without_text else "")),
         ("chunks", f"{stats.chunks} ({manifest.chunking.chunk_tokens} tokens, {manifest.chunking.overlap_tokens} overlap)"),
         ("size", _human_bytes(stats.disk_bytes)),
         ("updated", f"{when} ({ago} ago)"),
-        ("changed", f"{changed} changed and {missing} missing on disk since" + (" (run `semsearch index`)" if changed or missing else "")),
+        ("changed", f"{disk.changed} changed, {disk.missing} missing and {disk.new} new on disk since"
+                    + (" (run `semsearch index`)" if disk.changed or disk.missing or disk.new else "")),
         ("roots", ", ".join(stats.roots) or "-"),
     ]
     for key, value in lines:

@@ -45,6 +45,7 @@ class EvalResult:
     queries_run: int
     run: dict[str, list[str]] = field(default_factory=dict)  # query id -> ranked distinct doc ids
     not_asked: int = 0  # judged queries (with a relevant document) that the queries file lacks
+    ids_matched: int = -1  # distinct ranked document ids found among the judged ones (0: wrong --id-mode?)
 
     @property
     def latency(self) -> dict[str, float]:
@@ -138,4 +139,6 @@ def run_evaluation(
             on_progress(number, len(todo))
     asked = {q.id for q in queries}
     report = evaluate_run(run, {qid: judged for qid, judged in qrels.items() if qid in asked})
-    return EvalResult(report, latencies, mode, depth, id_mode, len(todo), run, len(relevant - asked))
+    judged_ids = {doc for judged in qrels.values() for doc in judged}
+    matched = len({doc for docs in run.values() for doc in docs} & judged_ids)
+    return EvalResult(report, latencies, mode, depth, id_mode, len(todo), run, len(relevant - asked), matched)

@@ -447,6 +447,8 @@ class IndexReader:
             self.vector_sha256 = state.get("vector_sha256", "")
             self.updated_at = float(state.get("updated_at", "0"))
             self.roots = json.loads(state.get("roots", "[]"))
+            walk_settings = json.loads(state.get("walk", "{}"))
+            self.walk_settings: dict[str, Any] = walk_settings if isinstance(walk_settings, dict) else {}
         except (sqlite3.DatabaseError, ValueError) as exc:
             self.conn.close()
             raise IndexCorruptError(f"{self.db_path} is damaged ({exc}); run `semsearch index --rebuild`") from None
@@ -667,7 +669,9 @@ def ensure_index_dir(index_dir: Path) -> bool:
         raise SemsearchError(f"cannot create index folder {index_dir}: a file is in the way")
     try:
         if not is_index_dir(index_dir) and any(index_dir.iterdir()):
-            raise SemsearchError(f"{index_dir} is not an index and not empty: give --index a new or empty folder")
+            inner = index_dir / INDEX_DIR_NAME
+            hint = f" (its index is {inner})" if is_index_dir(inner) else ""
+            raise SemsearchError(f"{index_dir} is not an index and not empty: give --index a new or empty folder{hint}")
     except OSError as exc:
         raise SemsearchError(f"cannot use index folder {index_dir}: {exc.strerror}") from None
     return False

@@ -117,11 +117,16 @@ def test_status(project: Path) -> None:
     result = run("status")
     assert result.exit_code == 0
     assert "files    3" in result.stdout and "fake-bag-of-words" in result.stdout
-    assert "0 changed and 0 missing" in result.stdout
+    assert "0 changed, 0 missing and 0 new on disk since" in result.stdout
     write(project / "docs" / "garden.txt", "changed text\n")
     (project / "docs" / "space.md").unlink()
+    write(project / "docs" / "new" / "one.md", "a new file\n")
+    write(project / "docs" / "two.txt", "another new file\n")
+    write(project / "docs" / "blob2.bin", bytes(range(256)) * 10)  # binary: never indexed, not new
+    write(project / "elsewhere.md", "outside the indexed folder\n")
     data = json.loads(run("status", "--json").stdout)
-    assert (data["files"], data["changed_since"], data["missing_since"]) == (3, 1, 1)
+    assert (data["files"], data["changed_since"], data["missing_since"], data["new_since"]) == (3, 1, 1, 2)
+    assert "1 changed, 1 missing and 2 new on disk since (run `semsearch index`)" in run("status").stdout
 
 
 def test_second_index_run_reports_unchanged(project: Path) -> None:
@@ -154,5 +159,9 @@ def test_eval_command(project: Path) -> None:
     part = run("eval", "--queries", "q1.jsonl", "--qrels", "qrels.tsv", "--json")
     assert part.exit_code == 0 and json.loads(part.stdout)["queries"] == 1
     assert "1 judged queries are not in q1.jsonl; scored over the 1 that are" in part.stderr
+    assert "--id-mode" not in text.stderr
+    named = run("eval", "--queries", "q.jsonl", "--qrels", "qrels.tsv", "--id-mode", "name")  # "space.md" != "space"
+    assert named.exit_code == 0 and "ndcg@10     0.0000" in named.stdout
+    assert "no ranked document's id (--id-mode name) is among the judged ids" in named.stderr
     bad = run("eval", "--queries", "missing.jsonl", "--qrels", "qrels.tsv")
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1

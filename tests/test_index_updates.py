@@ -331,3 +331,14 @@ def test_an_unfinished_first_build_is_named_as_such(docs: Path) -> None:
     result = run("query", "bread")
     assert result.exit_code == 2
     assert "the first build of the index at" in result.stderr and "did not finish" in result.stderr
+
+
+def test_index_option_accepts_the_folder_that_holds_the_index(docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run("index", "docs").exit_code == 0
+    monkeypatch.chdir(docs.parent)
+    result = run("query", "bread", "--index", docs.name, "-k", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"{docs.name}/docs/bread.md:")
+    assert run("status", "--index", str(docs)).exit_code == 0
+    refused = run("index", "--index", str(docs))
+    assert refused.exit_code == 2 and f"(its index is {docs / '.semsearch'})" in refused.stderr
