@@ -125,7 +125,7 @@ class _Prepared:
     chunks: list[Chunk]
     replaces: int | None  # file id of the version it replaces
     damaged: bool = False  # could not be read as its kind (broken or encrypted PDF, ...): *error* says why
-    vectors: np.ndarray | None = None  # reused from another copy of the same content: nothing to embed
+    reused: list[bytes | None] | None = None  # per chunk: a stored vector of the same input, None: embed it
 
 
 def _under(path: Path, roots: Sequence[Path]) -> bool:
@@ -455,9 +455,11 @@ def _process(
                 summary.no_text += 1
                 on_event(IndexEvent("warning", f"{store.display_name(entry.path)}: {prepared.error}"))
             elif prepared.chunks:
-                prepared.vectors = writer.vectors_to_reuse(prepared.sha256, prepared.chunks)
-                if prepared.vectors is not None:
-                    summary.chunks_reused += len(prepared.chunks)
+                reused = writer.vectors_to_reuse(prepared.sha256, prepared.chunks, prepared.replaces)
+                count = sum(vector is not None for vector in reused)
+                if count:
+                    prepared.reused = reused
+                    summary.chunks_reused += count
             group.append(prepared)
             group_chunks += len(prepared.chunks)
             group_bytes += entry.size
@@ -482,20 +484,29 @@ def _store_group(
     summary: IndexSummary,
     tick: Callable[[float], None] = lambda fraction: None,
 ) -> None:
-    """Embed the chunks of a group of files (shortest first) and store each file whole."""
+    """Embed the chunks of a group of files (shortest first; not those with a vector to reuse) and
+    store each file whole."""
     if not group:
         return
-    to_embed = [p for p in group if p.vectors is None]
-    texts = [c.embedding_text() for p in to_embed for c in p.chunks]
-    lengths = [c.model_tokens or c.tokens for p in to_embed for c in p.chunks]
-    vectors = _embed_sorted(model, texts, lengths, summary, tick)
+    import numpy as np
+
+    def reused(prepared: _Prepared) -> list[bytes | None]:
+        return prepared.reused or [None] * len(prepared.chunks)
+
+    pending = [c for p in group for c, vector in zip(p.chunks, reused(p)) if vector is None]
+    vectors = _embed_sorted(model, [c.embedding_text() for c in pending],
+                            [c.model_tokens or c.tokens for c in pending], summary, tick)
     offset = 0
+    dim = model.info().dim
     for prepared in group:
         n = len(prepared.chunks)
-        own = prepared.vectors
-        if own is None:
-            own = vectors[offset:offset + n]
-            offset += n
+        own = np.empty((n, dim), dtype=np.float32)
+        for i, vector in enumerate(reused(prepared)):
+            if vector is None:
+                own[i] = vectors[offset]
+                offset += 1
+            else:
+                own[i] = np.frombuffer(vector, dtype=np.float32)
         if prepared.replaces is not None:
             writer.remove_file(prepared.replaces)
         writer.add_file(

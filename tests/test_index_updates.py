@@ -12,6 +12,7 @@ from conftest import FakeModel, make_pdf, write
 from typer.testing import CliRunner
 
 from semsearch import cli
+from semsearch.chunk import ChunkSettings
 from semsearch.cli import app
 from semsearch.indexer import IndexEvent, IndexOptions, build_index
 from semsearch.store import IndexReader, read_manifest
@@ -342,3 +343,29 @@ def test_index_option_accepts_the_folder_that_holds_the_index(docs: Path, monkey
     assert run("status", "--index", str(docs)).exit_code == 0
     refused = run("index", "--index", str(docs))
     assert refused.exit_code == 2 and f"(its index is {docs / '.semsearch'})" in refused.stderr
+
+
+def test_an_edited_file_embeds_only_the_chunks_that_changed(tmp_path: Path, fake_model: FakeModel) -> None:
+    docs = tmp_path / "docs"
+    sections = [f"## Part {i}\n\n" + f"Paragraph {i} tells of lemur number {i}. " * 12 for i in range(12)]
+    write(docs / "long.md", "# Lemurs\n\n" + "\n\n".join(sections))
+    options = IndexOptions(roots=[docs], index_dir=tmp_path / ".semsearch", chunking=ChunkSettings(chunk_tokens=64, overlap_tokens=8))
+    first = build_index(options, fake_model)
+    assert first.chunks_total >= 12
+    embedded = fake_model.embedder_instance.documents_embedded
+
+    sections[6] = sections[6] + " The fossa hunts them at night."
+    write(docs / "long.md", "# Lemurs\n\n" + "\n\n".join(sections))
+    summary = build_index(options, fake_model)
+    fresh = fake_model.embedder_instance.documents_embedded - embedded
+    assert 1 <= fresh <= 5 and fresh * 6 < first.chunks_total, (fresh, first.chunks_total)  # the edited part only
+    assert summary.chunks_reused == summary.chunks_added - fresh
+    with IndexReader(tmp_path / ".semsearch") as reader:
+        query = fake_model.embedder_instance.embed_queries(["fossa hunts night"])[0]
+        best = reader.fetch_chunks([reader.vector_search(query, 1)[0][0]])
+        assert "fossa" in next(iter(best.values())).text
+        # Every stored vector is the one the model gives for that chunk now.
+        for chunk_id, vector in reader.vectors([c for c, _ in reader.vector_search(query, 50)]).items():
+            record = reader.fetch_chunks([chunk_id])[chunk_id]
+            text = f"{record.context}\n{record.text}" if record.context else record.text
+            assert float(vector @ fake_model.embedder_instance.embed_documents([text])[0]) > 0.9999
