@@ -128,6 +128,13 @@ class _Prepared:
     reused: list[bytes | None] | None = None  # per chunk: a stored vector of the same input, None: embed it
 
 
+def _shown(path: Path) -> str:
+    """A path in a message: relative to the current folder when below it, as results show paths."""
+    from semsearch.output import display_path
+
+    return display_path(Path(path))
+
+
 def _under(path: Path, roots: Sequence[Path]) -> bool:
     text = os.path.abspath(path)
     for root in roots:
@@ -224,7 +231,7 @@ def _run(
     # below like any deleted file (a root named on this run's command line was checked by the caller).
     gone = [r for r in roots if r not in options.roots and not os.path.lexists(r)]
     for root in gone:
-        on_event(IndexEvent("warning", f"{store.display_name(root)}: no longer exists; "
+        on_event(IndexEvent("warning", f"{_shown(root)}: no longer exists; "
                                        "removing it and its files from the index"))
     root_keys = [os.fsdecode(store.path_key(index_dir, r)) for r in roots]
     gone_keys = {os.fsdecode(store.path_key(index_dir, r)) for r in gone}
@@ -242,12 +249,12 @@ def _run(
         detail = f" ({skip.detail})" if skip.detail else ""
         if skip.warn:
             troubled.append(skip.path)
-            on_event(IndexEvent("warning", f"{store.display_name(skip.path)}: skipped, {skip.reason}{detail}"))
+            on_event(IndexEvent("warning", f"{_shown(skip.path)}: skipped, {skip.reason}{detail}"))
         elif skip.reason == "too large" and writer.lookup_file(store.path_key(index_dir, skip.path)) is not None:
-            on_event(IndexEvent("warning", f"{store.display_name(skip.path)}: now over the size limit{detail}; "
+            on_event(IndexEvent("warning", f"{_shown(skip.path)}: now over the size limit{detail}; "
                                            "removing it from the index"))
         else:
-            on_event(IndexEvent("skip", f"{store.display_name(skip.path)}: skipped, {skip.reason}{detail}"))
+            on_event(IndexEvent("skip", f"{_shown(skip.path)}: skipped, {skip.reason}{detail}"))
 
     todo: list[tuple[FileEntry, bytes, store.FileRow | None]] = []
     seen: set[bytes] = set()
@@ -435,7 +442,7 @@ def _process(
             entry = item[0]
             if isinstance(prepared, Exception):
                 summary.skipped["unreadable"] += 1
-                on_event(IndexEvent("warning", f"{store.display_name(entry.path)}: skipped, {prepared}"))
+                on_event(IndexEvent("warning", f"{_shown(entry.path)}: skipped, {prepared}"))
                 stored_bytes += entry.size
                 continue
             if prepared.replaces is not None and not prepared.chunks and prepared.error is None:
@@ -447,13 +454,13 @@ def _process(
             if prepared.damaged and old is not None and old.error is None:
                 # A good version is indexed (a PDF caught mid-write, say): keep it until this one reads.
                 summary.skipped["unreadable"] += 1
-                on_event(IndexEvent("warning", f"{store.display_name(entry.path)}: {prepared.error}; "
+                on_event(IndexEvent("warning", f"{_shown(entry.path)}: {prepared.error}; "
                                                "keeping the version indexed before"))
                 stored_bytes += entry.size
                 continue
             if prepared.error is not None:
                 summary.no_text += 1
-                on_event(IndexEvent("warning", f"{store.display_name(entry.path)}: {prepared.error}"))
+                on_event(IndexEvent("warning", f"{_shown(entry.path)}: {prepared.error}"))
             elif prepared.chunks:
                 reused = writer.vectors_to_reuse(prepared.sha256, prepared.chunks, prepared.replaces)
                 count = sum(vector is not None for vector in reused)
