@@ -270,10 +270,12 @@ class _IndexProgress:
             self.progress.stop()
 
     def on_event(self, event: IndexEvent) -> None:
-        if event.kind in ("warning", "message"):
-            self.console.print(f"semsearch: {event.text}", style="yellow" if event.kind == "warning" else None)
-        elif event.kind == "skip" and self.verbose:
-            self.console.print(f"semsearch: {event.text}", style="dim")
+        if event.kind in ("warning", "message") or (event.kind == "skip" and self.verbose):
+            from semsearch.output import display_path, escape_controls
+
+            where = f"{escape_controls(display_path(event.path), keep_newlines=False)}: " if event.path else ""
+            style = {"warning": "yellow", "skip": "dim"}.get(event.kind)
+            self.console.print(f"semsearch: {where}{event.text}", style=style)
         if self.progress is None:
             return
         if event.kind == "plan":

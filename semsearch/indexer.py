@@ -92,6 +92,12 @@ class IndexEvent:
     text: str = ""
     done: int = 0
     total: int = 0
+    path: Path | None = None  # the file or folder *text* is about (the caller chooses how to show it)
+
+    @property
+    def message(self) -> str:
+        """*text*, after the path it is about when there is one (absolute, non-UTF-8 bytes escaped)."""
+        return f"{store.display_name(self.path)}: {self.text}" if self.path is not None else self.text
 
 
 @dataclass
@@ -126,13 +132,6 @@ class _Prepared:
     replaces: int | None  # file id of the version it replaces
     damaged: bool = False  # could not be read as its kind (broken or encrypted PDF, ...): *error* says why
     reused: list[bytes | None] | None = None  # per chunk: a stored vector of the same input, None: embed it
-
-
-def _shown(path: Path) -> str:
-    """A path in a message: relative to the current folder when below it, as results show paths."""
-    from semsearch.output import display_path
-
-    return display_path(Path(path))
 
 
 def _under(path: Path, roots: Sequence[Path]) -> bool:
@@ -231,8 +230,7 @@ def _run(
     # below like any deleted file (a root named on this run's command line was checked by the caller).
     gone = [r for r in roots if r not in options.roots and not os.path.lexists(r)]
     for root in gone:
-        on_event(IndexEvent("warning", f"{_shown(root)}: no longer exists; "
-                                       "removing it and its files from the index"))
+        on_event(IndexEvent("warning", path=root, text="no longer exists; removing it and its files from the index"))
     root_keys = [os.fsdecode(store.path_key(index_dir, r)) for r in roots]
     gone_keys = {os.fsdecode(store.path_key(index_dir, r)) for r in gone}
     writer.set_roots([k for k in dict.fromkeys([*known_roots, *root_keys]) if k not in gone_keys])
@@ -249,12 +247,12 @@ def _run(
         detail = f" ({skip.detail})" if skip.detail else ""
         if skip.warn:
             troubled.append(skip.path)
-            on_event(IndexEvent("warning", f"{_shown(skip.path)}: skipped, {skip.reason}{detail}"))
+            on_event(IndexEvent("warning", path=skip.path, text=f"skipped, {skip.reason}{detail}"))
         elif skip.reason == "too large" and writer.lookup_file(store.path_key(index_dir, skip.path)) is not None:
-            on_event(IndexEvent("warning", f"{_shown(skip.path)}: now over the size limit{detail}; "
-                                           "removing it from the index"))
+            on_event(IndexEvent("warning", path=skip.path,
+                                text=f"now over the size limit{detail}; removing it from the index"))
         else:
-            on_event(IndexEvent("skip", f"{_shown(skip.path)}: skipped, {skip.reason}{detail}"))
+            on_event(IndexEvent("skip", path=skip.path, text=f"skipped, {skip.reason}{detail}"))
 
     todo: list[tuple[FileEntry, bytes, store.FileRow | None]] = []
     seen: set[bytes] = set()
@@ -442,7 +440,7 @@ def _process(
             entry = item[0]
             if isinstance(prepared, Exception):
                 summary.skipped["unreadable"] += 1
-                on_event(IndexEvent("warning", f"{_shown(entry.path)}: skipped, {prepared}"))
+                on_event(IndexEvent("warning", path=entry.path, text=f"skipped, {prepared}"))
                 stored_bytes += entry.size
                 continue
             if prepared.replaces is not None and not prepared.chunks and prepared.error is None:
@@ -454,13 +452,13 @@ def _process(
             if prepared.damaged and old is not None and old.error is None:
                 # A good version is indexed (a PDF caught mid-write, say): keep it until this one reads.
                 summary.skipped["unreadable"] += 1
-                on_event(IndexEvent("warning", f"{_shown(entry.path)}: {prepared.error}; "
-                                               "keeping the version indexed before"))
+                on_event(IndexEvent("warning", path=entry.path,
+                                    text=f"{prepared.error}; keeping the version indexed before"))
                 stored_bytes += entry.size
                 continue
             if prepared.error is not None:
                 summary.no_text += 1
-                on_event(IndexEvent("warning", f"{_shown(entry.path)}: {prepared.error}"))
+                on_event(IndexEvent("warning", path=entry.path, text=prepared.error))
             elif prepared.chunks:
                 reused = writer.vectors_to_reuse(prepared.sha256, prepared.chunks, prepared.replaces)
                 count = sum(vector is not None for vector in reused)

@@ -135,7 +135,7 @@ def test_unreadable_or_empty_pdf_is_reported_not_indexed_empty(tmp_path: Path, f
     events = []
     summary = build_index(IndexOptions(roots=[tmp_path], index_dir=tmp_path / ".semsearch"), fake_model, events.append)
     assert summary.no_text == 1 and summary.indexed == 4
-    assert any("scan.pdf" in e.text and "no extractable text" in e.text for e in events if e.kind == "warning")
+    assert any("scan.pdf" in e.message and "no extractable text" in e.message for e in events if e.kind == "warning")
     again = build_index(IndexOptions(roots=[tmp_path], index_dir=tmp_path / ".semsearch"), fake_model)
     assert again.unchanged == 5 and again.no_text == 0
 

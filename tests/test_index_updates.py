@@ -96,7 +96,7 @@ def test_a_damaged_new_version_keeps_the_version_indexed_before(tmp_path: Path, 
 
     events: list[IndexEvent] = []
     summary = build_index(options, fake_model, events.append)
-    warnings = [e.text for e in events if e.kind == "warning"]
+    warnings = [e.message for e in events if e.kind == "warning"]
     assert any("paper.pdf" in w and "keeping the version indexed before" in w for w in warnings), warnings
     assert summary.removed == 0 and summary.chunks_total == 1
     with IndexReader(tmp_path / ".semsearch") as reader:

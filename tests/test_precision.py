@@ -75,7 +75,7 @@ def test_a_precision_change_rebuilds_instead_of_mixing(tmp_path: Path) -> None:
     assert read_manifest(options.index_dir).model.precision == "fp32"
     same = build_index(options, _Precise("fp32"))
     assert same.unchanged == 1 and same.indexed == 0
-    again = build_index(options, _Precise("int8"), lambda e: events.append(e.text))
+    again = build_index(options, _Precise("int8"), lambda e: events.append(e.message))
     assert again.indexed == 1 and "precision changed (fp32 -> int8)" in again.rebuild_reason
     assert any("precision changed" in text for text in events)
     assert read_manifest(options.index_dir).model.precision == "int8"
