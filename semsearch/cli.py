@@ -105,7 +105,7 @@ def _root(
 
 @app.command()
 def index(
-    paths: list[Path] = typer.Argument(None, metavar="PATH",
+    paths: list[Path] = typer.Argument(None,
                                        help="Files and folders to index [default: those indexed before]."),
     index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX",
                                          help="Index folder [default: ./.semsearch; with no PATH, the nearest .semsearch above]."),
