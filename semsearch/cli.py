@@ -163,14 +163,14 @@ def index(
             lock_wait_seconds=wait,
         )
         try:
-            with _IndexProgress(err, enabled=not quiet and err.is_terminal, verbose=verbose) as progress:
+            with _IndexProgress(err, enabled=not quiet and err.is_terminal, verbose=verbose) as progress, \
+                    _terminate_as_interrupt():
                 summary = build_index(options, provider, progress.on_event)
-        except KeyboardInterrupt:
-            kept = (index_dir / "manifest.json").exists() or (index_dir / "building.json").exists()
-            err.print("semsearch: interrupted" + ("; what was stored is kept: run `semsearch index` again to finish"
-                                                  if kept else ""))
+        except KeyboardInterrupt as exc:
+            what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+            err.print(f"semsearch: {what}{_what_an_interruption_leaves(index_dir)}")
             _interrupt_reported = True
-            raise typer.Exit(130) from None
+            raise typer.Exit(143 if isinstance(exc, _Terminated) else 130) from None
         if provider.loaded or not _export_exists(provider):
             provider.ensure_export(note)  # the query path runs the ONNX export
     except SemsearchError as exc:
@@ -178,6 +178,41 @@ def index(
         return
     if not quiet:
         err.print(_summary_line(summary))
+
+
+def _what_an_interruption_leaves(index_dir: Path) -> str:
+    from semsearch.store import BUILDING, MANIFEST
+
+    current, building = (index_dir / MANIFEST).exists(), (index_dir / BUILDING).exists()
+    if current and building:
+        return "; the index in use is unchanged: run the same command again to finish the rebuild"
+    if current or building:
+        return "; what was stored is kept: run `semsearch index` again to finish"
+    return ""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during `index`: unwound like Ctrl-C (the run stops between writes, says so)."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():  # -> Iterator[None]
+    """Turn SIGTERM into :class:`_Terminated` for the block (main thread only; restored after)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _index_dir_for_indexing(index: Optional[Path], given_paths: bool) -> Path | None:
@@ -192,10 +227,11 @@ def _index_dir_for_indexing(index: Optional[Path], given_paths: bool) -> Path | 
 
 
 def _existing_manifest(index_dir: Path):  # -> IndexManifest | None
-    """The index's manifest, or that of its first build still under way; None for a new index."""
+    """The settings last asked of the index: those of a build still under way (an interrupted
+    first build, or a rebuild for new settings), else the index's own; None for a new index."""
     from semsearch.store import BUILDING, MANIFEST, read_manifest
 
-    for name in (MANIFEST, BUILDING):
+    for name in (BUILDING, MANIFEST):
         with contextlib.suppress(SemsearchError):
             return read_manifest(index_dir, name)
     return None

@@ -300,6 +300,10 @@ def _run(
             store.publish_build(index_dir, manifest)
 
     writer.finalize(graph_progress, before_switch=before_switch)
+    if not writer.new_build:
+        # The current index was updated with its own settings, asked for explicitly past a rebuild
+        # left unfinished for other ones (a plain run would have resumed that): the rebuild is dropped.
+        store.discard_pending_build(index_dir, writer.manifest)
     summary.graph_seconds = time.perf_counter() - started
     summary.chunks_total = int(writer.conn.execute(
         f"SELECT count(*) FROM chunks WHERE {store._visible(writer.committed)}").fetchone()[0])

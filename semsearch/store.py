@@ -1057,6 +1057,24 @@ def _change_reason(current: IndexManifest, wanted: IndexManifest) -> str:
     return "the HNSW parameters changed"
 
 
+def discard_pending_build(index_dir: Path, current: IndexManifest) -> None:
+    """Delete an unfinished new build (``building.json``, its database and vector files), if any;
+    never the files of *current*."""
+    try:
+        pending = read_manifest(index_dir, BUILDING)
+    except SemsearchError:
+        if not (index_dir / BUILDING).exists():
+            return
+        pending = None  # unreadable: only the marker goes
+    if pending is not None and pending.database != current.database and pending.epoch != current.epoch:
+        for stale in index_dir.iterdir():
+            if stale.name.startswith((pending.database, f"vectors-{pending.epoch}-")):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+    with contextlib.suppress(OSError):
+        (index_dir / BUILDING).unlink()
+
+
 def publish_build(index_dir: Path, manifest: IndexManifest) -> None:
     """Make a finished new build current: replace the manifest, then drop the old files."""
     write_atomic(index_dir / MANIFEST, manifest.to_json().encode())

@@ -369,3 +369,80 @@ def test_an_edited_file_embeds_only_the_chunks_that_changed(tmp_path: Path, fake
             record = reader.fetch_chunks([chunk_id])[chunk_id]
             text = f"{record.context}\n{record.text}" if record.context else record.text
             assert float(vector @ fake_model.embedder_instance.embed_documents([text])[0]) > 0.9999
+
+
+def test_sigterm_during_index_stops_like_ctrl_c(docs: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+
+    import semsearch.indexer as indexer
+
+    assert run("index", "docs").exit_code == 0
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminated(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to this (main) thread at once
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(indexer, "build_index", terminated)
+    monkeypatch.setattr("sys.argv", ["semsearch", "index"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main(fast_exit=False)
+    assert exited.value.code == 143
+    assert capsys.readouterr().err == (
+        "semsearch: terminated; what was stored is kept: run `semsearch index` again to finish\n")
+    assert signal.getsignal(signal.SIGTERM) == before  # restored
+
+
+def test_an_interrupted_rebuild_for_new_settings_is_resumed_by_a_plain_run(docs: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                           fake_cli: FakeModel) -> None:
+    import semsearch.indexer as indexer
+
+    assert run("index", "docs").exit_code == 0
+    real = indexer._store_group
+    calls = {"n": 0}
+
+    def stop_after_first_group(*args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise KeyboardInterrupt
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(indexer, "EMBED_GROUP_CHUNKS", 1)
+    monkeypatch.setattr(indexer, "_store_group", stop_after_first_group)
+    stopped = run("index", "--chunk-tokens", "64")
+    assert stopped.exit_code == 130
+    assert "the index in use is unchanged: run the same command again to finish the rebuild" in stopped.stderr
+    assert (docs / ".semsearch" / "building.json").exists()
+    assert read_manifest(docs / ".semsearch").chunking.chunk_tokens == 128  # still answering queries
+    monkeypatch.setattr(indexer, "_store_group", real)
+
+    resumed = run("index")  # the settings last asked for: the rebuild goes on
+    assert resumed.exit_code == 0, resumed.output
+    assert "rebuilding the index" in resumed.stderr
+    assert read_manifest(docs / ".semsearch").chunking.chunk_tokens == 64
+    assert not (docs / ".semsearch" / "building.json").exists()
+
+
+def test_an_update_with_the_current_settings_drops_an_unfinished_rebuild(docs: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                          fake_cli: FakeModel) -> None:
+    import semsearch.indexer as indexer
+
+    assert run("index", "docs").exit_code == 0
+    real = indexer._store_group
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(indexer, "_store_group", interrupted)
+    assert run("index", "--chunk-tokens", "64").exit_code == 130
+    monkeypatch.setattr(indexer, "_store_group", real)
+    before = sorted(p.name for p in (docs / ".semsearch").iterdir())
+    assert "building.json" in before and "meta-2.sqlite" in before
+
+    kept = run("index", "--chunk-tokens", "128")  # the user goes back: the rebuild is given up
+    assert kept.exit_code == 0, kept.output
+    after = sorted(p.name for p in (docs / ".semsearch").iterdir())
+    assert "building.json" not in after and not any(name.startswith("meta-2") for name in after)
+    assert read_manifest(docs / ".semsearch").chunking.chunk_tokens == 128
+    assert run("index").exit_code == 0 and read_manifest(docs / ".semsearch").chunking.chunk_tokens == 128
