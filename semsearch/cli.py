@@ -307,9 +307,9 @@ class _IndexProgress:
 
     def on_event(self, event: IndexEvent) -> None:
         if event.kind in ("warning", "message") or (event.kind == "skip" and self.verbose):
-            from semsearch.output import display_path, escape_controls
+            from semsearch.output import display_path, escape_name
 
-            where = f"{escape_controls(display_path(event.path), keep_newlines=False)}: " if event.path else ""
+            where = f"{escape_name(display_path(event.path))}: " if event.path else ""
             style = {"warning": "yellow", "skip": "dim"}.get(event.kind)
             self.console.print(f"semsearch: {where}{event.text}", style=style)
         if self.progress is None:
@@ -486,13 +486,14 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Where the index is, what it holds, and how much changed on disk since."""
-    from semsearch.indexer import disk_changes
+    from semsearch.indexer import WalkChoices, disk_changes
     from semsearch.store import IndexReader
 
     try:
         with IndexReader(_index_dir_for_reading(index)) as reader:
             stats = reader.stats()
             disk = disk_changes(reader)
+            walk = WalkChoices().resolve(reader.walk_settings)  # what the next plain `index` walks with
             manifest = reader.manifest
             info = {
                 "index": str(reader.index_dir),
@@ -510,7 +511,9 @@ def status(
                 "missing_since": disk.missing,
                 "new_since": disk.new,
                 "roots": stats.roots,
-                "chunking": {"chunk_tokens": manifest.chunking.chunk_tokens, "overlap_tokens": manifest.chunking.overlap_tokens},
+                "chunking": {"chunk_tokens": manifest.chunking.chunk_tokens, "overlap_tokens": manifest.chunking.overlap_tokens,
+                             "context": manifest.chunking.context},
+                "walk": {"hidden": walk.hidden, "max_file_size": walk.max_file_size, "follow_symlinks": walk.follow_symlinks},
                 "format_version": manifest.format_version,
             }
     except SemsearchError as exc:
@@ -526,7 +529,10 @@ def status(
         ("model", f"{manifest.model.name} ({manifest.model.dim}-d, {manifest.model.precision or 'fp32'}, "
                   f"{manifest.model.fingerprint[:19]}…)"),
         ("files", f"{stats.files}" + (f" ({stats.files_without_text} without text)" if stats.files_without_text else "")),
-        ("chunks", f"{stats.chunks} ({manifest.chunking.chunk_tokens} tokens, {manifest.chunking.overlap_tokens} overlap)"),
+        ("chunks", f"{stats.chunks} ({manifest.chunking.chunk_tokens} tokens, {manifest.chunking.overlap_tokens} overlap, "
+                   f"context {'on' if manifest.chunking.context else 'off'})"),
+        ("walk", f"hidden files {'in' if walk.hidden else 'out'}, files up to {_human_bytes(walk.max_file_size)}, "
+                 f"links out of the folders {'followed' if walk.follow_symlinks else 'not followed'}"),
         ("size", _human_bytes(stats.disk_bytes)),
         ("updated", f"{when} ({ago} ago)"),
         ("changed", f"{disk.changed} changed, {disk.missing} missing and {disk.new} new on disk since"

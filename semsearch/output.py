@@ -31,6 +31,12 @@ def escape_controls(text: str, keep_newlines: bool = True) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text)
 
 
+def escape_name(name: str) -> str:
+    """A file name on one line: control characters escaped, a tab as ``\\t`` (not the space a
+    snippet gets, which would name another file)."""
+    return escape_controls(name.replace("\t", "\\t"), keep_newlines=False)
+
+
 def shown_path(path: Path) -> str:
     """The path relative to the current directory when below it (as grep shows it), else absolute.
 
@@ -85,7 +91,7 @@ def format_line(hit: Hit) -> str:
     Control characters in the path are escaped (one hit stays one line); bytes of the name that
     are not UTF-8 stay lone surrogates, as in ``shown_path``, for ``write_lines`` to write raw.
     """
-    path = escape_controls(shown_path(hit.chunk.path), keep_newlines=False)
+    path = escape_name(shown_path(hit.chunk.path))
     return f"{path}:{location(hit)}:{hit.score:.4f}:{_no_surrogates(snippet(hit))}"
 
 
@@ -99,7 +105,7 @@ def hit_to_json(hit: Hit, query: str) -> dict:
         "rank": hit.rank,
         "score": round(hit.score, 6),
         "path": shown_path(c.path),
-        "line": snippet_line(hit),
+        "line": snippet_line(hit) if c.page_start is None else None,  # a PDF hit's place is its page
         "line_start": c.line_start,
         "line_end": c.line_end,
         "page": c.page_start,
@@ -152,7 +158,7 @@ def write_files(out: IO[str], hits: Sequence[Hit], null: bool = False) -> None:
     ``null``, else newline-terminated with control characters escaped (one path, one line)."""
     end = "\0" if null else "\n"
     paths = (shown_path(hit.chunk.path) for hit in hits)
-    write_raw(out, "".join((path if null else escape_controls(path, keep_newlines=False)) + end for path in paths))
+    write_raw(out, "".join((path if null else escape_name(path)) + end for path in paths))
 
 
 def write_raw(out: IO[str], text: str) -> None:
@@ -182,7 +188,7 @@ def render_terminal(console: Console, hits: Sequence[Hit], query: str, files_onl
         return
     for hit in hits:
         c = hit.chunk
-        path = escape_controls(display_path(c.path), keep_newlines=False)
+        path = escape_name(display_path(c.path))
         where = f"page {c.page_start}" if c.page_start is not None else (
             f"lines {c.line_start}-{c.line_end}" if c.line_end != c.line_start else f"line {c.line_start}")
         if c.page_start is not None and c.page_end not in (None, c.page_start):

@@ -194,6 +194,11 @@ def test_walk_settings_are_stored_in_the_state_table(docs: Path) -> None:
     finally:
         conn.close()
     assert stored == {"hidden": True, "max_file_size": 2 * 1024 * 1024, "follow_symlinks": True}
+    status = run("status")
+    assert "walk     hidden files in, files up to 2.0 MB, links out of the folders followed" in status.stdout
+    assert "(128 tokens, 32 overlap, context on)" in status.stdout
+    shown = json.loads(run("status", "--json").stdout)
+    assert shown["walk"] == stored and shown["chunking"]["context"] is True
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -54,10 +54,11 @@ def test_file_list_with_null_is_the_exact_bytes(in_tmp: Path) -> None:
 
 def test_file_list_without_null_escapes_controls_but_not_other_bytes(in_tmp: Path) -> None:
     out, raw = binary_stdout()
-    hits = [make_hit(in_tmp / os.fsdecode(ODD)), make_hit(in_tmp / os.fsdecode(b"new\nline\x1b-\xe9.txt"), rank=2)]
+    hits = [make_hit(in_tmp / os.fsdecode(ODD)), make_hit(in_tmp / os.fsdecode(b"new\nline\x1b-\xe9.txt"), rank=2),
+            make_hit(in_tmp / "tab\tname.txt", rank=3)]
     output.write_files(out, hits)
     out.flush()
-    assert raw.getvalue() == ODD + b"\n" + b"new\\nline\\x1b-\xe9.txt\n"
+    assert raw.getvalue() == ODD + b"\n" + b"new\\nline\\x1b-\xe9.txt\n" + b"tab\\tname.txt\n"  # a tab is not a space
 
 
 def test_path_outside_the_current_directory_is_absolute(in_tmp: Path) -> None:
@@ -136,7 +137,8 @@ def test_pdf_location_is_the_page(in_tmp: Path) -> None:
     text = "Intro.\nThe pangolin page.\n"
     hit = make_hit(in_tmp / "a.pdf", text, line_start=40, page=3, highlight=(7, 25))
     assert output.location(hit) == 3 and output.format_line(hit).startswith("a.pdf:3:")
-    assert json.loads(output.json_line(hit, "q"))["line"] == 41
+    data = json.loads(output.json_line(hit, "q"))
+    assert data["line"] is None and data["page"] == 3  # a line of extracted PDF text means nothing to a reader
 
 
 def test_snippet_line_matches_the_document_for_every_start(in_tmp: Path) -> None:
