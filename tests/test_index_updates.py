@@ -314,23 +314,6 @@ def test_a_renamed_moved_or_copied_file_is_not_embedded_again(tmp_path: Path, fa
     assert fake_model.embedder_instance.documents_embedded == embedded + 1
 
 
-def test_ctrl_c_says_what_is_kept(docs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import semsearch.indexer as indexer
-
-    assert run("index", "docs").exit_code == 0
-
-    def interrupted(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(indexer, "build_index", interrupted)
-    monkeypatch.setattr("sys.argv", ["semsearch", "index"])
-    with pytest.raises(SystemExit) as exited:
-        cli.main(fast_exit=False)
-    assert exited.value.code == 130
-    assert capsys.readouterr().err == (
-        "semsearch: interrupted; what was stored is kept: run `semsearch index` again to finish\n")
-
-
 def test_an_unfinished_first_build_is_named_as_such(docs: Path) -> None:
     (docs / ".semsearch").mkdir()
     (docs / ".semsearch" / "building.json").write_text("{}")
@@ -376,8 +359,10 @@ def test_an_edited_file_embeds_only_the_chunks_that_changed(tmp_path: Path, fake
             assert float(vector @ fake_model.embedder_instance.embed_documents([text])[0]) > 0.9999
 
 
-def test_sigterm_during_index_stops_like_ctrl_c(docs: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("signal_name", "code", "word"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_stopped_index_run_says_what_is_kept(docs: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str], signal_name: str, code: int,
+                                               word: str) -> None:
     import signal
 
     import semsearch.indexer as indexer
@@ -385,17 +370,19 @@ def test_sigterm_during_index_stops_like_ctrl_c(docs: Path, monkeypatch: pytest.
     assert run("index", "docs").exit_code == 0
     before = signal.getsignal(signal.SIGTERM)
 
-    def terminated(*args: object, **kwargs: object) -> None:
-        os.kill(os.getpid(), signal.SIGTERM)  # delivered to this (main) thread at once
-        raise AssertionError("SIGTERM did not stop the run")
+    def stopped(*args: object, **kwargs: object) -> None:
+        # Delivered to this (main) thread at once: Ctrl-C as KeyboardInterrupt, SIGTERM through
+        # the handler `index` installs.
+        os.kill(os.getpid(), getattr(signal, signal_name))
+        raise AssertionError(f"{signal_name} did not stop the run")
 
-    monkeypatch.setattr(indexer, "build_index", terminated)
+    monkeypatch.setattr(indexer, "build_index", stopped)
     monkeypatch.setattr("sys.argv", ["semsearch", "index"])
     with pytest.raises(SystemExit) as exited:
         cli.main(fast_exit=False)
-    assert exited.value.code == 143
+    assert exited.value.code == code
     assert capsys.readouterr().err == (
-        "semsearch: terminated; what was stored is kept: run `semsearch index` again to finish\n")
+        f"semsearch: {word}; what was stored is kept: run `semsearch index` again to finish\n")
     assert signal.getsignal(signal.SIGTERM) == before  # restored
 
 
