@@ -50,12 +50,16 @@ class Fail(Exception):
     """A one-line error for the user (exit 2)."""
 
 
-def _fail(message: str) -> None:
+def _error_line(message: str) -> str:
+    """``semsearch: error: MESSAGE`` on one line, whatever the message quotes (a damaged
+    database's garbage included)."""
     from semsearch.output import escape_controls
 
-    # One line, whatever the message quotes (a damaged database's garbage included).
-    message = escape_controls(message.replace("\r", " "), keep_newlines=False)
-    _stderr().print(f"semsearch: error: {message}", style="red")
+    return f"semsearch: error: {escape_controls(message.replace(chr(13), ' '), keep_newlines=False)}"
+
+
+def _fail(message: str) -> None:
+    _stderr().print(_error_line(message), style="red")
     raise typer.Exit(EXIT_ERROR)
 
 
@@ -513,7 +517,7 @@ def status(
                 "roots": stats.roots,
                 "chunking": {"chunk_tokens": manifest.chunking.chunk_tokens, "overlap_tokens": manifest.chunking.overlap_tokens,
                              "context": manifest.chunking.context},
-                "walk": {"hidden": walk.hidden, "max_file_size": walk.max_file_size, "follow_symlinks": walk.follow_symlinks},
+                "walk": walk.remembered(),
                 "format_version": manifest.format_version,
             }
     except SemsearchError as exc:
@@ -632,7 +636,5 @@ def _interrupted() -> int:
 
 
 def _one_line_error(message: str) -> None:
-    from semsearch.output import escape_controls
-
     with contextlib.suppress(OSError):
-        sys.stderr.write(f"semsearch: error: {escape_controls(message, keep_newlines=False)}\n")
+        sys.stderr.write(_error_line(message) + "\n")

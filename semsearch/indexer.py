@@ -228,15 +228,14 @@ def _run(
             raise SemsearchError("nothing to index: give a PATH (later runs remember it)")
     # A remembered folder or file that no longer exists is forgotten, and its files dropped
     # below like any deleted file (a root named on this run's command line was checked by the caller).
-    gone = [r for r in roots if r not in options.roots and not os.path.lexists(r)]
+    gone = [] if options.roots else [r for r in roots if not os.path.lexists(r)]
     for root in gone:
         on_event(IndexEvent("warning", path=root, text="no longer exists; removing it and its files from the index"))
     root_keys = [os.fsdecode(store.path_key(index_dir, r)) for r in roots]
     gone_keys = {os.fsdecode(store.path_key(index_dir, r)) for r in gone}
     writer.set_roots([k for k in dict.fromkeys([*known_roots, *root_keys]) if k not in gone_keys])
     walk_options = options.walk.resolve(stored_walk)
-    writer.set_walk_settings({"hidden": walk_options.hidden, "max_file_size": walk_options.max_file_size,
-                              "follow_symlinks": walk_options.follow_symlinks})
+    writer.set_walk_settings(walk_options.remembered())
     walk_options.exclude_dirs = [index_dir]
 
     # 1. Walk: which files, and which of them changed (size and mtime first, hash later).
@@ -326,8 +325,7 @@ def _previous_state(index_dir: Path, previous: store.IndexManifest | None) -> tu
             # The replaced index's own database answers even with no roots; a leftover only with some.
             own = previous is not None and db == candidates[0]
             if isinstance(roots, list) and (roots or own) and all(isinstance(r, str) for r in roots):
-                walk_settings = json.loads(state.get("walk", "{}"))
-                return roots, walk_settings if isinstance(walk_settings, dict) else {}
+                return roots, store.decode_walk_settings(state.get("walk"))
     return [], {}
 
 
@@ -570,7 +568,9 @@ class DiskChanges:
 
 
 def disk_changes(reader: store.IndexReader) -> DiskChanges:
-    """Compare an index with the disk without reading file contents (the walk only sniffs new files)."""
+    """Compare an index with the disk without hashing anything: indexed files by size and mtime,
+    new ones by walking the index's roots with its walk settings (which reads each file's first
+    8 KB to tell text from binary)."""
     changed = missing = 0
     known: set[bytes] = set()
     for path, size, mtime_ns, _error in reader.files():

@@ -363,6 +363,15 @@ def _visible(gen: int, alias: str = "") -> str:
     return f"{p}gen_added <= {int(gen)} AND ({p}gen_removed IS NULL OR {p}gen_removed > {int(gen)})"
 
 
+def decode_walk_settings(value: str | None) -> dict[str, Any]:
+    """The ``walk`` state value as a dict ({} when absent or not a JSON object)."""
+    try:
+        settings = json.loads(value) if value else {}
+    except ValueError:
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
 def _get_state(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT key, value FROM state").fetchall())
 
@@ -447,8 +456,7 @@ class IndexReader:
             self.vector_sha256 = state.get("vector_sha256", "")
             self.updated_at = float(state.get("updated_at", "0"))
             self.roots = json.loads(state.get("roots", "[]"))
-            walk_settings = json.loads(state.get("walk", "{}"))
-            self.walk_settings: dict[str, Any] = walk_settings if isinstance(walk_settings, dict) else {}
+            self.walk_settings = decode_walk_settings(state.get("walk"))
         except (sqlite3.DatabaseError, ValueError) as exc:
             self.conn.close()
             raise IndexCorruptError(f"{self.db_path} is damaged ({exc}); run `semsearch index --rebuild`") from None
@@ -858,11 +866,7 @@ class IndexWriter:
     def walk_settings(self) -> dict[str, Any]:
         """The walk settings of the last run ({} for a new index, or an index from before they were kept)."""
         row = self.conn.execute("SELECT value FROM state WHERE key = 'walk'").fetchone()
-        with contextlib.suppress(ValueError):
-            value = json.loads(row[0]) if row else {}
-            if isinstance(value, dict):
-                return value
-        return {}
+        return decode_walk_settings(row[0] if row else None)
 
     def pending_changes(self) -> tuple[int, int]:
         """(chunks to add, chunks to remove) between the committed and the next generation."""

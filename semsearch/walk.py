@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 IGNORE_FILES = (".gitignore", ".semsearchignore")
 
@@ -64,6 +65,15 @@ class WalkOptions:
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
     follow_symlinks: bool = False  # follow links that lead outside the roots
     exclude_dirs: Sequence[Path] = field(default_factory=tuple)  # e.g. the index folder itself
+
+    def remembered(self) -> dict[str, Any]:
+        """The settings an index keeps for its next run (all but the per-run exclusions)."""
+        return {"hidden": self.hidden, "max_file_size": self.max_file_size, "follow_symlinks": self.follow_symlinks}
+
+
+def _within(path: str, folders: Iterable[str]) -> bool:
+    """Whether *path* is one of *folders* or below one (plain string paths, already normalised)."""
+    return any(path == f or path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
 
 
 class _IgnoreLayer:
@@ -155,7 +165,7 @@ def walk(
     seen_files: set[tuple[int, int]] = set()
 
     def inside_roots(target: str) -> bool:
-        return any(target == str(r) or target.startswith(str(r) + os.sep) for r in real_roots)
+        return _within(target, map(str, real_roots))
 
     def consider_file(path: Path, st: os.stat_result, explicit: bool) -> FileEntry | None:
         if (st.st_dev, st.st_ino) in seen_files:
@@ -220,7 +230,7 @@ def walk(
             on_skip(Skip(directory, "unreadable", exc.strerror or str(exc), warn=True))
             return
         # Ignore files are read only where the listing shows them (no failed opens per folder).
-        lines = _read_ignore_lines(directory, on_skip, [n for n in names if n in IGNORE_FILES])
+        lines = _read_ignore_lines(directory, on_skip, names)
         if lines:
             layers = [*layers, _IgnoreLayer(directory, lines)]
         for name in names:
@@ -257,8 +267,7 @@ def walk(
 
     for root in roots:
         root = Path(os.path.abspath(root))
-        real = os.path.realpath(root)
-        if any(real == e or real.startswith(e.rstrip(os.sep) + os.sep) for e in excluded):
+        if _within(os.path.realpath(root), excluded):
             on_skip(Skip(root, "inside the index folder", warn=True))
             continue
         try:
