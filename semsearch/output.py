@@ -231,3 +231,44 @@ def _trim_lines(body):  # -> list[rich.text.Text]
         start = max(0, min(focus - 3, len(kept) - VIEW_LINES))
         kept = kept[start:start + VIEW_LINES]
     return kept
+
+
+class HitWriter:
+    """Writes each query's hits to stdout in the form asked for: the terminal view, PATH:LINE
+    lines, file lists (NUL-separated on request) or JSON Lines; in batch mode, a ``# QUERY``
+    line before each query's hits (not in JSON, which names the query in every object)."""
+
+    def __init__(self, out: IO[str], *, terminal: bool, as_json: bool, null: bool, files_only: bool,
+                 batch: bool) -> None:
+        self.out = out
+        self.as_json = as_json
+        self.null = null
+        self.files_only = files_only
+        self.batch = batch
+        self.queries = 0
+        self.console: Console | None = None
+        if terminal:
+            from rich.console import Console
+
+            self.console = Console(highlight=False, markup=False, soft_wrap=False)
+
+    def write(self, query: str, hits: Sequence[Hit]) -> None:
+        out, console = self.out, self.console
+        heading = f"# {escape_controls(query, keep_newlines=False)}"
+        if self.as_json:
+            write_json_lines(out, hits, query)
+        elif self.files_only:
+            if console is not None:
+                render_terminal(console, hits, query, files_only=True)
+            else:
+                write_files(out, hits, null=self.null)
+        elif console is not None:
+            if self.batch:
+                console.print(heading, style="bold")
+            render_terminal(console, hits, query)
+        else:
+            if self.batch:
+                out.write(("\n" if self.queries else "") + heading + "\n")
+            write_lines(out, hits)
+        self.queries += 1
+        out.flush()

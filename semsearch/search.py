@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from semsearch.embed import usable_cpus
 from semsearch.errors import InvalidOptionError
+from semsearch.models.hardware import usable_cpus
 from semsearch.store import ChunkRecord, IndexReader
 
 if TYPE_CHECKING:
@@ -18,13 +19,12 @@ if TYPE_CHECKING:
     from semsearch.models import QueryEmbedder
 
 MODES = ("semantic", "lexical", "hybrid")
-DEFAULT_MODE = "hybrid"  # measured best on SciFact (benchmarks/RESULTS.md)
-# Hybrid fusion, chosen by measurement on SciFact (benchmarks/RESULTS.md): a convex blend of
-# each side's score divided by that side's best score for the query (bm25 of a chunk outside the
-# lexical candidates, or matching no word, counts 0), equal weights. It beat RRF (k=60) there
-# and does not depend on how many candidates each side fetched. "rrf" stays for comparison.
-FUSION = "convex"
-HYBRID_ALPHA = 0.5  # weight of the cosine side
+DEFAULT_MODE = "hybrid"  # chosen by measurement (benchmarks/RESULTS.md)
+# Hybrid fusion "convex": a blend of each side's score divided by that side's best score for the
+# query (bm25 of a chunk outside the lexical candidates, or matching no word, counts 0), weighted
+# by SearchOptions.alpha; it does not depend on how many candidates each side fetched. "rrf",
+# reciprocal rank fusion, stays for comparison (benchmarks/RESULTS.md compares them).
+FUSIONS = ("convex", "rrf")
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
 CANDIDATES_PER_HIT = 2  # each side of a hybrid search fetches this many candidates per wanted hit
 MAX_QUERY_CHARS = 10_000
@@ -37,10 +37,14 @@ _SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[*#])|\n+")
 
 @dataclass
 class SearchOptions:
+    """How one query is answered."""
+
     top_k: int = 10
-    min_score: float | None = None
+    min_score: float | None = None  # cosine similarity
     mode: str = DEFAULT_MODE
-    files_only: bool = False
+    files_only: bool = False  # distinct files, each ranked by its best chunk
+    fusion: str = "convex"  # how hybrid mode blends the two sides (FUSIONS)
+    alpha: float = 0.5  # convex fusion: the weight of the cosine side
 
     def validate(self) -> None:
         if self.top_k < 1:
@@ -52,6 +56,10 @@ class SearchOptions:
         if self.min_score is not None and self.mode == "lexical":
             raise InvalidOptionError("--min-score filters on cosine similarity, which --mode lexical does not compute "
                                      "(use semantic or hybrid)")
+        if self.fusion not in FUSIONS:
+            raise InvalidOptionError(f"fusion must be one of {', '.join(FUSIONS)} (got {self.fusion})")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InvalidOptionError(f"alpha must be between 0 and 1 (got {self.alpha})")
 
 
 @dataclass
@@ -65,41 +73,58 @@ class Hit:
     highlight: tuple[int, int] | None = None  # span of the sentence closest to the query
 
 
+def _quiet(message: str) -> None:
+    """The default note handler: notes are dropped."""
+
+
 class Searcher:
-    """Answers queries against one index; the query model is loaded on first need, once."""
+    """Answers queries against one index; the query model is loaded on first need, once.
+
+    Safe to share between threads: the model is loaded once under a lock, and the index's parts
+    (SQLite in serialized mode, hnswlib searches, onnxruntime sessions) take concurrent readers.
+    """
 
     def __init__(
         self,
         reader: IndexReader,
         load_embedder: Callable[[], QueryEmbedder],
-        on_note: Callable[[str], None] = lambda message: None,
+        on_note: Callable[[str], None] = _quiet,
     ) -> None:
         self.reader = reader
         self._load_embedder = load_embedder
         self._embedder: QueryEmbedder | None = None
         self._on_note = on_note
         self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def _worker(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semsearch-bm25")
-        return self._pool
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semsearch-bm25")
+            return self._pool
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def embedder(self) -> QueryEmbedder:
+        """The query model (loaded on the first call)."""
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = self._load_embedder()
+            return self._embedder
 
     def embed(self, query: str) -> np.ndarray:
-        if self._embedder is None:
-            self._embedder = self._load_embedder()
-        count = getattr(self._embedder, "count_tokens", None)
-        limit = getattr(self._embedder, "max_tokens", 0)
+        embedder = self.embedder()
+        count = getattr(embedder, "count_tokens", None)
+        limit = getattr(embedder, "max_tokens", 0)
         if count is not None and limit and len(query) > limit:
             n = count([query])[0]
             if n > limit:
                 self._on_note(f"the query is {n} word-pieces long; the model reads only the first {limit}")
-        return self._embedder.embed_queries([query])[0]
+        return embedder.embed_queries([query])[0]
 
     def search(self, query: str, options: SearchOptions) -> list[Hit]:
         options.validate()
@@ -107,6 +132,16 @@ class Searcher:
         if not query:
             raise InvalidOptionError("empty query")
         query = query[:MAX_QUERY_CHARS]
+        cosines, bm25 = self._candidates(query, options)
+        ranked = _rank(options, cosines, bm25)
+        hits = self._hits(ranked, cosines, bm25, options)
+        for rank, hit in enumerate(hits, 1):
+            hit.rank = rank
+            hit.highlight = best_sentence(hit.chunk.text, query)
+        return hits
+
+    def _candidates(self, query: str, options: SearchOptions) -> tuple[dict[int, float], dict[int, float]]:
+        """Each side's candidates: {chunk id: cosine} and {chunk id: bm25}."""
         wanted = options.top_k * (8 if options.files_only else 1)
         fetch = max(wanted * CANDIDATES_PER_HIT, 50) if options.mode == "hybrid" else wanted
         cosines: dict[int, float] = {}
@@ -135,11 +170,15 @@ class Searcher:
             missing = [cid for cid in bm25 if cid not in cosines]
             for cid, vec in self.reader.vectors(missing).items():
                 cosines[cid] = float(vec @ qvec)
-        ranked = _rank(options.mode, cosines, bm25)
+        return cosines, bm25
+
+    def _hits(
+        self, ranked: list[tuple[int, float]], cosines: dict[int, float], bm25: dict[int, float], options: SearchOptions
+    ) -> list[Hit]:
         hits: list[Hit] = []
         files: set[int] = set()
         # Texts are read page by page, only as far down the ranking as the hits need (a hybrid
-        # search ranks ~100 candidates for 10 hits; reading them all cost ~1.5 ms of ~15).
+        # search ranks several times more candidates than it returns).
         start, page = 0, max(2 * options.top_k, 20)
         while start < len(ranked) and len(hits) < options.top_k:
             part = ranked[start:start + page]
@@ -162,21 +201,17 @@ class Searcher:
                 if options.mode == "hybrid":
                     parts["fused"] = fused
                 score = cosine if cosine is not None else fused
-                hits.append(Hit(0, score, record, {k: float(v) for k, v in parts.items()}))
-        hits = hits[: options.top_k]
-        for rank, hit in enumerate(hits, 1):
-            hit.rank = rank
-            hit.highlight = best_sentence(hit.chunk.text, query)
-        return hits
+                hits.append(Hit(0, score, record, {k: float(v) for k, v in parts.items() if v is not None}))
+        return hits[: options.top_k]
 
 
-def _rank(mode: str, cosines: dict[int, float], bm25: dict[int, float]) -> list[tuple[int, float]]:
-    if mode == "semantic":
+def _rank(options: SearchOptions, cosines: dict[int, float], bm25: dict[int, float]) -> list[tuple[int, float]]:
+    if options.mode == "semantic":
         return sorted(cosines.items(), key=lambda kv: -kv[1])
-    if mode == "lexical":
+    if options.mode == "lexical":
         return sorted(bm25.items(), key=lambda kv: -kv[1])
     fused: dict[int, float] = {}
-    if FUSION == "rrf":
+    if options.fusion == "rrf":
         for scores in (cosines, bm25):
             for position, cid in enumerate(sorted(scores, key=lambda c: -scores[c]), 1):
                 fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + position)
@@ -186,7 +221,7 @@ def _rank(mode: str, cosines: dict[int, float], bm25: dict[int, float]) -> list[
         for cid in cosines.keys() | bm25.keys():
             cos = max(cosines.get(cid, 0.0), 0.0) / top_cos
             lex = max(bm25.get(cid, 0.0), 0.0) / top_bm25
-            fused[cid] = HYBRID_ALPHA * cos + (1.0 - HYBRID_ALPHA) * lex
+            fused[cid] = options.alpha * cos + (1.0 - options.alpha) * lex
     return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
 
 

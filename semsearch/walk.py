@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semsearch.readers import detect_kind
+
 IGNORE_FILES = (".gitignore", ".semsearchignore")
 
 # Noise that is text by content but rarely what a user means to search. Lowest priority:
@@ -25,14 +27,6 @@ DEFAULT_IGNORES = (
     "node_modules/",
 )
 
-# Extensions whose content is never text worth reading; content sniffing still decides the rest.
-BINARY_EXTENSIONS = frozenset(
-    ".png .jpg .jpeg .gif .bmp .ico .webp .tif .tiff .mp3 .mp4 .wav .ogg .flac .avi .mov .mkv "
-    ".zip .gz .tgz .bz2 .xz .zst .7z .rar .jar .war .whl .egg .so .dll .dylib .exe .o .a .class "
-    ".pyc .pyo .woff .woff2 .ttf .otf .eot .sqlite .db .bin .dat .npy .npz .pt .onnx .safetensors "
-    ".hnsw .parquet .doc .xls .ppt .docx .xlsx .pptx .odt .iso .dmg".split()
-)
-
 DEFAULT_MAX_FILE_SIZE = 20 * 1024 * 1024
 SNIFF_BYTES = 8192
 
@@ -44,7 +38,7 @@ class FileEntry:
     path: Path  # absolute, symlinks not resolved
     size: int
     mtime_ns: int
-    kind: str  # "pdf" or "text"
+    kind: str  # the kind of reader that takes it: "pdf", "markdown", "text", ...
 
 
 @dataclass(frozen=True)
@@ -124,30 +118,6 @@ def _is_ignored(layers: Sequence[_IgnoreLayer], path: Path, is_dir: bool) -> boo
     return False
 
 
-def sniff_kind(path: Path, head: bytes) -> str | None:
-    """Return "pdf" or "text" for readable content, None for binary content."""
-    if path.suffix.lower() == ".pdf" or head.startswith(b"%PDF-"):
-        return "pdf"
-    if path.suffix.lower() in BINARY_EXTENSIONS:
-        return None
-    return "text" if looks_like_text(head) else None
-
-
-def looks_like_text(head: bytes) -> bool:
-    """Guess from the first bytes whether content is text (any common encoding) or binary."""
-    if not head:
-        return True
-    if head.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
-        return True
-    nul = head.count(0)
-    # A few stray NULs in otherwise readable text are tolerated (and dropped when read);
-    # UTF-16 without a BOM or real binary formats have NULs everywhere.
-    if nul > max(1, len(head) // 200):
-        return False
-    control = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13, 27, 0))
-    return control <= len(head) // 20
-
-
 def walk(
     roots: Sequence[Path],
     options: WalkOptions,
@@ -158,21 +128,52 @@ def walk(
     A root that is a file is taken even when an ignore rule or its hidden name would skip it:
     the user named it. Every skip is reported through ``on_skip``.
     """
-    real_roots = [Path(os.path.realpath(r)) for r in roots]
-    excluded = {os.path.realpath(p) for p in options.exclude_dirs}
-    excluded_paths = {os.path.abspath(p) for p in options.exclude_dirs}
-    seen_dirs: set[tuple[int, int]] = set()
-    seen_files: set[tuple[int, int]] = set()
+    yield from _Walker(roots, options, on_skip).files()
 
-    def inside_roots(target: str) -> bool:
-        return _within(target, map(str, real_roots))
 
-    def consider_file(path: Path, st: os.stat_result, explicit: bool) -> FileEntry | None:
-        if (st.st_dev, st.st_ino) in seen_files:
+class _Walker:
+    """One walk: the roots, what was seen (links and hard links are followed once), the skips."""
+
+    def __init__(self, roots: Sequence[Path], options: WalkOptions, on_skip: Callable[[Skip], None]) -> None:
+        self.roots = roots
+        self.options = options
+        self.on_skip = on_skip
+        self.real_roots = [os.path.realpath(r) for r in roots]
+        self.excluded = {os.path.realpath(p) for p in options.exclude_dirs}
+        self.excluded_paths = {os.path.abspath(p) for p in options.exclude_dirs}
+        self.seen_dirs: set[tuple[int, int]] = set()
+        self.seen_files: set[tuple[int, int]] = set()
+
+    def files(self) -> Iterator[FileEntry]:
+        for given in self.roots:
+            root = Path(os.path.abspath(given))
+            if _within(os.path.realpath(root), self.excluded):
+                self.on_skip(Skip(root, "inside the index folder", warn=True))
+                continue
+            try:
+                st = os.stat(root)
+            except OSError as exc:
+                self.on_skip(Skip(root, "unreadable", exc.strerror or str(exc), warn=True))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                self.seen_dirs.add((st.st_dev, st.st_ino))
+                base_layers = [_IgnoreLayer(root, DEFAULT_IGNORES)]
+                # Ignore files of the folders above a root apply too, up to the repository top.
+                base_layers.extend(_ancestor_layers(root, self.on_skip))
+                yield from self.walk_dir(root, base_layers)
+            elif stat.S_ISREG(st.st_mode):
+                entry = self.consider_file(root, st, explicit=True)
+                if entry is not None:
+                    yield entry
+            else:
+                self.on_skip(Skip(root, "not a regular file", warn=True))
+
+    def consider_file(self, path: Path, st: os.stat_result, explicit: bool) -> FileEntry | None:
+        if (st.st_dev, st.st_ino) in self.seen_files:
             return None
-        seen_files.add((st.st_dev, st.st_ino))
-        if st.st_size > options.max_file_size:
-            on_skip(Skip(path, "too large", f"{st.st_size} bytes", warn=explicit))
+        self.seen_files.add((st.st_dev, st.st_ino))
+        if st.st_size > self.options.max_file_size:
+            self.on_skip(Skip(path, "too large", f"{st.st_size} bytes", warn=explicit))
             return None
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -181,37 +182,37 @@ def walk(
             finally:
                 os.close(fd)
         except OSError as exc:
-            on_skip(Skip(path, "unreadable", exc.strerror or str(exc), warn=True))
+            self.on_skip(Skip(path, "unreadable", exc.strerror or str(exc), warn=True))
             return None
-        kind = sniff_kind(path, head)
+        kind = detect_kind(path, head)
         if kind is None:
-            on_skip(Skip(path, "binary", warn=explicit))
+            self.on_skip(Skip(path, "binary", warn=explicit))
             return None
         return FileEntry(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, kind=kind)
 
-    def stat_entry(path: Path) -> os.stat_result | None:
+    def stat_entry(self, path: Path) -> os.stat_result | None:
         """Stat following links, reporting dangling links, loops and links leaving the roots."""
         try:
             lst = os.lstat(path)
         except OSError as exc:
-            on_skip(Skip(path, "unreadable", exc.strerror or str(exc), warn=True))
+            self.on_skip(Skip(path, "unreadable", exc.strerror or str(exc), warn=True))
             return None
         if not stat.S_ISLNK(lst.st_mode):
             return lst
         target = os.path.realpath(path)
-        if not options.follow_symlinks and not inside_roots(target):
-            on_skip(Skip(path, "symlink outside the indexed folders"))
+        if not self.options.follow_symlinks and not _within(target, self.real_roots):
+            self.on_skip(Skip(path, "symlink outside the indexed folders"))
             return None
         try:
             return os.stat(path)
         except OSError as exc:
             reason = "symlink loop" if exc.errno == 40 else "dangling symlink"
-            on_skip(Skip(path, reason, warn=True))
+            self.on_skip(Skip(path, reason, warn=True))
             return None
 
-    def walk_dir(top: Path, layers: list[_IgnoreLayer]) -> Iterator[FileEntry]:
+    def walk_dir(self, top: Path, layers: list[_IgnoreLayer]) -> Iterator[FileEntry]:
         """Depth first in name order, with an explicit stack: any depth, no RecursionError."""
-        stack = [dir_items(top, layers)]
+        stack = [self.dir_items(top, layers)]
         while stack:
             item = next(stack[-1], None)
             if item is None:
@@ -219,74 +220,56 @@ def walk(
             elif isinstance(item, FileEntry):
                 yield item
             else:
-                stack.append(dir_items(*item))
+                stack.append(self.dir_items(*item))
 
-    def dir_items(directory: Path, layers: list[_IgnoreLayer]) -> Iterator[FileEntry | tuple[Path, list[_IgnoreLayer]]]:
+    def dir_items(self, directory: Path, layers: list[_IgnoreLayer]) -> Iterator[FileEntry | tuple[Path, list[_IgnoreLayer]]]:
         """The files of one folder, and (folder, its ignore layers) for each folder to enter."""
         try:
             with os.scandir(directory) as it:
                 names = sorted(entry.name for entry in it)
         except OSError as exc:
-            on_skip(Skip(directory, "unreadable", exc.strerror or str(exc), warn=True))
+            self.on_skip(Skip(directory, "unreadable", exc.strerror or str(exc), warn=True))
             return
         # Ignore files are read only where the listing shows them (no failed opens per folder).
-        lines = _read_ignore_lines(directory, on_skip, names)
+        lines = _read_ignore_lines(directory, self.on_skip, names)
         if lines:
             layers = [*layers, _IgnoreLayer(directory, lines)]
         for name in names:
             path = directory / name
-            if name == ".git" or str(path) in excluded_paths:
+            if name == ".git" or str(path) in self.excluded_paths:
                 continue  # not counted: never the user's files
-            if name.startswith(".") and not options.hidden:
-                on_skip(Skip(path, "hidden"))
+            if name.startswith(".") and not self.options.hidden:
+                self.on_skip(Skip(path, "hidden"))
                 continue
-            st = stat_entry(path)
+            st = self.stat_entry(path)
             if st is None:
                 continue
             if stat.S_ISDIR(st.st_mode):
-                if os.path.realpath(path) in excluded:
-                    continue
-                if _is_ignored(layers, path, is_dir=True):
-                    on_skip(Skip(path, "ignored"))
-                    continue
-                key = (st.st_dev, st.st_ino)
-                if key in seen_dirs:
-                    on_skip(Skip(path, "symlink loop"))
-                    continue
-                seen_dirs.add(key)
-                yield (path, layers)
+                if self.enter(path, st, layers):
+                    yield (path, layers)
             elif stat.S_ISREG(st.st_mode):
                 if name in IGNORE_FILES or _is_ignored(layers, path, is_dir=False):
-                    on_skip(Skip(path, "ignored"))
+                    self.on_skip(Skip(path, "ignored"))
                     continue
-                entry = consider_file(path, st, explicit=False)
+                entry = self.consider_file(path, st, explicit=False)
                 if entry is not None:
                     yield entry
             else:
-                on_skip(Skip(path, "not a regular file"))
+                self.on_skip(Skip(path, "not a regular file"))
 
-    for root in roots:
-        root = Path(os.path.abspath(root))
-        if _within(os.path.realpath(root), excluded):
-            on_skip(Skip(root, "inside the index folder", warn=True))
-            continue
-        try:
-            st = os.stat(root)
-        except OSError as exc:
-            on_skip(Skip(root, "unreadable", exc.strerror or str(exc), warn=True))
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            seen_dirs.add((st.st_dev, st.st_ino))
-            base_layers = [_IgnoreLayer(root, DEFAULT_IGNORES)]
-            # Ignore files of the folders above a root apply too, up to the repository top.
-            base_layers.extend(_ancestor_layers(root, on_skip))
-            yield from walk_dir(root, base_layers)
-        elif stat.S_ISREG(st.st_mode):
-            entry = consider_file(root, st, explicit=True)
-            if entry is not None:
-                yield entry
-        else:
-            on_skip(Skip(root, "not a regular file", warn=True))
+    def enter(self, path: Path, st: os.stat_result, layers: Sequence[_IgnoreLayer]) -> bool:
+        """Whether to walk into a folder (not the index's, not ignored, not seen through a link)."""
+        if os.path.realpath(path) in self.excluded:
+            return False
+        if _is_ignored(layers, path, is_dir=True):
+            self.on_skip(Skip(path, "ignored"))
+            return False
+        key = (st.st_dev, st.st_ino)
+        if key in self.seen_dirs:
+            self.on_skip(Skip(path, "symlink loop"))
+            return False
+        self.seen_dirs.add(key)
+        return True
 
 
 def _ancestor_layers(root: Path, on_skip: Callable[[Skip], None]) -> list[_IgnoreLayer]:

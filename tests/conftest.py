@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from fake_embedder import FAKE_DIM, FakeEmbedder
-from semsearch.store import IndexReader, ModelInfo
+from semsearch.models import ModelInfo, ModelOptions, register_model, unregister_model
+from semsearch.store import IndexReader
 
 
 def check_fts(index_dir: Path) -> None:
@@ -43,6 +44,12 @@ class FakeModel:
     def embedder(self) -> FakeEmbedder:
         return self.embedder_instance
 
+    def query_embedder(self) -> FakeEmbedder:
+        return self.embedder_instance
+
+    def finish_build(self, on_note: Callable[[str], None]) -> None:
+        return None
+
 
 @pytest.fixture
 def fake_model() -> FakeModel:
@@ -50,34 +57,19 @@ def fake_model() -> FakeModel:
 
 
 @pytest.fixture
-def fake_cli(monkeypatch: pytest.MonkeyPatch) -> FakeModel:
-    """Make the CLI use the fake model for both indexing and queries."""
-    import semsearch.models as models
-
+def fake_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeModel]:
+    """Make the CLI use the fake model for indexing (SEMSEARCH_MODEL names it) and for the
+    queries of the indexes it built: registered as a model, as a plugin would be."""
     model = FakeModel()
+    name = model.info().name
 
-    class _Local:
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            pass
+    def factory(options: ModelOptions) -> FakeModel:
+        return model
 
-        def info(self) -> ModelInfo:
-            return model.info()
-
-        def measure(self) -> Callable[[str], int] | None:
-            return model.measure()
-
-        def embedder(self) -> FakeEmbedder:
-            return model.embedder()
-
-        loaded = False
-
-        def ensure_export(self, on_note: Callable[[str], None] = lambda s: None) -> None:
-            return None
-
-    monkeypatch.setattr(models, "LocalModel", _Local)
-    monkeypatch.setattr(models, "load_query_embedder", lambda info, on_note=None: (model.embedder(), 256, "fake"))
-    monkeypatch.setattr("semsearch.cli._export_exists", lambda provider: True)
-    return model
+    register_model(name, factory)
+    monkeypatch.setenv("SEMSEARCH_MODEL", name)
+    yield model
+    unregister_model(name)
 
 
 @pytest.fixture(autouse=True)

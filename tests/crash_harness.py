@@ -32,7 +32,7 @@ from fake_embedder import FAKE_DIM, FakeEmbedder
 
 
 def fake_info():  # noqa: ANN201
-    from semsearch.store import ModelInfo
+    from semsearch.models import ModelInfo
 
     return ModelInfo(name="fake-harness", fingerprint="sha256:fake-harness-1", dim=FAKE_DIM, max_tokens=256)
 
@@ -93,18 +93,19 @@ class _Local:
     def embedder(self) -> FakeEmbedder:
         return self.embedder_instance
 
-    def ensure_export(self, on_note=None) -> None:  # noqa: ANN001
+    def query_embedder(self) -> FakeEmbedder:
+        return FakeEmbedder()
+
+    def finish_build(self, on_note) -> None:  # noqa: ANN001
         return None
 
 
 def install_fake_model() -> None:
     """Make the CLI index and query with FakeEmbedder (call in a child process, or monkeypatch)."""
-    import semsearch.models as models
-    from semsearch import cli
+    from semsearch.models import register_model
 
-    models.LocalModel = _Local
-    models.load_query_embedder = lambda info, on_note=None: (FakeEmbedder(), 256, "fake")
-    cli._export_exists = lambda provider: True
+    register_model(fake_info().name, _Local)
+    os.environ["SEMSEARCH_MODEL"] = fake_info().name
 
 
 def install(
@@ -116,8 +117,7 @@ def install(
 ) -> None:
     """Patch this process: fake model, event hooks, optional kill or pause point. Never in pytest's own process."""
     global KILL, PAUSE, PAUSE_FILE
-    import semsearch.indexer as indexer
-    from semsearch import store
+    from semsearch import files, indexing, store
 
     install_fake_model()
     KILL, PAUSE, PAUSE_FILE = _parse(kill_at), _parse(pause_at), pause_file
@@ -131,8 +131,8 @@ def install(
         (store.IndexWriter, "finalize", "finalize"),
         (store.IndexWriter, "_purge", "purge"),
         (store, "publish_build", "publish"),
-        (store, "write_atomic", "write_atomic"),
-        (store, "sha256_file", "sha256"),
+        (files, "write_atomic", "write_atomic"),
+        (files, "sha256_file", "sha256"),
         (store, "open_writer", "open_writer"),
         (os, "replace", "replace"),
         (os, "fsync", "fsync"),
@@ -140,9 +140,9 @@ def install(
     ]:
         _hook(owner, attr, event)
     if commit_seconds is not None:
-        indexer.COMMIT_SECONDS = commit_seconds
+        indexing.DEFAULT_TUNING.commit_seconds = commit_seconds
     if group_chunks is not None:
-        indexer.EMBED_GROUP_CHUNKS = group_chunks
+        indexing.DEFAULT_TUNING.group_chunks = group_chunks
 
 
 def embedded() -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from semsearch.chunk import ChunkSettings, chunk_document, get_encoding, split_spans
 from semsearch.errors import InvalidOptionError
-from semsearch.extract import Document
+from semsearch.readers import Document
 
 PROSE = "\n\n".join(
     f"Paragraph {p}. " + " ".join(f"Sentence {p}.{s} talks about topic {p * s} in plain words." for s in range(8))
@@ -99,12 +99,12 @@ def test_invalid_settings_are_refused(size: int, overlap: int) -> None:
 
 def test_markdown_chunks_carry_their_heading_path() -> None:
     from semsearch.chunk import ChunkSettings, chunk_document
-    from semsearch.extract import extract_text
+    from semsearch.readers import read_document
 
     body = "Words about the topic at hand. " * 30
     text = (f"# Guide\n\nIntro {body}\n\n## Install {{ #install }}\n\n{body}\n\n### On Windows\n\n{body}\n\n"
             f"```\n# not a heading\n```\n\n{body}\n\n## Use\n\n{body}\n")
-    doc = extract_text(Path("guide.md"), text.encode())
+    doc = read_document(Path("guide.md"), text.encode())
     chunks = chunk_document(doc, ChunkSettings(chunk_tokens=64, overlap_tokens=8))
     def context_at(heading: str, end: str | None) -> set[str]:
         lo, hi = text.index(heading) + len(heading), text.index(end) if end else len(text)
@@ -120,27 +120,24 @@ def test_markdown_chunks_carry_their_heading_path() -> None:
 
 def test_plain_text_title_line_and_code_file_names() -> None:
     from semsearch.chunk import ChunkSettings, chunk_document
-    from semsearch.extract import extract_text
+    from semsearch.readers import read_document
 
     body = "Cells divide and grow in many interesting ways every single day. " * 40
-    doc = extract_text(Path("12345.txt"), f"Cell division in yeast\n\n{body}".encode())
+    doc = read_document(Path("12345.txt"), f"Cell division in yeast\n\n{body}".encode())
     assert doc.title == "Cell division in yeast"
     chunks = chunk_document(doc, ChunkSettings(chunk_tokens=64, overlap_tokens=8))
     assert chunks[0].context == "" and all(c.context == "Cell division in yeast" for c in chunks[1:])
-    assert extract_text(Path("notes.txt"), body.encode()).title == "notes"  # no title line
-    assert extract_text(Path("src/retry.py"), b"import time\n\ndef f():\n    pass\n").title == "retry.py"
+    assert read_document(Path("notes.txt"), body.encode()).title == "notes"  # no title line
+    assert read_document(Path("src/retry.py"), b"import time\n\ndef f():\n    pass\n").title == "retry.py"
     plain = chunk_document(doc, ChunkSettings(chunk_tokens=64, overlap_tokens=8, context=False))
     assert all(c.context == "" for c in plain)
 
 
 @pytest.mark.parametrize("mode", ["prefer", "strict"])
-def test_section_cuts(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
-    from semsearch import chunk
-
-    monkeypatch.setattr(chunk, "SECTION_CUTS", mode)
+def test_section_cuts(mode: str) -> None:
     sections = [f"## Part {i}\n\n" + f"Sentence {i} about topic {i}. " * (3 + 7 * i) for i in range(5)]
     text = "\n\n".join(sections) + "\n"
-    spans = split_spans(text, ChunkSettings(chunk_tokens=64, overlap_tokens=16))
+    spans = split_spans(text, ChunkSettings(chunk_tokens=64, overlap_tokens=16, section_cuts=mode))
     assert spans[0].start == 0 and spans[-1].end == len(text)
     assert all(b.start <= a.end for a, b in zip(spans, spans[1:]))  # every character covered
     assert all(s.tokens <= 64 for s in spans)

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from semsearch.chunk import ChunkSettings, chunk_document, split_spans, token_offsets
-from semsearch.extract import Document, LineIndex, decode_text, extract, extract_text
+from semsearch.readers import Document, read_document
+from semsearch.readers.document import LineIndex, decode_text
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -108,7 +109,7 @@ BOMS = st.sampled_from([b"", b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\xff\x
 @settings(max_examples=200, deadline=None)
 @given(BOMS, st.binary(max_size=2000), st.sampled_from(["a.txt", "b.md", "c.py", "d"]))
 def test_extract_text_never_raises(bom: bytes, data: bytes, name: str) -> None:
-    doc = extract_text(Path(name), bom + data)
+    doc = read_document(Path(name), bom + data, "markdown" if name.endswith(".md") else "text")
     assert "\x00" not in doc.text and "\r" not in doc.text
     doc.text.encode("utf-8")
     doc.title.encode("utf-8")
@@ -120,7 +121,7 @@ def test_extract_pdf_garbage_raises_only_extract_error(data: bytes) -> None:
     from semsearch.errors import ExtractError
 
     try:
-        extract(Path("x.pdf"), b"%PDF-1.4\n" + data, "pdf")
+        read_document(Path("x.pdf"), b"%PDF-1.4\n" + data, "pdf")
     except ExtractError:
         pass
 
@@ -128,6 +129,6 @@ def test_extract_pdf_garbage_raises_only_extract_error(data: bytes) -> None:
 @FAST
 @given(st.binary(max_size=1500), CHUNKING)
 def test_any_bytes_read_and_chunk(data: bytes, chunking: ChunkSettings) -> None:
-    doc = extract_text(Path("x.txt"), data)
+    doc = read_document(Path("x.txt"), data, "text")
     for chunk in chunk_document(doc, chunking):
         assert re.search(r"\S", chunk.text)

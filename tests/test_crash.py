@@ -285,7 +285,7 @@ def _preloaded() -> None:
     import rich.progress  # noqa: F401
 
     import semsearch.cli  # noqa: F401
-    import semsearch.indexer  # noqa: F401
+    import semsearch.indexing  # noqa: F401
     from semsearch.chunk import get_encoding
 
     get_encoding()

@@ -119,7 +119,7 @@ def test_query_path_imports_no_torch_and_embeds_only_the_query(corpus) -> None: 
     root, env, _ = corpus
     probe = (
         "import sys\n"
-        "from semsearch.onnx_embed import OnnxEmbedder\n"
+        "from semsearch.models.onnx_runtime import OnnxEmbedder\n"
         "def refuse(*a, **k): raise AssertionError('a document was embedded at query time')\n"
         "OnnxEmbedder.embed_documents = refuse\n"
         "from semsearch.cli import main\n"

@@ -8,7 +8,9 @@ import pytest
 from conftest import make_pdf
 
 from semsearch.errors import ExtractError
-from semsearch.extract import decode_text, extract_pdf, extract_text
+from semsearch.readers import read_document
+from semsearch.readers.document import decode_text
+from semsearch.readers.pdf import read_pdf
 
 
 def test_decode_utf8_bom_utf16_and_legacy() -> None:
@@ -27,14 +29,14 @@ def test_invalid_bytes_never_raise() -> None:
 
 
 def test_extract_text_normalizes_line_ends_and_nul(tmp_path: Path) -> None:
-    doc = extract_text(tmp_path / "a.md", b"# Title\r\nline\x00 two\rthree\n")
+    doc = read_document(tmp_path / "a.md", b"# Title\r\nline\x00 two\rthree\n")
     assert doc.text == "# Title\nline two\nthree\n"
     assert doc.kind == "markdown" and doc.title == "Title"
 
 
 def test_pdf_pages_are_located(tmp_path: Path) -> None:
     path = make_pdf(tmp_path / "p.pdf", ["First page about volcanoes.", "Second page about glaciers."])
-    doc = extract_pdf(path, path.read_bytes())
+    doc = read_pdf(path, path.read_bytes())
     assert doc.kind == "pdf"
     assert doc.page_at(doc.text.index("volcanoes")) == 1
     assert doc.page_at(doc.text.index("glaciers")) == 2
@@ -43,9 +45,9 @@ def test_pdf_pages_are_located(tmp_path: Path) -> None:
 def test_pdf_without_text_and_broken_pdf(tmp_path: Path) -> None:
     empty = make_pdf(tmp_path / "empty.pdf", ["", ""])
     with pytest.raises(ExtractError, match="no extractable text"):
-        extract_pdf(empty, empty.read_bytes())
+        read_pdf(empty, empty.read_bytes())
     with pytest.raises(ExtractError, match="broken PDF"):
-        extract_pdf(tmp_path / "bad.pdf", b"%PDF-1.4\n garbage without structure")
+        read_pdf(tmp_path / "bad.pdf", b"%PDF-1.4\n garbage without structure")
 
 
 # Legacy Western text as editors saved it: every accented letter, quote and symbol a lone byte.

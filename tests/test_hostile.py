@@ -203,7 +203,7 @@ def test_unreadable_file_is_skipped_with_a_warning(tmp_path: Path, monkeypatch: 
 
 def test_file_deleted_or_changed_between_walk_and_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        fake_cli: FakeModel) -> None:
-    import semsearch.indexer as indexer
+    import semsearch.indexing.build as indexer
 
     write(tmp_path / "tree" / "a-good.txt", GOOD)
     write(tmp_path / "tree" / "b-vanishes.txt", "gone soon")

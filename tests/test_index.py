@@ -11,7 +11,7 @@ import pytest
 from conftest import FakeModel, check_fts, make_pdf, write
 
 from semsearch.chunk import ChunkSettings
-from semsearch.indexer import IndexOptions, IndexSummary, build_index
+from semsearch.indexing import IndexOptions, IndexSummary, build_index
 from semsearch.search import Searcher, SearchOptions
 from semsearch.store import FORMAT_VERSION, IndexReader
 

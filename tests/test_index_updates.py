@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from semsearch import cli
 from semsearch.chunk import ChunkSettings
 from semsearch.cli import app
-from semsearch.indexer import IndexEvent, IndexOptions, build_index
+from semsearch.errors import SemsearchError
+from semsearch.indexing import DEFAULT_TUNING, IndexEvent, IndexOptions, build_index
 from semsearch.store import IndexReader, read_manifest
 
 
@@ -170,7 +171,7 @@ def test_a_failed_first_run_leaves_no_folder(docs: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(sub)
 
     def no_model() -> None:
-        raise cli.SemsearchError("cannot load model: broken")
+        raise SemsearchError("cannot load model: broken")
 
     monkeypatch.setattr(fake_cli, "embedder", no_model)
     result = run("index", ".")
@@ -215,7 +216,7 @@ def test_bad_index_options_fail_before_writing(docs: Path, args: list[str], mess
 @pytest.mark.parametrize("device", ["tpu", "cuda:x", "CPU", ""])
 def test_a_bad_device_is_refused_by_name(device: str) -> None:
     from semsearch.errors import ModelError
-    from semsearch.models import LocalModel
+    from semsearch.models.local import LocalModel
 
     with pytest.raises(ModelError, match=r"--device must be auto, cpu, cuda, cuda:N or mps \(got "):
         LocalModel(None, device=device)
@@ -225,7 +226,7 @@ def test_a_missing_gpu_is_a_clear_error() -> None:
     pytest.importorskip("torch")
     import torch
 
-    from semsearch.embed import pick_device
+    from semsearch.models.hardware import pick_device
     from semsearch.errors import ModelError
 
     if not torch.cuda.is_available():
@@ -365,7 +366,7 @@ def test_a_stopped_index_run_says_what_is_kept(docs: Path, monkeypatch: pytest.M
                                                word: str) -> None:
     import signal
 
-    import semsearch.indexer as indexer
+    from semsearch.api import Index
 
     assert run("index", "docs").exit_code == 0
     before = signal.getsignal(signal.SIGTERM)
@@ -376,7 +377,7 @@ def test_a_stopped_index_run_says_what_is_kept(docs: Path, monkeypatch: pytest.M
         os.kill(os.getpid(), getattr(signal, signal_name))
         raise AssertionError(f"{signal_name} did not stop the run")
 
-    monkeypatch.setattr(indexer, "build_index", stopped)
+    monkeypatch.setattr(Index, "update", stopped)
     monkeypatch.setattr("sys.argv", ["semsearch", "index"])
     with pytest.raises(SystemExit) as exited:
         cli.main(fast_exit=False)
@@ -388,26 +389,25 @@ def test_a_stopped_index_run_says_what_is_kept(docs: Path, monkeypatch: pytest.M
 
 def test_an_interrupted_rebuild_for_new_settings_is_resumed_by_a_plain_run(docs: Path, monkeypatch: pytest.MonkeyPatch,
                                                                            fake_cli: FakeModel) -> None:
-    import semsearch.indexer as indexer
-
     assert run("index", "docs").exit_code == 0
-    real = indexer._store_group
+    embedder = fake_cli.embedder_instance
+    real = embedder.embed_documents
     calls = {"n": 0}
 
-    def stop_after_first_group(*args: object, **kwargs: object) -> None:
+    def stop_after_first_group(texts: list[str]) -> object:
         calls["n"] += 1
         if calls["n"] > 1:
             raise KeyboardInterrupt
-        real(*args, **kwargs)  # type: ignore[arg-type]
+        return real(texts)
 
-    monkeypatch.setattr(indexer, "EMBED_GROUP_CHUNKS", 1)
-    monkeypatch.setattr(indexer, "_store_group", stop_after_first_group)
+    monkeypatch.setattr(DEFAULT_TUNING, "group_chunks", 1)
+    monkeypatch.setattr(embedder, "embed_documents", stop_after_first_group)
     stopped = run("index", "--chunk-tokens", "64")
     assert stopped.exit_code == 130
     assert "the index in use is unchanged: run the same command again to finish the rebuild" in stopped.stderr
     assert (docs / ".semsearch" / "building.json").exists()
     assert read_manifest(docs / ".semsearch").chunking.chunk_tokens == 128  # still answering queries
-    monkeypatch.setattr(indexer, "_store_group", real)
+    monkeypatch.setattr(embedder, "embed_documents", real)
 
     resumed = run("index")  # the settings last asked for: the rebuild goes on
     assert resumed.exit_code == 0, resumed.output
@@ -418,17 +418,16 @@ def test_an_interrupted_rebuild_for_new_settings_is_resumed_by_a_plain_run(docs:
 
 def test_an_update_with_the_current_settings_drops_an_unfinished_rebuild(docs: Path, monkeypatch: pytest.MonkeyPatch,
                                                                           fake_cli: FakeModel) -> None:
-    import semsearch.indexer as indexer
-
     assert run("index", "docs").exit_code == 0
-    real = indexer._store_group
+    embedder = fake_cli.embedder_instance
+    real = embedder.embed_documents
 
-    def interrupted(*args: object, **kwargs: object) -> None:
+    def interrupted(texts: list[str]) -> object:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(indexer, "_store_group", interrupted)
+    monkeypatch.setattr(embedder, "embed_documents", interrupted)
     assert run("index", "--chunk-tokens", "64").exit_code == 130
-    monkeypatch.setattr(indexer, "_store_group", real)
+    monkeypatch.setattr(embedder, "embed_documents", real)
     before = sorted(p.name for p in (docs / ".semsearch").iterdir())
     assert "building.json" in before and "meta-2.sqlite" in before
 

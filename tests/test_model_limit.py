@@ -12,8 +12,10 @@ import pytest
 from conftest import make_pdf
 
 from semsearch.chunk import ChunkSettings, chunk_document
-from semsearch.embed import ModelTokenizer, resolve_model
-from semsearch.extract import extract_pdf, extract_text
+from semsearch.models.resolve import resolve_model
+from semsearch.models.tokenizer import ModelTokenizer
+from semsearch.readers import read_document
+from semsearch.readers.pdf import read_pdf
 
 
 def _mixed_corpus(tmp_path: Path) -> list:  # -> list[Document]
@@ -24,9 +26,9 @@ def _mixed_corpus(tmp_path: Path) -> list:  # -> list[Document]
     pdf_text = "".join(ch if ord(ch) < 256 else "?" for ch in prose[:30_000])
     pdf = make_pdf(tmp_path / "topics.pdf", [pdf_text[i:i + 3000] for i in range(0, len(pdf_text), 3000)])
     return [
-        extract_text(Path("topics.md"), prose.encode()),
-        extract_text(Path("modules.py"), code.encode()),
-        extract_pdf(pdf, pdf.read_bytes()),
+        read_document(Path("topics.md"), prose.encode()),
+        read_document(Path("modules.py"), code.encode()),
+        read_pdf(pdf, pdf.read_bytes()),
     ]
 
 

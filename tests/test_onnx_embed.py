@@ -1,4 +1,4 @@
-"""Tests for semsearch.onnx_embed: the ONNX export of the bundled model and the light embedder."""
+"""Tests for semsearch.models.onnx_runtime, onnx_export and quantize: the ONNX export of the bundled model and the light embedder."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from semsearch import onnx_embed
+from semsearch.models import onnx_export, onnx_runtime, quantize
 from semsearch.errors import ModelError
-from semsearch.onnx_embed import OnnxEmbedder, OnnxExportError, export_onnx
+from semsearch.models.onnx_export import export_onnx
+from semsearch.models.onnx_runtime import OnnxEmbedder, OnnxExportError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,11 +44,11 @@ TEXTS = [
 def test_pool_mean_ignores_padding() -> None:
     emb = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]], dtype=np.float32)
     mask = np.array([[1, 1, 0]])
-    np.testing.assert_allclose(onnx_embed._pool(emb, mask, "mean"), [[2.0, 3.0]])
-    np.testing.assert_allclose(onnx_embed._pool(emb, mask, "max"), [[3.0, 4.0]])
-    np.testing.assert_allclose(onnx_embed._pool(emb, mask, "cls"), [[1.0, 2.0]])
-    np.testing.assert_allclose(onnx_embed._pool(emb, mask, "lasttoken"), [[3.0, 4.0]])
-    np.testing.assert_allclose(onnx_embed._pool(emb, mask, "mean_sqrt_len_tokens"), [[4.0 / 2**0.5, 6.0 / 2**0.5]])
+    np.testing.assert_allclose(onnx_runtime._pool(emb, mask, "mean"), [[2.0, 3.0]])
+    np.testing.assert_allclose(onnx_runtime._pool(emb, mask, "max"), [[3.0, 4.0]])
+    np.testing.assert_allclose(onnx_runtime._pool(emb, mask, "cls"), [[1.0, 2.0]])
+    np.testing.assert_allclose(onnx_runtime._pool(emb, mask, "lasttoken"), [[3.0, 4.0]])
+    np.testing.assert_allclose(onnx_runtime._pool(emb, mask, "mean_sqrt_len_tokens"), [[4.0 / 2**0.5, 6.0 / 2**0.5]])
 
 
 def test_export_error_is_a_model_error() -> None:
@@ -74,24 +75,24 @@ def _fake_model(pooling_config: dict, extra: list | None = None) -> list:
 )
 def test_unsupported_pooling_is_refused(config: dict) -> None:
     with pytest.raises(OnnxExportError, match="pooling"):
-        onnx_embed._inspect_model(_fake_model(config))
+        onnx_export._inspect_model(_fake_model(config))
 
 
 def test_extra_modules_are_refused() -> None:
     dense = type("Dense", (), {})()
     with pytest.raises(OnnxExportError, match="Dense"):
-        onnx_embed._inspect_model(_fake_model({"pooling_mode": "mean"}, [dense]))
+        onnx_export._inspect_model(_fake_model({"pooling_mode": "mean"}, [dense]))
 
 
 def test_legacy_pooling_config_is_read() -> None:
-    assert onnx_embed._pooling_mode({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}) == "cls"
-    assert onnx_embed._pooling_mode({"pooling_mode_mean_tokens": True}) == "mean"
-    assert onnx_embed._pooling_mode({"pooling_mode": "mean", "include_prompt": True}) == "mean"
+    assert onnx_export._pooling_mode({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}) == "cls"
+    assert onnx_export._pooling_mode({"pooling_mode_mean_tokens": True}) == "mean"
+    assert onnx_export._pooling_mode({"pooling_mode": "mean", "include_prompt": True}) == "mean"
 
 
 def test_prompt_names_skip_empty_prompts() -> None:
-    assert onnx_embed._resolve_prompt_names({"query": "", "document": ""}) == (None, None)
-    assert onnx_embed._resolve_prompt_names({"query": "query: ", "document": "", "passage": "passage: "}) == (
+    assert onnx_export._resolve_prompt_names({"query": "", "document": ""}) == (None, None)
+    assert onnx_export._resolve_prompt_names({"query": "query: ", "document": "", "passage": "passage: "}) == (
         "query",
         "passage",
     )
@@ -135,12 +136,12 @@ def test_export_folder_and_manifest(export_dir: Path) -> None:
     assert sorted(p.name for p in export_dir.iterdir()) == ["export.json", "model.onnx", "tokenizer.json"]
     assert not [p for p in export_dir.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
     manifest = json.loads((export_dir / "export.json").read_text())
-    assert manifest["format_version"] == onnx_embed.FORMAT_VERSION
+    assert manifest["format_version"] == onnx_runtime.FORMAT_VERSION
     assert manifest["dim"] == 384
     assert manifest["max_seq_length"] == 256
     assert manifest["pooling_mode"] == "mean"
     assert manifest["normalize"] is True
-    assert manifest["model_sha256"] == onnx_embed._sha256_file(export_dir / "model.onnx")
+    assert manifest["model_sha256"] == onnx_runtime.sha256_file(export_dir / "model.onnx")
     assert manifest["verification"]["min_cosine"] >= 0.999
     assert manifest["verification"]["longest_tokens"] > 256
     assert set(manifest["versions"]) >= {"onnxruntime", "tokenizers"}
@@ -231,7 +232,7 @@ def test_other_format_version_is_refused(export_dir: Path, tmp_path: Path) -> No
 @pytest.mark.model
 def test_failed_verification_leaves_no_export(st_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        onnx_embed,
+        onnx_export,
         "_verify",
         lambda model, embedder, manifest: {"texts": 1, "longest_tokens": 3, "min_cosine": 0.5, "mean_cosine": 0.5},
     )
@@ -247,7 +248,7 @@ def test_query_process_does_not_import_torch(export_dir: Path) -> None:
         f"""
         import sys
         from pathlib import Path
-        from semsearch.onnx_embed import OnnxEmbedder
+        from semsearch.models.onnx_runtime import OnnxEmbedder
 
         embedder = OnnxEmbedder.load(Path({str(export_dir)!r}))
         vector = embedder.embed_queries(["where is the config file?"])
@@ -272,14 +273,14 @@ def test_query_process_does_not_import_torch(export_dir: Path) -> None:
 def int8_dir(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("int8") / "export"
     shutil.copytree(export_dir, target)
-    onnx_embed.quantize_int8(target)
+    quantize.quantize_int8(target)
     return target
 
 
 @pytest.mark.model
 def test_int8_variant_is_close_to_float32_and_recorded(int8_dir: Path, embedder: OnnxEmbedder) -> None:
-    record = json.loads((int8_dir / onnx_embed.INT8_RECORD_FILE).read_text())
-    assert record["verification"]["min_cosine"] >= onnx_embed.INT8_MIN_COSINE
+    record = json.loads((int8_dir / onnx_runtime.INT8_RECORD_FILE).read_text())
+    assert record["verification"]["min_cosine"] >= onnx_runtime.INT8_MIN_COSINE
     int8 = OnnxEmbedder.load(int8_dir, "int8")
     ours, reference = int8.embed_documents(TEXTS), embedder.embed_documents(TEXTS)
     cosines = np.sum(ours * reference, axis=1)
@@ -287,24 +288,24 @@ def test_int8_variant_is_close_to_float32_and_recorded(int8_dir: Path, embedder:
     assert not np.allclose(ours, reference, atol=1e-5)  # it really is another graph
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     # Made once: a second call returns the record without quantizing again.
-    mtime = (int8_dir / onnx_embed.INT8_MODEL_FILE).stat().st_mtime_ns
-    assert onnx_embed.quantize_int8(int8_dir)["sha256"] == record["sha256"]
-    assert (int8_dir / onnx_embed.INT8_MODEL_FILE).stat().st_mtime_ns == mtime
+    mtime = (int8_dir / onnx_runtime.INT8_MODEL_FILE).stat().st_mtime_ns
+    assert quantize.quantize_int8(int8_dir)["sha256"] == record["sha256"]
+    assert (int8_dir / onnx_runtime.INT8_MODEL_FILE).stat().st_mtime_ns == mtime
 
 
 @pytest.mark.model
 def test_damaged_int8_graph_is_refused(int8_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "export"
     shutil.copytree(int8_dir, copy)
-    with open(copy / onnx_embed.INT8_MODEL_FILE, "r+b") as handle:
+    with open(copy / onnx_runtime.INT8_MODEL_FILE, "r+b") as handle:
         handle.seek(4096)
         handle.write(b"\0" * 64)
     with pytest.raises(OnnxExportError, match="checksum"):
         OnnxEmbedder.load(copy, "int8")
     # A record that belongs to another float32 graph is not trusted either.
-    record = json.loads((copy / onnx_embed.INT8_RECORD_FILE).read_text())
+    record = json.loads((copy / onnx_runtime.INT8_RECORD_FILE).read_text())
     record["source_sha256"] = "0" * 64
-    (copy / onnx_embed.INT8_RECORD_FILE).write_text(json.dumps(record))
+    (copy / onnx_runtime.INT8_RECORD_FILE).write_text(json.dumps(record))
     with pytest.raises(OnnxExportError, match="does not belong"):
         OnnxEmbedder.load(copy, "int8")
 
@@ -314,10 +315,10 @@ def test_unverified_int8_record_is_not_trusted(int8_dir: Path, tmp_path: Path) -
     """A run killed between quantizing and verifying leaves a record without its check: redo it."""
     copy = tmp_path / "export"
     shutil.copytree(int8_dir, copy)
-    record_path = copy / onnx_embed.INT8_RECORD_FILE
+    record_path = copy / onnx_runtime.INT8_RECORD_FILE
     record = json.loads(record_path.read_text())
     del record["verification"]
     record_path.write_text(json.dumps(record))
-    redone = onnx_embed.quantize_int8(copy)
-    assert redone["verification"]["min_cosine"] >= onnx_embed.INT8_MIN_COSINE
+    redone = quantize.quantize_int8(copy)
+    assert redone["verification"]["min_cosine"] >= onnx_runtime.INT8_MIN_COSINE
     assert json.loads(record_path.read_text())["verification"] == redone["verification"]

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from semsearch import output
 from semsearch.chunk import ChunkSettings, chunk_document
 from semsearch.cli import app
-from semsearch.extract import Document, LineIndex
+from semsearch.readers import Document
+from semsearch.readers.document import LineIndex
 from semsearch.search import Hit
 from semsearch.store import ChunkRecord
 

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from semsearch import models
+from semsearch.models import local as models
 from semsearch.errors import ModelError
-from semsearch.indexer import IndexOptions, build_index
-from semsearch.models import LocalModel
-from semsearch.store import ModelInfo, read_manifest
+from semsearch.indexing import IndexOptions, build_index
+from semsearch.models.local import LocalModel
+from semsearch.models import ModelInfo
+from semsearch.store import read_manifest
 from conftest import FakeModel, write
 
 

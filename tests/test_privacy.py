@@ -90,7 +90,7 @@ def test_no_pickle_anywhere() -> None:
 
 
 def test_model_files_are_verified_against_a_known_hash(tmp_path: Path) -> None:
-    from semsearch import embed
+    from semsearch.models import resolve as embed
 
     spec = embed.resolve_model(None)
     fingerprint = embed.model_fingerprint(spec)

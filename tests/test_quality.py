@@ -11,7 +11,7 @@ import pytest
 
 from semsearch.evalrun import ranked_documents, run_evaluation
 from semsearch.evaluate import Query
-from semsearch.indexer import IndexOptions, build_index
+from semsearch.indexing import IndexOptions, build_index
 from semsearch import search as search_module
 from semsearch.search import SearchOptions, Searcher, fts_query
 from semsearch.store import IndexReader

@@ -1,110 +1,34 @@
-"""Which model embeds an index and its queries: resolution, fingerprints, the ONNX query path."""
+"""The model of a local index: resolved offline, embedded by onnxruntime on a CPU, by PyTorch on a GPU."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import platform
 import re
-import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
-from semsearch.embed import (
+from semsearch.errors import ModelError
+from semsearch.models.base import Embedder, ModelInfo, QueryEmbedder
+from semsearch.models.hardware import gpu_present, int8_fast, torch_sees_gpu
+from semsearch.models.resolve import (
     DOCUMENT_PROMPT_NAMES,
     QUERY_PROMPT_NAMES,
-    Embedder,
     ModelSpec,
-    ModelTokenizer,
-    SentenceTransformerEmbedder,
+    export_dir_for,
     model_fingerprint,
+    model_stamp,
     pick_prompt,
     read_prompts,
     resolve_model,
+    static_model_facts,
 )
-from semsearch.errors import ModelError
-from semsearch.store import ModelInfo
-
-if TYPE_CHECKING:
-    import numpy as np
-
-
-def cache_dir() -> Path:
-    """Per-user cache (ONNX exports of models; never any indexed text)."""
-    explicit = os.environ.get("SEMSEARCH_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "semsearch"
-
-
-def export_dir_for(fingerprint: str) -> Path:
-    return cache_dir() / "onnx" / fingerprint.replace("sha256:", "")[:40]
-
-
-def model_stamp(path: Path) -> str:
-    """A cheap digest of the model files' names, sizes and mtimes (a changed file changes it)."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        st = file.stat()
-        digest.update(f"{file.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def static_model_facts(path: Path) -> tuple[int, int]:
-    """(dimension, max tokens) from a sentence-transformers folder's config, without torch."""
-    dim = _read_json(path / "1_Pooling" / "config.json").get("word_embedding_dimension") or \
-        _read_json(path / "config.json").get("hidden_size") or 0
-    max_tokens = _read_json(path / "sentence_bert_config.json").get("max_seq_length") or \
-        _read_json(path / "config.json").get("max_position_embeddings") or 512
-    return int(dim), int(max_tokens)
-
+from semsearch.models.tokenizer import ModelTokenizer
+from semsearch.models.torch_backend import SentenceTransformerEmbedder
 
 PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
-
-
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            return handle.read(1 << 16)
-    except OSError:
-        return ""
-
-
-def int8_fast() -> bool:
-    """True when this CPU has int8 dot-product units (VNNI or AMX), where int8 inference pays."""
-    flags = _cpu_flags()
-    return any(f in flags for f in (" avx512_vnni", " avx_vnni", " amx_int8"))
-
-
-def gpu_present() -> bool:
-    """A cheap guess, without importing torch, that a GPU is there for torch to use."""
-    if os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi"):
-        return True
-    return sys.platform == "darwin" and platform.machine() == "arm64"
-
-
-def torch_sees_gpu() -> bool:
-    """Whether torch can use a GPU here (imports torch: ask only after :func:`gpu_present`)."""
-    from semsearch.embed import pick_device
-
-    try:
-        return pick_device("auto") != "cpu"
-    except ImportError:
-        return False
 
 
 class LocalModel:
@@ -223,7 +147,8 @@ class LocalModel:
         return embedder
 
     def _onnx_embedder(self, precision: str) -> Embedder:
-        from semsearch.onnx_embed import OnnxEmbedder, OnnxExportError, quantize_int8
+        from semsearch.models.onnx_runtime import OnnxEmbedder, OnnxExportError
+        from semsearch.models.quantize import quantize_int8
 
         target = self.ensure_export(self._on_note)
         if target is None:
@@ -241,12 +166,22 @@ class LocalModel:
     def loaded(self) -> bool:
         return self._embedder is not None
 
+    def query_embedder(self) -> QueryEmbedder:
+        return load_query_embedder(self._known or self.info(), self._on_note)
+
+    def finish_build(self, on_note: Callable[[str], None]) -> None:
+        """Make the ONNX export the query path runs, unless it is known to be there and sound
+        (checked once per process when the build loaded the model)."""
+        if self.loaded or not (export_dir_for(self.info().fingerprint) / "export.json").is_file():
+            self.ensure_export(on_note)
+
     def ensure_export(self, on_note: Callable[[str], None] = lambda s: None) -> Path | None:
         """Make the ONNX export the query path uses, once per model fingerprint.
 
         Checked (loaded, checksums verified) once per process: `index` asks again after the build.
         """
-        from semsearch.onnx_embed import OnnxEmbedder, OnnxExportError, export_onnx
+        from semsearch.models.onnx_export import export_onnx
+        from semsearch.models.onnx_runtime import OnnxEmbedder, OnnxExportError
 
         if self._export is not None:
             return self._export
@@ -268,21 +203,14 @@ class LocalModel:
         return target
 
 
-class QueryEmbedder(Protocol):
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-def load_query_embedder(
-    model: ModelInfo,
-    on_note: Callable[[str], None] = lambda s: None,
-) -> tuple[QueryEmbedder, int, str]:
-    """The fastest embedder that reproduces the index's model: (embedder, max tokens, backend).
+def load_query_embedder(model: ModelInfo, on_note: Callable[[str], None] = lambda s: None) -> QueryEmbedder:
+    """The fastest embedder that reproduces the index's model.
 
     The ONNX export (onnxruntime + tokenizers, no torch) is used when it exists for the index's
     model fingerprint and passes its checks; otherwise sentence-transformers, with a note.
     """
     if os.environ.get("SEMSEARCH_BACKEND", "auto") != "torch":
-        from semsearch.onnx_embed import OnnxEmbedder, OnnxExportError
+        from semsearch.models.onnx_runtime import OnnxEmbedder, OnnxExportError
 
         target = export_dir_for(model.fingerprint)
         if (target / "export.json").is_file():
@@ -291,7 +219,7 @@ def load_query_embedder(
                 # one core than split over two (7.7 vs 13.5 ms measured for the first query).
                 onnx = OnnxEmbedder.load(target, threads=1)
                 if onnx.dim == model.dim:
-                    return onnx, onnx.max_tokens, "onnx"
+                    return onnx
                 on_note("the ONNX export does not match the index's model; using sentence-transformers")
             except OnnxExportError as exc:
                 on_note(f"{exc}; using sentence-transformers")
@@ -303,5 +231,4 @@ def load_query_embedder(
         raise ModelError(
             f"the index was built with a different version of {model.name}; run `semsearch index --rebuild`"
         )
-    embedder: Embedder = local.torch_embedder()
-    return embedder, embedder.max_tokens, "sentence-transformers"
+    return local.torch_embedder()

@@ -1,0 +1,429 @@
+"""The Python API: :class:`Index` owns an index's whole life (create, update, search, status).
+
+The command line is a thin layer over this module; every rule a library caller needs as much as
+the CLI does (where the index lives, which settings an update keeps, the model export after a
+build) lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from semsearch.errors import IndexNotFoundError, InvalidOptionError, SemsearchError
+
+if TYPE_CHECKING:
+    from semsearch.chunk import ChunkSettings
+    from semsearch.evalrun import EvalResult
+    from semsearch.evaluate import Query
+    from semsearch.indexing import IndexEvent, IndexSummary, Tuning
+    from semsearch.models import ModelProvider, QueryEmbedder
+    from semsearch.search import Hit, Searcher
+    from semsearch.store import IndexManifest, IndexReader
+
+__all__ = ["Index", "IndexSettings", "IndexStatus"]
+
+INDEX_ENV = "SEMSEARCH_INDEX"
+
+
+def _quiet(message: str) -> None:
+    """The default note handler: notes are dropped."""
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """How an index is built. ``None``: the index's own setting, else the default."""
+
+    model: str | None = None  # a model name or folder (None: the index's model, else the bundled one)
+    chunk_tokens: int | None = None
+    overlap_tokens: int | None = None
+    context: bool | None = None
+    max_file_size: int | None = None
+    hidden: bool | None = None
+    follow_symlinks: bool | None = None
+    precision: str = "auto"  # auto: the index's own, else the best for this machine
+    device: str = "auto"
+    vector_index: str | None = None  # the vector engine (None: the index's own, else hnsw)
+    vector_params: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """What an index holds and how the disk differs from it."""
+
+    index: Path
+    model: str
+    model_fingerprint: str
+    dim: int
+    precision: str
+    files: int
+    files_without_text: int
+    chunks: int
+    disk_bytes: int
+    created_at: float
+    updated_at: float
+    roots: list[str]
+    chunking: dict[str, Any]
+    walk: dict[str, Any]  # the walk settings the next plain update uses
+    format_version: int
+    vector_index: str
+    changed_since: int | None = None  # None when the disk was not compared
+    missing_since: int | None = None
+    new_since: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form `semsearch status --json` prints."""
+        return {
+            "index": str(self.index), "model": self.model, "model_fingerprint": self.model_fingerprint,
+            "dim": self.dim, "files": self.files, "files_without_text": self.files_without_text,
+            "chunks": self.chunks, "disk_bytes": self.disk_bytes, "updated_at": self.updated_at,
+            "created_at": self.created_at, "precision": self.precision, "changed_since": self.changed_since,
+            "missing_since": self.missing_since, "new_since": self.new_since, "roots": self.roots,
+            "chunking": self.chunking, "walk": self.walk, "format_version": self.format_version,
+            "vector_index": self.vector_index,
+        }
+
+
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.abspath(os.fspath(path)))
+
+
+def find_index(path: str | os.PathLike[str] | None = None) -> Path:
+    """The index a search uses: *path* (an index folder, or the folder that holds ``.semsearch``),
+    else ``$SEMSEARCH_INDEX``, else the nearest ``.semsearch`` in this folder or above."""
+    from semsearch.store import INDEX_DIR_NAME, find_index_dir, is_index_dir
+
+    if path is None and os.environ.get(INDEX_ENV):
+        path = os.environ[INDEX_ENV]
+    if path is not None:
+        given = _absolute(path)
+        inner = given / INDEX_DIR_NAME
+        # The folder that holds an index (a project folder) stands for its index.
+        return inner if not is_index_dir(given) and is_index_dir(inner) else given
+    found = find_index_dir()
+    if found is None:
+        raise IndexNotFoundError("no index here or in any parent folder (run `semsearch index PATH` first)")
+    return found
+
+
+class Index:
+    """One index folder: build and update it, search it, describe it.
+
+    Get one with :meth:`open` (an existing index), :meth:`create` (a new one, or new settings for
+    an existing one) or :meth:`for_update` (the index ``semsearch index`` would write). Searches
+    may run from several threads at once; one update runs at a time (a lock guards the folder
+    across processes too). Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        settings: IndexSettings | None = None,
+        *,
+        provider: ModelProvider | None = None,
+        on_note: Callable[[str], None] = _quiet,
+    ) -> None:
+        self.path = path
+        self.settings = settings or IndexSettings()
+        self._provider_override = provider
+        self._on_note = on_note
+        self._lock = threading.RLock()
+        self._reader: IndexReader | None = None
+        self._searcher: Searcher | None = None
+        self._query_embedders: dict[str, QueryEmbedder] = {}  # by model fingerprint
+
+    # -- finding and making ------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        provider: ModelProvider | None = None,
+        on_note: Callable[[str], None] = _quiet,
+        **settings: Any,
+    ) -> Index:
+        """An existing index: *path*, else ``$SEMSEARCH_INDEX``, else the nearest ``.semsearch``
+        here or above. Raises :class:`IndexNotFoundError` when there is none. *settings* (the
+        fields of :class:`IndexSettings`) apply to its next :meth:`update`; *provider* injects a
+        model (a :class:`semsearch.models.ModelProvider`) instead of resolving one by name."""
+        return cls(find_index(path), IndexSettings(**settings), provider=provider, on_note=on_note)
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        exist_ok: bool = False,
+        provider: ModelProvider | None = None,
+        on_note: Callable[[str], None] = _quiet,
+        **settings: Any,
+    ) -> Index:
+        """A new index at *path* (default ``./.semsearch``), made by its first :meth:`update`.
+
+        With ``exist_ok``, an index already there is taken with *settings* as the new ones (a
+        changed model or chunk setting rebuilds it at the next update). The folder must be new,
+        empty, or an index: an index is never put among the user's files.
+        """
+        from semsearch.store import INDEX_DIR_NAME, is_index_dir
+
+        target = _absolute(path) if path is not None else Path.cwd() / INDEX_DIR_NAME
+        if not exist_ok and target.is_dir() and is_index_dir(target):
+            raise SemsearchError(f"an index already exists at {target}")
+        return cls(target, IndexSettings(**settings), provider=provider, on_note=on_note)
+
+    @classmethod
+    def for_update(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        new_paths: bool,
+        provider: ModelProvider | None = None,
+        on_note: Callable[[str], None] = _quiet,
+        **settings: Any,
+    ) -> Index:
+        """The index ``semsearch index`` writes: *path*, else ``./.semsearch`` when paths are given
+        or it is an index, else (an update of the folders indexed before) the nearest index above."""
+        from semsearch.store import INDEX_DIR_NAME, find_index_dir, is_index_dir
+
+        here = Path.cwd() / INDEX_DIR_NAME
+        if path is not None or new_paths or (here.is_dir() and is_index_dir(here)):
+            return cls.create(path, exist_ok=True, provider=provider, on_note=on_note, **settings)
+        found = find_index_dir()
+        if found is None:
+            raise InvalidOptionError("nothing to index: give a PATH (later runs remember it)")
+        return cls(found, IndexSettings(**settings), provider=provider, on_note=on_note)
+
+    def close(self) -> None:
+        """Release the open snapshot and the search threads (the loaded query model is dropped)."""
+        with self._lock:
+            self._drop_snapshot()
+            self._query_embedders.clear()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _drop_snapshot(self) -> None:
+        if self._searcher is not None:
+            self._searcher.close()
+            self._searcher = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    # -- updating ----------------------------------------------------------------------------
+
+    def update(
+        self,
+        paths: Sequence[str | os.PathLike[str]] | None = None,
+        *,
+        rebuild: bool = False,
+        wait: float = 0.0,
+        on_event: Callable[[IndexEvent], None] | None = None,
+        tuning: Tuning | None = None,
+    ) -> IndexSummary:
+        """Index *paths* (files and folders; None: those indexed before), embedding only what changed.
+
+        Settings not given keep the index's own; a changed model or chunk setting rebuilds the
+        index (queries use the old one until the new one is complete). Resumable: an interrupted
+        run keeps what it stored. Raises :class:`IndexLockedError` when another update holds the
+        index (after waiting up to *wait* seconds).
+        """
+        from semsearch.indexing import build_index
+
+        roots = [Path(p) for p in paths or []]
+        for root in roots:
+            if not os.path.lexists(root):
+                raise InvalidOptionError(f"{root}: no such file or folder")
+        if wait < 0:
+            raise InvalidOptionError(f"--wait must be 0 or more seconds (got {wait:g})")
+        with self._lock:
+            existing = _existing_manifest(self.path)
+            provider = self._provider(existing)
+            options = self._index_options(roots, existing, rebuild=rebuild, wait=wait, tuning=tuning)
+            try:
+                summary = build_index(options, provider, on_event or (lambda event: None))
+            finally:
+                self._drop_snapshot()  # the next search reads the new generation
+            provider.finish_build(self._on_note)  # what the query path loads (the ONNX export)
+            return summary
+
+    def _provider(self, existing: IndexManifest | None) -> ModelProvider:
+        if self._provider_override is not None:
+            return self._provider_override
+        from semsearch.models import ModelOptions, model_provider
+
+        known = existing.model if existing else None
+        name = self.settings.model
+        return model_provider(name, ModelOptions(device=self.settings.device, precision=self.settings.precision,
+                                                 known=known, on_note=self._on_note))
+
+    def _index_options(
+        self, roots: list[Path], existing: IndexManifest | None, *, rebuild: bool, wait: float, tuning: Tuning | None
+    ) -> Any:
+        from semsearch import vectors
+        from semsearch.indexing import DEFAULT_TUNING, IndexOptions, WalkChoices
+
+        s = self.settings
+        engine = s.vector_index or (existing.vector_index if existing else vectors.DEFAULT_BACKEND)
+        params = s.vector_params
+        if params is None and existing is not None and existing.vector_index == engine:
+            params = existing.vector_params
+        return IndexOptions(
+            roots=roots, index_dir=self.path, chunking=_chunk_settings(existing, s),
+            vector_index=engine, vector_params=dict(params) if params is not None else None,
+            walk=WalkChoices(hidden=s.hidden, follow_symlinks=s.follow_symlinks, max_file_size=s.max_file_size),
+            rebuild=rebuild, lock_wait_seconds=wait, tuning=tuning or DEFAULT_TUNING,
+        )
+
+    # -- searching ---------------------------------------------------------------------------
+
+    def _open_searcher(self) -> Searcher:
+        with self._lock:
+            if self._searcher is None:
+                from semsearch.search import Searcher
+                from semsearch.store import IndexReader
+
+                reader = IndexReader(self.path)
+                self._reader = reader
+                self._searcher = Searcher(reader, lambda: self._query_embedder(reader.manifest), on_note=self._on_note)
+            return self._searcher
+
+    def _query_embedder(self, manifest: IndexManifest) -> QueryEmbedder:
+        fingerprint = manifest.model.fingerprint
+        if fingerprint not in self._query_embedders:
+            if self._provider_override is not None:
+                self._query_embedders[fingerprint] = self._provider_override.query_embedder()
+            else:
+                from semsearch.models import query_embedder
+
+                self._query_embedders[fingerprint] = query_embedder(manifest.model, self._on_note)
+        return self._query_embedders[fingerprint]
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: str | None = None,
+        min_score: float | None = None,
+        files_only: bool = False,
+        fusion: str = "convex",
+    ) -> list[Hit]:
+        """The *k* passages (or files, with *files_only*) that best match *query*, best first.
+
+        *mode*: "hybrid" (default: cosine blended with BM25), "semantic" or "lexical".
+        *min_score* drops hits under that cosine similarity. Raises :class:`InvalidOptionError`
+        for bad arguments, :class:`IndexNotFoundError` / :class:`IndexCorruptError` for the index.
+        """
+        from semsearch.search import DEFAULT_MODE, SearchOptions
+
+        options = SearchOptions(top_k=k, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only,
+                                fusion=fusion)
+        options.validate()
+        return self._open_searcher().search(query, options)
+
+    def search_many(self, queries: Iterable[str], **options: Any) -> Iterator[tuple[str, list[Hit]]]:
+        """(query, hits) for each query, the model loaded once; *options* as for :meth:`search`."""
+        for query in queries:
+            yield query, self.search(query, **options)
+
+    def load_model(self) -> None:
+        """Load the query model now (a search loads it on first need)."""
+        self._open_searcher().embedder()
+
+    # -- describing --------------------------------------------------------------------------
+
+    def manifest(self) -> IndexManifest:
+        """The current manifest (model, chunking, vector engine, format version)."""
+        return self._open_searcher().reader.manifest
+
+    def status(self, *, check_disk: bool = True) -> IndexStatus:
+        """What the index holds; with *check_disk*, how many of its files changed or went
+        missing on disk since, and how many new ones its folders hold (no file is hashed)."""
+        from semsearch.indexing import WalkChoices, disk_changes
+        from semsearch.store import IndexReader
+
+        with IndexReader(self.path) as reader:
+            stats = reader.stats()
+            disk = disk_changes(reader) if check_disk else None
+            walk = WalkChoices().resolve(reader.walk_settings)  # what the next plain update walks with
+            m = reader.manifest
+            return IndexStatus(
+                index=reader.index_dir, model=m.model.name, model_fingerprint=m.model.fingerprint, dim=m.model.dim,
+                precision=m.model.precision, files=stats.files, files_without_text=stats.files_without_text,
+                chunks=stats.chunks, disk_bytes=stats.disk_bytes, created_at=m.created_at,
+                updated_at=stats.updated_at, roots=stats.roots,
+                chunking={"chunk_tokens": m.chunking.chunk_tokens, "overlap_tokens": m.chunking.overlap_tokens,
+                          "context": m.chunking.context},
+                walk=walk.remembered(), format_version=m.format_version, vector_index=m.vector_index,
+                changed_since=disk.changed if disk else None, missing_since=disk.missing if disk else None,
+                new_since=disk.new if disk else None,
+            )
+
+    def evaluate(
+        self,
+        queries: Sequence[Query],
+        qrels: Mapping[str, Mapping[str, int]],
+        *,
+        mode: str | None = None,
+        id_mode: str = "stem",
+        depth: int = 100,
+    ) -> EvalResult:
+        """Score the index on judged queries (BEIR style): nDCG@10, recall, MRR, latency."""
+        from semsearch.evalrun import run_evaluation
+        from semsearch.search import DEFAULT_MODE
+
+        searcher = self._open_searcher()
+        try:
+            return run_evaluation(searcher.reader, searcher, queries, qrels, mode=mode or DEFAULT_MODE,
+                                  id_mode=id_mode, depth=depth)
+        except ValueError as exc:
+            raise InvalidOptionError(str(exc)) from None
+
+    def what_an_interruption_leaves(self) -> str:
+        """After an update was cut short: what is kept ("" when nothing was stored)."""
+        from semsearch.store import BUILDING, MANIFEST
+
+        current, building = (self.path / MANIFEST).exists(), (self.path / BUILDING).exists()
+        if current and building:
+            return "the index in use is unchanged: run the same command again to finish the rebuild"
+        if current or building:
+            return "what was stored is kept: run `semsearch index` again to finish"
+        return ""
+
+
+def _existing_manifest(index_dir: Path) -> IndexManifest | None:
+    """The settings last asked of the index: those of a build still under way (an interrupted
+    first build, or a rebuild for new settings), else the index's own; None for a new index."""
+    from semsearch.store import BUILDING, MANIFEST, read_manifest
+
+    for name in (BUILDING, MANIFEST):
+        with contextlib.suppress(SemsearchError):
+            return read_manifest(index_dir, name)
+    return None
+
+
+def _chunk_settings(existing: IndexManifest | None, settings: IndexSettings) -> ChunkSettings:
+    """The settings given, else the index's own, else the defaults. A new chunk size alone keeps
+    the index's overlap when it still fits (at most half a chunk), else takes a quarter chunk."""
+    from semsearch.chunk import ChunkSettings
+
+    base = ChunkSettings()
+    if existing is not None:
+        base = ChunkSettings(chunk_tokens=existing.chunking.chunk_tokens,
+                             overlap_tokens=existing.chunking.overlap_tokens, context=existing.chunking.context)
+    size = settings.chunk_tokens if settings.chunk_tokens is not None else base.chunk_tokens
+    overlap = settings.overlap_tokens
+    if overlap is None:
+        overlap = base.overlap_tokens if base.overlap_tokens <= size // 2 else size // 4
+    return ChunkSettings(chunk_tokens=size, overlap_tokens=overlap,
+                         context=base.context if settings.context is None else settings.context)

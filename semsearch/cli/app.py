@@ -1,0 +1,262 @@
+"""The commands: flags and environment -> one :class:`semsearch.Index` call -> formatted results."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from semsearch import __version__
+from semsearch.cli import console
+from semsearch.cli.console import EXIT_FOUND, EXIT_NOT_FOUND
+from semsearch.errors import InvalidOptionError, SemsearchError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from semsearch.api import Index
+    from semsearch.indexing import IndexSummary
+    from semsearch.search import SearchOptions
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Semantic search over local files: offline, fast, scriptable.",
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+INDEX_HELP = "Index folder [default: nearest .semsearch above]."
+
+
+def parse_size(text: str) -> int:
+    """'20M', '512k', '1.5G', '1000' -> bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise InvalidOptionError(f"--max-file-size: cannot read size '{text}' (try 20M)")
+    factor = 1024 ** " kmgt".index(match.group(2).lower() or " ")
+    size = int(float(match.group(1)) * factor)
+    if size < 1:
+        raise InvalidOptionError(f"--max-file-size must be at least 1 byte (got '{text}')")
+    return size
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        typer.echo(f"semsearch {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def index(
+    paths: list[Path] = typer.Argument(None,
+                                       help="Files and folders to index [default: those indexed before]."),
+    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX",
+                                         help="Index folder [default: ./.semsearch; with no PATH, the nearest .semsearch above]."),
+    model: Optional[str] = typer.Option(None, "--model", envvar="SEMSEARCH_MODEL",
+                                        help="sentence-transformers model name or folder [default: bundled all-MiniLM-L6-v2]."),
+    chunk_tokens: Optional[int] = typer.Option(None, "--chunk-tokens", show_default=False,
+                                               help="Chunk size in cl100k tokens [default: the index's own, else 128]."),
+    overlap_tokens: Optional[int] = typer.Option(None, "--overlap-tokens", show_default=False,
+                                                 help="Tokens shared by neighbouring chunks [default: the index's own, else 32]."),
+    context: Optional[bool] = typer.Option(None, "--context/--no-context", show_default=False,
+                                           help="Embed each chunk with its document title (Markdown: heading path) in front [default: the index's own, else on]."),
+    max_file_size: Optional[str] = typer.Option(None, "--max-file-size", show_default=False,
+                                                help="Skip files larger than this [default: the index's own, else 20M]."),
+    hidden: Optional[bool] = typer.Option(None, "--hidden/--no-hidden", show_default=False,
+                                          help="Include hidden files and folders [default: the index's own, else no]."),
+    follow_symlinks: Optional[bool] = typer.Option(None, "--follow-symlinks/--no-follow-symlinks", show_default=False,
+                                                   help="Follow links that lead outside the given folders [default: the index's own, else no]."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Re-embed everything into a fresh index."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("auto", "--precision",
+                                  help="auto, fp32, int8, bf16 or fp16 (auto: the index's own, else int8 on CPUs with VNNI, fp16 on CUDA, else fp32)."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another index run to finish."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Name every skipped file."),
+) -> None:
+    """Index files and folders (re-embeds only what changed).
+
+    Settings not given keep the values the index was built or last updated with.
+    """
+    from semsearch.api import Index
+
+    err = console.stderr()
+    try:
+        size = parse_size(max_file_size) if max_file_size is not None else None
+        target = Index.for_update(
+            index, new_paths=bool(paths), on_note=console.note_printer(err, quiet), model=model,
+            chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, context=context, max_file_size=size,
+            hidden=hidden, follow_symlinks=follow_symlinks, precision=precision, device=device,
+        )
+        with target:
+            summary = _update(target, paths, rebuild=rebuild, wait=wait, quiet=quiet, verbose=verbose, err=err)
+    except SemsearchError as exc:
+        console.fail(str(exc))
+        return
+    if not quiet:
+        from semsearch.cli.report import summary_line
+
+        err.print(summary_line(summary))
+
+
+def _update(target: Index, paths: list[Path] | None, *, rebuild: bool, wait: float, quiet: bool, verbose: bool,
+            err: Console) -> IndexSummary:
+    """Run the update with a progress bar; an interruption says what it leaves (exit 130 or 143)."""
+    try:
+        with console.IndexProgress(err, enabled=not quiet and err.is_terminal, verbose=verbose) as progress, \
+                console.terminate_as_interrupt():
+            return target.update(paths, rebuild=rebuild, wait=wait, on_event=progress.on_event)
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, console.Terminated)
+        kept = target.what_an_interruption_leaves()
+        err.print(f"semsearch: {'terminated' if terminated else 'interrupted'}{'; ' + kept if kept else ''}")
+        console.STATE.interrupt_reported = True
+        raise typer.Exit(143 if terminated else 130) from None
+
+
+@app.command()
+def query(
+    text: str = typer.Argument(..., metavar="QUERY", help="What to look for, in plain words; '-' reads one query per line from stdin."),
+    top: int = typer.Option(10, "-k", "--top", help="How many hits."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", help="Drop hits under this cosine similarity."),
+    mode: Optional[str] = typer.Option(None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid [default: hybrid]."),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines, one object per hit."),
+    files_only: bool = typer.Option(False, "-l", "--files-only", help="Only the distinct files, best first."),
+    null: bool = typer.Option(False, "-0", "--null", help="With -l: end each file name with NUL (for xargs -0)."),
+    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+) -> None:
+    """Find the passages that mean what you ask."""
+    from semsearch.search import DEFAULT_MODE, SearchOptions
+
+    options = SearchOptions(top_k=top, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only)
+    try:
+        _check_mode_from_environment(mode)
+        if null and not files_only:
+            raise InvalidOptionError("-0/--null goes with -l/--files-only")
+        options.validate()
+        if text == "-":
+            queries: Iterable[str] = _stdin_queries()
+        else:
+            if not text.strip():
+                raise InvalidOptionError("empty query")
+            queries = [text]
+        found = _run_queries(queries, options, as_json=as_json, null=null, index=index)
+    except BrokenPipeError:
+        console.quiet_stdout()
+        raise typer.Exit(EXIT_FOUND) from None
+    except SemsearchError as exc:
+        console.fail(str(exc))
+        return
+    console.STATE.done_early = True
+    raise typer.Exit(EXIT_FOUND if found else EXIT_NOT_FOUND)
+
+
+def _check_mode_from_environment(mode: Optional[str]) -> None:
+    """A bad SEMSEARCH_MODE is named as such (not as a bad --mode the user never typed)."""
+    from semsearch.search import MODES
+
+    if mode is not None and mode not in MODES and os.environ.get("SEMSEARCH_MODE") == mode and "--mode" not in sys.argv:
+        raise InvalidOptionError(f"SEMSEARCH_MODE must be one of {', '.join(MODES)} (got {mode})")
+
+
+def _stdin_queries() -> Iterator[str]:
+    for raw in sys.stdin.buffer:
+        line = raw.decode("utf-8", errors="replace").strip().replace("\x00", "")
+        if line:
+            yield line
+
+
+def _run_queries(queries: Iterable[str], options: SearchOptions, *, as_json: bool, null: bool,
+                 index: Optional[Path]) -> bool:
+    from semsearch import output
+    from semsearch.api import Index
+
+    err = console.stderr()
+    out = sys.stdout
+    view = output.HitWriter(out, terminal=out.isatty() and not as_json, as_json=as_json, null=null,
+                            files_only=options.files_only, batch=not isinstance(queries, list))
+    found = False
+    with Index.open(index, on_note=console.note_printer(err)) as target:
+        for query_text, hits in target.search_many(queries, k=options.top_k, mode=options.mode,
+                                                   min_score=options.min_score, files_only=options.files_only):
+            found = found or bool(hits)
+            view.write(query_text, hits)
+    return found
+
+
+@app.command("eval")
+def evaluate(
+    queries: Path = typer.Option(..., "--queries", help="BEIR queries: JSON Lines with _id and text."),
+    qrels: Path = typer.Option(..., "--qrels", help="BEIR judgments: query-id<TAB>corpus-id<TAB>score lines (a header line is optional)."),
+    mode: Optional[str] = typer.Option(None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid [default: hybrid]."),
+    id_mode: str = typer.Option("stem", "--id-mode", help="Hit file -> document id: stem (name without extension), name, relpath."),
+    depth: int = typer.Option(100, "--depth", help="Distinct documents ranked per query."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+) -> None:
+    """Score the index on judged queries: nDCG@10, Recall@10/100, MRR@10, latency."""
+    from semsearch.api import Index
+    from semsearch.evaluate import EvalInputError, load_qrels, load_queries
+
+    err = console.stderr()
+    try:
+        _check_mode_from_environment(mode)
+        try:
+            judged = load_qrels(qrels)
+            asked = load_queries(queries)
+        except (EvalInputError, OSError) as exc:
+            raise InvalidOptionError(str(exc).splitlines()[0]) from None
+        with Index.open(index, on_note=console.note_printer(err)) as target:
+            result = target.evaluate(asked, judged, mode=mode, id_mode=id_mode, depth=depth)
+    except SemsearchError as exc:
+        console.fail(str(exc))
+        return
+    if result.ids_matched == 0 and result.queries_run:
+        err.print(f"semsearch: no ranked document's id (--id-mode {result.id_mode}) is among the judged ids; "
+                  "check --id-mode against the ids in the judgments", style="yellow")
+    if result.not_asked:
+        err.print(f"semsearch: {result.not_asked} judged queries are not in {queries.name}; "
+                  f"scored over the {result.report.num_queries} that are", style="dim")
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    figures = result.summary()
+    typer.echo(f"mode        {figures['mode']}")
+    typer.echo(f"queries     {figures['queries']}")
+    for key in ("ndcg@10", "recall@10", "recall@100", "mrr@10"):
+        typer.echo(f"{key:<11} {figures[key]:.4f}")
+    typer.echo(f"latency     p50 {figures['p50_ms']:.1f} ms, p95 {figures['p95_ms']:.1f} ms")
+
+
+@app.command()
+def status(
+    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Where the index is, what it holds, and how much changed on disk since."""
+    from semsearch.api import Index
+    from semsearch.cli.report import status_lines
+
+    try:
+        with Index.open(index) as target:
+            info = target.status()
+    except SemsearchError as exc:
+        console.fail(str(exc))
+        return
+    if as_json:
+        typer.echo(json.dumps(info.to_dict(), indent=2))
+        return
+    for key, value in status_lines(info):
+        typer.echo(f"{key:<8} {value}")

@@ -1,0 +1,175 @@
+"""The CLI's streams: one-line errors, the progress bar and warnings of `index`, interruptions,
+and the process's exit (codes as grep: 0 found, 1 nothing found, 2 error)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from semsearch.indexing import IndexEvent
+
+EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
+
+
+class RunState:
+    """What one run of the app leaves for :func:`semsearch.cli.main`."""
+
+    def __init__(self) -> None:
+        # Set by `query` once its results are written and the index is closed: the console
+        # script then ends the process at once instead of tearing the interpreter down.
+        self.done_early = False
+        self.interrupt_reported = False  # `index` said what an interruption leaves behind
+
+
+STATE = RunState()
+
+
+def stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+
+
+def error_line(message: str) -> str:
+    """``semsearch: error: MESSAGE`` on one line, whatever the message quotes (a damaged
+    database's garbage included)."""
+    from semsearch.output import escape_controls
+
+    return f"semsearch: error: {escape_controls(message.replace(chr(13), ' '), keep_newlines=False)}"
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit 2."""
+    import typer
+
+    stderr().print(error_line(message), style="red")
+    raise typer.Exit(EXIT_ERROR)
+
+
+def note_printer(console: Console, quiet: bool = False) -> Any:
+    """A note handler that prints ``semsearch: NOTE`` dimmed (nothing when quiet)."""
+    if quiet:
+        return lambda message: None
+    return lambda message: console.print(f"semsearch: {message}", style="dim")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during `index`: unwound like Ctrl-C (the run stops between writes, says so)."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` for the block (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class IndexProgress:
+    """Progress bar and warnings on stderr; the bar only on a terminal."""
+
+    def __init__(self, console: Console, enabled: bool, verbose: bool) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.verbose = verbose
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> IndexProgress:
+        if self.enabled:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                console=self.console, transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("scanning", total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def on_event(self, event: IndexEvent) -> None:
+        if event.kind in ("warning", "message") or (event.kind == "skip" and self.verbose):
+            from semsearch.output import display_path, escape_name
+
+            where = f"{escape_name(display_path(event.path))}: " if event.path else ""
+            style = {"warning": "yellow", "skip": "dim"}.get(event.kind)
+            self.console.print(f"semsearch: {where}{event.text}", style=style)
+        if self.progress is None:
+            return
+        if event.kind == "plan":
+            self.progress.update(self.task, description="indexing", total=event.total, completed=0)
+        elif event.kind == "file":
+            self.progress.update(self.task, completed=event.done)
+        elif event.kind == "graph":
+            self.progress.update(self.task, description="vector graph", total=event.total, completed=event.done)
+
+
+def exit_now(code: object) -> None:
+    status = code if isinstance(code, int) else (EXIT_FOUND if code is None else EXIT_ERROR)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass  # the reader went away: what was left is not wanted
+    except OSError:
+        status = EXIT_ERROR
+    with contextlib.suppress(OSError):
+        sys.stderr.flush()
+    os._exit(status)
+
+
+def quiet_stdout() -> None:
+    """The reader went away (`| head -1`): send what is left to /dev/null, say nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def interrupted() -> int:
+    with contextlib.suppress(OSError):
+        sys.stderr.write("semsearch: interrupted\n")
+    return 130
+
+
+def one_line_error(message: str) -> None:
+    with contextlib.suppress(OSError):
+        sys.stderr.write(error_line(message) + "\n")
+
+
+def click_exit_code(exc: Exception) -> int | None:
+    """The exit code for one of click's exceptions, after saying what it says; None for others."""
+    # typer vendors its own copy of click in newer releases: recognised by name.
+    kinds = {cls.__name__ for cls in type(exc).__mro__}
+    if "NoArgsIsHelpError" in kinds:
+        exc.show()  # type: ignore[attr-defined]  # the help text, as click shows it
+        return EXIT_ERROR
+    if "UsageError" in kinds:
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "semsearch"
+        one_line_error(f"{exc.format_message()} (see `{command} -h`)")  # type: ignore[attr-defined]
+        return EXIT_ERROR
+    if "ClickException" in kinds:
+        one_line_error(exc.format_message())  # type: ignore[attr-defined]
+        return EXIT_ERROR
+    if "Abort" in kinds:
+        return interrupted()
+    return None

@@ -1,0 +1,68 @@
+"""Text for people about an index: the summary line of `index`, the lines of `status`."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from semsearch.api import IndexStatus
+    from semsearch.indexing import IndexSummary
+
+
+def summary_line(s: IndexSummary) -> str:
+    skipped = sum(s.skipped.values())
+    parts = [
+        f"indexed {s.indexed} file{'' if s.indexed == 1 else 's'}",
+        f"{s.unchanged} unchanged",
+        f"{s.removed} removed",
+    ]
+    skip_text = f"skipped {skipped}"
+    if skipped:
+        skip_text += " (" + ", ".join(f"{n} {reason}" for reason, n in s.skipped.most_common()) + ")"
+    parts.append(skip_text)
+    if s.no_text:
+        parts.append(f"{s.no_text} without text")
+    reused = f" ({s.chunks_reused} reused, not embedded again)" if s.chunks_reused else ""
+    parts.append(f"chunks: +{s.chunks_added}{reused} -{s.chunks_removed} = {s.chunks_total}")
+    parts.append(f"{s.seconds:.1f} s")
+    return "semsearch: " + ", ".join(parts)
+
+
+def status_lines(st: IndexStatus) -> list[tuple[str, str]]:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.updated_at))
+    ago = _ago(time.time() - st.updated_at)
+    walk, chunking = st.walk, st.chunking
+    changed, missing, new = st.changed_since or 0, st.missing_since or 0, st.new_since or 0
+    return [
+        ("index", str(st.index)),
+        ("model", f"{st.model} ({st.dim}-d, {st.precision or 'fp32'}, {st.model_fingerprint[:19]}…)"),
+        ("files", f"{st.files}" + (f" ({st.files_without_text} without text)" if st.files_without_text else "")),
+        ("chunks", f"{st.chunks} ({chunking['chunk_tokens']} tokens, {chunking['overlap_tokens']} overlap, "
+                   f"context {'on' if chunking['context'] else 'off'})"),
+        ("walk", f"hidden files {'in' if walk['hidden'] else 'out'}, files up to {human_bytes(walk['max_file_size'])}, "
+                 f"links out of the folders {'followed' if walk['follow_symlinks'] else 'not followed'}"),
+        ("size", human_bytes(st.disk_bytes)),
+        ("updated", f"{when} ({ago} ago)"),
+        ("changed", f"{changed} changed, {missing} missing and {new} new on disk since"
+                    + (" (run `semsearch index`)" if changed or missing or new else "")),
+        ("roots", ", ".join(st.roots) or "-"),
+    ]
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{int(seconds)} s"
+    if seconds < 5400:
+        return f"{int(seconds // 60)} min"
+    if seconds < 172800:
+        return f"{int(seconds // 3600)} h"
+    return f"{int(seconds // 86400)} days"

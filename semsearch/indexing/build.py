@@ -1,0 +1,204 @@
+"""An index run: lock, open the next generation, walk, drop what is gone, store what changed, commit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from semsearch import store, vectors
+from semsearch.errors import SemsearchError
+from semsearch.indexing.options import IndexEvent, IndexOptions, IndexSummary
+from semsearch.indexing.pipeline import Pipeline, Todo
+from semsearch.walk import Skip, WalkOptions, walk
+
+if TYPE_CHECKING:
+    from semsearch.models import ModelProvider
+
+
+def _under(path: Path, roots: Sequence[Path]) -> bool:
+    text = os.path.abspath(path)
+    for root in roots:
+        r = os.path.abspath(root)
+        if text == r or text.startswith(r.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def _quiet(event: IndexEvent) -> None:
+    """The default event handler: events are dropped."""
+
+
+def build_index(
+    options: IndexOptions, model: ModelProvider, on_event: Callable[[IndexEvent], None] = _quiet
+) -> IndexSummary:
+    """Create or update the index at ``options.index_dir`` from ``options.roots``."""
+    started = time.perf_counter()
+    options.chunking.validate()
+    summary = IndexSummary(index_dir=options.index_dir)
+    created = store.ensure_index_dir(options.index_dir)
+    try:
+        _locked_run(options, model, on_event, summary)
+    except BaseException:
+        # A first run that failed before storing any file (no model, a bad device, Ctrl-C at once)
+        # leaves no folder behind: an empty index would hide an index further up from `query`.
+        if created and not store.holds_files(options.index_dir):
+            shutil.rmtree(options.index_dir, ignore_errors=True)
+        raise
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _wanted_manifest(options: IndexOptions, model: ModelProvider) -> store.IndexManifest:
+    chunking = options.chunking
+    params = options.vector_params
+    if params is None:
+        params = vectors.backend(options.vector_index).default_params()
+    return store.IndexManifest(
+        epoch=0, database="", model=model.info(),
+        chunking=store.ChunkingInfo(chunking.encoding, chunking.chunk_tokens, chunking.overlap_tokens, chunking.context),
+        vector_index=options.vector_index, vector_params=dict(params),
+    )
+
+
+def _locked_run(
+    options: IndexOptions, model: ModelProvider, on_event: Callable[[IndexEvent], None], summary: IndexSummary
+) -> None:
+    wanted = _wanted_manifest(options, model)
+    try:
+        with store.IndexLock(options.index_dir, options.lock_wait_seconds):
+            writer, previous, reason = store.open_writer(options.index_dir, wanted, rebuild=options.rebuild)
+            try:
+                summary.rebuild_reason = reason
+                if reason and (previous is not None or reason == store.OUTDATED_REASON):
+                    on_event(IndexEvent("message", f"rebuilding the index: {reason}"))
+                _Run(options, model, writer, summary, on_event).run(previous)
+            finally:
+                writer.close()
+    except sqlite3.OperationalError as exc:
+        raise SemsearchError(f"cannot write the index at {options.index_dir}: {exc}; the previous index is intact") from None
+    except OSError as exc:
+        raise SemsearchError(
+            f"cannot write the index at {options.index_dir}: {exc.strerror or exc}; the previous index is intact"
+        ) from None
+
+
+class _Run:
+    """One update of an index towards its next generation (the caller holds the lock)."""
+
+    def __init__(
+        self,
+        options: IndexOptions,
+        model: ModelProvider,
+        writer: store.IndexWriter,
+        summary: IndexSummary,
+        on_event: Callable[[IndexEvent], None],
+    ) -> None:
+        self.options = options
+        self.index_dir = options.index_dir
+        self.model = model
+        self.writer = writer
+        self.summary = summary
+        self.on_event = on_event
+        self.troubled: list[Path] = []  # unreadable files and folders: what they held is kept
+
+    def run(self, previous: store.IndexManifest | None) -> None:
+        roots, gone, walk_options = self._resolve_roots(previous)
+        todo, seen = self._scan([r for r in roots if r not in gone], walk_options)
+        self._drop_missing(roots, seen)
+        Pipeline(self.model, self.writer, self.summary, self.on_event, chunking=self.options.chunking,
+                 tuning=self.options.tuning, max_size=walk_options.max_file_size).run(todo)
+        self._commit()
+
+    def _resolve_roots(self, previous: store.IndexManifest | None) -> tuple[list[Path], list[Path], WalkOptions]:
+        """The roots to walk (those given, else those remembered), the remembered ones that are
+        gone, and the walk settings (those given, else the index's own); both recorded."""
+        index_dir, writer = self.index_dir, self.writer
+        roots = list(self.options.roots)
+        known_roots, stored_walk = writer.roots(), writer.walk_settings()
+        if not known_roots and writer.new_build:
+            known_roots, stored_walk = store.previous_state(index_dir, previous)
+        if not roots:
+            roots = [store.key_to_path(index_dir, os.fsencode(r)) for r in known_roots]
+            if not roots:
+                raise SemsearchError("nothing to index: give a PATH (later runs remember it)")
+        # A remembered folder or file that no longer exists is forgotten, and its files dropped
+        # like any deleted file (a root named on this run's command line was checked by the caller).
+        gone = [] if self.options.roots else [r for r in roots if not os.path.lexists(r)]
+        for root in gone:
+            self.on_event(IndexEvent("warning", path=root, text="no longer exists; removing it and its files from the index"))
+        root_keys = [os.fsdecode(store.path_key(index_dir, r)) for r in roots]
+        gone_keys = {os.fsdecode(store.path_key(index_dir, r)) for r in gone}
+        writer.set_roots([k for k in dict.fromkeys([*known_roots, *root_keys]) if k not in gone_keys])
+        walk_options = self.options.walk.resolve(stored_walk)
+        writer.set_walk_settings(walk_options.remembered())
+        walk_options.exclude_dirs = [index_dir]
+        return roots, gone, walk_options
+
+    def _on_skip(self, skip: Skip) -> None:
+        self.summary.skipped[skip.reason] += 1
+        detail = f" ({skip.detail})" if skip.detail else ""
+        if skip.warn:
+            self.troubled.append(skip.path)
+            self.on_event(IndexEvent("warning", path=skip.path, text=f"skipped, {skip.reason}{detail}"))
+        elif skip.reason == "too large" and self.writer.lookup_file(store.path_key(self.index_dir, skip.path)) is not None:
+            self.on_event(IndexEvent("warning", path=skip.path,
+                                     text=f"now over the size limit{detail}; removing it from the index"))
+        else:
+            self.on_event(IndexEvent("skip", path=skip.path, text=f"skipped, {skip.reason}{detail}"))
+
+    def _scan(self, roots: list[Path], walk_options: WalkOptions) -> tuple[list[Todo], set[bytes]]:
+        """Which files there are, and which of them changed (size and mtime first, hash later)."""
+        todo: list[Todo] = []
+        seen: set[bytes] = set()
+        for entry in walk(roots, walk_options, self._on_skip):
+            key = store.path_key(self.index_dir, entry.path)
+            if key in seen:
+                continue
+            seen.add(key)
+            row = self.writer.lookup_file(key)
+            if row is not None and row.size == entry.size and row.mtime_ns == entry.mtime_ns:
+                self.summary.unchanged += 1
+                continue
+            todo.append((entry, key, row))
+            self.on_event(IndexEvent("scan", done=len(seen)))
+        return todo, seen
+
+    def _drop_missing(self, roots: list[Path], seen: set[bytes]) -> None:
+        """Files gone from disk (or now excluded) under the roots of this run."""
+        for file_id, key in self.writer.live_files():
+            if key in seen:
+                continue
+            path = store.key_to_path(self.index_dir, key)
+            if _under(path, roots) and not any(_under(path, [t]) for t in self.troubled):
+                self.writer.remove_file(file_id)
+                self.summary.removed += 1
+        self.writer.commit()
+
+    def _commit(self) -> None:
+        """The commit point: a new vector file, a new generation (and for a new build, the manifest)."""
+        writer, summary, index_dir = self.writer, self.summary, self.index_dir
+        summary.chunks_added, summary.chunks_removed = writer.pending_changes()
+        started = time.perf_counter()
+
+        def graph_progress(done: int, total: int) -> None:
+            self.on_event(IndexEvent("graph", "building the vector graph", done, total))
+
+        before_switch = None
+        if writer.new_build:
+            manifest = writer.manifest
+
+            def before_switch() -> None:
+                store.publish_build(index_dir, manifest)
+
+        writer.finalize(graph_progress, before_switch=before_switch)
+        if not writer.new_build:
+            # The current index was updated with its own settings, asked for explicitly past a rebuild
+            # left unfinished for other ones (a plain run would have resumed that): the rebuild is dropped.
+            store.discard_pending_build(index_dir, writer.manifest)
+        summary.graph_seconds = time.perf_counter() - started
+        summary.chunks_total = writer.live_chunk_count()

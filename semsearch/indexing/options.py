@@ -1,0 +1,108 @@
+"""What an index run is asked to do, what it reports while it runs, and what it did."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from semsearch import vectors
+from semsearch.chunk import ChunkSettings
+from semsearch.store.layout import display_name
+from semsearch.walk import WalkOptions
+
+
+@dataclass
+class Tuning:
+    """How the pipeline batches its work (no effect on the result)."""
+
+    group_chunks: int = 1024  # chunks embedded together: enough to sort by length, small in memory
+    embed_slice: int = 256  # chunks per embedder call (the embedder sorts and batches inside it)
+    commit_seconds: float = 5.0  # durable progress at least this often
+
+
+# The tuning a run takes when its options name none (a test harness may set it, say, to commit
+# after every group).
+DEFAULT_TUNING = Tuning()
+
+
+@dataclass(frozen=True)
+class WalkChoices:
+    """The walk settings asked for on this run; ``None``: as the index has them, else the default.
+
+    An index remembers the settings it was last updated with, so a plain `semsearch index` keeps
+    hidden files, followed links and the size limit the user chose before.
+    """
+
+    hidden: bool | None = None
+    max_file_size: int | None = None
+    follow_symlinks: bool | None = None
+
+    def resolve(self, stored: dict[str, Any]) -> WalkOptions:
+        default = WalkOptions()
+
+        def pick(name: str, kind: type) -> Any:
+            asked = getattr(self, name)
+            if asked is not None:
+                return asked
+            value = stored.get(name)
+            # bool is an int: a stored size must be a real int, a stored flag a real bool
+            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+            return value if ok else getattr(default, name)
+
+        return WalkOptions(hidden=pick("hidden", bool), max_file_size=pick("max_file_size", int),
+                           follow_symlinks=pick("follow_symlinks", bool))
+
+
+@dataclass
+class IndexOptions:
+    """Everything `semsearch index` decides."""
+
+    roots: Sequence[Path]
+    index_dir: Path
+    chunking: ChunkSettings = field(default_factory=ChunkSettings)
+    vector_index: str = vectors.DEFAULT_BACKEND
+    vector_params: dict[str, Any] | None = None  # None: the engine's defaults
+    walk: WalkChoices = field(default_factory=WalkChoices)
+    rebuild: bool = False
+    lock_wait_seconds: float = 0.0
+    tuning: Tuning = field(default_factory=lambda: replace(DEFAULT_TUNING))
+
+
+@dataclass
+class IndexEvent:
+    """Progress reported to the caller (the library never prints)."""
+
+    kind: str  # "message" | "warning" | "skip" | "scan" | "plan" | "file" | "embed" | "graph"
+    text: str = ""
+    done: int = 0
+    total: int = 0
+    path: Path | None = None  # the file or folder *text* is about (the caller chooses how to show it)
+
+    @property
+    def message(self) -> str:
+        """*text*, after the path it is about when there is one (absolute, non-UTF-8 bytes escaped)."""
+        return f"{display_name(self.path)}: {self.text}" if self.path is not None else self.text
+
+
+@dataclass
+class IndexSummary:
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    no_text: int = 0
+    chunks_added: int = 0
+    chunks_reused: int = 0  # of the chunks added: vectors taken from another copy of the same content
+    chunks_removed: int = 0
+    chunks_total: int = 0
+    tokens_embedded: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    graph_seconds: float = 0.0
+    rebuild_reason: str = ""
+    index_dir: Path = Path()
+
+

@@ -1,0 +1,276 @@
+"""The files of a run that changed: read and chunk them in a thread, embed and store them here."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from semsearch.chunk import Chunk, ChunkSettings, chunk_document
+from semsearch.errors import ExtractError
+from semsearch.indexing.options import IndexEvent, IndexSummary, Tuning
+from semsearch.readers import read_document, reader_for
+from semsearch.store import FileRow, IndexWriter, display_name
+from semsearch.walk import FileEntry
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from semsearch.models import ModelProvider
+
+Todo = tuple[FileEntry, bytes, FileRow | None]  # a file to read, its path key, its indexed version
+
+
+@dataclass
+class _Prepared:
+    entry: FileEntry
+    key: bytes
+    sha256: str
+    kind: str
+    encoding: str | None
+    title: str
+    error: str | None
+    chunks: list[Chunk]
+    replaces: int | None  # file id of the version it replaces
+    damaged: bool = False  # could not be read as its kind (broken or encrypted PDF, ...): *error* says why
+    reused: list[bytes | None] | None = None  # per chunk: a stored vector of the same input, None: embed it
+
+
+def _read_file(entry: FileEntry) -> bytes:
+    """Read a file that the walker chose, refusing anything that turned into a non-file."""
+    fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ExtractError("no longer a regular file")
+        limit = max(entry.size, st.st_size)
+        chunks = []
+        remaining = limit + 1
+        while remaining > 0:
+            block = os.read(fd, min(remaining, 1 << 22))
+            if not block:
+                break
+            chunks.append(block)
+            remaining -= len(block)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _prepare(
+    item: Todo, settings: ChunkSettings, measure: Callable[[str], int] | None, limit: int, max_size: int
+) -> _Prepared | Exception:
+    entry, key, row = item
+    try:
+        data = _read_file(entry)
+    except FileNotFoundError:
+        return ExtractError("vanished before it could be read")
+    except OSError as exc:
+        return ExtractError(f"unreadable ({exc.strerror or exc})")
+    except ExtractError as exc:
+        return exc
+    if len(data) > max_size:
+        return ExtractError("grew over the size limit while being indexed")
+    digest = hashlib.sha256(data).hexdigest()
+    replaces = row.id if row is not None else None
+    if row is not None and row.sha256 == digest:
+        # Same content: only size/mtime moved. Nothing to embed.
+        return _Prepared(entry, key, digest, entry.kind, None, "", None, [], replaces)
+    try:
+        doc = read_document(entry.path, data, entry.kind)
+        chunks = chunk_document(doc, settings, measure, limit)
+        error = None if chunks else reader_for(entry.kind).no_text
+        return _Prepared(entry, key, digest, doc.kind, doc.encoding, doc.title, error, chunks, replaces)
+    except ExtractError as exc:
+        return _Prepared(entry, key, digest, entry.kind, None, "", str(exc), [], replaces, damaged=True)
+    except RecursionError:
+        return _Prepared(entry, key, digest, entry.kind, None, "", "too deeply nested to read", [], replaces,
+                         damaged=True)
+
+
+class Pipeline:
+    """Reads, chunks, embeds and stores the files of one run, with durable progress."""
+
+    def __init__(
+        self,
+        model: ModelProvider,
+        writer: IndexWriter,
+        summary: IndexSummary,
+        on_event: Callable[[IndexEvent], None],
+        *,
+        chunking: ChunkSettings,
+        tuning: Tuning,
+        max_size: int,
+    ) -> None:
+        self.model = model
+        self.writer = writer
+        self.summary = summary
+        self.on_event = on_event
+        self.chunking = chunking
+        self.tuning = tuning
+        self.max_size = max_size
+        self.total_bytes = 0
+        self.stored_bytes = 0  # bytes of the files already stored (or passed over)
+        self.group: list[_Prepared] = []
+        self.group_chunks = self.group_bytes = 0
+
+    def run(self, todo: list[Todo]) -> None:
+        self.total_bytes = sum(e.size for e, _, _ in todo)
+        self.on_event(IndexEvent("plan", f"{len(todo)} files to read", 0, self.total_bytes))
+        if not todo:
+            return
+        measure = self.model.measure()
+        limit = self.model.info().max_tokens
+        results: queue.Queue[Any] = queue.Queue(maxsize=64)
+        stop = threading.Event()
+        done_marker = object()
+
+        def producer() -> None:
+            try:
+                for item in todo:
+                    if stop.is_set():
+                        return
+                    results.put((item, _prepare(item, self.chunking, measure, limit, self.max_size)))
+            except BaseException as exc:  # hand any failure to the consumer
+                results.put((None, exc))
+            finally:
+                results.put(done_marker)
+
+        thread = threading.Thread(target=producer, name="semsearch-reader", daemon=True)
+        thread.start()
+        try:
+            self._consume(results, done_marker)
+        finally:
+            stop.set()
+            while thread.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    results.get(timeout=0.1)
+
+    def _consume(self, results: queue.Queue[Any], done_marker: object) -> None:
+        last_commit = time.monotonic()
+        while True:
+            got = results.get()
+            if got is done_marker:
+                break
+            item, prepared = got
+            if item is None:
+                raise prepared
+            if self._take(item, prepared) and self.group_chunks >= self.tuning.group_chunks:
+                self._flush()
+            if time.monotonic() - last_commit > self.tuning.commit_seconds:
+                self.writer.commit()
+                last_commit = time.monotonic()
+        self._flush()
+        self.writer.commit()
+
+    def _take(self, item: Todo, prepared: _Prepared | Exception) -> bool:
+        """Add a prepared file to the group to store, or account for it; whether it joined the group."""
+        entry, _, old = item
+        if isinstance(prepared, Exception):
+            self.summary.skipped["unreadable"] += 1
+            self.on_event(IndexEvent("warning", path=entry.path, text=f"skipped, {prepared}"))
+            self.stored_bytes += entry.size
+            return False
+        if prepared.replaces is not None and not prepared.chunks and prepared.error is None:
+            self.writer.touch_file(prepared.replaces, entry.size, entry.mtime_ns)
+            self.summary.unchanged += 1
+            self.stored_bytes += entry.size
+            return False
+        if prepared.damaged and old is not None and old.error is None:
+            # A good version is indexed (a PDF caught mid-write, say): keep it until this one reads.
+            self.summary.skipped["unreadable"] += 1
+            self.on_event(IndexEvent("warning", path=entry.path, text=f"{prepared.error}; keeping the version indexed before"))
+            self.stored_bytes += entry.size
+            return False
+        if prepared.error is not None:
+            self.summary.no_text += 1
+            self.on_event(IndexEvent("warning", path=entry.path, text=prepared.error))
+        elif prepared.chunks:
+            reused = self.writer.vectors_to_reuse(prepared.sha256, prepared.chunks, prepared.replaces)
+            count = sum(vector is not None for vector in reused)
+            if count:
+                prepared.reused = reused
+                self.summary.chunks_reused += count
+        self.group.append(prepared)
+        self.group_chunks += len(prepared.chunks)
+        self.group_bytes += entry.size
+        return True
+
+    def _report(self, extra: float = 0.0) -> None:
+        self.on_event(IndexEvent("file", "", int(self.stored_bytes + extra), self.total_bytes))
+
+    def _flush(self) -> None:
+        size = self.group_bytes
+        self._store_group(lambda fraction: self._report(fraction * size))
+        self.stored_bytes += self.group_bytes
+        self.group, self.group_chunks, self.group_bytes = [], 0, 0
+        self._report()
+
+    def _store_group(self, tick: Callable[[float], None]) -> None:
+        """Embed the chunks of the group (shortest first; not those with a vector to reuse) and
+        store each file whole."""
+        if not self.group:
+            return
+        import numpy as np
+
+        def reused(prepared: _Prepared) -> list[bytes | None]:
+            return prepared.reused or [None] * len(prepared.chunks)
+
+        pending = [c for p in self.group for c, vector in zip(p.chunks, reused(p)) if vector is None]
+        vectors = self._embed_sorted([c.embedding_text() for c in pending],
+                                     [c.model_tokens or c.tokens for c in pending], tick)
+        offset = 0
+        dim = self.model.info().dim
+        for prepared in self.group:
+            n = len(prepared.chunks)
+            own = np.empty((n, dim), dtype=np.float32)
+            for i, vector in enumerate(reused(prepared)):
+                if vector is None:
+                    own[i] = vectors[offset]
+                    offset += 1
+                else:
+                    own[i] = np.frombuffer(vector, dtype=np.float32)
+            self._store_file(prepared, own if n else None)
+
+    def _store_file(self, prepared: _Prepared, vectors: np.ndarray | None) -> None:
+        if prepared.replaces is not None:
+            self.writer.remove_file(prepared.replaces)
+        self.writer.add_file(
+            prepared.key, display_name(os.fsdecode(prepared.key)),
+            size=prepared.entry.size, mtime_ns=prepared.entry.mtime_ns, sha256=prepared.sha256,
+            kind=prepared.kind, encoding=prepared.encoding, title=prepared.title, error=prepared.error,
+            chunks=prepared.chunks, vectors=vectors,
+        )
+        if prepared.error is None:
+            self.summary.indexed += 1
+
+    def _embed_sorted(self, texts: list[str], lengths: list[int], tick: Callable[[float], None]) -> np.ndarray:
+        """Embed texts in slices of similar length (less padding), in the original order.
+
+        ``lengths`` are the chunks' token counts, summed into the run's figures. The embedder
+        sorts each slice again by its exact token count (context line included) before batching.
+        """
+        import numpy as np
+
+        dim = self.model.info().dim
+        if not texts:
+            return np.zeros((0, dim), dtype=np.float32)
+        embedder = self.model.embedder()
+        started = time.perf_counter()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), dim), dtype=np.float32)
+        step = self.tuning.embed_slice
+        for start in range(0, len(order), step):
+            idx = order[start:start + step]
+            out[idx] = embedder.embed_documents([texts[i] for i in idx])
+            tick((start + len(idx)) / len(order))
+        self.summary.embed_seconds += time.perf_counter() - started
+        self.summary.tokens_embedded += int(sum(lengths))
+        return out

@@ -1,0 +1,67 @@
+"""Readers: a file's bytes -> text with locations, one module per kind of document, behind a registry.
+
+A new format is one module that defines ``READER`` (a :class:`Reader`) and one line in
+``BUILTIN_READERS``, or a :func:`register_reader` call from outside. The first reader whose
+``matches`` accepts a file reads it, so specific formats come before the plain-text fallback.
+Reader modules import their parsing libraries inside ``read``: detecting a file's kind is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from semsearch.errors import ExtractError
+from semsearch.readers.base import Reader
+from semsearch.readers.document import Document
+
+__all__ = ["BUILTIN_READERS", "Document", "Reader", "detect_kind", "read_document", "reader_for", "register_reader"]
+
+BUILTIN_READERS = (
+    "semsearch.readers.pdf",
+    "semsearch.readers.markdown",
+    "semsearch.readers.text",  # the fallback for any text: keep last
+)
+_readers: list[Reader] = []
+
+
+def _registry() -> list[Reader]:
+    if not _readers:
+        _readers.extend(importlib.import_module(name).READER for name in BUILTIN_READERS)
+    return _readers
+
+
+def register_reader(reader: Reader, *, before: str | None = "text") -> None:
+    """Add a reader ahead of the reader of kind *before* (default: ahead of the plain-text
+    fallback; None: last). A reader of the same kind is replaced."""
+    readers = _registry()
+    readers[:] = [r for r in readers if r.kind != reader.kind]
+    kinds = [r.kind for r in readers]
+    readers.insert(kinds.index(before) if before in kinds else len(readers), reader)
+
+
+def detect_kind(path: Path, head: bytes) -> str | None:
+    """The kind of the first reader that accepts a file (its name and first bytes), or None: binary."""
+    for reader in _registry():
+        if reader.matches(path, head):
+            return reader.kind
+    return None
+
+
+def reader_for(kind: str) -> Reader:
+    for reader in _registry():
+        if reader.kind == kind:
+            return reader
+    raise ExtractError(f"no reader for files of kind {kind!r}")
+
+
+def read_document(path: Path, data: bytes, kind: str | None = None) -> Document:
+    """Read a file's bytes with the reader of *kind* (None: detected from the name and content).
+
+    Raises :class:`ExtractError` for a file that cannot be read as its kind (or that no reader takes).
+    """
+    if kind is None:
+        kind = detect_kind(path, data[:8192])
+        if kind is None:
+            raise ExtractError("binary content")
+    return reader_for(kind).read(path, data)

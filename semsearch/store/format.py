@@ -1,0 +1,145 @@
+"""The index folder's format: the contract every reader and writer keeps, versioned and checked on load.
+
+Layout of an index folder (default ``.semsearch/``), format version 3::
+
+    manifest.json              what the current index is: format version, model, chunking, the
+                               vector engine ("vector_index", default "hnsw") with its parameters
+                               under its own name ("hnsw": M, ef_construction, ef_search, space),
+                               and which database file holds it (replaced atomically)
+    meta-<E>.sqlite            SQLite (WAL): files, chunks (text, location, context line embedded
+                               in front of the text, float32 vector),
+                               chunks_fts (FTS5 over the text and context line of generation G's
+                               chunks, changed only with the flip), state (generation, the vector
+                               engine's ``vector_*`` keys: its file, count, size and sha256;
+                               indexed roots, the walk settings of the last run: hidden,
+                               max_file_size, follow_symlinks)
+    vectors-<E>-<G>.hnsw       the vector engine's file for generation G, labels = chunks.id
+                               (hnsw: an hnswlib index, space "cosine"; see semsearch.vectors.hnsw)
+    building.json              present only while a new index (epoch E+1) is built; lets an
+                               interrupted first build or rebuild resume
+    lock                       advisory lock held by the one process that writes
+
+Consistency. Every row carries ``gen_added`` and ``gen_removed``. Readers see generation ``G``
+(``state.generation``): rows with ``gen_added <= G`` and ``gen_removed`` NULL or ``> G``, and the
+vector file named in ``state``. A writer works on generation ``G + 1``: it commits new rows and
+removal marks as it goes (durable progress: a killed run resumes without re-embedding), writes the
+next vector file beside the current one, and then flips ``state.generation`` in one transaction.
+A first build or a rebuild fills a new database and becomes current when ``manifest.json`` is
+replaced. Nothing is pickled; every file is checked before use.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from semsearch import __version__, vectors
+from semsearch.errors import IndexCorruptError, IndexNotFoundError, IndexOutdatedError, IndexVersionError
+from semsearch.models.base import ModelInfo
+
+FORMAT_NAME = "semsearch-index"
+FORMAT_VERSION = 3  # 2: chunks.context, model.precision, chunking.context; 3: chunks_fts.context
+# Older formats a reader still reads and a writer upgrades in place (no re-embedding): 2 -> 3
+# differs only in chunks_fts, which is rebuilt from the chunks table.
+UPGRADABLE_FORMATS = (2,)
+MANIFEST = "manifest.json"
+BUILDING = "building.json"
+REMEDY = "run `semsearch index --rebuild`"
+
+
+@dataclass(frozen=True)
+class ChunkingInfo:
+    encoding: str
+    chunk_tokens: int
+    overlap_tokens: int
+    context: bool = False  # title / heading path embedded in front of each chunk
+
+
+def _default_vector_params() -> dict[str, Any]:
+    return vectors.backend(vectors.DEFAULT_BACKEND).default_params()
+
+
+@dataclass(frozen=True)
+class IndexManifest:
+    """Contents of ``manifest.json`` (and ``building.json``)."""
+
+    epoch: int
+    database: str
+    model: ModelInfo
+    chunking: ChunkingInfo
+    vector_index: str = vectors.DEFAULT_BACKEND  # the vector engine (semsearch.vectors)
+    vector_params: dict[str, Any] = field(default_factory=_default_vector_params)  # stored under its name
+    created_at: float = field(default_factory=time.time)
+    tool_version: str = __version__
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data[self.vector_index] = data.pop("vector_params")
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    def same_build(self, other: IndexManifest) -> bool:
+        """True when both describe vectors and chunks made the same way."""
+        if self.vector_index != other.vector_index:
+            return False
+        engine = vectors.backend(self.vector_index)
+        return (self.model.fingerprint, self.model.precision, self.chunking,
+                engine.build_identity(self.vector_params)) == (
+            other.model.fingerprint, other.model.precision, other.chunking, engine.build_identity(other.vector_params))
+
+    @classmethod
+    def from_json(cls, text: str, source: Path) -> IndexManifest:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise IndexCorruptError(f"{source} is not valid JSON; {REMEDY}") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise IndexCorruptError(f"{source} is not a semsearch manifest; {REMEDY}")
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise IndexCorruptError(f"{source} has no format version; {REMEDY}")
+        if version > FORMAT_VERSION:
+            raise IndexVersionError(
+                f"{source} is format version {version}, newer than this semsearch ({FORMAT_VERSION}); upgrade semsearch or {REMEDY}"
+            )
+        if version < FORMAT_VERSION and version not in UPGRADABLE_FORMATS:
+            raise IndexOutdatedError(f"{source} is an old format version ({version}); {REMEDY}")
+        try:
+            engine = str(data.get("vector_index", vectors.DEFAULT_BACKEND))
+            params = data[engine]
+            if not isinstance(params, dict):
+                raise TypeError(engine)
+            manifest = cls(
+                epoch=int(data["epoch"]),
+                database=str(data["database"]),
+                model=ModelInfo(**data["model"]),
+                chunking=ChunkingInfo(**data["chunking"]),
+                vector_index=engine,
+                vector_params=params,
+                created_at=float(data["created_at"]),
+                tool_version=str(data["tool_version"]),
+                format_version=version,
+            )
+        except (KeyError, TypeError, ValueError):
+            raise IndexCorruptError(f"{source} is missing fields; {REMEDY}") from None
+        if "/" in manifest.database or manifest.database.startswith("."):
+            raise IndexCorruptError(f"{source} names an unexpected database file; {REMEDY}")
+        return manifest
+
+
+def read_manifest(index_dir: Path, name: str = MANIFEST) -> IndexManifest:
+    path = index_dir / name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if name == MANIFEST and (index_dir / BUILDING).is_file():
+            raise IndexNotFoundError(f"the first build of the index at {index_dir} did not finish "
+                                     "(run `semsearch index` there to finish it)") from None
+        raise IndexNotFoundError(f"no index at {index_dir} (run `semsearch index PATH` first)") from None
+    except OSError as exc:
+        raise IndexCorruptError(f"cannot read {path}: {exc.strerror}") from None
+    return IndexManifest.from_json(data.decode("utf-8", errors="replace"), path)

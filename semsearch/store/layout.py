@@ -1,0 +1,116 @@
+"""Where an index lives: finding it, creating its folder, the paths stored in it, and its write lock."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from semsearch.errors import IndexLockedError, SemsearchError
+from semsearch.store.format import BUILDING, MANIFEST
+
+INDEX_DIR_NAME = ".semsearch"
+LOCK = "lock"
+
+
+def find_index_dir(start: Path | None = None) -> Path | None:
+    """Walk up from ``start`` (default: the current directory) to the nearest index folder."""
+    here = Path(os.path.abspath(start or Path.cwd()))
+    for folder in (here, *here.parents):
+        candidate = folder / INDEX_DIR_NAME
+        if (candidate / MANIFEST).is_file() or (candidate / BUILDING).is_file():
+            return candidate
+    return None
+
+
+def path_key(index_dir: Path, path: Path) -> bytes:
+    """How a file path is stored: relative to the folder that holds the index when inside it
+    (so a project can be moved), else absolute; as bytes, so any file name round-trips."""
+    root = index_dir.parent
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(root)
+        return os.fsencode(rel.as_posix() if str(rel) != "." else ".")
+    except ValueError:
+        return os.fsencode(os.path.abspath(path))
+
+
+def key_to_path(index_dir: Path, key: bytes) -> Path:
+    decoded = os.fsdecode(key)
+    return Path(decoded) if os.path.isabs(decoded) else index_dir.parent / decoded
+
+
+def display_name(path: Path | str) -> str:
+    """A file name as text for people; bytes that are not UTF-8 are shown escaped."""
+    return os.fsencode(str(path)).decode("utf-8", errors="backslashreplace")
+
+
+class IndexLock:
+    """An exclusive advisory lock on the index folder; the kernel drops it if the holder dies."""
+
+    def __init__(self, index_dir: Path, wait_seconds: float = 0.0) -> None:
+        self.path = index_dir / LOCK
+        self.wait_seconds = wait_seconds
+        self.fd = -1
+
+    def __enter__(self) -> IndexLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    holder = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip() or "?"
+                    os.close(self.fd)
+                    after = (f"it did not finish within --wait {self.wait_seconds:g} s" if self.wait_seconds > 0
+                             else "try again when it ends, or wait for it with --wait SECONDS")
+                    raise IndexLockedError(
+                        f"another `semsearch index` (pid {holder}) is updating {self.path.parent}; {after}"
+                    ) from None
+                time.sleep(0.2)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = -1
+
+
+def is_index_dir(folder: Path) -> bool:
+    """Whether *folder* holds an index (or the start of one): never a folder of the user's files."""
+    return any((folder / name).exists() for name in (MANIFEST, BUILDING, LOCK)) or any(folder.glob("meta-*.sqlite"))
+
+
+def ensure_index_dir(index_dir: Path) -> bool:
+    """Create the index folder, readable by its owner only (it holds the users' text).
+
+    Returns whether it was created. An existing folder must be empty or an index: the index's
+    files are never put among the user's.
+    """
+    try:
+        index_dir.mkdir(mode=0o700, parents=True)
+        return True
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SemsearchError(f"cannot create index folder {index_dir}: {exc.strerror}") from None
+    if not index_dir.is_dir():
+        raise SemsearchError(f"cannot create index folder {index_dir}: a file is in the way")
+    try:
+        if not is_index_dir(index_dir) and any(index_dir.iterdir()):
+            inner = index_dir / INDEX_DIR_NAME
+            hint = f" (its index is {inner})" if is_index_dir(inner) else ""
+            raise SemsearchError(f"{index_dir} is not an index and not empty: give --index a new or empty folder{hint}")
+    except OSError as exc:
+        raise SemsearchError(f"cannot use index folder {index_dir}: {exc.strerror}") from None
+    return False

@@ -1,0 +1,231 @@
+"""Reading an index: one consistent snapshot of the current generation, for any number of searches."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from semsearch import vectors
+from semsearch.errors import IndexCorruptError
+from semsearch.store.database import connect, decode_walk_settings, get_state, vector_state, visible
+from semsearch.store.format import REMEDY, read_manifest
+from semsearch.store.layout import key_to_path
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from semsearch.vectors import VectorIndex
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """A stored chunk with its file, as search returns it."""
+
+    id: int
+    file_id: int
+    path: Path
+    display: str
+    kind: str
+    title: str
+    ordinal: int
+    text: str
+    char_start: int
+    char_end: int
+    line_start: int
+    line_end: int
+    page_start: int | None
+    page_end: int | None
+    context: str = ""  # the title / heading path embedded with the text
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    files: int
+    files_without_text: int
+    chunks: int
+    generation: int
+    updated_at: float
+    roots: list[str]
+    disk_bytes: int
+
+
+class IndexReader:
+    """A consistent, read-only view of the current index generation."""
+
+    def __init__(self, index_dir: Path) -> None:
+        self.index_dir = index_dir
+        self._vectors: VectorIndex | None = None
+        self._no_vectors = False
+        self._vector_fd = -1
+        # A writer that finishes between our reads of the manifest, the database and the vector
+        # file deletes the files of the state we started to read: start again from the manifest.
+        for attempt in range(3):
+            if self._open_snapshot(last=attempt == 2):
+                break
+            time.sleep(0.02)
+
+    def _open_snapshot(self, last: bool) -> bool:
+        self.manifest = read_manifest(self.index_dir)
+        self.db_path = self.index_dir / self.manifest.database
+        if not last and not self.db_path.is_file():
+            return False
+        self.conn = connect(self.db_path, readonly=True)
+        try:
+            # One read transaction for the reader's life: a writer's later commits stay unseen.
+            self.conn.execute("BEGIN")
+            state = get_state(self.conn)
+            self.generation = int(state.get("generation", "0"))
+            self.vector_state = vector_state(state)
+            self.vector_file = state.get("vector_file", "")
+            self.vector_count = int(state.get("vector_count", "0"))
+            self.updated_at = float(state.get("updated_at", "0"))
+            self.roots = json.loads(state.get("roots", "[]"))
+            self.walk_settings = decode_walk_settings(state.get("walk"))
+        except (sqlite3.DatabaseError, ValueError) as exc:
+            self.conn.close()
+            raise IndexCorruptError(f"{self.db_path} is damaged ({exc}); {REMEDY}") from None
+        if self.vector_file and "/" not in self.vector_file:
+            # Hold the vector file of this snapshot open: the writer of the next generation
+            # deletes it, and this reader must still answer from it.
+            try:
+                self._vector_fd = os.open(self.index_dir / self.vector_file, os.O_RDONLY)
+            except FileNotFoundError:
+                if not last:
+                    self.conn.close()
+                    return False
+            except OSError:
+                pass  # reported with the file's other checks when vectors are first needed
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+        if self._vector_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._vector_fd)
+            self._vector_fd = -1
+
+    def __enter__(self) -> IndexReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def count(self) -> int:
+        return self.vector_count
+
+    def _vector_index(self) -> VectorIndex | None:
+        """This snapshot's vector index, loaded (and checked) on first need; None when empty."""
+        if self._vectors is not None or self._no_vectors:
+            return self._vectors
+        if self.vector_count == 0 or not self.vector_file:
+            self._no_vectors = True
+            return None
+        if "/" in self.vector_file:
+            raise IndexCorruptError(f"{self.db_path} names an unexpected vector file; {REMEDY}")
+        path = self.index_dir / self.vector_file
+        source = path
+        if self._vector_fd >= 0 and os.path.exists(f"/proc/self/fd/{self._vector_fd}"):
+            source = Path(f"/proc/self/fd/{self._vector_fd}")  # this snapshot's file, even if replaced
+        engine = vectors.backend(self.manifest.vector_index)
+        self._vectors = engine.open(source, self.vector_state, self.manifest.model.dim, self.manifest.vector_params,
+                                    shown=path)
+        return self._vectors
+
+    def vector_search(
+        self, query: np.ndarray, k: int, ef: int | None = None, allowed: Callable[[int], bool] | None = None
+    ) -> list[tuple[int, float]]:
+        """Nearest chunks by cosine similarity: [(chunk id, cosine)], best first."""
+        index = self._vector_index()
+        if index is None:
+            return []
+        return index.search(query, k, ef=ef, allowed=allowed)
+
+    def lexical_search(self, match: str, k: int) -> list[tuple[int, float]]:
+        """Chunks matching an FTS5 query: [(chunk id, bm25 score, higher is better)], best first."""
+        # Rank in FTS alone, then drop rows this generation cannot see (a join per matching row
+        # cost ~40% of the query); ask for more when invisible rows crowd the top.
+        limit = k + 16
+        while True:
+            try:
+                rows = self.conn.execute(
+                    "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ? "
+                    "ORDER BY bm25(chunks_fts) LIMIT ?",
+                    (match, limit),
+                ).fetchall()
+            except sqlite3.OperationalError:
+                return []
+            shown: set[int] = set()
+            for start in range(0, len(rows), 500):
+                part = [r[0] for r in rows[start:start + 500]]
+                marks = ",".join("?" * len(part))
+                shown.update(i for (i,) in self.conn.execute(
+                    f"SELECT id FROM chunks WHERE id IN ({marks}) AND {visible(self.generation)}", part))
+            kept = [(int(i), float(s)) for i, s in rows if i in shown][:k]
+            if len(kept) >= k or len(rows) < limit:
+                return kept
+            limit *= 4
+
+    def fetch_chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
+        """Chunk records by id (only those visible in this generation)."""
+        out: dict[int, ChunkRecord] = {}
+        paths: dict[int, Path] = {}  # file id -> path (chunks of one file share it)
+        ids = list(dict.fromkeys(int(i) for i in ids))
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.conn.execute(
+                "SELECT c.id, c.file_id, f.path, f.display, f.kind, f.title, c.ordinal, c.text, c.char_start, "
+                "c.char_end, c.line_start, c.line_end, c.page_start, c.page_end, c.context FROM chunks c "
+                f"JOIN files f ON f.id = c.file_id WHERE c.id IN ({marks}) AND {visible(self.generation, 'c')}",
+                part,
+            ).fetchall()
+            for row in rows:
+                path = paths.get(row[1])
+                if path is None:
+                    path = paths[row[1]] = key_to_path(self.index_dir, row[2])
+                out[row[0]] = ChunkRecord(
+                    id=row[0], file_id=row[1], path=path, display=row[3],
+                    kind=row[4], title=row[5] or "", ordinal=row[6], text=row[7], char_start=row[8],
+                    char_end=row[9], line_start=row[10], line_end=row[11], page_start=row[12], page_end=row[13],
+                    context=row[14],
+                )
+        return out
+
+    def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Stored vectors by chunk id (to score hits that came from the lexical side)."""
+        import numpy as np
+
+        out: dict[int, np.ndarray] = {}
+        ids = list(dict.fromkeys(int(i) for i in ids))
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for cid, blob in self.conn.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", part):
+                out[cid] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def files(self) -> Iterator[tuple[Path, int, int, str | None]]:
+        """Indexed files: (path, size, mtime_ns, error)."""
+        for key, size, mtime, error in self.conn.execute(
+            f"SELECT path, size, mtime_ns, error FROM files WHERE {visible(self.generation)}"
+        ):
+            yield key_to_path(self.index_dir, key), size, mtime, error
+
+    def stats(self) -> IndexStats:
+        files, no_text = self.conn.execute(
+            f"SELECT count(*), sum(error IS NOT NULL) FROM files WHERE {visible(self.generation)}"
+        ).fetchone()
+        disk = sum(p.stat().st_size for p in self.index_dir.iterdir() if p.is_file())
+        return IndexStats(
+            files=files or 0, files_without_text=no_text or 0, chunks=self.vector_count,
+            generation=self.generation, updated_at=self.updated_at, roots=list(self.roots), disk_bytes=disk,
+        )

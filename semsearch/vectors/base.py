@@ -1,0 +1,81 @@
+"""The vector index protocol: what the store asks of an engine that finds nearest vectors.
+
+Vectors are float32 and L2-normalized, so inner product is cosine similarity; ids are the chunk
+ids of the metadata database. An engine keeps its build parameters under its own name in the
+index manifest, and the state of its saved files (``vector_*`` keys) in the database's state
+table: ``vector_file`` (the one file a reader holds open for its snapshot) and ``vector_count``
+are required, the rest is the engine's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+
+VectorState = dict[str, str]
+
+
+class VectorIndex(Protocol):
+    """An open vector index: in memory, searchable, and (for a writer) changeable and savable."""
+
+    @property
+    def count(self) -> int:
+        """Live vectors (removed ones not counted)."""
+        ...
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors under their chunk ids (ids not present before)."""
+        ...
+
+    def remove(self, ids: Sequence[int]) -> None:
+        """Remove vectors by chunk id (ids not present are ignored)."""
+        ...
+
+    def save(self, folder: Path, name: str) -> VectorState:
+        """Write the index durably as *folder*/*name* (atomically: all or nothing); the state to record."""
+        ...
+
+    def search(
+        self, query: np.ndarray, k: int, *, ef: int | None = None, allowed: Callable[[int], bool] | None = None
+    ) -> list[tuple[int, float]]:
+        """The nearest ids by cosine similarity, best first: at most *k*, only ids *allowed* accepts."""
+        ...
+
+
+class VectorBackend(Protocol):
+    """A vector engine: makes new indexes and opens saved ones."""
+
+    name: str
+    file_suffix: str
+
+    def default_params(self) -> dict[str, Any]:
+        """The build parameters a new index records under the engine's name."""
+        ...
+
+    def build_identity(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The parameters that decide what a build contains (a change rebuilds the index)."""
+        ...
+
+    def create(self, dim: int, capacity: int, params: Mapping[str, Any]) -> VectorIndex:
+        """A new, empty index with room for *capacity* vectors."""
+        ...
+
+    def open(
+        self,
+        path: Path,
+        state: Mapping[str, str],
+        dim: int,
+        params: Mapping[str, Any],
+        *,
+        extra_capacity: int | None = None,
+        shown: Path | None = None,
+    ) -> VectorIndex:
+        """A saved index, checked against *state* before it is loaded (raises IndexCorruptError).
+
+        *extra_capacity*: opened to be updated, with room for that many additions (None: to be
+        searched). *shown* names the file in messages (when *path* is another way to it)."""
+        ...
