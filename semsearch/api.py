@@ -107,7 +107,7 @@ def find_index(path: str | os.PathLike[str] | None = None) -> Path:
         return inner if not is_index_dir(given) and is_index_dir(inner) else given
     found = find_index_dir()
     if found is None:
-        raise IndexNotFoundError("no index here or in any parent folder (run `semsearch index PATH` first)")
+        raise IndexNotFoundError("no index here or in any parent folder", remedy="index_first")
     return found
 
 
@@ -174,7 +174,7 @@ class Index:
 
         target = _absolute(path) if path is not None else Path.cwd() / INDEX_DIR_NAME
         if not exist_ok and target.is_dir() and is_index_dir(target):
-            raise SemsearchError(f"an index already exists at {target}")
+            raise SemsearchError(f"an index already exists at {target}", path=target)
         return cls(target, IndexSettings(**settings), provider=provider, on_note=on_note)
 
     @classmethod
@@ -196,7 +196,7 @@ class Index:
             return cls.create(path, exist_ok=True, provider=provider, on_note=on_note, **settings)
         found = find_index_dir()
         if found is None:
-            raise InvalidOptionError("nothing to index: give a PATH (later runs remember it)")
+            raise InvalidOptionError("nothing to index: give {paths} (later runs remember it)", options=("paths",))
         return cls(found, IndexSettings(**settings), provider=provider, on_note=on_note)
 
     def close(self) -> None:
@@ -242,9 +242,9 @@ class Index:
         roots = [Path(p) for p in paths or []]
         for root in roots:
             if not os.path.lexists(root):
-                raise InvalidOptionError(f"{root}: no such file or folder")
+                raise InvalidOptionError(f"{root}: no such file or folder", path=root)
         if wait < 0:
-            raise InvalidOptionError(f"--wait must be 0 or more seconds (got {wait:g})")
+            raise InvalidOptionError(f"{{wait}} must be 0 or more seconds (got {wait:g})", options=("wait",))
         with self._lock:
             existing = _existing_manifest(self.path)
             provider = self._provider(existing)
@@ -386,6 +386,8 @@ class Index:
         try:
             return run_evaluation(searcher.reader, searcher, queries, qrels, mode=mode or DEFAULT_MODE,
                                   id_mode=id_mode, depth=depth)
+        except InvalidOptionError:
+            raise
         except ValueError as exc:
             raise InvalidOptionError(str(exc)) from None
 

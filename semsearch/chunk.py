@@ -41,13 +41,16 @@ class ChunkSettings:
 
     def validate(self) -> None:
         if self.chunk_tokens < 16:
-            raise InvalidOptionError(f"--chunk-tokens must be at least 16 (got {self.chunk_tokens})")
+            raise InvalidOptionError(f"{{chunk_tokens}} must be at least 16 (got {self.chunk_tokens})",
+                                     options=("chunk_tokens",))
         if not 0 <= self.overlap_tokens <= self.chunk_tokens // 2:
             raise InvalidOptionError(
-                f"--overlap-tokens must be between 0 and half of --chunk-tokens (got {self.overlap_tokens})"
+                f"{{overlap_tokens}} must be between 0 and half of {{chunk_tokens}} (got {self.overlap_tokens})",
+                options=("overlap_tokens", "chunk_tokens"),
             )
         if self.section_cuts not in SECTION_CUTS:
-            raise InvalidOptionError(f"section_cuts must be one of {', '.join(SECTION_CUTS)} (got {self.section_cuts})")
+            raise InvalidOptionError(f"{{section_cuts}} must be one of {', '.join(SECTION_CUTS)} (got {self.section_cuts})",
+                                     options=("section_cuts",))
 
 
 @dataclass(frozen=True)

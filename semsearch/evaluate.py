@@ -27,6 +27,8 @@ equals the query id are *not* dropped (BEIR's ``ignore_identical_ids``).
 
 from __future__ import annotations
 
+from semsearch.errors import InvalidOptionError
+
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -343,7 +345,7 @@ def doc_id_from_path(path: str, mode: str = "stem") -> str:
         return PurePath(path).stem
     if mode == "name":
         return PurePath(path).name
-    raise ValueError(f"--id-mode must be one of {', '.join(_DOC_ID_MODES)} (got {mode})")
+    raise InvalidOptionError(f"{{id_mode}} must be one of {', '.join(_DOC_ID_MODES)} (got {mode})", options=("id_mode",))
 
 
 def distinct_in_order(ids: Iterable[str]) -> list[str]:

@@ -48,18 +48,20 @@ class SearchOptions:
 
     def validate(self) -> None:
         if self.top_k < 1:
-            raise InvalidOptionError(f"--top must be at least 1 (got {self.top_k})")
+            raise InvalidOptionError(f"{{top_k}} must be at least 1 (got {self.top_k})", options=("top_k",))
         if self.mode not in MODES:
-            raise InvalidOptionError(f"--mode must be one of {', '.join(MODES)} (got {self.mode})")
+            raise InvalidOptionError(f"{{mode}} must be one of {', '.join(MODES)} (got {self.mode})", options=("mode",))
         if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
-            raise InvalidOptionError(f"--min-score must be between -1 and 1 (got {self.min_score})")
+            raise InvalidOptionError(f"{{min_score}} must be between -1 and 1 (got {self.min_score})",
+                                     options=("min_score",))
         if self.min_score is not None and self.mode == "lexical":
-            raise InvalidOptionError("--min-score filters on cosine similarity, which --mode lexical does not compute "
-                                     "(use semantic or hybrid)")
+            raise InvalidOptionError("{min_score} filters on cosine similarity, which {mode} lexical does not compute "
+                                     "(use semantic or hybrid)", options=("min_score", "mode"))
         if self.fusion not in FUSIONS:
-            raise InvalidOptionError(f"fusion must be one of {', '.join(FUSIONS)} (got {self.fusion})")
+            raise InvalidOptionError(f"{{fusion}} must be one of {', '.join(FUSIONS)} (got {self.fusion})",
+                                     options=("fusion",))
         if not 0.0 <= self.alpha <= 1.0:
-            raise InvalidOptionError(f"alpha must be between 0 and 1 (got {self.alpha})")
+            raise InvalidOptionError(f"{{alpha}} must be between 0 and 1 (got {self.alpha})", options=("alpha",))
 
 
 @dataclass
@@ -130,7 +132,7 @@ class Searcher:
         options.validate()
         query = query.strip()
         if not query:
-            raise InvalidOptionError("empty query")
+            raise InvalidOptionError("empty {query}", options=("query",))
         query = query[:MAX_QUERY_CHARS]
         cosines, bm25 = self._candidates(query, options)
         ranked = _rank(options, cosines, bm25)

@@ -218,8 +218,12 @@ def test_a_bad_device_is_refused_by_name(device: str) -> None:
     from semsearch.errors import ModelError
     from semsearch.models.local import LocalModel
 
-    with pytest.raises(ModelError, match=r"--device must be auto, cpu, cuda, cuda:N or mps \(got "):
+    from semsearch.cli.messages import describe
+
+    with pytest.raises(ModelError, match=r"^device must be auto, cpu, cuda, cuda:N or mps \(got ") as caught:
         LocalModel(None, device=device)
+    assert caught.value.option == "device"  # the library names its argument; the CLI, its flag
+    assert describe(caught.value).startswith("--device must be auto, cpu, cuda, cuda:N or mps (got ")
 
 
 def test_a_missing_gpu_is_a_clear_error() -> None:
@@ -229,12 +233,16 @@ def test_a_missing_gpu_is_a_clear_error() -> None:
     from semsearch.models.hardware import pick_device
     from semsearch.errors import ModelError
 
+    from semsearch.cli.messages import describe
+
     if not torch.cuda.is_available():
-        with pytest.raises(ModelError, match="--device cuda: PyTorch here sees no CUDA device"):
+        with pytest.raises(ModelError, match="^device cuda: PyTorch here sees no CUDA device") as caught:
             pick_device("cuda")
+        assert describe(caught.value).startswith("--device cuda: PyTorch here sees no CUDA device")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    with pytest.raises(ModelError, match=f"--device cuda:{count}: PyTorch here sees"):
+    with pytest.raises(ModelError, match=f"^device cuda:{count}: PyTorch here sees") as caught:
         pick_device(f"cuda:{count}")
+    assert describe(caught.value).startswith(f"--device cuda:{count}: PyTorch here sees")
     assert pick_device("cpu") == "cpu"
 
 

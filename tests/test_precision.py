@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from semsearch.models import local as models
+from semsearch.cli.messages import describe
 from semsearch.errors import ModelError
 from semsearch.indexing import IndexOptions, build_index
 from semsearch.models.local import LocalModel
@@ -53,13 +54,15 @@ def test_fp16_without_a_cuda_device_is_refused_not_recorded(monkeypatch: pytest.
 
     model = LocalModel(None, precision="fp16", device="cpu")
     monkeypatch.setattr(model, "torch_embedder", lambda: OnCpu())
-    with pytest.raises(ModelError, match="--precision fp16 needs a CUDA GPU; this run would embed on cpu"):
+    with pytest.raises(ModelError, match="^precision fp16 needs a CUDA GPU; this run would embed on cpu") as caught:
         model.embedder()
+    assert describe(caught.value).startswith("--precision fp16 needs a CUDA GPU; this run would embed on cpu")
 
 
 def test_unknown_precision_is_refused() -> None:
-    with pytest.raises(ModelError, match="--precision"):
+    with pytest.raises(ModelError, match="^precision must be one of") as caught:
         LocalModel(None, precision="fp8")
+    assert describe(caught.value).startswith("--precision must be one of")
 
 
 class _Precise(FakeModel):

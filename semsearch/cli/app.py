@@ -15,6 +15,7 @@ import typer
 from semsearch import __version__
 from semsearch.cli import console
 from semsearch.cli.console import EXIT_FOUND, EXIT_NOT_FOUND
+from semsearch.cli.messages import describe
 from semsearch.errors import InvalidOptionError, SemsearchError
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ def index(
         with target:
             summary = _update(target, paths, rebuild=rebuild, wait=wait, quiet=quiet, verbose=verbose, err=err)
     except SemsearchError as exc:
-        console.fail(str(exc))
+        console.fail(describe(exc))
         return
     if not quiet:
         from semsearch.cli.report import summary_line
@@ -157,7 +158,7 @@ def query(
         console.quiet_stdout()
         raise typer.Exit(EXIT_FOUND) from None
     except SemsearchError as exc:
-        console.fail(str(exc))
+        console.fail(describe(exc))
         return
     console.STATE.done_early = True
     raise typer.Exit(EXIT_FOUND if found else EXIT_NOT_FOUND)
@@ -221,7 +222,7 @@ def evaluate(
         with Index.open(index, on_note=console.note_printer(err)) as target:
             result = target.evaluate(asked, judged, mode=mode, id_mode=id_mode, depth=depth)
     except SemsearchError as exc:
-        console.fail(str(exc))
+        console.fail(describe(exc))
         return
     if result.ids_matched == 0 and result.queries_run:
         err.print(f"semsearch: no ranked document's id (--id-mode {result.id_mode}) is among the judged ids; "
@@ -253,7 +254,7 @@ def status(
         with Index.open(index) as target:
             info = target.status()
     except SemsearchError as exc:
-        console.fail(str(exc))
+        console.fail(describe(exc))
         return
     if as_json:
         typer.echo(json.dumps(info.to_dict(), indent=2))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semsearch import store, vectors
-from semsearch.errors import SemsearchError
+from semsearch.errors import InvalidOptionError, SemsearchError
 from semsearch.indexing.options import IndexEvent, IndexOptions, IndexSummary
 from semsearch.indexing.pipeline import Pipeline, Todo
 from semsearch.walk import Skip, WalkOptions, walk
@@ -125,7 +125,7 @@ class _Run:
         if not roots:
             roots = [store.key_to_path(index_dir, os.fsencode(r)) for r in known_roots]
             if not roots:
-                raise SemsearchError("nothing to index: give a PATH (later runs remember it)")
+                raise InvalidOptionError("nothing to index: give {paths} (later runs remember it)", options=("paths",))
         # A remembered folder or file that no longer exists is forgotten, and its files dropped
         # like any deleted file (a root named on this run's command line was checked by the caller).
         gone = [] if self.options.roots else [r for r in roots if not os.path.lexists(r)]

@@ -54,9 +54,10 @@ class LocalModel:
         on_note: Callable[[str], None] = lambda message: None,
     ) -> None:
         if precision not in PRECISIONS:
-            raise ModelError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision})")
+            raise ModelError(f"{{precision}} must be one of {', '.join(PRECISIONS)} (got {precision})",
+                             options=("precision",))
         if device is not None and not DEVICE.fullmatch(device):
-            raise ModelError(f"--device must be auto, cpu, cuda, cuda:N or mps (got {device})")
+            raise ModelError(f"{{device}} must be auto, cpu, cuda, cuda:N or mps (got {device})", options=("device",))
         self.spec: ModelSpec = resolve_model(name)
         self.device = device or "auto"
         self.precision = precision
@@ -138,8 +139,8 @@ class LocalModel:
         else:
             on_torch = self.torch_embedder()
             if on_torch.precision != info.precision:  # fp16 asked for where torch has no CUDA device
-                raise ModelError(f"--precision {info.precision} needs a CUDA GPU; this run would embed on "
-                                 f"{on_torch.device} (use fp32, int8 or bf16)")
+                raise ModelError(f"{{precision}} {info.precision} needs a CUDA GPU; this run would embed on "
+                                 f"{on_torch.device} (use fp32, int8 or bf16)", options=("precision",))
             embedder = on_torch
         if embedder.dim != info.dim:
             raise ModelError(f"model {self.spec.name} gives {embedder.dim}-d vectors, its config says {info.dim}")
@@ -153,14 +154,14 @@ class LocalModel:
         target = self.ensure_export(self._on_note)
         if target is None:
             if precision == "int8":
-                raise ModelError("int8 needs the model's ONNX export, which failed; run with --precision fp32")
+                raise ModelError("int8 needs the model's ONNX export, which failed", remedy="use_fp32")
             return self.torch_embedder()  # float32 either way
         try:
             if precision == "int8":
                 quantize_int8(target)
             return OnnxEmbedder.load(target, precision)
         except OnnxExportError as exc:
-            raise ModelError(f"{exc}; run with --precision fp32") from None
+            raise ModelError(str(exc), remedy="use_fp32") from None
 
     @property
     def loaded(self) -> bool:
@@ -229,6 +230,6 @@ def load_query_embedder(model: ModelInfo, on_note: Callable[[str], None] = lambd
     info = local.info()
     if info.fingerprint != model.fingerprint:
         raise ModelError(
-            f"the index was built with a different version of {model.name}; run `semsearch index --rebuild`"
+            f"the index was built with a different version of {model.name}", remedy="rebuild"
         )
     return local.torch_embedder()

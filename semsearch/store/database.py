@@ -62,7 +62,7 @@ CREATE INDEX IF NOT EXISTS chunks_removed ON chunks(gen_removed);
 def connect(db_path: Path, readonly: bool) -> sqlite3.Connection:
     if readonly:
         if not db_path.is_file():
-            raise IndexCorruptError(f"{db_path} is missing; run `semsearch index --rebuild`")
+            raise IndexCorruptError(f"{db_path} is missing", path=db_path, remedy="rebuild")
         uri = f"file:{db_path}?mode=ro"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     else:
@@ -75,7 +75,7 @@ def connect(db_path: Path, readonly: bool) -> sqlite3.Connection:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise IndexCorruptError(f"{db_path} is damaged ({exc}); run `semsearch index --rebuild`") from None
+        raise IndexCorruptError(f"{db_path} is damaged ({exc})", path=db_path, remedy="rebuild") from None
     return conn
 
 

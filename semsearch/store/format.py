@@ -47,7 +47,6 @@ FORMAT_VERSION = 3  # 2: chunks.context, model.precision, chunking.context; 3: c
 UPGRADABLE_FORMATS = (2,)
 MANIFEST = "manifest.json"
 BUILDING = "building.json"
-REMEDY = "run `semsearch index --rebuild`"
 
 
 @dataclass(frozen=True)
@@ -96,18 +95,19 @@ class IndexManifest:
         try:
             data = json.loads(text)
         except ValueError:
-            raise IndexCorruptError(f"{source} is not valid JSON; {REMEDY}") from None
+            raise IndexCorruptError(f"{source} is not valid JSON", remedy="rebuild") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-            raise IndexCorruptError(f"{source} is not a semsearch manifest; {REMEDY}")
+            raise IndexCorruptError(f"{source} is not a semsearch manifest", remedy="rebuild")
         version = data.get("format_version")
         if not isinstance(version, int):
-            raise IndexCorruptError(f"{source} has no format version; {REMEDY}")
+            raise IndexCorruptError(f"{source} has no format version", remedy="rebuild")
         if version > FORMAT_VERSION:
             raise IndexVersionError(
-                f"{source} is format version {version}, newer than this semsearch ({FORMAT_VERSION}); upgrade semsearch or {REMEDY}"
+                f"{source} is format version {version}, newer than this semsearch ({FORMAT_VERSION})",
+                remedy="upgrade_or_rebuild",
             )
         if version < FORMAT_VERSION and version not in UPGRADABLE_FORMATS:
-            raise IndexOutdatedError(f"{source} is an old format version ({version}); {REMEDY}")
+            raise IndexOutdatedError(f"{source} is an old format version ({version})", remedy="rebuild")
         try:
             engine = str(data.get("vector_index", vectors.DEFAULT_BACKEND))
             params = data[engine]
@@ -125,9 +125,9 @@ class IndexManifest:
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError):
-            raise IndexCorruptError(f"{source} is missing fields; {REMEDY}") from None
+            raise IndexCorruptError(f"{source} is missing fields", remedy="rebuild") from None
         if "/" in manifest.database or manifest.database.startswith("."):
-            raise IndexCorruptError(f"{source} names an unexpected database file; {REMEDY}")
+            raise IndexCorruptError(f"{source} names an unexpected database file", remedy="rebuild")
         return manifest
 
 
@@ -137,9 +137,9 @@ def read_manifest(index_dir: Path, name: str = MANIFEST) -> IndexManifest:
         data = path.read_bytes()
     except FileNotFoundError:
         if name == MANIFEST and (index_dir / BUILDING).is_file():
-            raise IndexNotFoundError(f"the first build of the index at {index_dir} did not finish "
-                                     "(run `semsearch index` there to finish it)") from None
-        raise IndexNotFoundError(f"no index at {index_dir} (run `semsearch index PATH` first)") from None
+            raise IndexNotFoundError(f"the first build of the index at {index_dir} did not finish",
+                                     path=index_dir, remedy="finish_build") from None
+        raise IndexNotFoundError(f"no index at {index_dir}", path=index_dir, remedy="index_first") from None
     except OSError as exc:
         raise IndexCorruptError(f"cannot read {path}: {exc.strerror}") from None
     return IndexManifest.from_json(data.decode("utf-8", errors="replace"), path)

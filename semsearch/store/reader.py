@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from semsearch import vectors
 from semsearch.errors import IndexCorruptError
 from semsearch.store.database import connect, decode_walk_settings, get_state, vector_state, visible
-from semsearch.store.format import REMEDY, read_manifest
+from semsearch.store.format import read_manifest
 from semsearch.store.layout import key_to_path
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class IndexReader:
             self.walk_settings = decode_walk_settings(state.get("walk"))
         except (sqlite3.DatabaseError, ValueError) as exc:
             self.conn.close()
-            raise IndexCorruptError(f"{self.db_path} is damaged ({exc}); {REMEDY}") from None
+            raise IndexCorruptError(f"{self.db_path} is damaged ({exc})", remedy="rebuild") from None
         if self.vector_file and "/" not in self.vector_file:
             # Hold the vector file of this snapshot open: the writer of the next generation
             # deletes it, and this reader must still answer from it.
@@ -130,7 +130,7 @@ class IndexReader:
             self._no_vectors = True
             return None
         if "/" in self.vector_file:
-            raise IndexCorruptError(f"{self.db_path} names an unexpected vector file; {REMEDY}")
+            raise IndexCorruptError(f"{self.db_path} names an unexpected vector file", remedy="rebuild")
         path = self.index_dir / self.vector_file
         source = path
         if self._vector_fd >= 0 and os.path.exists(f"/proc/self/fd/{self._vector_fd}"):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from semsearch import vectors
 from semsearch.errors import IndexCorruptError
 from semsearch.store.database import SCHEMA, FTS_SCHEMA, connect, decode_walk_settings, get_state, vector_state, visible
-from semsearch.store.format import REMEDY, IndexManifest
+from semsearch.store.format import IndexManifest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,12 +60,12 @@ class IndexWriter:
         try:
             self.conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise IndexCorruptError(f"{self.db_path} is damaged ({exc}); {REMEDY}") from None
+            raise IndexCorruptError(f"{self.db_path} is damaged ({exc})", remedy="rebuild") from None
         state = get_state(self.conn)
         if not new_build and "generation" not in state:
             # A current database always has a committed generation: this one is empty or foreign.
             self.conn.close()
-            raise IndexCorruptError(f"{self.db_path} holds no index; {REMEDY}")
+            raise IndexCorruptError(f"{self.db_path} holds no index", remedy="rebuild")
         self.committed = int(state.get("generation", "0"))
         self.working = self.committed + 1
         self._in_tx = False

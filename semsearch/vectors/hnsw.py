@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 NAME = "hnsw"
 # Above this size a vector file is checked by its header and size only (hashing would dominate).
 CHECKSUM_LIMIT = 1 << 30
-REMEDY = "run `semsearch index --rebuild`"
 # hnswlib's file header: offsetLevel0, max_elements, cur_element_count, size_data_per_element,
 # label_offset, offsetData (size_t each), maxlevel (int), enterpoint (uint32), maxM, maxM0, M
 # (size_t), mult (double), ef_construction (size_t).
@@ -62,15 +61,15 @@ def check_vector_file(path: Path, state: Mapping[str, str], dim: int, shown: Pat
         with open(path, "rb") as handle:
             head = handle.read(_HEADER.size)
     except FileNotFoundError:
-        raise IndexCorruptError(f"{name} is missing; {REMEDY}") from None
+        raise IndexCorruptError(f"{name} is missing", remedy="rebuild") from None
     except OSError as exc:
-        raise IndexCorruptError(f"cannot read {name}: {exc.strerror}; {REMEDY}") from None
+        raise IndexCorruptError(f"cannot read {name}: {exc.strerror}", remedy="rebuild") from None
     if actual != size or len(head) < _HEADER.size:
-        raise IndexCorruptError(f"{name} has the wrong size ({actual} bytes, expected {size}); {REMEDY}")
+        raise IndexCorruptError(f"{name} has the wrong size ({actual} bytes, expected {size})", remedy="rebuild")
     if not _plausible_header(_HEADER.unpack(head), expected_count, dim, actual):
-        raise IndexCorruptError(f"{name} is not the vector file this index expects; {REMEDY}")
+        raise IndexCorruptError(f"{name} is not the vector file this index expects", remedy="rebuild")
     if actual <= CHECKSUM_LIMIT and files.sha256_file(path) != state.get("vector_sha256", ""):
-        raise IndexCorruptError(f"{name} fails its checksum; {REMEDY}")
+        raise IndexCorruptError(f"{name} fails its checksum", remedy="rebuild")
 
 
 def _plausible_header(fields: tuple[Any, ...], expected_count: int, dim: int, actual: int) -> bool:
@@ -197,7 +196,7 @@ class HnswBackend:
             else:
                 index.load_index(str(path), max_elements=0)
         except (RuntimeError, MemoryError, ValueError) as exc:
-            raise IndexCorruptError(f"{shown or path} cannot be loaded ({exc}); {REMEDY}") from None
+            raise IndexCorruptError(f"{shown or path} cannot be loaded ({exc})", remedy="rebuild") from None
         index.set_ef(p.ef_search)
         return HnswIndex(index, p, int(state.get("vector_count", "0")), replace_deleted=True)
 

@@ -1,0 +1,36 @@
+"""The library's errors in the command line's words: flags for argument names, commands for remedies."""
+
+from __future__ import annotations
+
+from semsearch.errors import IndexLockedError, SemsearchError
+
+# The flag (or argument) of the CLI that sets each library argument.
+FLAGS = {
+    "top_k": "--top",
+    "mode": "--mode",
+    "min_score": "--min-score",
+    "chunk_tokens": "--chunk-tokens",
+    "overlap_tokens": "--overlap-tokens",
+    "wait": "--wait",
+    "precision": "--precision",
+    "device": "--device",
+    "id_mode": "--id-mode",
+    "path": "--index",
+    "paths": "a PATH",
+}
+REMEDIES = {
+    "rebuild": "{message}; run `semsearch index --rebuild`",
+    "upgrade_or_rebuild": "{message}; upgrade semsearch or run `semsearch index --rebuild`",
+    "index_first": "{message} (run `semsearch index PATH` first)",
+    "finish_build": "{message} (run `semsearch index` there to finish it)",
+    "use_fp32": "{message}; run with --precision fp32",
+}
+
+
+def describe(exc: SemsearchError) -> str:
+    """The one-line message the CLI prints for a library error."""
+    if isinstance(exc, IndexLockedError):
+        after = (f"it did not finish within --wait {exc.waited:g} s" if exc.waited > 0
+                 else "try again when it ends, or wait for it with --wait SECONDS")
+        return f"another `semsearch index` (pid {exc.holder}) is updating {exc.path}; {after}"
+    return exc.render(FLAGS, REMEDIES)
