@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from semsearch.version import __version__
 
 if TYPE_CHECKING:
     from semsearch.api import Index, IndexSettings, IndexStatus
@@ -60,13 +60,28 @@ __all__ = [
 ]
 
 _WHERE = {
-    "Index": "semsearch.api", "IndexSettings": "semsearch.api", "IndexStatus": "semsearch.api",
-    "Hit": "semsearch.search", "SearchOptions": "semsearch.search", "ChunkRecord": "semsearch.store",
-    "IndexEvent": "semsearch.indexing", "IndexSummary": "semsearch.indexing", "Tuning": "semsearch.indexing",
+    "Index": "semsearch.api",
+    "IndexSettings": "semsearch.api",
+    "IndexStatus": "semsearch.api",
+    "Hit": "semsearch.search",
+    "SearchOptions": "semsearch.search",
+    "ChunkRecord": "semsearch.store",
+    "IndexEvent": "semsearch.indexing",
+    "IndexSummary": "semsearch.indexing",
+    "Tuning": "semsearch.indexing",
     "UpdateSummary": "semsearch.indexing",
 }
-_ERRORS = {"ExtractError", "IndexCorruptError", "IndexLockedError", "IndexNotFoundError", "IndexOutdatedError",
-           "IndexVersionError", "InvalidOptionError", "ModelError", "SemsearchError"}
+_ERRORS = {
+    "ExtractError",
+    "IndexCorruptError",
+    "IndexLockedError",
+    "IndexNotFoundError",
+    "IndexOutdatedError",
+    "IndexVersionError",
+    "InvalidOptionError",
+    "ModelError",
+    "SemsearchError",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -79,12 +79,24 @@ class IndexStatus:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form `semsearch status --json` prints."""
         return {
-            "index": str(self.index), "model": self.model, "model_fingerprint": self.model_fingerprint,
-            "dim": self.dim, "files": self.files, "files_without_text": self.files_without_text,
-            "chunks": self.chunks, "disk_bytes": self.disk_bytes, "updated_at": self.updated_at,
-            "created_at": self.created_at, "precision": self.precision, "changed_since": self.changed_since,
-            "missing_since": self.missing_since, "new_since": self.new_since, "roots": self.roots,
-            "chunking": self.chunking, "walk": self.walk, "format_version": self.format_version,
+            "index": str(self.index),
+            "model": self.model,
+            "model_fingerprint": self.model_fingerprint,
+            "dim": self.dim,
+            "files": self.files,
+            "files_without_text": self.files_without_text,
+            "chunks": self.chunks,
+            "disk_bytes": self.disk_bytes,
+            "updated_at": self.updated_at,
+            "created_at": self.created_at,
+            "precision": self.precision,
+            "changed_since": self.changed_since,
+            "missing_since": self.missing_since,
+            "new_since": self.new_since,
+            "roots": self.roots,
+            "chunking": self.chunking,
+            "walk": self.walk,
+            "format_version": self.format_version,
             "vector_index": self.vector_index,
         }
 
@@ -263,8 +275,12 @@ class Index:
 
         known = existing.model if existing else None
         name = self.settings.model
-        return model_provider(name, ModelOptions(device=self.settings.device, precision=self.settings.precision,
-                                                 known=known, on_note=self._on_note))
+        return model_provider(
+            name,
+            ModelOptions(
+                device=self.settings.device, precision=self.settings.precision, known=known, on_note=self._on_note
+            ),
+        )
 
     def _index_options(
         self, roots: list[Path], existing: IndexManifest | None, *, rebuild: bool, wait: float, tuning: Tuning | None
@@ -278,10 +294,15 @@ class Index:
         if params is None and existing is not None and existing.vector_index == engine:
             params = existing.vector_params
         return IndexOptions(
-            roots=roots, index_dir=self.path, chunking=_chunk_settings(existing, s),
-            vector_index=engine, vector_params=dict(params) if params is not None else None,
+            roots=roots,
+            index_dir=self.path,
+            chunking=_chunk_settings(existing, s),
+            vector_index=engine,
+            vector_params=dict(params) if params is not None else None,
             walk=WalkChoices(hidden=s.hidden, follow_symlinks=s.follow_symlinks, max_file_size=s.max_file_size),
-            rebuild=rebuild, lock_wait_seconds=wait, tuning=tuning or DEFAULT_TUNING,
+            rebuild=rebuild,
+            lock_wait_seconds=wait,
+            tuning=tuning or DEFAULT_TUNING,
         )
 
     # -- searching ---------------------------------------------------------------------------
@@ -326,8 +347,9 @@ class Index:
         """
         from semsearch.search import DEFAULT_MODE, SearchOptions
 
-        options = SearchOptions(top_k=k, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only,
-                                fusion=fusion)
+        options = SearchOptions(
+            top_k=k, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only, fusion=fusion
+        )
         options.validate()
         return self._open_searcher().search(query, options)
 
@@ -358,14 +380,28 @@ class Index:
             walk = WalkChoices().resolve(reader.walk_settings)  # what the next plain update walks with
             m = reader.manifest
             return IndexStatus(
-                index=reader.index_dir, model=m.model.name, model_fingerprint=m.model.fingerprint, dim=m.model.dim,
-                precision=m.model.precision, files=stats.files, files_without_text=stats.files_without_text,
-                chunks=stats.chunks, disk_bytes=stats.disk_bytes, created_at=m.created_at,
-                updated_at=stats.updated_at, roots=stats.roots,
-                chunking={"chunk_tokens": m.chunking.chunk_tokens, "overlap_tokens": m.chunking.overlap_tokens,
-                          "context": m.chunking.context},
-                walk=walk.remembered(), format_version=m.format_version, vector_index=m.vector_index,
-                changed_since=disk.changed if disk else None, missing_since=disk.missing if disk else None,
+                index=reader.index_dir,
+                model=m.model.name,
+                model_fingerprint=m.model.fingerprint,
+                dim=m.model.dim,
+                precision=m.model.precision,
+                files=stats.files,
+                files_without_text=stats.files_without_text,
+                chunks=stats.chunks,
+                disk_bytes=stats.disk_bytes,
+                created_at=m.created_at,
+                updated_at=stats.updated_at,
+                roots=stats.roots,
+                chunking={
+                    "chunk_tokens": m.chunking.chunk_tokens,
+                    "overlap_tokens": m.chunking.overlap_tokens,
+                    "context": m.chunking.context,
+                },
+                walk=walk.remembered(),
+                format_version=m.format_version,
+                vector_index=m.vector_index,
+                changed_since=disk.changed if disk else None,
+                missing_since=disk.missing if disk else None,
                 new_since=disk.new if disk else None,
             )
 
@@ -384,8 +420,9 @@ class Index:
 
         searcher = self._open_searcher()
         try:
-            return run_evaluation(searcher.reader, searcher, queries, qrels, mode=mode or DEFAULT_MODE,
-                                  id_mode=id_mode, depth=depth)
+            return run_evaluation(
+                searcher.reader, searcher, queries, qrels, mode=mode or DEFAULT_MODE, id_mode=id_mode, depth=depth
+            )
         except InvalidOptionError:
             raise
         except ValueError as exc:
@@ -421,11 +458,17 @@ def _chunk_settings(existing: IndexManifest | None, settings: IndexSettings) -> 
 
     base = ChunkSettings()
     if existing is not None:
-        base = ChunkSettings(chunk_tokens=existing.chunking.chunk_tokens,
-                             overlap_tokens=existing.chunking.overlap_tokens, context=existing.chunking.context)
+        base = ChunkSettings(
+            chunk_tokens=existing.chunking.chunk_tokens,
+            overlap_tokens=existing.chunking.overlap_tokens,
+            context=existing.chunking.context,
+        )
     size = settings.chunk_tokens if settings.chunk_tokens is not None else base.chunk_tokens
     overlap = settings.overlap_tokens
     if overlap is None:
         overlap = base.overlap_tokens if base.overlap_tokens <= size // 2 else size // 4
-    return ChunkSettings(chunk_tokens=size, overlap_tokens=overlap,
-                         context=base.context if settings.context is None else settings.context)
+    return ChunkSettings(
+        chunk_tokens=size,
+        overlap_tokens=overlap,
+        context=base.context if settings.context is None else settings.context,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,16 +42,19 @@ class ChunkSettings:
 
     def validate(self) -> None:
         if self.chunk_tokens < 16:
-            raise InvalidOptionError(f"{{chunk_tokens}} must be at least 16 (got {self.chunk_tokens})",
-                                     options=("chunk_tokens",))
+            raise InvalidOptionError(
+                f"{{chunk_tokens}} must be at least 16 (got {self.chunk_tokens})", options=("chunk_tokens",)
+            )
         if not 0 <= self.overlap_tokens <= self.chunk_tokens // 2:
             raise InvalidOptionError(
                 f"{{overlap_tokens}} must be between 0 and half of {{chunk_tokens}} (got {self.overlap_tokens})",
                 options=("overlap_tokens", "chunk_tokens"),
             )
         if self.section_cuts not in SECTION_CUTS:
-            raise InvalidOptionError(f"{{section_cuts}} must be one of {', '.join(SECTION_CUTS)} (got {self.section_cuts})",
-                                     options=("section_cuts",))
+            raise InvalidOptionError(
+                f"{{section_cuts}} must be one of {', '.join(SECTION_CUTS)} (got {self.section_cuts})",
+                options=("section_cuts",),
+            )
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ class Chunk:
 CONTEXT_MAX_CHARS = 120
 # Word-pieces kept free for the context line when a chunk is measured against the model's limit.
 CONTEXT_RESERVE = 40
+
+
 def _heading_path(headings: Sequence[tuple[int, int, str]], offset: int) -> list[str]:
     """Titles of the headings that enclose ``offset`` (a heading at ``offset`` itself excluded)."""
     path: list[tuple[int, str]] = []
@@ -193,7 +199,7 @@ def split_spans(
             end = hard_end if hard_end in (n, section_end) else _best_cut(text, offsets, start, hard_end)
             model_tokens = None
             if measure is not None:
-                model_tokens = measure(text[offsets[start]:offsets[end]])
+                model_tokens = measure(text[offsets[start] : offsets[end]])
                 if limit is not None and model_tokens > limit and end - start > 1:
                     shrink = max(1, int((end - start) * limit / model_tokens * 0.95))
                     hard_end = start + min(shrink, end - start - 1)
@@ -267,11 +273,11 @@ def chunk_document(
     headings = doc.headings if settings.context else []
     if settings.context and limit is not None:
         limit = max(limit - CONTEXT_RESERVE, limit // 2)  # room for the context line
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in itertools.pairwise(bounds):
         for span in split_spans(doc.text[lo:hi], settings, measure, limit):
             spans.append(Span(span.start + lo, span.end + lo, span.tokens, span.model_tokens))
     for span in spans:
-        piece = doc.text[span.start:span.end]
+        piece = doc.text[span.start : span.end]
         first = _NON_SPACE.search(piece)
         if first is None:
             continue
@@ -289,7 +295,7 @@ def chunk_document(
                 page_end=doc.page_at(b),
                 tokens=span.tokens,
                 model_tokens=span.model_tokens,
-                context=chunk_context(doc, headings, piece[first.start():], a) if settings.context else "",
+                context=chunk_context(doc, headings, piece[first.start() :], a) if settings.context else "",
             )
         )
     return chunks

@@ -27,10 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from semsearch.evaluate import EvalReport, Query, distinct_in_order, doc_id_from_path, evaluate_run, latency_summary
-from semsearch.search import DEFAULT_MODE, MODES, SearchOptions, Searcher
+from semsearch.search import DEFAULT_MODE, MODES, Searcher, SearchOptions
 from semsearch.store import IndexReader
 
-__all__ = ["EvalResult", "run_evaluation", "ranked_documents"]
+__all__ = ["EvalResult", "ranked_documents", "run_evaluation"]
 
 
 @dataclass

@@ -27,13 +27,13 @@ equals the query id are *not* dropped (BEIR's ``ignore_identical_ids``).
 
 from __future__ import annotations
 
-from semsearch.errors import InvalidOptionError
-
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
+
+from semsearch.errors import InvalidOptionError
 
 __all__ = [
     "EvalInputError",
@@ -185,8 +185,7 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
             cols = [c.strip() for c in line.split("\t")]
             if len(cols) != 3:
                 raise EvalInputError(
-                    f"{where}: expected 3 tab-separated columns "
-                    f"(query-id, corpus-id, score), got {len(cols)}"
+                    f"{where}: expected 3 tab-separated columns (query-id, corpus-id, score), got {len(cols)}"
                 )
             qid, doc_id, score_s = cols
         else:
@@ -219,9 +218,7 @@ def _dcg(gains: Iterable[float]) -> float:
     return sum(g / math.log2(rank + 1) for rank, g in enumerate(gains, start=1))
 
 
-def _query_metrics(
-    ranked: Sequence[str], judged: Mapping[str, int], ks: Sequence[int]
-) -> dict[str, float]:
+def _query_metrics(ranked: Sequence[str], judged: Mapping[str, int], ks: Sequence[int]) -> dict[str, float]:
     relevant = {doc: rel for doc, rel in judged.items() if rel > 0}
     ideal = sorted(relevant.values(), reverse=True)
     gains = [max(judged.get(doc, 0), 0) for doc in ranked[: max(ks)]]
@@ -277,10 +274,7 @@ def evaluate_run(
 
     n = len(per_query)
     names = [f"{m}@{k}" for m in ("ndcg", "recall", "mrr") for k in ks]
-    means = {
-        name: (math.fsum(q[name] for q in per_query.values()) / n if n else 0.0)
-        for name in names
-    }
+    means = {name: (math.fsum(q[name] for q in per_query.values()) / n if n else 0.0) for name in names}
     return EvalReport(
         ndcg_at_10=means["ndcg@10"],
         recall_at_10=means["recall@10"],
@@ -345,7 +339,9 @@ def doc_id_from_path(path: str, mode: str = "stem") -> str:
         return PurePath(path).stem
     if mode == "name":
         return PurePath(path).name
-    raise InvalidOptionError(f"{{id_mode}} must be one of {', '.join(_DOC_ID_MODES)} (got {mode})", options=("id_mode",))
+    raise InvalidOptionError(
+        f"{{id_mode}} must be one of {', '.join(_DOC_ID_MODES)} (got {mode})", options=("id_mode",)
+    )
 
 
 def distinct_in_order(ids: Iterable[str]) -> list[str]:

@@ -11,6 +11,7 @@ from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
     from semsearch.search import Hit
 
@@ -28,7 +29,9 @@ def escape_controls(text: str, keep_newlines: bool = True) -> str:
     """Show control characters as escapes so a file name or document cannot drive the terminal."""
     if not keep_newlines:
         text = text.replace("\n", "\\n").replace("\t", " ")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text)
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text
+    )
 
 
 def escape_name(name: str) -> str:
@@ -79,7 +82,7 @@ def snippet(hit: Hit, width: int = SNIPPET_CHARS) -> str:
     """One line of the chunk, starting at the sentence closest to the query."""
     text = hit.chunk.text
     start = hit.highlight[0] if hit.highlight else 0
-    piece = _SPACES.sub(" ", text[start:start + width * 2]).strip()
+    piece = _SPACES.sub(" ", text[start : start + width * 2]).strip()
     if len(piece) > width:
         piece = piece[:width].rstrip() + "…"
     return escape_controls(piece, keep_newlines=False)
@@ -189,8 +192,11 @@ def render_terminal(console: Console, hits: Sequence[Hit], query: str, files_onl
     for hit in hits:
         c = hit.chunk
         path = escape_name(display_path(c.path))
-        where = f"page {c.page_start}" if c.page_start is not None else (
-            f"lines {c.line_start}-{c.line_end}" if c.line_end != c.line_start else f"line {c.line_start}")
+        where = (
+            f"page {c.page_start}"
+            if c.page_start is not None
+            else (f"lines {c.line_start}-{c.line_end}" if c.line_end != c.line_start else f"line {c.line_start}")
+        )
         if c.page_start is not None and c.page_end not in (None, c.page_start):
             where = f"pages {c.page_start}-{c.page_end}"
         header = Text()
@@ -204,7 +210,7 @@ def render_terminal(console: Console, hits: Sequence[Hit], query: str, files_onl
         console.print(Padding(_body(hit), (0, 0, 1, 4)))
 
 
-def _body(hit: Hit):  # -> rich.text.Text
+def _body(hit: Hit) -> Text:
     from rich.text import Text
 
     text = hit.chunk.text
@@ -216,10 +222,10 @@ def _body(hit: Hit):  # -> rich.text.Text
     return Text("\n").join(_trim_lines(body))
 
 
-def _trim_lines(body):  # -> list[rich.text.Text]
+def _trim_lines(body: Text) -> list[Text]:
     lines = [line for line in body.split("\n")]
     # Drop blank runs and keep the view short, centred on the emphasized sentence.
-    kept = []
+    kept: list[Text] = []
     for line in lines:
         if not line.plain.strip() and (not kept or not kept[-1].plain.strip()):
             continue
@@ -229,7 +235,7 @@ def _trim_lines(body):  # -> list[rich.text.Text]
     if len(kept) > VIEW_LINES:
         focus = next((i for i, line in enumerate(kept) if any(s.style == "bold yellow" for s in line.spans)), 0)
         start = max(0, min(focus - 3, len(kept) - VIEW_LINES))
-        kept = kept[start:start + VIEW_LINES]
+        kept = kept[start : start + VIEW_LINES]
     return kept
 
 
@@ -238,8 +244,9 @@ class HitWriter:
     lines, file lists (NUL-separated on request) or JSON Lines; in batch mode, a ``# QUERY``
     line before each query's hits (not in JSON, which names the query in every object)."""
 
-    def __init__(self, out: IO[str], *, terminal: bool, as_json: bool, null: bool, files_only: bool,
-                 batch: bool) -> None:
+    def __init__(
+        self, out: IO[str], *, terminal: bool, as_json: bool, null: bool, files_only: bool, batch: bool
+    ) -> None:
         self.out = out
         self.as_json = as_json
         self.null = null

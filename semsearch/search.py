@@ -52,14 +52,19 @@ class SearchOptions:
         if self.mode not in MODES:
             raise InvalidOptionError(f"{{mode}} must be one of {', '.join(MODES)} (got {self.mode})", options=("mode",))
         if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
-            raise InvalidOptionError(f"{{min_score}} must be between -1 and 1 (got {self.min_score})",
-                                     options=("min_score",))
+            raise InvalidOptionError(
+                f"{{min_score}} must be between -1 and 1 (got {self.min_score})", options=("min_score",)
+            )
         if self.min_score is not None and self.mode == "lexical":
-            raise InvalidOptionError("{min_score} filters on cosine similarity, which {mode} lexical does not compute "
-                                     "(use semantic or hybrid)", options=("min_score", "mode"))
+            raise InvalidOptionError(
+                "{min_score} filters on cosine similarity, which {mode} lexical does not compute "
+                "(use semantic or hybrid)",
+                options=("min_score", "mode"),
+            )
         if self.fusion not in FUSIONS:
-            raise InvalidOptionError(f"{{fusion}} must be one of {', '.join(FUSIONS)} (got {self.fusion})",
-                                     options=("fusion",))
+            raise InvalidOptionError(
+                f"{{fusion}} must be one of {', '.join(FUSIONS)} (got {self.fusion})", options=("fusion",)
+            )
         if not 0.0 <= self.alpha <= 1.0:
             raise InvalidOptionError(f"{{alpha}} must be between 0 and 1 (got {self.alpha})", options=("alpha",))
 
@@ -183,7 +188,7 @@ class Searcher:
         # search ranks several times more candidates than it returns).
         start, page = 0, max(2 * options.top_k, 20)
         while start < len(ranked) and len(hits) < options.top_k:
-            part = ranked[start:start + page]
+            part = ranked[start : start + page]
             start, page = start + page, page * 2
             records = self.reader.fetch_chunks([cid for cid, _ in part])
             for cid, fused in part:
@@ -229,8 +234,41 @@ def _rank(options: SearchOptions, cosines: dict[int, float], bm25: dict[int, flo
 
 # Lucene's English stop words (what BM25 baselines such as BEIR's Elasticsearch drop).
 STOPWORDS = frozenset(
-    "a an and are as at be but by for if in into is it no not of on or such that the their then there "
-    "these they this to was will with".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "for",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "such",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "will",
+        "with",
+    ]
 )
 
 

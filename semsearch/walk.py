@@ -89,8 +89,9 @@ class _IgnoreLayer:
         return self.spec.check_file(rel).include
 
 
-def _read_ignore_lines(directory: Path, on_skip: Callable[[Skip], None],
-                       names: Sequence[str] = IGNORE_FILES) -> list[str]:
+def _read_ignore_lines(
+    directory: Path, on_skip: Callable[[Skip], None], names: Sequence[str] = IGNORE_FILES
+) -> list[str]:
     """The lines of the ignore files among *names* in *directory* (all of them by default)."""
     lines: list[str] = []
     for name in IGNORE_FILES:
@@ -222,7 +223,9 @@ class _Walker:
             else:
                 stack.append(self.dir_items(*item))
 
-    def dir_items(self, directory: Path, layers: list[_IgnoreLayer]) -> Iterator[FileEntry | tuple[Path, list[_IgnoreLayer]]]:
+    def dir_items(
+        self, directory: Path, layers: list[_IgnoreLayer]
+    ) -> Iterator[FileEntry | tuple[Path, list[_IgnoreLayer]]]:
         """The files of one folder, and (folder, its ignore layers) for each folder to enter."""
         try:
             with os.scandir(directory) as it:

@@ -8,15 +8,15 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
-from semsearch import __version__
 from semsearch.cli import console
 from semsearch.cli.console import EXIT_FOUND, EXIT_NOT_FOUND
 from semsearch.cli.messages import describe
 from semsearch.errors import InvalidOptionError, SemsearchError
+from semsearch.version import __version__
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -61,28 +61,62 @@ def _root(
 
 @app.command()
 def index(
-    paths: list[Path] = typer.Argument(None,
-                                       help="Files and folders to index [default: those indexed before]."),
-    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX",
-                                         help="Index folder [default: ./.semsearch; with no PATH, the nearest .semsearch above]."),
-    model: Optional[str] = typer.Option(None, "--model", envvar="SEMSEARCH_MODEL",
-                                        help="sentence-transformers model name or folder [default: bundled all-MiniLM-L6-v2]."),
-    chunk_tokens: Optional[int] = typer.Option(None, "--chunk-tokens", show_default=False,
-                                               help="Chunk size in cl100k tokens [default: the index's own, else 128]."),
-    overlap_tokens: Optional[int] = typer.Option(None, "--overlap-tokens", show_default=False,
-                                                 help="Tokens shared by neighbouring chunks [default: the index's own, else 32]."),
-    context: Optional[bool] = typer.Option(None, "--context/--no-context", show_default=False,
-                                           help="Embed each chunk with its document title (Markdown: heading path) in front [default: the index's own, else on]."),
-    max_file_size: Optional[str] = typer.Option(None, "--max-file-size", show_default=False,
-                                                help="Skip files larger than this [default: the index's own, else 20M]."),
-    hidden: Optional[bool] = typer.Option(None, "--hidden/--no-hidden", show_default=False,
-                                          help="Include hidden files and folders [default: the index's own, else no]."),
-    follow_symlinks: Optional[bool] = typer.Option(None, "--follow-symlinks/--no-follow-symlinks", show_default=False,
-                                                   help="Follow links that lead outside the given folders [default: the index's own, else no]."),
+    paths: list[Path] = typer.Argument(None, help="Files and folders to index [default: those indexed before]."),
+    index: Path | None = typer.Option(
+        None,
+        "--index",
+        envvar="SEMSEARCH_INDEX",
+        help="Index folder [default: ./.semsearch; with no PATH, the nearest .semsearch above].",
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        envvar="SEMSEARCH_MODEL",
+        help="sentence-transformers model name or folder [default: bundled all-MiniLM-L6-v2].",
+    ),
+    chunk_tokens: int | None = typer.Option(
+        None,
+        "--chunk-tokens",
+        show_default=False,
+        help="Chunk size in cl100k tokens [default: the index's own, else 128].",
+    ),
+    overlap_tokens: int | None = typer.Option(
+        None,
+        "--overlap-tokens",
+        show_default=False,
+        help="Tokens shared by neighbouring chunks [default: the index's own, else 32].",
+    ),
+    context: bool | None = typer.Option(
+        None,
+        "--context/--no-context",
+        show_default=False,
+        help="Embed each chunk with its document title (Markdown: heading path) in front [default: the index's own, else on].",
+    ),
+    max_file_size: str | None = typer.Option(
+        None,
+        "--max-file-size",
+        show_default=False,
+        help="Skip files larger than this [default: the index's own, else 20M].",
+    ),
+    hidden: bool | None = typer.Option(
+        None,
+        "--hidden/--no-hidden",
+        show_default=False,
+        help="Include hidden files and folders [default: the index's own, else no].",
+    ),
+    follow_symlinks: bool | None = typer.Option(
+        None,
+        "--follow-symlinks/--no-follow-symlinks",
+        show_default=False,
+        help="Follow links that lead outside the given folders [default: the index's own, else no].",
+    ),
     rebuild: bool = typer.Option(False, "--rebuild", help="Re-embed everything into a fresh index."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    precision: str = typer.Option("auto", "--precision",
-                                  help="auto, fp32, int8, bf16 or fp16 (auto: the index's own, else int8 on CPUs with VNNI, fp16 on CUDA, else fp32)."),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="auto, fp32, int8, bf16 or fp16 (auto: the index's own, else int8 on CPUs with VNNI, fp16 on CUDA, else fp32).",
+    ),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another index run to finish."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Name every skipped file."),
@@ -97,9 +131,18 @@ def index(
     try:
         size = parse_size(max_file_size) if max_file_size is not None else None
         target = Index.for_update(
-            index, new_paths=bool(paths), on_note=console.note_printer(err, quiet), model=model,
-            chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, context=context, max_file_size=size,
-            hidden=hidden, follow_symlinks=follow_symlinks, precision=precision, device=device,
+            index,
+            new_paths=bool(paths),
+            on_note=console.note_printer(err, quiet),
+            model=model,
+            chunk_tokens=chunk_tokens,
+            overlap_tokens=overlap_tokens,
+            context=context,
+            max_file_size=size,
+            hidden=hidden,
+            follow_symlinks=follow_symlinks,
+            precision=precision,
+            device=device,
         )
         with target:
             summary = _update(target, paths, rebuild=rebuild, wait=wait, quiet=quiet, verbose=verbose, err=err)
@@ -112,12 +155,15 @@ def index(
         err.print(summary_line(summary))
 
 
-def _update(target: Index, paths: list[Path] | None, *, rebuild: bool, wait: float, quiet: bool, verbose: bool,
-            err: Console) -> IndexSummary:
+def _update(
+    target: Index, paths: list[Path] | None, *, rebuild: bool, wait: float, quiet: bool, verbose: bool, err: Console
+) -> IndexSummary:
     """Run the update with a progress bar; an interruption says what it leaves (exit 130 or 143)."""
     try:
-        with console.IndexProgress(err, enabled=not quiet and err.is_terminal, verbose=verbose) as progress, \
-                console.terminate_as_interrupt():
+        with (
+            console.IndexProgress(err, enabled=not quiet and err.is_terminal, verbose=verbose) as progress,
+            console.terminate_as_interrupt(),
+        ):
             return target.update(paths, rebuild=rebuild, wait=wait, on_event=progress.on_event)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, console.Terminated)
@@ -129,14 +175,18 @@ def _update(target: Index, paths: list[Path] | None, *, rebuild: bool, wait: flo
 
 @app.command()
 def query(
-    text: str = typer.Argument(..., metavar="QUERY", help="What to look for, in plain words; '-' reads one query per line from stdin."),
+    text: str = typer.Argument(
+        ..., metavar="QUERY", help="What to look for, in plain words; '-' reads one query per line from stdin."
+    ),
     top: int = typer.Option(10, "-k", "--top", help="How many hits."),
-    min_score: Optional[float] = typer.Option(None, "--min-score", help="Drop hits under this cosine similarity."),
-    mode: Optional[str] = typer.Option(None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid [default: hybrid]."),
+    min_score: float | None = typer.Option(None, "--min-score", help="Drop hits under this cosine similarity."),
+    mode: str | None = typer.Option(
+        None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid [default: hybrid]."
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON Lines, one object per hit."),
     files_only: bool = typer.Option(False, "-l", "--files-only", help="Only the distinct files, best first."),
     null: bool = typer.Option(False, "-0", "--null", help="With -l: end each file name with NUL (for xargs -0)."),
-    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+    index: Path | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
 ) -> None:
     """Find the passages that mean what you ask."""
     from semsearch.search import DEFAULT_MODE, SearchOptions
@@ -164,7 +214,7 @@ def query(
     raise typer.Exit(EXIT_FOUND if found else EXIT_NOT_FOUND)
 
 
-def _check_mode_from_environment(mode: Optional[str]) -> None:
+def _check_mode_from_environment(mode: str | None) -> None:
     """A bad SEMSEARCH_MODE is named as such (not as a bad --mode the user never typed)."""
     from semsearch.search import MODES
 
@@ -179,19 +229,27 @@ def _stdin_queries() -> Iterator[str]:
             yield line
 
 
-def _run_queries(queries: Iterable[str], options: SearchOptions, *, as_json: bool, null: bool,
-                 index: Optional[Path]) -> bool:
+def _run_queries(
+    queries: Iterable[str], options: SearchOptions, *, as_json: bool, null: bool, index: Path | None
+) -> bool:
     from semsearch import output
     from semsearch.api import Index
 
     err = console.stderr()
     out = sys.stdout
-    view = output.HitWriter(out, terminal=out.isatty() and not as_json, as_json=as_json, null=null,
-                            files_only=options.files_only, batch=not isinstance(queries, list))
+    view = output.HitWriter(
+        out,
+        terminal=out.isatty() and not as_json,
+        as_json=as_json,
+        null=null,
+        files_only=options.files_only,
+        batch=not isinstance(queries, list),
+    )
     found = False
     with Index.open(index, on_note=console.note_printer(err)) as target:
-        for query_text, hits in target.search_many(queries, k=options.top_k, mode=options.mode,
-                                                   min_score=options.min_score, files_only=options.files_only):
+        for query_text, hits in target.search_many(
+            queries, k=options.top_k, mode=options.mode, min_score=options.min_score, files_only=options.files_only
+        ):
             found = found or bool(hits)
             view.write(query_text, hits)
     return found
@@ -200,12 +258,18 @@ def _run_queries(queries: Iterable[str], options: SearchOptions, *, as_json: boo
 @app.command("eval")
 def evaluate(
     queries: Path = typer.Option(..., "--queries", help="BEIR queries: JSON Lines with _id and text."),
-    qrels: Path = typer.Option(..., "--qrels", help="BEIR judgments: query-id<TAB>corpus-id<TAB>score lines (a header line is optional)."),
-    mode: Optional[str] = typer.Option(None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid [default: hybrid]."),
-    id_mode: str = typer.Option("stem", "--id-mode", help="Hit file -> document id: stem (name without extension), name, relpath."),
+    qrels: Path = typer.Option(
+        ..., "--qrels", help="BEIR judgments: query-id<TAB>corpus-id<TAB>score lines (a header line is optional)."
+    ),
+    mode: str | None = typer.Option(
+        None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid [default: hybrid]."
+    ),
+    id_mode: str = typer.Option(
+        "stem", "--id-mode", help="Hit file -> document id: stem (name without extension), name, relpath."
+    ),
     depth: int = typer.Option(100, "--depth", help="Distinct documents ranked per query."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+    index: Path | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
 ) -> None:
     """Score the index on judged queries: nDCG@10, Recall@10/100, MRR@10, latency."""
     from semsearch.api import Index
@@ -225,11 +289,17 @@ def evaluate(
         console.fail(describe(exc))
         return
     if result.ids_matched == 0 and result.queries_run:
-        err.print(f"semsearch: no ranked document's id (--id-mode {result.id_mode}) is among the judged ids; "
-                  "check --id-mode against the ids in the judgments", style="yellow")
+        err.print(
+            f"semsearch: no ranked document's id (--id-mode {result.id_mode}) is among the judged ids; "
+            "check --id-mode against the ids in the judgments",
+            style="yellow",
+        )
     if result.not_asked:
-        err.print(f"semsearch: {result.not_asked} judged queries are not in {queries.name}; "
-                  f"scored over the {result.report.num_queries} that are", style="dim")
+        err.print(
+            f"semsearch: {result.not_asked} judged queries are not in {queries.name}; "
+            f"scored over the {result.report.num_queries} that are",
+            style="dim",
+        )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -243,7 +313,7 @@ def evaluate(
 
 @app.command()
 def status(
-    index: Optional[Path] = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+    index: Path | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Where the index is, what it holds, and how much changed on disk since."""

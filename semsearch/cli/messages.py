@@ -30,7 +30,10 @@ REMEDIES = {
 def describe(exc: SemsearchError) -> str:
     """The one-line message the CLI prints for a library error."""
     if isinstance(exc, IndexLockedError):
-        after = (f"it did not finish within --wait {exc.waited:g} s" if exc.waited > 0
-                 else "try again when it ends, or wait for it with --wait SECONDS")
+        after = (
+            f"it did not finish within --wait {exc.waited:g} s"
+            if exc.waited > 0
+            else "try again when it ends, or wait for it with --wait SECONDS"
+        )
         return f"another `semsearch index` (pid {exc.holder}) is updating {exc.path}; {after}"
     return exc.render(FLAGS, REMEDIES)

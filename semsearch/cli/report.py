@@ -38,14 +38,23 @@ def status_lines(st: IndexStatus) -> list[tuple[str, str]]:
         ("index", str(st.index)),
         ("model", f"{st.model} ({st.dim}-d, {st.precision or 'fp32'}, {st.model_fingerprint[:19]}…)"),
         ("files", f"{st.files}" + (f" ({st.files_without_text} without text)" if st.files_without_text else "")),
-        ("chunks", f"{st.chunks} ({chunking['chunk_tokens']} tokens, {chunking['overlap_tokens']} overlap, "
-                   f"context {'on' if chunking['context'] else 'off'})"),
-        ("walk", f"hidden files {'in' if walk['hidden'] else 'out'}, files up to {human_bytes(walk['max_file_size'])}, "
-                 f"links out of the folders {'followed' if walk['follow_symlinks'] else 'not followed'}"),
+        (
+            "chunks",
+            f"{st.chunks} ({chunking['chunk_tokens']} tokens, {chunking['overlap_tokens']} overlap, "
+            f"context {'on' if chunking['context'] else 'off'})",
+        ),
+        (
+            "walk",
+            f"hidden files {'in' if walk['hidden'] else 'out'}, files up to {human_bytes(walk['max_file_size'])}, "
+            f"links out of the folders {'followed' if walk['follow_symlinks'] else 'not followed'}",
+        ),
         ("size", human_bytes(st.disk_bytes)),
         ("updated", f"{when} ({ago} ago)"),
-        ("changed", f"{changed} changed, {missing} missing and {new} new on disk since"
-                    + (" (run `semsearch index`)" if changed or missing or new else "")),
+        (
+            "changed",
+            f"{changed} changed, {missing} missing and {new} new on disk since"
+            + (" (run `semsearch index`)" if changed or missing or new else ""),
+        ),
         ("roots", ", ".join(st.roots) or "-"),
     ]
 

@@ -59,9 +59,14 @@ def _wanted_manifest(options: IndexOptions, model: ModelProvider) -> store.Index
     if params is None:
         params = vectors.backend(options.vector_index).default_params()
     return store.IndexManifest(
-        epoch=0, database="", model=model.info(),
-        chunking=store.ChunkingInfo(chunking.encoding, chunking.chunk_tokens, chunking.overlap_tokens, chunking.context),
-        vector_index=options.vector_index, vector_params=dict(params),
+        epoch=0,
+        database="",
+        model=model.info(),
+        chunking=store.ChunkingInfo(
+            chunking.encoding, chunking.chunk_tokens, chunking.overlap_tokens, chunking.context
+        ),
+        vector_index=options.vector_index,
+        vector_params=dict(params),
     )
 
 
@@ -80,7 +85,9 @@ def _locked_run(
             finally:
                 writer.close()
     except sqlite3.OperationalError as exc:
-        raise SemsearchError(f"cannot write the index at {options.index_dir}: {exc}; the previous index is intact") from None
+        raise SemsearchError(
+            f"cannot write the index at {options.index_dir}: {exc}; the previous index is intact"
+        ) from None
     except OSError as exc:
         raise SemsearchError(
             f"cannot write the index at {options.index_dir}: {exc.strerror or exc}; the previous index is intact"
@@ -110,8 +117,15 @@ class _Run:
         roots, gone, walk_options = self._resolve_roots(previous)
         todo, seen = self._scan([r for r in roots if r not in gone], walk_options)
         self._drop_missing(roots, seen)
-        Pipeline(self.model, self.writer, self.summary, self.on_event, chunking=self.options.chunking,
-                 tuning=self.options.tuning, max_size=walk_options.max_file_size).run(todo)
+        Pipeline(
+            self.model,
+            self.writer,
+            self.summary,
+            self.on_event,
+            chunking=self.options.chunking,
+            tuning=self.options.tuning,
+            max_size=walk_options.max_file_size,
+        ).run(todo)
         self._commit()
 
     def _resolve_roots(self, previous: store.IndexManifest | None) -> tuple[list[Path], list[Path], WalkOptions]:
@@ -130,7 +144,9 @@ class _Run:
         # like any deleted file (a root named on this run's command line was checked by the caller).
         gone = [] if self.options.roots else [r for r in roots if not os.path.lexists(r)]
         for root in gone:
-            self.on_event(IndexEvent("warning", path=root, text="no longer exists; removing it and its files from the index"))
+            self.on_event(
+                IndexEvent("warning", path=root, text="no longer exists; removing it and its files from the index")
+            )
         root_keys = [os.fsdecode(store.path_key(index_dir, r)) for r in roots]
         gone_keys = {os.fsdecode(store.path_key(index_dir, r)) for r in gone}
         writer.set_roots([k for k in dict.fromkeys([*known_roots, *root_keys]) if k not in gone_keys])
@@ -145,9 +161,15 @@ class _Run:
         if skip.warn:
             self.troubled.append(skip.path)
             self.on_event(IndexEvent("warning", path=skip.path, text=f"skipped, {skip.reason}{detail}"))
-        elif skip.reason == "too large" and self.writer.lookup_file(store.path_key(self.index_dir, skip.path)) is not None:
-            self.on_event(IndexEvent("warning", path=skip.path,
-                                     text=f"now over the size limit{detail}; removing it from the index"))
+        elif (
+            skip.reason == "too large"
+            and self.writer.lookup_file(store.path_key(self.index_dir, skip.path)) is not None
+        ):
+            self.on_event(
+                IndexEvent(
+                    "warning", path=skip.path, text=f"now over the size limit{detail}; removing it from the index"
+                )
+            )
         else:
             self.on_event(IndexEvent("skip", path=skip.path, text=f"skipped, {skip.reason}{detail}"))
 

@@ -52,8 +52,11 @@ class WalkChoices:
             ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
             return value if ok else getattr(default, name)
 
-        return WalkOptions(hidden=pick("hidden", bool), max_file_size=pick("max_file_size", int),
-                           follow_symlinks=pick("follow_symlinks", bool))
+        return WalkOptions(
+            hidden=pick("hidden", bool),
+            max_file_size=pick("max_file_size", int),
+            follow_symlinks=pick("follow_symlinks", bool),
+        )
 
 
 @dataclass
@@ -104,5 +107,3 @@ class IndexSummary:
     graph_seconds: float = 0.0
     rebuild_reason: str = ""
     index_dir: Path = Path()
-
-

@@ -91,8 +91,9 @@ def _prepare(
     except ExtractError as exc:
         return _Prepared(entry, key, digest, entry.kind, None, "", str(exc), [], replaces, damaged=True)
     except RecursionError:
-        return _Prepared(entry, key, digest, entry.kind, None, "", "too deeply nested to read", [], replaces,
-                         damaged=True)
+        return _Prepared(
+            entry, key, digest, entry.kind, None, "", "too deeply nested to read", [], replaces, damaged=True
+        )
 
 
 class Pipeline:
@@ -138,7 +139,7 @@ class Pipeline:
                     if stop.is_set():
                         return
                     results.put((item, _prepare(item, self.chunking, measure, limit, self.max_size)))
-            except BaseException as exc:  # hand any failure to the consumer
+            except BaseException as exc:  # noqa: BLE001 - any failure, Ctrl-C included, goes to the consumer
                 results.put((None, exc))
             finally:
                 results.put(done_marker)
@@ -186,7 +187,9 @@ class Pipeline:
         if prepared.damaged and old is not None and old.error is None:
             # A good version is indexed (a PDF caught mid-write, say): keep it until this one reads.
             self.summary.skipped["unreadable"] += 1
-            self.on_event(IndexEvent("warning", path=entry.path, text=f"{prepared.error}; keeping the version indexed before"))
+            self.on_event(
+                IndexEvent("warning", path=entry.path, text=f"{prepared.error}; keeping the version indexed before")
+            )
             self.stored_bytes += entry.size
             return False
         if prepared.error is not None:
@@ -223,9 +226,10 @@ class Pipeline:
         def reused(prepared: _Prepared) -> list[bytes | None]:
             return prepared.reused or [None] * len(prepared.chunks)
 
-        pending = [c for p in self.group for c, vector in zip(p.chunks, reused(p)) if vector is None]
-        vectors = self._embed_sorted([c.embedding_text() for c in pending],
-                                     [c.model_tokens or c.tokens for c in pending], tick)
+        pending = [c for p in self.group for c, vector in zip(p.chunks, reused(p), strict=True) if vector is None]
+        vectors = self._embed_sorted(
+            [c.embedding_text() for c in pending], [c.model_tokens or c.tokens for c in pending], tick
+        )
         offset = 0
         dim = self.model.info().dim
         for prepared in self.group:
@@ -243,10 +247,17 @@ class Pipeline:
         if prepared.replaces is not None:
             self.writer.remove_file(prepared.replaces)
         self.writer.add_file(
-            prepared.key, display_name(os.fsdecode(prepared.key)),
-            size=prepared.entry.size, mtime_ns=prepared.entry.mtime_ns, sha256=prepared.sha256,
-            kind=prepared.kind, encoding=prepared.encoding, title=prepared.title, error=prepared.error,
-            chunks=prepared.chunks, vectors=vectors,
+            prepared.key,
+            display_name(os.fsdecode(prepared.key)),
+            size=prepared.entry.size,
+            mtime_ns=prepared.entry.mtime_ns,
+            sha256=prepared.sha256,
+            kind=prepared.kind,
+            encoding=prepared.encoding,
+            title=prepared.title,
+            error=prepared.error,
+            chunks=prepared.chunks,
+            vectors=vectors,
         )
         if prepared.error is None:
             self.summary.indexed += 1
@@ -268,7 +279,7 @@ class Pipeline:
         out = np.empty((len(texts), dim), dtype=np.float32)
         step = self.tuning.embed_slice
         for start in range(0, len(order), step):
-            idx = order[start:start + step]
+            idx = order[start : start + step]
             out[idx] = embedder.embed_documents([texts[i] for i in idx])
             tick((start + len(idx)) / len(order))
         self.summary.embed_seconds += time.perf_counter() - started

@@ -68,8 +68,9 @@ def model_provider(name: str | None, options: ModelOptions | None = None) -> Mod
         return factory(options)
     from semsearch.models.local import LocalModel
 
-    return LocalModel(name, device=options.device, precision=options.precision, known=options.known,
-                      on_note=options.on_note)
+    return LocalModel(
+        name, device=options.device, precision=options.precision, known=options.known, on_note=options.on_note
+    )
 
 
 def query_embedder(info: ModelInfo, on_note: Callable[[str], None] = _quiet) -> QueryEmbedder:

@@ -54,8 +54,9 @@ class LocalModel:
         on_note: Callable[[str], None] = lambda message: None,
     ) -> None:
         if precision not in PRECISIONS:
-            raise ModelError(f"{{precision}} must be one of {', '.join(PRECISIONS)} (got {precision})",
-                             options=("precision",))
+            raise ModelError(
+                f"{{precision}} must be one of {', '.join(PRECISIONS)} (got {precision})", options=("precision",)
+            )
         if device is not None and not DEVICE.fullmatch(device):
             raise ModelError(f"{{device}} must be auto, cpu, cuda, cuda:N or mps (got {device})", options=("device",))
         self.spec: ModelSpec = resolve_model(name)
@@ -88,7 +89,11 @@ class LocalModel:
         if known in ("fp32", "int8", "bf16") or (known == "fp16" and self._on_gpu()):
             return known  # an existing index keeps its precision: never a mix
         if self._on_gpu():
-            return "fp16" if self.device.startswith("cuda") or (self.device == "auto" and sys.platform != "darwin") else "fp32"
+            return (
+                "fp16"
+                if self.device.startswith("cuda") or (self.device == "auto" and sys.platform != "darwin")
+                else "fp32"
+            )
         return "int8" if int8_fast() else "fp32"
 
     def info(self) -> ModelInfo:
@@ -108,9 +113,14 @@ class LocalModel:
             dim = self.torch_embedder().dim
             max_tokens = self.torch_embedder().max_tokens
         self._info = ModelInfo(
-            name=self.spec.name, fingerprint=fingerprint, dim=dim, max_tokens=max_tokens,
+            name=self.spec.name,
+            fingerprint=fingerprint,
+            dim=dim,
+            max_tokens=max_tokens,
             query_prompt=pick_prompt(prompts, QUERY_PROMPT_NAMES),
-            document_prompt=pick_prompt(prompts, DOCUMENT_PROMPT_NAMES), stamp=stamp, precision=precision,
+            document_prompt=pick_prompt(prompts, DOCUMENT_PROMPT_NAMES),
+            stamp=stamp,
+            precision=precision,
         )
         return self._info
 
@@ -124,8 +134,9 @@ class LocalModel:
         if self._torch is None:
             precision = self._info.precision if self._info is not None else self.resolve_precision()
             torch_precision = precision if precision in ("bf16", "fp16") else "fp32"
-            self._torch = SentenceTransformerEmbedder(self.spec, None if self.device == "auto" else self.device,
-                                                      torch_precision)
+            self._torch = SentenceTransformerEmbedder(
+                self.spec, None if self.device == "auto" else self.device, torch_precision
+            )
         return self._torch
 
     def embedder(self) -> Embedder:
@@ -139,8 +150,11 @@ class LocalModel:
         else:
             on_torch = self.torch_embedder()
             if on_torch.precision != info.precision:  # fp16 asked for where torch has no CUDA device
-                raise ModelError(f"{{precision}} {info.precision} needs a CUDA GPU; this run would embed on "
-                                 f"{on_torch.device} (use fp32, int8 or bf16)", options=("precision",))
+                raise ModelError(
+                    f"{{precision}} {info.precision} needs a CUDA GPU; this run would embed on "
+                    f"{on_torch.device} (use fp32, int8 or bf16)",
+                    options=("precision",),
+                )
             embedder = on_torch
         if embedder.dim != info.dim:
             raise ModelError(f"model {self.spec.name} gives {embedder.dim}-d vectors, its config says {info.dim}")
@@ -229,7 +243,5 @@ def load_query_embedder(model: ModelInfo, on_note: Callable[[str], None] = lambd
     local = LocalModel(model.name, known=model)
     info = local.info()
     if info.fingerprint != model.fingerprint:
-        raise ModelError(
-            f"the index was built with a different version of {model.name}", remedy="rebuild"
-        )
+        raise ModelError(f"the index was built with a different version of {model.name}", remedy="rebuild")
     return local.torch_embedder()

@@ -89,7 +89,7 @@ def export_onnx(model: SentenceTransformer, dest_dir: Path, *, min_cosine: float
 
 def _inspect_model(model: SentenceTransformer) -> _ModelSpec:
     """Check that *model* is Transformer -> Pooling [-> Normalize] and read what the runtime must mirror."""
-    modules = list(model)
+    modules: list[Any] = list(model)
     kinds = [type(m).__name__ for m in modules]
     has_normalize = kinds[-1:] == ["Normalize"]
     core = kinds[:-1] if has_normalize else kinds
@@ -110,7 +110,7 @@ def _inspect_model(model: SentenceTransformer) -> _ModelSpec:
     if not hasattr(tokenizer, "backend_tokenizer"):
         raise OnnxExportError("cannot export a model without a fast (tokenizers-backed) tokenizer")
 
-    pooling_config = pooling.get_config_dict()
+    pooling_config: dict[str, Any] = pooling.get_config_dict()
     pooling_mode = _pooling_mode(pooling_config)
     if pooling_mode not in SUPPORTED_POOLING:
         raise OnnxExportError(f"cannot export pooling mode {pooling_mode!r}; supported: {', '.join(SUPPORTED_POOLING)}")
@@ -120,9 +120,12 @@ def _inspect_model(model: SentenceTransformer) -> _ModelSpec:
     if not isinstance(max_seq_length, int) or not 0 < max_seq_length < 1_000_000:
         raise OnnxExportError(f"cannot export: the model has no usable max_seq_length ({max_seq_length!r})")
     get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dim = get_dim()
+    if not isinstance(dim, int):
+        raise OnnxExportError(f"cannot export: the model has no embedding dimension ({dim!r})")
     return _ModelSpec(
         transformer=transformer,
-        dim=int(get_dim()),
+        dim=dim,
         max_seq_length=int(max_seq_length),
         pooling_mode=pooling_mode,
         include_prompt=include_prompt,
@@ -287,7 +290,7 @@ def _use_eager_attention(auto_model: Any) -> str | None:
         return None
     try:
         setter("eager")
-    except Exception:  # an unsupported switch is not fatal
+    except Exception:  # noqa: BLE001 - an unsupported switch is not fatal
         return None
     return previous if auto_model.config._attn_implementation == "eager" else None
 
@@ -320,7 +323,7 @@ def verification_texts() -> list[str]:
         'fn main() { println!("{}", std::env::args().count()); }',
         code,
         "import numpy as np\nx = np.linalg.norm(v, axis=1, keepdims=True)",
-        "Ünïcödé façade naïve café — “quoted” ‘text’ … résumé",  # noqa: RUF001 - typographic quotes on purpose
+        "Ünïcödé façade naïve café — “quoted” ‘text’ … résumé",
         "東京は日本の首都です。人口は約一千四百万人です。",
         "Москва — столица России, крупнейший по численности населения город страны.",
         "مرحبا بالعالم، هذا نص عربي قصير للاختبار.",

@@ -409,7 +409,10 @@ def read_int8_record(export_dir: Path, manifest: OnnxExportManifest) -> dict[str
         raise OnnxExportError(f"{export_dir}: no int8 variant yet") from exc
     except (OSError, ValueError) as exc:
         raise OnnxExportError(f"{path}: unreadable ({exc})") from exc
-    if not isinstance(record, dict) or record.get("source_sha256") != manifest.model_sha256 or \
-            not isinstance(record.get("sha256"), str):
+    if (
+        not isinstance(record, dict)
+        or record.get("source_sha256") != manifest.model_sha256
+        or not isinstance(record.get("sha256"), str)
+    ):
         raise OnnxExportError(f"{path}: does not belong to this export; it will be made again")
     return record

@@ -52,8 +52,13 @@ def quantize_int8(export_dir: Path, *, min_cosine: float = INT8_MIN_COSINE) -> d
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                quantize_dynamic(export_dir / MODEL_FILE, tmp, weight_type=QuantType.QInt8, per_channel=True,
-                                 op_types_to_quantize=["MatMul"])
+                quantize_dynamic(
+                    export_dir / MODEL_FILE,
+                    tmp,
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    op_types_to_quantize=["MatMul"],
+                )
         finally:
             root_logger.disabled = was_disabled
         os.replace(tmp, export_dir / INT8_MODEL_FILE)
@@ -75,12 +80,18 @@ def quantize_int8(export_dir: Path, *, min_cosine: float = INT8_MIN_COSINE) -> d
     os.replace(tmp_record, record_path)
     int8 = OnnxEmbedder.load(export_dir, "int8")
     cosines = np.sum(reference.embed_documents(texts) * int8.embed_documents(texts), axis=1)
-    record["verification"] = {"texts": len(texts), "min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean())}
+    record["verification"] = {
+        "texts": len(texts),
+        "min_cosine": float(cosines.min()),
+        "mean_cosine": float(cosines.mean()),
+    }
     if cosines.min() < min_cosine:
         for name in (INT8_MODEL_FILE, INT8_RECORD_FILE):
             with contextlib.suppress(OSError):
                 (export_dir / name).unlink()
-        raise OnnxExportError(f"the int8 graph is too far from float32 (lowest cosine {cosines.min():.4f} < {min_cosine})")
+        raise OnnxExportError(
+            f"the int8 graph is too far from float32 (lowest cosine {cosines.min():.4f} < {min_cosine})"
+        )
     tmp_record.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp_record, record_path)
     return record

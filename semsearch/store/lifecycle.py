@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from semsearch import files
-from semsearch.errors import IndexCorruptError, IndexNotFoundError, IndexOutdatedError, IndexVersionError, SemsearchError
+from semsearch.errors import (
+    IndexCorruptError,
+    IndexNotFoundError,
+    IndexOutdatedError,
+    IndexVersionError,
+    SemsearchError,
+)
 from semsearch.store.database import decode_walk_settings
 from semsearch.store.format import BUILDING, FORMAT_VERSION, MANIFEST, IndexManifest, read_manifest
 from semsearch.store.layout import ensure_index_dir
@@ -63,7 +69,9 @@ def open_writer(
         pending = replace(pending, format_version=FORMAT_VERSION)
         return IndexWriter(index_dir, pending, new_build=True), current, reason or "resuming an interrupted build"
     # Past every database in the folder too: one of an unreadable manifest may still hold the roots.
-    found = [int(m.group(1)) for p in index_dir.glob("meta-*.sqlite") if (m := re.fullmatch(r"meta-(\d+)\.sqlite", p.name))]
+    found = [
+        int(m.group(1)) for p in index_dir.glob("meta-*.sqlite") if (m := re.fullmatch(r"meta-(\d+)\.sqlite", p.name))
+    ]
     epoch = max(current.epoch if current else 0, pending.epoch if pending else 0, *found) + 1
     manifest = replace(wanted, epoch=epoch, database=f"meta-{epoch}.sqlite")
     for stale in index_dir.glob(f"meta-{epoch}.sqlite*"):

@@ -136,8 +136,9 @@ class IndexReader:
         if self._vector_fd >= 0 and os.path.exists(f"/proc/self/fd/{self._vector_fd}"):
             source = Path(f"/proc/self/fd/{self._vector_fd}")  # this snapshot's file, even if replaced
         engine = vectors.backend(self.manifest.vector_index)
-        self._vectors = engine.open(source, self.vector_state, self.manifest.model.dim, self.manifest.vector_params,
-                                    shown=path)
+        self._vectors = engine.open(
+            source, self.vector_state, self.manifest.model.dim, self.manifest.vector_params, shown=path
+        )
         return self._vectors
 
     def vector_search(
@@ -165,10 +166,14 @@ class IndexReader:
                 return []
             shown: set[int] = set()
             for start in range(0, len(rows), 500):
-                part = [r[0] for r in rows[start:start + 500]]
+                part = [r[0] for r in rows[start : start + 500]]
                 marks = ",".join("?" * len(part))
-                shown.update(i for (i,) in self.conn.execute(
-                    f"SELECT id FROM chunks WHERE id IN ({marks}) AND {visible(self.generation)}", part))
+                shown.update(
+                    i
+                    for (i,) in self.conn.execute(
+                        f"SELECT id FROM chunks WHERE id IN ({marks}) AND {visible(self.generation)}", part
+                    )
+                )
             kept = [(int(i), float(s)) for i, s in rows if i in shown][:k]
             if len(kept) >= k or len(rows) < limit:
                 return kept
@@ -180,7 +185,7 @@ class IndexReader:
         paths: dict[int, Path] = {}  # file id -> path (chunks of one file share it)
         ids = list(dict.fromkeys(int(i) for i in ids))
         for start in range(0, len(ids), 500):
-            part = ids[start:start + 500]
+            part = ids[start : start + 500]
             marks = ",".join("?" * len(part))
             rows = self.conn.execute(
                 "SELECT c.id, c.file_id, f.path, f.display, f.kind, f.title, c.ordinal, c.text, c.char_start, "
@@ -193,9 +198,20 @@ class IndexReader:
                 if path is None:
                     path = paths[row[1]] = key_to_path(self.index_dir, row[2])
                 out[row[0]] = ChunkRecord(
-                    id=row[0], file_id=row[1], path=path, display=row[3],
-                    kind=row[4], title=row[5] or "", ordinal=row[6], text=row[7], char_start=row[8],
-                    char_end=row[9], line_start=row[10], line_end=row[11], page_start=row[12], page_end=row[13],
+                    id=row[0],
+                    file_id=row[1],
+                    path=path,
+                    display=row[3],
+                    kind=row[4],
+                    title=row[5] or "",
+                    ordinal=row[6],
+                    text=row[7],
+                    char_start=row[8],
+                    char_end=row[9],
+                    line_start=row[10],
+                    line_end=row[11],
+                    page_start=row[12],
+                    page_end=row[13],
                     context=row[14],
                 )
         return out
@@ -207,7 +223,7 @@ class IndexReader:
         out: dict[int, np.ndarray] = {}
         ids = list(dict.fromkeys(int(i) for i in ids))
         for start in range(0, len(ids), 500):
-            part = ids[start:start + 500]
+            part = ids[start : start + 500]
             marks = ",".join("?" * len(part))
             for cid, blob in self.conn.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", part):
                 out[cid] = np.frombuffer(blob, dtype=np.float32)
@@ -226,6 +242,11 @@ class IndexReader:
         ).fetchone()
         disk = sum(p.stat().st_size for p in self.index_dir.iterdir() if p.is_file())
         return IndexStats(
-            files=files or 0, files_without_text=no_text or 0, chunks=self.vector_count,
-            generation=self.generation, updated_at=self.updated_at, roots=list(self.roots), disk_bytes=disk,
+            files=files or 0,
+            files_without_text=no_text or 0,
+            chunks=self.vector_count,
+            generation=self.generation,
+            updated_at=self.updated_at,
+            roots=list(self.roots),
+            disk_bytes=disk,
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from semsearch import vectors
 from semsearch.errors import IndexCorruptError
-from semsearch.store.database import SCHEMA, FTS_SCHEMA, connect, decode_walk_settings, get_state, vector_state, visible
+from semsearch.store.database import FTS_SCHEMA, SCHEMA, connect, decode_walk_settings, get_state, vector_state, visible
 from semsearch.store.format import IndexManifest
 
 if TYPE_CHECKING:
@@ -79,8 +79,10 @@ class IndexWriter:
         self._begin()
         self.conn.execute("DROP TABLE chunks_fts")
         self.conn.execute(FTS_SCHEMA)
-        self.conn.execute("INSERT INTO chunks_fts(rowid, text, context) SELECT id, text, context FROM chunks "
-                          f"WHERE {visible(self.committed)}")
+        self.conn.execute(
+            "INSERT INTO chunks_fts(rowid, text, context) SELECT id, text, context FROM chunks "
+            f"WHERE {visible(self.committed)}"
+        )
         self.commit()
 
     # -- transactions ------------------------------------------------------------------------
@@ -159,13 +161,25 @@ class IndexWriter:
         if chunks:
             assert vectors is not None and len(vectors) == len(chunks)
             vecs = np.ascontiguousarray(vectors, dtype=np.float32)
-            for chunk, vec in zip(chunks, vecs):
+            for chunk, vec in zip(chunks, vecs, strict=True):
                 cur = self.conn.execute(
                     "INSERT INTO chunks (file_id, ordinal, text, char_start, char_end, line_start, line_end, "
                     "page_start, page_end, tokens, context, vector, gen_added) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (file_id, chunk.ordinal, chunk.text, chunk.char_start, chunk.char_end, chunk.line_start,
-                     chunk.line_end, chunk.page_start, chunk.page_end, chunk.tokens, chunk.context, vec.tobytes(),
-                     self.working),
+                    (
+                        file_id,
+                        chunk.ordinal,
+                        chunk.text,
+                        chunk.char_start,
+                        chunk.char_end,
+                        chunk.line_start,
+                        chunk.line_end,
+                        chunk.page_start,
+                        chunk.page_end,
+                        chunk.tokens,
+                        chunk.context,
+                        vec.tobytes(),
+                        self.working,
+                    ),
                 )
         return file_id
 
@@ -183,11 +197,14 @@ class IndexWriter:
         wanted = {(c.text, c.context) for c in chunks}
         found: dict[tuple[str, str], bytes] = {}
         sources = [previous] if previous is not None else []
-        sources += [file_id for (file_id,) in self.conn.execute(
-            f"SELECT id FROM files WHERE sha256 = ? AND error IS NULL "
-            f"AND ({visible(self.committed)} OR {visible(self.working)}) ORDER BY id DESC LIMIT 4",
-            (sha256,),
-        )]
+        sources += [
+            file_id
+            for (file_id,) in self.conn.execute(
+                f"SELECT id FROM files WHERE sha256 = ? AND error IS NULL "
+                f"AND ({visible(self.committed)} OR {visible(self.working)}) ORDER BY id DESC LIMIT 4",
+                (sha256,),
+            )
+        ]
         for file_id in dict.fromkeys(sources):
             for text, context, vector in self.conn.execute(
                 "SELECT text, context, vector FROM chunks WHERE file_id = ?", (file_id,)
@@ -269,13 +286,17 @@ class IndexWriter:
             return None
         state = get_state(self.conn)
         old_count = int(state.get("vector_count", "0"))
-        rebuild = (self.new_build or not state.get("vector_file") or old_count == 0
-                   or removed > REBUILD_DELETED_FRACTION * max(1, old_count))
-        index, total = (self._new_vector_index(old_count + added - removed) if rebuild
-                        else self._updated_vector_index(state, added))
+        rebuild = (
+            self.new_build
+            or not state.get("vector_file")
+            or old_count == 0
+            or removed > REBUILD_DELETED_FRACTION * max(1, old_count)
+        )
+        index, total = (
+            self._new_vector_index(old_count + added - removed) if rebuild else self._updated_vector_index(state, added)
+        )
         done = 0
-        where = (visible(self.working), ()) if rebuild else \
-            ("gen_added = ? AND gen_removed IS NULL", (self.working,))
+        where = (visible(self.working), ()) if rebuild else ("gen_added = ? AND gen_removed IS NULL", (self.working,))
         for ids, vecs in self._vectors(*where):
             index.add(ids, vecs)
             done += len(ids)
@@ -305,8 +326,9 @@ class IndexWriter:
     def _updated_vector_index(self, state: dict[str, str], added: int) -> tuple[VectorIndex, int]:
         """The current vector file with this run's removals applied (its additions follow)."""
         path = self.index_dir / state["vector_file"]
-        index = self._engine.open(path, vector_state(state), self.manifest.model.dim, self.manifest.vector_params,
-                                  extra_capacity=added)
+        index = self._engine.open(
+            path, vector_state(state), self.manifest.model.dim, self.manifest.vector_params, extra_capacity=added
+        )
         for ids, _ in self._vectors("gen_removed = ? AND gen_added < ?", (self.working, self.working)):
             index.remove([int(label) for label in ids])
         return index, added
@@ -316,11 +338,17 @@ class IndexWriter:
         self._begin()
         # chunks_fts follows the flip in the same transaction: BM25 statistics never count rows
         # a reader cannot see (pending rows of an interrupted run, removed rows not yet purged).
-        self.conn.execute("INSERT INTO chunks_fts(rowid, text, context) SELECT id, text, context FROM chunks "
-                          "WHERE gen_added = ? AND gen_removed IS NULL", (self.working,))
-        self.conn.execute("INSERT INTO chunks_fts(chunks_fts, rowid, text, context) "
-                          "SELECT 'delete', id, text, context FROM chunks "
-                          "WHERE gen_removed = ? AND gen_added < ?", (self.working, self.working))
+        self.conn.execute(
+            "INSERT INTO chunks_fts(rowid, text, context) SELECT id, text, context FROM chunks "
+            "WHERE gen_added = ? AND gen_removed IS NULL",
+            (self.working,),
+        )
+        self.conn.execute(
+            "INSERT INTO chunks_fts(chunks_fts, rowid, text, context) "
+            "SELECT 'delete', id, text, context FROM chunks "
+            "WHERE gen_removed = ? AND gen_added < ?",
+            (self.working, self.working),
+        )
         self.conn.execute("DELETE FROM state WHERE key LIKE 'vector\\_%' ESCAPE '\\'")
         for key, value in (*saved.items(), ("updated_at", repr(time.time())), ("generation", str(self.working))):
             self.conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value))

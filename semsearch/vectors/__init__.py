@@ -11,8 +11,15 @@ import importlib
 from semsearch.errors import IndexCorruptError
 from semsearch.vectors.base import VectorBackend, VectorIndex, VectorState
 
-__all__ = ["BUILTIN_BACKENDS", "DEFAULT_BACKEND", "VectorBackend", "VectorIndex", "VectorState", "backend",
-           "register_backend"]
+__all__ = [
+    "BUILTIN_BACKENDS",
+    "DEFAULT_BACKEND",
+    "VectorBackend",
+    "VectorIndex",
+    "VectorState",
+    "backend",
+    "register_backend",
+]
 
 DEFAULT_BACKEND = "hnsw"
 BUILTIN_BACKENDS = {
@@ -33,4 +40,6 @@ def backend(name: str) -> VectorBackend:
     try:
         return _registered[name]
     except KeyError:
-        raise IndexCorruptError(f"the index uses the vector engine {name!r}, which this semsearch does not have") from None
+        raise IndexCorruptError(
+            f"the index uses the vector engine {name!r}, which this semsearch does not have"
+        ) from None

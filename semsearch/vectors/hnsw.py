@@ -73,8 +73,7 @@ def check_vector_file(path: Path, state: Mapping[str, str], dim: int, shown: Pat
 
 
 def _plausible_header(fields: tuple[Any, ...], expected_count: int, dim: int, actual: int) -> bool:
-    (offset0, max_el, count, per_element, label_off, data_off, _maxlevel, enter, _maxm, maxm0, m,
-     _mult, _efc) = fields
+    (offset0, max_el, count, per_element, label_off, data_off, _maxlevel, enter, _maxm, maxm0, m, _mult, _efc) = fields
     return bool(
         count == expected_count
         and max_el >= count
@@ -149,7 +148,7 @@ class HnswIndex:
                 labels, distances = self._index.knn_query(query.reshape(1, -1), k=max(1, k // 2), filter=allowed)
             except RuntimeError:
                 return []
-        return [(int(label), float(1.0 - dist)) for label, dist in zip(labels[0], distances[0])]
+        return [(int(label), float(1.0 - dist)) for label, dist in zip(labels[0], distances[0], strict=True)]
 
 
 class HnswBackend:
@@ -170,8 +169,13 @@ class HnswBackend:
 
         p = HnswParams.from_mapping(params)
         index = hnswlib.Index(space=p.space, dim=dim)
-        index.init_index(max_elements=max(16, capacity), M=p.M, ef_construction=p.ef_construction,
-                         random_seed=100, allow_replace_deleted=True)
+        index.init_index(
+            max_elements=max(16, capacity),
+            M=p.M,
+            ef_construction=p.ef_construction,
+            random_seed=100,
+            allow_replace_deleted=True,
+        )
         return HnswIndex(index, p, 0, replace_deleted=False)
 
     def open(
