@@ -37,11 +37,10 @@ class LocalModel:
     Documents are embedded by the light runtime (onnxruntime, the model's ONNX export made once
     per model) on the CPU, in float32 or int8; on a GPU, or for ``bf16``, by sentence-transformers.
     ``precision="auto"`` keeps the precision an existing index was built with; for a new index it
-    picks int8 on CPUs with int8 dot-product units (VNNI/AMX), where it measured ~1.9x the float32
-    speed for the same retrieval quality (SciFact nDCG@10 within 0.001; benchmarks/RESULTS.md),
-    float16 autocast on a CUDA GPU,
-    else float32. bf16 stays available (``--precision bf16``) but is not chosen automatically: on
-    the CPUs measured it was slower than float32.
+    picks int8 on CPUs with int8 dot-product units (VNNI/AMX), where it is faster than float32 at
+    the same retrieval quality, float16 autocast on a CUDA GPU, else float32. bf16 stays available
+    but is not chosen automatically: it was slower than float32 on the CPUs measured (the figures
+    are in benchmarks/RESULTS.md).
     """
 
     def __init__(
@@ -230,8 +229,8 @@ def load_query_embedder(model: ModelInfo, on_note: Callable[[str], None] = lambd
         target = export_dir_for(model.fingerprint)
         if (target / "export.json").is_file():
             try:
-                # One thread: a session starts ~40 ms sooner, and a short query runs faster on
-                # one core than split over two (7.7 vs 13.5 ms measured for the first query).
+                # One thread: a session starts sooner, and a short query runs faster on one core
+                # than split over two (benchmarks/RESULTS.md).
                 onnx = OnnxEmbedder.load(target, threads=1)
                 if onnx.dim == model.dim:
                     return onnx

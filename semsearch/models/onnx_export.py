@@ -280,8 +280,8 @@ def _export_graph(auto_model: Any, hf_tokenizer: Any, input_names: list[str], pa
 def _use_eager_attention(auto_model: Any) -> str | None:
     """Switch a Hugging Face model to eager attention for tracing; return the setting to restore, if changed.
 
-    The traced eager graph is smaller than the SDPA one (no data-dependent mask branches) and ran 8%
-    faster in onnxruntime on a 2-core AVX2 CPU. Models that cannot switch are traced as they are;
+    The traced eager graph is smaller than the SDPA one (no data-dependent mask branches) and runs
+    faster in onnxruntime (benchmarks/RESULTS.md). Models that cannot switch are traced as they are;
     the verification against sentence-transformers judges the result either way.
     """
     previous = getattr(getattr(auto_model, "config", None), "_attn_implementation", None)

@@ -57,8 +57,8 @@ MANIFEST_FILE = "export.json"
 
 SUPPORTED_POOLING = ("mean", "mean_sqrt_len_tokens", "cls", "max", "lasttoken")
 _HASH_CHUNK = 1 << 20  # 1 MiB
-# Inputs per onnxruntime call. Small batches of similar length keep the activations in cache:
-# on a 2-core AVX-512 CPU, int8 MiniLM ran 12.4k tokens/s at 8 against 9-10k at 32 (fp32: equal).
+# Inputs per onnxruntime call: small batches of similar length keep the activations in cache
+# (batch sizes compared in benchmarks/RESULTS.md).
 BATCH_SIZE = 8
 
 
@@ -184,7 +184,7 @@ class OnnxEmbedder:
         if not model_path.is_file():
             raise OnnxExportError(f"{model_path}: missing from the ONNX export")
 
-        # Hashing the model (~0.1 s for 90 MB) overlaps with building the session (~0.3 s): both
+        # Hashing the model overlaps with building the session (the longer of the two): both
         # release the GIL. The session is thrown away if the checksum then fails.
         model_check = _ChecksumThread(model_path, model_sha256)
         model_check.start()

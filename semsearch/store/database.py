@@ -10,8 +10,8 @@ from typing import Any
 from semsearch.errors import IndexCorruptError
 
 # BM25 over each chunk's text and its context line (title or heading path, file name for code):
-# a title's words count for every chunk of its document, as in BM25F (measured on SciFact:
-# lexical nDCG@10 0.671 -> 0.684, hybrid 0.732 -> 0.740; benchmarks/RESULTS.md).
+# a title's words count for every chunk of its document, as in BM25F (better on SciFact, in both
+# lexical and hybrid mode: benchmarks/RESULTS.md).
 FTS_SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     text, context, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'

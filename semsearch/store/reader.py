@@ -153,7 +153,7 @@ class IndexReader:
     def lexical_search(self, match: str, k: int) -> list[tuple[int, float]]:
         """Chunks matching an FTS5 query: [(chunk id, bm25 score, higher is better)], best first."""
         # Rank in FTS alone, then drop rows this generation cannot see (a join per matching row
-        # cost ~40% of the query); ask for more when invisible rows crowd the top.
+        # was a large share of the query); ask for more when invisible rows crowd the top.
         limit = k + 16
         while True:
             try:

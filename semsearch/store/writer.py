@@ -188,8 +188,7 @@ class IndexWriter:
         (chunk text and context line), or None where it must be embedded.
 
         Looked for in the file's indexed version *previous* (an edit leaves most chunks as they
-        were: 98% of the chunks of the FastAPI docs' 40 longest pages after inserting a paragraph
-        mid-file) and in indexed copies of the same content (a renamed, moved or copied file). The
+        were) and in indexed copies of the same content (a renamed, moved or copied file). The
         committed generation counts too, so a file removed by this run (the old name of a renamed
         file) still lends its vectors before they are purged.
         """
