@@ -165,3 +165,22 @@ def test_eval_command(project: Path) -> None:
     assert "no ranked document's id (--id-mode name) is among the judged ids" in named.stderr
     bad = run("eval", "--queries", "missing.jsonl", "--qrels", "qrels.tsv")
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["index", "--help"], ["query", "--help"]])
+def test_help_imports_nothing_heavy(argv: list[str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from semsearch.cli import main\n"
+        f"sys.argv = ['semsearch', *{argv!r}]\n"
+        "try:\n    main(fast_exit=False)\nexcept SystemExit:\n    pass\n"
+        "heavy = ('torch', 'transformers', 'sentence_transformers', 'pypdf', 'hnswlib', 'onnxruntime', 'numpy',\n"
+        "         'tokenizers', 'tiktoken')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, timeout=120)
+    assert result.stderr.decode().strip().splitlines()[-1] == "[]", result.stderr.decode()
+    assert b"Usage" in result.stdout
