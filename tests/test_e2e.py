@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import make_pdf, write
+
+from semsearch.store import IndexReader
 
 pytestmark = pytest.mark.model
 
@@ -159,11 +160,8 @@ def test_query_output_is_whole_when_the_process_ends_early(corpus, tmp_path: Pat
 
 
 def _chunk_count(root: Path) -> int:
-    conn = sqlite3.connect(next((root / ".semsearch").glob("meta-*.sqlite")))
-    try:
-        return int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
-    finally:
-        conn.close()
+    with IndexReader(root / ".semsearch") as reader:
+        return sum(1 for _ in reader.chunks())
 
 
 def test_exit_codes(corpus) -> None:  # noqa: ANN001
@@ -195,5 +193,5 @@ def test_status_reports_index(corpus) -> None:  # noqa: ANN001
     result = run(["status", "--json"], cwd=(root / "docs" / "src"), env=env)
     data = json.loads(result.stdout)
     assert data["model"] == "all-MiniLM-L6-v2" and data["dim"] == 384 and data["chunks"] >= 4
-    db = Path(data["index"]) / json.loads((Path(data["index"]) / "manifest.json").read_text())["database"]
-    assert sqlite3.connect(db).execute("SELECT count(*) FROM chunks").fetchone()[0] >= 4
+    with IndexReader(Path(data["index"])) as reader:
+        assert sum(1 for _ in reader.chunks()) == data["chunks"]

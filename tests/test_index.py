@@ -197,8 +197,7 @@ def test_format_2_index_is_upgraded_in_place_without_reembedding(tmp_path: Path,
     assert fake_model.embedder_instance.documents_embedded == embedded  # nothing re-embedded
     assert json.loads(manifest.read_text())["format_version"] == FORMAT_VERSION
     with IndexReader(index_dir) as reader:
-        chunks = reader.conn.execute("SELECT count(*) FROM chunks WHERE file_id = "
-                                     "(SELECT id FROM files WHERE display LIKE '%heron.md')").fetchone()[0]
+        chunks = sum(1 for chunk in reader.chunks() if chunk.display.endswith("heron.md"))
         with_context = len(reader.lexical_search('"migration"', 50))
     assert chunks > 1 and only_text == 1 and with_context == chunks
     check_fts(index_dir)

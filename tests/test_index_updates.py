@@ -185,15 +185,8 @@ def test_a_failed_first_run_leaves_no_folder(docs: Path, monkeypatch: pytest.Mon
 
 def test_walk_settings_are_stored_in_the_state_table(docs: Path) -> None:
     assert run("index", "docs", "--hidden", "--follow-symlinks", "--max-file-size", "2M").exit_code == 0
-    import sqlite3
-
     with IndexReader(docs / ".semsearch") as reader:
-        db = reader.db_path
-    conn = sqlite3.connect(db)
-    try:
-        stored = json.loads(conn.execute("SELECT value FROM state WHERE key = 'walk'").fetchone()[0])
-    finally:
-        conn.close()
+        stored = reader.walk_settings
     assert stored == {"hidden": True, "max_file_size": 2 * 1024 * 1024, "follow_symlinks": True}
     status = run("status")
     assert "walk     hidden files in, files up to 2.0 MB, links out of the folders followed" in status.stdout

@@ -15,7 +15,16 @@ from semsearch.errors import ExtractError
 from semsearch.readers.base import Reader
 from semsearch.readers.document import Document
 
-__all__ = ["BUILTIN_READERS", "Document", "Reader", "detect_kind", "read_document", "reader_for", "register_reader"]
+__all__ = [
+    "BUILTIN_READERS",
+    "Document",
+    "Reader",
+    "detect_kind",
+    "read_document",
+    "reader_for",
+    "register_reader",
+    "unregister_reader",
+]
 
 BUILTIN_READERS = (
     "semsearch.readers.pdf",
@@ -38,6 +47,12 @@ def register_reader(reader: Reader, *, before: str | None = "text") -> None:
     readers[:] = [r for r in readers if r.kind != reader.kind]
     kinds = [r.kind for r in readers]
     readers.insert(kinds.index(before) if before in kinds else len(readers), reader)
+
+
+def unregister_reader(kind: str) -> None:
+    """Remove the reader of *kind* (a built-in one comes back only with a new process)."""
+    readers = _registry()
+    readers[:] = [r for r in readers if r.kind != kind]
 
 
 def detect_kind(path: Path, head: bytes) -> str | None:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from semsearch import vectors
 from semsearch.errors import IndexCorruptError
@@ -54,6 +54,12 @@ class IndexStats:
     updated_at: float
     roots: list[str]
     disk_bytes: int
+
+
+_CHUNK_SELECT = (
+    "SELECT c.id, c.file_id, f.path, f.display, f.kind, f.title, c.ordinal, c.text, c.char_start, c.char_end, "
+    "c.line_start, c.line_end, c.page_start, c.page_end, c.context FROM chunks c JOIN files f ON f.id = c.file_id"
+)
 
 
 class IndexReader:
@@ -188,33 +194,40 @@ class IndexReader:
             part = ids[start : start + 500]
             marks = ",".join("?" * len(part))
             rows = self.conn.execute(
-                "SELECT c.id, c.file_id, f.path, f.display, f.kind, f.title, c.ordinal, c.text, c.char_start, "
-                "c.char_end, c.line_start, c.line_end, c.page_start, c.page_end, c.context FROM chunks c "
-                f"JOIN files f ON f.id = c.file_id WHERE c.id IN ({marks}) AND {visible(self.generation, 'c')}",
-                part,
-            ).fetchall()
-            for row in rows:
-                path = paths.get(row[1])
-                if path is None:
-                    path = paths[row[1]] = key_to_path(self.index_dir, row[2])
-                out[row[0]] = ChunkRecord(
-                    id=row[0],
-                    file_id=row[1],
-                    path=path,
-                    display=row[3],
-                    kind=row[4],
-                    title=row[5] or "",
-                    ordinal=row[6],
-                    text=row[7],
-                    char_start=row[8],
-                    char_end=row[9],
-                    line_start=row[10],
-                    line_end=row[11],
-                    page_start=row[12],
-                    page_end=row[13],
-                    context=row[14],
-                )
+                f"{_CHUNK_SELECT} WHERE c.id IN ({marks}) AND {visible(self.generation, 'c')}", part
+            )
+            for row in rows.fetchall():
+                out[row[0]] = self._record(row, paths)
         return out
+
+    def chunks(self) -> Iterator[ChunkRecord]:
+        """Every chunk of this generation, file by file, in document order."""
+        paths: dict[int, Path] = {}
+        rows = self.conn.execute(f"{_CHUNK_SELECT} WHERE {visible(self.generation, 'c')} ORDER BY c.file_id, c.ordinal")
+        for row in rows:
+            yield self._record(row, paths)
+
+    def _record(self, row: Sequence[Any], paths: dict[int, Path]) -> ChunkRecord:
+        path = paths.get(row[1])
+        if path is None:
+            path = paths[row[1]] = key_to_path(self.index_dir, row[2])
+        return ChunkRecord(
+            id=row[0],
+            file_id=row[1],
+            path=path,
+            display=row[3],
+            kind=row[4],
+            title=row[5] or "",
+            ordinal=row[6],
+            text=row[7],
+            char_start=row[8],
+            char_end=row[9],
+            line_start=row[10],
+            line_end=row[11],
+            page_start=row[12],
+            page_end=row[13],
+            context=row[14],
+        )
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored vectors by chunk id (to score hits that came from the lexical side)."""
@@ -225,7 +238,9 @@ class IndexReader:
         for start in range(0, len(ids), 500):
             part = ids[start : start + 500]
             marks = ",".join("?" * len(part))
-            for cid, blob in self.conn.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", part):
+            for cid, blob in self.conn.execute(
+                f"SELECT id, vector FROM chunks WHERE id IN ({marks}) AND {visible(self.generation)}", part
+            ):
                 out[cid] = np.frombuffer(blob, dtype=np.float32)
         return out
 

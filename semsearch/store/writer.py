@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from semsearch.chunk import Chunk
     from semsearch.vectors import VectorIndex
 
-# An update that removes more than this share of the vectors builds a new graph instead.
-REBUILD_DELETED_FRACTION = 0.25
-
 
 @dataclass(frozen=True)
 class FileRow:
@@ -289,7 +286,7 @@ class IndexWriter:
             self.new_build
             or not state.get("vector_file")
             or old_count == 0
-            or removed > REBUILD_DELETED_FRACTION * max(1, old_count)
+            or removed > self._engine.rebuild_fraction * max(1, old_count)
         )
         index, total = (
             self._new_vector_index(old_count + added - removed) if rebuild else self._updated_vector_index(state, added)

@@ -19,6 +19,7 @@ __all__ = [
     "VectorState",
     "backend",
     "register_backend",
+    "unregister_backend",
 ]
 
 DEFAULT_BACKEND = "hnsw"
@@ -31,6 +32,11 @@ _registered: dict[str, VectorBackend] = {}
 def register_backend(engine: VectorBackend) -> None:
     """Make indexes whose manifest names ``engine.name`` use *engine*."""
     _registered[engine.name] = engine
+
+
+def unregister_backend(name: str) -> None:
+    """Forget an engine registered with :func:`register_backend` (built-in ones load again on use)."""
+    _registered.pop(name, None)
 
 
 def backend(name: str) -> VectorBackend:

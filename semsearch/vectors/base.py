@@ -51,6 +51,7 @@ class VectorBackend(Protocol):
 
     name: str
     file_suffix: str
+    rebuild_fraction: float  # an update removing more than this share of the vectors builds anew
 
     def default_params(self) -> dict[str, Any]:
         """The build parameters a new index records under the engine's name."""

@@ -139,16 +139,20 @@ class HnswIndex:
         if self._live <= 0:
             return []
         k = max(1, min(k, self._live))
-        self._index.set_ef(max(ef or self._params.ef_search, k))
+        # The graph's ef is set once, when it is opened, and never per search: concurrent searches
+        # share it. hnswlib explores max(ef, k) candidates, so a larger ef for one search is
+        # asking for that many neighbours and keeping the best k.
+        wanted = min(max(k, ef or 0), self._live)
         try:
-            labels, distances = self._index.knn_query(query.reshape(1, -1), k=k, filter=allowed)
+            labels, distances = self._index.knn_query(query.reshape(1, -1), k=wanted, filter=allowed)
         except RuntimeError:
-            # Fewer reachable neighbours than k (heavily deleted graphs, selective filters): ask for fewer.
+            # Fewer reachable neighbours than asked (heavily deleted graphs, selective filters): ask for fewer.
             try:
                 labels, distances = self._index.knn_query(query.reshape(1, -1), k=max(1, k // 2), filter=allowed)
             except RuntimeError:
                 return []
-        return [(int(label), float(1.0 - dist)) for label, dist in zip(labels[0], distances[0], strict=True)]
+        hits = [(int(label), float(1.0 - dist)) for label, dist in zip(labels[0], distances[0], strict=True)]
+        return hits[:k]
 
 
 class HnswBackend:
@@ -156,6 +160,9 @@ class HnswBackend:
 
     name = NAME
     file_suffix = ".hnsw"
+    # An update that removes more than this share of the vectors builds a new graph instead: a
+    # graph with many deleted nodes searches worse and keeps their slots.
+    rebuild_fraction = 0.25
 
     def default_params(self) -> dict[str, Any]:
         return asdict(HnswParams())
@@ -176,6 +183,7 @@ class HnswBackend:
             random_seed=100,
             allow_replace_deleted=True,
         )
+        index.set_ef(p.ef_search)
         return HnswIndex(index, p, 0, replace_deleted=False)
 
     def open(
