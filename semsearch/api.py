@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from semsearch.chunk import ChunkSettings
     from semsearch.evalrun import EvalResult
     from semsearch.evaluate import Query
-    from semsearch.indexing import IndexEvent, IndexSummary, Tuning
+    from semsearch.indexing import IndexEvent, IndexOptions, IndexSummary, Tuning
     from semsearch.models import ModelProvider, QueryEmbedder
     from semsearch.search import Hit, Searcher
     from semsearch.store import IndexManifest, IndexReader
@@ -284,7 +284,7 @@ class Index:
 
     def _index_options(
         self, roots: list[Path], existing: IndexManifest | None, *, rebuild: bool, wait: float, tuning: Tuning | None
-    ) -> Any:
+    ) -> IndexOptions:
         from semsearch import vectors
         from semsearch.indexing import DEFAULT_TUNING, IndexOptions, WalkChoices
 

@@ -207,3 +207,29 @@ def test_format_2_index_is_upgraded_in_place_without_reembedding(tmp_path: Path,
     with IndexReader(index_dir) as reader:
         assert reader.lexical_search('"migration"', 50) == []
     check_fts(index_dir)
+
+
+def test_an_index_from_before_the_vector_engine_was_recorded_is_used_as_it_is(tmp_path: Path, fake_model) -> None:  # noqa: ANN001
+    """Indexes made before the manifest named its vector engine (format 3 without "vector_index")
+    read as hnsw indexes and update in place: nothing is embedded again, nothing is rebuilt."""
+    from semsearch import Index
+
+    write(tmp_path / "docs" / "heron.md", "# Herons\n\nA heron stands still in shallow water, waiting for fish.\n")
+    write(tmp_path / "docs" / "bread.md", "# Bread\n\nKnead the dough and bake it in a hot oven.\n")
+    index_dir = tmp_path / ".semsearch"
+    with Index.create(index_dir, provider=fake_model) as index:
+        index.update([tmp_path / "docs"])
+    manifest_path = index_dir / "manifest.json"
+    data = json.loads(manifest_path.read_text())
+    assert data.pop("vector_index") == "hnsw" and "hnsw" in data
+    manifest_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")  # as the previous release wrote it
+    embedded = fake_model.embedder_instance.documents_embedded
+
+    with Index.open(index_dir, provider=fake_model) as index:
+        assert index.search("heron waiting in water", k=1)[0].chunk.path.name == "heron.md"
+        assert index.status().vector_index == "hnsw"
+        write(tmp_path / "docs" / "tea.md", "# Tea\n\nSteep green tea for two minutes.\n")
+        summary = index.update()
+    assert summary.rebuild_reason == "" and summary.indexed == 1 and summary.unchanged == 2
+    assert fake_model.embedder_instance.documents_embedded == embedded + summary.chunks_added
+    assert json.loads(manifest_path.read_text())["format_version"] == FORMAT_VERSION
