@@ -203,11 +203,6 @@ class OnnxEmbedder:
             raise OnnxExportError(f"{model_path}: graph inputs {names} do not match {MANIFEST_FILE}")
         return cls(manifest, session, tokenizer)
 
-    @property
-    def document_prompt_tokens(self) -> int:
-        """Word-pieces the document prompt adds to every document (0 without a prompt)."""
-        return self._prompt_length(self.manifest.document_prompt)
-
     def embed_queries(self, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Embed search queries, putting the model's ``"query"`` prompt before each when it has one."""
         return self._embed(texts, self.manifest.query_prompt, batch_size)

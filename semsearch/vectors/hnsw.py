@@ -90,9 +90,8 @@ def _plausible_header(fields: tuple[Any, ...], expected_count: int, dim: int, ac
 class HnswIndex:
     """An hnswlib graph in memory."""
 
-    def __init__(self, index: Any, params: HnswParams, live: int, *, replace_deleted: bool) -> None:
+    def __init__(self, index: Any, live: int, *, replace_deleted: bool) -> None:
         self._index = index
-        self._params = params
         self._live = live
         self._replace_deleted = replace_deleted  # an update reuses the slots of removed vectors
 
@@ -184,7 +183,7 @@ class HnswBackend:
             allow_replace_deleted=True,
         )
         index.set_ef(p.ef_search)
-        return HnswIndex(index, p, 0, replace_deleted=False)
+        return HnswIndex(index, 0, replace_deleted=False)
 
     def open(
         self,
@@ -210,7 +209,7 @@ class HnswBackend:
         except (RuntimeError, MemoryError, ValueError) as exc:
             raise IndexCorruptError(f"{shown or path} cannot be loaded ({exc})", remedy="rebuild") from None
         index.set_ef(p.ef_search)
-        return HnswIndex(index, p, int(state.get("vector_count", "0")), replace_deleted=True)
+        return HnswIndex(index, int(state.get("vector_count", "0")), replace_deleted=True)
 
 
 BACKEND = HnswBackend()
