@@ -338,17 +338,19 @@ class Index:
         min_score: float | None = None,
         files_only: bool = False,
         fusion: str = "convex",
+        alpha: float = 0.5,
     ) -> list[Hit]:
         """The *k* passages (or files, with *files_only*) that best match *query*, best first.
 
         *mode*: "hybrid" (default: cosine blended with BM25), "semantic" or "lexical".
-        *min_score* drops hits under that cosine similarity. Raises :class:`InvalidOptionError`
+        *min_score* drops hits under that cosine similarity. *fusion* ("convex" or "rrf") and
+        *alpha* (convex: the cosine side's weight) say how hybrid mode blends the two sides. Raises :class:`InvalidOptionError`
         for bad arguments, :class:`IndexNotFoundError` / :class:`IndexCorruptError` for the index.
         """
         from semsearch.search import DEFAULT_MODE, SearchOptions
 
         options = SearchOptions(
-            top_k=k, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only, fusion=fusion
+            top_k=k, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only, fusion=fusion, alpha=alpha
         )
         options.validate()
         return self._open_searcher().search(query, options)
@@ -413,6 +415,7 @@ class Index:
         mode: str | None = None,
         id_mode: str = "stem",
         depth: int = 100,
+        fusion: str = "convex",
     ) -> EvalResult:
         """Score the index on judged queries (BEIR style): nDCG@10, recall, MRR, latency."""
         from semsearch.evalrun import run_evaluation
@@ -421,7 +424,14 @@ class Index:
         searcher = self._open_searcher()
         try:
             return run_evaluation(
-                searcher.reader, searcher, queries, qrels, mode=mode or DEFAULT_MODE, id_mode=id_mode, depth=depth
+                searcher.reader,
+                searcher,
+                queries,
+                qrels,
+                mode=mode or DEFAULT_MODE,
+                id_mode=id_mode,
+                depth=depth,
+                fusion=fusion,
             )
         except InvalidOptionError:
             raise

@@ -83,10 +83,17 @@ class EvalResult:
 
 
 def ranked_documents(
-    reader: IndexReader, searcher: Searcher, text: str, *, mode: str, id_mode: str = "stem", depth: int = 100
+    reader: IndexReader,
+    searcher: Searcher,
+    text: str,
+    *,
+    mode: str,
+    id_mode: str = "stem",
+    depth: int = 100,
+    fusion: str = "convex",
 ) -> list[str]:
     """Distinct document ids for one query, best first (at most ``depth``)."""
-    hits = searcher.search(text, SearchOptions(top_k=depth, mode=mode, files_only=True))
+    hits = searcher.search(text, SearchOptions(top_k=depth, mode=mode, files_only=True, fusion=fusion))
     root = reader.index_dir.parent
     ids = []
     for hit in hits:
@@ -106,6 +113,7 @@ def run_evaluation(
     mode: str = DEFAULT_MODE,
     id_mode: str = "stem",
     depth: int = 100,
+    fusion: str = "convex",
     only_judged: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
@@ -133,7 +141,9 @@ def run_evaluation(
             run[query.id] = []
             continue
         started = time.perf_counter()
-        run[query.id] = ranked_documents(reader, searcher, query.text, mode=mode, id_mode=id_mode, depth=depth)
+        run[query.id] = ranked_documents(
+            reader, searcher, query.text, mode=mode, id_mode=id_mode, depth=depth, fusion=fusion
+        )
         latencies.append(time.perf_counter() - started)
         if on_progress is not None:
             on_progress(number, len(todo))
