@@ -56,7 +56,7 @@ def run_child(cmd: list[str], *, stdin_path: Path | None = None, env: dict[str, 
     import tempfile
 
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+        stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
         try:
             started = time.perf_counter()
             proc = subprocess.Popen(cmd, stdin=stdin, stdout=out, stderr=err, env=env, cwd=cwd)
@@ -134,10 +134,10 @@ def print_table(title: str, rows: list[tuple[str, str, str, str]]) -> None:
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(4)]
     line = "  ".join("-" * w for w in widths)
     print(f"\n== {title} ==")
-    print("  ".join(str(h).ljust(w) for h, w in zip(head, widths)))
+    print("  ".join(str(h).ljust(w) for h, w in zip(head, widths, strict=True)))
     print(line)
     for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
 def machine_note() -> str:

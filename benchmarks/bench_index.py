@@ -6,7 +6,8 @@ Steps (all in fresh processes, one after the other so they see the same machine)
    under --work (``--docs N`` keeps the first N documents).
 2. First build: the real CLI (`semsearch index FILES --index IDX -q`), started through a small
    driver that records the library's IndexSummary (embed_seconds, graph_seconds, seconds) as
-   build_index returns. Wall time and peak RSS are the whole process's.
+   build_index returns (``Index.update`` calls it, then makes the ONNX export). Wall time and
+   peak RSS are the whole process's.
 3. No-op re-index: the same command again (nothing changed). Target: < 1% of the first build.
 4. Reference: plain ``SentenceTransformer.encode`` (float32, CPU, batch_size 32,
    normalize_embeddings) over exactly the chunk texts the index holds (read back from its SQLite
@@ -25,13 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sqlite3
 import sys
 import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import (  # noqa: E402
+from _bench_common import (
     DEFAULT_DATA,
     DEFAULT_WORK,
     PYTHON,
@@ -54,9 +54,10 @@ DRIVER_SCRIPT = textwrap.dedent('''
     t0 = time.perf_counter()
     summary_path = sys.argv[1]
     sys.argv = ["semsearch", *sys.argv[2:]]
-    import semsearch.indexer as indexer
     import semsearch.cli as cli
-    real = indexer.build_index
+    import semsearch.indexing as indexing
+    from semsearch.models.local import LocalModel
+    real = indexing.build_index  # Index.update looks it up here at each call
 
     def recording(options, model, on_event=lambda e: None):
         t_start = time.perf_counter()
@@ -73,10 +74,9 @@ DRIVER_SCRIPT = textwrap.dedent('''
             json.dump(data, fh)
         return summary
 
-    indexer.build_index = recording
+    indexing.build_index = recording
 
-    import semsearch.models as models
-    real_embedder = models.LocalModel.embedder
+    real_embedder = LocalModel.embedder
     model_load = {"seconds": 0.0}
 
     def timed_embedder(self):
@@ -86,7 +86,7 @@ DRIVER_SCRIPT = textwrap.dedent('''
         finally:
             model_load["seconds"] += time.perf_counter() - started
 
-    models.LocalModel.embedder = timed_embedder
+    LocalModel.embedder = timed_embedder
     try:
         cli.main()
     finally:
@@ -135,8 +135,8 @@ ONNX_SCRIPT = textwrap.dedent('''
                         "FROM chunks ORDER BY id").fetchall()
     texts = [r[0] for r in rows]
     import numpy as np
-    from semsearch.models import export_dir_for
-    from semsearch.onnx_embed import OnnxEmbedder
+    from semsearch.models.onnx_runtime import OnnxEmbedder
+    from semsearch.models.resolve import export_dir_for
     t0 = time.perf_counter()
     emb = OnnxEmbedder.load(export_dir_for(manifest["model"]["fingerprint"]))
     t1 = time.perf_counter()
@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     driver = args.work / "index_driver.py"
     driver.write_text(DRIVER_SCRIPT, encoding="utf-8")
     summary_path = args.work / f"{tag}-summary.json"
+    summary_path.unlink(missing_ok=True)  # written by the driver only when its build_index hook ran
     cmd = [PYTHON, str(driver), str(summary_path), "index", str(files_dir), "--index", str(index_dir), "-q",
            "--precision", args.precision]
 
@@ -224,10 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     s2 = json.loads(summary_path.read_text())
     index_bytes = dir_bytes(index_dir)
 
-    conn = sqlite3.connect(f"file:{index_dir / json.loads((index_dir / 'manifest.json').read_text())['database']}?mode=ro",
-                           uri=True)
-    chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-    conn.close()
+    sys.path.insert(0, str(REPO))
+    from semsearch import Index
+
+    with Index.open(index_dir) as index:
+        status = index.status(check_disk=False)
+    chunks = status.chunks
 
     ref = None
     if not args.skip_reference:
@@ -241,11 +244,9 @@ def main(argv: list[str] | None = None) -> int:
 
     onnx = None
     if args.onnx_probe:
-        sys.path.insert(0, str(REPO))
-        from semsearch.models import export_dir_for
+        from semsearch.models.resolve import export_dir_for
 
-        fingerprint = json.loads((index_dir / "manifest.json").read_text())["model"]["fingerprint"]
-        if (export_dir_for(fingerprint) / "export.json").is_file():
+        if (export_dir_for(status.model_fingerprint) / "export.json").is_file():
             print("what-if: the ONNX export embedding the same chunks (OnnxEmbedder.embed_documents) ...", flush=True)
             probe = args.work / "onnx_encode.py"
             probe.write_text(ONNX_SCRIPT, encoding="utf-8")

@@ -9,7 +9,7 @@ What it measures, on an index of ../shared/data/fastapi-docs (built under --work
 2. Batch: `semsearch query - --json` with 1 query and with N queries on stdin; the throughput after
    start-up is (N - 1) / (t_N - t_1). Target >= 50 queries/s.
 3. Warm queries: the same N queries in one process each, the model loaded first (untimed): ours
-   through ``Searcher.search`` (top 10, default mode), the reference through encode + knn + texts;
+   through ``Index.search`` (top 10, default mode), the reference through encode + knn + texts;
    p50/p95 and the ratio.
 4. Heavy imports: `python -X importtime -m semsearch query ...` in a fresh process must not import
    torch, transformers or sentence_transformers. The slowest imports are listed as evidence.
@@ -34,7 +34,7 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import (  # noqa: E402
+from _bench_common import (
     DEFAULT_DATA,
     DEFAULT_WORK,
     PYTHON,
@@ -81,7 +81,9 @@ REFERENCE_SCRIPT = textwrap.dedent('''
         print(json.dumps({"chunk_id": int(label), "score": round(1.0 - float(dist), 6), "text": text}))
 ''')
 
-# One cold query, phase by phase, as cli._run_queries does it.
+# One cold query, phase by phase. The CLI runs it through ``Index.open(...).search_many``, which
+# wires an IndexReader and a Searcher the same way; the parts are called one by one here so that
+# each phase has its own time (the graph is loaded by hand before the first search needs it).
 BREAKDOWN_SCRIPT = textwrap.dedent('''
     import time
     t0 = time.perf_counter()
@@ -90,16 +92,18 @@ BREAKDOWN_SCRIPT = textwrap.dedent('''
     from pathlib import Path
     import semsearch.cli  # typer, rich.console type hints, errors
     t1 = time.perf_counter()
-    from semsearch.models import load_query_embedder
+    import semsearch.api  # what the CLI's query command imports: Index
+    from semsearch.models import query_embedder
     from semsearch.search import Searcher, SearchOptions
     from semsearch.store import IndexReader
     from semsearch import output
     t2 = time.perf_counter()
     reader = IndexReader(Path(index_dir))
     t3 = time.perf_counter()
-    embedder, _, backend = load_query_embedder(reader.manifest.model)
+    embedder = query_embedder(reader.manifest.model)
+    backend = "onnx" if type(embedder).__name__ == "OnnxEmbedder" else "sentence-transformers"
     t4 = time.perf_counter()
-    reader._load_hnsw()
+    reader._vector_index()  # what the first vector_search does: check the file, load the graph
     t5 = time.perf_counter()
     searcher = Searcher(reader, lambda: embedder)
     vec = searcher.embed(query)
@@ -127,23 +131,19 @@ BREAKDOWN_SCRIPT = textwrap.dedent('''
 
 
 # Warm queries: the model loaded once (untimed), then every query of a file timed (top 10).
-# Ours through Searcher.search (default mode); the reference through encode + knn + the texts.
+# Ours through Index.search (default mode); the reference through encode + knn + the texts.
 WARM_SCRIPT = textwrap.dedent('''
     import json, sys, time
-    from pathlib import Path
-    from semsearch.models import load_query_embedder
-    from semsearch.search import Searcher, SearchOptions
-    from semsearch.store import IndexReader
+    from semsearch import Index
     index_dir, queries_path = sys.argv[1], sys.argv[2]
     queries = [q for q in open(queries_path, encoding="utf-8").read().splitlines() if q.strip()]
-    reader = IndexReader(Path(index_dir))
-    searcher = Searcher(reader, lambda: load_query_embedder(reader.manifest.model)[0])
-    searcher.search(queries[0], SearchOptions(top_k=10))  # load the model and the graph, untimed
-    times = []
-    for query in queries:
-        started = time.perf_counter()
-        searcher.search(query, SearchOptions(top_k=10))
-        times.append(time.perf_counter() - started)
+    with Index.open(index_dir) as index:
+        index.search(queries[0], k=10)  # load the model and the graph, untimed
+        times = []
+        for query in queries:
+            started = time.perf_counter()
+            index.search(query, k=10)
+            times.append(time.perf_counter() - started)
     print(json.dumps(times))
 ''')
 WARM_REFERENCE_SCRIPT = textwrap.dedent('''
@@ -183,10 +183,11 @@ def ensure_index(data: Path, work: Path, index_dir: Path | None) -> tuple[Path, 
 def export_status(index_dir: Path) -> str:
     """Whether the ONNX export the query path needs exists for this index's model."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from semsearch.models import export_dir_for
-    from semsearch.store import read_manifest
+    from semsearch import Index
+    from semsearch.models.resolve import export_dir_for
 
-    fingerprint = read_manifest(index_dir).model.fingerprint
+    with Index.open(index_dir) as index:
+        fingerprint = index.status(check_disk=False).model_fingerprint
     target = export_dir_for(fingerprint)
     return f"present at {target}" if (target / "export.json").is_file() else f"MISSING ({target})"
 

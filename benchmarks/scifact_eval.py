@@ -8,8 +8,8 @@ Usage:
                                       [--no-update] [--json]
 
 Writes each corpus document to WORK/files/<_id>.txt (benchmarks/scifact_to_files.py), builds or
-updates the index WORK/idx-<chunk>-<overlap> with the library (the bundled model), and runs
-every judged train query through semsearch.evalrun.run_evaluation for each mode, with the same
+updates the index WORK/idx-<chunk>-<overlap> with the library (``semsearch.Index``, the bundled
+model), and runs every judged train query through ``Index.evaluate`` for each mode, with the same
 harness. Prints nDCG@10, Recall@10, Recall@100, MRR@10, queries and latency p50/p95 per mode.
 ``--split even|odd`` keeps only queries with an even/odd id (a held-out half for sanity checks).
 Re-running reuses the files and the index (only changed files are re-embedded); ``--no-update``
@@ -27,6 +27,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -37,26 +38,45 @@ DEFAULT_DATA = HERE.parent.parent / "shared/data/scifact"
 
 def build(files: Path, index_dir: Path, chunk_tokens: int, overlap_tokens: int, precision: str = "auto",
           context: bool = True) -> None:
-    from semsearch.chunk import ChunkSettings
-    from semsearch.indexer import IndexOptions, build_index
-    from semsearch.models import LocalModel, export_dir_for
+    from semsearch import Index
 
-    provider = LocalModel(None, precision=precision, on_note=lambda note: print(f"# {note}", file=sys.stderr))
-    options = IndexOptions(
-        roots=[files], index_dir=index_dir,
-        chunking=ChunkSettings(chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, context=context),
-    )
+    def note(message: str) -> None:
+        print(f"# {message}", file=sys.stderr)
+
     started = time.perf_counter()
-    summary = build_index(options, provider)
+    # update() also makes the model's ONNX export the query path loads (when it is missing).
+    with Index.create(index_dir, exist_ok=True, on_note=note, chunk_tokens=chunk_tokens,
+                      overlap_tokens=overlap_tokens, context=context, precision=precision) as index:
+        summary = index.update([files])
+        used = index.status(check_disk=False).precision
     print(f"# index {index_dir}: {summary.indexed} files indexed, {summary.unchanged} unchanged, "
           f"{summary.chunks_total} chunks, {time.perf_counter() - started:.0f} s "
           f"(embedding {summary.embed_seconds:.0f} s, {summary.tokens_embedded} tokens, precision "
-          f"{provider.info().precision})", file=sys.stderr)
-    if provider.loaded or not (export_dir_for(provider.info().fingerprint) / "export.json").is_file():
-        provider.ensure_export(lambda note: print(f"# {note}", file=sys.stderr))
+          f"{used})", file=sys.stderr)
 
 
-def ndcg_half(result, parity: int) -> float:  # noqa: ANN001 - EvalResult
+def fusion_searcher(index_dir: Path, fusion: str) -> tuple[Any, Any]:
+    """A reader and a searcher for run_evaluation whose every search uses *fusion*.
+
+    ``Index.evaluate`` (and ``run_evaluation`` under it) builds its own ``SearchOptions`` with the
+    default fusion and takes no fusion of its own, so a non-default fusion is set on each
+    search's options here.
+    """
+    from dataclasses import replace
+
+    from semsearch.models import query_embedder
+    from semsearch.search import Searcher
+    from semsearch.store import IndexReader
+
+    class FusionSearcher(Searcher):
+        def search(self, query: str, options: Any) -> Any:
+            return super().search(query, replace(options, fusion=fusion))
+
+    reader = IndexReader(index_dir)
+    return reader, FusionSearcher(reader, lambda: query_embedder(reader.manifest.model))
+
+
+def ndcg_half(result: Any, parity: int) -> float:  # result: semsearch.evalrun.EvalResult
     """Mean nDCG@10 over the queries whose numeric id has this parity (a held-out half)."""
     values = [m["ndcg@10"] for q, m in result.report.per_query.items() if q.isdigit() and int(q) % 2 == parity]
     return sum(values) / len(values) if values else float("nan")
@@ -76,18 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-update", action="store_true",
                         help="use WORK/idx-<chunk>-<overlap> as it is (no conversion, no index update)")
     parser.add_argument("--fusion", choices=("default", "convex", "rrf"), default="default",
-                        help="hybrid fusion to measure (default: semsearch.search.FUSION)")
+                        help="hybrid fusion to measure (default: SearchOptions' default fusion)")
     parser.add_argument("--latency-queries", type=int, default=200,
                         help="also time this many plain top-10 chunk queries per mode (0: skip)")
     args = parser.parse_args(argv)
 
+    from semsearch import Index, SearchOptions
     from semsearch.chunk import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
     from semsearch.evalrun import run_evaluation
-    from semsearch.evaluate import load_qrels, load_queries
-    from semsearch.models import load_query_embedder
-    from semsearch.evaluate import latency_summary
-    from semsearch.search import DEFAULT_MODE, SearchOptions, Searcher
-    from semsearch.store import IndexReader
+    from semsearch.evaluate import latency_summary, load_qrels, load_queries
+    from semsearch.search import DEFAULT_MODE
 
     corpus, queries_path, qrels_path = args.data / "corpus.jsonl", args.data / "queries.jsonl", args.data / "qrels/train.tsv"
     missing = [p for p in (corpus, queries_path, qrels_path) if not p.is_file()]
@@ -100,10 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import scifact_to_files
 
-    from semsearch import search
-
-    if args.fusion != "default":
-        search.FUSION = args.fusion
+    default_fusion = SearchOptions().fusion
+    fusion = default_fusion if args.fusion == "default" else args.fusion
 
     files = args.work / "files"
     index_dir = args.work / (f"idx-{chunk}-{overlap}" + ("" if args.precision == "auto" else f"-{args.precision}")
@@ -121,29 +137,40 @@ def main(argv: list[str] | None = None) -> int:
         qrels = {q: r for q, r in qrels.items() if q in keep}
     results = []
     plain: dict[str, dict[str, float]] = {}
-    with IndexReader(index_dir) as reader:
-        searcher = Searcher(reader, lambda: load_query_embedder(reader.manifest.model)[0])
-        chunks = reader.count
-        reader_precision = reader.manifest.model.precision
-        for mode in args.modes.split(","):
-            result = run_evaluation(reader, searcher, queries, qrels, mode=mode.strip())
-            results.append(result)
-            if args.latency_queries > 0:
-                # What a user's `semsearch query` costs (top 10 chunks), model already loaded.
-                times = []
-                for query in queries[: args.latency_queries]:
-                    started = time.perf_counter()
-                    searcher.search(query.text, SearchOptions(top_k=10, mode=mode.strip()))
-                    times.append(time.perf_counter() - started)
-                plain[result.mode] = latency_summary(times)
-            if args.json:
-                print(json.dumps({**result.to_dict(), "chunks": chunks, "chunk_tokens": chunk,
-                                  "overlap_tokens": overlap, "split": args.split, "fusion": search.FUSION,
-                                  "top10_latency": plain.get(result.mode)}))
+    with Index.open(index_dir) as index:
+        status = index.status(check_disk=False)
+        chunks = status.chunks
+        reader_precision = status.precision
+        reader = searcher = None
+        if fusion != default_fusion:
+            reader, searcher = fusion_searcher(index.path, fusion)
+        try:
+            for mode in args.modes.split(","):
+                if searcher is None:
+                    result = index.evaluate(queries, qrels, mode=mode.strip())
+                else:
+                    result = run_evaluation(reader, searcher, queries, qrels, mode=mode.strip())
+                results.append(result)
+                if args.latency_queries > 0:
+                    # What a user's `semsearch query` costs (top 10 chunks), model already loaded.
+                    times = []
+                    for query in queries[: args.latency_queries]:
+                        started = time.perf_counter()
+                        index.search(query.text, k=10, mode=mode.strip(), fusion=fusion)
+                        times.append(time.perf_counter() - started)
+                    plain[result.mode] = latency_summary(times)
+                if args.json:
+                    print(json.dumps({**result.to_dict(), "chunks": chunks, "chunk_tokens": chunk,
+                                      "overlap_tokens": overlap, "split": args.split, "fusion": fusion,
+                                      "top10_latency": plain.get(result.mode)}))
+        finally:
+            if searcher is not None:
+                searcher.close()
+                reader.close()
     if not args.json:
         print(f"SciFact train ({args.split}), {chunks} chunks of {chunk}/{overlap} tokens, precision "
               f"{reader_precision}; default mode = {DEFAULT_MODE}; "
-              f"hybrid fusion = {search.FUSION}")
+              f"hybrid fusion = {fusion}")
         print("| mode | nDCG@10 | R@10 | R@100 | MRR@10 | queries | eval p50 ms | eval p95 ms | top-10 p50 ms "
               "| top-10 p95 ms | nDCG@10 even ids | nDCG@10 odd ids |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")

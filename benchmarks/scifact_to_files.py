@@ -25,7 +25,7 @@ DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/scifa
 
 def render(title: str, text: str) -> bytes:
     """File content for one document: title, blank line, text, final newline."""
-    return f"{title.strip()}\n\n{text.strip()}\n".encode("utf-8")
+    return f"{title.strip()}\n\n{text.strip()}\n".encode()
 
 
 def write_if_changed(path: Path, content: bytes) -> bool:

@@ -3,14 +3,14 @@
 No judged Markdown collection ships with the project, so this builds one from BEIR SciFact: every
 ``--group`` consecutive abstracts become one Markdown file, each abstract a ``## title`` section.
 A file is relevant to a query when it holds a relevant abstract (its best judgment). Two indexes
-are built with the bundled model, identical but for ``semsearch.chunk.SECTION_CUTS``:
+are built with the bundled model, identical but for ``ChunkSettings.section_cuts``:
 
 * ``prefer`` (the default): a heading is the strongest boundary a chunk window looks for in its
   back half; a chunk may still run across a heading when the heading sits in its front half;
 * ``strict``: a chunk never spans two sections (cut at every heading, no overlap across it).
 
-Every judged train query then runs in each mode through ``semsearch.evalrun.run_evaluation``
-(files ranked by their best chunk), and nDCG@10 is printed for all queries and both halves.
+Every judged train query then runs in each mode through ``Index.evaluate`` (files ranked by their
+best chunk), and nDCG@10 is printed for all queries and both halves.
 
 Usage:
     python benchmarks/sections_eval.py [--data ../shared/data/scifact] [--work /tmp/sections-work]
@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -53,6 +54,28 @@ def write_files(corpus: Path, out: Path, group: int) -> dict[str, str]:
     return where
 
 
+def build(files: Path, index_dir: Path, section_cuts: str) -> Any:  # semsearch.IndexSummary
+    """Build (or update) one variant's index with the bundled model and its ONNX export.
+
+    ``Index.create`` takes no section-cut setting (``IndexSettings`` has no such field), so this
+    calls the indexing layer with ``ChunkSettings(section_cuts=...)`` itself, as ``Index.update``
+    would with the defaults. The setting is not recorded in the index: each variant gets its own
+    folder.
+    """
+    from semsearch.chunk import ChunkSettings
+    from semsearch.indexing import IndexOptions, build_index
+    from semsearch.models import model_provider
+
+    def note(message: str) -> None:
+        print(f"# {message}", file=sys.stderr)
+
+    provider = model_provider(None)
+    options = IndexOptions(roots=[files], index_dir=index_dir, chunking=ChunkSettings(section_cuts=section_cuts))
+    summary = build_index(options, provider)
+    provider.finish_build(note)  # the ONNX export the query path loads (made once per model)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -70,13 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from scifact_eval import ndcg_half
 
-    from semsearch import chunk
-    from semsearch.evalrun import run_evaluation
+    from semsearch import Index
     from semsearch.evaluate import load_qrels, load_queries
-    from semsearch.indexer import IndexOptions, build_index
-    from semsearch.models import LocalModel, load_query_embedder
-    from semsearch.search import Searcher
-    from semsearch.store import IndexReader
 
     files = args.work / f"files-{args.group}"
     where = write_files(corpus, files, args.group)
@@ -92,20 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     print("| variant | chunks | mode | nDCG@10 | R@100 | nDCG@10 even ids | nDCG@10 odd ids |")
     print("|---|---|---|---|---|---|---|")
     for variant in args.variants.split(","):
-        chunk.SECTION_CUTS = variant
         index_dir = args.work / f"idx-{args.group}-{variant}"
         started = time.perf_counter()
-        summary = build_index(IndexOptions(roots=[files], index_dir=index_dir), LocalModel(None))
+        summary = build(files, index_dir, variant)
         print(f"# {variant}: {summary.chunks_total} chunks, built in {time.perf_counter() - started:.0f} s",
               file=sys.stderr)
-        with IndexReader(index_dir) as reader:
-            searcher = Searcher(reader, lambda: load_query_embedder(reader.manifest.model)[0])
+        with Index.open(index_dir) as index:
+            chunks = index.status(check_disk=False).chunks
             for mode in args.modes.split(","):
-                result = run_evaluation(reader, searcher, queries, qrels, mode=mode)
+                result = index.evaluate(queries, qrels, mode=mode)
                 s = result.summary()
-                print(f"| {variant} | {reader.count} | {mode} | {s['ndcg@10']:.4f} | {s['recall@100']:.4f} "
+                print(f"| {variant} | {chunks} | {mode} | {s['ndcg@10']:.4f} | {s['recall@100']:.4f} "
                       f"| {ndcg_half(result, 0):.4f} | {ndcg_half(result, 1):.4f} |", flush=True)
-            searcher.close()
     return 0
 
 
