@@ -42,8 +42,19 @@ from pathlib import Path
 from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import (  # noqa: E402
-    DEFAULT_DATA, PYTHON, REPO, Run, bench_env, fmt_s, machine_note, median, pct, require_data, run_child, write_json,
+from _bench_common import (
+    DEFAULT_DATA,
+    PYTHON,
+    REPO,
+    Run,
+    bench_env,
+    fmt_s,
+    machine_note,
+    median,
+    pct,
+    require_data,
+    run_child,
+    write_json,
 )
 
 DEFAULT_OLD_REV = "7cbdd7b"
@@ -250,7 +261,7 @@ def print_report(figs: dict[str, dict[str, float]], compat: dict[str, object]) -
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     print("\n== old vs new (median, unless named p50 or best; min-max of the runs in brackets) ==")
     for i, row in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print("index_chunks_per_s is chunks added per second of process wall time (the CLI gives no token count)")

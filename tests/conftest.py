@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-
 from fake_embedder import FAKE_DIM, FakeEmbedder
+
 from semsearch.models import ModelInfo, ModelOptions, register_model, unregister_model
 from semsearch.store import IndexReader
 

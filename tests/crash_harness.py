@@ -27,11 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-
 from fake_embedder import FAKE_DIM, FakeEmbedder
 
 
-def fake_info():  # noqa: ANN201
+def fake_info():
     from semsearch.models import ModelInfo
 
     return ModelInfo(name="fake-harness", fingerprint="sha256:fake-harness-1", dim=FAKE_DIM, max_tokens=256)
@@ -53,9 +52,9 @@ COUNTS: dict[str, int] = {}
 def _point(event: str) -> None:
     COUNTS[event] = COUNTS.get(event, 0) + 1
     n = COUNTS[event]
-    if KILL == (event, n):
+    if (event, n) == KILL:
         os.kill(os.getpid(), signal.SIGKILL)
-    if PAUSE == (event, n) and PAUSE_FILE is not None:
+    if (event, n) == PAUSE and PAUSE_FILE is not None:
         PAUSE_FILE.write_text(str(os.getpid()))
         deadline = time.monotonic() + 60
         while PAUSE_FILE.exists() and time.monotonic() < deadline:
@@ -66,7 +65,7 @@ def _hook(owner: object, attr: str, event: str) -> None:
     original = getattr(owner, attr)
 
     @functools.wraps(original)
-    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def wrapper(*args, **kwargs):
         _point(event)
         result = original(*args, **kwargs)
         _point(event + "+")
@@ -84,10 +83,10 @@ class _Local:
     def __init__(self, *args: object, **kwargs: object) -> None:
         pass
 
-    def info(self):  # noqa: ANN202
+    def info(self):
         return fake_info()
 
-    def measure(self):  # noqa: ANN202
+    def measure(self):
         return lambda text: len(text.split()) + 2
 
     def embedder(self) -> FakeEmbedder:
@@ -96,7 +95,7 @@ class _Local:
     def query_embedder(self) -> FakeEmbedder:
         return FakeEmbedder()
 
-    def finish_build(self, on_note) -> None:  # noqa: ANN001
+    def finish_build(self, on_note) -> None:
         return None
 
 

@@ -13,7 +13,7 @@ FAKE_DIM = 64
 _WORD = re.compile(r"[a-z0-9_]+")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _word_vector(word: str) -> np.ndarray:
     seed = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
     vector = np.random.default_rng(seed).standard_normal(FAKE_DIM).astype(np.float32)

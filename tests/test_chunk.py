@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def test_spans_respect_size_and_cover_text() -> None:
     spans = split_spans(PROSE, settings)
     assert len(spans) > 5
     assert spans[0].start == 0 and spans[-1].end == len(PROSE)
-    for a, b in zip(spans, spans[1:]):
+    for a, b in itertools.pairwise(spans):
         assert b.start <= a.end, "a gap between chunks"
         assert b.start > a.start, "no progress"
     for span in spans:
@@ -36,7 +37,7 @@ def test_spans_respect_size_and_cover_text() -> None:
 def test_overlap_is_bounded_and_present() -> None:
     settings = ChunkSettings(chunk_tokens=64, overlap_tokens=16)
     spans = split_spans(PROSE, settings)
-    overlaps = [_tokens(PROSE[b.start:a.end]) for a, b in zip(spans, spans[1:]) if b.start < a.end]
+    overlaps = [_tokens(PROSE[b.start:a.end]) for a, b in itertools.pairwise(spans) if b.start < a.end]
     assert overlaps, "expected overlapping chunks"
     assert all(o <= 16 + 1 for o in overlaps)
     assert sum(overlaps) / len(overlaps) >= 6
@@ -44,7 +45,7 @@ def test_overlap_is_bounded_and_present() -> None:
 
 def test_no_overlap_means_adjacent_chunks() -> None:
     spans = split_spans(PROSE, ChunkSettings(chunk_tokens=64, overlap_tokens=0))
-    assert all(b.start == a.end for a, b in zip(spans, spans[1:]))
+    assert all(b.start == a.end for a, b in itertools.pairwise(spans))
 
 
 def test_cuts_prefer_sentence_or_paragraph_ends() -> None:
@@ -139,7 +140,7 @@ def test_section_cuts(mode: str) -> None:
     text = "\n\n".join(sections) + "\n"
     spans = split_spans(text, ChunkSettings(chunk_tokens=64, overlap_tokens=16, section_cuts=mode))
     assert spans[0].start == 0 and spans[-1].end == len(text)
-    assert all(b.start <= a.end for a, b in zip(spans, spans[1:]))  # every character covered
+    assert all(b.start <= a.end for a, b in itertools.pairwise(spans))  # every character covered
     assert all(s.tokens <= 64 for s in spans)
     crossing = [s for s in spans if "\n## " in text[s.start:s.end].rstrip()]
     if mode == "strict":

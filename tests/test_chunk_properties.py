@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
+import itertools
 import re
 from pathlib import Path
 
@@ -50,7 +52,7 @@ def test_spans_cover_every_character_within_limits(text: str, chunking: ChunkSet
         return bisect.bisect_left(starts, hi) - bisect.bisect_left(starts, lo) - max(0, shared_at_lo - 1)
 
     assert spans[0].start == 0 and spans[-1].end == len(text)
-    for a, b in zip(spans, spans[1:]):
+    for a, b in itertools.pairwise(spans):
         assert a.start < b.start <= a.end, "a gap, or no progress"
         assert tokens_in(b.start, a.end) <= chunking.overlap_tokens, "overlap over the configured one"
     for span in spans:
@@ -120,10 +122,8 @@ def test_extract_text_never_raises(bom: bytes, data: bytes, name: str) -> None:
 def test_extract_pdf_garbage_raises_only_extract_error(data: bytes) -> None:
     from semsearch.errors import ExtractError
 
-    try:
+    with contextlib.suppress(ExtractError):
         read_document(Path("x.pdf"), b"%PDF-1.4\n" + data, "pdf")
-    except ExtractError:
-        pass
 
 
 @FAST

@@ -29,7 +29,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel
     return tmp_path
 
 
-def run(*args: str, input: str | None = None):  # noqa: ANN201
+def run(*args: str, input: str | None = None):
     return CliRunner().invoke(app, list(args), input=input)
 
 

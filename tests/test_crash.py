@@ -13,6 +13,7 @@ replace, the manifest replace, ...). After every kill, two promises are checked:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -25,16 +26,16 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+import crash_harness as harness
 import pytest
 
-import crash_harness as harness
 from semsearch.errors import IndexNotFoundError, SemsearchError
 from semsearch.search import Searcher, SearchOptions
 from semsearch.store import INDEX_DIR_NAME, IndexReader
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
 QUERIES = ["alpha river engine", "violin garden kernel", "w17 w230 w99", "mountain delta"]
-WORDS = [f"w{i}" for i in range(300)] + "alpha beta gamma delta river mountain engine kernel garden violin".split()
+WORDS = [f"w{i}" for i in range(300)] + ["alpha", "beta", "gamma", "delta", "river", "mountain", "engine", "kernel", "garden", "violin"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,10 +107,8 @@ def run_forked(
         finally:
             with_flush = (sys.stdout, sys.stderr)
             for stream in with_flush:
-                try:
+                with contextlib.suppress(Exception):  # a child about to exit: nothing to report to
                     stream.flush()
-                except Exception:  # noqa: BLE001
-                    pass
             os._exit(code)
     if not wait:
         return pid
@@ -127,7 +126,7 @@ def collect(pid: int, status: int, out: Path, info: Path) -> Run:
     if info.exists():
         report = info.read_text()
         if report or not killed:  # a kill by time can land between creating the file and writing it
-            embedded, counts = eval(report)  # noqa: S307 - our own repr of an int and a dict
+            embedded, counts = eval(report)
     text = out.read_text(errors="replace") if out.exists() else ""
     return Run(code, killed, text, embedded, counts)
 
@@ -221,11 +220,8 @@ def _committed_chunks(work: Path) -> int:
     """Chunks of an unfinished new build that are durable in its database."""
     total = 0
     for db in (work / INDEX_DIR_NAME).glob("meta-*.sqlite"):
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            try:
-                total = max(total, conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
-            except sqlite3.Error:
-                pass
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn, contextlib.suppress(sqlite3.Error):
+            total = max(total, conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
         conn.close()
     return total
 
@@ -281,11 +277,11 @@ def _preloaded() -> None:
     import hnswlib  # noqa: F401
     import pathspec  # noqa: F401
     import pypdf  # noqa: F401
-    import rich.console  # noqa: F401
+    import rich.console
     import rich.progress  # noqa: F401
 
-    import semsearch.cli  # noqa: F401
-    import semsearch.indexing  # noqa: F401
+    import semsearch.cli
+    import semsearch.indexing
     from semsearch.chunk import get_encoding
 
     get_encoding()
@@ -326,7 +322,7 @@ def test_kills_during_rebuild_with_new_settings(tmp_path: Path) -> None:
     write_corpus(base / "corpus", 16, seed=3)
     assert run_forked(base, INDEX_ARGS).code == 0
     args = [*INDEX_ARGS, "--chunk-tokens", "48", "--overlap-tokens", "8"]
-    seconds, counts = timing(base, tmp_path, args)
+    _seconds, counts = timing(base, tmp_path, args)
     points = event_points(counts)
     failures = sweep(base, tmp_path, args, points)
     assert len(points) >= 8
@@ -388,7 +384,7 @@ def _finish(pid: int, work: Path) -> Run:
 def test_second_writer_stops_with_clear_message_and_dead_holder_is_noticed(tmp_path: Path) -> None:
     work = tmp_path / "w"
     write_corpus(work / "corpus", 10, seed=2)
-    pid, flag = _pause(work, INDEX_ARGS, "embed:1")
+    pid, _flag = _pause(work, INDEX_ARGS, "embed:1")
     second = run_forked(work, INDEX_ARGS)
     assert second.code == 2
     assert f"another `semsearch index` (pid {pid})" in second.output

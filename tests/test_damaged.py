@@ -29,7 +29,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel
     return tmp_path
 
 
-def run(*args: str):  # noqa: ANN201
+def run(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
@@ -73,7 +73,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
 }
 
 
-def assert_clean_error(result, name: str) -> None:  # noqa: ANN001
+def assert_clean_error(result, name: str) -> None:
     assert result.exit_code == 2, (result.exit_code, result.output)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     lines = result.stderr.strip().splitlines()

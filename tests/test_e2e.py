@@ -60,7 +60,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
     return root, env, result
 
 
-def test_index_reports_skips_and_problems(corpus) -> None:  # noqa: ANN001
+def test_index_reports_skips_and_problems(corpus) -> None:
     _, _, result = corpus
     err = result.stderr.decode()
     assert result.stdout == b""
@@ -79,7 +79,7 @@ def test_index_reports_skips_and_problems(corpus) -> None:  # noqa: ANN001
         ("bread recipe with long fermentation", "docs/baking.md"),
     ],
 )
-def test_right_file_ranks_first(corpus, question: str, expected: str) -> None:  # noqa: ANN001
+def test_right_file_ranks_first(corpus, question: str, expected: str) -> None:
     root, env, _ = corpus
     result = run(["query", question, "--json", "-k", "3"], cwd=root, env=env)
     assert result.returncode == 0, result.stderr.decode()
@@ -88,14 +88,14 @@ def test_right_file_ranks_first(corpus, question: str, expected: str) -> None:  
     assert 0 < hits[0]["score"] <= 1.0
 
 
-def test_pdf_hit_carries_its_page(corpus) -> None:  # noqa: ANN001
+def test_pdf_hit_carries_its_page(corpus) -> None:
     root, env, _ = corpus
     result = run(["query", "chloroplasts glucose oxygen", "--json", "-k", "1"], cwd=root, env=env)
     hit = json.loads(result.stdout.decode().splitlines()[0])
     assert hit["path"] == "docs/biology.pdf" and hit["page"] == 2
 
 
-def test_real_pipe_head_ends_quietly(corpus) -> None:  # noqa: ANN001
+def test_real_pipe_head_ends_quietly(corpus) -> None:
     root, env, _ = corpus
     cmd = " ".join(f"'{c}'" for c in semsearch_cmd())
     shell = subprocess.run(
@@ -108,7 +108,7 @@ def test_real_pipe_head_ends_quietly(corpus) -> None:  # noqa: ANN001
     assert shell.stderr == b"", shell.stderr.decode()
 
 
-def test_files_only_null_into_xargs(corpus) -> None:  # noqa: ANN001
+def test_files_only_null_into_xargs(corpus) -> None:
     root, env, _ = corpus
     cmd = " ".join(f"'{c}'" for c in semsearch_cmd())
     shell = subprocess.run(f"{cmd} query 'web server certificates' -l -0 -k 2 | xargs -0 wc -c",
@@ -116,7 +116,7 @@ def test_files_only_null_into_xargs(corpus) -> None:  # noqa: ANN001
     assert shell.returncode == 0 and "docs/tls.md" in shell.stdout.decode().splitlines()[0]
 
 
-def test_query_path_imports_no_torch_and_embeds_only_the_query(corpus) -> None:  # noqa: ANN001
+def test_query_path_imports_no_torch_and_embeds_only_the_query(corpus) -> None:
     root, env, _ = corpus
     probe = (
         "import sys\n"
@@ -135,7 +135,7 @@ def test_query_path_imports_no_torch_and_embeds_only_the_query(corpus) -> None: 
     assert json.loads(result.stdout.decode())["path"] == "docs/baking.md"
 
 
-def test_batch_mode_loads_model_once(corpus) -> None:  # noqa: ANN001
+def test_batch_mode_loads_model_once(corpus) -> None:
     root, env, _ = corpus
     queries = b"https certificate renewal\nexponential backoff\n\xff\xfe garbage \x00 bytes\n"
     result = run(["query", "-", "--json", "-k", "1"], cwd=root, env=env, input=queries)
@@ -145,7 +145,7 @@ def test_batch_mode_loads_model_once(corpus) -> None:  # noqa: ANN001
     assert len(hits) == 3
 
 
-def test_query_output_is_whole_when_the_process_ends_early(corpus, tmp_path: Path) -> None:  # noqa: ANN001
+def test_query_output_is_whole_when_the_process_ends_early(corpus, tmp_path: Path) -> None:
     root, env, _ = corpus
     # A query ends with os._exit after flushing: every hit must reach a pipe and a file.
     piped = run(["query", "dessert menu", "--json", "-k", "50"], cwd=root, env=env)
@@ -154,7 +154,7 @@ def test_query_output_is_whole_when_the_process_ends_early(corpus, tmp_path: Pat
     assert len(hits) == min(50, _chunk_count(root)) > 1
     out = tmp_path / "hits.jsonl"
     with open(out, "wb") as handle:
-        to_file = subprocess.run(semsearch_cmd() + ["query", "dessert menu", "--json", "-k", "50"], cwd=root,
+        to_file = subprocess.run([*semsearch_cmd(), "query", "dessert menu", "--json", "-k", "50"], cwd=root,
                                  env=env, stdout=handle, stderr=subprocess.PIPE, timeout=300)
     assert to_file.returncode == 0 and out.read_bytes() == piped.stdout
 
@@ -164,14 +164,14 @@ def _chunk_count(root: Path) -> int:
         return sum(1 for _ in reader.chunks())
 
 
-def test_exit_codes(corpus) -> None:  # noqa: ANN001
+def test_exit_codes(corpus) -> None:
     root, env, _ = corpus
     assert run(["query", "anything", "--min-score", "0.99"], cwd=root, env=env).returncode == 1
     bad = run(["query", "anything", "--index", str(root / "nowhere")], cwd=root, env=env)
     assert bad.returncode == 2 and b"Traceback" not in bad.stderr and len(bad.stderr.splitlines()) == 1
 
 
-def test_incremental_reindex_with_real_model(corpus) -> None:  # noqa: ANN001
+def test_incremental_reindex_with_real_model(corpus) -> None:
     root, env, _ = corpus
     again = run(["index", "docs"], cwd=root, env=env)
     # 5 indexed + the broken PDF, remembered so that it is not re-read every run
@@ -188,7 +188,7 @@ def test_incremental_reindex_with_real_model(corpus) -> None:  # noqa: ANN001
     assert top["path"] == "docs/baking.md"
 
 
-def test_status_reports_index(corpus) -> None:  # noqa: ANN001
+def test_status_reports_index(corpus) -> None:
     root, env, _ = corpus
     result = run(["status", "--json"], cwd=(root / "docs" / "src"), env=env)
     data = json.loads(result.stdout)

@@ -34,7 +34,7 @@ QRELS = {
 FILLER = [f"n{i}" for i in range(1, 11)]  # ten non-relevant docs
 RUN = {
     "q1": ["d2", "d3", "d1", "n1"],
-    "q2": FILLER + ["d4"],
+    "q2": [*FILLER, "d4"],
     "q3": ["n1", "n2"],
     "q4": ["d7"],
     "q5": ["n1", "d8"],

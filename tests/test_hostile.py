@@ -3,6 +3,7 @@ counted, while the rest of the tree is indexed; queries and output survive odd t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -19,7 +20,7 @@ from semsearch.store import IndexReader
 GOOD = "Kingfishers nest in riverbanks and dive for small fish."
 
 
-def run(*args: str, input: bytes | str | None = None):  # noqa: ANN201
+def run(*args: str, input: bytes | str | None = None):
     return CliRunner().invoke(app, list(args), input=input)
 
 
@@ -105,10 +106,8 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel) -
     os.symlink("nowhere.txt", root / "dangling.txt")
     os.symlink("/etc/hostname", root / "outside.txt")  # leaves the roots: not followed
     os.mkfifo(root / "fifo.txt")
-    try:
+    with contextlib.suppress(OSError):  # not allowed everywhere
         os.mknod(root / "device.txt", stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null
-    except (PermissionError, OSError):
-        pass
     write(root / "name with spaces.txt", "The capybara is the largest rodent.")
     write(root / "new\nline.txt", "The axolotl regrows its limbs.")
     write(root / "ctrl\x1b[31mred\x07.txt", "The okapi lives in the forest.")
@@ -187,7 +186,7 @@ def test_unreadable_file_is_skipped_with_a_warning(tmp_path: Path, monkeypatch: 
     if os.geteuid() == 0:
         real_open = os.open
 
-        def deny(path, flags, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def deny(path, flags, *args, **kwargs):
             if os.fspath(path).endswith("secret.txt"):
                 raise PermissionError(13, "Permission denied")
             return real_open(path, flags, *args, **kwargs)
@@ -211,7 +210,7 @@ def test_file_deleted_or_changed_between_walk_and_read(tmp_path: Path, monkeypat
     write(tmp_path / "tree" / "d-becomes-fifo.txt", "soon a fifo")
     real_walk = indexer.walk
 
-    def racing_walk(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def racing_walk(*args, **kwargs):
         entries = list(real_walk(*args, **kwargs))
         (tmp_path / "tree" / "b-vanishes.txt").unlink()
         (tmp_path / "tree" / "c-changes.txt").write_text("rewritten words about egrets " * 50)

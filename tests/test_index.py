@@ -209,7 +209,7 @@ def test_format_2_index_is_upgraded_in_place_without_reembedding(tmp_path: Path,
     check_fts(index_dir)
 
 
-def test_an_index_from_before_the_vector_engine_was_recorded_is_used_as_it_is(tmp_path: Path, fake_model) -> None:  # noqa: ANN001
+def test_an_index_from_before_the_vector_engine_was_recorded_is_used_as_it_is(tmp_path: Path, fake_model) -> None:
     """Indexes made before the manifest named its vector engine (format 3 without "vector_index")
     read as hnsw indexes and update in place: nothing is embedded again, nothing is rebuilt."""
     from semsearch import Index

@@ -19,7 +19,7 @@ from semsearch.indexing import DEFAULT_TUNING, IndexEvent, IndexOptions, build_i
 from semsearch.store import IndexReader, read_manifest
 
 
-def run(*args: str):  # noqa: ANN201
+def run(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
@@ -208,10 +208,9 @@ def test_bad_index_options_fail_before_writing(docs: Path, args: list[str], mess
 
 @pytest.mark.parametrize("device", ["tpu", "cuda:x", "CPU", ""])
 def test_a_bad_device_is_refused_by_name(device: str) -> None:
+    from semsearch.cli.messages import describe
     from semsearch.errors import ModelError
     from semsearch.models.local import LocalModel
-
-    from semsearch.cli.messages import describe
 
     with pytest.raises(ModelError, match=r"^device must be auto, cpu, cuda, cuda:N or mps \(got ") as caught:
         LocalModel(None, device=device)
@@ -223,17 +222,16 @@ def test_a_missing_gpu_is_a_clear_error() -> None:
     pytest.importorskip("torch")
     import torch
 
-    from semsearch.models.hardware import pick_device
-    from semsearch.errors import ModelError
-
     from semsearch.cli.messages import describe
+    from semsearch.errors import ModelError
+    from semsearch.models.hardware import pick_device
 
     if not torch.cuda.is_available():
-        with pytest.raises(ModelError, match="^device cuda: PyTorch here sees no CUDA device") as caught:
+        with pytest.raises(ModelError, match=r"^device cuda: PyTorch here sees no CUDA device") as caught:
             pick_device("cuda")
         assert describe(caught.value).startswith("--device cuda: PyTorch here sees no CUDA device")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    with pytest.raises(ModelError, match=f"^device cuda:{count}: PyTorch here sees") as caught:
+    with pytest.raises(ModelError, match=rf"^device cuda:{count}: PyTorch here sees") as caught:
         pick_device(f"cuda:{count}")
     assert describe(caught.value).startswith(f"--device cuda:{count}: PyTorch here sees")
     assert pick_device("cpu") == "cpu"
@@ -275,7 +273,7 @@ def test_an_unreadable_folder_is_one_warning(tmp_path: Path, monkeypatch: pytest
     write(tmp_path / "locked" / "b.md", "secret\n")
     real_scandir = os.scandir
 
-    def scandir(path):  # noqa: ANN001, ANN202
+    def scandir(path):
         if Path(path).name == "locked":
             raise PermissionError(13, "Permission denied")
         return real_scandir(path)

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from semsearch.models import onnx_export, onnx_runtime, quantize
 from semsearch.errors import ModelError
+from semsearch.models import onnx_export, onnx_runtime, quantize
 from semsearch.models.onnx_export import export_onnx
 from semsearch.models.onnx_runtime import OnnxEmbedder, OnnxExportError
 
@@ -58,8 +58,8 @@ def test_export_error_is_a_model_error() -> None:
 
 def _fake_model(pooling_config: dict, extra: list | None = None) -> list:
     """A stand-in for a SentenceTransformer: _inspect_model only reads module types and configs."""
-    Transformer = type("Transformer", (), {})  # noqa: N806 - the class name is what is checked
-    Pooling = type("Pooling", (), {"get_config_dict": lambda self: pooling_config})  # noqa: N806
+    Transformer = type("Transformer", (), {})
+    Pooling = type("Pooling", (), {"get_config_dict": lambda self: pooling_config})
     transformer = Transformer()
     transformer.tokenizer = SimpleNamespace(backend_tokenizer=object(), model_max_length=512)
     return [transformer, Pooling(), *(extra or [])]

@@ -158,7 +158,7 @@ def test_snippet_line_matches_the_document_for_every_start(in_tmp: Path) -> None
                 assert output.snippet_line(hit) == lines.line_at(chunk.char_start + offset)
 
 
-def run(*args: str):  # noqa: ANN201
+def run(*args: str):
     return CliRunner().invoke(app, list(args))
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import FakeModel, write
 
-from semsearch.models import local as models
 from semsearch.cli.messages import describe
 from semsearch.errors import ModelError
 from semsearch.indexing import IndexOptions, build_index
-from semsearch.models.local import LocalModel
 from semsearch.models import ModelInfo
+from semsearch.models import local as models
+from semsearch.models.local import LocalModel
 from semsearch.store import read_manifest
-from conftest import FakeModel, write
 
 
 def _known(precision: str) -> ModelInfo:
@@ -54,13 +54,13 @@ def test_fp16_without_a_cuda_device_is_refused_not_recorded(monkeypatch: pytest.
 
     model = LocalModel(None, precision="fp16", device="cpu")
     monkeypatch.setattr(model, "torch_embedder", lambda: OnCpu())
-    with pytest.raises(ModelError, match="^precision fp16 needs a CUDA GPU; this run would embed on cpu") as caught:
+    with pytest.raises(ModelError, match=r"^precision fp16 needs a CUDA GPU; this run would embed on cpu") as caught:
         model.embedder()
     assert describe(caught.value).startswith("--precision fp16 needs a CUDA GPU; this run would embed on cpu")
 
 
 def test_unknown_precision_is_refused() -> None:
-    with pytest.raises(ModelError, match="^precision must be one of") as caught:
+    with pytest.raises(ModelError, match=r"^precision must be one of") as caught:
         LocalModel(None, precision="fp8")
     assert describe(caught.value).startswith("--precision must be one of")
 

@@ -16,7 +16,7 @@ import semsearch
 from semsearch.cli import app
 
 
-def run(*args: str):  # noqa: ANN201
+def run(*args: str):
     return CliRunner().invoke(app, list(args))
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from semsearch import search as search_module
 from semsearch.evalrun import ranked_documents, run_evaluation
 from semsearch.evaluate import Query
 from semsearch.indexing import IndexOptions, build_index
-from semsearch import search as search_module
-from semsearch.search import SearchOptions, Searcher, fts_query
+from semsearch.search import Searcher, SearchOptions, fts_query
 from semsearch.store import IndexReader
 from tests.conftest import FakeEmbedder, FakeModel, check_fts, write
 
@@ -77,7 +77,7 @@ def test_hybrid_bm25_in_a_worker_thread_gives_the_one_thread_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "docs"
-    words = "river stone bridge lantern orchard harbor meadow copper violin glacier".split()
+    words = ["river", "stone", "bridge", "lantern", "orchard", "harbor", "meadow", "copper", "violin", "glacier"]
     for i in range(30):
         write(root / f"f{i:02d}.txt", " ".join(words[(i * j) % len(words)] for j in range(1, 9)) + f" note{i}")
     index_dir = _index(root, FakeModel())
