@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -59,67 +59,68 @@ def _root(
         raise typer.Exit(0)
 
 
+def _kept(*flags: str, help: str) -> Any:
+    """An option of `index` whose default is the index's own setting (None: not given)."""
+    return typer.Option(None, *flags, show_default=False, help=help)
+
+
+# The options of `index` (declared here to keep the command's signature readable).
+_PATHS = typer.Argument(None, help="Files and folders to index [default: those indexed before].")
+_INDEX_FOR_WRITING = typer.Option(
+    None,
+    "--index",
+    envvar="SEMSEARCH_INDEX",
+    help="Index folder [default: ./.semsearch; with no PATH, the nearest .semsearch above].",
+)
+_MODEL = typer.Option(
+    None,
+    "--model",
+    envvar="SEMSEARCH_MODEL",
+    help="sentence-transformers model name or folder [default: bundled all-MiniLM-L6-v2].",
+)
+_CHUNK_TOKENS = _kept("--chunk-tokens", help="Chunk size in cl100k tokens [default: the index's own, else 128].")
+_OVERLAP_TOKENS = _kept(
+    "--overlap-tokens", help="Tokens shared by neighbouring chunks [default: the index's own, else 32]."
+)
+_CONTEXT = _kept(
+    "--context/--no-context",
+    help="Embed each chunk with its document title (Markdown: heading path) in front [default: the index's own, else on].",
+)
+_MAX_FILE_SIZE = _kept("--max-file-size", help="Skip files larger than this [default: the index's own, else 20M].")
+_HIDDEN = _kept("--hidden/--no-hidden", help="Include hidden files and folders [default: the index's own, else no].")
+_FOLLOW_SYMLINKS = _kept(
+    "--follow-symlinks/--no-follow-symlinks",
+    help="Follow links that lead outside the given folders [default: the index's own, else no].",
+)
+_REBUILD = typer.Option(False, "--rebuild", help="Re-embed everything into a fresh index.")
+_DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
+_PRECISION = typer.Option(
+    "auto",
+    "--precision",
+    help="auto, fp32, int8, bf16 or fp16 (auto: the index's own, else int8 on CPUs with VNNI, fp16 on CUDA, else fp32).",
+)
+_WAIT = typer.Option(0.0, "--wait", help="Seconds to wait for another index run to finish.")
+_QUIET = typer.Option(False, "-q", "--quiet", help="No progress bar or summary.")
+_VERBOSE = typer.Option(False, "-v", "--verbose", help="Name every skipped file.")
+
+
 @app.command()
 def index(
-    paths: list[Path] = typer.Argument(None, help="Files and folders to index [default: those indexed before]."),
-    index: Path | None = typer.Option(
-        None,
-        "--index",
-        envvar="SEMSEARCH_INDEX",
-        help="Index folder [default: ./.semsearch; with no PATH, the nearest .semsearch above].",
-    ),
-    model: str | None = typer.Option(
-        None,
-        "--model",
-        envvar="SEMSEARCH_MODEL",
-        help="sentence-transformers model name or folder [default: bundled all-MiniLM-L6-v2].",
-    ),
-    chunk_tokens: int | None = typer.Option(
-        None,
-        "--chunk-tokens",
-        show_default=False,
-        help="Chunk size in cl100k tokens [default: the index's own, else 128].",
-    ),
-    overlap_tokens: int | None = typer.Option(
-        None,
-        "--overlap-tokens",
-        show_default=False,
-        help="Tokens shared by neighbouring chunks [default: the index's own, else 32].",
-    ),
-    context: bool | None = typer.Option(
-        None,
-        "--context/--no-context",
-        show_default=False,
-        help="Embed each chunk with its document title (Markdown: heading path) in front [default: the index's own, else on].",
-    ),
-    max_file_size: str | None = typer.Option(
-        None,
-        "--max-file-size",
-        show_default=False,
-        help="Skip files larger than this [default: the index's own, else 20M].",
-    ),
-    hidden: bool | None = typer.Option(
-        None,
-        "--hidden/--no-hidden",
-        show_default=False,
-        help="Include hidden files and folders [default: the index's own, else no].",
-    ),
-    follow_symlinks: bool | None = typer.Option(
-        None,
-        "--follow-symlinks/--no-follow-symlinks",
-        show_default=False,
-        help="Follow links that lead outside the given folders [default: the index's own, else no].",
-    ),
-    rebuild: bool = typer.Option(False, "--rebuild", help="Re-embed everything into a fresh index."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    precision: str = typer.Option(
-        "auto",
-        "--precision",
-        help="auto, fp32, int8, bf16 or fp16 (auto: the index's own, else int8 on CPUs with VNNI, fp16 on CUDA, else fp32).",
-    ),
-    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another index run to finish."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar or summary."),
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="Name every skipped file."),
+    paths: list[Path] = _PATHS,
+    index: Path | None = _INDEX_FOR_WRITING,
+    model: str | None = _MODEL,
+    chunk_tokens: int | None = _CHUNK_TOKENS,
+    overlap_tokens: int | None = _OVERLAP_TOKENS,
+    context: bool | None = _CONTEXT,
+    max_file_size: str | None = _MAX_FILE_SIZE,
+    hidden: bool | None = _HIDDEN,
+    follow_symlinks: bool | None = _FOLLOW_SYMLINKS,
+    rebuild: bool = _REBUILD,
+    device: str = _DEVICE,
+    precision: str = _PRECISION,
+    wait: float = _WAIT,
+    quiet: bool = _QUIET,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Index files and folders (re-embeds only what changed).
 
