@@ -23,12 +23,14 @@ if TYPE_CHECKING:
     from semsearch.errors import (
         ExtractError,
         IndexCorruptError,
+        IndexExistsError,
         IndexLockedError,
         IndexNotFoundError,
         IndexOutdatedError,
         IndexVersionError,
         InvalidOptionError,
         ModelError,
+        ModelOptionError,
         SemsearchError,
     )
     from semsearch.indexing import IndexEvent, IndexSummary, Tuning
@@ -43,6 +45,7 @@ __all__ = [
     "Index",
     "IndexCorruptError",
     "IndexEvent",
+    "IndexExistsError",
     "IndexLockedError",
     "IndexNotFoundError",
     "IndexOutdatedError",
@@ -52,6 +55,7 @@ __all__ = [
     "IndexVersionError",
     "InvalidOptionError",
     "ModelError",
+    "ModelOptionError",
     "SearchOptions",
     "SemsearchError",
     "Tuning",
@@ -74,12 +78,14 @@ _WHERE = {
 _ERRORS = {
     "ExtractError",
     "IndexCorruptError",
+    "IndexExistsError",
     "IndexLockedError",
     "IndexNotFoundError",
     "IndexOutdatedError",
     "IndexVersionError",
     "InvalidOptionError",
     "ModelError",
+    "ModelOptionError",
     "SemsearchError",
 }
 

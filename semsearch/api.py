@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semsearch.errors import IndexNotFoundError, InvalidOptionError, SemsearchError
+from semsearch.errors import IndexExistsError, IndexNotFoundError, InvalidOptionError, SemsearchError
 
 if TYPE_CHECKING:
     from semsearch.chunk import ChunkSettings
@@ -164,7 +164,12 @@ class Index:
         here or above. Raises :class:`IndexNotFoundError` when there is none. *settings* (the
         fields of :class:`IndexSettings`) apply to its next :meth:`update`; *provider* injects a
         model (a :class:`semsearch.models.ModelProvider`) instead of resolving one by name."""
-        return cls(find_index(path), IndexSettings(**settings), provider=provider, on_note=on_note)
+        from semsearch.store import is_index_dir
+
+        found = find_index(path)
+        if not is_index_dir(found):
+            raise IndexNotFoundError(f"no index at {found}", path=found, remedy="index_first")
+        return cls(found, _settings(settings), provider=provider, on_note=on_note)
 
     @classmethod
     def create(
@@ -182,12 +187,13 @@ class Index:
         changed model or chunk setting rebuilds it at the next update). The folder must be new,
         empty, or an index: an index is never put among the user's files.
         """
-        from semsearch.store import INDEX_DIR_NAME, is_index_dir
+        from semsearch.store import INDEX_DIR_NAME, check_index_folder, is_index_dir
 
         target = _absolute(path) if path is not None else Path.cwd() / INDEX_DIR_NAME
         if not exist_ok and target.is_dir() and is_index_dir(target):
-            raise SemsearchError(f"an index already exists at {target}", path=target)
-        return cls(target, IndexSettings(**settings), provider=provider, on_note=on_note)
+            raise IndexExistsError(f"an index already exists at {target} (pass exist_ok=True to use it)", path=target)
+        check_index_folder(target)
+        return cls(target, _settings(settings), provider=provider, on_note=on_note)
 
     @classmethod
     def for_update(
@@ -209,10 +215,11 @@ class Index:
         found = find_index_dir()
         if found is None:
             raise InvalidOptionError("nothing to index: give {paths} (later runs remember it)", options=("paths",))
-        return cls(found, IndexSettings(**settings), provider=provider, on_note=on_note)
+        return cls(found, _settings(settings), provider=provider, on_note=on_note)
 
     def close(self) -> None:
-        """Release the open snapshot and the search threads (the loaded query model is dropped)."""
+        """Release the open snapshot, the search threads and the query model. The object stays
+        usable: a later call opens the index again (and sees its latest state)."""
         with self._lock:
             self._drop_snapshot()
             self._query_embedders.clear()
@@ -251,6 +258,8 @@ class Index:
         """
         from semsearch.indexing import build_index
 
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]  # one path, not its characters
         roots = [Path(p) for p in paths or []]
         for root in roots:
             if not os.path.lexists(root):
@@ -349,6 +358,8 @@ class Index:
         """
         from semsearch.search import DEFAULT_MODE, SearchOptions
 
+        if k < 1:
+            raise InvalidOptionError(f"{{k}} must be at least 1 (got {k})", options=("k",))
         options = SearchOptions(
             top_k=k, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only, fusion=fusion, alpha=alpha
         )
@@ -357,6 +368,8 @@ class Index:
 
     def search_many(self, queries: Iterable[str], **options: Any) -> Iterator[tuple[str, list[Hit]]]:
         """(query, hits) for each query, the model loaded once; *options* as for :meth:`search`."""
+        if isinstance(queries, str):
+            queries = [queries]  # one query, not its characters
         for query in queries:
             yield query, self.search(query, **options)
 
@@ -409,7 +422,7 @@ class Index:
 
     def evaluate(
         self,
-        queries: Sequence[Query],
+        queries: Sequence[Query] | Mapping[str, str],
         qrels: Mapping[str, Mapping[str, int]],
         *,
         mode: str | None = None,
@@ -417,9 +430,20 @@ class Index:
         depth: int = 100,
         fusion: str = "convex",
     ) -> EvalResult:
-        """Score the index on judged queries (BEIR style): nDCG@10, recall, MRR, latency."""
+        """Score the index on judged queries (BEIR style): nDCG@10, recall, MRR, latency.
+
+        *queries*: {query id: text}, or :class:`semsearch.evaluate.Query` objects (what
+        :func:`semsearch.evaluate.load_queries` reads from a BEIR file); *qrels*: {query id:
+        {document id: relevance}} (:func:`semsearch.evaluate.load_qrels`). A hit's document id is
+        its file name without extension (*id_mode* "name" keeps it, "relpath" is the path below
+        the index's folder).
+        """
         from semsearch.evalrun import run_evaluation
+        from semsearch.evaluate import Query
         from semsearch.search import DEFAULT_MODE
+
+        if isinstance(queries, Mapping):
+            queries = [Query(str(qid), str(text)) for qid, text in queries.items()]
 
         searcher = self._open_searcher()
         try:
@@ -482,3 +506,26 @@ def _chunk_settings(existing: IndexManifest | None, settings: IndexSettings) -> 
         overlap_tokens=overlap,
         context=base.context if settings.context is None else settings.context,
     )
+
+
+def _settings(given: Mapping[str, Any]) -> IndexSettings:
+    """The settings asked for, checked before any run uses them."""
+    try:
+        settings = IndexSettings(**given)
+    except TypeError as exc:
+        raise InvalidOptionError(str(exc).replace("IndexSettings.__init__()", "Index")) from None
+    size = settings.max_file_size
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise InvalidOptionError(
+            f"{{max_file_size}} must be a whole number of bytes, at least 1 (got {size!r})", options=("max_file_size",)
+        )
+    if settings.vector_index is not None:
+        from semsearch import vectors
+
+        try:
+            vectors.backend(settings.vector_index)
+        except SemsearchError:
+            raise InvalidOptionError(
+                f"{{vector_index}}: no vector engine called {settings.vector_index!r}", options=("vector_index",)
+            ) from None
+    return settings

@@ -85,6 +85,10 @@ class IndexLockedError(SemsearchError):
         self.waited = waited
 
 
+class IndexExistsError(SemsearchError):
+    """An index is already where a new one was asked for."""
+
+
 class ModelError(SemsearchError):
     """The embedding model cannot be found, loaded or verified."""
 
@@ -95,3 +99,7 @@ class ExtractError(SemsearchError):
 
 class InvalidOptionError(SemsearchError, ValueError):
     """An argument's value is out of range or inconsistent with another's."""
+
+
+class ModelOptionError(ModelError, InvalidOptionError):
+    """A model argument (precision, device) that is out of range or cannot be met here."""

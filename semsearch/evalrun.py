@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from semsearch.errors import InvalidOptionError
 from semsearch.evaluate import EvalReport, Query, distinct_in_order, doc_id_from_path, evaluate_run, latency_summary
 from semsearch.search import DEFAULT_MODE, MODES, Searcher, SearchOptions
 from semsearch.store import IndexReader
@@ -123,13 +124,13 @@ def run_evaluation(
     the means). The means are over the judged queries that were asked: judged queries missing
     from ``queries`` (e.g. a held-out subset of the query file) are counted in ``not_asked``,
     not scored as failures (BEIR and trec_eval without -c do the same). Raises ValueError for
-    an unknown mode or id mode, or a depth below 10.
+    an unknown mode or id mode, or a depth below 10 (InvalidOptionError, a ValueError).
     """
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)} (got {mode})")
+        raise InvalidOptionError(f"{{mode}} must be one of {', '.join(MODES)} (got {mode})", options=("mode",))
     doc_id_from_path("x", id_mode)  # validates id_mode
     if depth < 10:
-        raise ValueError(f"depth must be at least 10 (got {depth})")
+        raise InvalidOptionError(f"{{depth}} must be at least 10 (got {depth})", options=("depth",))
     relevant = {qid for qid, judged in qrels.items() if any(rel > 0 for rel in judged.values())}
     todo = [q for q in queries if not only_judged or q.id in relevant]
     if todo and mode != "lexical":

@@ -282,7 +282,9 @@ def evaluate(
         try:
             judged = load_qrels(qrels)
             asked = load_queries(queries)
-        except (EvalInputError, OSError) as exc:
+        except OSError as exc:
+            raise InvalidOptionError(f"{exc.filename}: {exc.strerror}") from None
+        except EvalInputError as exc:
             raise InvalidOptionError(str(exc).splitlines()[0]) from None
         with Index.open(index, on_note=console.note_printer(err)) as target:
             result = target.evaluate(asked, judged, mode=mode, id_mode=id_mode, depth=depth)

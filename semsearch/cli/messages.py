@@ -15,6 +15,9 @@ FLAGS = {
     "precision": "--precision",
     "device": "--device",
     "id_mode": "--id-mode",
+    "depth": "--depth",
+    "k": "--top",
+    "max_file_size": "--max-file-size",
     "path": "--index",
     "paths": "a PATH",
 }

@@ -7,7 +7,7 @@ import platform
 import shutil
 import sys
 
-from semsearch.errors import ModelError
+from semsearch.errors import ModelOptionError
 
 
 def usable_cpus() -> int:
@@ -29,11 +29,11 @@ def pick_device(device: str | None) -> str:
             number = int(device.partition(":")[2] or 0)
             if number >= count:
                 have = f"{count} CUDA device{'s' if count != 1 else ''}" if count else "no CUDA device"
-                raise ModelError(f"{{device}} {device}: PyTorch here sees {have}", options=("device",))
+                raise ModelOptionError(f"{{device}} {device}: PyTorch here sees {have}", options=("device",))
         elif device == "mps":
             mps = getattr(torch.backends, "mps", None)
             if mps is None or not mps.is_available():
-                raise ModelError("{device} mps: PyTorch here has no MPS (Apple GPU) support", options=("device",))
+                raise ModelOptionError("{device} mps: PyTorch here has no MPS (Apple GPU) support", options=("device",))
         return device
 
     if torch.cuda.is_available():

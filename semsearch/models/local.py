@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from semsearch.errors import ModelError
+from semsearch.errors import ModelError, ModelOptionError
 from semsearch.models.base import Embedder, ModelInfo, QueryEmbedder
 from semsearch.models.hardware import gpu_present, int8_fast, torch_sees_gpu
 from semsearch.models.resolve import (
@@ -53,11 +53,13 @@ class LocalModel:
         on_note: Callable[[str], None] = lambda message: None,
     ) -> None:
         if precision not in PRECISIONS:
-            raise ModelError(
+            raise ModelOptionError(
                 f"{{precision}} must be one of {', '.join(PRECISIONS)} (got {precision})", options=("precision",)
             )
         if device is not None and not DEVICE.fullmatch(device):
-            raise ModelError(f"{{device}} must be auto, cpu, cuda, cuda:N or mps (got {device})", options=("device",))
+            raise ModelOptionError(
+                f"{{device}} must be auto, cpu, cuda, cuda:N or mps (got {device})", options=("device",)
+            )
         self.spec: ModelSpec = resolve_model(name)
         self.device = device or "auto"
         self.precision = precision
@@ -149,7 +151,7 @@ class LocalModel:
         else:
             on_torch = self.torch_embedder()
             if on_torch.precision != info.precision:  # fp16 asked for where torch has no CUDA device
-                raise ModelError(
+                raise ModelOptionError(
                     f"{{precision}} {info.precision} needs a CUDA GPU; this run would embed on "
                     f"{on_torch.device} (use fp32, int8 or bf16)",
                     options=("precision",),

@@ -104,19 +104,20 @@ class IndexManifest:
         try:
             data = json.loads(text)
         except ValueError:
-            raise IndexCorruptError(f"{source} is not valid JSON", remedy="rebuild") from None
+            raise IndexCorruptError(f"{source} is not valid JSON", path=source, remedy="rebuild") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-            raise IndexCorruptError(f"{source} is not a semsearch manifest", remedy="rebuild")
+            raise IndexCorruptError(f"{source} is not a semsearch manifest", path=source, remedy="rebuild")
         version = data.get("format_version")
         if not isinstance(version, int):
-            raise IndexCorruptError(f"{source} has no format version", remedy="rebuild")
+            raise IndexCorruptError(f"{source} has no format version", path=source, remedy="rebuild")
         if version > FORMAT_VERSION:
             raise IndexVersionError(
                 f"{source} is format version {version}, newer than this semsearch ({FORMAT_VERSION})",
+                path=source,
                 remedy="upgrade_or_rebuild",
             )
         if version < FORMAT_VERSION and version not in UPGRADABLE_FORMATS:
-            raise IndexOutdatedError(f"{source} is an old format version ({version})", remedy="rebuild")
+            raise IndexOutdatedError(f"{source} is an old format version ({version})", path=source, remedy="rebuild")
         try:
             engine = str(data.get("vector_index", vectors.DEFAULT_BACKEND))
             params = data[engine]
@@ -134,9 +135,9 @@ class IndexManifest:
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError):
-            raise IndexCorruptError(f"{source} is missing fields", remedy="rebuild") from None
+            raise IndexCorruptError(f"{source} is missing fields", path=source, remedy="rebuild") from None
         if "/" in manifest.database or manifest.database.startswith("."):
-            raise IndexCorruptError(f"{source} names an unexpected database file", remedy="rebuild")
+            raise IndexCorruptError(f"{source} names an unexpected database file", path=source, remedy="rebuild")
         return manifest
 
 
@@ -151,5 +152,5 @@ def read_manifest(index_dir: Path, name: str = MANIFEST) -> IndexManifest:
             ) from None
         raise IndexNotFoundError(f"no index at {index_dir}", path=index_dir, remedy="index_first") from None
     except OSError as exc:
-        raise IndexCorruptError(f"cannot read {path}: {exc.strerror}") from None
+        raise IndexCorruptError(f"cannot read {path}: {exc.strerror}", path=path) from None
     return IndexManifest.from_json(data.decode("utf-8", errors="replace"), path)

@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from semsearch.errors import IndexLockedError, SemsearchError
+from semsearch.errors import IndexLockedError, InvalidOptionError, SemsearchError
 from semsearch.store.format import BUILDING, MANIFEST
 
 INDEX_DIR_NAME = ".semsearch"
@@ -110,17 +110,27 @@ def ensure_index_dir(index_dir: Path) -> bool:
         pass
     except OSError as exc:
         raise SemsearchError(f"cannot create index folder {index_dir}: {exc.strerror}") from None
+    check_index_folder(index_dir)
+    return False
+
+
+def check_index_folder(index_dir: Path) -> None:
+    """Refuse a folder an index cannot go in: a file, or a folder of the user's files (neither
+    empty nor an index). A folder that does not exist yet is fine."""
+    if not os.path.lexists(index_dir):
+        return
     if not index_dir.is_dir():
-        raise SemsearchError(f"cannot create index folder {index_dir}: a file is in the way")
+        raise InvalidOptionError(
+            f"cannot create index folder {index_dir}: a file is in the way", options=("path",), path=index_dir
+        )
     try:
         if not is_index_dir(index_dir) and any(index_dir.iterdir()):
             inner = index_dir / INDEX_DIR_NAME
             hint = f" (its index is {inner})" if is_index_dir(inner) else ""
-            raise SemsearchError(
+            raise InvalidOptionError(
                 f"{index_dir} is not an index and not empty: give {{path}} a new or empty folder{hint}",
                 options=("path",),
                 path=index_dir,
             )
     except OSError as exc:
-        raise SemsearchError(f"cannot use index folder {index_dir}: {exc.strerror}") from None
-    return False
+        raise SemsearchError(f"cannot use index folder {index_dir}: {exc.strerror}", path=index_dir) from None

@@ -96,7 +96,7 @@ class IndexReader:
             self.walk_settings = decode_walk_settings(state.get("walk"))
         except (sqlite3.DatabaseError, ValueError) as exc:
             self.conn.close()
-            raise IndexCorruptError(f"{self.db_path} is damaged ({exc})", remedy="rebuild") from None
+            raise IndexCorruptError(f"{self.db_path} is damaged ({exc})", path=self.db_path, remedy="rebuild") from None
         if self.vector_file and "/" not in self.vector_file:
             # Hold the vector file of this snapshot open: the writer of the next generation
             # deletes it, and this reader must still answer from it.
@@ -136,7 +136,9 @@ class IndexReader:
             self._no_vectors = True
             return None
         if "/" in self.vector_file:
-            raise IndexCorruptError(f"{self.db_path} names an unexpected vector file", remedy="rebuild")
+            raise IndexCorruptError(
+                f"{self.db_path} names an unexpected vector file", path=self.db_path, remedy="rebuild"
+            )
         path = self.index_dir / self.vector_file
         source = path
         if self._vector_fd >= 0 and os.path.exists(f"/proc/self/fd/{self._vector_fd}"):

@@ -57,12 +57,12 @@ class IndexWriter:
         try:
             self.conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise IndexCorruptError(f"{self.db_path} is damaged ({exc})", remedy="rebuild") from None
+            raise IndexCorruptError(f"{self.db_path} is damaged ({exc})", path=self.db_path, remedy="rebuild") from None
         state = get_state(self.conn)
         if not new_build and "generation" not in state:
             # A current database always has a committed generation: this one is empty or foreign.
             self.conn.close()
-            raise IndexCorruptError(f"{self.db_path} holds no index", remedy="rebuild")
+            raise IndexCorruptError(f"{self.db_path} holds no index", path=self.db_path, remedy="rebuild")
         self.committed = int(state.get("generation", "0"))
         self.working = self.committed + 1
         self._in_tx = False

@@ -61,15 +61,17 @@ def check_vector_file(path: Path, state: Mapping[str, str], dim: int, shown: Pat
         with open(path, "rb") as handle:
             head = handle.read(_HEADER.size)
     except FileNotFoundError:
-        raise IndexCorruptError(f"{name} is missing", remedy="rebuild") from None
+        raise IndexCorruptError(f"{name} is missing", path=Path(name), remedy="rebuild") from None
     except OSError as exc:
-        raise IndexCorruptError(f"cannot read {name}: {exc.strerror}", remedy="rebuild") from None
+        raise IndexCorruptError(f"cannot read {name}: {exc.strerror}", path=Path(name), remedy="rebuild") from None
     if actual != size or len(head) < _HEADER.size:
-        raise IndexCorruptError(f"{name} has the wrong size ({actual} bytes, expected {size})", remedy="rebuild")
+        raise IndexCorruptError(
+            f"{name} has the wrong size ({actual} bytes, expected {size})", path=Path(name), remedy="rebuild"
+        )
     if not _plausible_header(_HEADER.unpack(head), expected_count, dim, actual):
-        raise IndexCorruptError(f"{name} is not the vector file this index expects", remedy="rebuild")
+        raise IndexCorruptError(f"{name} is not the vector file this index expects", path=Path(name), remedy="rebuild")
     if actual <= CHECKSUM_LIMIT and files.sha256_file(path) != state.get("vector_sha256", ""):
-        raise IndexCorruptError(f"{name} fails its checksum", remedy="rebuild")
+        raise IndexCorruptError(f"{name} fails its checksum", path=Path(name), remedy="rebuild")
 
 
 def _plausible_header(fields: tuple[Any, ...], expected_count: int, dim: int, actual: int) -> bool:
@@ -207,7 +209,9 @@ class HnswBackend:
             else:
                 index.load_index(str(path), max_elements=0)
         except (RuntimeError, MemoryError, ValueError) as exc:
-            raise IndexCorruptError(f"{shown or path} cannot be loaded ({exc})", remedy="rebuild") from None
+            raise IndexCorruptError(
+                f"{shown or path} cannot be loaded ({exc})", path=shown or path, remedy="rebuild"
+            ) from None
         index.set_ef(p.ef_search)
         return HnswIndex(index, int(state.get("vector_count", "0")), replace_deleted=True)
 
