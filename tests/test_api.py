@@ -34,14 +34,14 @@ def test_arguments_are_named_in_python_words(index: Index, tmp_path: Path) -> No
     with pytest.raises(InvalidOptionError, match=r"^k must be at least 1 \(got 0\)$") as caught:
         index.search("heron", k=0)
     assert caught.value.options == ("k",) and describe(caught.value) == "--top must be at least 1 (got 0)"
-    with pytest.raises(InvalidOptionError, match="^max_file_size must be a whole number") as caught:
+    with pytest.raises(InvalidOptionError, match=r"^max_file_size must be a whole number") as caught:
         Index.create(tmp_path / "other", max_file_size="20M")
     assert caught.value.options == ("max_file_size",)
     with pytest.raises(InvalidOptionError, match="no vector engine called 'faiss'"):
         Index.create(tmp_path / "other", vector_index="faiss")
     with pytest.raises(InvalidOptionError, match="unexpected keyword argument 'colour'"):
         Index.create(tmp_path / "other", colour="blue")
-    with pytest.raises(ModelError, match="^precision must be one of") as model_error:
+    with pytest.raises(ModelError, match=r"^precision must be one of") as model_error:
         Index.create(tmp_path / "other", precision="fp8").update([tmp_path / "notes"])
     assert isinstance(model_error.value, InvalidOptionError)  # a model's argument is an argument
     assert not (tmp_path / "other").exists()  # a refused first run leaves no folder
@@ -55,7 +55,7 @@ def test_where_an_index_may_go(index: Index, tmp_path: Path) -> None:
         Index.create(tmp_path / "notes")  # refused at once, not at the first update
     assert caught.value.path == tmp_path / "notes" and caught.value.options == ("path",)
     assert describe(caught.value).endswith("give --index a new or empty folder")
-    with pytest.raises(IndexNotFoundError, match="Index.create"):
+    with pytest.raises(IndexNotFoundError, match=r"Index\.create"):
         Index.open(tmp_path / "nowhere")
 
 
