@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from semsearch.version import __version__
 
 if TYPE_CHECKING:
-    from semsearch.api import Index, IndexSettings, IndexStatus
+    from semsearch.api import Index, IndexSettings
     from semsearch.errors import (
         ExtractError,
         IndexCorruptError,
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from semsearch.indexing import IndexEvent, IndexSummary, Tuning
     from semsearch.indexing import IndexSummary as UpdateSummary
     from semsearch.search import Hit, SearchOptions
+    from semsearch.status import IndexStatus
     from semsearch.store import ChunkRecord
 
 __all__ = [
@@ -66,7 +67,7 @@ __all__ = [
 _WHERE = {
     "Index": "semsearch.api",
     "IndexSettings": "semsearch.api",
-    "IndexStatus": "semsearch.api",
+    "IndexStatus": "semsearch.status",
     "Hit": "semsearch.search",
     "SearchOptions": "semsearch.search",
     "ChunkRecord": "semsearch.store",

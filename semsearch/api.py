@@ -24,9 +24,19 @@ if TYPE_CHECKING:
     from semsearch.indexing import IndexEvent, IndexOptions, IndexSummary, Tuning
     from semsearch.models import ModelProvider, QueryEmbedder
     from semsearch.search import Hit, Searcher
+    from semsearch.status import IndexStatus
     from semsearch.store import IndexManifest, IndexReader
 
 __all__ = ["Index", "IndexSettings", "IndexStatus"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "IndexStatus":  # defined where it is made, imported on first use
+        from semsearch.status import IndexStatus
+
+        return IndexStatus
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 INDEX_ENV = "SEMSEARCH_INDEX"
 
@@ -50,55 +60,6 @@ class IndexSettings:
     device: str = "auto"
     vector_index: str | None = None  # the vector engine (None: the index's own, else hnsw)
     vector_params: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class IndexStatus:
-    """What an index holds and how the disk differs from it."""
-
-    index: Path
-    model: str
-    model_fingerprint: str
-    dim: int
-    precision: str
-    files: int
-    files_without_text: int
-    chunks: int
-    disk_bytes: int
-    created_at: float
-    updated_at: float
-    roots: list[str]
-    chunking: dict[str, Any]
-    walk: dict[str, Any]  # the walk settings the next plain update uses
-    format_version: int
-    vector_index: str
-    changed_since: int | None = None  # None when the disk was not compared
-    missing_since: int | None = None
-    new_since: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form `semsearch status --json` prints."""
-        return {
-            "index": str(self.index),
-            "model": self.model,
-            "model_fingerprint": self.model_fingerprint,
-            "dim": self.dim,
-            "files": self.files,
-            "files_without_text": self.files_without_text,
-            "chunks": self.chunks,
-            "disk_bytes": self.disk_bytes,
-            "updated_at": self.updated_at,
-            "created_at": self.created_at,
-            "precision": self.precision,
-            "changed_since": self.changed_since,
-            "missing_since": self.missing_since,
-            "new_since": self.new_since,
-            "roots": self.roots,
-            "chunking": self.chunking,
-            "walk": self.walk,
-            "format_version": self.format_version,
-            "vector_index": self.vector_index,
-        }
 
 
 def _absolute(path: str | os.PathLike[str]) -> Path:
@@ -387,6 +348,7 @@ class Index:
         """What the index holds; with *check_disk*, how many of its files changed or went
         missing on disk since, and how many new ones its folders hold (no file is hashed)."""
         from semsearch.indexing import WalkChoices, disk_changes
+        from semsearch.status import IndexStatus
         from semsearch.store import IndexReader
 
         with IndexReader(self.path) as reader:

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from semsearch.api import IndexStatus
+    from semsearch.status import IndexStatus
     from semsearch.indexing import IndexSummary
 
 

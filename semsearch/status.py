@@ -1,0 +1,59 @@
+"""What an index holds and how the disk differs from it (the answer of ``Index.status()``).
+
+Its own module so that code that never asks for a status does not pay for defining it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """What an index holds and how the disk differs from it."""
+
+    index: Path
+    model: str
+    model_fingerprint: str
+    dim: int
+    precision: str
+    files: int
+    files_without_text: int
+    chunks: int
+    disk_bytes: int
+    created_at: float
+    updated_at: float
+    roots: list[str]
+    chunking: dict[str, Any]
+    walk: dict[str, Any]  # the walk settings the next plain update uses
+    format_version: int
+    vector_index: str
+    changed_since: int | None = None  # None when the disk was not compared
+    missing_since: int | None = None
+    new_since: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form `semsearch status --json` prints."""
+        return {
+            "index": str(self.index),
+            "model": self.model,
+            "model_fingerprint": self.model_fingerprint,
+            "dim": self.dim,
+            "files": self.files,
+            "files_without_text": self.files_without_text,
+            "chunks": self.chunks,
+            "disk_bytes": self.disk_bytes,
+            "updated_at": self.updated_at,
+            "created_at": self.created_at,
+            "precision": self.precision,
+            "changed_since": self.changed_since,
+            "missing_since": self.missing_since,
+            "new_since": self.new_since,
+            "roots": self.roots,
+            "chunking": self.chunking,
+            "walk": self.walk,
+            "format_version": self.format_version,
+            "vector_index": self.vector_index,
+        }
