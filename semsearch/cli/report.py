@@ -6,8 +6,8 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from semsearch.status import IndexStatus
     from semsearch.indexing import IndexSummary
+    from semsearch.status import IndexStatus
 
 
 def summary_line(s: IndexSummary) -> str:
