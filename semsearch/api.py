@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from semsearch.models import ModelProvider, QueryEmbedder
     from semsearch.search import Hit, Searcher
     from semsearch.status import IndexStatus
-    from semsearch.store import IndexManifest, IndexReader
+    from semsearch.store import IndexManifest
 
 __all__ = ["Index", "IndexSettings", "IndexStatus"]
 
@@ -49,7 +49,7 @@ def _quiet(message: str) -> None:
 class IndexSettings:
     """How an index is built. ``None``: the index's own setting, else the default."""
 
-    model: str | None = None  # a model name or folder (None: the index's model, else the bundled one)
+    model: str | None = None  # a model name or folder (None: the bundled model, as `semsearch index` without --model)
     chunk_tokens: int | None = None
     overlap_tokens: int | None = None
     context: bool | None = None
@@ -106,7 +106,6 @@ class Index:
         self._provider_override = provider
         self._on_note = on_note
         self._lock = threading.RLock()
-        self._reader: IndexReader | None = None
         self._searcher: Searcher | None = None
         self._query_embedders: dict[str, QueryEmbedder] = {}  # by model fingerprint
 
@@ -194,10 +193,8 @@ class Index:
     def _drop_snapshot(self) -> None:
         if self._searcher is not None:
             self._searcher.close()
+            self._searcher.reader.close()
             self._searcher = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
 
     # -- updating ----------------------------------------------------------------------------
 
@@ -284,7 +281,6 @@ class Index:
                 from semsearch.store import IndexReader
 
                 reader = IndexReader(self.path)
-                self._reader = reader
                 self._searcher = Searcher(reader, lambda: self._query_embedder(reader.manifest), on_note=self._on_note)
             return self._searcher
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semsearch.readers import detect_kind
+from semsearch.readers import SNIFF_BYTES, detect_kind
 
 IGNORE_FILES = (".gitignore", ".semsearchignore")
 
@@ -28,7 +28,6 @@ DEFAULT_IGNORES = (
 )
 
 DEFAULT_MAX_FILE_SIZE = 20 * 1024 * 1024
-SNIFF_BYTES = 8192
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from semsearch.readers.document import Document
 
 __all__ = [
     "BUILTIN_READERS",
+    "SNIFF_BYTES",
     "Document",
     "Reader",
     "detect_kind",
@@ -31,6 +32,8 @@ BUILTIN_READERS = (
     "semsearch.readers.markdown",
     "semsearch.readers.text",  # the fallback for any text: keep last
 )
+# How much of a file's start detection sees (the walker reads this much to sniff each file).
+SNIFF_BYTES = 8192
 _readers: list[Reader] = []
 
 
@@ -76,7 +79,7 @@ def read_document(path: Path, data: bytes, kind: str | None = None) -> Document:
     Raises :class:`ExtractError` for a file that cannot be read as its kind (or that no reader takes).
     """
     if kind is None:
-        kind = detect_kind(path, data[:8192])
+        kind = detect_kind(path, data[:SNIFF_BYTES])
         if kind is None:
             raise ExtractError("binary content")
     return reader_for(kind).read(path, data)
