@@ -20,6 +20,7 @@ from semsearch.version import __version__
 
 if TYPE_CHECKING:
     from semsearch.api import Index, IndexSettings
+    from semsearch.duplicates import DuplicateGroup, Duplicates, FilePair
     from semsearch.errors import (
         ExtractError,
         IndexCorruptError,
@@ -35,13 +36,17 @@ if TYPE_CHECKING:
     )
     from semsearch.indexing import IndexEvent, IndexSummary, Tuning
     from semsearch.indexing import IndexSummary as UpdateSummary
+    from semsearch.scope import Scope
     from semsearch.search import Hit, SearchOptions
     from semsearch.status import IndexStatus
     from semsearch.store import ChunkRecord
 
 __all__ = [
     "ChunkRecord",
+    "DuplicateGroup",
+    "Duplicates",
     "ExtractError",
+    "FilePair",
     "Hit",
     "Index",
     "IndexCorruptError",
@@ -57,6 +62,7 @@ __all__ = [
     "InvalidOptionError",
     "ModelError",
     "ModelOptionError",
+    "Scope",
     "SearchOptions",
     "SemsearchError",
     "Tuning",
@@ -70,6 +76,10 @@ _WHERE = {
     "IndexStatus": "semsearch.status",
     "Hit": "semsearch.search",
     "SearchOptions": "semsearch.search",
+    "Scope": "semsearch.scope",
+    "Duplicates": "semsearch.duplicates",
+    "DuplicateGroup": "semsearch.duplicates",
+    "FilePair": "semsearch.duplicates",
     "ChunkRecord": "semsearch.store",
     "IndexEvent": "semsearch.indexing",
     "IndexSummary": "semsearch.indexing",

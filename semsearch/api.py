@@ -19,10 +19,12 @@ from semsearch.errors import IndexExistsError, IndexNotFoundError, InvalidOption
 
 if TYPE_CHECKING:
     from semsearch.chunk import ChunkSettings
+    from semsearch.duplicates import Duplicates
     from semsearch.evalrun import EvalResult
     from semsearch.evaluate import Query
     from semsearch.indexing import IndexEvent, IndexOptions, IndexSummary, Tuning
     from semsearch.models import ModelProvider, QueryEmbedder
+    from semsearch.scope import Scope
     from semsearch.search import Hit, Searcher
     from semsearch.status import IndexStatus
     from semsearch.store import IndexManifest
@@ -305,23 +307,118 @@ class Index:
         files_only: bool = False,
         fusion: str = "convex",
         alpha: float = 0.5,
+        paths: Sequence[str | os.PathLike[str]] | None = None,
+        globs: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        types_not: Sequence[str] | None = None,
+        changed_within: Any = None,
+        changed_before: Any = None,
+        scope: Scope | None = None,
     ) -> list[Hit]:
         """The *k* passages (or files, with *files_only*) that best match *query*, best first.
 
         *mode*: "hybrid" (default: cosine blended with BM25), "semantic" or "lexical".
         *min_score* drops hits under that cosine similarity. *fusion* ("convex" or "rrf") and
-        *alpha* (convex: the cosine side's weight) say how hybrid mode blends the two sides. Raises :class:`InvalidOptionError`
-        for bad arguments, :class:`IndexNotFoundError` / :class:`IndexCorruptError` for the index.
+        *alpha* (convex: the cosine side's weight) say how hybrid mode blends the two sides.
+
+        Filters (applied before the top-*k* cut, so *k* hits come back whenever *k* chunks pass):
+        *paths*, files or folders (relative to the current folder) the hits must be in; *globs*,
+        gitignore-style patterns on the path below the index's folder (``!`` excludes); *types*
+        and *types_not*, file type names (:data:`semsearch.scope.TYPES`, ``code``, ``docs``);
+        *changed_within*, a duration ("7d", seconds, a timedelta) and *changed_before*, a date
+        ("2026-11-01", a datetime) or a duration back from now, on the modification time
+        recorded at index time; or a ready :class:`semsearch.scope.Scope` as *scope*.
+
+        Raises :class:`InvalidOptionError` for bad arguments, :class:`IndexNotFoundError` /
+        :class:`IndexCorruptError` for the index.
         """
+        return self._open_searcher().search(
+            query,
+            self._search_options(
+                k,
+                mode=mode,
+                min_score=min_score,
+                files_only=files_only,
+                fusion=fusion,
+                alpha=alpha,
+                scope=_scope(scope, paths, globs, types, types_not, changed_within, changed_before),
+            ),
+        )
+
+    @staticmethod
+    def _search_options(k: int, **given: Any) -> Any:
         from semsearch.search import DEFAULT_MODE, SearchOptions
 
         if k < 1:
             raise InvalidOptionError(f"{{k}} must be at least 1 (got {k})", options=("k",))
-        options = SearchOptions(
-            top_k=k, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only, fusion=fusion, alpha=alpha
-        )
+        given["mode"] = given.get("mode") or DEFAULT_MODE
+        options = SearchOptions(top_k=k, **given)
         options.validate()
-        return self._open_searcher().search(query, options)
+        return options
+
+    def similar(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        line: int | None = None,
+        page: int | None = None,
+        k: int = 10,
+        min_score: float | None = None,
+        files_only: bool = False,
+        include_self: bool = False,
+        method: str | None = None,
+        paths: Sequence[str | os.PathLike[str]] | None = None,
+        globs: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        types_not: Sequence[str] | None = None,
+        changed_within: Any = None,
+        changed_before: Any = None,
+        scope: Scope | None = None,
+    ) -> list[Hit]:
+        """Passages (or files) like the one at *target*: ``PATH``, ``PATH:LINE`` or ``PATH#PAGE``
+        (or give *line* / *page*). A line means the chunk that holds it, a page that page's
+        chunks, a bare path the whole file. Only the index is read: no model is loaded. The
+        file itself is left out unless *include_self*; filters as for :meth:`search`.
+        *method* ("mean" or "max") says how a start of several chunks becomes one search
+        (:mod:`semsearch.similar`)."""
+        from semsearch.similar import DEFAULT_METHOD, Target, similar
+
+        where = Target.parse(os.fspath(target))
+        if line is not None or page is not None:
+            where = Target(where.path, line=line, page=page)
+        options = self._search_options(
+            k,
+            mode="semantic",
+            min_score=min_score,
+            files_only=files_only,
+            scope=_scope(scope, paths, globs, types, types_not, changed_within, changed_before),
+        )
+        reader = self._open_searcher().reader
+        return similar(reader, where, options, include_self=include_self, method=method or DEFAULT_METHOD)
+
+    def duplicates(
+        self,
+        *,
+        min_score: float | None = None,
+        paths: Sequence[str | os.PathLike[str]] | None = None,
+        globs: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        types_not: Sequence[str] | None = None,
+        changed_within: Any = None,
+        changed_before: Any = None,
+        scope: Scope | None = None,
+    ) -> Duplicates:
+        """Near-duplicate passages of different files (cosine >= *min_score*, default
+        :data:`semsearch.duplicates.DEFAULT_MIN_SCORE`), grouped, largest group first, and the
+        pairs of files that share them; only among files in the filters' scope."""
+        from semsearch.duplicates import DEFAULT_MIN_SCORE, find_duplicates
+
+        reader = self._open_searcher().reader
+        return find_duplicates(
+            reader,
+            min_score=DEFAULT_MIN_SCORE if min_score is None else min_score,
+            scope=_scope(scope, paths, globs, types, types_not, changed_within, changed_before),
+        )
 
     def search_many(self, queries: Iterable[str], **options: Any) -> Iterator[tuple[str, list[Hit]]]:
         """(query, hits) for each query, the model loaded once; *options* as for :meth:`search`."""
@@ -387,6 +484,7 @@ class Index:
         id_mode: str = "stem",
         depth: int = 100,
         fusion: str = "convex",
+        scope: Scope | None = None,
     ) -> EvalResult:
         """Score the index on judged queries (BEIR style): nDCG@10, recall, MRR, latency.
 
@@ -414,6 +512,7 @@ class Index:
                 id_mode=id_mode,
                 depth=depth,
                 fusion=fusion,
+                scope=scope,
             )
         except InvalidOptionError:
             raise
@@ -430,6 +529,36 @@ class Index:
         if current or building:
             return "what was stored is kept: run `semsearch index` again to finish"
         return ""
+
+
+def _scope(
+    scope: Scope | None,
+    paths: Sequence[str | os.PathLike[str]] | None,
+    globs: Sequence[str] | None,
+    types: Sequence[str] | None,
+    types_not: Sequence[str] | None,
+    changed_within: Any,
+    changed_before: Any,
+) -> Scope | None:
+    """The filters of a search as one Scope (None: the whole index); *scope* and the others
+    may not both be given."""
+    given = any(v for v in (paths, globs, types, types_not)) or changed_within is not None or changed_before is not None
+    if scope is not None:
+        if given:
+            raise InvalidOptionError("give either {scope} or the filters it holds, not both", options=("scope",))
+        return scope.compiled() if scope else None
+    if not given:
+        return None
+    from semsearch.scope import Scope
+
+    return Scope.make(
+        paths,
+        globs=globs,
+        types=types,
+        types_not=types_not,
+        changed_within=changed_within,
+        changed_before=changed_before,
+    )
 
 
 def _existing_manifest(index_dir: Path) -> IndexManifest | None:

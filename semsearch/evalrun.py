@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from semsearch.errors import InvalidOptionError
 from semsearch.evaluate import EvalReport, Query, distinct_in_order, doc_id_from_path, evaluate_run, latency_summary
+from semsearch.scope import Scope
 from semsearch.search import DEFAULT_MODE, MODES, Searcher, SearchOptions
 from semsearch.store import IndexReader
 
@@ -92,9 +93,10 @@ def ranked_documents(
     id_mode: str = "stem",
     depth: int = 100,
     fusion: str = "convex",
+    scope: Scope | None = None,
 ) -> list[str]:
     """Distinct document ids for one query, best first (at most ``depth``)."""
-    hits = searcher.search(text, SearchOptions(top_k=depth, mode=mode, files_only=True, fusion=fusion))
+    hits = searcher.search(text, SearchOptions(top_k=depth, mode=mode, files_only=True, fusion=fusion, scope=scope))
     root = reader.index_dir.parent
     ids = []
     for hit in hits:
@@ -115,6 +117,7 @@ def run_evaluation(
     id_mode: str = "stem",
     depth: int = 100,
     fusion: str = "convex",
+    scope: Scope | None = None,
     only_judged: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
@@ -143,7 +146,7 @@ def run_evaluation(
             continue
         started = time.perf_counter()
         run[query.id] = ranked_documents(
-            reader, searcher, query.text, mode=mode, id_mode=id_mode, depth=depth, fusion=fusion
+            reader, searcher, query.text, mode=mode, id_mode=id_mode, depth=depth, fusion=fusion, scope=scope
         )
         latencies.append(time.perf_counter() - started)
         if on_progress is not None:

@@ -9,10 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from semsearch.scope import type_of
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
+    from semsearch.duplicates import DuplicateGroup, FilePair
     from semsearch.search import Hit
 
 SNIPPET_CHARS = 240
@@ -120,6 +123,8 @@ def hit_to_json(hit: Hit, query: str) -> dict:
         "char_end": c.char_end,
         "chunk_id": c.id,
         "scores": {k: round(v, 6) for k, v in hit.scores.items()},
+        "mtime": c.mtime_ns / 1e9,  # the file's modification time when indexed (Unix seconds)
+        "type": type_of(c.display, c.kind),  # its file type (semsearch query --type-list)
     }
 
 
@@ -140,7 +145,12 @@ def json_line(hit: Hit, query: str) -> str:
     a UTF-8 stream cannot encode, become ``\\udcXX`` escapes: JSON allows them, and a path's
     bytes that are not UTF-8 then survive (Python: ``os.fsencode(json.loads(line)["path"])``).
     """
-    text = json.dumps(hit_to_json(hit, query), ensure_ascii=False).translate(_LINE_BREAKS)
+    return _json_text(hit_to_json(hit, query))
+
+
+def _json_text(record: dict) -> str:
+    """A JSON object on one line (see ``json_line``)."""
+    text = json.dumps(record, ensure_ascii=False).translate(_LINE_BREAKS)
     # A raw character in json.dumps output is never part of an escape, so escaping it in place
     # is exact.
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
@@ -279,3 +289,66 @@ class HitWriter:
             write_lines(out, hits)
         self.queries += 1
         out.flush()
+
+
+def _group_hits(group: DuplicateGroup) -> list[Hit]:
+    from semsearch.search import Hit
+
+    return [
+        Hit(rank, score, chunk, {"cosine": score})
+        for rank, (chunk, score) in enumerate(zip(group.chunks, group.scores, strict=True), 1)
+    ]
+
+
+def write_groups(out: IO[str], groups: Sequence[DuplicateGroup], *, as_json: bool, terminal: bool) -> None:
+    """Near-duplicate groups: a ``# group N`` line, then its passages as ``PATH:LINE:SCORE:SNIPPET``
+    lines (the score: the passage's best cosine to another of the group); JSON Lines: one
+    object per group; on a terminal, each passage in full."""
+    console = None
+    if terminal:
+        from rich.console import Console
+
+        console = Console(file=out, highlight=False, markup=False, soft_wrap=False)
+    for number, group in enumerate(groups, 1):
+        hits = _group_hits(group)
+        heading = f"# group {number}: {len(hits)} passages, cosine {group.min_score:.3f}-{group.score:.3f}"
+        if as_json:
+            record = {
+                "group": number,
+                "size": len(hits),
+                "score": round(group.score, 6),
+                "min_score": round(group.min_score, 6),
+                "passages": [{k: v for k, v in hit_to_json(h, "").items() if k not in ("query", "rank")} for h in hits],
+            }
+            out.write(_json_text(record) + "\n")
+        elif console is not None:
+            console.print(heading, style="bold")
+            render_terminal(console, hits, "")
+        else:
+            out.write(("\n" if number > 1 else "") + heading + "\n")
+            write_lines(out, hits)
+    out.flush()
+
+
+def write_file_pairs(out: IO[str], pairs: Sequence[FilePair], *, as_json: bool, terminal: bool) -> None:
+    """Pairs of files sharing near-duplicate passages, most shared first: ``PATH<TAB>PATH`` lines
+    (on a terminal, with how many passages they share); JSON Lines with the figures."""
+    for pair in pairs:
+        a, b = shown_path(pair.a), shown_path(pair.b)
+        if as_json:
+            record = {
+                "files": [a, b],
+                "shared": pair.shared,
+                "of": pair.chunks,
+                "share": round(pair.share, 6),
+                "score": round(pair.score, 6),
+            }
+            out.write(_json_text(record) + "\n")
+        elif terminal:
+            out.write(
+                f"{escape_name(display_path(pair.a))}  {escape_name(display_path(pair.b))}  "
+                f"{pair.shared}/{pair.chunks} passages, cosine up to {pair.score:.3f}\n"
+            )
+        else:
+            write_raw(out, f"{escape_name(a)}\t{escape_name(b)}\n")
+    out.flush()

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from semsearch.models import QueryEmbedder
+    from semsearch.scope import Scope
 
 MODES = ("semantic", "lexical", "hybrid")
 DEFAULT_MODE = "hybrid"  # chosen by measurement (benchmarks/RESULTS.md)
@@ -45,6 +46,7 @@ class SearchOptions:
     files_only: bool = False  # distinct files, each ranked by its best chunk
     fusion: str = "convex"  # how hybrid mode blends the two sides (FUSIONS)
     alpha: float = 0.5  # convex fusion: the weight of the cosine side
+    scope: Scope | None = None  # only files in this scope (paths, globs, types, times)
 
     def validate(self) -> None:
         if self.top_k < 1:
@@ -154,21 +156,26 @@ class Searcher:
         cosines: dict[int, float] = {}
         bm25: dict[int, float] = {}
         qvec = None
+        # A scope becomes the set of chunks the search may return, handed to both sides: each
+        # ranks only those (the filter is applied before the top-k cut, never after it).
+        within = self.reader.subset(options.scope)
+        if within is not None and len(within) == 0:
+            return cosines, bm25
         match = fts_query(query) if options.mode in ("lexical", "hybrid") else ""
         pending: Future[list[tuple[int, float]]] | None = None
         if match and options.mode == "hybrid" and _CORES > 1:
             # BM25 ranks in a worker thread while the query is embedded and the graph searched
             # (SQLite, onnxruntime and hnswlib release the GIL): hybrid then costs about what
             # its slower half costs, not the sum of both.
-            pending = self._worker().submit(self.reader.lexical_search, match, fetch)
+            pending = self._worker().submit(self.reader.lexical_search, match, fetch, within)
         try:
             if options.mode in ("semantic", "hybrid"):
                 qvec = self.embed(query)
-                cosines = dict(self.reader.vector_search(qvec, fetch))
+                cosines = dict(self.reader.vector_search(qvec, fetch, within=within))
             if pending is not None:
                 bm25 = dict(pending.result())
             elif match:
-                bm25 = dict(self.reader.lexical_search(match, fetch))
+                bm25 = dict(self.reader.lexical_search(match, fetch, within))
         finally:
             if pending is not None:
                 wait([pending])  # never leave the worker reading after an error here

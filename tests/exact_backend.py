@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import os
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from semsearch import files
 from semsearch.errors import IndexCorruptError
-from semsearch.vectors import VectorState
+from semsearch.vectors import Subset, VectorState
 
 NAME = "exact"
 MAGIC = b"SSEXACT1"
@@ -74,17 +74,29 @@ class ExactIndex:
         }
 
     def search(
-        self, query: np.ndarray, k: int, *, ef: int | None = None, allowed: Callable[[int], bool] | None = None
+        self, query: np.ndarray, k: int, *, ef: int | None = None, within: Subset | None = None
     ) -> list[tuple[int, float]]:
         ids, vecs = self._ids, self._vectors  # one consistent pair (searches never mutate them)
-        if allowed is not None:
-            keep = np.fromiter((bool(allowed(int(i))) for i in ids), dtype=bool, count=len(ids))
+        if within is not None:
+            keep = np.isin(ids, within.ids)
             ids, vecs = ids[keep], vecs[keep]
         if k <= 0 or len(ids) == 0:
             return []
         scores = vecs @ np.asarray(query, dtype=np.float32).reshape(-1)
         order = np.lexsort((ids, -scores))[:k]  # best first; equal scores by id
         return [(int(ids[i]), float(scores[i])) for i in order]
+
+    def search_batch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+        out_cos = np.zeros((len(queries), k), dtype=np.float32)
+        ids, vecs = self._ids, self._vectors
+        if len(ids):
+            scores = np.asarray(queries, dtype=np.float32) @ vecs.T
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            got = order.shape[1]
+            out_ids[:, :got] = ids[order]
+            out_cos[:, :got] = np.take_along_axis(scores, order, axis=1)
+        return out_ids, out_cos
 
 
 class ExactBackend:

@@ -106,7 +106,7 @@ def test_hybrid_error_in_the_embedding_waits_for_the_worker_and_propagates(
     calls: list[str] = []
     real = IndexReader.lexical_search
 
-    def slow_lexical(self: IndexReader, match: str, k: int) -> list[tuple[int, float]]:
+    def slow_lexical(self: IndexReader, match: str, k: int, within: object = None) -> list[tuple[int, float]]:
         calls.append(f"start {match}")
         time.sleep(0.2)  # still reading when the embedding fails
         found = real(self, match, k)

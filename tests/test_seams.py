@@ -27,7 +27,7 @@ from semsearch.errors import ExtractError, IndexCorruptError
 from semsearch.readers import Document, Reader, register_reader, unregister_reader
 from semsearch.search import Hit
 from semsearch.store import IndexReader
-from semsearch.vectors import register_backend, unregister_backend
+from semsearch.vectors import Subset, register_backend, unregister_backend
 
 ENGINES = ("hnsw", "exact")
 CHUNKING: dict[str, Any] = {"chunk_tokens": 32, "overlap_tokens": 4}
@@ -175,10 +175,10 @@ def test_exact_index_protocol_round_trip(tmp_path: Path) -> None:
     assert index.count == 38
     query = vecs[5]
     assert index.search(query, 1)[0] == (105, pytest.approx(1.0, abs=1e-6))
-    evens = index.search(query, 50, allowed=lambda i: i % 2 == 0)
+    evens = index.search(query, 50, within=Subset(np.arange(100, 140, 2, dtype=np.int64), 38))
     assert len(evens) == 19 and all(i % 2 == 0 for i, _ in evens)
     assert [s for _, s in evens] == sorted((s for _, s in evens), reverse=True)
-    assert index.search(query, 5, allowed=lambda i: False) == []
+    assert index.search(query, 5, within=Subset(np.array([], dtype=np.int64), 38)) == []
 
     state = index.save(tmp_path, "v.exact")
     assert set(state) >= {"vector_file", "vector_count", "vector_size", "vector_sha256"}

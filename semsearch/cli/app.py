@@ -174,30 +174,105 @@ def _update(
         raise typer.Exit(143 if terminated else 130) from None
 
 
+# The filters of `query`, `similar`, `duplicates` and `eval`.
+_SCOPE_PATHS = typer.Argument(
+    None, metavar="[PATH]...", show_default=False, help="Only files under these files or folders."
+)
+_GLOB = typer.Option(
+    None, "-g", "--glob", metavar="GLOB", help="Only paths matching GLOB (gitignore-style; !GLOB excludes). Repeatable."
+)
+_TYPE = typer.Option(
+    None, "-t", "--type", metavar="TYPE", help="Only files of TYPE (md, pdf, py, code...). Repeatable."
+)
+_TYPE_NOT = typer.Option(None, "-T", "--type-not", metavar="TYPE", help="No files of TYPE. Repeatable.")
+_CHANGED_WITHIN = typer.Option(
+    None, "--changed-within", metavar="DURATION", help="Only files modified within DURATION (7d, 12h, 2w)."
+)
+_CHANGED_BEFORE = typer.Option(
+    None,
+    "--changed-before",
+    metavar="DATE",
+    help="Only files modified before DATE (2026-11-01, '2026-11-01 14:30') or DURATION ago (30d).",
+)
+_TYPE_LIST = typer.Option(False, "--type-list", help="List the file types and their patterns, and exit.")
+_INDEX = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP)
+_JSON = typer.Option(False, "--json", help="JSON Lines, one object per hit.")
+_FILES_ONLY = typer.Option(False, "-l", "--files-only", help="Only the distinct files, best first.")
+_NULL = typer.Option(False, "-0", "--null", help="With -l: end each file name with NUL (for xargs -0).")
+_TOP = typer.Option(10, "-k", "--top", help="How many hits.")
+
+
+def _scope(
+    paths: list[Path] | None,
+    globs: list[str] | None,
+    types: list[str] | None,
+    types_not: list[str] | None,
+    changed_within: str | None,
+    changed_before: str | None,
+) -> Any:
+    """The filters given on the command line as a Scope (None: none given)."""
+    if not (paths or globs or types or types_not or changed_within is not None or changed_before is not None):
+        return None
+    from semsearch.scope import Scope
+
+    return Scope.make(
+        paths,
+        globs=globs,
+        types=types,
+        types_not=types_not,
+        changed_within=changed_within,
+        changed_before=changed_before,
+    )
+
+
+def _print_type_list() -> None:
+    from semsearch.scope import GROUPS, type_globs, type_names
+
+    for name in type_names():
+        shown = ", ".join(GROUPS[name]) if name in GROUPS else ", ".join(type_globs(name))
+        typer.echo(f"{name}: {shown}")
+
+
 @app.command()
 def query(
-    text: str = typer.Argument(
-        ..., metavar="QUERY", help="What to look for, in plain words; '-' reads one query per line from stdin."
+    text: str | None = typer.Argument(
+        None,
+        metavar="QUERY",
+        show_default=False,
+        help="What to look for, in plain words; '-' reads one query per line from stdin.",
     ),
-    top: int = typer.Option(10, "-k", "--top", help="How many hits."),
+    paths: list[Path] = _SCOPE_PATHS,
+    top: int = _TOP,
     min_score: float | None = typer.Option(None, "--min-score", help="Drop hits under this cosine similarity."),
     mode: str | None = typer.Option(
         None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid [default: hybrid]."
     ),
-    as_json: bool = typer.Option(False, "--json", help="JSON Lines, one object per hit."),
-    files_only: bool = typer.Option(False, "-l", "--files-only", help="Only the distinct files, best first."),
-    null: bool = typer.Option(False, "-0", "--null", help="With -l: end each file name with NUL (for xargs -0)."),
-    index: Path | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+    globs: list[str] = _GLOB,
+    types: list[str] = _TYPE,
+    types_not: list[str] = _TYPE_NOT,
+    changed_within: str | None = _CHANGED_WITHIN,
+    changed_before: str | None = _CHANGED_BEFORE,
+    as_json: bool = _JSON,
+    files_only: bool = _FILES_ONLY,
+    null: bool = _NULL,
+    type_list: bool = _TYPE_LIST,
+    index: Path | None = _INDEX,
 ) -> None:
-    """Find the passages that mean what you ask."""
+    """Find the passages that mean what you ask (only under PATHs, when given)."""
     from semsearch.search import DEFAULT_MODE, SearchOptions
 
-    options = SearchOptions(top_k=top, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only)
+    if type_list:
+        _print_type_list()
+        return
     try:
+        if text is None:
+            raise InvalidOptionError("Missing argument 'QUERY' (what to look for, or - to read queries from stdin)")
+        options = SearchOptions(top_k=top, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only)
         _check_mode_from_environment(mode)
         if null and not files_only:
             raise InvalidOptionError("-0/--null goes with -l/--files-only")
         options.validate()
+        options.scope = _scope(paths, globs, types, types_not, changed_within, changed_before)
         if text == "-":
             queries: Iterable[str] = _stdin_queries()
         else:
@@ -213,6 +288,102 @@ def query(
         return
     console.STATE.done_early = True
     raise typer.Exit(EXIT_FOUND if found else EXIT_NOT_FOUND)
+
+
+@app.command()
+def similar(
+    target: str = typer.Argument(
+        ...,
+        metavar="PATH[:LINE]",
+        help="An indexed file: PATH:LINE (the passage there), PATH#PAGE (a PDF page) or PATH (the whole file).",
+    ),
+    paths: list[Path] = _SCOPE_PATHS,
+    top: int = _TOP,
+    min_score: float | None = typer.Option(None, "--min-score", help="Drop hits under this cosine similarity."),
+    include_self: bool = typer.Option(False, "--include-self", help="Let the file's own other passages match."),
+    globs: list[str] = _GLOB,
+    types: list[str] = _TYPE,
+    types_not: list[str] = _TYPE_NOT,
+    changed_within: str | None = _CHANGED_WITHIN,
+    changed_before: str | None = _CHANGED_BEFORE,
+    as_json: bool = _JSON,
+    files_only: bool = _FILES_ONLY,
+    null: bool = _NULL,
+    index: Path | None = _INDEX,
+) -> None:
+    """Find passages (or, with -l, files) like the one at PATH:LINE, from the index alone."""
+    from semsearch import output
+    from semsearch.api import Index
+    from semsearch.similar import Target
+
+    try:
+        if null and not files_only:
+            raise InvalidOptionError("-0/--null goes with -l/--files-only")
+        where = Target.parse(target)
+        scope = _scope(paths, globs, types, types_not, changed_within, changed_before)
+        with Index.open(index, on_note=console.note_printer(console.stderr())) as opened:
+            hits = opened.similar(
+                os.fspath(where.path),
+                line=where.line,
+                page=where.page,
+                k=top,
+                min_score=min_score,
+                files_only=files_only,
+                include_self=include_self,
+                scope=scope,
+            )
+        out = sys.stdout
+        view = output.HitWriter(
+            out, terminal=out.isatty() and not as_json, as_json=as_json, null=null, files_only=files_only, batch=False
+        )
+        view.write(where.label(), hits)
+    except BrokenPipeError:
+        console.quiet_stdout()
+        raise typer.Exit(EXIT_FOUND) from None
+    except SemsearchError as exc:
+        console.fail(describe(exc))
+        return
+    console.STATE.done_early = True
+    raise typer.Exit(EXIT_FOUND if hits else EXIT_NOT_FOUND)
+
+
+@app.command()
+def duplicates(
+    paths: list[Path] = _SCOPE_PATHS,
+    min_score: float | None = typer.Option(
+        None, "--min-score", help="Cosine at which two passages count as copies [default: 0.95]."
+    ),
+    globs: list[str] = _GLOB,
+    types: list[str] = _TYPE,
+    types_not: list[str] = _TYPE_NOT,
+    changed_within: str | None = _CHANGED_WITHIN,
+    changed_before: str | None = _CHANGED_BEFORE,
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines, one object per group (with -l: per pair)."),
+    files_only: bool = typer.Option(False, "-l", "--files-only", help="Pairs of files that share passages."),
+    index: Path | None = _INDEX,
+) -> None:
+    """Find near-duplicate passages across files, largest group first (-l: pairs of files)."""
+    from semsearch import output
+    from semsearch.api import Index
+
+    try:
+        scope = _scope(paths, globs, types, types_not, changed_within, changed_before)
+        with Index.open(index, on_note=console.note_printer(console.stderr())) as opened:
+            found = opened.duplicates(min_score=min_score, scope=scope)
+        out = sys.stdout
+        terminal = out.isatty() and not as_json
+        if files_only:
+            output.write_file_pairs(out, found.files, as_json=as_json, terminal=terminal)
+        else:
+            output.write_groups(out, found.groups, as_json=as_json, terminal=terminal)
+    except BrokenPipeError:
+        console.quiet_stdout()
+        raise typer.Exit(EXIT_FOUND) from None
+    except SemsearchError as exc:
+        console.fail(describe(exc))
+        return
+    console.STATE.done_early = True
+    raise typer.Exit(EXIT_FOUND if found.groups else EXIT_NOT_FOUND)
 
 
 def _check_mode_from_environment(mode: str | None) -> None:
@@ -249,7 +420,12 @@ def _run_queries(
     found = False
     with Index.open(index, on_note=console.note_printer(err)) as target:
         for query_text, hits in target.search_many(
-            queries, k=options.top_k, mode=options.mode, min_score=options.min_score, files_only=options.files_only
+            queries,
+            k=options.top_k,
+            mode=options.mode,
+            min_score=options.min_score,
+            files_only=options.files_only,
+            scope=options.scope,
         ):
             found = found or bool(hits)
             view.write(query_text, hits)
@@ -270,9 +446,15 @@ def evaluate(
     ),
     depth: int = typer.Option(100, "--depth", help="Distinct documents ranked per query."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    paths: list[Path] = _SCOPE_PATHS,
+    globs: list[str] = _GLOB,
+    types: list[str] = _TYPE,
+    types_not: list[str] = _TYPE_NOT,
+    changed_within: str | None = _CHANGED_WITHIN,
+    changed_before: str | None = _CHANGED_BEFORE,
     index: Path | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
 ) -> None:
-    """Score the index on judged queries: nDCG@10, Recall@10/100, MRR@10, latency."""
+    """Score the index on judged queries: nDCG@10, Recall@10/100, MRR@10, latency (only files under PATHs, when given)."""
     from semsearch.api import Index
     from semsearch.evaluate import EvalInputError, load_qrels, load_queries
 
@@ -287,7 +469,8 @@ def evaluate(
         except EvalInputError as exc:
             raise InvalidOptionError(str(exc).splitlines()[0]) from None
         with Index.open(index, on_note=console.note_printer(err)) as target:
-            result = target.evaluate(asked, judged, mode=mode, id_mode=id_mode, depth=depth)
+            scope = _scope(paths, globs, types, types_not, changed_within, changed_before)
+            result = target.evaluate(asked, judged, mode=mode, id_mode=id_mode, depth=depth, scope=scope)
     except SemsearchError as exc:
         console.fail(describe(exc))
         return

@@ -20,6 +20,12 @@ FLAGS = {
     "max_file_size": "--max-file-size",
     "path": "--index",
     "paths": "a PATH",
+    "globs": "--glob",
+    "types": "--type",
+    "types_not": "--type-not",
+    "changed_within": "--changed-within",
+    "changed_before": "--changed-before",
+    "target": "PATH[:LINE]",
 }
 REMEDIES = {
     "rebuild": "{message}; run `semsearch index --rebuild`",

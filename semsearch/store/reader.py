@@ -6,22 +6,25 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsearch import vectors
 from semsearch.errors import IndexCorruptError
+from semsearch.store.catalog import FileCatalog
 from semsearch.store.database import connect, decode_walk_settings, get_state, vector_state, visible
 from semsearch.store.format import read_manifest
-from semsearch.store.layout import key_to_path
+from semsearch.store.layout import key_to_path, path_key
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from semsearch.vectors import VectorIndex
+    from semsearch.scope import Scope
+    from semsearch.vectors import Subset, VectorIndex
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class ChunkRecord:
     page_start: int | None
     page_end: int | None
     context: str = ""  # the title / heading path embedded with the text
+    mtime_ns: int = 0  # the file's modification time when it was indexed
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,8 @@ class IndexStats:
 
 _CHUNK_SELECT = (
     "SELECT c.id, c.file_id, f.path, f.display, f.kind, f.title, c.ordinal, c.text, c.char_start, c.char_end, "
-    "c.line_start, c.line_end, c.page_start, c.page_end, c.context FROM chunks c JOIN files f ON f.id = c.file_id"
+    "c.line_start, c.line_end, c.page_start, c.page_end, c.context, f.mtime_ns "
+    "FROM chunks c JOIN files f ON f.id = c.file_id"
 )
 
 
@@ -68,6 +73,8 @@ class IndexReader:
     def __init__(self, index_dir: Path) -> None:
         self.index_dir = index_dir
         self._vectors: VectorIndex | None = None
+        self._catalog: FileCatalog | None = None
+        self._catalog_lock = threading.Lock()
         self._no_vectors = False
         self._vector_fd = -1
         # A writer that finishes between our reads of the manifest, the database and the vector
@@ -149,17 +156,48 @@ class IndexReader:
         )
         return self._vectors
 
+    def catalog(self) -> FileCatalog:
+        """This snapshot's files, for scoped searches (loaded on first need)."""
+        with self._catalog_lock:
+            if self._catalog is None:
+                self._catalog = FileCatalog(self.conn, self.generation, self.index_dir, self.roots)
+            return self._catalog
+
+    def subset(self, scope: Scope | None) -> Subset | None:
+        """The chunks a search in *scope* may return (None: all). Paths outside the indexed
+        folders, or that neither exist nor hold indexed files, raise InvalidOptionError."""
+        if not scope:
+            return None
+        catalog = self.catalog()
+        catalog.check_paths(scope.paths)
+        return catalog.select(scope)
+
     def vector_search(
-        self, query: np.ndarray, k: int, ef: int | None = None, allowed: Callable[[int], bool] | None = None
+        self, query: np.ndarray, k: int, ef: int | None = None, within: Subset | None = None
     ) -> list[tuple[int, float]]:
-        """Nearest chunks by cosine similarity: [(chunk id, cosine)], best first."""
+        """Nearest chunks by cosine similarity: [(chunk id, cosine)], best first; only chunks
+        *within* the subset when given (k of them whenever it holds k)."""
+        if within is not None and len(within) == 0:
+            return []
         index = self._vector_index()
         if index is None:
             return []
-        return index.search(query, k, ef=ef, allowed=allowed)
+        return index.search(query, k, ef=ef, within=within)
 
-    def lexical_search(self, match: str, k: int) -> list[tuple[int, float]]:
-        """Chunks matching an FTS5 query: [(chunk id, bm25 score, higher is better)], best first."""
+    def neighbours(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate k nearest chunks of many vectors at once: (ids, cosines), id -1 for none."""
+        import numpy as np
+
+        index = self._vector_index()
+        if index is None:
+            return np.full((len(vectors), k), -1, dtype=np.int64), np.zeros((len(vectors), k), dtype=np.float32)
+        return index.search_batch(vectors, k)
+
+    def lexical_search(self, match: str, k: int, within: Subset | None = None) -> list[tuple[int, float]]:
+        """Chunks matching an FTS5 query: [(chunk id, bm25 score, higher is better)], best first;
+        only chunks *within* the subset when given."""
+        if within is not None:
+            return self._lexical_within(match, k, within)
         # Rank in FTS alone, then drop rows this generation cannot see (a join per matching row
         # was a large share of the query); ask for more when invisible rows crowd the top.
         limit = k + 16
@@ -187,6 +225,25 @@ class IndexReader:
                 return kept
             limit *= 4
 
+    def _lexical_within(self, match: str, k: int, within: Subset) -> list[tuple[int, float]]:
+        """BM25 ranking restricted in SQL (before the LIMIT): FTS5 finds the matching rows, and
+        each is kept only when its id is among the subset's (passed as one JSON array)."""
+        if len(within) == 0:
+            return []
+        import numpy as np
+
+        ids = json.dumps(np.asarray(within.ids, dtype=np.int64).tolist())
+        try:
+            rows = self.conn.execute(
+                "SELECT chunks_fts.rowid, -bm25(chunks_fts) FROM chunks_fts "
+                "WHERE chunks_fts MATCH ? AND chunks_fts.rowid IN (SELECT value FROM json_each(?)) "
+                "ORDER BY bm25(chunks_fts) LIMIT ?",
+                (match, ids, k),
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [(int(i), float(s)) for i, s in rows]
+
     def fetch_chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
         """Chunk records by id (only those visible in this generation)."""
         out: dict[int, ChunkRecord] = {}
@@ -200,6 +257,58 @@ class IndexReader:
             )
             for row in rows.fetchall():
                 out[row[0]] = self._record(row, paths)
+        return out
+
+    def file_chunks(self, path: Path) -> list[ChunkRecord] | None:
+        """A file's chunks in document order ([] for a file without text; None: not indexed)."""
+        key = path_key(self.index_dir, path)
+        row = self.conn.execute(
+            f"SELECT id FROM files WHERE path = ? AND {visible(self.generation)}", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        paths: dict[int, Path] = {}
+        rows = self.conn.execute(
+            f"{_CHUNK_SELECT} WHERE c.file_id = ? AND {visible(self.generation, 'c')} ORDER BY c.ordinal", (row[0],)
+        )
+        return [self._record(r, paths) for r in rows]
+
+    def chunk_vectors(
+        self, within: Subset | None = None, batch: int = 8192
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every visible chunk's (ids, file ids, vectors), in batches by id; only *within* when given."""
+        import numpy as np
+
+        allowed = within.contains() if within is not None else None
+        last = 0
+        while True:
+            rows = self.conn.execute(
+                f"SELECT id, file_id, vector FROM chunks WHERE id > ? AND {visible(self.generation)} ORDER BY id LIMIT ?",
+                (last, batch),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            if allowed is not None:
+                rows = [r for r in rows if allowed(r[0])]
+                if not rows:
+                    continue
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            owners = np.array([r[1] for r in rows], dtype=np.int64)
+            vecs = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            yield ids, owners, vecs
+
+    def file_chunk_counts(self, file_ids: set[int]) -> dict[int, tuple[Path, int]]:
+        """Files by id: (path, number of chunks)."""
+        out: dict[int, tuple[Path, int]] = {}
+        ids = sorted(file_ids)
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for fid, key, count in self.conn.execute(
+                f"SELECT id, path, chunk_count FROM files WHERE id IN ({marks})", part
+            ):
+                out[fid] = (key_to_path(self.index_dir, key), count)
         return out
 
     def chunks(self) -> Iterator[ChunkRecord]:
@@ -229,6 +338,7 @@ class IndexReader:
             page_start=row[12],
             page_end=row[13],
             context=row[14],
+            mtime_ns=row[15],
         )
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 
 from semsearch.errors import IndexCorruptError
-from semsearch.vectors.base import VectorBackend, VectorIndex, VectorState
+from semsearch.vectors.base import Subset, VectorBackend, VectorIndex, VectorState
 
 __all__ = [
     "BUILTIN_BACKENDS",
     "DEFAULT_BACKEND",
+    "Subset",
     "VectorBackend",
     "VectorIndex",
     "VectorState",

@@ -19,6 +19,39 @@ if TYPE_CHECKING:
 VectorState = dict[str, str]
 
 
+class Subset:
+    """The chunk ids a search may return (a scoped search's filter), out of *total* live vectors.
+
+    An engine chooses how to honour it: an exact search over the few vectors it names, or its
+    graph search with :meth:`contains` as the filter; never by dropping hits after the search.
+    """
+
+    def __init__(self, ids: np.ndarray, total: int) -> None:
+        self.ids = ids  # int64, no duplicates, any order
+        self.total = total
+        self._bits: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def share(self) -> float:
+        return len(self.ids) / self.total if self.total else 0.0
+
+    def contains(self) -> Callable[[int], bool]:
+        """A fast membership test (a bitmap over the ids): ``contains()(chunk_id)``."""
+        if self._bits is None:
+            import numpy as np
+
+            top = int(self.ids.max()) + 1 if len(self.ids) else 1
+            bits = np.zeros(top, dtype=np.uint8)
+            bits[self.ids] = 1
+            self._bits = bits.tobytes()
+        bits_ = self._bits
+        size = len(bits_)
+        return lambda label: label < size and bits_[label] == 1
+
+
 class VectorIndex(Protocol):
     """An open vector index: in memory, searchable, and (for a writer) changeable and savable."""
 
@@ -40,9 +73,16 @@ class VectorIndex(Protocol):
         ...
 
     def search(
-        self, query: np.ndarray, k: int, *, ef: int | None = None, allowed: Callable[[int], bool] | None = None
+        self, query: np.ndarray, k: int, *, ef: int | None = None, within: Subset | None = None
     ) -> list[tuple[int, float]]:
-        """The nearest ids by cosine similarity, best first: at most *k*, only ids *allowed* accepts."""
+        """The nearest ids by cosine similarity, best first: at most *k*, only ids in *within*
+        (when given: *k* of them whenever it holds at least *k*)."""
+        ...
+
+    def search_batch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate neighbours of many vectors at once (near-duplicate detection): arrays of
+        shape (len(queries), k) of ids and cosines, best first; id -1 where fewer were found.
+        May trade some recall for speed against :meth:`search`."""
         ...
 
 

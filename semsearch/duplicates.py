@@ -1,0 +1,141 @@
+"""Near-duplicate passages and files, found through the vector index's neighbours (no all-pairs scan).
+
+Every chunk in scope asks the vector index for its nearest neighbours (one batched, multi-threaded
+search); pairs of chunks of different files at cosine >= ``min_score`` are joined into groups
+(union-find, so copies of copies group together), largest group first. Two files are a pair when
+they share such passages; a pair's ``share`` is the part of the smaller file's passages that have a
+copy in the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from semsearch.errors import InvalidOptionError
+
+if TYPE_CHECKING:
+    from semsearch.scope import Scope
+    from semsearch.store import ChunkRecord, IndexReader
+
+# Cosine at which two passages count as copies: chosen by measurement on the FastAPI docs with
+# pages copied and lightly edited (benchmarks/RESULTS.md, issue 11).
+DEFAULT_MIN_SCORE = 0.95
+NEIGHBOURS = 16  # neighbours asked per chunk: a passage with more copies than this still joins
+# its group through the copies' own neighbours.
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Passages that are copies of each other (each linked to another at >= the threshold)."""
+
+    chunks: list[ChunkRecord]
+    scores: list[float]  # each chunk's highest cosine to another of the group
+    score: float  # the highest cosine between two of them
+    min_score: float  # the lowest cosine of the links that join them
+
+
+@dataclass(frozen=True)
+class FilePair:
+    """Two files that share near-duplicate passages."""
+
+    a: Path
+    b: Path
+    shared: int  # passages of the smaller file with a copy in the other
+    chunks: int  # passages of the smaller file
+    score: float  # the highest cosine between their passages
+
+    @property
+    def share(self) -> float:
+        return self.shared / self.chunks if self.chunks else 0.0
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    groups: list[DuplicateGroup]
+    files: list[FilePair]
+    chunks_checked: int
+
+
+def find_duplicates(
+    reader: IndexReader, *, min_score: float = DEFAULT_MIN_SCORE, scope: Scope | None = None
+) -> Duplicates:
+    """Near-duplicate passages (cosine >= *min_score*) among the chunks in *scope*, in different files."""
+    import numpy as np
+
+    if not -1.0 <= min_score <= 1.0:
+        raise InvalidOptionError(f"{{min_score}} must be between -1 and 1 (got {min_score})", options=("min_score",))
+    within = reader.subset(scope)
+    allowed = within.contains() if within is not None else None
+    owner: dict[int, int] = {}
+    pairs: list[tuple[int, int, float]] = []
+    checked = 0
+    for ids, owners, vectors in reader.chunk_vectors(within):
+        checked += len(ids)
+        owner.update(zip(ids.tolist(), owners.tolist(), strict=True))
+        found, cosines = reader.neighbours(vectors, NEIGHBOURS + 1)
+        rows, cols = np.nonzero((cosines >= min_score) & (found >= 0) & (found != ids[:, None]))
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            other = int(found[r, c])
+            if allowed is None or allowed(other):
+                pairs.append((int(ids[r]), other, float(cosines[r, c])))
+    # Every chunk in scope has been read by now, so each pair's files are known.
+    pairs = [(a, b, s) for a, b, s in pairs if b in owner and owner[a] != owner[b]]
+    return Duplicates(_groups(reader, pairs), _file_pairs(reader, pairs, owner), checked)
+
+
+def _groups(reader: IndexReader, pairs: list[tuple[int, int, float]]) -> list[DuplicateGroup]:
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b, _ in pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    members: dict[int, set[int]] = {}
+    for x in parent:
+        members.setdefault(root(x), set()).add(x)
+    best: dict[int, float] = {}
+    worst: dict[int, float] = {}
+    own: dict[int, float] = {}
+    for a, b, s in pairs:
+        r = root(a)
+        best[r] = max(best.get(r, -1.0), s)
+        worst[r] = min(worst.get(r, 2.0), s)
+        own[a] = max(own.get(a, -1.0), s)
+        own[b] = max(own.get(b, -1.0), s)
+    records = reader.fetch_chunks([x for group in members.values() for x in group])
+    groups = []
+    for r, ids in members.items():
+        chunks = sorted((records[i] for i in ids if i in records), key=lambda c: (c.display, c.ordinal))
+        if len(chunks) > 1:
+            scores = [min(own[c.id], 1.0) for c in chunks]
+            groups.append(DuplicateGroup(chunks, scores, min(best[r], 1.0), min(worst[r], 1.0)))
+    groups.sort(key=lambda g: (-len(g.chunks), -g.score, g.chunks[0].display, g.chunks[0].ordinal))
+    return groups
+
+
+def _file_pairs(reader: IndexReader, pairs: list[tuple[int, int, float]], owner: dict[int, int]) -> list[FilePair]:
+    matched: dict[tuple[int, int], tuple[set[int], set[int], float]] = {}
+    for a, b, s in pairs:
+        fa, fb = owner[a], owner[b]
+        key = (fa, fb) if fa < fb else (fb, fa)
+        first, second, best = matched.get(key, (set(), set(), -1.0))
+        (first if fa == key[0] else second).add(a)
+        (second if fa == key[0] else first).add(b)
+        matched[key] = (first, second, max(best, s))
+    counts = reader.file_chunk_counts({f for key in matched for f in key})
+    out = []
+    for (fa, fb), (in_a, in_b, best) in matched.items():
+        (pa, na), (pb, nb) = counts[fa], counts[fb]
+        shared, smaller = (len(in_a), na) if na <= nb else (len(in_b), nb)
+        out.append(FilePair(pa, pb, shared, smaller, min(best, 1.0)))
+    out.sort(key=lambda p: (-p.share, -p.shared, -p.score, str(p.a), str(p.b)))
+    return out

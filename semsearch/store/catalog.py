@@ -1,0 +1,145 @@
+"""The files of one snapshot, in memory, to turn a :class:`Scope` into the chunks a search may return.
+
+Loaded once per reader, on the first scoped search: each visible file's stored path, kind,
+modification time and chunk id range. A file's chunks are written together (``IndexWriter.add_file``)
+so their ids are one run, ``first .. first + chunk_count - 1``; a file whose run is not whole is
+listed chunk by chunk instead. Selecting is then array work over files, and path prefixes a
+binary search over the sorted paths: no query of the database per search.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from semsearch.errors import InvalidOptionError
+from semsearch.scope import Scope, type_of
+from semsearch.store.database import visible
+from semsearch.store.layout import key_to_path, path_key
+from semsearch.vectors import Subset
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class FileCatalog:
+    """Visible files with chunks, sorted by stored path."""
+
+    def __init__(self, conn: sqlite3.Connection, generation: int, index_dir: Path, roots: list[str]) -> None:
+        import numpy as np
+
+        self.index_dir = index_dir
+        self.roots = [Path(os.path.abspath(key_to_path(index_dir, os.fsencode(r)))) for r in roots]
+        rows = conn.execute(
+            "SELECT f.id, f.path, f.kind, f.mtime_ns, f.chunk_count, "
+            "(SELECT min(c.id) FROM chunks c WHERE c.file_id = f.id), "
+            "(SELECT max(c.id) FROM chunks c WHERE c.file_id = f.id) "
+            f"FROM files f WHERE {visible(generation, 'f')} AND f.chunk_count > 0 ORDER BY f.path"
+        ).fetchall()
+        self.keys: list[bytes] = [bytes(r[1]) for r in rows]
+        self.file_ids = np.array([r[0] for r in rows], dtype=np.int64)
+        self.relpaths = [os.fsdecode(k).lstrip("/") for k in self.keys]  # what globs match
+        self.types = np.array([type_of(rel, r[2]) for rel, r in zip(self.relpaths, rows, strict=True)], dtype=object)
+        self.mtimes = np.array([r[3] / 1e9 for r in rows], dtype=np.float64)
+        self.counts = np.array([r[4] for r in rows], dtype=np.int64)
+        self.firsts = np.array([r[5] if r[5] is not None else 0 for r in rows], dtype=np.int64)
+        lasts = np.array([r[6] if r[6] is not None else -1 for r in rows], dtype=np.int64)
+        self.total = int(self.counts.sum())
+        # Files whose chunk ids are not one whole run (never written so; read row by row).
+        self._broken = {int(i) for i in np.nonzero(lasts - self.firsts + 1 != self.counts)[0]}
+        self._conn = conn
+        self._generation = generation
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def select(self, scope: Scope) -> Subset | None:
+        """The chunks of the files in *scope* (None: every chunk, no filter needed)."""
+        import numpy as np
+
+        mask = np.ones(len(self.keys), dtype=bool)
+        if scope.paths:
+            mask &= self._under(scope.paths)
+        if scope.exclude_files:
+            mask &= ~self._under(scope.exclude_files, files_only=True)
+        if scope.types or scope.types_not:
+            kinds = {t for t in set(self.types.tolist()) if scope.type_matches(t)}
+            mask &= np.isin(self.types, list(kinds))
+        if scope.modified_after is not None:
+            mask &= self.mtimes >= scope.modified_after
+        if scope.modified_before is not None:
+            mask &= self.mtimes < scope.modified_before
+        if scope.globs:
+            compiled = scope.compiled()
+            candidates = np.nonzero(mask)[0]
+            keep = np.fromiter(
+                (compiled.glob_matches(self.relpaths[i]) for i in candidates), dtype=bool, count=len(candidates)
+            )
+            mask[candidates[~keep]] = False
+        if mask.all():
+            return None
+        return Subset(self._chunk_ids(np.nonzero(mask)[0]), self.total)
+
+    def _chunk_ids(self, rows: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        counts = self.counts[rows]
+        starts = self.firsts[rows]
+        offsets = np.cumsum(counts) - counts
+        ids = np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()), dtype=np.int64)
+        broken = [int(r) for r in rows if int(r) in self._broken]
+        if broken:
+            whole = np.ones(len(ids), dtype=bool)
+            for r in broken:
+                i = int(np.searchsorted(rows, r))
+                whole[offsets[i] : offsets[i] + counts[i]] = False
+            listed = [
+                cid
+                for r in broken
+                for (cid,) in self._conn.execute(
+                    f"SELECT id FROM chunks WHERE file_id = ? AND {visible(self._generation)}",
+                    (int(self.file_ids[r]),),
+                )
+            ]
+            ids = np.concatenate([ids[whole], np.array(listed, dtype=np.int64)])
+        return ids
+
+    def _under(self, paths: tuple[Path, ...], files_only: bool = False) -> np.ndarray:
+        """Which files are one of *paths* or below one of them."""
+        import numpy as np
+
+        mask = np.zeros(len(self.keys), dtype=bool)
+        for path in paths:
+            key = path_key(self.index_dir, path)
+            if key == b".":
+                mask |= np.array([not os.path.isabs(os.fsdecode(k)) for k in self.keys], dtype=bool)
+                continue
+            at = bisect.bisect_left(self.keys, key)
+            if at < len(self.keys) and self.keys[at] == key:
+                mask[at] = True
+            if files_only:
+                continue
+            prefix = key.rstrip(b"/") + b"/"
+            lo = bisect.bisect_left(self.keys, prefix)
+            hi = bisect.bisect_left(self.keys, prefix[:-1] + b"0")  # "0" sorts right after "/"
+            mask[lo:hi] = True
+        return mask
+
+    def check_paths(self, paths: tuple[Path, ...]) -> None:
+        """Each path must lie within (or hold) an indexed root, and exist or hold indexed files."""
+        for path in paths:
+            inside = any(_within(path, root) or _within(root, path) for root in self.roots)
+            if not inside:
+                roots = ", ".join(str(r) for r in self.roots) or "none"
+                raise InvalidOptionError(
+                    f"{path} is outside the indexed folders ({roots})", options=("paths",), path=path
+                )
+            if not os.path.lexists(path) and not self._under((path,)).any():
+                raise InvalidOptionError(f"no such file or folder: {path}", options=("paths",), path=path)
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
