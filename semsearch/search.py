@@ -141,17 +141,28 @@ class Searcher:
         if not query:
             raise InvalidOptionError("empty {query}", options=("query",))
         query = query[:MAX_QUERY_CHARS]
-        cosines, bm25 = self._candidates(query, options)
-        ranked = _rank(options, cosines, bm25)
-        hits = self._hits(ranked, cosines, bm25, options)
+        # With files_only, each wanted file asks for several chunks; when a few files' chunks
+        # fill every candidate slot, ask again for more (the filter is applied inside each search).
+        per_hit = 8 if options.files_only else 1
+        while True:
+            cosines, bm25, fetched = self._candidates(query, options, per_hit)
+            ranked = _rank(options, cosines, bm25)
+            hits = self._hits(ranked, cosines, bm25, options)
+            exhausted = len(cosines) < fetched and len(bm25) < fetched
+            if not options.files_only or len(hits) >= options.top_k or exhausted or fetched >= self.reader.count:
+                break
+            per_hit *= 4
         for rank, hit in enumerate(hits, 1):
             hit.rank = rank
             hit.highlight = best_sentence(hit.chunk.text, query)
         return hits
 
-    def _candidates(self, query: str, options: SearchOptions) -> tuple[dict[int, float], dict[int, float]]:
-        """Each side's candidates: {chunk id: cosine} and {chunk id: bm25}."""
-        wanted = options.top_k * (8 if options.files_only else 1)
+    def _candidates(
+        self, query: str, options: SearchOptions, per_hit: int = 1
+    ) -> tuple[dict[int, float], dict[int, float], int]:
+        """Each side's candidates: {chunk id: cosine} and {chunk id: bm25}, and how many each
+        side was asked for."""
+        wanted = options.top_k * per_hit
         fetch = max(wanted * CANDIDATES_PER_HIT, 50) if options.mode == "hybrid" else wanted
         cosines: dict[int, float] = {}
         bm25: dict[int, float] = {}
@@ -160,7 +171,7 @@ class Searcher:
         # ranks only those (the filter is applied before the top-k cut, never after it).
         within = self.reader.subset(options.scope)
         if within is not None and len(within) == 0:
-            return cosines, bm25
+            return cosines, bm25, fetch
         match = fts_query(query) if options.mode in ("lexical", "hybrid") else ""
         pending: Future[list[tuple[int, float]]] | None = None
         if match and options.mode == "hybrid" and _CORES > 1:
@@ -184,7 +195,7 @@ class Searcher:
             missing = [cid for cid in bm25 if cid not in cosines]
             for cid, vec in self.reader.vectors(missing).items():
                 cosines[cid] = float(vec @ qvec)
-        return cosines, bm25
+        return cosines, bm25, fetch
 
     def _hits(
         self, ranked: list[tuple[int, float]], cosines: dict[int, float], bm25: dict[int, float], options: SearchOptions

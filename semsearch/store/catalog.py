@@ -52,6 +52,7 @@ class FileCatalog:
         self._broken = {int(i) for i in np.nonzero(lasts - self.firsts + 1 != self.counts)[0]}
         self._conn = conn
         self._generation = generation
+        self._relative = np.array([not k.startswith(b"/") for k in self.keys], dtype=bool)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -112,11 +113,18 @@ class FileCatalog:
         import numpy as np
 
         mask = np.zeros(len(self.keys), dtype=bool)
+        project = Path(os.path.abspath(self.index_dir.parent))
         for path in paths:
-            key = path_key(self.index_dir, path)
-            if key == b".":
-                mask |= np.array([not os.path.isabs(os.fsdecode(k)) for k in self.keys], dtype=bool)
-                continue
+            if not files_only and _within(project, path):
+                # The folder that holds the index, or one above it: every file stored relative
+                # to it, and any stored by absolute path below *path*.
+                mask |= self._relative
+                key = os.fsencode(str(path))
+                if key == b"/":
+                    mask |= ~self._relative
+                    continue
+            else:
+                key = path_key(self.index_dir, path)
             at = bisect.bisect_left(self.keys, key)
             if at < len(self.keys) and self.keys[at] == key:
                 mask[at] = True
