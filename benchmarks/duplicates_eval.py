@@ -145,6 +145,7 @@ def plant(tree: Path, n: int, seed: int) -> list[dict]:
         rel = str(src.relative_to(tree))
         pairs = [rel]
         note = ""
+        lines = None  # section: the copy's lines that hold the copied section
         if kind == "exact":
             out = text
         elif kind == "words":
@@ -185,11 +186,14 @@ def plant(tree: Path, n: int, seed: int) -> list[dict]:
             host_spans = sections(host_text)
             at = host_spans[len(host_spans) // 2][0] if host_spans else len(host_text)
             out = host_text[:at] + piece + host_text[at:]
+            first_line = host_text[:at].count("\n") + 1
+            lines = [first_line, first_line + piece.rstrip().count("\n")]
             pairs.append(str(host.relative_to(tree)))
             note = f"section of {len(piece)} chars ({piece.splitlines()[0][:50]!r}) into {host.relative_to(tree)}"
         name = f"copies/page-{i + 1:02d}.md"
         (tree / name).write_text(out, encoding="utf-8")
-        planted.append({"copy": name, "kind": kind, "originals": pairs, "note": note, "chars": len(out)})
+        planted.append({"copy": name, "kind": kind, "originals": pairs, "note": note, "chars": len(out),
+                        "section_lines": lines})
     return planted
 
 

@@ -29,7 +29,9 @@ def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert lines[0] == "2 files, 2 chunks"
     assert lines[1].split()[1].startswith("logging.md:")  # the passage about keeping logs ranks first
     assert lines[3] == "ship a new release -> deploy.md"
-    assert lines[4] == "2 chunks indexed"
+    assert lines[4] == "deploy.md"  # the filtered search
+    assert lines[5] == "['logging.md']"  # the only other file is the one like it
+    assert lines[6] == "2 chunks indexed"
     assert (tmp_path / "notes" / ".semsearch" / "manifest.json").is_file()
 
 

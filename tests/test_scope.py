@@ -25,7 +25,7 @@ from semsearch.vectors import hnsw
 MODES = ("semantic", "lexical", "hybrid")
 OLD = dt.datetime(2020, 1, 1).timestamp()  # mtime of the files under old/
 NOW = time.time()
-WORDS = "bread oven dough flour yeast crust butter salt sugar water milk honey".split()
+WORDS = ["bread", "oven", "dough", "flour", "yeast", "crust", "butter", "salt", "sugar", "water", "milk", "honey"]
 
 
 def _text(i: int, extra: str = "") -> str:

@@ -191,7 +191,7 @@ def test_duplicates_on_the_command_line(copies: Path, fake_cli: FakeModel) -> No
     result = run("duplicates")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("# group 1: ")
-    member = [line for line in result.stdout.splitlines() if line and not line.startswith("#")][0]
+    member = next(line for line in result.stdout.splitlines() if line and not line.startswith("#"))
     path, line, score, _snippet = member.split(":", 3)
     assert path.startswith("docs/") and int(line) >= 1 and float(score) >= 0.95
     pairs = run("duplicates", "-l").stdout.splitlines()
