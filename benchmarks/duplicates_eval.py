@@ -19,7 +19,10 @@ text), pairs reported in the control (natural near-duplicates of the real docs) 
 originals of the copied tree; for passages, the number of groups in each corpus. A sample of the
 control's pairs is printed at a few thresholds to judge whether they are real repeated text.
 
-    $PY benchmarks/duplicates_eval.py [--work /tmp/simdup] [--seed 11] [--json FILE]
+    $PY benchmarks/duplicates_eval.py [--work /tmp/simdup] [--seed 11] [--name dups] [--json FILE]
+
+The planted tree is made once (``--fresh`` plants again); a second seed goes in its own folder
+(``--seed 12 --name dups-12``).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_common import (  # noqa: E402
+from _bench_common import (
     DEFAULT_DATA,
     bench_env,
     fmt_s,
@@ -51,19 +54,68 @@ THRESHOLDS = [round(0.80 + 0.01 * i, 2) for i in range(20)]
 
 # Realistic light edits: words a writer swaps when rewording documentation.
 SYNONYMS = {
-    "use": "utilize", "using": "employing", "create": "make", "get": "obtain", "simple": "easy",
-    "easy": "simple", "example": "sample", "function": "routine", "functions": "routines",
-    "parameter": "argument", "parameters": "arguments", "value": "result", "values": "results",
-    "need": "require", "needs": "requires", "want": "wish", "show": "display", "shows": "displays",
-    "important": "essential", "also": "additionally", "automatically": "by itself", "check": "verify",
-    "help": "assist", "receive": "get", "return": "give back", "returns": "gives back", "data": "information",
-    "declare": "define", "declared": "defined", "very": "really", "just": "simply", "big": "large",
-    "small": "little", "start": "begin", "different": "distinct", "same": "identical", "way": "manner",
-    "code": "source", "application": "app", "app": "application", "request": "call", "response": "reply",
-    "will": "would", "can": "could", "then": "next", "now": "at this point", "all": "every", "many": "numerous",
-    "like": "such as", "which": "that", "first": "initially", "case": "situation", "things": "items",
-    "features": "capabilities", "feature": "capability", "standard": "common", "default": "standard",
-    "error": "failure", "errors": "failures", "makes": "renders", "used": "employed", "user": "client",
+    "use": "utilize",
+    "using": "employing",
+    "create": "make",
+    "get": "obtain",
+    "simple": "easy",
+    "easy": "simple",
+    "example": "sample",
+    "function": "routine",
+    "functions": "routines",
+    "parameter": "argument",
+    "parameters": "arguments",
+    "value": "result",
+    "values": "results",
+    "need": "require",
+    "needs": "requires",
+    "want": "wish",
+    "show": "display",
+    "shows": "displays",
+    "important": "essential",
+    "also": "additionally",
+    "automatically": "by itself",
+    "check": "verify",
+    "help": "assist",
+    "receive": "get",
+    "return": "give back",
+    "returns": "gives back",
+    "data": "information",
+    "declare": "define",
+    "declared": "defined",
+    "very": "really",
+    "just": "simply",
+    "big": "large",
+    "small": "little",
+    "start": "begin",
+    "different": "distinct",
+    "same": "identical",
+    "way": "manner",
+    "code": "source",
+    "application": "app",
+    "app": "application",
+    "request": "call",
+    "response": "reply",
+    "will": "would",
+    "can": "could",
+    "then": "next",
+    "now": "at this point",
+    "all": "every",
+    "many": "numerous",
+    "like": "such as",
+    "which": "that",
+    "first": "initially",
+    "case": "situation",
+    "things": "items",
+    "features": "capabilities",
+    "feature": "capability",
+    "standard": "common",
+    "default": "standard",
+    "error": "failure",
+    "errors": "failures",
+    "makes": "renders",
+    "used": "employed",
+    "user": "client",
 }
 FILLERS = ("also", "really", "just", "then", "actually", "now")
 
@@ -97,8 +149,11 @@ def blocks(text: str) -> list[str]:
 
 def is_prose(block: str) -> bool:
     first = block.lstrip()
-    return (len(first) > 60 and not first.startswith(("#", "```", "~~~", "{*", "|", "<", "///", "!!!", "*", "-", "1."))
-            and sum(ch.isalpha() for ch in first) > 0.6 * len(first))
+    return (
+        len(first) > 60
+        and not first.startswith(("#", "```", "~~~", "{*", "|", "<", "///", "!!!", "*", "-", "1."))
+        and sum(ch.isalpha() for ch in first) > 0.6 * len(first)
+    )
 
 
 def reword(block: str, rng: random.Random, changes: int) -> str:
@@ -192,8 +247,9 @@ def plant(tree: Path, n: int, seed: int) -> list[dict]:
             note = f"section of {len(piece)} chars ({piece.splitlines()[0][:50]!r}) into {host.relative_to(tree)}"
         name = f"copies/page-{i + 1:02d}.md"
         (tree / name).write_text(out, encoding="utf-8")
-        planted.append({"copy": name, "kind": kind, "originals": pairs, "note": note, "chars": len(out),
-                        "section_lines": lines})
+        planted.append(
+            {"copy": name, "kind": kind, "originals": pairs, "note": note, "chars": len(out), "section_lines": lines}
+        )
     return planted
 
 
@@ -216,6 +272,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/simdup"))
     ap.add_argument("--copies", type=int, default=20)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--name", default="dups", help="folder of the copied tree under --work (its index: NAME-index)")
     ap.add_argument("--fresh", action="store_true", help="plant the copies again (a new dups tree and index)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     args = ap.parse_args()
@@ -224,8 +281,8 @@ def main() -> int:
     print(machine_note())
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    control_tree, dups_tree = work / "fastapi", work / "dups"
-    control_idx, dups_idx = work / ".semsearch", work / "dups-index"
+    control_tree, dups_tree = work / "fastapi", work / args.name
+    control_idx, dups_idx = work / ".semsearch", work / f"{args.name}-index"
     if not control_tree.is_dir():
         copy_tree(src, control_tree)
     if args.fresh and dups_tree.exists():
@@ -233,7 +290,7 @@ def main() -> int:
         shutil.rmtree(dups_idx, ignore_errors=True)
     import json
 
-    manifest = work / "dups-planted.json"
+    manifest = work / f"{args.name}-planted.json"
     if not dups_tree.is_dir():
         copy_tree(src, dups_tree)
         planted = plant(dups_tree, args.copies, args.seed)
@@ -242,11 +299,12 @@ def main() -> int:
         planted = json.loads(manifest.read_text(encoding="utf-8"))
     for p in planted:
         print(f"  {p['copy']}  {p['kind']:9s} of {', '.join(p['originals'])}  {p['note']}")
-    for name, folder, idx in (("control", "fastapi", control_idx), ("copies", "dups", dups_idx)):
+    for folder, idx in (("fastapi", control_idx), (args.name, dups_idx)):
         seconds, summary = index_tree(work, folder, idx)
         print(f"semsearch index {folder}: {fmt_s(seconds)}  ({summary})")
 
     from semsearch import Index
+    from semsearch.store import IndexReader
 
     control, dups = Index.open(control_idx), Index.open(dups_idx)
 
@@ -260,7 +318,57 @@ def main() -> int:
         for j, orig in enumerate(p["originals"]):
             truth[frozenset((orig, p["copy"]))] = p["kind"] if j == 0 else "section-host"
 
-    # Warm-up, then time one call of each (the first call also opens the index).
+    # Passage truth: each copy chunk that came from an original, and which original.
+    with IndexReader(dups_idx) as reader:
+        passage_truth: list[tuple[int, str, str]] = []  # (copy chunk id, original, kind)
+        original_chunks: dict[str, set[int]] = {}
+        for p in planted:
+            for c in reader.file_chunks(dups_tree / p["copy"]) or []:
+                if p["kind"] != "section":
+                    passage_truth.append((c.id, p["originals"][0], p["kind"]))
+                    continue
+                lo, hi = p["section_lines"]
+                inside = lo <= c.line_start and c.line_end <= hi
+                overlaps = c.line_start <= hi and c.line_end >= lo
+                if overlaps:
+                    passage_truth.append((c.id, p["originals"][0], "section"))
+                if not inside:
+                    passage_truth.append((c.id, p["originals"][1], "section-host"))
+            for orig in p["originals"]:
+                original_chunks[orig] = {c.id for c in reader.file_chunks(dups_tree / orig) or []}
+
+    def shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
+        words = re.findall(r"\w+", text.lower())
+        return {tuple(words[i : i + n]) for i in range(max(1, len(words) - n + 1))}
+
+    control_reader = IndexReader(control_idx)
+    pair_text_cache: dict[frozenset[str], dict] = {}
+
+    def pair_text(fp) -> dict:
+        """The two files' most similar passages and how much of the shorter one's word 5-grams the
+        other holds (containment >= 0.5: repeated text, not just the same topic)."""
+        import numpy as np
+
+        key = frozenset((str(fp.a), str(fp.b)))
+        if key not in pair_text_cache:
+            ca, cb = control_reader.file_chunks(fp.a), control_reader.file_chunks(fp.b)
+            v = control_reader.vectors([c.id for c in ca + cb])
+            sims = np.stack([v[c.id] for c in ca]) @ np.stack([v[c.id] for c in cb]).T
+            i, j = np.unravel_index(int(sims.argmax()), sims.shape)
+            sa, sb = shingles(ca[i].text), shingles(cb[j].text)
+            contain = len(sa & sb) / max(1, min(len(sa), len(sb)))
+            pair_text_cache[key] = {
+                "a": f"{rel(fp.a, control_tree)}:{ca[i].line_start}",
+                "b": f"{rel(fp.b, control_tree)}:{cb[j].line_start}",
+                "cosine": round(float(sims[i, j]), 4),
+                "containment": round(contain, 3),
+                "repeated": contain >= 0.5,
+                "text_a": " ".join(ca[i].text.split())[:200],
+                "text_b": " ".join(cb[j].text.split())[:200],
+            }
+        return pair_text_cache[key]
+
+    # Time one call of each at the default threshold (the first call also opens the index).
     timings = {}
     for name, ix in (("control", control), ("copies", dups)):
         t = time.perf_counter()
@@ -273,6 +381,7 @@ def main() -> int:
             again.append(time.perf_counter() - t)
         timings[name] = {"first_s": first, "median_s": statistics.median(again), "chunks": found.chunks_checked}
 
+    kinds_all = (*KINDS, "section-host")
     rows = []
     samples = {}
     for t in THRESHOLDS:
@@ -281,91 +390,191 @@ def main() -> int:
         control_pairs = {frozenset((rel(fp.a, control_tree), rel(fp.b, control_tree))): fp for fp in c.files}
         dup_pairs = {frozenset((rel(fp.a, dups_tree), rel(fp.b, dups_tree))): fp for fp in d.files}
         with_copy = {k: v for k, v in dup_pairs.items() if any(x.startswith("copies/") for x in k)}
-        originals_only = len(dup_pairs) - len(with_copy)
+        among_orig = {k for k in dup_pairs if k not in with_copy} | set(control_pairs)
         found = {k: v for k, v in with_copy.items() if k in truth}
-        # A copy paired with a page its original is paired with: real repeated text, not a false alarm.
-        among_orig = {k for k in dup_pairs if k not in with_copy}
 
-        def explained(pair: frozenset[str]) -> bool:
+        def explained(pair: frozenset[str], among_orig: set[frozenset[str]] = among_orig) -> bool:
+            """Planted, or a copy paired with a page (or another copy) whose original is paired
+            with that page: repeated text of the real docs carried into the copy."""
             if pair in truth:
                 return True
-            xs = sorted(pair)
-            copies = [x for x in xs if x.startswith("copies/")]
-            others = [x for x in xs if not x.startswith("copies/")]
-            if len(copies) == 1 and others:
-                return any(frozenset((o, others[0])) in among_orig | set(control_pairs) for o in copy_of[copies[0]])
-            return False
+            sides = [copy_of.get(x, [x]) for x in sorted(pair)]
+            return any(frozenset((x, y)) in among_orig for x in sides[0] for y in sides[1] if x != y)
 
         n_explained = sum(explained(k) for k in with_copy)
-        by_kind = {kind: [0, 0] for kind in (*KINDS, "section-host")}
+        by_kind = {kind: [0, 0] for kind in kinds_all}
         for k, kind in truth.items():
             by_kind[kind][1] += 1
             by_kind[kind][0] += k in found
-        control_groups = len(c.groups)
-        dup_groups = len(d.groups)
+        # Passages: a copy chunk is found when its group holds a chunk of its original.
+        group_of = {ch.id: gi for gi, g in enumerate(d.groups) for ch in g.chunks}
+        group_ids = [{ch.id for ch in g.chunks} for g in d.groups]
+        p_kind = {kind: [0, 0] for kind in kinds_all}
+        for cid, orig, kind in passage_truth:
+            p_kind[kind][1] += 1
+            gi = group_of.get(cid)
+            p_kind[kind][0] += gi is not None and bool(group_ids[gi] & original_chunks[orig])
+        p_found = sum(a for a, _ in p_kind.values())
+        p_total = sum(b for _, b in p_kind.values())
         copy_groups = sum(any(rel(ch.path, dups_tree).startswith("copies/") for ch in g.chunks) for g in d.groups)
-        shares = [v.share for v in found.values()]
-        rows.append({
-            "min_score": t,
-            "recall": len(found) / len(truth),
-            "found": len(found), "planted": len(truth),
-            "pairs_with_copy": len(with_copy),
-            "precision_strict": len(found) / len(with_copy) if with_copy else float("nan"),
-            "precision_explained": n_explained / len(with_copy) if with_copy else float("nan"),
-            "pairs_originals_in_dups": originals_only,
-            "control_pairs": len(control_pairs),
-            "control_groups": control_groups,
-            "dups_groups": dup_groups, "groups_with_copy": copy_groups,
-            "median_share_found": statistics.median(shares) if shares else float("nan"),
-            "by_kind": {k: f"{a}/{b}" for k, (a, b) in by_kind.items()},
-            "missed": sorted(" + ".join(sorted(k)) for k in truth if k not in found),
-            "unexplained": sorted(" + ".join(sorted(k)) for k in with_copy if not explained(k)),
-        })
-        if t in (0.80, 0.85, 0.90, 0.93, 0.95, 0.97):
-            samples[t] = {
-                "pairs": [(rel(fp.a, control_tree), rel(fp.b, control_tree), fp.shared, fp.chunks, round(fp.score, 4))
-                          for fp in c.files[:12]],
-                "groups": [{"score": round(g.score, 4), "min_score": round(g.min_score, 4),
-                            "chunks": [f"{rel(ch.path, control_tree)}:{ch.line_start}" for ch in g.chunks[:6]],
-                            "size": len(g.chunks), "text": g.chunks[0].text[:160].replace("\n", " ")}
-                           for g in c.groups[:8]],
+        repeated = [pair_text(fp)["repeated"] for fp in c.files]
+        rows.append(
+            {
+                "min_score": t,
+                "recall": len(found) / len(truth),
+                "found": len(found),
+                "planted": len(truth),
+                "pairs_with_copy": len(with_copy),
+                "precision_strict": len(found) / len(with_copy) if with_copy else float("nan"),
+                "precision_explained": n_explained / len(with_copy) if with_copy else float("nan"),
+                "pairs_originals_in_dups": len(dup_pairs) - len(with_copy),
+                "control_pairs": len(control_pairs),
+                "control_pairs_repeated_text": sum(repeated),
+                "control_groups": len(c.groups),
+                "control_largest_group": max((len(g.chunks) for g in c.groups), default=0),
+                "control_groups_same_file_twice": sum(
+                    len({ch.path for ch in g.chunks}) < len(g.chunks) for g in c.groups
+                ),
+                "dups_groups": len(d.groups),
+                "groups_with_copy": copy_groups,
+                "passage_recall": p_found / p_total,
+                "passages_found": p_found,
+                "passages_planted": p_total,
+                "passage_recall_by_kind": {k: f"{a}/{b}" for k, (a, b) in p_kind.items()},
+                "median_share_found": statistics.median([v.share for v in found.values()]) if found else float("nan"),
+                "by_kind": {k: f"{a}/{b}" for k, (a, b) in by_kind.items()},
+                "missed": sorted(" + ".join(sorted(k)) for k in truth if k not in found),
+                "unexplained": sorted(" + ".join(sorted(k)) for k in with_copy if not explained(k)),
             }
+        )
+        if t in (0.80, 0.85, 0.90, 0.93, 0.95, 0.97):
+            samples[f"{t:.2f}"] = {
+                "pairs": [{**pair_text(fp), "shared": fp.shared, "of": fp.chunks} for fp in c.files],
+                "groups": [
+                    {
+                        "score": round(g.score, 4),
+                        "min_score": round(g.min_score, 4),
+                        "size": len(g.chunks),
+                        "chunks": [f"{rel(ch.path, control_tree)}:{ch.line_start}" for ch in g.chunks[:8]],
+                        "text": " ".join(g.chunks[0].text.split())[:160],
+                    }
+                    for g in c.groups[:8]
+                ],
+            }
+    control_reader.close()
 
-    print(f"\n== duplicates: planted copies ({len(planted)} files, {len(truth)} planted pairs) vs the plain tree ==")
-    head = ("min", "recall", "found", "P strict", "P expl.", "pairs w/ copy", "orig pairs", "control pairs",
-            "ctl groups", "dup groups", "share", "exact/words/struct/section/host")
-    table = [(f"{r['min_score']:.2f}", f"{r['recall']:.2f}", f"{r['found']}/{r['planted']}",
-              f"{r['precision_strict']:.2f}", f"{r['precision_explained']:.2f}", str(r["pairs_with_copy"]),
-              str(r["pairs_originals_in_dups"]), str(r["control_pairs"]), str(r["control_groups"]),
-              str(r["dups_groups"]), f"{r['median_share_found']:.2f}",
-              " ".join(r["by_kind"][k] for k in (*KINDS, "section-host"))) for r in rows]
+    print(
+        f"\n== duplicates, file pairs: planted copies ({len(planted)} files, {len(truth)} planted pairs) "
+        "vs the plain tree =="
+    )
+    head = (
+        "min",
+        "recall",
+        "found",
+        "P strict",
+        "P expl.",
+        "w/ copy",
+        "orig pairs",
+        "control",
+        "ctl repeated",
+        "share",
+        "exact/words/struct/section/host",
+    )
+    table = [
+        (
+            f"{r['min_score']:.2f}",
+            f"{r['recall']:.2f}",
+            f"{r['found']}/{r['planted']}",
+            f"{r['precision_strict']:.2f}",
+            f"{r['precision_explained']:.2f}",
+            str(r["pairs_with_copy"]),
+            str(r["pairs_originals_in_dups"]),
+            str(r["control_pairs"]),
+            str(r["control_pairs_repeated_text"]),
+            f"{r['median_share_found']:.2f}",
+            " ".join(r["by_kind"][k] for k in kinds_all),
+        )
+        for r in rows
+    ]
+    print_rows(head, table)
+    print(
+        "(P strict: planted / pairs with a copy; P expl.: also a copy paired with a page its original is paired"
+        " with; orig pairs: pairs among the originals in the copied tree; control: pairs in the plain tree, ctl"
+        " repeated: of those, whose closest passages share >= 50% of word 5-grams; share: median share of the"
+        " found planted pairs)"
+    )
+    print("\n== duplicates, passages ==")
+    head = (
+        "min",
+        "passage recall",
+        "exact/words/struct/section/host",
+        "groups (copies)",
+        "with a copy",
+        "control groups",
+        "largest",
+        "same file twice",
+    )
+    table = [
+        (
+            f"{r['min_score']:.2f}",
+            f"{r['passage_recall']:.2f} ({r['passages_found']}/{r['passages_planted']})",
+            " ".join(r["passage_recall_by_kind"][k] for k in kinds_all),
+            str(r["dups_groups"]),
+            str(r["groups_with_copy"]),
+            str(r["control_groups"]),
+            str(r["control_largest_group"]),
+            str(r["control_groups_same_file_twice"]),
+        )
+        for r in rows
+    ]
+    print_rows(head, table)
+    print(
+        "(passage recall: copy chunks whose group holds a chunk of their original; largest: chunks in the control's"
+        " largest group; same file twice: control groups holding two or more chunks of one file)"
+    )
+    for r in rows:
+        if r["missed"] and r["min_score"] in (0.85, 0.90, 0.93, 0.95, 0.97):
+            print(f"  missed at {r['min_score']:.2f}: {'; '.join(r['missed'])}")
+    for r in rows:
+        if r["unexplained"] and r["min_score"] in (0.80, 0.85, 0.90, 0.93, 0.95):
+            print(f"  unexplained pairs at {r['min_score']:.2f}: {'; '.join(r['unexplained'][:8])}")
+    for t, smp in samples.items():
+        print(f"\n  control at {t}: pairs (closest passages, cosine, word 5-gram containment):")
+        for pair in smp["pairs"][:10]:
+            print(
+                f"    {pair['a']} ~ {pair['b']}  {pair['cosine']:.3f}  {pair['containment']:.2f}"
+                f"{'' if pair['repeated'] else '  (not repeated text)'}"
+            )
+        for g in smp["groups"][:3]:
+            print(f"    group x{g['size']} {g['score']:.3f}..{g['min_score']:.3f}: {', '.join(g['chunks'][:4])}")
+
+    print(
+        "\nduplicates() time (default min_score): "
+        + "; ".join(
+            f"{n}: {v['chunks']} chunks, first call {fmt_s(v['first_s'])}, then {fmt_s(v['median_s'])}"
+            for n, v in timings.items()
+        )
+    )
+    write_json(
+        args.json,
+        {
+            "machine": machine_note(),
+            "seed": args.seed,
+            "planted": planted,
+            "timings": timings,
+            "rows": rows,
+            "control_samples": samples,
+        },
+    )
+    return 0
+
+
+def print_rows(head: tuple[str, ...], table: list[tuple[str, ...]]) -> None:
     widths = [max(len(x[i]) for x in [head, *table]) for i in range(len(head))]
     print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for x in table:
         print("  ".join(c.ljust(w) for c, w in zip(x, widths, strict=True)))
-    print("(P strict: planted / pairs with a copy; P expl.: also counting a copy paired with a page its original"
-          " is paired with; orig pairs: pairs among the originals of the copied tree; share: median share of the"
-          " found planted pairs)")
-    for r in rows:
-        if r["missed"] and r["min_score"] in (0.85, 0.90, 0.93, 0.95, 0.97):
-            print(f"  missed at {r['min_score']:.2f}: {'; '.join(r['missed'])}")
-    for r in rows:
-        if r["unexplained"] and r["min_score"] in (0.80, 0.85, 0.90, 0.95):
-            print(f"  unexplained pairs at {r['min_score']:.2f}: {'; '.join(r['unexplained'][:8])}")
-    for t, s in samples.items():
-        print(f"\n  control at {t:.2f}: top pairs (a, b, shared, smaller file's chunks, best cosine):")
-        for pair in s["pairs"][:8]:
-            print(f"    {pair}")
-        for g in s["groups"][:4]:
-            print(f"    group x{g['size']} {g['score']:.3f}: {', '.join(g['chunks'][:3])}  | {g['text'][:110]!r}")
-
-    print("\nduplicates() time (default min_score): "
-          + "; ".join(f"{n}: {v['chunks']} chunks, first call {fmt_s(v['first_s'])}, then {fmt_s(v['median_s'])}"
-                      for n, v in timings.items()))
-    write_json(args.json, {"machine": machine_note(), "seed": args.seed, "planted": planted, "timings": timings,
-                           "rows": rows, "control_samples": samples})
-    return 0
 
 
 if __name__ == "__main__":

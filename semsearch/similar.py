@@ -20,12 +20,16 @@ if TYPE_CHECKING:
     import numpy as np
 
     from semsearch.store import ChunkRecord, IndexReader
+    from semsearch.vectors import Subset
 
 # How a start of several chunks (a file, a page) is turned into a search:
 # "mean": one query, the normalised mean of its chunk vectors;
 # "max": each of its chunks searched on its own, a passage scored by its best cosine to any.
 METHODS = ("mean", "max")
-DEFAULT_METHOD = "mean"  # chosen by measurement on the FastAPI docs' links (benchmarks/RESULTS.md)
+# "mean", measured on the FastAPI docs (a page's links to other pages as what is related):
+# nDCG@10 0.458 against 0.446 for "max" (a difference inside the noise), at a fifth of the cost
+# (benchmarks/similar_eval.py, benchmarks/RESULTS.md).
+DEFAULT_METHOD = "mean"
 MAX_START_CHUNKS = 64  # "max" searches at most this many of a long file's chunks (evenly spread)
 _LOCATION = re.compile(r"^(?P<path>.+?)(?:(?P<sep>[:#])(?P<num>\d+))$")
 
@@ -122,18 +126,34 @@ def similar(
     within = reader.subset(scope)
     if within is not None and len(within) == 0:
         return []
-    wanted = options.top_k * (8 if options.files_only else 1) + (0 if not include_self else len(start))
-    if method == "mean" or len(vectors) == 1:
-        scored = dict(reader.vector_search(mean_vector(vectors), wanted, within=within))
-    else:
-        scored = {}
-        step = max(1, len(vectors) // MAX_START_CHUNKS)
-        for vec in vectors[::step][:MAX_START_CHUNKS]:
-            for cid, cos in reader.vector_search(vec, wanted, within=within):
-                scored[cid] = max(cos, scored.get(cid, -1.0))
     start_ids = {c.id for c in start}
-    ranked = sorted(((cid, s) for cid, s in scored.items() if cid not in start_ids), key=lambda kv: (-kv[1], kv[0]))
-    return _hits(reader, ranked, options)
+    # With files_only, a long file's chunks can fill every candidate slot: ask again for more
+    # until k files come back or the candidates run out.
+    per_hit = 8 if options.files_only else 1
+    while True:
+        wanted = options.top_k * per_hit + len(start)
+        scored = _scores(reader, vectors, wanted, within, method)
+        ranked = sorted(((c, s) for c, s in scored.items() if c not in start_ids), key=lambda kv: (-kv[1], kv[0]))
+        hits = _hits(reader, ranked, options)
+        if len(hits) >= options.top_k or not options.files_only or len(scored) < wanted or wanted >= reader.count:
+            return hits
+        per_hit *= 4
+
+
+def _scores(
+    reader: IndexReader, vectors: np.ndarray, wanted: int, within: Subset | None, method: str
+) -> dict[int, float]:
+    """Candidate chunks and their cosine to the start (mean: to its mean; max: to its nearest chunk)."""
+    import numpy as np
+
+    if method == "mean" or len(vectors) == 1:
+        return dict(reader.vector_search(mean_vector(vectors), wanted, within=within))
+    scored: dict[int, float] = {}
+    picks = np.unique(np.linspace(0, len(vectors) - 1, MAX_START_CHUNKS).round().astype(int))
+    for vec in vectors[picks]:
+        for cid, cos in reader.vector_search(vec, wanted, within=within):
+            scored[cid] = max(cos, scored.get(cid, -1.0))
+    return scored
 
 
 def _hits(reader: IndexReader, ranked: list[tuple[int, float]], options: SearchOptions) -> list[Hit]:

@@ -73,7 +73,9 @@ def test_filters_with_the_real_model(project) -> None:
     hits = _json(run(["query", question, "--changed-within", "90d", "-T", "md", "--json", "-k", "3"], root, env))
     assert len(hits) == 3 and not any(h["path"].endswith(".md") for h in hits)
     assert len(_json(run(["query", question, "/", "--json", "-k", "7"], root, env))) == 7  # holds the roots
-    outside = run(["query", question, str(root.parent)], root, env)
+    elsewhere = root.parent / f"{root.name}-elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    outside = run(["query", question, str(elsewhere)], root, env)
     assert outside.returncode == 2 and b"outside the indexed folders" in outside.stderr
 
 

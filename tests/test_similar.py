@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from semsearch import Index, InvalidOptionError
 from semsearch.cli import app
+from semsearch.duplicates import DEFAULT_MIN_SCORE
 from semsearch.similar import Target
 
 TOPICS = {
@@ -167,7 +168,7 @@ def test_duplicates_finds_planted_copies(copies: Path) -> None:
     assert [len(g.chunks) for g in found.groups] == sorted((len(g.chunks) for g in found.groups), reverse=True)
     for group in found.groups:
         assert len({c.path for c in group.chunks}) >= 2  # copies across files, not within one
-        assert group.min_score >= 0.95
+        assert group.min_score >= DEFAULT_MIN_SCORE
 
 
 def test_duplicates_reports_nothing_without_copies(tree: Path) -> None:
@@ -193,7 +194,7 @@ def test_duplicates_on_the_command_line(copies: Path, fake_cli: FakeModel) -> No
     assert result.stdout.startswith("# group 1: ")
     member = next(line for line in result.stdout.splitlines() if line and not line.startswith("#"))
     path, line, score, _snippet = member.split(":", 3)
-    assert path.startswith("docs/") and int(line) >= 1 and float(score) >= 0.95
+    assert path.startswith("docs/") and int(line) >= 1 and float(score) >= DEFAULT_MIN_SCORE
     pairs = run("duplicates", "-l").stdout.splitlines()
     assert "docs/herons/herons1.md\tdocs/copies/herons-copy.md" in pairs or (
         "docs/copies/herons-copy.md\tdocs/herons/herons1.md" in pairs

@@ -351,7 +351,7 @@ def similar(
 def duplicates(
     paths: list[Path] = _SCOPE_PATHS,
     min_score: float | None = typer.Option(
-        None, "--min-score", help="Cosine at which two passages count as copies [default: 0.95]."
+        None, "--min-score", help="Cosine at which two passages count as copies [default: 0.93]."
     ),
     globs: list[str] = _GLOB,
     types: list[str] = _TYPE,
