@@ -30,7 +30,7 @@ Measured (all in-process, warm unless said otherwise):
    leading digits, date windows on the recorded mtimes, lists of files as paths).
 
 Usage:
-    python benchmarks/bench_filter.py [--json FILE]        # ~10 minutes on a 2-core box
+    python benchmarks/bench_filter.py [--json FILE]        # ~20 min on a 2-core box (2 of them the first build)
     python benchmarks/bench_filter.py --quick              # 10,000 chunks, 20 queries, no SciFact
 """
 
@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import math
-import os
 import shutil
 import sqlite3
 import sys
@@ -60,7 +60,6 @@ from _bench_common import (
     bench_env,
     fmt_s,
     machine_note,
-    median,
     pct,
     print_table,
     run_child,
@@ -69,6 +68,11 @@ from _bench_common import (
     write_json,
 )
 from bench_scale import DIM, Generator, model_identity, synthetic_texts
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # optional: only for the one-BLAS-thread comparisons
+    threadpool_limits = None
 
 sys.path.insert(0, str(REPO))
 from semsearch import Index, Scope, store
@@ -264,16 +268,24 @@ def lexical_matches(conn: sqlite3.Connection, match: str) -> np.ndarray:
                     dtype=np.int64)
 
 
-def run_matrix(index: Index, configs: list[dict], texts: list[str], mode: str) -> dict:
+def run_matrix(index: Index, configs: list[dict], texts: list[str], mode: str, budget: float = 8.0,
+               min_queries: int = 10) -> dict:
     """Time index.search for each config on each query, interleaved (configs rotated per query).
 
-    configs: dicts with "name" and "kwargs" (a function returning the search's filter arguments)."""
+    configs: dicts with "name" and "kwargs" (a function returning the search's filter arguments).
+    A config whose searches have taken *budget* seconds stops after *min_queries* queries, and
+    after 3 once they have taken 2.5 x *budget* (the slow ones: the run must fit its time)."""
     for cfg in configs:  # warm-up: each filter once (catalog, vector view / graph, FTS pages)
         index.search(texts[-1], k=K, mode=mode, **cfg["kwargs"]())
-    out = {cfg["name"]: {"times": [], "hits": []} for cfg in configs}
+    out = {cfg["name"]: {"times": [], "hits": [], "queries": []} for cfg in configs}
     for qi, text in enumerate(texts):
         order = configs[qi % len(configs):] + configs[:qi % len(configs)]
         for cfg in order:
+            r = out[cfg["name"]]
+            spent = sum(r["times"])
+            if (len(r["times"]) >= min_queries and spent > budget) or (len(r["times"]) >= 3 and spent > 2.5 * budget):
+                continue
+            r["queries"].append(qi)
             kw = cfg["kwargs"]()
             s = time.perf_counter()
             hits = index.search(text, k=K, mode=mode, **kw)
@@ -293,17 +305,17 @@ def summarize_matrix(raw: dict, configs: list[dict], texts: list[str], mode: str
         outside = 0 if allowed is None else sum(1 for ids in r["hits"] for i in ids if i not in allowed)
         counts = [len(ids) for ids in r["hits"]]
         if mode == "lexical" and lex_expected is not None:
-            expected = [min(K, e) for e in lex_expected[cfg["name"]]]
+            expected = [min(K, lex_expected[cfg["name"]][qi]) for qi in r["queries"]]
         else:
-            expected = [min(K, cfg.get("size", K))] * len(texts)
+            expected = [min(K, cfg.get("size", K))] * len(r["queries"])
         short = sum(1 for c, e in zip(counts, expected, strict=True) if c < e)
         row = {"mode": mode, "name": cfg["name"], "kind": cfg.get("kind"), "share": cfg.get("share"),
                "chunks": cfg.get("size"), "p50": p50, "p95": pct(r["times"], 95), "p50_unfiltered": base,
                "ratio": p50 / base if base else float("nan"), "hits_min": min(counts), "hits_mean": float(np.mean(counts)),
                "expected_min": min(expected), "queries_short_of_k": short, "hits_outside_scope": outside,
-               "times": r["times"]}
+               "times": r["times"], "queries_timed": len(r["times"])}
         if mode == "semantic" and truth is not None and cfg["name"] in truth:
-            t = truth[cfg["name"]]
+            t = [truth[cfg["name"]][qi] for qi in r["queries"]]
             got = sum(len(set(ids) & t[i]) for i, ids in enumerate(r["hits"]))
             row["recall10"] = got / sum(len(x) for x in t)
         rows.append(row)
@@ -363,6 +375,20 @@ def cold_breakdown(index_dir: Path, scope: Scope | None, query: np.ndarray) -> d
     return t
 
 
+def exact_einsum(idx, query: np.ndarray, k: int, within: Subset) -> list[tuple[int, float]]:
+    """HnswIndex._exact with the scores computed by numpy's einsum (its own loop, no BLAS threads)."""
+    vectors, slot_of = idx._vectors_view()
+    ids = within.ids[within.ids < len(slot_of)]
+    slots = slot_of[ids]
+    present = slots >= 0
+    ids, slots = ids[present], slots[present]
+    scores = np.einsum("ij,j->i", vectors[slots], np.asarray(query, dtype=np.float32).reshape(-1))
+    k = min(k, len(ids))
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
+    top = top[np.lexsort((ids[top], -scores[top]))]
+    return [(int(ids[i]), float(scores[i])) for i in top]
+
+
 def crossover(reader, layout: Layout, vectors_by_id: np.ndarray, queries: np.ndarray, sizes: list[int],
               seed: int) -> list[dict]:
     """Exact path (HnswIndex._exact) vs the graph path (hnswlib filter) at several subset sizes."""
@@ -383,7 +409,14 @@ def crossover(reader, layout: Layout, vectors_by_id: np.ndarray, queries: np.nda
             for q in queries[:3]:  # warm-up
                 idx._exact(q, K, Subset(ids, total))
                 idx.search(q, K, within=Subset(ids, total))
-            exact_t, graph_t, exact_hits, graph_hits = [], [], [], []
+            exact_t, exact1_t, einsum_t, graph_t, exact_hits, graph_hits = [], [], [], [], [], []
+            if threadpool_limits is not None:
+                with threadpool_limits(limits=1, user_api="blas"):
+                    for q in queries:
+                        sub = Subset(ids, total)
+                        s = time.perf_counter()
+                        idx._exact(q, K, sub)
+                        exact1_t.append(time.perf_counter() - s)
             for q in queries:
                 sub = Subset(ids, total)  # a new subset per query, as each search makes one
                 s = time.perf_counter()
@@ -392,36 +425,44 @@ def crossover(reader, layout: Layout, vectors_by_id: np.ndarray, queries: np.nda
                 exact_hits.append({i for i, _ in got})
                 sub = Subset(ids, total)
                 s = time.perf_counter()
+                exact_einsum(idx, q, K, sub)
+                einsum_t.append(time.perf_counter() - s)
+                sub = Subset(ids, total)
+                s = time.perf_counter()
                 got = idx.search(q, K, within=sub)
                 graph_t.append(time.perf_counter() - s)
                 graph_hits.append({i for i, _ in got})
             denom = sum(len(t) for t in truth)
             row = {"size": len(ids), "share": len(ids) / total, "exact_p50": pct(exact_t, 50), "graph_p50": pct(graph_t, 50),
+                   "exact_1thread_p50": pct(exact1_t, 50), "exact_einsum_p50": pct(einsum_t, 50),
                    "exact_p95": pct(exact_t, 95), "graph_p95": pct(graph_t, 95),
                    "exact_recall": sum(len(a & b) for a, b in zip(exact_hits, truth, strict=True)) / denom,
                    "graph_recall": sum(len(a & b) for a, b in zip(graph_hits, truth, strict=True)) / denom,
                    "engine_picks": "exact" if (len(ids) <= saved[0] or len(ids) ** 2 <= saved[1] * total) else "graph"}
             row["faster"] = "exact" if row["exact_p50"] < row["graph_p50"] else "graph"
             out.append(row)
-            print(f"  {len(ids):>7,} chunks: exact {fmt_s(row['exact_p50'])}, graph {fmt_s(row['graph_p50'])} "
+            print(f"  {len(ids):>7,} chunks: exact {fmt_s(row['exact_p50'])} (1 BLAS thread {fmt_s(row['exact_1thread_p50'])}, "
+                  f"einsum {fmt_s(row['exact_einsum_p50'])}), "
+                  f"graph {fmt_s(row['graph_p50'])} "
                   f"(recall {row['graph_recall']:.3f}); engine picks {row['engine_picks']}", flush=True)
     finally:
         hnsw_mod.EXACT_ALWAYS, hnsw_mod.EXACT_FACTOR = saved
     return out
 
 
-def crossover_point(rows: list[dict], total: int) -> dict:
+def crossover_point(rows: list[dict], total: int, key: str = "exact_p50") -> dict:
     """Where exact and graph p50 cross (log-interpolated), and the EXACT_FACTOR that would put it there."""
-    for a, b in zip(rows, rows[1:], strict=False):
-        da = math.log(a["exact_p50"] / a["graph_p50"])
-        db = math.log(b["exact_p50"] / b["graph_p50"])
+    rows = [r for r in rows if r.get(key) == r.get(key)]  # drop NaN
+    for a, b in itertools.pairwise(rows):
+        da = math.log(a[key] / a["graph_p50"])
+        db = math.log(b[key] / b["graph_p50"])
         if da <= 0 < db:
             w = da / (da - db)
             n = math.exp(math.log(a["size"]) + w * (math.log(b["size"]) - math.log(a["size"])))
             return {"size": n, "exact_factor": n * n / total}
-    if rows and all(r["exact_p50"] < r["graph_p50"] for r in rows):
+    if rows and all(r[key] < r["graph_p50"] for r in rows):
         return {"size": None, "note": "exact faster at every size measured"}
-    if rows and all(r["exact_p50"] >= r["graph_p50"] for r in rows):
+    if rows and all(r[key] >= r["graph_p50"] for r in rows):
         return {"size": None, "note": "graph faster at every size measured"}
     return {"size": None, "note": "no single crossing"}
 
@@ -432,14 +473,19 @@ LEX_CURRENT = ("SELECT chunks_fts.rowid, -bm25(chunks_fts) FROM chunks_fts "
 LEX_JOIN = ("SELECT chunks_fts.rowid, -bm25(chunks_fts) FROM chunks_fts CROSS JOIN chunks c ON c.id = chunks_fts.rowid "
             "WHERE chunks_fts MATCH ? AND c.file_id IN (SELECT value FROM json_each(?)) "
             "ORDER BY bm25(chunks_fts) LIMIT ?")
+LEX_PLUS = ("SELECT chunks_fts.rowid, -bm25(chunks_fts) FROM chunks_fts "
+            "WHERE chunks_fts MATCH ? AND +chunks_fts.rowid IN (SELECT value FROM json_each(?)) "
+            "ORDER BY bm25(chunks_fts) LIMIT ?")  # unary +: the IN is no rowid constraint for FTS5, a filter
 LEX_SUBQ = ("SELECT chunks_fts.rowid, -bm25(chunks_fts) FROM chunks_fts "
             "WHERE chunks_fts MATCH ? AND chunks_fts.rowid IN "
             "(SELECT c.id FROM chunks c WHERE c.file_id IN (SELECT value FROM json_each(?))) "
             "ORDER BY bm25(chunks_fts) LIMIT ?")
 
 
-def lexical_alternatives(reader, scopes: dict[float, Scope], texts: list[str], k_values=(10, 50)) -> list[dict]:
-    """The reader's chunk-id filter vs joins on file ids, on the reader's own connection."""
+def lexical_alternatives(reader, scopes: dict[float, Scope], texts: list[str], k_values=(10, 50),
+                         budget: float = 8.0) -> list[dict]:
+    """The reader's chunk-id filter vs joins on file ids, on the reader's own connection (a
+    variant whose queries have taken *budget* seconds stops after 10 queries)."""
     conn = reader.conn
     catalog = reader.catalog()
     out = []
@@ -448,17 +494,20 @@ def lexical_alternatives(reader, scopes: dict[float, Scope], texts: list[str], k
         mask = np.isin(catalog.firsts, within.ids)  # files whose first chunk is in scope (whole runs)
         file_ids = catalog.file_ids[mask]
         plans = {}
-        for name, sql in (("chunk ids IN json_each (current)", LEX_CURRENT), ("CROSS JOIN chunks on file ids", LEX_JOIN),
-                          ("rowid IN (chunks of file ids)", LEX_SUBQ)):
+        variants = (("chunk ids IN json_each (current)", LEX_CURRENT, within.ids),
+                    ("chunk ids, +rowid IN json_each", LEX_PLUS, within.ids),
+                    ("CROSS JOIN chunks on file ids", LEX_JOIN, file_ids),
+                    ("rowid IN (chunks of file ids)", LEX_SUBQ, file_ids))
+        for name, sql, _ in variants:
             plans[name] = [r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, ("x", "[]", 1))]
         for k in k_values:
             res: dict[str, dict] = {}
-            for name, sql, param in (("chunk ids IN json_each (current)", LEX_CURRENT, within.ids),
-                                     ("CROSS JOIN chunks on file ids", LEX_JOIN, file_ids),
-                                     ("rowid IN (chunks of file ids)", LEX_SUBQ, file_ids)):
+            for name, sql, param in variants:
                 times, results = [], []
                 conn.execute(sql, (fts_query(texts[-1]), json.dumps(param.tolist()), k)).fetchall()  # warm-up
                 for text in texts:
+                    if (len(times) >= 10 and sum(times) > budget) or (len(times) >= 3 and sum(times) > 2.5 * budget):
+                        break
                     match = fts_query(text)
                     s = time.perf_counter()
                     rows = conn.execute(sql, (match, json.dumps(np.asarray(param, dtype=np.int64).tolist()), k)).fetchall()
@@ -466,9 +515,11 @@ def lexical_alternatives(reader, scopes: dict[float, Scope], texts: list[str], k
                     results.append([int(r[0]) for r in rows])
                 res[name] = {"p50": pct(times, 50), "p95": pct(times, 95), "results": results, "times": times}
             ref = res["chunk ids IN json_each (current)"]["results"]
-            for name, r in res.items():
-                r["same_ids_in_order"] = sum(a == b for a, b in zip(r["results"], ref, strict=True))
-                r["same_id_sets"] = sum(set(a) == set(b) for a, b in zip(r["results"], ref, strict=True))
+            for r in res.values():
+                common = min(len(ref), len(r["results"]))
+                r["compared"] = common
+                r["same_ids_in_order"] = sum(a == b for a, b in zip(r["results"][:common], ref[:common], strict=True))
+                r["same_id_sets"] = sum(set(a) == set(b) for a, b in zip(r["results"][:common], ref[:common], strict=True))
                 del r["results"]
             out.append({"share": share, "chunks": len(within), "files": len(file_ids), "k": k, "variants": res,
                         "plans": plans})
@@ -482,7 +533,7 @@ def lexical_alternatives(reader, scopes: dict[float, Scope], texts: list[str], k
 
 def print_matrix(title: str, rows: list[dict]) -> None:
     head = ["mode", "filter", "chunks", "p50 unfilt", "p50 filt", "p95 filt", "ratio", "recall@10", "hits min/exp",
-            "short", "out", "verdict"]
+            "short", "out", "n", "verdict"]
     body = []
     for r in rows:
         if r["name"] == "none":
@@ -493,7 +544,7 @@ def print_matrix(title: str, rows: list[dict]) -> None:
         body.append([r["mode"], r["name"], f"{r['chunks']:,}", fmt_s(r["p50_unfiltered"]), fmt_s(r["p50"]),
                      fmt_s(r["p95"]), f"{r['ratio']:.2f}x", f"{r['recall10']:.4f}" if "recall10" in r else "",
                      f"{r['hits_min']}/{r['expected_min']}", str(r["queries_short_of_k"]), str(r["hits_outside_scope"]),
-                     verdict(ok)])
+                     str(r["queries_timed"]), verdict(ok)])
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     print(f"\n== {title} ==")
     print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
@@ -501,7 +552,8 @@ def print_matrix(title: str, rows: list[dict]) -> None:
     for b in body:
         print("  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)))
     print(f"(ratio goal <= {RATIO_GOAL}x of the same mode unfiltered; recall@10 goal >= {RECALL_GOAL}; "
-          "short = queries with fewer hits than min(k, candidates in scope); out = hits outside the scope)")
+          "short = queries with fewer hits than min(k, candidates in scope); out = hits outside the scope; "
+          "n = queries timed)")
 
 
 # -- the synthetic part ----------------------------------------------------------------------------
@@ -589,10 +641,19 @@ def synthetic_part(args, results: dict) -> None:
     with Index.open(index_dir, provider=provider) as index:
         for mode in MODES:
             print(f"  timing {mode}: {len(configs)} filters x {n_q} queries ...", flush=True)
-            raw = run_matrix(index, configs, timed_texts, mode)
+            raw = run_matrix(index, configs, timed_texts, mode, args.config_budget)
             matrix += summarize_matrix(raw, configs, timed_texts, mode, truth_timed, lex_expected)
+        if threadpool_limits is not None:
+            # The exact path's matrix-vector product runs in OpenBLAS threads: the same semantic
+            # matrix with BLAS limited to one thread (what the engine would get if it limited it).
+            print("  timing semantic again with OpenBLAS limited to 1 thread ...", flush=True)
+            with threadpool_limits(limits=1, user_api="blas"):
+                raw = run_matrix(index, configs, timed_texts, "semantic", args.config_budget)
+            results["matrix_blas1"] = summarize_matrix(raw, configs, timed_texts, "semantic", truth_timed, lex_expected)
     results["matrix"] = matrix
     print_matrix(f"synthetic {n:,} chunks: warm Index.search p50, filtered vs unfiltered (same mode)", matrix)
+    if "matrix_blas1" in results:
+        print_matrix("the same, semantic, OpenBLAS limited to 1 thread (threadpoolctl)", results["matrix_blas1"])
 
     # Cold: the first filtered query after Index.open (page cache warm, in-process).
     print("\n  cold first queries ...", flush=True)
@@ -618,12 +679,14 @@ def synthetic_part(args, results: dict) -> None:
         sizes = sorted({max(per_file, round(s * n / 100_000)) for s in args.crossover_sizes})
         cross = crossover(reader, layout, by_id, qvecs[:n_q], sizes, args.seed)
         results["crossover"] = {"rows": cross, "total": n, "point": crossover_point(cross, n),
+                                "point_1thread": crossover_point(cross, n, "exact_1thread_p50"),
+                                "point_einsum": crossover_point(cross, n, "exact_einsum_p50"),
                                 "EXACT_FACTOR": hnsw_mod.EXACT_FACTOR, "EXACT_ALWAYS": hnsw_mod.EXACT_ALWAYS,
                                 "threshold_size": math.sqrt(hnsw_mod.EXACT_FACTOR * n)}
         # (4) lexical filter alternatives (path filters at 50 / 10 / 1 %).
         print("\n  lexical filter alternatives ...", flush=True)
         scopes = {s: Scope.make(**layout.filter_kwargs("path", s, parent)) for s in SHARES[:3]}
-        results["lexical_alternatives"] = lexical_alternatives(reader, scopes, timed_texts)
+        results["lexical_alternatives"] = lexical_alternatives(reader, scopes, timed_texts, budget=args.config_budget)
 
     # (5) duplicates on the whole store (a fresh Index: reading the vectors and loading the graph included).
     print("\n  Index.duplicates() ...", flush=True)
@@ -646,14 +709,23 @@ def report_synthetic(results: dict, n: int) -> None:
     cross = results["crossover"]
     rows = []
     for r in cross["rows"]:
-        rows.append((f"{r['size']:,} chunks ({r['share'] * 100:.1f}%): exact / graph p50",
-                     f"{fmt_s(r['exact_p50'])} / {fmt_s(r['graph_p50'])}",
+        rows.append((f"{r['size']:,} chunks ({r['share'] * 100:.1f}%): exact / 1 BLAS thread / einsum / graph p50",
+                     f"{fmt_s(r['exact_p50'])} / {fmt_s(r['exact_1thread_p50'])} / {fmt_s(r['exact_einsum_p50'])} / "
+                     f"{fmt_s(r['graph_p50'])}",
                      f"faster: {r['faster']}; engine picks {r['engine_picks']}; graph recall {r['graph_recall']:.3f}",
                      verdict(r["faster"] == r["engine_picks"] or abs(math.log(r["exact_p50"] / r["graph_p50"])) < 0.2)))
     pt = cross["point"]
     rows.append(("measured crossover", f"{pt['size']:,.0f} chunks" if pt.get("size") else pt.get("note", ""),
                  f"EXACT_FACTOR that fits: {pt['exact_factor']:,.0f}" if pt.get("size") else "",
                  ""))
+    pt1 = cross["point_1thread"]
+    rows.append(("measured crossover, exact with 1 BLAS thread",
+                 f"{pt1['size']:,.0f} chunks" if pt1.get("size") else pt1.get("note", ""),
+                 f"EXACT_FACTOR that fits: {pt1['exact_factor']:,.0f}" if pt1.get("size") else "", ""))
+    pte = cross["point_einsum"]
+    rows.append(("measured crossover, exact by einsum",
+                 f"{pte['size']:,.0f} chunks" if pte.get("size") else pte.get("note", ""),
+                 f"EXACT_FACTOR that fits: {pte['exact_factor']:,.0f}" if pte.get("size") else "", ""))
     rows.append(("engine threshold now", f"{cross['threshold_size']:,.0f} chunks",
                  f"EXACT_FACTOR={cross['EXACT_FACTOR']}, EXACT_ALWAYS={cross['EXACT_ALWAYS']}", ""))
     print_table(f"vector paths at {n:,} chunks: HnswIndex._exact vs hnswlib filtered search (k=10, ef 128)", rows)
@@ -663,7 +735,7 @@ def report_synthetic(results: dict, n: int) -> None:
         cur = r["variants"]["chunk ids IN json_each (current)"]
         for name, v in r["variants"].items():
             rows.append((f"{share_label(r['share'])} k={r['k']}: {name}", f"{fmt_s(v['p50'])} (p95 {fmt_s(v['p95'])})",
-                         f"{v['p50'] / cur['p50']:.2f}x current; same ids {v['same_ids_in_order']}/{len(v['times'])} "
+                         f"{v['p50'] / cur['p50']:.2f}x current; same ids {v['same_ids_in_order']}/{v['compared']} "
                          f"(sets {v['same_id_sets']})", ""))
     print_table("lexical filter: chunk ids (json_each) vs file ids", rows)
 
@@ -804,7 +876,7 @@ def scifact_part(args, results: dict) -> None:
         truth = {cfg["name"]: exact_truth(by_id, cfg["ids"], qv) for cfg in configs[1:]}
         for mode in MODES:
             print(f"  timing {mode}: {len(configs)} filters x {len(timed)} queries ...", flush=True)
-            raw = run_matrix(index, configs, timed, mode)
+            raw = run_matrix(index, configs, timed, mode, args.config_budget)
             matrix += summarize_matrix(raw, configs, timed, mode, truth, lex_expected)
     cold_cases = [{"mode": m, "name": c["name"], "kwargs": c["kwargs"]} for m in MODES for c in configs
                   if c["name"] == "none" or c["kind"] == "glob"]
@@ -831,6 +903,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crossover-sizes", type=lambda s: [int(x) for x in s.split(",")],
                     default=[1000, 2000, 5000, 10000, 15000, 20000, 30000, 50000],
                     help="subset sizes at 100k (scaled to --n) for the exact-vs-graph crossover")
+    ap.add_argument("--config-budget", type=float, default=8.0,
+                    help="seconds of searches per mode and filter after which a slow filter stops at 10 queries (default 8)")
     ap.add_argument("--clusters-per", type=int, default=100)
     ap.add_argument("--intrinsic-dim", type=int, default=32)
     ap.add_argument("--spread", type=float, default=0.8)

@@ -188,6 +188,20 @@ def test_a_scoped_search_over_few_chunks_does_not_load_the_graph(tree: Path) -> 
         assert engine._index is not None
 
 
+@pytest.mark.parametrize("filters", [{"paths": ["code"]}, {"changed_within": "30d"}, {"paths": ["notes/long.md"]}])
+def test_both_ways_of_restricting_bm25_agree(tree: Path, filters: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from semsearch.store import reader as reader_module
+
+    monkeypatch.chdir(tree)
+    found = []
+    for wide in (0.0, 1.1):  # every subset ranked with the bitmap / every one inside the SQL
+        monkeypatch.setattr(reader_module, "WIDE_SUBSET", wide)
+        with Index.open(tree / ".semsearch", provider=FakeModel()) as index:
+            found.append([(h.chunk.id, round(h.score, 6)) for h in index.search("bread kneaded", k=12, mode="lexical",
+                                                                                **filters)])
+    assert found[0] == found[1] and len(found[0]) == 12
+
+
 def test_a_filter_that_matches_nothing_returns_nothing(index: Index) -> None:
     for mode in MODES:
         assert index.search("bread", k=5, mode=mode, globs=["*.nothing"]) == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,9 @@ from semsearch.vectors import Subset
 
 if TYPE_CHECKING:
     import numpy as np
+
+
+GLOB_CACHE = 64  # sets of globs whose file masks a catalog keeps
 
 
 class FileCatalog:
@@ -52,6 +56,8 @@ class FileCatalog:
         self._broken = {int(i) for i in np.nonzero(lasts - self.firsts + 1 != self.counts)[0]}
         self._conn = conn
         self._generation = generation
+        self._globs: dict[tuple[str, ...], np.ndarray] = {}
+        self._lock = threading.Lock()
         self._relative = np.array([not k.startswith(b"/") for k in self.keys], dtype=bool)
 
     def __len__(self) -> int:
@@ -74,15 +80,26 @@ class FileCatalog:
         if scope.modified_before is not None:
             mask &= self.mtimes < scope.modified_before
         if scope.globs:
-            compiled = scope.compiled()
-            candidates = np.nonzero(mask)[0]
-            keep = np.fromiter(
-                (compiled.glob_matches(self.relpaths[i]) for i in candidates), dtype=bool, count=len(candidates)
-            )
-            mask[candidates[~keep]] = False
+            mask &= self._glob_mask(scope)
         if mask.all():
             return None
         return Subset(self._chunk_ids(np.nonzero(mask)[0]), self.total)
+
+    def _glob_mask(self, scope: Scope) -> np.ndarray:
+        """Which files pass the scope's globs: matched once per snapshot and set of globs (a
+        long-running caller asks the same ones again; matching is the costly part of a scope)."""
+        import numpy as np
+
+        with self._lock:
+            mask = self._globs.get(scope.globs)
+        if mask is None:
+            compiled = scope.compiled()
+            mask = np.fromiter((compiled.glob_matches(r) for r in self.relpaths), dtype=bool, count=len(self.relpaths))
+            with self._lock:
+                if len(self._globs) >= GLOB_CACHE:
+                    self._globs.pop(next(iter(self._globs)))
+                self._globs[scope.globs] = mask
+        return mask
 
     def _chunk_ids(self, rows: np.ndarray) -> np.ndarray:
         import numpy as np

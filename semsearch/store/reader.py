@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from semsearch.vectors import Subset, VectorIndex
 
 
+# A subset holding at least this share of the chunks is searched by BM25 ranking with a bitmap
+# check (cost of an unfiltered search); a narrower one inside the SQL (cost with its size).
+WIDE_SUBSET = 0.05
+
+
 @dataclass(frozen=True)
 class ChunkRecord:
     """A stored chunk with its file, as search returns it."""
@@ -226,17 +231,37 @@ class IndexReader:
             limit *= 4
 
     def _lexical_within(self, match: str, k: int, within: Subset) -> list[tuple[int, float]]:
-        """BM25 ranking restricted in SQL (before the LIMIT): FTS5 finds the matching rows, and
-        each is kept only when its id is among the subset's (passed as one JSON array)."""
+        """BM25 ranking restricted to a subset, two ways chosen by measurement (benchmarks/
+        bench_filter.py): a narrow subset is passed to SQLite as one JSON array of ids, kept as
+        a filter on FTS5's matches (the ``+`` keeps SQLite from making it one FTS5 lookup per
+        id, which cost seconds at 50 %); a wide one is ranked by FTS5 alone, its top rows kept
+        by the subset's bitmap, and more asked for until k are kept or the matches run out (so
+        a wide subset costs about what an unfiltered search does)."""
         if len(within) == 0:
             return []
+        if within.share >= WIDE_SUBSET:
+            contains = within.contains()
+            limit = int((k + 16) / within.share * 1.5) + 1
+            while True:
+                try:
+                    rows = self.conn.execute(
+                        "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ? "
+                        "ORDER BY bm25(chunks_fts) LIMIT ?",
+                        (match, limit),
+                    ).fetchall()
+                except sqlite3.OperationalError:
+                    return []
+                kept = [(int(i), float(s)) for i, s in rows if contains(i)][:k]
+                if len(kept) >= k or len(rows) < limit:
+                    return kept
+                limit *= 4
         import numpy as np
 
         ids = json.dumps(np.asarray(within.ids, dtype=np.int64).tolist())
         try:
             rows = self.conn.execute(
                 "SELECT chunks_fts.rowid, -bm25(chunks_fts) FROM chunks_fts "
-                "WHERE chunks_fts MATCH ? AND chunks_fts.rowid IN (SELECT value FROM json_each(?)) "
+                "WHERE chunks_fts MATCH ? AND +chunks_fts.rowid IN (SELECT value FROM json_each(?)) "
                 "ORDER BY bm25(chunks_fts) LIMIT ?",
                 (match, ids, k),
             ).fetchall()

@@ -49,8 +49,11 @@ class HnswParams:
         return cls(**known)
 
 
-def check_vector_file(path: Path, state: Mapping[str, str], dim: int, shown: Path | None = None) -> None:
-    """Validate a vector file before hnswlib reads it: size, header fields and checksum.
+def check_vector_file(
+    path: Path, state: Mapping[str, str], dim: int, shown: Path | None = None, *, checksum: bool = True
+) -> None:
+    """Validate a vector file before hnswlib reads it: size, header fields and (with *checksum*)
+    its sha256.
 
     ``shown`` is the name for messages when ``path`` is another way to the file (an open fd).
     """
@@ -71,7 +74,13 @@ def check_vector_file(path: Path, state: Mapping[str, str], dim: int, shown: Pat
         )
     if not _plausible_header(_HEADER.unpack(head), expected_count, dim, actual):
         raise IndexCorruptError(f"{name} is not the vector file this index expects", path=Path(name), remedy="rebuild")
-    if actual <= CHECKSUM_LIMIT and files.sha256_file(path) != state.get("vector_sha256", ""):
+    if checksum:
+        verify_checksum(path, state, shown)
+
+
+def verify_checksum(path: Path, state: Mapping[str, str], shown: Path | None = None) -> None:
+    name = shown or path
+    if path.stat().st_size <= CHECKSUM_LIMIT and files.sha256_file(path) != state.get("vector_sha256", ""):
         raise IndexCorruptError(f"{name} fails its checksum", path=Path(name), remedy="rebuild")
 
 
@@ -242,8 +251,8 @@ class HnswIndex:
 # An exact search over a subset reads each of its vectors (about 0.2 us apiece, warm); the graph
 # filtered to a share s of the vectors explores about 1/s as much as an unfiltered search (about
 # 1 ms at 100,000). The exact search is taken when n**2 <= EXACT_FACTOR * total, n the subset's
-# size: at 100,000 vectors, subsets of up to 22,000 (benchmarks/RESULTS.md, issue 11).
-EXACT_FACTOR = 5000
+# size: measured at 100,000 vectors, the two cross at about 16,000 (benchmarks/bench_filter.py).
+EXACT_FACTOR = 2500
 EXACT_ALWAYS = 2048  # subsets this small are searched exactly at any size
 BATCH_EF = 32  # search_batch's ef (near-duplicate neighbours)
 
@@ -277,6 +286,8 @@ def _map_vectors(path: Path, dim: int) -> tuple[np.ndarray, np.ndarray]:
     )
     labels = np.ndarray((count,), dtype="<u8", buffer=mapped, offset=_HEADER.size + label_off, strides=(per_element,))
     labels = labels.astype(np.int64)
+    if count and (int(labels.min()) < 0 or int(labels.max()) >= max(1 << 32, 16 * count)):
+        raise IndexCorruptError(f"{path} holds labels that are not chunk ids", path=path, remedy="rebuild")
     slot_of = np.full(int(labels.max()) + 1 if count else 1, -1, dtype=np.int64)
     slot_of[labels] = np.arange(count, dtype=np.int64)
     return vectors, slot_of
@@ -361,10 +372,14 @@ class HnswBackend:
         import hnswlib
 
         p = HnswParams.from_mapping(params)
-        check_vector_file(path, state, dim, shown)
+        # Size and header now; the checksum before hnswlib reads the file (a scoped search
+        # that reads only some vectors through the mapped view never hands it to hnswlib).
+        check_vector_file(path, state, dim, shown, checksum=extra_capacity is not None)
         slots = int(state.get("vector_slots", state.get("vector_count", "0")))
 
         def load() -> Any:
+            if extra_capacity is None:
+                verify_checksum(path, state, shown)
             index = hnswlib.Index(space=p.space, dim=dim)
             try:
                 if extra_capacity is not None:  # opened to be updated
