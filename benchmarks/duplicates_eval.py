@@ -449,7 +449,7 @@ def main() -> int:
         )
         if t in (0.80, 0.85, 0.90, 0.93, 0.95, 0.97):
             samples[f"{t:.2f}"] = {
-                "pairs": [{**pair_text(fp), "shared": fp.shared, "of": fp.chunks} for fp in c.files],
+                "pairs": [{**pair_text(fp), "shared": fp.shared, "chunks": fp.chunks} for fp in c.files],
                 "groups": [
                     {
                         "score": round(g.score, 4),

@@ -338,8 +338,8 @@ def write_file_pairs(out: IO[str], pairs: Sequence[FilePair], *, as_json: bool, 
         if as_json:
             record = {
                 "files": [a, b],
-                "shared": pair.shared,
-                "of": pair.chunks,
+                "shared": pair.shared,  # passages of the smaller file with a copy in the other
+                "chunks": pair.chunks,  # passages of the smaller file
                 "share": round(pair.share, 6),
                 "score": round(pair.score, 6),
             }

@@ -135,8 +135,10 @@ def parse_duration(text: str, option: str = "changed_within") -> float:
             )
         total += float(match.group(1)) * factor
         pos = match.end()
-    if not spec or pos != len(spec) or total <= 0:
+    if not spec or pos != len(spec):
         raise InvalidOptionError(f"{{{option}}}: cannot read duration {text!r} (try 7d or 12h)", options=(option,))
+    if total <= 0:
+        raise InvalidOptionError(f"{{{option}}}: a duration must be longer than zero (got {text!r})", options=(option,))
     return total
 
 

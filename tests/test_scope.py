@@ -81,7 +81,9 @@ def test_durations_dates_and_types_are_read_as_a_user_writes_them() -> None:
     assert parse_duration("90min") == parse_duration("1.5h") == 5400
     assert parse_duration("12h") == 12 * 3600
     assert parse_duration("1M") > parse_duration("4w")  # M is months, m minutes
-    for bad in ("", "7", "d7", "7x", "-3d", "0d"):
+    with pytest.raises(InvalidOptionError, match="longer than zero"):
+        parse_duration("0d")
+    for bad in ("", "7", "d7", "7x", "-3d"):
         with pytest.raises(InvalidOptionError, match="changed_within"):
             parse_duration(bad)
     assert parse_when("2026-11-01") == dt.datetime(2026, 11, 1).timestamp()

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from semsearch import Index, InvalidOptionError
 from semsearch.cli import app
-from semsearch.duplicates import DEFAULT_MIN_SCORE
+from semsearch.duplicates import DEFAULT_MIN_SCORE, MIN_EXACT_CHARS
 from semsearch.similar import Target
 
 TOPICS = {
@@ -149,6 +149,10 @@ def copies(tree: Path) -> Path:
     write(docs / "copies" / "bread-edited.md", edited)
     paragraphs = (docs / "rust" / "rust2.md").read_text().split("\n\n")
     write(docs / "copies" / "rust-trimmed.md", "\n\n".join(paragraphs[:3] + paragraphs[4:]))
+    # Source code is embedded with its file name in front: a renamed copy has other vectors.
+    code = "".join(f"def step_{i}(value):\n    return value * {i} + {i * i}  # scale the value\n\n" for i in range(12))
+    write(docs / "src" / "scaling.py", code)
+    write(docs / "copies" / "renamed_module.py", code)
     with Index.open(tree / ".semsearch", provider=FakeModel()) as index:
         index.update()
     return tree
@@ -161,6 +165,12 @@ def test_duplicates_finds_planted_copies(copies: Path) -> None:
     assert frozenset(("herons1.md", "herons-copy.md")) in pairs
     assert frozenset(("bread3.md", "bread-edited.md")) in pairs
     assert frozenset(("rust2.md", "rust-trimmed.md")) in pairs
+    renamed = next(p for p in found.files if {p.a.name, p.b.name} == {"scaling.py", "renamed_module.py"})
+    with Index.open(copies / ".semsearch", provider=NoModel()) as index:
+        long_enough = [c for c in index._open_searcher().reader.file_chunks(renamed.a) or []
+                       if len(c.text.strip()) >= MIN_EXACT_CHARS]
+    assert renamed.shared >= len(long_enough) >= 10  # found by their text, whatever the vectors
+    assert str(renamed.a) < str(renamed.b)  # a pair is named in path order
     exact = next(p for p in found.files if {p.a.name, p.b.name} == {"herons1.md", "herons-copy.md"})
     assert exact.share == 1.0 and exact.score == pytest.approx(1.0, abs=1e-5)
     assert found.files[0].share >= found.files[-1].share  # most shared first
@@ -203,7 +213,7 @@ def test_duplicates_on_the_command_line(copies: Path, fake_cli: FakeModel) -> No
     assert groups[0]["group"] == 1 and groups[0]["size"] == len(groups[0]["passages"]) >= 2
     assert {"path", "line", "text", "mtime", "type"} <= set(groups[0]["passages"][0])
     files = [json.loads(x) for x in run("duplicates", "-l", "--json").stdout.splitlines()]
-    assert all(set(f) >= {"files", "shared", "of", "share", "score"} for f in files)
+    assert all(set(f) >= {"files", "shared", "chunks", "share", "score"} for f in files)
     assert run("duplicates", "docs/rust", "--min-score", "0.999").exit_code == 1
     bad = run("duplicates", "--min-score", "7")
     assert bad.exit_code == 2 and "--min-score must be between -1 and 1" in bad.stderr

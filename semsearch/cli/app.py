@@ -294,7 +294,7 @@ def query(
 def similar(
     target: str = typer.Argument(
         ...,
-        metavar="PATH[:LINE]",
+        metavar="PATH[:LINE|#PAGE]",
         help="An indexed file: PATH:LINE (the passage there), PATH#PAGE (a PDF page) or PATH (the whole file).",
     ),
     paths: list[Path] = _SCOPE_PATHS,
@@ -311,7 +311,9 @@ def similar(
     null: bool = _NULL,
     index: Path | None = _INDEX,
 ) -> None:
-    """Find passages (or, with -l, files) like the one at PATH:LINE, from the index alone."""
+    """Find passages (or, with -l, files) like the one at PATH:LINE, PATH#PAGE or like a whole
+    file PATH, from the index alone (no model is loaded); the file itself is left out unless
+    --include-self. Only files under the further PATHs, when given."""
     from semsearch import output
     from semsearch.api import Index
     from semsearch.similar import Target

@@ -300,15 +300,17 @@ class IndexReader:
 
     def chunk_vectors(
         self, within: Subset | None = None, batch: int = 8192
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Every visible chunk's (ids, file ids, vectors), in batches by id; only *within* when given."""
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]]:
+        """Every visible chunk's (ids, file ids, vectors, texts), in batches by id; only *within*
+        when given."""
         import numpy as np
 
         allowed = within.contains() if within is not None else None
         last = 0
         while True:
             rows = self.conn.execute(
-                f"SELECT id, file_id, vector FROM chunks WHERE id > ? AND {visible(self.generation)} ORDER BY id LIMIT ?",
+                f"SELECT id, file_id, vector, text FROM chunks WHERE id > ? AND {visible(self.generation)} "
+                "ORDER BY id LIMIT ?",
                 (last, batch),
             ).fetchall()
             if not rows:
@@ -321,7 +323,7 @@ class IndexReader:
             ids = np.array([r[0] for r in rows], dtype=np.int64)
             owners = np.array([r[1] for r in rows], dtype=np.int64)
             vecs = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-            yield ids, owners, vecs
+            yield ids, owners, vecs, [r[3] for r in rows]
 
     def file_chunk_counts(self, file_ids: set[int]) -> dict[int, tuple[Path, int]]:
         """Files by id: (path, number of chunks)."""
