@@ -278,6 +278,12 @@ def test_batch_queries_share_the_filters(cli_tree: Path) -> None:
     assert len(hits) == 4 and all(line.startswith("old/") for line in hits)
 
 
+def test_null_and_json_do_not_mix(cli_tree: Path) -> None:
+    for command in (["query", "bread"], ["similar", "notes/long.md"]):
+        result = run(*command, "-l", "-0", "--json")
+        assert result.exit_code == 2 and "-0/--null does not go with --json" in result.stderr
+
+
 def test_type_list_names_each_type(cli_tree: Path) -> None:
     result = run("query", "--type-list")
     assert result.exit_code == 0

@@ -271,6 +271,8 @@ def query(
         _check_mode_from_environment(mode)
         if null and not files_only:
             raise InvalidOptionError("-0/--null goes with -l/--files-only")
+        if null and as_json:
+            raise InvalidOptionError("-0/--null does not go with --json (JSON Lines end each object with a newline)")
         options.validate()
         options.scope = _scope(paths, globs, types, types_not, changed_within, changed_before)
         if text == "-":
@@ -321,6 +323,8 @@ def similar(
     try:
         if null and not files_only:
             raise InvalidOptionError("-0/--null goes with -l/--files-only")
+        if null and as_json:
+            raise InvalidOptionError("-0/--null does not go with --json (JSON Lines end each object with a newline)")
         where = Target.parse(target)
         scope = _scope(paths, globs, types, types_not, changed_within, changed_before)
         with Index.open(index, on_note=console.note_printer(console.stderr())) as opened:
