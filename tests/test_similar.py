@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from semsearch import Index, InvalidOptionError
 from semsearch.cli import app
-from semsearch.duplicates import DEFAULT_MIN_SCORE, MIN_EXACT_CHARS
+from semsearch.duplicates import DEFAULT_MIN_SCORE, MIN_EXACT_CHARS, TEXT_CHECK_FLOOR
 from semsearch.similar import Target
 
 TOPICS = {
@@ -149,6 +149,9 @@ def copies(tree: Path) -> Path:
     write(docs / "copies" / "bread-edited.md", edited)
     paragraphs = (docs / "rust" / "rust2.md").read_text().split("\n\n")
     write(docs / "copies" / "rust-trimmed.md", "\n\n".join(paragraphs[:3] + paragraphs[4:]))
+    # A section moved into a page of another title: embedded with that title, cut elsewhere.
+    section = (docs / "rust" / "rust4.md").read_text().split("\n\n")[1:]
+    write(docs / "tides" / "tides9.md", _page("tides", 9) + "\n\n" + "\n\n".join(section) + "\n")
     # Source code is embedded with its file name in front: a renamed copy has other vectors.
     code = "".join(f"def step_{i}(value):\n    return value * {i} + {i * i}  # scale the value\n\n" for i in range(12))
     write(docs / "src" / "scaling.py", code)
@@ -165,6 +168,7 @@ def test_duplicates_finds_planted_copies(copies: Path) -> None:
     assert frozenset(("herons1.md", "herons-copy.md")) in pairs
     assert frozenset(("bread3.md", "bread-edited.md")) in pairs
     assert frozenset(("rust2.md", "rust-trimmed.md")) in pairs
+    assert frozenset(("rust4.md", "tides9.md")) in pairs  # by their shared words
     renamed = next(p for p in found.files if {p.a.name, p.b.name} == {"scaling.py", "renamed_module.py"})
     with Index.open(copies / ".semsearch", provider=NoModel()) as index:
         long_enough = [c for c in index._open_searcher().reader.file_chunks(renamed.a) or []
@@ -178,7 +182,7 @@ def test_duplicates_finds_planted_copies(copies: Path) -> None:
     assert [len(g.chunks) for g in found.groups] == sorted((len(g.chunks) for g in found.groups), reverse=True)
     for group in found.groups:
         assert len({c.path for c in group.chunks}) >= 2  # copies across files, not within one
-        assert group.min_score >= DEFAULT_MIN_SCORE
+        assert group.min_score >= TEXT_CHECK_FLOOR  # under min_score only when their words agree
 
 
 def test_duplicates_reports_nothing_without_copies(tree: Path) -> None:
