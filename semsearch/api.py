@@ -531,34 +531,10 @@ class Index:
         return ""
 
 
-def _scope(
-    scope: Scope | None,
-    paths: Sequence[str | os.PathLike[str]] | None,
-    globs: Sequence[str] | None,
-    types: Sequence[str] | None,
-    types_not: Sequence[str] | None,
-    changed_within: Any,
-    changed_before: Any,
-) -> Scope | None:
-    """The filters of a search as one Scope (None: the whole index); *scope* and the others
-    may not both be given."""
-    given = any(v for v in (paths, globs, types, types_not)) or changed_within is not None or changed_before is not None
-    if scope is not None:
-        if given:
-            raise InvalidOptionError("give either {scope} or the filters it holds, not both", options=("scope",))
-        return scope.compiled() if scope else None
-    if not given:
-        return None
-    from semsearch.scope import Scope
+def _scope(scope: Scope | None, *filters: Any) -> Scope | None:
+    from semsearch.scope import scope_of
 
-    return Scope.make(
-        paths,
-        globs=globs,
-        types=types,
-        types_not=types_not,
-        changed_within=changed_within,
-        changed_before=changed_before,
-    )
+    return scope_of(*filters, scope=scope)
 
 
 def _existing_manifest(index_dir: Path) -> IndexManifest | None:

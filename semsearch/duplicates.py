@@ -82,6 +82,7 @@ def find_duplicates(
     pairs: list[tuple[int, int, float]] = []
     checked = 0
     near: list[tuple[int, int, float]] = []  # under min_score: copies only if their words say so
+    floor = min(min_score, TEXT_CHECK_FLOOR)
     first_with_text: dict[bytes, int] = {}
     for ids, owners, vectors, texts in reader.chunk_vectors(within):
         checked += len(ids)
@@ -95,16 +96,18 @@ def find_duplicates(
                 if seen != cid:
                     pairs.append((cid, seen, 1.0))
         found, cosines = reader.neighbours(vectors, NEIGHBOURS + 1)
-        floor = min(min_score, TEXT_CHECK_FLOOR)
         rows, cols = np.nonzero((cosines >= floor) & (found >= 0) & (found != ids[:, None]))
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
             other = int(found[r, c])
             if allowed is None or allowed(other):
                 cos = float(cosines[r, c])
                 (pairs if cos >= min_score else near).append((int(ids[r]), other, cos))
+
     # Every chunk in scope has been read by now, so each pair's files are known.
-    pairs = [(a, b, s) for a, b, s in pairs if b in owner and owner[a] != owner[b]]
-    pairs += _same_words(reader, [(a, b, s) for a, b, s in near if b in owner and owner[a] != owner[b]])
+    def across(found: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+        return [(a, b, s) for a, b, s in found if b in owner and owner[a] != owner[b]]
+
+    pairs = across(pairs) + _same_words(reader, across(near))
     return Duplicates(_groups(reader, pairs), _file_pairs(reader, pairs, owner), checked)
 
 

@@ -298,6 +298,35 @@ class Scope:
         return out
 
 
+def scope_of(
+    paths: Sequence[str | os.PathLike[str]] | None = None,
+    globs: Sequence[str] | None = None,
+    types: Sequence[str] | None = None,
+    types_not: Sequence[str] | None = None,
+    changed_within: Any = None,
+    changed_before: Any = None,
+    *,
+    scope: Scope | None = None,
+) -> Scope | None:
+    """The filters of a search as one Scope, None when none is given (the whole index); a ready
+    *scope* and the filters it would hold may not both be given."""
+    given = bool(paths or globs or types or types_not) or changed_within is not None or changed_before is not None
+    if scope is not None:
+        if given:
+            raise InvalidOptionError("give either {scope} or the filters it holds, not both", options=("scope",))
+        return scope.compiled() if scope else None
+    if not given:
+        return None
+    return Scope.make(
+        paths,
+        globs=globs,
+        types=types,
+        types_not=types_not,
+        changed_within=changed_within,
+        changed_before=changed_before,
+    )
+
+
 def _spec(patterns: list[str]) -> pathspec.PathSpec:
     import pathspec
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from semsearch.models import QueryEmbedder
     from semsearch.scope import Scope
+    from semsearch.vectors import Subset
 
 MODES = ("semantic", "lexical", "hybrid")
 DEFAULT_MODE = "hybrid"  # chosen by measurement (benchmarks/RESULTS.md)
@@ -144,34 +145,33 @@ class Searcher:
         # With files_only, each wanted file asks for several chunks; when a few files' chunks
         # fill every candidate slot, ask again for more (the filter is applied inside each search).
         per_hit = 8 if options.files_only else 1
-        while True:
-            cosines, bm25, fetched = self._candidates(query, options, per_hit)
-            ranked = _rank(options, cosines, bm25)
-            hits = self._hits(ranked, cosines, bm25, options)
-            exhausted = len(cosines) < fetched and len(bm25) < fetched
-            if not options.files_only or len(hits) >= options.top_k or exhausted or fetched >= self.reader.count:
-                break
-            per_hit *= 4
-        for rank, hit in enumerate(hits, 1):
-            hit.rank = rank
-            hit.highlight = best_sentence(hit.chunk.text, query)
-        return hits
-
-    def _candidates(
-        self, query: str, options: SearchOptions, per_hit: int = 1
-    ) -> tuple[dict[int, float], dict[int, float], int]:
-        """Each side's candidates: {chunk id: cosine} and {chunk id: bm25}, and how many each
-        side was asked for."""
-        wanted = options.top_k * per_hit
-        fetch = max(wanted * CANDIDATES_PER_HIT, 50) if options.mode == "hybrid" else wanted
-        cosines: dict[int, float] = {}
-        bm25: dict[int, float] = {}
-        qvec = None
         # A scope becomes the set of chunks the search may return, handed to both sides: each
         # ranks only those (the filter is applied before the top-k cut, never after it).
         within = self.reader.subset(options.scope)
         if within is not None and len(within) == 0:
-            return cosines, bm25, fetch
+            return []
+        qvec: np.ndarray | None = None  # embedded once, by the first round
+        while True:
+            cosines, bm25, fetched, qvec = self._candidates(query, options, per_hit, within, qvec)
+            ranked = _rank(options, cosines, bm25)
+            hits = collect_hits(self.reader, ranked, cosines, bm25, options)
+            exhausted = len(cosines) < fetched and len(bm25) < fetched
+            if not options.files_only or len(hits) >= options.top_k or exhausted or fetched >= self.reader.count:
+                break
+            per_hit *= 4
+        for hit in hits:
+            hit.highlight = best_sentence(hit.chunk.text, query)
+        return hits
+
+    def _candidates(
+        self, query: str, options: SearchOptions, per_hit: int, within: Subset | None, qvec: np.ndarray | None
+    ) -> tuple[dict[int, float], dict[int, float], int, np.ndarray | None]:
+        """Each side's candidates: {chunk id: cosine} and {chunk id: bm25}, how many each side
+        was asked for, and the query's vector (*qvec* when given, else embedded here)."""
+        wanted = options.top_k * per_hit
+        fetch = max(wanted * CANDIDATES_PER_HIT, 50) if options.mode == "hybrid" else wanted
+        cosines: dict[int, float] = {}
+        bm25: dict[int, float] = {}
         match = fts_query(query) if options.mode in ("lexical", "hybrid") else ""
         pending: Future[list[tuple[int, float]]] | None = None
         if match and options.mode == "hybrid" and _CORES > 1:
@@ -181,7 +181,8 @@ class Searcher:
             pending = self._worker().submit(self.reader.lexical_search, match, fetch, within)
         try:
             if options.mode in ("semantic", "hybrid"):
-                qvec = self.embed(query)
+                if qvec is None:
+                    qvec = self.embed(query)
                 cosines = dict(self.reader.vector_search(qvec, fetch, within=within))
             if pending is not None:
                 bm25 = dict(pending.result())
@@ -195,39 +196,49 @@ class Searcher:
             missing = [cid for cid in bm25 if cid not in cosines]
             for cid, vec in self.reader.vectors(missing).items():
                 cosines[cid] = float(vec @ qvec)
-        return cosines, bm25, fetch
+        return cosines, bm25, fetch, qvec
 
-    def _hits(
-        self, ranked: list[tuple[int, float]], cosines: dict[int, float], bm25: dict[int, float], options: SearchOptions
-    ) -> list[Hit]:
-        hits: list[Hit] = []
-        files: set[int] = set()
-        # Texts are read page by page, only as far down the ranking as the hits need (a hybrid
-        # search ranks several times more candidates than it returns).
-        start, page = 0, max(2 * options.top_k, 20)
-        while start < len(ranked) and len(hits) < options.top_k:
-            part = ranked[start : start + page]
-            start, page = start + page, page * 2
-            records = self.reader.fetch_chunks([cid for cid, _ in part])
-            for cid, fused in part:
-                record = records.get(cid)
-                if record is None:
-                    continue
-                cosine = cosines.get(cid)
-                if options.min_score is not None and (cosine is None or cosine < options.min_score):
-                    continue
-                if options.files_only:
-                    if record.file_id in files:
-                        continue  # a file ranks by its best chunk (max beat sum of top 2)
-                    files.add(record.file_id)
-                parts = {"cosine": cosine} if cosine is not None else {}
-                if cid in bm25:
-                    parts["bm25"] = bm25[cid]
-                if options.mode == "hybrid":
-                    parts["fused"] = fused
-                score = cosine if cosine is not None else fused
-                hits.append(Hit(0, score, record, {k: float(v) for k, v in parts.items() if v is not None}))
-        return hits[: options.top_k]
+
+def collect_hits(
+    reader: IndexReader,
+    ranked: list[tuple[int, float]],
+    cosines: dict[int, float],
+    bm25: dict[int, float],
+    options: SearchOptions,
+) -> list[Hit]:
+    """The hits of a ranking ([(chunk id, rank score)], best first): chunks read from *reader*,
+    ``options.min_score`` and ``files_only`` applied, ranked 1..k."""
+    hits: list[Hit] = []
+    files: set[int] = set()
+    # Texts are read page by page, only as far down the ranking as the hits need (a hybrid
+    # search ranks several times more candidates than it returns).
+    start, page = 0, max(2 * options.top_k, 20)
+    while start < len(ranked) and len(hits) < options.top_k:
+        part = ranked[start : start + page]
+        start, page = start + page, page * 2
+        records = reader.fetch_chunks([cid for cid, _ in part])
+        for cid, fused in part:
+            record = records.get(cid)
+            if record is None:
+                continue
+            cosine = cosines.get(cid)
+            if options.min_score is not None and (cosine is None or cosine < options.min_score):
+                continue
+            if options.files_only:
+                if record.file_id in files:
+                    continue  # a file ranks by its best chunk (max beat sum of top 2)
+                files.add(record.file_id)
+            parts = {"cosine": cosine} if cosine is not None else {}
+            if cid in bm25:
+                parts["bm25"] = bm25[cid]
+            if options.mode == "hybrid":
+                parts["fused"] = fused
+            score = cosine if cosine is not None else fused
+            hits.append(Hit(0, score, record, {k: float(v) for k, v in parts.items() if v is not None}))
+    hits = hits[: options.top_k]
+    for rank, hit in enumerate(hits, 1):
+        hit.rank = rank
+    return hits
 
 
 def _rank(options: SearchOptions, cosines: dict[int, float], bm25: dict[int, float]) -> list[tuple[int, float]]:

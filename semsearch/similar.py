@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semsearch.errors import InvalidOptionError
-from semsearch.search import Hit, SearchOptions
+from semsearch.search import Hit, SearchOptions, collect_hits
 
 if TYPE_CHECKING:
     import numpy as np
@@ -134,7 +134,7 @@ def similar(
         wanted = options.top_k * per_hit + len(start)
         scored = _scores(reader, vectors, wanted, within, method)
         ranked = sorted(((c, s) for c, s in scored.items() if c not in start_ids), key=lambda kv: (-kv[1], kv[0]))
-        hits = _hits(reader, ranked, options)
+        hits = collect_hits(reader, ranked, scored, {}, options)
         if len(hits) >= options.top_k or not options.files_only or len(scored) < wanted or wanted >= reader.count:
             return hits
         per_hit *= 4
@@ -154,24 +154,6 @@ def _scores(
         for cid, cos in reader.vector_search(vec, wanted, within=within):
             scored[cid] = max(cos, scored.get(cid, -1.0))
     return scored
-
-
-def _hits(reader: IndexReader, ranked: list[tuple[int, float]], options: SearchOptions) -> list[Hit]:
-    hits: list[Hit] = []
-    files: set[int] = set()
-    records = reader.fetch_chunks([cid for cid, _ in ranked])
-    for cid, cos in ranked:
-        record = records.get(cid)
-        if record is None or (options.min_score is not None and cos < options.min_score):
-            continue
-        if options.files_only:
-            if record.file_id in files:
-                continue
-            files.add(record.file_id)
-        hits.append(Hit(len(hits) + 1, cos, record, {"cosine": cos}))
-        if len(hits) >= options.top_k:
-            break
-    return hits
 
 
 def mean_vector(vectors: np.ndarray) -> np.ndarray:

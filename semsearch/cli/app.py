@@ -6,7 +6,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,27 +202,11 @@ _NULL = typer.Option(False, "-0", "--null", help="With -l: end each file name wi
 _TOP = typer.Option(10, "-k", "--top", help="How many hits.")
 
 
-def _scope(
-    paths: list[Path] | None,
-    globs: list[str] | None,
-    types: list[str] | None,
-    types_not: list[str] | None,
-    changed_within: str | None,
-    changed_before: str | None,
-) -> Any:
+def _scope(*filters: Any) -> Any:
     """The filters given on the command line as a Scope (None: none given)."""
-    if not (paths or globs or types or types_not or changed_within is not None or changed_before is not None):
-        return None
-    from semsearch.scope import Scope
+    from semsearch.scope import scope_of
 
-    return Scope.make(
-        paths,
-        globs=globs,
-        types=types,
-        types_not=types_not,
-        changed_within=changed_within,
-        changed_before=changed_before,
-    )
+    return scope_of(*filters)
 
 
 def _print_type_list() -> None:
@@ -264,15 +248,13 @@ def query(
     if type_list:
         _print_type_list()
         return
-    try:
+
+    def run() -> bool:
         if text is None:
             raise InvalidOptionError("Missing argument 'QUERY' (what to look for, or - to read queries from stdin)")
         options = SearchOptions(top_k=top, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only)
         _check_mode_from_environment(mode)
-        if null and not files_only:
-            raise InvalidOptionError("-0/--null goes with -l/--files-only")
-        if null and as_json:
-            raise InvalidOptionError("-0/--null does not go with --json (JSON Lines end each object with a newline)")
+        _check_null(null, files_only=files_only, as_json=as_json)
         options.validate()
         options.scope = _scope(paths, globs, types, types_not, changed_within, changed_before)
         if text == "-":
@@ -281,15 +263,9 @@ def query(
             if not text.strip():
                 raise InvalidOptionError("empty query")
             queries = [text]
-        found = _run_queries(queries, options, as_json=as_json, null=null, index=index)
-    except BrokenPipeError:
-        console.quiet_stdout()
-        raise typer.Exit(EXIT_FOUND) from None
-    except SemsearchError as exc:
-        console.fail(describe(exc))
-        return
-    console.STATE.done_early = True
-    raise typer.Exit(EXIT_FOUND if found else EXIT_NOT_FOUND)
+        return _run_queries(queries, options, as_json=as_json, null=null, index=index)
+
+    _answer(run)
 
 
 @app.command()
@@ -316,15 +292,11 @@ def similar(
     """Find passages (or, with -l, files) like the one at PATH:LINE, PATH#PAGE or like a whole
     file PATH, from the index alone (no model is loaded); the file itself is left out unless
     --include-self. Only files under the further PATHs, when given."""
-    from semsearch import output
     from semsearch.api import Index
     from semsearch.similar import Target
 
-    try:
-        if null and not files_only:
-            raise InvalidOptionError("-0/--null goes with -l/--files-only")
-        if null and as_json:
-            raise InvalidOptionError("-0/--null does not go with --json (JSON Lines end each object with a newline)")
+    def run() -> bool:
+        _check_null(null, files_only=files_only, as_json=as_json)
         where = Target.parse(target)
         scope = _scope(paths, globs, types, types_not, changed_within, changed_before)
         with Index.open(index, on_note=console.note_printer(console.stderr())) as opened:
@@ -338,19 +310,10 @@ def similar(
                 include_self=include_self,
                 scope=scope,
             )
-        out = sys.stdout
-        view = output.HitWriter(
-            out, terminal=out.isatty() and not as_json, as_json=as_json, null=null, files_only=files_only, batch=False
-        )
-        view.write(where.label(), hits)
-    except BrokenPipeError:
-        console.quiet_stdout()
-        raise typer.Exit(EXIT_FOUND) from None
-    except SemsearchError as exc:
-        console.fail(describe(exc))
-        return
-    console.STATE.done_early = True
-    raise typer.Exit(EXIT_FOUND if hits else EXIT_NOT_FOUND)
+        _hit_writer(as_json=as_json, null=null, files_only=files_only, batch=False).write(where.label(), hits)
+        return bool(hits)
+
+    _answer(run)
 
 
 @app.command()
@@ -372,7 +335,7 @@ def duplicates(
     from semsearch import output
     from semsearch.api import Index
 
-    try:
+    def run() -> bool:
         scope = _scope(paths, globs, types, types_not, changed_within, changed_before)
         with Index.open(index, on_note=console.note_printer(console.stderr())) as opened:
             found = opened.duplicates(min_score=min_score, scope=scope)
@@ -382,6 +345,16 @@ def duplicates(
             output.write_file_pairs(out, found.files, as_json=as_json, terminal=terminal)
         else:
             output.write_groups(out, found.groups, as_json=as_json, terminal=terminal)
+        return bool(found.groups)
+
+    _answer(run)
+
+
+def _answer(run: Callable[[], bool]) -> None:
+    """Run a search command with grep's exit codes: 0 found, 1 nothing found, 2 an error (one
+    line on stderr); a pipe closed early (``| head``) ends it quietly."""
+    try:
+        found = run()
     except BrokenPipeError:
         console.quiet_stdout()
         raise typer.Exit(EXIT_FOUND) from None
@@ -389,7 +362,24 @@ def duplicates(
         console.fail(describe(exc))
         return
     console.STATE.done_early = True
-    raise typer.Exit(EXIT_FOUND if found.groups else EXIT_NOT_FOUND)
+    raise typer.Exit(EXIT_FOUND if found else EXIT_NOT_FOUND)
+
+
+def _check_null(null: bool, *, files_only: bool, as_json: bool) -> None:
+    if null and not files_only:
+        raise InvalidOptionError("-0/--null goes with -l/--files-only")
+    if null and as_json:
+        raise InvalidOptionError("-0/--null does not go with --json (JSON Lines end each object with a newline)")
+
+
+def _hit_writer(*, as_json: bool, null: bool, files_only: bool, batch: bool) -> Any:
+    """Hits to stdout: the terminal view on a terminal, else lines, file lists or JSON Lines."""
+    from semsearch import output
+
+    out = sys.stdout
+    return output.HitWriter(
+        out, terminal=out.isatty() and not as_json, as_json=as_json, null=null, files_only=files_only, batch=batch
+    )
 
 
 def _check_mode_from_environment(mode: str | None) -> None:
@@ -410,19 +400,10 @@ def _stdin_queries() -> Iterator[str]:
 def _run_queries(
     queries: Iterable[str], options: SearchOptions, *, as_json: bool, null: bool, index: Path | None
 ) -> bool:
-    from semsearch import output
     from semsearch.api import Index
 
     err = console.stderr()
-    out = sys.stdout
-    view = output.HitWriter(
-        out,
-        terminal=out.isatty() and not as_json,
-        as_json=as_json,
-        null=null,
-        files_only=options.files_only,
-        batch=not isinstance(queries, list),
-    )
+    view = _hit_writer(as_json=as_json, null=null, files_only=options.files_only, batch=not isinstance(queries, list))
     found = False
     with Index.open(index, on_note=console.note_printer(err)) as target:
         for query_text, hits in target.search_many(

@@ -8,7 +8,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -201,60 +201,22 @@ class IndexReader:
     def lexical_search(self, match: str, k: int, within: Subset | None = None) -> list[tuple[int, float]]:
         """Chunks matching an FTS5 query: [(chunk id, bm25 score, higher is better)], best first;
         only chunks *within* the subset when given."""
-        if within is not None:
-            return self._lexical_within(match, k, within)
-        # Rank in FTS alone, then drop rows this generation cannot see (a join per matching row
-        # was a large share of the query); ask for more when invisible rows crowd the top.
-        limit = k + 16
-        while True:
-            try:
-                rows = self.conn.execute(
-                    "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ? "
-                    "ORDER BY bm25(chunks_fts) LIMIT ?",
-                    (match, limit),
-                ).fetchall()
-            except sqlite3.OperationalError:
-                return []
-            shown: set[int] = set()
-            for start in range(0, len(rows), 500):
-                part = [r[0] for r in rows[start : start + 500]]
-                marks = ",".join("?" * len(part))
-                shown.update(
-                    i
-                    for (i,) in self.conn.execute(
-                        f"SELECT id FROM chunks WHERE id IN ({marks}) AND {visible(self.generation)}", part
-                    )
-                )
-            kept = [(int(i), float(s)) for i, s in rows if i in shown][:k]
-            if len(kept) >= k or len(rows) < limit:
-                return kept
-            limit *= 4
-
-    def _lexical_within(self, match: str, k: int, within: Subset) -> list[tuple[int, float]]:
-        """BM25 ranking restricted to a subset, two ways chosen by measurement (benchmarks/
-        bench_filter.py): a narrow subset is passed to SQLite as one JSON array of ids, kept as
-        a filter on FTS5's matches (the ``+`` keeps SQLite from making it one FTS5 lookup per
-        id, which cost seconds at 50 %); a wide one is ranked by FTS5 alone, its top rows kept
-        by the subset's bitmap, and more asked for until k are kept or the matches run out (so
-        a wide subset costs about what an unfiltered search does)."""
+        if within is None:
+            # Rank in FTS alone, then drop rows this generation cannot see (a join per matching
+            # row was a large share of the query).
+            return self._ranked_then_kept(match, k, k + 16, self._visible_of)
         if len(within) == 0:
             return []
         if within.share >= WIDE_SUBSET:
+            # A wide subset: ranked the same way, its rows kept by the subset's bitmap (about
+            # the cost of an unfiltered search).
             contains = within.contains()
-            limit = int((k + 16) / within.share * 1.5) + 1
-            while True:
-                try:
-                    rows = self.conn.execute(
-                        "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ? "
-                        "ORDER BY bm25(chunks_fts) LIMIT ?",
-                        (match, limit),
-                    ).fetchall()
-                except sqlite3.OperationalError:
-                    return []
-                kept = [(int(i), float(s)) for i, s in rows if contains(i)][:k]
-                if len(kept) >= k or len(rows) < limit:
-                    return kept
-                limit *= 4
+            return self._ranked_then_kept(
+                match, k, int((k + 16) / within.share * 1.5) + 1, lambda ids: {i for i in ids if contains(i)}
+            )
+        # A narrow one: passed to SQLite as one JSON array of ids, kept as a filter on FTS5's
+        # matches (the "+" keeps SQLite from making it one FTS5 lookup per id, which cost
+        # seconds at 50 %: benchmarks/bench_filter.py).
         import numpy as np
 
         ids = json.dumps(np.asarray(within.ids, dtype=np.int64).tolist())
@@ -268,6 +230,40 @@ class IndexReader:
         except sqlite3.OperationalError:
             return []
         return [(int(i), float(s)) for i, s in rows]
+
+    def _ranked_then_kept(
+        self, match: str, k: int, limit: int, keep: Callable[[list[int]], set[int]]
+    ) -> list[tuple[int, float]]:
+        """The best *k* FTS5 matches among those *keep* accepts: FTS5 ranks *limit* rows, and is
+        asked for four times as many while too few are kept and more rows match."""
+        while True:
+            try:
+                rows = self.conn.execute(
+                    "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ? "
+                    "ORDER BY bm25(chunks_fts) LIMIT ?",
+                    (match, limit),
+                ).fetchall()
+            except sqlite3.OperationalError:
+                return []
+            kept_ids = keep([r[0] for r in rows])
+            kept = [(int(i), float(s)) for i, s in rows if i in kept_ids][:k]
+            if len(kept) >= k or len(rows) < limit:
+                return kept
+            limit *= 4
+
+    def _visible_of(self, ids: list[int]) -> set[int]:
+        """Which of *ids* this generation sees."""
+        shown: set[int] = set()
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            shown.update(
+                i
+                for (i,) in self.conn.execute(
+                    f"SELECT id FROM chunks WHERE id IN ({marks}) AND {visible(self.generation)}", part
+                )
+            )
+        return shown
 
     def fetch_chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
         """Chunk records by id (only those visible in this generation)."""

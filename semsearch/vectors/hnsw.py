@@ -176,11 +176,12 @@ class HnswIndex:
             return []
         if within is not None and self._file is not None and _exact_is_cheaper(len(within), self._live):
             return self._exact(query, k, within)
-        k = max(1, min(k, self._live, len(within) if within is not None else self._live))
+        reachable = min(self._live, len(within)) if within is not None else self._live
+        k = max(1, min(k, reachable))
         # The graph's ef is set once, when it is opened, and never per search: concurrent searches
         # share it. hnswlib explores max(ef, k) candidates, so a larger ef for one search is
         # asking for that many neighbours and keeping the best k.
-        wanted = min(max(k, ef or 0), self._live, len(within) if within is not None else self._live)
+        wanted = min(max(k, ef or 0), reachable)
         allowed = within.contains() if within is not None else None
         graph = self._graph()
         with self._gate.search():
