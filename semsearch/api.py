@@ -58,6 +58,8 @@ class IndexSettings:
     max_file_size: int | None = None
     hidden: bool | None = None
     follow_symlinks: bool | None = None
+    ocr: str | None = None  # "off" | "auto" (PDF pages without text) | "images" (and image files)
+    notebook_outputs: bool | None = None  # index the text outputs of notebook cells
     precision: str = "auto"  # auto: the index's own, else the best for this machine
     device: str = "auto"
     vector_index: str | None = None  # the vector engine (None: the index's own, else hnsw)
@@ -268,7 +270,13 @@ class Index:
             chunking=_chunk_settings(existing, s),
             vector_index=engine,
             vector_params=dict(params) if params is not None else None,
-            walk=WalkChoices(hidden=s.hidden, follow_symlinks=s.follow_symlinks, max_file_size=s.max_file_size),
+            walk=WalkChoices(
+                hidden=s.hidden,
+                follow_symlinks=s.follow_symlinks,
+                max_file_size=s.max_file_size,
+                ocr=s.ocr,
+                notebook_outputs=s.notebook_outputs,
+            ),
             rebuild=rebuild,
             lock_wait_seconds=wait,
             tuning=tuning or DEFAULT_TUNING,

@@ -94,13 +94,16 @@ CONTEXT_RESERVE = 40
 
 
 def _heading_path(headings: Sequence[tuple[int, int, str]], offset: int) -> list[str]:
-    """Titles of the headings that enclose ``offset`` (a heading at ``offset`` itself excluded)."""
+    """Titles of the headings that enclose ``offset``. A heading at ``offset`` itself is left out
+    (the chunk begins with it), and so are the siblings it closes: its parents remain."""
     path: list[tuple[int, str]] = []
     for start, level, title in headings:
-        if start >= offset:
+        if start > offset:
             break
         while path and path[-1][0] >= level:
             path.pop()
+        if start == offset:
+            break
         path.append((level, title))
     return [title for _, title in path]
 
@@ -112,7 +115,13 @@ def chunk_context(doc: Document, headings: Sequence[tuple[int, int, str]], text:
     """
     if headings:
         parts = _heading_path(headings, start)
-        if doc.title and (not parts or parts[0] != doc.title) and not any(h[1] == 1 for h in headings):
+        # The title leads the path unless it is one of the top headings (a Markdown file's H1);
+        # a Word or HTML document's title sits above its Heading 1 sections.
+        if (
+            doc.title
+            and (not parts or parts[0] != doc.title)
+            and not any(h[1] == 1 and h[2] == doc.title for h in headings)
+        ):
             parts.insert(0, doc.title)
         context = " > ".join(parts)
     else:
@@ -263,12 +272,13 @@ def chunk_document(
 ) -> list[Chunk]:
     """Chunks of a document with line and page locations; whitespace-only pieces are dropped.
 
-    A PDF's pages are cut apart first, so every chunk lies on one page and a hit names the page
-    its text is on.
+    A document's parts are cut apart first when it says so (PDF pages, slides, chapters), so
+    every chunk lies in one part and a hit names the page or slide its text is on.
     """
     lines = LineIndex(doc.text)
     chunks: list[Chunk] = []
-    bounds = [*doc.page_starts, len(doc.text)] if doc.page_starts else [0, len(doc.text)]
+    split = doc.part_starts and doc.split_parts
+    bounds = sorted({0, *doc.part_starts, len(doc.text)}) if split else [0, len(doc.text)]
     spans: list[Span] = []
     headings = doc.headings if settings.context else []
     if settings.context and limit is not None:
@@ -291,8 +301,8 @@ def chunk_document(
                 char_end=span.end,
                 line_start=lines.line_at(a),
                 line_end=lines.line_at(b),
-                page_start=doc.page_at(a),
-                page_end=doc.page_at(b),
+                page_start=doc.part_at(a),
+                page_end=doc.part_at(b),
                 tokens=span.tokens,
                 model_tokens=span.model_tokens,
                 context=chunk_context(doc, headings, piece[first.start() :], a) if settings.context else "",

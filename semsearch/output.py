@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from semsearch.duplicates import DuplicateGroup, FilePair
     from semsearch.search import Hit
+    from semsearch.store import ChunkRecord
 
 SNIPPET_CHARS = 240
 VIEW_LINES = 14
@@ -75,10 +76,44 @@ def snippet_line(hit: Hit) -> int:
 
 
 def location(hit: Hit) -> int:
-    """The number shown after the path: the line where the snippet starts, or the page for PDFs
-    (a PDF chunk never spans two pages)."""
+    """The number shown after the path: the line where the snippet starts, or in a document of
+    parts the part it is in: the page (PDF, scanned image), cell (notebook), slide (PowerPoint) or
+    section (Word, OpenDocument, HTML; an EPUB's chapter). ``location_of`` says which."""
     c = hit.chunk
-    return c.page_start if c.page_start is not None else snippet_line(hit)
+    if c.page_start is None:
+        return snippet_line(hit)
+    return c.part_of_line(snippet_line(hit)) or c.page_start
+
+
+def location_kind(chunk: ChunkRecord) -> str:
+    """What the number after a hit's path counts: "line", "page", "cell", "slide" or "section"."""
+    if chunk.page_start is None:
+        return "line"
+    from semsearch.readers import part_kind
+
+    return part_kind(chunk.kind)
+
+
+def location_of(hit: Hit) -> dict[str, object]:
+    """A hit's place as JSON: ``{"kind": "page", "page": 3}``, ``{"kind": "line", "line": 12,
+    "line_end": 20}``, ``{"kind": "cell", "cell": 4, "cell_end": 5}``, slide or section alike.
+    The number is the part of the snippet's line; ``<kind>_end`` the last part the chunk reaches,
+    when later."""
+    c = hit.chunk
+    kind = location_kind(c)
+    if kind == "line":
+        return {"kind": "line", "line": snippet_line(hit), "line_end": c.line_end}
+    out: dict[str, object] = {"kind": kind, kind: location(hit)}
+    if c.page_end is not None and c.page_end != out[kind]:
+        out[f"{kind}_end"] = c.page_end
+    return out
+
+
+def where_text(chunk: ChunkRecord) -> str:
+    """A hit's place in words: "line 4", "lines 4-9", "page 3", "slides 2-3", "section 5"."""
+    kind = location_kind(chunk)
+    first, last = (chunk.line_start, chunk.line_end) if kind == "line" else (chunk.page_start, chunk.page_end)
+    return f"{kind}s {first}-{last}" if last not in (None, first) else f"{kind} {first}"
 
 
 def snippet(hit: Hit, width: int = SNIPPET_CHARS) -> str:
@@ -104,18 +139,21 @@ def format_line(hit: Hit) -> str:
 def hit_to_json(hit: Hit, query: str) -> dict:
     """One hit as a JSON-ready dict. ``path`` is ``shown_path``'s string, lone surrogates and all
     (``write_json_lines`` writes them as ``\\udcXX`` escapes); ``line`` is where the snippet
-    starts (``snippet_line``), ``line_start``/``line_end`` the whole chunk's lines."""
+    starts (``snippet_line``), ``line_start``/``line_end`` the whole chunk's lines (of the
+    extracted text); ``location`` is where the hit is (``location_of``)."""
     c = hit.chunk
+    kind = location_kind(c)
     return {
         "query": query,
         "rank": hit.rank,
         "score": round(hit.score, 6),
         "path": shown_path(c.path),
-        "line": snippet_line(hit) if c.page_start is None else None,  # a PDF hit's place is its page
+        "location": location_of(hit),
+        "line": snippet_line(hit) if kind == "line" else None,  # a hit in a document of parts is at its part
         "line_start": c.line_start,
         "line_end": c.line_end,
-        "page": c.page_start,
-        "page_end": c.page_end,
+        "page": c.page_start if kind == "page" else None,
+        "page_end": c.page_end if kind == "page" else None,
         "text": c.text,
         "title": c.title,
         "context": c.context,
@@ -202,13 +240,7 @@ def render_terminal(console: Console, hits: Sequence[Hit], query: str, files_onl
     for hit in hits:
         c = hit.chunk
         path = escape_name(display_path(c.path))
-        where = (
-            f"page {c.page_start}"
-            if c.page_start is not None
-            else (f"lines {c.line_start}-{c.line_end}" if c.line_end != c.line_start else f"line {c.line_start}")
-        )
-        if c.page_start is not None and c.page_end not in (None, c.page_start):
-            where = f"pages {c.page_start}-{c.page_end}"
+        where = where_text(c)
         header = Text()
         header.append(f"{hit.rank:>2}. ", style="dim")
         header.append(path, style="bold magenta")

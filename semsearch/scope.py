@@ -34,6 +34,13 @@ if TYPE_CHECKING:
 TYPES: dict[str, tuple[str, ...]] = {
     "md": ("md", "markdown", "mdown", "mkd", "mkdn", "mdx"),
     "pdf": ("pdf",),
+    "word": ("docx", "docm", "dotx"),
+    "odt": ("odt", "ott"),
+    "rtf": ("rtf",),
+    "slides": ("pptx", "ppsx", "potx"),
+    "epub": ("epub",),
+    "notebook": ("ipynb",),
+    "image": ("png", "jpg", "jpeg", "tif", "tiff", "webp", "bmp", "gif"),
     "text": ("txt", "text", "rst", "adoc", "asciidoc", "org", "tex", "log"),
     "py": ("py", "pyi", "pyw"),
     "js": ("js", "mjs", "cjs", "jsx"),
@@ -68,10 +75,22 @@ TYPES: dict[str, tuple[str, ...]] = {
 GROUPS: dict[str, tuple[str, ...]] = {
     "code": ("py", "js", "ts", "rust", "go", "java", "kotlin", "scala", "c", "cpp", "cs", "swift", "ruby",
              "php", "lua", "r", "julia", "sh", "sql"),
-    "docs": ("md", "text", "pdf", "html"),
+    "docs": ("md", "text", "pdf", "html", "word", "odt", "rtf", "slides", "epub", "notebook"),
 }
 # fmt: on
-KIND_TYPES = {"markdown": "md", "pdf": "pdf", "text": "text"}
+KIND_TYPES = {
+    "markdown": "md",
+    "pdf": "pdf",
+    "text": "text",
+    "docx": "word",
+    "odt": "odt",
+    "rtf": "rtf",
+    "pptx": "slides",
+    "epub": "epub",
+    "notebook": "notebook",
+    "image": "image",
+    "html": "html",
+}
 _EXTENSION_TYPE = {ext: name for name, exts in TYPES.items() for ext in exts}
 
 _UNITS = {

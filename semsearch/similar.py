@@ -1,8 +1,8 @@
 """Passages and files like a given one, from the index alone: the stored vectors are the query.
 
-``similar PATH:LINE`` starts from the chunk that holds that line (for a PDF, ``:N`` and ``#N``
-name page N: the number ``query`` prints for a PDF hit), ``PATH#PAGE`` from that page's chunks,
-and ``PATH`` from the whole file. No model is loaded: the vectors were stored at index time.
+``similar PATH:LINE`` starts from the chunk that holds that line (in a document of parts, ``:N``
+and ``#N`` name part N, the number ``query`` prints for its hits: a PDF's page, a notebook's
+cell, a slide, a section), ``PATH#PAGE`` from that part's chunks, and ``PATH`` from the whole file. No model is loaded: the vectors were stored at index time.
 """
 
 from __future__ import annotations
@@ -75,11 +75,14 @@ def start_chunks(reader: IndexReader, target: Target) -> list[ChunkRecord]:
     if page is not None:
         if not paged:
             raise InvalidOptionError(f"{target.path} has no pages (give :LINE)", options=("target",))
+        from semsearch.readers import part_kind
+
         on_page = [c for c in chunks if (c.page_start or 0) <= page <= (c.page_end or c.page_start or 0)]
         if not on_page:
             last = max(c.page_end or c.page_start or 0 for c in chunks)
+            word = part_kind(chunks[0].kind)
             raise InvalidOptionError(
-                f"{target.path} has no page {page} with text in the index (pages 1-{last})", options=("target",)
+                f"{target.path} has no {word} {page} with text in the index ({word}s 1-{last})", options=("target",)
             )
         return on_page
     line = target.line

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semsearch.readers import SNIFF_BYTES, detect_kind
+from semsearch.readers import SNIFF_BYTES, ReadOptions, detect_kind
 
 IGNORE_FILES = (".gitignore", ".semsearchignore")
 
@@ -58,10 +58,23 @@ class WalkOptions:
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
     follow_symlinks: bool = False  # follow links that lead outside the roots
     exclude_dirs: Sequence[Path] = field(default_factory=tuple)  # e.g. the index folder itself
+    # How files are read, which decides which files are taken (images only with ocr="images").
+    ocr: str = "auto"
+    notebook_outputs: bool = False
 
     def remembered(self) -> dict[str, Any]:
         """The settings an index keeps for its next run (all but the per-run exclusions)."""
-        return {"hidden": self.hidden, "max_file_size": self.max_file_size, "follow_symlinks": self.follow_symlinks}
+        return {
+            "hidden": self.hidden,
+            "max_file_size": self.max_file_size,
+            "follow_symlinks": self.follow_symlinks,
+            "ocr": self.ocr,
+            "notebook_outputs": self.notebook_outputs,
+        }
+
+    def read_options(self) -> ReadOptions:
+        """The reading settings (no cache, no progress hook: the run adds them)."""
+        return ReadOptions(ocr=self.ocr, notebook_outputs=self.notebook_outputs)
 
 
 def _within(path: str, folders: Iterable[str]) -> bool:
@@ -137,6 +150,7 @@ class _Walker:
     def __init__(self, roots: Sequence[Path], options: WalkOptions, on_skip: Callable[[Skip], None]) -> None:
         self.roots = roots
         self.options = options
+        self.read_options = options.read_options()
         self.on_skip = on_skip
         self.real_roots = [os.path.realpath(r) for r in roots]
         self.excluded = {os.path.realpath(p) for p in options.exclude_dirs}
@@ -184,7 +198,7 @@ class _Walker:
         except OSError as exc:
             self.on_skip(Skip(path, "unreadable", exc.strerror or str(exc), warn=True))
             return None
-        kind = detect_kind(path, head)
+        kind = detect_kind(path, head, self.read_options)
         if kind is None:
             self.on_skip(Skip(path, "binary", warn=explicit))
             return None

@@ -72,7 +72,7 @@ def test_locations_lines_and_pages() -> None:
         assert chunk.line_start == first_line
         assert chunk.line_end >= chunk.line_start
         assert chunk.page_start is None
-    pdf = Document(text="page one text\n\npage two text", kind="pdf", page_starts=[0, 15])
+    pdf = Document(text="page one text\n\npage two text", kind="pdf", part_starts=[0, 15])
     chunks = chunk_document(pdf, ChunkSettings(chunk_tokens=16, overlap_tokens=0))
     assert chunks[0].page_start == 1 and chunks[-1].page_end == 2
 

@@ -77,7 +77,7 @@ def test_model_limit_is_respected(text: str, chunking: ChunkSettings, limit: int
 def test_chunks_map_back_to_the_source(text: str, chunking: ChunkSettings, page_cuts: list[int]) -> None:
     text = text.replace("\r", "")
     starts = sorted({0, *(min(c, len(text)) for c in page_cuts)}) if page_cuts else []
-    doc = Document(text=text, kind="text", page_starts=starts)
+    doc = Document(text=text, kind="text", part_starts=starts)
     chunks = chunk_document(doc, chunking)
     lines = LineIndex(text)
     covered = [False] * len(text)

@@ -38,8 +38,8 @@ def test_pdf_pages_are_located(tmp_path: Path) -> None:
     path = make_pdf(tmp_path / "p.pdf", ["First page about volcanoes.", "Second page about glaciers."])
     doc = read_pdf(path, path.read_bytes())
     assert doc.kind == "pdf"
-    assert doc.page_at(doc.text.index("volcanoes")) == 1
-    assert doc.page_at(doc.text.index("glaciers")) == 2
+    assert doc.part_at(doc.text.index("volcanoes")) == 1
+    assert doc.part_at(doc.text.index("glaciers")) == 2
 
 
 def test_pdf_without_text_and_broken_pdf(tmp_path: Path) -> None:

@@ -187,7 +187,13 @@ def test_walk_settings_are_stored_in_the_state_table(docs: Path) -> None:
     assert run("index", "docs", "--hidden", "--follow-symlinks", "--max-file-size", "2M").exit_code == 0
     with IndexReader(docs / ".semsearch") as reader:
         stored = reader.walk_settings
-    assert stored == {"hidden": True, "max_file_size": 2 * 1024 * 1024, "follow_symlinks": True}
+    assert stored == {
+        "hidden": True,
+        "max_file_size": 2 * 1024 * 1024,
+        "follow_symlinks": True,
+        "ocr": "auto",
+        "notebook_outputs": False,
+    }
     status = run("status")
     assert "walk     hidden files in, files up to 2.0 MB, links out of the folders followed" in status.stdout
     assert "(128 tokens, 32 overlap, context on)" in status.stdout

@@ -92,6 +92,17 @@ _FOLLOW_SYMLINKS = _kept(
     "--follow-symlinks/--no-follow-symlinks",
     help="Follow links that lead outside the given folders [default: the index's own, else no].",
 )
+_OCR = typer.Option(
+    None,
+    "--ocr",
+    metavar="off|auto|images",
+    help="Read text by OCR: off; auto, PDF pages without a text layer; images, those and image files "
+    "(PNG, JPEG, TIFF...) [default: the index's own, else auto].",
+)
+_NOTEBOOK_OUTPUTS = _kept(
+    "--notebook-outputs/--no-notebook-outputs",
+    help="Index the text outputs of notebook cells too [default: the index's own, else no].",
+)
 _REBUILD = typer.Option(False, "--rebuild", help="Re-embed everything into a fresh index.")
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 _PRECISION = typer.Option(
@@ -115,6 +126,8 @@ def index(
     max_file_size: str | None = _MAX_FILE_SIZE,
     hidden: bool | None = _HIDDEN,
     follow_symlinks: bool | None = _FOLLOW_SYMLINKS,
+    ocr: str | None = _OCR,
+    notebook_outputs: bool | None = _NOTEBOOK_OUTPUTS,
     rebuild: bool = _REBUILD,
     device: str = _DEVICE,
     precision: str = _PRECISION,
@@ -142,6 +155,8 @@ def index(
             max_file_size=size,
             hidden=hidden,
             follow_symlinks=follow_symlinks,
+            ocr=ocr,
+            notebook_outputs=notebook_outputs,
             precision=precision,
             device=device,
         )

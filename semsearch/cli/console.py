@@ -91,15 +91,26 @@ class IndexProgress:
         self.verbose = verbose
         self.progress: Any = None
         self.task: Any = None
+        self.ocr_task: Any = None  # a second bar while a scanned file is read (from the reading thread)
 
     def __enter__(self) -> IndexProgress:
         if self.enabled:
             from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+            class AmountColumn(DownloadColumn):
+                """Bytes for the main bar; pages for the OCR bar."""
+
+                def render(self, task: Any) -> Any:
+                    if task.fields.get("unit") == "pages":
+                        from rich.text import Text
+
+                        return Text(f"{int(task.completed)}/{int(task.total or 0)} pages", style="progress.download")
+                    return super().render(task)
+
             self.progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
-                DownloadColumn(),
+                AmountColumn(),
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=True,
@@ -127,6 +138,19 @@ class IndexProgress:
             self.progress.update(self.task, completed=event.done)
         elif event.kind == "graph":
             self.progress.update(self.task, description="vector graph", total=event.total, completed=event.done)
+        elif event.kind == "ocr":
+            from semsearch.output import display_path, escape_name
+
+            name = escape_name(display_path(event.path)) if event.path else ""
+            if self.ocr_task is None:
+                self.ocr_task = self.progress.add_task("OCR", total=event.total, unit="pages")
+            if event.done >= event.total:
+                self.progress.update(self.ocr_task, visible=False)
+            else:
+                label = f"OCR {name[-40:]}"
+                self.progress.update(
+                    self.ocr_task, description=label, total=event.total, completed=event.done, visible=True
+                )
 
 
 def exit_now(code: object) -> None:

@@ -25,6 +25,10 @@ def summary_line(s: IndexSummary) -> str:
         parts.append(f"{s.no_text} without text")
     reused = f" ({s.chunks_reused} reused, not embedded again)" if s.chunks_reused else ""
     parts.append(f"chunks: +{s.chunks_added}{reused} -{s.chunks_removed} = {s.chunks_total}")
+    if s.pages_ocr:
+        cached = f", {s.pages_ocr_cached} from the cache" if s.pages_ocr_cached else ""
+        rate = s.pages_ocr / s.ocr_seconds if s.ocr_seconds > 0 else 0.0
+        parts.append(f"OCR: {s.pages_ocr} page{'' if s.pages_ocr == 1 else 's'}{cached} ({rate:.2f}/s)")
     parts.append(f"{s.seconds:.1f} s")
     return "semsearch: " + ", ".join(parts)
 
@@ -48,6 +52,11 @@ def status_lines(st: IndexStatus) -> list[tuple[str, str]]:
             f"hidden files {'in' if walk['hidden'] else 'out'}, files up to {human_bytes(walk['max_file_size'])}, "
             f"links out of the folders {'followed' if walk['follow_symlinks'] else 'not followed'}",
         ),
+        (
+            "reading",
+            f"OCR {walk['ocr']} ({_OCR_MEANING.get(walk['ocr'], '')}), notebook outputs "
+            f"{'in' if walk['notebook_outputs'] else 'out'}",
+        ),
         ("size", human_bytes(st.disk_bytes)),
         ("updated", f"{when} ({ago} ago)"),
         (
@@ -57,6 +66,9 @@ def status_lines(st: IndexStatus) -> list[tuple[str, str]]:
         ),
         ("roots", ", ".join(st.roots) or "-"),
     ]
+
+
+_OCR_MEANING = {"off": "no OCR", "auto": "PDF pages without text", "images": "PDF pages without text and images"}
 
 
 def human_bytes(n: float) -> str:

@@ -14,6 +14,8 @@ from semsearch import store, vectors
 from semsearch.errors import InvalidOptionError, SemsearchError
 from semsearch.indexing.options import IndexEvent, IndexOptions, IndexSummary
 from semsearch.indexing.pipeline import Pipeline, Todo
+from semsearch.readers import reader_signatures
+from semsearch.readers.ocr import SqliteOcrCache
 from semsearch.walk import Skip, WalkOptions, walk
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ def build_index(
     """Create or update the index at ``options.index_dir`` from ``options.roots``."""
     started = time.perf_counter()
     options.chunking.validate()
+    options.walk.validate()
     summary = IndexSummary(index_dir=options.index_dir)
     created = store.ensure_index_dir(options.index_dir)
     try:
@@ -112,21 +115,43 @@ class _Run:
         self.summary = summary
         self.on_event = on_event
         self.troubled: list[Path] = []  # unreadable files and folders: what they held is kept
+        self.stale: frozenset[str] = frozenset()  # kinds of file to read again (their reader changed)
 
     def run(self, previous: store.IndexManifest | None) -> None:
         roots, gone, walk_options = self._resolve_roots(previous)
+        self.stale = self._stale_kinds(walk_options)
         todo, seen = self._scan([r for r in roots if r not in gone], walk_options)
         self._drop_missing(roots, seen)
-        Pipeline(
-            self.model,
-            self.writer,
-            self.summary,
-            self.on_event,
-            chunking=self.options.chunking,
-            tuning=self.options.tuning,
-            max_size=walk_options.max_file_size,
-        ).run(todo)
+        cache = SqliteOcrCache(store.ocr_cache_path(self.index_dir))
+        try:
+            Pipeline(
+                self.model,
+                self.writer,
+                self.summary,
+                self.on_event,
+                chunking=self.options.chunking,
+                tuning=self.options.tuning,
+                max_size=walk_options.max_file_size,
+                read_options=walk_options.read_options(),
+                ocr_cache=cache,
+                stale_kinds=self.stale,
+            ).run(todo)
+        finally:
+            self.summary.pages_ocr_cached = cache.hits
+            cache.close()
         self._commit()
+
+    def _stale_kinds(self, walk_options: WalkOptions) -> frozenset[str]:
+        """The kinds of file whose reader changed since the last run (a new version, OCR turned on):
+        their files are read again, unchanged or not. Recorded for the next run."""
+        now = reader_signatures(walk_options.read_options())
+        before = self.writer.reader_signatures()
+        self.writer.set_reader_signatures(now)
+        if before is None:
+            # An index from before readers were recorded: its text, Markdown and PDF files were
+            # read by version 1 of their readers (PDF without OCR).
+            before = {"text": "1", "markdown": "1", "pdf": "1"}
+        return frozenset(kind for kind, signature in now.items() if before.get(kind) != signature)
 
     def _resolve_roots(self, previous: store.IndexManifest | None) -> tuple[list[Path], list[Path], WalkOptions]:
         """The roots to walk (those given, else those remembered), the remembered ones that are
@@ -183,7 +208,8 @@ class _Run:
                 continue
             seen.add(key)
             row = self.writer.lookup_file(key)
-            if row is not None and row.size == entry.size and row.mtime_ns == entry.mtime_ns:
+            same_reader = row is not None and row.kind == entry.kind and entry.kind not in self.stale
+            if row is not None and row.size == entry.size and row.mtime_ns == entry.mtime_ns and same_reader:
                 self.summary.unchanged += 1
                 continue
             todo.append((entry, key, row))

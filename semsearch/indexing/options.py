@@ -10,6 +10,8 @@ from typing import Any
 
 from semsearch import vectors
 from semsearch.chunk import ChunkSettings
+from semsearch.errors import InvalidOptionError
+from semsearch.readers import OCR_MODES
 from semsearch.store.layout import display_name
 from semsearch.walk import WalkOptions
 
@@ -39,6 +41,8 @@ class WalkChoices:
     hidden: bool | None = None
     max_file_size: int | None = None
     follow_symlinks: bool | None = None
+    ocr: str | None = None  # "off" | "auto" | "images"
+    notebook_outputs: bool | None = None
 
     def resolve(self, stored: dict[str, Any]) -> WalkOptions:
         default = WalkOptions()
@@ -52,11 +56,20 @@ class WalkChoices:
             ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
             return value if ok else getattr(default, name)
 
+        ocr = self.ocr if self.ocr is not None else stored.get("ocr")
         return WalkOptions(
             hidden=pick("hidden", bool),
             max_file_size=pick("max_file_size", int),
             follow_symlinks=pick("follow_symlinks", bool),
+            ocr=ocr if ocr in OCR_MODES else default.ocr,
+            notebook_outputs=pick("notebook_outputs", bool),
         )
+
+    def validate(self) -> None:
+        if self.ocr is not None and self.ocr not in OCR_MODES:
+            raise InvalidOptionError(
+                f"{{ocr}} must be one of {', '.join(OCR_MODES)} (got {self.ocr})", options=("ocr",)
+            )
 
 
 @dataclass
@@ -78,7 +91,7 @@ class IndexOptions:
 class IndexEvent:
     """Progress reported to the caller (the library never prints)."""
 
-    kind: str  # "message" | "warning" | "skip" | "scan" | "plan" | "file" | "embed" | "graph"
+    kind: str  # "message" | "warning" | "skip" | "scan" | "plan" | "file" | "embed" | "graph" | "ocr"
     text: str = ""
     done: int = 0
     total: int = 0
@@ -100,6 +113,9 @@ class IndexSummary:
     chunks_added: int = 0
     chunks_reused: int = 0  # of the chunks added: vectors taken from another copy of the same content
     chunks_removed: int = 0
+    pages_ocr: int = 0  # pages and images read by OCR on this run
+    pages_ocr_cached: int = 0  # of those: text taken from the OCR cache
+    ocr_seconds: float = 0.0
     chunks_total: int = 0
     tokens_embedded: int = 0
     seconds: float = 0.0

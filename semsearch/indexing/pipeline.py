@@ -10,13 +10,15 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsearch.chunk import Chunk, ChunkSettings, chunk_document
 from semsearch.errors import ExtractError
 from semsearch.indexing.options import IndexEvent, IndexSummary, Tuning
-from semsearch.readers import read_document, reader_for
+from semsearch.readers import OcrCache, ReadOptions, read_document, reader_for
+from semsearch.readers.document import LineIndex
 from semsearch.store import FileRow, IndexWriter, display_name
 from semsearch.walk import FileEntry
 
@@ -41,6 +43,7 @@ class _Prepared:
     replaces: int | None  # file id of the version it replaces
     damaged: bool = False  # could not be read as its kind (broken or encrypted PDF, ...): *error* says why
     reused: list[bytes | None] | None = None  # per chunk: a stored vector of the same input, None: embed it
+    part_lines: list[int] | None = None  # where each part begins, when chunks may span parts
 
 
 def _read_file(entry: FileEntry) -> bytes:
@@ -64,10 +67,21 @@ def _read_file(entry: FileEntry) -> bytes:
         os.close(fd)
 
 
-def _prepare(
-    item: Todo, settings: ChunkSettings, measure: Callable[[str], int] | None, limit: int, max_size: int
-) -> _Prepared | Exception:
+@dataclass(frozen=True)
+class _ReadPlan:
+    """How the reading thread reads and cuts every file of a run."""
+
+    settings: ChunkSettings
+    measure: Callable[[str], int] | None
+    limit: int
+    max_size: int
+    read_options: ReadOptions
+    stale_kinds: frozenset[str]
+
+
+def _prepare(item: Todo, plan: _ReadPlan) -> _Prepared | Exception:
     entry, key, row = item
+    settings, measure, limit, max_size = plan.settings, plan.measure, plan.limit, plan.max_size
     try:
         data = _read_file(entry)
     except FileNotFoundError:
@@ -80,14 +94,18 @@ def _prepare(
         return ExtractError("grew over the size limit while being indexed")
     digest = hashlib.sha256(data).hexdigest()
     replaces = row.id if row is not None else None
-    if row is not None and row.sha256 == digest:
-        # Same content: only size/mtime moved. Nothing to embed.
+    if row is not None and row.sha256 == digest and row.kind == entry.kind and entry.kind not in plan.stale_kinds:
+        # Same content, same reader: only size/mtime moved. Nothing to embed.
         return _Prepared(entry, key, digest, entry.kind, None, "", None, [], replaces)
     try:
-        doc = read_document(entry.path, data, entry.kind)
+        doc = read_document(entry.path, data, entry.kind, plan.read_options)
         chunks = chunk_document(doc, settings, measure, limit)
         error = None if chunks else reader_for(entry.kind).no_text
-        return _Prepared(entry, key, digest, doc.kind, doc.encoding, doc.title, error, chunks, replaces)
+        prepared = _Prepared(entry, key, digest, doc.kind, doc.encoding, doc.title, error, chunks, replaces)
+        if doc.part_starts and not doc.split_parts:
+            lines = LineIndex(doc.text)
+            prepared.part_lines = [lines.line_at(start) for start in doc.part_starts]
+        return prepared
     except ExtractError as exc:
         return _Prepared(entry, key, digest, entry.kind, None, "", str(exc), [], replaces, damaged=True)
     except RecursionError:
@@ -109,6 +127,9 @@ class Pipeline:
         chunking: ChunkSettings,
         tuning: Tuning,
         max_size: int,
+        read_options: ReadOptions | None = None,
+        ocr_cache: OcrCache | None = None,
+        stale_kinds: frozenset[str] = frozenset(),
     ) -> None:
         self.model = model
         self.writer = writer
@@ -117,6 +138,9 @@ class Pipeline:
         self.chunking = chunking
         self.tuning = tuning
         self.max_size = max_size
+        self.read_options = replace(read_options or ReadOptions(), ocr_cache=ocr_cache, on_ocr=self._on_ocr)
+        self.stale_kinds = stale_kinds
+        self._ocr_started: float | None = None
         self.total_bytes = 0
         self.stored_bytes = 0  # bytes of the files already stored (or passed over)
         self.group: list[_Prepared] = []
@@ -127,8 +151,14 @@ class Pipeline:
         self.on_event(IndexEvent("plan", f"{len(todo)} files to read", 0, self.total_bytes))
         if not todo:
             return
-        measure = self.model.measure()
-        limit = self.model.info().max_tokens
+        plan = _ReadPlan(
+            self.chunking,
+            self.model.measure(),
+            self.model.info().max_tokens,
+            self.max_size,
+            self.read_options,
+            self.stale_kinds,
+        )
         results: queue.Queue[Any] = queue.Queue(maxsize=64)
         stop = threading.Event()
         done_marker = object()
@@ -138,7 +168,7 @@ class Pipeline:
                 for item in todo:
                     if stop.is_set():
                         return
-                    results.put((item, _prepare(item, self.chunking, measure, limit, self.max_size)))
+                    results.put((item, _prepare(item, plan)))
             except BaseException as exc:  # noqa: BLE001 - any failure, Ctrl-C included, goes to the consumer
                 results.put((None, exc))
             finally:
@@ -206,6 +236,16 @@ class Pipeline:
         self.group_bytes += entry.size
         return True
 
+    def _on_ocr(self, path: Path, done: int, total: int) -> None:
+        """OCR progress from the reading thread: pages of one file (done == total at its end)."""
+        now = time.perf_counter()
+        if done > 0:
+            self.summary.pages_ocr += 1
+            if self._ocr_started is not None:
+                self.summary.ocr_seconds += now - self._ocr_started
+        self._ocr_started = now if done < total else None
+        self.on_event(IndexEvent("ocr", "reading scanned pages", done, total, path=path))
+
     def _report(self, extra: float = 0.0) -> None:
         self.on_event(IndexEvent("file", "", int(self.stored_bytes + extra), self.total_bytes))
 
@@ -258,6 +298,7 @@ class Pipeline:
             error=prepared.error,
             chunks=prepared.chunks,
             vectors=vectors,
+            part_lines=prepared.part_lines,
         )
         if prepared.error is None:
             self.summary.indexed += 1

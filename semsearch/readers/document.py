@@ -25,23 +25,35 @@ class Document:
     """The extracted text of one file.
 
     ``text`` has line ends normalized to ``\\n``; every character span recorded for a chunk
-    refers to this text. For paged documents, ``page_starts[i]`` is the offset where page
-    ``i + 1`` begins. ``headings`` are (offset, level, title) of the document's section headings,
-    in order: chunks carry the heading path they fall under.
+    refers to this text. A document in numbered parts (pages, notebook cells, slides, chapters or
+    sections) has ``part_starts[i]``, the offset where part ``i + 1`` begins, and ``part_kind``
+    says what a part is (one of :data:`PART_KINDS`); a hit's location is then its part, else its
+    line. With ``split_parts`` the chunker cuts the parts apart first (no chunk spans two pages,
+    slides or chapters); without, a chunk may run on into the next part (short notebook cells
+    belong with their neighbours) and is located by the part it starts in. ``headings`` are
+    (offset, level, title) of the document's section headings, in order: chunks carry the heading
+    path they fall under.
     """
 
     text: str
     kind: str  # the reader's kind: "text", "markdown", "pdf", ...
     encoding: str = "utf-8"
-    page_starts: list[int] = field(default_factory=list)
+    part_starts: list[int] = field(default_factory=list)
     title: str = ""
     headings: list[tuple[int, int, str]] = field(default_factory=list)
+    part_kind: str = "page"
+    split_parts: bool = True
+    notes: list[str] = field(default_factory=list)  # what the reader passed over, for one warning line
 
-    def page_at(self, offset: int) -> int | None:
-        """The 1-based page holding character ``offset`` (None outside paged documents)."""
-        if not self.page_starts:
+    def part_at(self, offset: int) -> int | None:
+        """The 1-based part (page, cell, slide, section) holding character ``offset`` (None: no parts)."""
+        if not self.part_starts:
             return None
-        return bisect.bisect_right(self.page_starts, offset)
+        return max(1, bisect.bisect_right(self.part_starts, offset))
+
+
+# What a document's numbered parts are; a hit in a document without parts is located by line.
+PART_KINDS = ("page", "cell", "slide", "section")
 
 
 class LineIndex:
@@ -129,3 +141,71 @@ def one_line(exc: BaseException) -> str:
     """An exception's message on one line, at most 200 characters."""
     text = " ".join(str(exc).split())
     return text[:200]
+
+
+class DocumentBuilder:
+    """Assembles the text of a structured document (Word, HTML, EPUB, slides, notebooks) block by block.
+
+    Blocks are separated by a blank line. A heading is written as a Markdown ATX line
+    (``## Title``), so the chunker cuts before it as it does in Markdown, and recorded in
+    ``headings`` for the context line. ``start_part`` begins the next numbered part (a slide, a
+    cell, a chapter): empty parts keep their number, so slide 7 is always the seventh slide.
+    """
+
+    def __init__(self, max_chars: int = 20_000_000) -> None:
+        self._pieces: list[str] = []
+        self._length = 0
+        self.headings: list[tuple[int, int, str]] = []
+        self.part_starts: list[int] = []
+        self.max_chars = max_chars
+
+    def _append(self, text: str) -> int:
+        if self._pieces:
+            self._pieces.append(PAGE_SEPARATOR)
+            self._length += len(PAGE_SEPARATOR)
+        at = self._length
+        self._pieces.append(text)
+        self._length += len(text)
+        if self._length > self.max_chars:
+            from semsearch.errors import ExtractError
+
+            raise ExtractError("document yields implausibly much text (decompression bomb?)")
+        return at
+
+    def start_part(self) -> None:
+        """The text added from here on belongs to the next part."""
+        self.part_starts.append(self._length + (len(PAGE_SEPARATOR) if self._pieces else 0))
+
+    def block(self, text: str) -> None:
+        """A paragraph, table row or code block (whitespace-only text is dropped)."""
+        text = normalize_text(text).strip("\n")
+        if text.strip():
+            self._append(text)
+
+    def heading(self, title: str, level: int = 1) -> None:
+        title = " ".join(normalize_text(title).split())
+        if not title:
+            return
+        level = min(max(level, 1), 6)
+        at = self._append(f"{'#' * level} {title}")
+        self.headings.append((at, level, title))
+
+    def text(self) -> str:
+        return "".join(self._pieces)
+
+    def has_text(self) -> bool:
+        return self._length > 0
+
+    def document(self, kind: str, title: str, part_kind: str = "page", split_parts: bool = True) -> Document:
+        text = self.text()
+        # Parts begun but left empty at the end (trailing empty cells or slides) start at the end.
+        self.part_starts = [min(start, len(text)) for start in self.part_starts]
+        return Document(
+            text=text,
+            kind=kind,
+            title=title,
+            headings=self.headings,
+            part_starts=self.part_starts,
+            part_kind=part_kind,
+            split_parts=split_parts,
+        )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 from pathlib import Path
 
 from semsearch.readers import text
-from semsearch.readers.base import Reader
+from semsearch.readers.base import DEFAULT_READ_OPTIONS, Reader, ReadOptions
 from semsearch.readers.document import Document, decode_text, file_stem, normalize_text
 
 KIND = "markdown"
@@ -26,7 +27,7 @@ def markdown_headings(source: str) -> list[tuple[int, int, str]]:
     fences = [m.start() for m in _FENCE.finditer(source)]
     out = []
     for match in _HEADING.finditer(source):
-        inside = sum(1 for f in fences if f < match.start()) % 2 == 1
+        inside = bisect.bisect_left(fences, match.start()) % 2 == 1
         if not inside:
             title = _ANCHOR.sub("", match.group(2)).strip()  # "Title { #anchor }" -> "Title"
             if title:
@@ -34,7 +35,7 @@ def markdown_headings(source: str) -> list[tuple[int, int, str]]:
     return out
 
 
-def read_markdown(path: Path, data: bytes) -> Document:
+def read_markdown(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTIONS) -> Document:
     decoded, encoding = decode_text(data)
     match = _H1.search(decoded[:4000])
     title = match.group(1).strip() if match else file_stem(path)

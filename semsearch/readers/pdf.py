@@ -1,4 +1,9 @@
-"""PDF, page by page, through pypdf (imported on first use). Encrypted, broken or text-less PDFs raise."""
+"""PDF, page by page, through pypdf (imported on first use); pages without a text layer through OCR.
+
+Encrypted, broken or text-less PDFs raise. A page whose text layer is empty is rendered with
+pypdfium2 and read by the OCR engine (``ocr`` "auto" or "images"), its result cached by the
+rendered page's hash.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import io
 from pathlib import Path
 
 from semsearch.errors import ExtractError
-from semsearch.readers.base import Reader
+from semsearch.readers.base import DEFAULT_READ_OPTIONS, Reader, ReadOptions
 from semsearch.readers.document import PAGE_SEPARATOR, Document, file_stem, normalize_text, one_line, replace_surrogates
 
 KIND = "pdf"
@@ -16,8 +21,9 @@ MAX_PAGE_CHARS = 2_000_000
 MAX_PDF_CHARS = 20_000_000
 
 
-def read_pdf(path: Path, data: bytes) -> Document:
-    """PDF through pypdf, page by page. Raises ExtractError for encrypted, broken or empty PDFs."""
+def read_pdf(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTIONS) -> Document:
+    """PDF through pypdf, page by page, OCR for pages without text (unless ``options.ocr`` is
+    "off"). Raises ExtractError for encrypted, broken or empty PDFs."""
     import logging
 
     from pypdf import PdfReader
@@ -60,8 +66,13 @@ def read_pdf(path: Path, data: bytes) -> Document:
         MemoryError,
     ) as exc:
         raise ExtractError(f"broken PDF ({type(exc).__name__}: {one_line(exc)})") from None
+    blank = [i for i, p in enumerate(pages) if not p.strip()]
+    if blank and options.ocr != "off":
+        for i, text in _ocr_pages(path, data, blank, options).items():
+            pages[i] = text
     if not any(p.strip() for p in pages):
-        raise ExtractError(f"PDF has no extractable text ({len(pages)} pages; scanned images?)")
+        hint = "scanned images? --ocr auto reads them" if options.ocr == "off" else "OCR found none either"
+        raise ExtractError(f"PDF has no extractable text ({len(pages)} pages; {hint})")
     starts: list[int] = []
     parts: list[str] = []
     offset = 0
@@ -78,13 +89,56 @@ def read_pdf(path: Path, data: bytes) -> Document:
     return Document(
         text=PAGE_SEPARATOR.join(parts),
         kind="pdf",
-        page_starts=starts,
+        part_starts=starts,
         title=replace_surrogates(title) or file_stem(path),
     )
+
+
+def _ocr_pages(path: Path, data: bytes, numbers: list[int], options: ReadOptions) -> dict[int, str]:
+    """The OCR text of the pages *numbers* (0-based), rendered by pypdfium2 (imported here)."""
+    from semsearch.readers import ocr
+
+    try:
+        import pypdfium2 as pdfium
+    except ImportError as exc:
+        raise ExtractError(f"cannot render scanned pages ({exc}); reinstall semsearch") from None
+    out: dict[int, str] = {}
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except Exception as exc:  # noqa: BLE001 - pdfium's errors (PdfiumError, OSError) vary
+        raise ExtractError(f"cannot render scanned pages ({type(exc).__name__}: {one_line(exc)})") from None
+    try:
+        for done, i in enumerate(numbers):
+            if options.on_ocr is not None:
+                options.on_ocr(path, done, len(numbers))
+            try:
+                page = pdf[i]
+                width, height = page.get_size()
+                scale = min(RENDER_SCALE, ocr.RENDER_MAX_SIDE / max(width, height, 1.0))
+                pixels = page.render(scale=scale).to_numpy()
+            except Exception as exc:  # noqa: BLE001 - one page that cannot be rendered is passed over
+                raise ExtractError(f"page {i + 1} cannot be rendered ({type(exc).__name__}: {one_line(exc)})") from None
+            if pixels.ndim == 3 and pixels.shape[2] == 4:
+                pixels = pixels[:, :, :3]  # pdfium renders BGR(x), the order the engine takes
+            if pixels.size == 0 or int(pixels.min()) == int(pixels.max()):
+                continue  # a blank page
+            out[i] = normalize_text(ocr.recognize_cached(pixels, options.ocr_cache)).strip("\n")
+        if options.on_ocr is not None:
+            options.on_ocr(path, len(numbers), len(numbers))
+    finally:
+        pdf.close()
+    return out
+
+
+RENDER_SCALE = 200 / 72  # 200 dpi
 
 
 def matches(path: Path, head: bytes) -> bool:
     return head.startswith(b"%PDF-") or path.suffix.lower() in SUFFIXES
 
 
-READER = Reader(KIND, matches, read_pdf, no_text="PDF has no extractable text")
+def _settings(options: ReadOptions) -> str:
+    return "ocr" if options.ocr != "off" else ""
+
+
+READER = Reader(KIND, matches, read_pdf, no_text="PDF has no extractable text", version=2, settings=_settings)

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from semsearch.readers.base import Reader
+from semsearch.readers.base import DEFAULT_READ_OPTIONS, Reader, ReadOptions
 from semsearch.readers.document import Document, decode_text, file_stem, normalize_text
 
 KIND = "text"
@@ -112,7 +112,7 @@ def text_title(path: Path, text: str) -> str:
     return os.fsencode(path.name).decode("utf-8", errors="backslashreplace")
 
 
-def read_text(path: Path, data: bytes) -> Document:
+def read_text(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTIONS) -> Document:
     text, encoding = decode_text(data)
     return Document(text=normalize_text(text), kind=KIND, encoding=encoding, title=text_title(path, text))
 

@@ -24,6 +24,7 @@ from semsearch.store.layout import (
     find_index_dir,
     is_index_dir,
     key_to_path,
+    ocr_cache_path,
     path_key,
 )
 from semsearch.store.lifecycle import (
@@ -63,6 +64,7 @@ __all__ = [
     "holds_files",
     "is_index_dir",
     "key_to_path",
+    "ocr_cache_path",
     "open_writer",
     "path_key",
     "previous_state",

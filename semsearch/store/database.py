@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS files (
     error TEXT,
     chunk_count INTEGER NOT NULL DEFAULT 0,
     gen_added INTEGER NOT NULL,
-    gen_removed INTEGER
+    gen_removed INTEGER,
+    parts TEXT
 );
 CREATE INDEX IF NOT EXISTS files_path ON files(path);
 CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
@@ -60,6 +61,10 @@ CREATE INDEX IF NOT EXISTS chunks_removed ON chunks(gen_removed);
 """
     + FTS_SCHEMA
 )
+
+
+def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
 
 
 def connect(db_path: Path, readonly: bool) -> sqlite3.Connection:

@@ -12,12 +12,18 @@ Layout of an index folder (default ``.semsearch/``), format version 3::
                                chunks, changed only with the flip), state (generation, the vector
                                engine's ``vector_*`` keys: its file, count, size and sha256;
                                indexed roots, the walk settings of the last run: hidden,
-                               max_file_size, follow_symlinks)
+                               max_file_size, follow_symlinks, ocr, notebook_outputs; the
+                               reader signatures ``readers``: kind -> version and settings, a
+                               change re-reads that kind's files). A chunk's page_start/page_end
+                               hold its part (page, cell, slide or section) in a document of parts;
+                               what a part is follows from the file's reader kind.
     vectors-<E>-<G>.hnsw       the vector engine's file for generation G, labels = chunks.id
                                (hnsw: an hnswlib index, space "cosine"; see semsearch.vectors.hnsw)
     building.json              present only while a new index (epoch E+1) is built; lets an
                                interrupted first build or rebuild resume
     lock                       advisory lock held by the one process that writes
+    ocr-cache.sqlite           OCR text by hash of the page image (table pages: key, text); kept
+                               across rebuilds, safe to delete (pages are then read again)
 
 Consistency. Every row carries ``gen_added`` and ``gen_removed``. Readers see generation ``G``
 (``state.generation``): rows with ``gen_added <= G`` and ``gen_removed`` NULL or ``> G``, and the

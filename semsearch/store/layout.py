@@ -14,6 +14,12 @@ from semsearch.store.format import BUILDING, MANIFEST
 
 INDEX_DIR_NAME = ".semsearch"
 LOCK = "lock"
+OCR_CACHE = "ocr-cache.sqlite"
+
+
+def ocr_cache_path(index_dir: Path) -> Path:
+    """The index folder's OCR cache (see semsearch.store.format)."""
+    return index_dir / OCR_CACHE
 
 
 def find_index_dir(start: Path | None = None) -> Path | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from semsearch import vectors
 from semsearch.errors import IndexCorruptError
 from semsearch.store.catalog import FileCatalog
-from semsearch.store.database import connect, decode_walk_settings, get_state, vector_state, visible
+from semsearch.store.database import connect, decode_walk_settings, get_state, has_column, vector_state, visible
 from semsearch.store.format import read_manifest
 from semsearch.store.layout import key_to_path, path_key
 
@@ -52,6 +52,18 @@ class ChunkRecord:
     page_end: int | None
     context: str = ""  # the title / heading path embedded with the text
     mtime_ns: int = 0  # the file's modification time when it was indexed
+    # Where each numbered part of its file begins (lines of the extracted text), for documents
+    # whose chunks may span parts (notebook cells, Word sections); None otherwise.
+    part_lines: tuple[int, ...] | None = None
+
+    def part_of_line(self, line: int) -> int | None:
+        """The part (cell, section, ...) holding *line*: from the file's part lines when it has
+        them, else the chunk's first part (None outside documents of parts)."""
+        if self.part_lines:
+            import bisect
+
+            return max(1, bisect.bisect_right(self.part_lines, line))
+        return self.page_start
 
 
 @dataclass(frozen=True)
@@ -67,9 +79,21 @@ class IndexStats:
 
 _CHUNK_SELECT = (
     "SELECT c.id, c.file_id, f.path, f.display, f.kind, f.title, c.ordinal, c.text, c.char_start, c.char_end, "
-    "c.line_start, c.line_end, c.page_start, c.page_end, c.context, f.mtime_ns "
+    "c.line_start, c.line_end, c.page_start, c.page_end, c.context, f.mtime_ns, {parts} "
     "FROM chunks c JOIN files f ON f.id = c.file_id"
 )
+
+
+def _part_lines(value: str | None) -> tuple[int, ...] | None:
+    if not value:
+        return None
+    try:
+        lines = json.loads(value)
+    except ValueError:
+        return None
+    if isinstance(lines, list) and all(isinstance(n, int) and not isinstance(n, bool) for n in lines):
+        return tuple(lines)
+    return None
 
 
 class IndexReader:
@@ -106,6 +130,9 @@ class IndexReader:
             self.updated_at = float(state.get("updated_at", "0"))
             self.roots = json.loads(state.get("roots", "[]"))
             self.walk_settings = decode_walk_settings(state.get("walk"))
+            # files.parts came later without a format change: an older database has none.
+            parts = "f.parts" if has_column(self.conn, "files", "parts") else "NULL"
+            self._chunk_select = _CHUNK_SELECT.format(parts=parts)
         except (sqlite3.DatabaseError, ValueError) as exc:
             self.conn.close()
             raise IndexCorruptError(f"{self.db_path} is damaged ({exc})", path=self.db_path, remedy="rebuild") from None
@@ -274,7 +301,7 @@ class IndexReader:
             part = ids[start : start + 500]
             marks = ",".join("?" * len(part))
             rows = self.conn.execute(
-                f"{_CHUNK_SELECT} WHERE c.id IN ({marks}) AND {visible(self.generation, 'c')}", part
+                f"{self._chunk_select} WHERE c.id IN ({marks}) AND {visible(self.generation, 'c')}", part
             )
             for row in rows.fetchall():
                 out[row[0]] = self._record(row, paths)
@@ -290,7 +317,8 @@ class IndexReader:
             return None
         paths: dict[int, Path] = {}
         rows = self.conn.execute(
-            f"{_CHUNK_SELECT} WHERE c.file_id = ? AND {visible(self.generation, 'c')} ORDER BY c.ordinal", (row[0],)
+            f"{self._chunk_select} WHERE c.file_id = ? AND {visible(self.generation, 'c')} ORDER BY c.ordinal",
+            (row[0],),
         )
         return [self._record(r, paths) for r in rows]
 
@@ -337,7 +365,9 @@ class IndexReader:
     def chunks(self) -> Iterator[ChunkRecord]:
         """Every chunk of this generation, file by file, in document order."""
         paths: dict[int, Path] = {}
-        rows = self.conn.execute(f"{_CHUNK_SELECT} WHERE {visible(self.generation, 'c')} ORDER BY c.file_id, c.ordinal")
+        rows = self.conn.execute(
+            f"{self._chunk_select} WHERE {visible(self.generation, 'c')} ORDER BY c.file_id, c.ordinal"
+        )
         for row in rows:
             yield self._record(row, paths)
 
@@ -362,6 +392,7 @@ class IndexReader:
             page_end=row[13],
             context=row[14],
             mtime_ns=row[15],
+            part_lines=_part_lines(row[16]),
         )
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:

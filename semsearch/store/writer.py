@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from semsearch import vectors
 from semsearch.errors import IndexCorruptError
-from semsearch.store.database import FTS_SCHEMA, SCHEMA, connect, decode_walk_settings, get_state, vector_state, visible
+from semsearch.store.database import (
+    FTS_SCHEMA,
+    SCHEMA,
+    connect,
+    decode_walk_settings,
+    get_state,
+    has_column,
+    vector_state,
+    visible,
+)
 from semsearch.store.format import IndexManifest
 
 if TYPE_CHECKING:
@@ -32,6 +41,7 @@ class FileRow:
     sha256: str
     gen_added: int
     error: str | None
+    kind: str = ""  # the reader kind it was read as
 
 
 @dataclass
@@ -67,6 +77,9 @@ class IndexWriter:
         self.working = self.committed + 1
         self._in_tx = False
         self._upgrade_fts()
+        if not has_column(self.conn, "files", "parts"):
+            # Added without a format change: NULL (no part lines) is what older versions left.
+            self.conn.execute("ALTER TABLE files ADD COLUMN parts TEXT")
 
     def _upgrade_fts(self) -> None:
         """Rebuild a format-2 chunks_fts (text only) with the context column, in one transaction."""
@@ -105,7 +118,7 @@ class IndexWriter:
 
     def lookup_file(self, key: bytes) -> FileRow | None:
         row = self.conn.execute(
-            f"SELECT id, size, mtime_ns, sha256, gen_added, error FROM files WHERE path = ? AND {visible(self.working)}",
+            f"SELECT id, size, mtime_ns, sha256, gen_added, error, kind FROM files WHERE path = ? AND {visible(self.working)}",
             (key,),
         ).fetchone()
         return FileRow(*row) if row else None
@@ -144,15 +157,32 @@ class IndexWriter:
         error: str | None,
         chunks: Sequence[Chunk],
         vectors: np.ndarray | None,
+        part_lines: Sequence[int] | None = None,
     ) -> int:
-        """Add a file and all its chunks with their vectors to the next generation."""
+        """Add a file and all its chunks with their vectors to the next generation.
+
+        *part_lines*: the line where each numbered part begins, for a document whose chunks may
+        span parts (a hit there is located by the part of its snippet's line)."""
         import numpy as np
 
         self._begin()
         cur = self.conn.execute(
             "INSERT INTO files (path, display, size, mtime_ns, sha256, kind, encoding, title, error, chunk_count, "
-            "gen_added) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (key, display, size, mtime_ns, sha256, kind, encoding, title, error, len(chunks), self.working),
+            "gen_added, parts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                key,
+                display,
+                size,
+                mtime_ns,
+                sha256,
+                kind,
+                encoding,
+                title,
+                error,
+                len(chunks),
+                self.working,
+                json.dumps(list(part_lines)) if part_lines else None,
+            ),
         )
         file_id = int(cur.lastrowid or 0)
         if chunks:
@@ -232,6 +262,20 @@ class IndexWriter:
         """The walk settings of the last run ({} for a new index, or an index from before they were kept)."""
         row = self.conn.execute("SELECT value FROM state WHERE key = 'walk'").fetchone()
         return decode_walk_settings(row[0] if row else None)
+
+    def set_reader_signatures(self, signatures: dict[str, str]) -> None:
+        """The readers that read the indexed files (kind -> version and settings)."""
+        self._begin()
+        self.conn.execute("INSERT OR REPLACE INTO state VALUES ('readers', ?)", (json.dumps(signatures),))
+
+    def reader_signatures(self) -> dict[str, str] | None:
+        """The readers of the last run (None: an index from before they were recorded)."""
+        row = self.conn.execute("SELECT value FROM state WHERE key = 'readers'").fetchone()
+        try:
+            value = json.loads(row[0]) if row else None
+        except ValueError:
+            return None
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
 
     def live_chunk_count(self) -> int:
         """Chunks the committed generation holds."""

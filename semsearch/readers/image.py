@@ -1,0 +1,75 @@
+"""Images (PNG, JPEG, TIFF, WebP, BMP, GIF) through OCR, only with ``ocr="images"``; each frame of a TIFF is a page.
+
+Pillow decodes (its decompression-bomb limit kept: an image over it is refused with a warning);
+the OCR engine reads. Screenshots and photos rarely hold the text a search is for, and OCR costs
+seconds per image, so images are left out unless asked for.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+from semsearch.errors import ExtractError
+from semsearch.readers.base import DEFAULT_READ_OPTIONS, Reader, ReadOptions
+from semsearch.readers.document import Document, DocumentBuilder, file_stem, one_line
+
+KIND = "image"
+SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"GIF87a", b"GIF89a", b"BM")
+MAX_FRAMES = 200  # pages of a multi-page TIFF
+
+
+def matches(path: Path, head: bytes) -> bool:
+    if head.startswith(_SIGNATURES) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP"):
+        return True
+    return path.suffix.lower() in SUFFIXES and not head
+
+
+def read_image(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTIONS) -> Document:
+    import numpy as np
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from semsearch.readers import ocr
+
+    builder = DocumentBuilder()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            frames = getattr(image, "n_frames", 1)
+            if frames > MAX_FRAMES:
+                raise ExtractError(f"image has {frames} frames (over {MAX_FRAMES}): refused")
+            numbers = range(1 if image.format == "GIF" else frames)
+            for frame in numbers:
+                if options.on_ocr is not None:
+                    options.on_ocr(path, frame, len(numbers))
+                image.seek(frame)
+                picture = ImageOps.exif_transpose(image).convert("RGB")
+                side = max(picture.size)
+                if side > ocr.RENDER_MAX_SIDE:
+                    scale = ocr.RENDER_MAX_SIDE / side
+                    picture = picture.resize((max(1, int(picture.width * scale)), max(1, int(picture.height * scale))))
+                pixels = np.asarray(picture)[:, :, ::-1].copy()  # RGB -> BGR, the engine's order
+                builder.start_part()
+                builder.block(ocr.recognize_cached(pixels, options.ocr_cache))
+            if options.on_ocr is not None:
+                options.on_ocr(path, len(numbers), len(numbers))
+    except ExtractError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ExtractError(f"image too large to decode ({one_line(exc)})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        raise ExtractError(f"broken image ({type(exc).__name__}: {one_line(exc)})") from None
+    doc = builder.document(KIND, file_stem(path), part_kind="page", split_parts=True)
+    if len(doc.part_starts) <= 1:
+        doc.part_starts = []  # one picture: its hits are located by line
+    return doc
+
+
+def _wanted(options: ReadOptions) -> bool:
+    return options.ocr == "images"
+
+
+READER = Reader(KIND, matches, read_image, no_text="no text found in the image", wanted=_wanted)

@@ -1,0 +1,168 @@
+"""Offline OCR: page images -> text through RapidOCR's bundled ONNX models, cached by image hash.
+
+RapidOCR (Apache-2.0) ships its PP-OCR detection, orientation and recognition models inside the
+wheel and runs them on the onnxruntime semsearch already uses; nothing is fetched at run time (the
+model paths are pinned to the bundled files). Recognition is the slow step of indexing a scanned
+page, so every result is kept in a cache keyed by the hash of the page's pixels: indexing the same
+page again, under any name or after a rebuild, reads the cache instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from semsearch.errors import ExtractError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# A page is rendered so that its longer side has at most this many pixels (about 200 dpi for
+# A4/Letter): enough for body text, and RapidOCR scales larger images down to 2000 anyway.
+RENDER_MAX_SIDE = 2400
+RENDER_DPI = 200
+# Recognized pieces below this confidence are dropped (RapidOCR's own default is 0.5).
+MIN_SCORE = 0.5
+# Bumped when the engine, its models or the rendering change what a page's key should mean.
+ENGINE_ID = "rapidocr-ppocrv6-small-1"
+
+_engine: Any = None
+_engine_lock = threading.Lock()
+
+
+def _load_engine() -> Any:
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            try:
+                import rapidocr
+                from rapidocr import RapidOCR
+            except ImportError as exc:
+                raise ExtractError(f"the OCR engine is not installed ({exc}); reinstall semsearch") from None
+            models = Path(rapidocr.__file__).parent / "models"
+            params: dict[str, object] = {
+                "Global.log_level": "error",
+                "Global.text_score": MIN_SCORE,
+                "Det.model_path": str(models / "PP-OCRv6_det_small.onnx"),
+                "Cls.model_path": str(models / "ch_ppocr_mobile_v2.0_cls_mobile.onnx"),
+                "Rec.model_path": str(models / "PP-OCRv6_rec_small.onnx"),
+            }
+            for key in ("Det.model_path", "Cls.model_path", "Rec.model_path"):
+                if not Path(str(params[key])).is_file():
+                    raise ExtractError(f"the OCR model {params[key]} is missing; reinstall rapidocr")
+            _engine = RapidOCR(params=params)
+        return _engine
+
+
+def image_key(pixels: np.ndarray) -> str:
+    """The cache key of an image: its engine, shape and pixels."""
+    digest = hashlib.sha256(ENGINE_ID.encode())
+    digest.update(repr(pixels.shape).encode())
+    digest.update(pixels.tobytes())
+    return digest.hexdigest()
+
+
+def recognize(pixels: np.ndarray) -> str:
+    """The text of a BGR image (H x W x 3, uint8: OpenCV's order, as pdfium renders), one
+    recognized line per line, top to bottom."""
+    engine = _load_engine()
+    try:
+        result = engine(pixels)
+    except Exception as exc:  # noqa: BLE001 - the engine's errors are many and undocumented
+        raise ExtractError(f"OCR failed ({type(exc).__name__}: {exc})") from None
+    texts = getattr(result, "txts", None) or ()
+    boxes = getattr(result, "boxes", None)
+    if boxes is None or len(boxes) != len(texts):
+        return "\n".join(t for t in texts if t.strip())
+    return _reading_order(list(texts), boxes)
+
+
+def _reading_order(texts: list[str], boxes: Any) -> str:
+    """Pieces on one visual line joined by a space, lines top to bottom."""
+    items = []
+    for text, box in zip(texts, boxes, strict=True):
+        if not text.strip():
+            continue
+        ys = [float(p[1]) for p in box]
+        xs = [float(p[0]) for p in box]
+        items.append((min(ys), max(ys), min(xs), text.strip()))
+    items.sort(key=lambda i: (i[0], i[2]))
+    lines: list[list[tuple[float, float, float, str]]] = []
+    for item in items:
+        if lines:
+            top, bottom = min(i[0] for i in lines[-1]), max(i[1] for i in lines[-1])
+            middle = (item[0] + item[1]) / 2
+            if top <= middle <= bottom:
+                lines[-1].append(item)
+                continue
+        lines.append([item])
+    return "\n".join(" ".join(i[3] for i in sorted(line, key=lambda i: i[2])) for line in lines)
+
+
+def recognize_cached(pixels: np.ndarray, cache: Any) -> str:
+    """:func:`recognize`, through *cache* (an :class:`~semsearch.readers.base.OcrCache`, or None)."""
+    if cache is None:
+        return recognize(pixels)
+    key = image_key(pixels)
+    known = cache.get(key)
+    if known is not None:
+        return str(known)
+    text = recognize(pixels)
+    cache.put(key, text)
+    return text
+
+
+class SqliteOcrCache:
+    """An OCR cache in one SQLite file (``ocr-cache.sqlite`` in the index folder).
+
+    Opened lazily by the thread that reads files; a cache that cannot be opened or written is
+    left out (OCR still runs), never a reason to fail a run.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._broken = False
+        self.hits = 0
+        self.misses = 0
+
+    def _connect(self) -> sqlite3.Connection | None:
+        if self._conn is None and not self._broken:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+                conn.execute("CREATE TABLE IF NOT EXISTS pages (key TEXT PRIMARY KEY, text TEXT NOT NULL)")
+                self._conn = conn
+            except sqlite3.Error:
+                self._broken = True
+        return self._conn
+
+    def get(self, key: str) -> str | None:
+        conn = self._connect()
+        if conn is None:
+            return None
+        try:
+            row = conn.execute("SELECT text FROM pages WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error:
+            return None
+        if row is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return str(row[0])
+
+    def put(self, key: str, text: str) -> None:
+        conn = self._connect()
+        if conn is None:
+            return
+        try:
+            conn.execute("INSERT OR REPLACE INTO pages (key, text) VALUES (?, ?)", (key, text))
+        except sqlite3.Error:
+            self._broken = True
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
