@@ -4,12 +4,15 @@ scanned PDF is Pillow's picture saved as PDF (an image, no text layer)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
 
 import pytest
 from conftest import FakeModel, make_pdf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from semsearch import Index
 from semsearch.errors import ExtractError
@@ -180,3 +183,37 @@ def test_unknown_ocr_mode_is_an_option_error(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("hello there\n")
     with _index(tmp_path, ocr="sometimes") as index, pytest.raises(InvalidOptionError, match="ocr"):
         index.update([tmp_path / "a.txt"])
+
+
+def test_an_index_from_before_the_new_readers_reads_their_files_again(tmp_path: Path) -> None:
+    """HTML and notebooks were read as plain text, and no reader signatures were recorded."""
+    import sqlite3
+
+    from semsearch.store import IndexReader
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "page.html").write_text("<html><head><title>Kilns</title></head><body><p>Fire the kiln slowly.</p></body></html>")
+    (docs / "notes.txt").write_text("Glaze recipes need testing on small tiles first.\n")
+    with _index(tmp_path) as index:
+        index.update([docs])
+    with IndexReader(tmp_path / ".semsearch") as reader:
+        db = reader.db_path
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE files SET kind = 'text' WHERE display LIKE '%page.html'")
+    conn.execute("DELETE FROM state WHERE key = 'readers'")
+    conn.commit()
+    conn.close()
+    with _index(tmp_path) as index:
+        summary = index.update([docs])
+        assert summary.indexed == 1 and summary.unchanged == 1  # the HTML page, read by its reader now
+        hits = index.search("fire the kiln", mode="lexical")
+        assert hits[0].chunk.kind == "html" and "<p>" not in hits[0].chunk.text
+
+
+@given(st.binary(max_size=4096))
+@settings(max_examples=60, deadline=None)
+def test_image_reader_on_arbitrary_bytes_raises_only_extract_errors(data: bytes) -> None:
+    for head in (b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"GIF89a"):
+        with contextlib.suppress(ExtractError):
+            read_document(Path("x.png"), head + data, "image", ReadOptions(ocr="images"))

@@ -1,7 +1,7 @@
 """Word documents (.docx, .docm, .dotx, .dotm): the body in order, a part (section) per heading, tables as rows.
 
 The zip is checked by :func:`safety.open_archive` and every XML member by
-:func:`refuse_xml_entities` before python-docx (imported on first use) sees a byte. python-docx
+:func:`safety.refuse_xml_entities` before python-docx (imported on first use) sees a byte. python-docx
 opens the package and resolves the styles; the body is walked at the XML level, so paragraphs
 and tables come in document order, content controls (``w:sdt``) and tracked insertions are read,
 deleted text and the fallback copies of text boxes are not. Headings are paragraphs whose style
@@ -9,7 +9,7 @@ is (or is based on) "Heading 1".."Heading 9" or "Title", or that carry an outlin
 of contents are passed over (they repeat the headings). Footnotes and endnotes follow the body
 under a heading of their own. Headers, footers and comments are left out.
 
-:func:`clean_text`, :func:`refuse_xml_entities`, :func:`core_title` and :func:`sections_document`
+:func:`clean_text`, :func:`core_title` and :func:`sections_document`
 serve the other office readers (pptx, odt) too.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 from semsearch.errors import ExtractError
 from semsearch.readers.base import DEFAULT_READ_OPTIONS, Reader, ReadOptions
 from semsearch.readers.document import Document, DocumentBuilder, file_stem, one_line
-from semsearch.readers.safety import open_archive, parse_xml, read_member, zip_has
+from semsearch.readers.safety import open_archive, parse_xml, read_member, refuse_xml_entities, zip_member_under
 
 KIND = "docx"
 WHAT = "Word document"
@@ -57,8 +56,6 @@ _WRAPPERS = frozenset({_SDT, _CUSTOM_XML})
 _HEADING_STYLE = re.compile(r"heading ([1-9])")
 _NOTE_SEPARATORS = frozenset({"separator", "continuationSeparator", "continuationNotice"})
 _LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
-_ENTITY_MARKS = (b"<!ENTITY", "<!ENTITY".encode("utf-16-le"), "<!ENTITY".encode("utf-16-be"))
-_XML_SUFFIXES = (".xml", ".rels", ".vml")
 
 
 def matches(path: Path, head: bytes) -> bool:
@@ -68,58 +65,11 @@ def matches(path: Path, head: bytes) -> bool:
 # --- helpers shared by the office readers ---
 
 
-def zip_member_under(head: bytes, folder: bytes) -> bool:
-    """Whether a zip's first bytes hold a local header of a member in *folder* ("word/"): the
-    name itself, not a substring of another name (a .jar's "org/example/keyword/")."""
-    if not zip_has(head, folder):
-        return False
-    at = head.find(b"PK\x03\x04")
-    while at >= 0 and at + 30 <= len(head):
-        length = int.from_bytes(head[at + 26 : at + 28], "little")
-        if head[at + 30 : at + 30 + length].startswith(folder):
-            return True
-        at = head.find(b"PK\x03\x04", at + 4)
-    return False
-
-
 def clean_text(text: str) -> str:
     """A paragraph's text with each line's whitespace (tabs, no-break spaces) collapsed and
     empty lines dropped; vertical tabs and other breaks become line ends."""
     lines = (" ".join(line.split()) for line in _LINE_BREAKS.split(text))
     return "\n".join(line for line in lines if line)
-
-
-def open_zip(data: bytes, what: str) -> zipfile.ZipFile:
-    """:func:`safety.open_archive` (kept as the name the zip readers share)."""
-    return open_archive(data, what)
-
-
-def refuse_xml_entities(archive: zipfile.ZipFile, what: str) -> None:
-    """Refuse an archive any of whose XML members declares entities (in its first 64 KB).
-
-    For the parsing libraries that parse the members themselves (python-docx, python-pptx):
-    their lxml parser leaves entities unexpanded, and this names the attack instead.
-    """
-    for info in archive.infolist():
-        if info.is_dir() or not info.filename.lower().endswith(_XML_SUFFIXES):
-            continue
-        try:
-            with archive.open(info) as member:
-                head = member.read(65536)
-        except (
-            zipfile.BadZipFile,
-            OSError,
-            EOFError,
-            ValueError,
-            NotImplementedError,
-            RuntimeError,
-            zlib.error,
-        ) as exc:
-            raise ExtractError(f"broken {what} ({info.filename[:80]}: {one_line(exc)})") from None
-        if any(mark in head for mark in _ENTITY_MARKS):
-            raise ExtractError(
-                f"{what} declares XML entities ({info.filename[:80]}: entity expansion attack?): refused"
-            )
 
 
 def core_title(archive: zipfile.ZipFile, what: str) -> str:
@@ -174,7 +124,7 @@ def sections_document(
 def read_docx(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTIONS) -> Document:
     """A Word document's body in order (see the module docstring). Raises ExtractError for a
     broken, encrypted or hostile file."""
-    archive = open_zip(data, WHAT)
+    archive = open_archive(data, WHAT)
     try:
         refuse_xml_entities(archive, WHAT)
         title = core_title(archive, WHAT)

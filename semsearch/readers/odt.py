@@ -18,8 +18,8 @@ from typing import Any
 from semsearch.errors import ExtractError
 from semsearch.readers.base import DEFAULT_READ_OPTIONS, Reader, ReadOptions
 from semsearch.readers.document import Document, file_stem, one_line
-from semsearch.readers.docx import MAX_HEADING_CHARS, MAX_TITLE_CHARS, clean_text, open_zip, sections_document
-from semsearch.readers.safety import parse_xml, read_member
+from semsearch.readers.docx import MAX_HEADING_CHARS, MAX_TITLE_CHARS, clean_text, sections_document
+from semsearch.readers.safety import open_archive, parse_xml, read_member
 
 KIND = "odt"
 WHAT = "OpenDocument text"
@@ -68,7 +68,7 @@ def matches(path: Path, head: bytes) -> bool:
 def read_odt(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTIONS) -> Document:
     """An OpenDocument text's body in order (see the module docstring). Raises ExtractError for
     a broken, encrypted or hostile file."""
-    archive = open_zip(data, WHAT)
+    archive = open_archive(data, WHAT)
     try:
         if "META-INF/manifest.xml" in archive.namelist():
             manifest = read_member(archive, "META-INF/manifest.xml", WHAT)

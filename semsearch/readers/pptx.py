@@ -1,7 +1,7 @@
 """PowerPoint presentations (.pptx and its macro, show and template kinds): a part per slide.
 
 The zip is checked by :func:`safety.open_archive` and its XML by
-:func:`semsearch.readers.docx.refuse_xml_entities` before python-pptx (imported on first use)
+:func:`semsearch.readers.safety.refuse_xml_entities` before python-pptx (imported on first use)
 sees a byte. Every slide begins a part, an empty one too, so "slide 7" is PowerPoint's seventh
 slide (hidden slides count, as PowerPoint numbers them). A slide gives its title as a heading,
 then the text of its shapes in order (groups opened, tables as rows of " | "-joined cells), then
@@ -18,14 +18,8 @@ from typing import Any
 from semsearch.errors import ExtractError
 from semsearch.readers.base import DEFAULT_READ_OPTIONS, Reader, ReadOptions
 from semsearch.readers.document import Document, DocumentBuilder, file_stem, one_line
-from semsearch.readers.docx import (
-    MAX_TITLE_CHARS,
-    clean_text,
-    core_title,
-    open_zip,
-    refuse_xml_entities,
-    zip_member_under,
-)
+from semsearch.readers.docx import MAX_TITLE_CHARS, clean_text, core_title
+from semsearch.readers.safety import open_archive, refuse_xml_entities, zip_member_under
 
 KIND = "pptx"
 WHAT = "PowerPoint presentation"
@@ -40,7 +34,7 @@ def matches(path: Path, head: bytes) -> bool:
 def read_pptx(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTIONS) -> Document:
     """A presentation's text, slide by slide (see the module docstring). Raises ExtractError for
     a broken, encrypted or hostile file."""
-    archive = open_zip(data, WHAT)
+    archive = open_archive(data, WHAT)
     try:
         refuse_xml_entities(archive, WHAT)
         title = core_title(archive, WHAT)

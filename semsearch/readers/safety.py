@@ -10,9 +10,11 @@ from __future__ import annotations
 import io
 import posixpath
 import zipfile
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from semsearch.errors import ExtractError
+from semsearch.readers.document import one_line
 
 if TYPE_CHECKING:
     from lxml import etree
@@ -114,3 +116,49 @@ def parse_xml(data: bytes, what: str) -> Any:
 def zip_has(head: bytes, *names: bytes) -> bool:
     """Whether a zip's first bytes (the sniff) name any of *names* (a local header's file name)."""
     return head.startswith(b"PK\x03\x04") and any(n in head for n in names)
+
+
+_XML_SUFFIXES = (".xml", ".rels", ".vml")
+_ENTITY_MARKS = (b"<!ENTITY", "<!ENTITY".encode("utf-16-le"), "<!ENTITY".encode("utf-16-be"))
+
+
+def zip_member_under(head: bytes, folder: bytes) -> bool:
+    """Whether a zip's first bytes hold a local header of a member in *folder* ("word/"): the
+    name itself, not a substring of another name (a .jar's "org/example/keyword/")."""
+    if not zip_has(head, folder):
+        return False
+    at = head.find(b"PK\x03\x04")
+    while at >= 0 and at + 30 <= len(head):
+        length = int.from_bytes(head[at + 26 : at + 28], "little")
+        if head[at + 30 : at + 30 + length].startswith(folder):
+            return True
+        at = head.find(b"PK\x03\x04", at + 4)
+    return False
+
+
+def refuse_xml_entities(archive: zipfile.ZipFile, what: str) -> None:
+    """Refuse an archive any of whose XML members declares entities (in its first 64 KB).
+
+    For the parsing libraries that parse the members themselves (python-docx, python-pptx):
+    their lxml parser leaves entities unexpanded, and this names the attack instead.
+    """
+    for info in archive.infolist():
+        if info.is_dir() or not info.filename.lower().endswith(_XML_SUFFIXES):
+            continue
+        try:
+            with archive.open(info) as member:
+                head = member.read(65536)
+        except (
+            zipfile.BadZipFile,
+            OSError,
+            EOFError,
+            ValueError,
+            NotImplementedError,
+            RuntimeError,
+            zlib.error,
+        ) as exc:
+            raise ExtractError(f"broken {what} ({info.filename[:80]}: {one_line(exc)})") from None
+        if any(mark in head for mark in _ENTITY_MARKS):
+            raise ExtractError(
+                f"{what} declares XML entities ({info.filename[:80]}: entity expansion attack?): refused"
+            )
