@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semsearch.readers import SNIFF_BYTES, ReadOptions, detect_kind
+from semsearch.readers import SNIFF_BYTES, ReadOptions, detect_kind, unwanted_kind
 
 IGNORE_FILES = (".gitignore", ".semsearchignore")
 
@@ -45,7 +45,7 @@ class Skip:
     """A file or folder that was passed over, and why."""
 
     path: Path
-    reason: str  # hidden | ignored | binary | too large | unreadable | not a regular file | symlink ...
+    reason: str  # hidden | ignored | binary | image without --ocr images | too large | unreadable | not a regular file | symlink ...
     detail: str = ""
     warn: bool = False  # worth a warning line (unexpected), not just a count
 
@@ -200,7 +200,11 @@ class _Walker:
             return None
         kind = detect_kind(path, head, self.read_options)
         if kind is None:
-            self.on_skip(Skip(path, "binary", warn=explicit))
+            left_out = unwanted_kind(path, head, self.read_options)
+            if left_out == "image":
+                self.on_skip(Skip(path, "image without --ocr images", warn=explicit))
+            else:
+                self.on_skip(Skip(path, "binary", warn=explicit))
             return None
         return FileEntry(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, kind=kind)
 

@@ -31,6 +31,7 @@ __all__ = [
     "reader_signatures",
     "register_reader",
     "unregister_reader",
+    "unwanted_kind",
 ]
 
 BUILTIN_READERS = (
@@ -109,6 +110,15 @@ def part_kind(kind: str) -> str:
         if reader.kind == kind:
             return reader.part_kind
     return "page"
+
+
+def unwanted_kind(path: Path, head: bytes, options: ReadOptions = DEFAULT_READ_OPTIONS) -> str | None:
+    """The kind of the reader that would take a file these options leave out (an image without
+    ``ocr="images"``), or None."""
+    for reader in _registry():
+        if reader.matches(path, head):
+            return None if reader.wanted(options) else reader.kind
+    return None
 
 
 def reader_signatures(options: ReadOptions = DEFAULT_READ_OPTIONS) -> dict[str, str]:

@@ -36,6 +36,7 @@ def read_image(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTI
     builder = DocumentBuilder()
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's notes on damaged metadata are not ours to print
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             frames = getattr(image, "n_frames", 1)
