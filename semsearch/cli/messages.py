@@ -26,6 +26,7 @@ FLAGS = {
     "changed_within": "--changed-within",
     "changed_before": "--changed-before",
     "target": "PATH[:LINE]",
+    "ocr": "--ocr",
 }
 REMEDIES = {
     "rebuild": "{message}; run `semsearch index --rebuild`",
