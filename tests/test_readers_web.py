@@ -597,3 +597,17 @@ def test_damaged_valid_file(kind: str, cut: float, flips: list[tuple[float, int]
     for where, value in flips:
         data[min(int(where * len(data)), len(data) - 1)] = value
     read_or_refuse(kind, bytes(data[: max(1, int(cut * len(data)))] if cut < 0.99 else data))
+
+
+def test_a_notebook_without_its_suffix_is_still_a_notebook(tmp_path: Path) -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    from semsearch.readers import detect_kind
+
+    nb = new_notebook()
+    nb.cells = [new_markdown_cell("# Title"), new_code_cell("print(1)")]
+    path = tmp_path / "exported.json"
+    nbformat.write(nb, str(path))
+    assert detect_kind(path, path.read_bytes()[:8192]) == "notebook"
+    assert detect_kind(tmp_path / "config.json", b'{"cells": 3, "name": "x"}') == "text"

@@ -35,8 +35,17 @@ _ANCHOR = re.compile(r"\s*\{\s*#[^}]*\}\s*$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colours in stream output
 
 
+_V4_START = re.compile(
+    rb'\A\{\s*"cells"\s*:\s*\[\s*(\]|\{\s*"(cell_type|attachments|execution_count|id|metadata|outputs|source)")'
+)
+
+
 def matches(path: Path, head: bytes) -> bool:
-    return path.suffix.lower() in SUFFIXES and head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
+    body = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if path.suffix.lower() in SUFFIXES:
+        return body.startswith(b"{")
+    # Without the name: Jupyter writes "cells" first, its cells' keys sorted (as nbformat does).
+    return _V4_START.match(body) is not None
 
 
 def _joined(value: Any) -> str:
