@@ -549,7 +549,7 @@ def test_notebook_broken_or_foreign_json(data: bytes, message: str) -> None:
 def test_notebook_detection() -> None:
     assert notebook_reader.matches(Path("a.ipynb"), b'\xef\xbb\xbf\n {"cells": []}')
     assert not notebook_reader.matches(Path("a.ipynb"), b"PK\x03\x04")
-    assert not notebook_reader.matches(Path("a.json"), b'{"cells": []}')
+    assert not notebook_reader.matches(Path("a.json"), b'{"name": "x", "cells": []}')  # not the cells-first layout
 
 
 # --- Arbitrary and damaged bytes ----------------------------------------------------------------
