@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 from semsearch.errors import ExtractError
 from semsearch.readers.base import DEFAULT_READ_OPTIONS, Reader, ReadOptions
@@ -47,7 +48,7 @@ def read_image(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTI
                 if options.on_ocr is not None:
                     options.on_ocr(path, frame, len(numbers))
                 image.seek(frame)
-                picture = ImageOps.exif_transpose(image).convert("RGB")
+                picture = _on_white(ImageOps.exif_transpose(image))
                 side = max(picture.size)
                 if side > ocr.RENDER_MAX_SIDE:
                     scale = ocr.RENDER_MAX_SIDE / side
@@ -67,6 +68,17 @@ def read_image(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTI
     if len(doc.part_starts) <= 1:
         doc.part_starts = []  # one picture: its hits are located by line
     return doc
+
+
+def _on_white(picture: Any) -> Any:
+    """The picture as RGB, transparent parts white (a logo's text on a transparent background)."""
+    from PIL import Image
+
+    if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
+        rgba = picture.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return picture.convert("RGB")
 
 
 def _wanted(options: ReadOptions) -> bool:

@@ -8,6 +8,7 @@ rendered page's hash.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 from semsearch.errors import ExtractError
@@ -15,6 +16,9 @@ from semsearch.readers.base import DEFAULT_READ_OPTIONS, Reader, ReadOptions
 from semsearch.readers.document import PAGE_SEPARATOR, Document, file_stem, normalize_text, one_line, replace_surrogates
 
 KIND = "pdf"
+_NOT_A_TITLE = re.compile(
+    r"(?i)^(microsoft (word|powerpoint|excel) - )|\.(dvi|docx?|pptx?|xlsx?|tex|ps|pdf|rtf|odt|txt)$|^untitled"
+)
 SUFFIXES = frozenset({".pdf"})
 # A page whose extracted text is over this many characters is a decompression bomb or garbage.
 MAX_PAGE_CHARS = 2_000_000
@@ -84,6 +88,8 @@ def read_pdf(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTION
     try:
         meta = reader.metadata
         title = str(meta.title).strip() if meta and meta.title else ""
+        if _NOT_A_TITLE.search(title):
+            title = ""  # the name of the file it was printed from ("paper.dvi", "Microsoft Word - x.doc")
     except Exception:  # noqa: BLE001 - metadata of broken PDFs is optional
         title = ""
     return Document(

@@ -22,6 +22,17 @@ from semsearch.readers.docx import MAX_TITLE_CHARS, clean_text, core_title
 from semsearch.readers.safety import open_archive, refuse_xml_entities, zip_member_under
 
 KIND = "pptx"
+# Titles that PowerPoint templates leave in a deck's properties.
+PLACEHOLDER_TITLES = frozenset(
+    {
+        "powerpoint presentation",
+        "presentation title goes here",
+        "presentation title",
+        "title",
+        "slide 1",
+        "click to add title",
+    }
+)
 WHAT = "PowerPoint presentation"
 SUFFIXES = frozenset({".pptx", ".pptm", ".ppsx", ".ppsm", ".potx", ".potm"})
 MAX_GROUP_DEPTH = 50  # groups within groups; lxml already stops XML at 256 levels
@@ -72,6 +83,8 @@ def _read(path: Path, data: bytes, title: str) -> Document:
             notes = clean_text(_frame_text(slide.notes_slide.notes_placeholder))
             if notes:
                 builder.block(f"Notes: {notes}")
+    if title.strip().lower() in PLACEHOLDER_TITLES:
+        title = ""  # a template's leftover, not this deck's title
     title = (title or first_title)[:MAX_TITLE_CHARS] or file_stem(path)
     return builder.document(KIND, title, part_kind="slide", split_parts=True)
 
