@@ -217,3 +217,33 @@ def test_image_reader_on_arbitrary_bytes_raises_only_extract_errors(data: bytes)
     for head in (b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"GIF89a"):
         with contextlib.suppress(ExtractError):
             read_document(Path("x.png"), head + data, "image", ReadOptions(ocr="images"))
+
+
+def _box(left: float, top: float, right: float, bottom: float) -> list[list[float]]:
+    return [[left, top], [right, top], [right, bottom], [left, bottom]]
+
+
+def test_two_text_columns_are_read_one_after_the_other() -> None:
+    from semsearch.readers.ocr import _reading_order
+
+    texts = ["A Paper Title Across The Page"]
+    boxes = [_box(100, 20, 900, 50)]
+    for row in range(6):
+        y = 100 + 40 * row
+        texts += [f"left line {row}", f"right line {row}"]
+        boxes += [_box(50, y, 470, y + 30), _box(530, y, 950, y + 30)]
+    lines = _reading_order(texts, boxes, 1000).splitlines()
+    assert lines[0] == "A Paper Title Across The Page"
+    assert lines[1:7] == [f"left line {r}" for r in range(6)]
+    assert lines[7:] == [f"right line {r}" for r in range(6)]
+
+
+def test_a_table_of_narrow_cells_keeps_its_rows() -> None:
+    from semsearch.readers.ocr import _reading_order
+
+    texts, boxes = [], []
+    for row in range(8):
+        y = 100 + 40 * row
+        texts += [f"01Aug2018 item {row}", f"{row}.00"]
+        boxes += [_box(40, y, 300, y + 30), _box(700, y, 780, y + 30)]
+    assert _reading_order(texts, boxes, 1000).splitlines()[0] == "01Aug2018 item 0 0.00"

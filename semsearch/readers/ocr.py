@@ -27,7 +27,7 @@ RENDER_DPI = 200
 # Recognized pieces below this confidence are dropped (RapidOCR's own default is 0.5).
 MIN_SCORE = 0.5
 # Bumped when the engine, its models or the rendering change what a page's key should mean.
-ENGINE_ID = "rapidocr-ppocrv6-small-nocls-2"
+ENGINE_ID = "rapidocr-ppocrv6-small-nocls-columns-3"
 
 _engine: Any = None
 _engine_lock = threading.Lock()
@@ -81,29 +81,84 @@ def recognize(pixels: np.ndarray) -> str:
     boxes = getattr(result, "boxes", None)
     if boxes is None or len(boxes) != len(texts):
         return "\n".join(t for t in texts if t.strip())
-    return _reading_order(list(texts), boxes)
+    return _reading_order(list(texts), boxes, int(pixels.shape[1]))
 
 
-def _reading_order(texts: list[str], boxes: Any) -> str:
-    """Pieces on one visual line joined by a space, lines top to bottom."""
-    items = []
+_Box = tuple[float, float, float, float, str]  # top, bottom, left, right, text
+
+
+def _reading_order(texts: list[str], boxes: Any, width: int) -> str:
+    """Pieces on one visual line joined by a space, lines top to bottom; on a page of two text
+    columns, the left column's lines before the right one's (between full-width pieces such as
+    a title), not the two interleaved."""
+    items: list[_Box] = []
     for text, box in zip(texts, boxes, strict=True):
         if not text.strip():
             continue
         ys = [float(p[1]) for p in box]
         xs = [float(p[0]) for p in box]
-        items.append((min(ys), max(ys), min(xs), text.strip()))
+        items.append((min(ys), max(ys), min(xs), max(xs), text.strip()))
     items.sort(key=lambda i: (i[0], i[2]))
-    lines: list[list[tuple[float, float, float, str]]] = []
+    gutter = _gutter(items, width)
+    if gutter is None:
+        return "\n".join(_lines(items))
+    out: list[str] = []
+    wide: list[_Box] = []
+    left: list[_Box] = []
+    right: list[_Box] = []
     for item in items:
+        if item[2] < gutter < item[3]:
+            if left or right:
+                out += _lines(left) + _lines(right)
+                left, right = [], []
+            wide.append(item)
+        else:
+            if wide:
+                out += _lines(wide)
+                wide = []
+            (left if item[3] <= gutter else right).append(item)
+    out += _lines(wide) + _lines(left) + _lines(right)
+    return "\n".join(out)
+
+
+def _gutter(items: list[_Box], width: int) -> float | None:
+    """The x of the gap between two text columns, or None for a page of one column (or a table,
+    whose narrow cells leave gaps too: columns of prose are each over a quarter of the page wide)."""
+    if len(items) < 8 or width <= 0:
+        return None
+    best, best_crossing = None, len(items)
+    for step in range(30, 71):
+        x = width * step / 100
+        crossing = sum(1 for i in items if i[2] < x < i[3])
+        if crossing < best_crossing:
+            best, best_crossing = x, crossing
+    if best is None or best_crossing > len(items) // 10:
+        return None
+    left = [i for i in items if i[3] <= best]
+    right = [i for i in items if i[2] >= best]
+    if min(len(left), len(right)) < max(4, len(items) // 5):
+        return None
+    for side in (left, right):
+        widths = sorted(i[3] - i[2] for i in side)
+        if widths[len(widths) // 2] < width / 4:
+            return None
+    # Side by side, not one above the other.
+    overlap = min(left[-1][1], right[-1][1]) - max(left[0][0], right[0][0])
+    shorter = min(left[-1][1] - left[0][0], right[-1][1] - right[0][0])
+    return best if shorter > 0 and overlap >= shorter / 2 else None
+
+
+def _lines(items: list[_Box]) -> list[str]:
+    """Pieces grouped into visual lines (a piece joins a line its middle falls within)."""
+    lines: list[list[_Box]] = []
+    for item in sorted(items, key=lambda i: (i[0], i[2])):
         if lines:
             top, bottom = min(i[0] for i in lines[-1]), max(i[1] for i in lines[-1])
-            middle = (item[0] + item[1]) / 2
-            if top <= middle <= bottom:
+            if top <= (item[0] + item[1]) / 2 <= bottom:
                 lines[-1].append(item)
                 continue
         lines.append([item])
-    return "\n".join(" ".join(i[3] for i in sorted(line, key=lambda i: i[2])) for line in lines)
+    return [" ".join(i[4] for i in sorted(line, key=lambda i: i[2])) for line in lines]
 
 
 def recognize_cached(pixels: np.ndarray, cache: Any) -> str:
