@@ -97,6 +97,11 @@ class ExtractError(SemsearchError):
     """A file's text cannot be extracted (per-file: the run goes on)."""
 
 
+class NoTextError(ExtractError):
+    """A file reads fine but holds no text (a scanned PDF with OCR off): it is indexed as such,
+    not kept at an earlier version as a damaged file is."""
+
+
 class InvalidOptionError(SemsearchError, ValueError):
     """An argument's value is out of range or inconsistent with another's."""
 

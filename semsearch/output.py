@@ -113,6 +113,8 @@ def where_text(chunk: ChunkRecord) -> str:
     """A hit's place in words: "line 4", "lines 4-9", "page 3", "slides 2-3", "section 5"."""
     kind = location_kind(chunk)
     first, last = (chunk.line_start, chunk.line_end) if kind == "line" else (chunk.page_start, chunk.page_end)
+    if chunk.kind == "epub":
+        kind = "chapter"  # an EPUB's sections are its chapters, in reading order
     return f"{kind}s {first}-{last}" if last not in (None, first) else f"{kind} {first}"
 
 

@@ -75,7 +75,7 @@ TYPES: dict[str, tuple[str, ...]] = {
 GROUPS: dict[str, tuple[str, ...]] = {
     "code": ("py", "js", "ts", "rust", "go", "java", "kotlin", "scala", "c", "cpp", "cs", "swift", "ruby",
              "php", "lua", "r", "julia", "sh", "sql"),
-    "docs": ("md", "text", "pdf", "html", "word", "odt", "rtf", "slides", "epub", "notebook"),
+    "docs": ("md", "text", "pdf", "html", "word", "odt", "rtf", "slides", "epub", "notebook", "image"),
 }
 # fmt: on
 KIND_TYPES = {

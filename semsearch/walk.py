@@ -202,7 +202,7 @@ class _Walker:
         if kind is None:
             left_out = unwanted_kind(path, head, self.read_options)
             if left_out == "image":
-                self.on_skip(Skip(path, "image without --ocr images", warn=explicit))
+                self.on_skip(Skip(path, "images (OCR off for them)", warn=explicit))
             else:
                 self.on_skip(Skip(path, "binary", warn=explicit))
             return None

@@ -176,6 +176,12 @@ def test_index_ocr_modes_cache_and_rereading(tmp_path: Path) -> None:
         assert index.search("whiteboard parser Friday", mode="lexical") == []
         assert index.search("lighthouse keeper storms", mode="lexical")
 
+    # Off: the scanned page has no text again, and leaves the search (it is not kept as damaged).
+    with _index(tmp_path, ocr="off") as index:
+        summary = index.update([docs])
+        assert summary.no_text == 1 and summary.skipped["broken or refused"] == 0
+        assert index.search("lighthouse keeper storms", mode="lexical") == []
+
 
 def test_unknown_ocr_mode_is_an_option_error(tmp_path: Path) -> None:
     from semsearch.errors import InvalidOptionError
@@ -247,3 +253,27 @@ def test_a_table_of_narrow_cells_keeps_its_rows() -> None:
         texts += [f"01Aug2018 item {row}", f"{row}.00"]
         boxes += [_box(40, y, 300, y + 30), _box(700, y, 780, y + 30)]
     assert _reading_order(texts, boxes, 1000).splitlines()[0] == "01Aug2018 item 0 0.00"
+
+
+def test_a_first_run_cut_short_keeps_its_ocr(tmp_path: Path) -> None:
+    from semsearch.store import find_index_dir
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    scanned_pdf(docs / "scan.pdf", [LINES])
+    model = FakeModel()
+
+    def interrupted(texts: object) -> object:
+        raise KeyboardInterrupt
+
+    model.embedder_instance.embed_documents = interrupted  # type: ignore[method-assign]
+    with Index.create(tmp_path / ".semsearch", provider=model) as index, pytest.raises(KeyboardInterrupt):
+        index.update([docs])
+    # No index was made (nothing hides an index further up), but the recognised page is kept.
+    assert find_index_dir(tmp_path) is None
+    assert sorted(p.name for p in (tmp_path / ".semsearch").iterdir()) == ["ocr-cache.sqlite"]
+    assert (tmp_path / ".semsearch" / "ocr-cache.sqlite").stat().st_mode & 0o077 == 0
+    with _index(tmp_path) as index:
+        summary = index.update([docs])
+        assert summary.pages_ocr == 1 and summary.pages_ocr_cached == 1
+        assert index.search("lighthouse keeper", mode="lexical")

@@ -532,10 +532,22 @@ def test_zip_bomb_refused(read, make, xml_name: str, name: str) -> None:
         for _ in range(16):  # 16 MB of zeros in 16 KB: over MAX_MEMBER_RATIO
             member.write(zeros)
 
-    data = _plus_member(valid(make), "media/zeros.bin", write)
+    data = _plus_member(valid(make), "media/zeros.xml", write)
     assert len(data) < 1 << 20
     with pytest.raises(ExtractError, match="zip bomb"):
         read(Path(name), data)
+
+
+@pytest.mark.parametrize("read, make, xml_name, name", ZIP_READERS, ids=ZIP_IDS)
+def test_a_blank_picture_that_compresses_well_is_no_bomb(read, make, xml_name: str, name: str) -> None:
+    zeros = bytes(1 << 20)
+
+    def write(member) -> None:
+        for _ in range(18):  # an 18 MB blank bitmap: a thousand times smaller deflated
+            member.write(zeros)
+
+    doc = read(Path(name), _plus_member(valid(make), "media/image1.bmp", write))
+    assert doc.text.strip()
 
 
 @pytest.mark.parametrize("read, make, xml_name, name", ZIP_READERS, ids=ZIP_IDS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -50,7 +49,7 @@ def build_index(
         # A first run that failed before storing any file (no model, a bad device, Ctrl-C at once)
         # leaves no folder behind: an empty index would hide an index further up from `query`.
         if created and not store.holds_files(options.index_dir):
-            shutil.rmtree(options.index_dir, ignore_errors=True)
+            store.discard_empty_index(options.index_dir)
         raise
     summary.seconds = time.perf_counter() - started
     return summary

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsearch.chunk import Chunk, ChunkSettings, chunk_document
-from semsearch.errors import ExtractError
+from semsearch.errors import ExtractError, NoTextError
 from semsearch.indexing.options import IndexEvent, IndexSummary, Tuning
 from semsearch.readers import OcrCache, ReadOptions, read_document, reader_for
 from semsearch.readers.document import LineIndex
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
     from semsearch.models import ModelProvider
 
+# How the summary counts files that could not be read as their kind (broken, encrypted, hostile).
+BROKEN = "broken or refused"
 Todo = tuple[FileEntry, bytes, FileRow | None]  # a file to read, its path key, its indexed version
 
 
@@ -106,6 +108,8 @@ def _prepare(item: Todo, plan: _ReadPlan) -> _Prepared | Exception:
             lines = LineIndex(doc.text)
             prepared.part_lines = [lines.line_at(start) for start in doc.part_starts]
         return prepared
+    except NoTextError as exc:
+        return _Prepared(entry, key, digest, entry.kind, None, "", str(exc), [], replaces)
     except ExtractError as exc:
         return _Prepared(entry, key, digest, entry.kind, None, "", str(exc), [], replaces, damaged=True)
     except RecursionError:
@@ -216,14 +220,17 @@ class Pipeline:
             return False
         if prepared.damaged and old is not None and old.error is None:
             # A good version is indexed (a PDF caught mid-write, say): keep it until this one reads.
-            self.summary.skipped["unreadable"] += 1
+            self.summary.skipped[BROKEN] += 1
             self.on_event(
                 IndexEvent("warning", path=entry.path, text=f"{prepared.error}; keeping the version indexed before")
             )
             self.stored_bytes += entry.size
             return False
         if prepared.error is not None:
-            self.summary.no_text += 1
+            if prepared.damaged:
+                self.summary.skipped[BROKEN] += 1  # recorded, so that it is not read again until it changes
+            else:
+                self.summary.no_text += 1
             self.on_event(IndexEvent("warning", path=entry.path, text=prepared.error))
         elif prepared.chunks:
             reused = self.writer.vectors_to_reuse(prepared.sha256, prepared.chunks, prepared.replaces)

@@ -9,7 +9,9 @@ page again, under any name or after a rebuild, reads the cache instead.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -191,7 +193,11 @@ class SqliteOcrCache:
     def _connect(self) -> sqlite3.Connection | None:
         if self._conn is None and not self._broken:
             try:
+                fresh = not self.path.exists()
                 conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+                if fresh:
+                    with contextlib.suppress(OSError):
+                        os.chmod(self.path, 0o600)  # it holds the users' text, as the index does
                 conn.execute("CREATE TABLE IF NOT EXISTS pages (key TEXT PRIMARY KEY, text TEXT NOT NULL)")
                 self._conn = conn
             except sqlite3.Error:

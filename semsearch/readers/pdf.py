@@ -11,7 +11,7 @@ import io
 import re
 from pathlib import Path
 
-from semsearch.errors import ExtractError
+from semsearch.errors import ExtractError, NoTextError
 from semsearch.readers.base import DEFAULT_READ_OPTIONS, Reader, ReadOptions
 from semsearch.readers.document import PAGE_SEPARATOR, Document, file_stem, normalize_text, one_line, replace_surrogates
 
@@ -76,7 +76,7 @@ def read_pdf(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTION
             pages[i] = text
     if not any(p.strip() for p in pages):
         hint = "scanned images? --ocr auto reads them" if options.ocr == "off" else "OCR found none either"
-        raise ExtractError(f"PDF has no extractable text ({len(pages)} pages; {hint})")
+        raise NoTextError(f"PDF has no extractable text ({len(pages)} pages; {hint})")
     starts: list[int] = []
     parts: list[str] = []
     offset = 0

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 MAX_UNPACKED_BYTES = 512 * 1024 * 1024
 MAX_MEMBER_RATIO = 200  # XML compresses 5-20x; a bomb's members inflate thousands of times
 RATIO_CHECKED_ABOVE = 1024 * 1024  # small members may compress far better than that
+# Pictures and other media are never parsed, and a blank bitmap compresses a thousand times (a
+# real 18 MB BMP in a Word file did): their ratio counts only when they are this large.
+MEDIA_RATIO_CHECKED_ABOVE = 64 * 1024 * 1024
+_PARSED_SUFFIXES = (".xml", ".rels", ".xhtml", ".html", ".htm", ".opf", ".ncx", ".txt", ".css", ".vml")
 MAX_MEMBERS = 20_000
 MAX_XML_BYTES = 64 * 1024 * 1024  # one XML part read for its text
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # encrypted OOXML and the old binary Office formats
@@ -55,7 +59,8 @@ def open_archive(data: bytes, what: str) -> zipfile.ZipFile:
         total += info.file_size
         if total > MAX_UNPACKED_BYTES:
             raise ExtractError(f"{what} unpacks to over {MAX_UNPACKED_BYTES >> 20} MB (zip bomb?): refused")
-        if info.file_size > RATIO_CHECKED_ABOVE and info.file_size > MAX_MEMBER_RATIO * max(info.compress_size, 1):
+        checked_above = RATIO_CHECKED_ABOVE if name.lower().endswith(_PARSED_SUFFIXES) else MEDIA_RATIO_CHECKED_ABOVE
+        if info.file_size > checked_above and info.file_size > MAX_MEMBER_RATIO * max(info.compress_size, 1):
             raise ExtractError(
                 f"{what} has a member that inflates {info.file_size // max(info.compress_size, 1)} times "
                 f"({name[:80]}: zip bomb?): refused"

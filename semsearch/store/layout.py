@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -100,7 +101,39 @@ class IndexLock:
 
 def is_index_dir(folder: Path) -> bool:
     """Whether *folder* holds an index (or the start of one): never a folder of the user's files."""
-    return any((folder / name).exists() for name in (MANIFEST, BUILDING, LOCK)) or any(folder.glob("meta-*.sqlite"))
+    return any((folder / name).exists() for name in (MANIFEST, BUILDING, LOCK, OCR_CACHE)) or any(
+        folder.glob("meta-*.sqlite")
+    )
+
+
+def discard_empty_index(index_dir: Path) -> None:
+    """Remove a new index folder that stored no file (a first run that failed or was cut short),
+    keeping its OCR cache when it holds pages (the next run then recognises none of them again).
+
+    A folder with only the cache is no index (``find_index_dir`` looks for a manifest), so it
+    never hides an index further up."""
+    import shutil
+
+    cache = index_dir / OCR_CACHE
+    keep = False
+    with contextlib.suppress(OSError, sqlite3.Error):
+        if cache.is_file():
+            conn = sqlite3.connect(f"file:{cache}?mode=ro", uri=True)
+            try:
+                keep = conn.execute("SELECT 1 FROM pages LIMIT 1").fetchone() is not None
+            finally:
+                conn.close()
+    if not keep:
+        shutil.rmtree(index_dir, ignore_errors=True)
+        return
+    for entry in index_dir.iterdir():
+        if entry.name == OCR_CACHE:
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink()
 
 
 def ensure_index_dir(index_dir: Path) -> bool:
