@@ -101,10 +101,12 @@ class IndexProgress:
                 """Bytes for the main bar; pages for the OCR bar."""
 
                 def render(self, task: Any) -> Any:
-                    if task.fields.get("unit") == "pages":
+                    unit = task.fields.get("unit")
+                    if unit:
                         from rich.text import Text
 
-                        return Text(f"{int(task.completed)}/{int(task.total or 0)} pages", style="progress.download")
+                        total = f"{int(task.total)}" if task.total is not None else "?"
+                        return Text(f"{int(task.completed)}/{total} {unit}", style="progress.download")
                     return super().render(task)
 
             self.progress = Progress(
@@ -116,7 +118,7 @@ class IndexProgress:
                 transient=True,
             )
             self.progress.start()
-            self.task = self.progress.add_task("scanning", total=None)
+            self.task = self.progress.add_task("scanning", total=None, unit="files")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -132,12 +134,16 @@ class IndexProgress:
             self.console.print(f"semsearch: {where}{event.text}", style=style)
         if self.progress is None:
             return
-        if event.kind == "plan":
-            self.progress.update(self.task, description="indexing", total=event.total, completed=0)
+        if event.kind == "scan":
+            self.progress.update(self.task, completed=event.done)
+        elif event.kind == "plan":
+            self.progress.update(self.task, description="indexing", total=event.total, completed=0, unit="")
         elif event.kind == "file":
             self.progress.update(self.task, completed=event.done)
         elif event.kind == "graph":
-            self.progress.update(self.task, description="vector graph", total=event.total, completed=event.done)
+            self.progress.update(
+                self.task, description="vector graph", total=event.total, completed=event.done, unit="chunks"
+            )
         elif event.kind == "ocr":
             from semsearch.output import display_path, escape_name
 

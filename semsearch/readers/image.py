@@ -62,7 +62,9 @@ def read_image(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTI
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ExtractError(f"image too large to decode ({one_line(exc)})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+    except UnidentifiedImageError:
+        raise ExtractError("broken image (not a picture Pillow can read)") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         raise ExtractError(f"broken image ({type(exc).__name__}: {one_line(exc)})") from None
     doc = builder.document(KIND, file_stem(path), part_kind="page", split_parts=True)
     if len(doc.part_starts) <= 1:
