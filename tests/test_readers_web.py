@@ -611,3 +611,18 @@ def test_a_notebook_without_its_suffix_is_still_a_notebook(tmp_path: Path) -> No
     nbformat.write(nb, str(path))
     assert detect_kind(path, path.read_bytes()[:8192]) == "notebook"
     assert detect_kind(tmp_path / "config.json", b'{"cells": 3, "name": "x"}') == "text"
+
+
+def test_a_pages_own_table_of_contents_is_left_out() -> None:
+    page = (
+        "<html><head><title>Guide</title></head><body><main><h1>Guide</h1>"
+        '<div id="table_of_contents"><h2>Table of contents</h2><ul><li><a href="#a">Install</a></li>'
+        '<li><a href="#b">Use</a></li></ul></div>'
+        '<ul><li><a href="#a">Install</a></li><li><a href="#b">Use</a></li><li><a href="#c">Help</a></li></ul>'
+        '<h2 id="a">Install</h2><p>Run the installer and accept the licence.</p>'
+        '<h2 id="b">Use</h2><p>Open a terminal and type the command.</p>'
+        '<h2 id="c">Help</h2><p>Ask on the forum; see also <a href="#a">Install</a>.</p></main></body></html>'
+    )
+    doc = read_html(Path("guide.html"), page.encode())
+    assert [h[2] for h in doc.headings] == ["Guide", "Install", "Use", "Help"]
+    assert doc.text.count("Install") == 2  # its heading, and the link in the last paragraph

@@ -279,6 +279,25 @@ def _hidden(node: Any) -> bool:
     return (attrs.get("role") or "").strip().lower() in _JUNK_ROLES
 
 
+_TOC_TAGS = frozenset({"div", "section", "ul", "ol"})
+_TOC_NAME = re.compile(r"(?i)(^|[\s_-])(toc|table[-_]of[-_]contents|page[-_]?toc)($|[\s_-])")
+
+
+def _table_of_contents(node: Any) -> bool:
+    """Whether an element is the page's table of contents: named so (id, class, role), or a list
+    of links to the page's own anchors."""
+    attrs = node.attributes
+    if attrs.get("role") == "doc-toc":
+        return True
+    if any(_TOC_NAME.search(attrs.get(name) or "") for name in ("id", "class")):
+        return True
+    if node.tag not in ("ul", "ol"):
+        return False
+    links = node.css("a")
+    inside = sum(1 for a in links if (a.attributes.get("href") or "").startswith("#"))
+    return len(links) >= 3 and inside >= 0.8 * len(links) and _link_dense(node)
+
+
 def _link_dense(node: Any) -> bool:
     """Whether an element's text is mostly link text (a menu or a list of related pages)."""
     total = len("".join(node.text(deep=True).split()))
@@ -372,6 +391,8 @@ def _walk(root: Any) -> list[tuple[int, str]]:
             continue  # the site's banner (a section's header keeps its title)
         if tag == "aside" and in_aside == 0 and _link_dense(node):
             continue  # a sidebar of links (an aside of prose is a side note: kept)
+        if tag in _TOC_TAGS and _table_of_contents(node):
+            continue  # the page's own table of contents: its headings come again with their text
         if tag == "br":
             pending.append(None)
             continue
