@@ -519,3 +519,20 @@ def status(
         return
     for key, value in status_lines(info):
         typer.echo(f"{key:<8} {value}")
+
+
+@app.command("mcp")
+def mcp_command(
+    index: Path | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+    allow_index: bool = typer.Option(
+        False, "--allow-index", help="Offer the `index` tool, which updates the index (it writes)."
+    ),
+) -> None:
+    """Serve the index to coding agents and editors: a Model Context Protocol server on stdio.
+
+    Tools: search, similar, status (and index with --allow-index). The index is opened once and
+    the query model stays loaded; an index updated or rebuilt meanwhile is picked up.
+    """
+    from semsearch.cli.mcp_server import serve
+
+    serve(index, allow_index=allow_index)

@@ -1,0 +1,167 @@
+"""`semsearch mcp`: the official SDK's client drives a real server subprocess over stdio, against
+an index built with the real bundled model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from conftest import write
+from test_e2e import run, semsearch_cmd
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("mcp")
+    write(root / "docs" / "tls.md", "# Serving over HTTPS\n\nTo enable HTTPS, obtain a TLS certificate from a "
+          "certificate authority, then point the server's ssl_certificate setting at the chain.\n")
+    write(root / "docs" / "baking.md", "# Sourdough\n\nMix flour, water and starter. Let the dough ferment "
+          "overnight and bake it in a preheated Dutch oven.\n")
+    write(root / "src" / "retry.py", "def call_with_backoff(func, attempts=5):\n"
+          "    \"\"\"Retry func with exponentially growing waits between attempts.\"\"\"\n")
+    env = {**os.environ, "SEMSEARCH_CACHE": str(root / "cache"), "NO_COLOR": "1"}
+    env.pop("SEMSEARCH_INDEX", None)
+    result = run(["index", "docs", "src"], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    return root, env
+
+
+def with_client(cwd: Path, env: dict[str, str], body: Callable[[Any], Any], *args: str) -> Any:
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    command = semsearch_cmd()
+    params = StdioServerParameters(command=command[0], args=[*command[1:], "mcp", *args], cwd=str(cwd), env=env)
+
+    async def main() -> Any:
+        with open(os.devnull, "w") as errlog:
+            async with stdio_client(params, errlog=errlog) as streams, ClientSession(*streams) as session:
+                await session.initialize()
+                return await body(session)
+
+    return anyio.run(main)
+
+
+def hits(result: Any) -> list[dict]:
+    assert not result.is_error, result.content
+    return result.structured_content["hits"]
+
+
+def test_tools_search_filters_similar_status_and_bad_calls(project: tuple[Path, dict[str, str]]) -> None:
+    root, env = project
+
+    async def body(session: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        tools = await session.list_tools()
+        out["tools"] = {t.name: t for t in tools.tools}
+        out["search"] = await session.call_tool("search", {"query": "how do I set up a TLS certificate", "k": 3})
+        out["typed"] = await session.call_tool("search", {"query": "retry with backoff", "types": ["md"]})
+        out["scoped"] = await session.call_tool("search", {"query": "bread dough", "paths": ["src"]})
+        out["similar"] = await session.call_tool("similar", {"path": "docs/tls.md", "k": 2})
+        out["status"] = await session.call_tool("status", {})
+        out["bad_k"] = await session.call_tool("search", {"query": "x", "k": 0})
+        out["bad_type"] = await session.call_tool("search", {"query": "x", "types": ["nope"]})
+        out["wrong_kind"] = await session.call_tool("search", {"query": 5})
+        out["huge"] = await session.call_tool("search", {"query": "word " * 5000})
+        out["missing_file"] = await session.call_tool("similar", {"path": "docs/none.md"})
+        out["after"] = await session.call_tool("search", {"query": "sourdough starter", "k": 1})
+        return out
+
+    out = with_client(root, env, body)
+    assert set(out["tools"]) == {"search", "similar", "status"}  # no index tool without --allow-index
+    schema = out["tools"]["search"].input_schema["properties"]
+    assert {"query", "k", "mode", "paths", "globs", "types", "changed_within"} <= set(schema)
+    first = hits(out["search"])[0]
+    assert first["path"] == os.path.join("docs", "tls.md") and first["location"]["kind"] == "line"
+    assert {"score", "scores", "text", "context", "title"} <= set(first)
+    assert all(h["path"].endswith(".md") for h in hits(out["typed"]))
+    assert all(h["path"].startswith("src") for h in hits(out["scoped"]))
+    assert all(h["path"] != os.path.join("docs", "tls.md") for h in hits(out["similar"]))
+    assert out["status"].structured_content["files"] == 3
+    assert out["bad_k"].is_error and "k must be between 1 and" in out["bad_k"].content[0].text
+    assert out["bad_type"].is_error and "unknown file type 'nope' for types" in out["bad_type"].content[0].text
+    assert out["wrong_kind"].is_error and out["huge"].is_error and out["missing_file"].is_error
+    assert "not in the index" in out["missing_file"].content[0].text
+    assert hits(out["after"])[0]["path"] == os.path.join("docs", "baking.md")  # the server lived on
+
+
+def test_a_missing_index_is_reported_per_call_and_a_new_one_is_picked_up(
+    project: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    _, env = project
+    write(tmp_path / "notes" / "kiln.md", "# Kilns\n\nFire the kiln slowly to avoid cracking the glaze.\n")
+
+    async def body(session: Any) -> tuple[Any, Any]:
+        before = await session.call_tool("search", {"query": "kiln firing"})
+        done = await anyio.to_thread.run_sync(lambda: run(["index", "notes"], cwd=tmp_path, env=env))
+        assert done.returncode == 0, done.stderr.decode()
+        return before, await session.call_tool("search", {"query": "kiln firing", "k": 1})
+
+    before, after = with_client(tmp_path, env, body)
+    assert before.is_error and "no index" in before.content[0].text.lower()
+    assert hits(after)[0]["path"] == os.path.join("notes", "kiln.md")
+
+
+def test_an_index_updated_and_rebuilt_under_the_running_server(tmp_path: Path, project: tuple[Path, dict[str, str]]) -> None:
+    _, env = project
+    write(tmp_path / "a.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
+    assert run(["index", "."], cwd=tmp_path, env=env).returncode == 0
+
+    async def body(session: Any) -> list[Any]:
+        out = [await session.call_tool("search", {"query": "volcanic eruption lava", "k": 1, "mode": "lexical"})]
+        write(tmp_path / "b.md", "# Volcanoes\n\nLava flows from the eruption buried the village.\n")
+        done = await anyio.to_thread.run_sync(lambda: run(["index"], cwd=tmp_path, env=env))
+        assert done.returncode == 0, done.stderr.decode()
+        out.append(await session.call_tool("search", {"query": "volcanic eruption lava", "k": 1, "mode": "lexical"}))
+        rebuilt = await anyio.to_thread.run_sync(lambda: run(["index", "--rebuild"], cwd=tmp_path, env=env))
+        assert rebuilt.returncode == 0, rebuilt.stderr.decode()
+        out.append(await session.call_tool("search", {"query": "spring tides moon", "k": 1}))
+        return out
+
+    before, updated, after_rebuild = with_client(tmp_path, env, body)
+    assert hits(before) == []
+    assert hits(updated)[0]["path"] == "b.md"
+    assert hits(after_rebuild)[0]["path"] == "a.md"
+
+
+def test_index_tool_only_with_allow_index(tmp_path: Path, project: tuple[Path, dict[str, str]]) -> None:
+    _, env = project
+    write(tmp_path / "a.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
+    assert run(["index", "."], cwd=tmp_path, env=env).returncode == 0
+    write(tmp_path / "c.md", "# Comets\n\nA comet's tail points away from the sun.\n")
+
+    async def body(session: Any) -> tuple[Any, Any]:
+        names = {t.name for t in (await session.list_tools()).tools}
+        assert "index" in names
+        summary = await session.call_tool("index", {})
+        return summary, await session.call_tool("search", {"query": "comet tail sun", "k": 1})
+
+    summary, found = with_client(tmp_path, env, body, "--allow-index")
+    assert not summary.is_error and summary.structured_content["indexed"] == 1
+    assert hits(found)[0]["path"] == "c.md"
+
+
+def test_malformed_messages_get_errors_not_a_crash(project: tuple[Path, dict[str, str]]) -> None:
+    root, env = project
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    lines = [b"this is not json\n", b'{"jsonrpc": "2.0", "id": 7, "method": 12}\n', json.dumps(init).encode() + b"\n"]
+    proc = subprocess.run(
+        [*semsearch_cmd(), "mcp"], cwd=root, env=env, input=b"".join(lines), capture_output=True, timeout=120
+    )
+    replies = [json.loads(line) for line in proc.stdout.decode().splitlines() if line.strip()]
+    answered = {r.get("id") for r in replies}
+    assert 1 in answered, proc.stdout.decode() + proc.stderr.decode()  # still serving after the junk
+    assert "Traceback" not in proc.stderr.decode()
