@@ -66,6 +66,11 @@ class IndexSettings:
     vector_params: Mapping[str, Any] | None = None
 
 
+# How long the watched folders must stay quiet before an update runs (a burst of saves, a
+# checkout, is one update).
+WATCH_SETTLE_MS = 300
+
+
 def _absolute(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(os.fspath(path)))
 
@@ -112,6 +117,7 @@ class Index:
         self._lock = threading.RLock()
         self._searcher: Searcher | None = None
         self._query_embedders: dict[str, QueryEmbedder] = {}  # by model fingerprint
+        self._update_provider: ModelProvider | None = None
 
     # -- finding and making ------------------------------------------------------------------
 
@@ -245,13 +251,77 @@ class Index:
         from semsearch.models import ModelOptions, model_provider
 
         known = existing.model if existing else None
+        # Later updates of this object (index --watch) keep the model loaded by the first.
+        cached = self._update_provider
+        if cached is not None and known is not None and cached.info().fingerprint == known.fingerprint:
+            return cached
         name = self.settings.model
-        return model_provider(
+        provider = model_provider(
             name,
             ModelOptions(
                 device=self.settings.device, precision=self.settings.precision, known=known, on_note=self._on_note
             ),
         )
+        self._update_provider = provider
+        return provider
+
+    def watch(
+        self,
+        *,
+        on_update: Callable[[IndexSummary], None] = lambda summary: None,
+        on_event: Callable[[IndexEvent], None] | None = None,
+        stop: threading.Event | None = None,
+        settle_ms: int = WATCH_SETTLE_MS,
+        on_ready: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Keep the index fresh: watch its folders and update it after each burst of changes.
+
+        Every update is a plain :meth:`update` (the same walk, ignore rules and generation flip),
+        run once the folders have been quiet for *settle_ms* (a ``git checkout`` is one update).
+        Returns when *stop* is set, after the update in progress. *on_ready* is called once the
+        watcher runs (changes made before then are caught by one update at that point). The folders are watched with
+        watchfiles (inotify, FSEvents, ReadDirectoryChangesW); changes inside the index folder
+        are not watched.
+        """
+        import watchfiles
+
+        from semsearch.store import IndexReader, key_to_path
+
+        with IndexReader(self.path) as reader:
+            roots = [key_to_path(self.path, os.fsencode(r)) for r in reader.roots]
+        watched = [str(r) for r in roots if os.path.exists(r)]
+        if not watched:
+            raise InvalidOptionError("nothing to watch: the index's folders are gone", options=("paths",))
+        index_dir = str(self.path)
+        ignore = watchfiles.DefaultFilter(ignore_paths=[index_dir])
+        stop = stop or threading.Event()
+        ready = False
+        for changes in watchfiles.watch(
+            *watched,
+            watch_filter=ignore,
+            debounce=max(settle_ms * 10, 2000),
+            step=settle_ms,
+            stop_event=stop,
+            raise_interrupt=False,
+            recursive=True,
+            yield_on_timeout=True,
+            rust_timeout=1000,
+        ):
+            if stop.is_set():
+                break
+            if not changes:
+                if ready:
+                    continue
+                # The first quiet second: the watcher runs. Catch what changed while it started
+                # (after the caller's last update); a walk over unchanged files costs little.
+                ready = True
+                summary = self.update(wait=30.0, on_event=on_event)
+                if summary.indexed or summary.removed:
+                    on_update(summary)
+                on_ready()
+                continue
+            summary = self.update(wait=30.0, on_event=on_event)
+            on_update(summary)
 
     def _index_options(
         self, roots: list[Path], existing: IndexManifest | None, *, rebuild: bool, wait: float, tuning: Tuning | None

@@ -103,6 +103,12 @@ _NOTEBOOK_OUTPUTS = _kept(
     "--notebook-outputs/--no-notebook-outputs",
     help="Index the text outputs of notebook cells too [default: the index's own, else no].",
 )
+_WATCH = typer.Option(
+    False,
+    "--watch",
+    help="After indexing, keep watching the folders and update the index after each burst of changes "
+    "(one line per update; Ctrl-C stops after the update in progress).",
+)
 _REBUILD = typer.Option(False, "--rebuild", help="Re-embed everything into a fresh index.")
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 _PRECISION = typer.Option(
@@ -129,6 +135,7 @@ def index(
     ocr: str | None = _OCR,
     notebook_outputs: bool | None = _NOTEBOOK_OUTPUTS,
     rebuild: bool = _REBUILD,
+    watch: bool = _WATCH,
     device: str = _DEVICE,
     precision: str = _PRECISION,
     wait: float = _WAIT,
@@ -162,13 +169,43 @@ def index(
         )
         with target:
             summary = _update(target, paths, rebuild=rebuild, wait=wait, quiet=quiet, verbose=verbose, err=err)
+            if not quiet or watch:
+                from semsearch.cli.report import summary_line
+
+                err.print(summary_line(summary))
+            if watch:
+                _watch(target, err=err, verbose=verbose)
     except SemsearchError as exc:
         console.fail(describe(exc))
         return
-    if not quiet:
-        from semsearch.cli.report import summary_line
 
-        err.print(summary_line(summary))
+
+def _watch(target: Index, *, err: Console, verbose: bool) -> None:
+    """`index --watch`: one summary line per update until Ctrl-C or SIGTERM, which stop after the
+    update in progress (nothing half done)."""
+    import signal
+    import threading
+
+    from semsearch.cli.report import summary_line
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    printer = console.IndexProgress(err, enabled=False, verbose=verbose)
+    try:
+        target.watch(
+            on_update=lambda summary: err.print(summary_line(summary)),
+            on_event=printer.on_event,
+            stop=stop,
+            on_ready=lambda: err.print("semsearch: watching for changes (Ctrl-C to stop)"),
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    err.print("semsearch: stopped watching")
 
 
 def _update(
@@ -527,6 +564,9 @@ def mcp_command(
     allow_index: bool = typer.Option(
         False, "--allow-index", help="Offer the `index` tool, which updates the index (it writes)."
     ),
+    watch: bool = typer.Option(
+        False, "--watch", help="Also keep the index fresh: update it after each burst of changes to its folders."
+    ),
 ) -> None:
     """Serve the index to coding agents and editors: a Model Context Protocol server on stdio.
 
@@ -535,4 +575,4 @@ def mcp_command(
     """
     from semsearch.cli.mcp_server import serve
 
-    serve(index, allow_index=allow_index)
+    serve(index, allow_index=allow_index, watch=watch)

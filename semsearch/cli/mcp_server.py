@@ -242,10 +242,40 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
     return server
 
 
-def serve(index: Path | None, *, allow_index: bool = False) -> None:
-    """Run the server on stdin/stdout until the client goes away."""
+def serve(index: Path | None, *, allow_index: bool = False, watch: bool = False) -> None:
+    """Run the server on stdin/stdout until the client goes away; with *watch*, a thread keeps the
+    index fresh meanwhile (one line per update on stderr)."""
     server = build_server(index, allow_index=allow_index)
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(index, stop), name="semsearch-watch", daemon=True)
+    if watch:
+        watcher.start()
     try:
         server.run("stdio")
     finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join(timeout=60)
         server._semsearch_service.close()
+
+
+def _watch(index: Path | None, stop: threading.Event) -> None:
+    """Update the index after each burst of changes until *stop* (errors are reported, not fatal)."""
+    import sys
+
+    from semsearch.api import Index, find_index
+    from semsearch.cli.messages import describe
+    from semsearch.cli.report import summary_line
+
+    def say(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    while not stop.is_set():
+        try:
+            with Index.open(find_index(index)) as target:
+                target.update()
+                target.watch(on_update=lambda summary: say(summary_line(summary)), stop=stop)
+        except SemsearchError as exc:
+            say(f"semsearch: watch: {describe(exc)}")
+            stop.wait(5.0)  # no index yet, or it is being rebuilt: try again

@@ -1,0 +1,92 @@
+"""`index --watch` / `Index.watch`: real watchfiles on real folders; updates are the plain update."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FakeModel, write
+from test_e2e import run, semsearch_cmd
+
+from semsearch import Index
+
+
+def _until(check, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_watch_follows_new_edited_moved_and_deleted_files(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    write(docs / "tides.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
+    model = FakeModel()
+    with Index.create(tmp_path / ".semsearch", provider=model) as index:
+        index.update([docs])
+        updates = []
+        stop = threading.Event()
+        thread = threading.Thread(target=index.watch, kwargs={"on_update": updates.append, "stop": stop})
+        thread.start()
+        try:
+            time.sleep(0.5)
+
+            def found(words: str) -> set[str]:
+                return {h.chunk.path.name for h in index.search(words, mode="lexical", k=5)}
+
+            write(docs / "new" / "comets.md", "# Comets\n\nA comet's tail points away from the sun.\n")
+            assert _until(lambda: "comets.md" in found("comet tail sun"))
+            # An editor's atomic save: write a temporary file, rename it over the old one.
+            tmp = docs / ".tides.md.swp"
+            tmp.write_text("# Tides\n\nNeap tides come at the quarter moons.\n")
+            os.replace(tmp, docs / "tides.md")
+            assert _until(lambda: "tides.md" in found("neap quarter"))
+            os.rename(docs / "new", docs / "moved")
+            assert _until(lambda: found("comet tail sun") == {"comets.md"} and index.status().files == 2)
+            (docs / "moved" / "comets.md").unlink()
+            assert _until(lambda: found("comet tail sun") == set())
+            # A burst of saves is one update, not one per file.
+            before = len(updates)
+            for i in range(20):
+                write(docs / f"burst-{i}.md", f"# Note {i}\n\nBurst note number {i} about lighthouses.\n")
+            assert _until(lambda: len(found("lighthouses burst")) == 5)
+            time.sleep(1.0)
+            assert len(updates) - before <= 3
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+        assert not thread.is_alive()
+        assert all(u.indexed + u.removed + u.unchanged > 0 for u in updates)
+
+
+@pytest.mark.model
+def test_index_watch_console_script_finds_a_saved_file_and_stops_on_sigterm(tmp_path: Path) -> None:
+    env = {**os.environ, "SEMSEARCH_CACHE": str(tmp_path / "cache"), "NO_COLOR": "1"}  # outside the project
+    tmp_path = tmp_path / "project"
+    write(tmp_path / "a.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
+    env.pop("SEMSEARCH_INDEX", None)
+    log = tmp_path.parent / "watch.err"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([*semsearch_cmd(), "index", ".", "--watch"], cwd=tmp_path, env=env, stderr=err)
+    try:
+        assert _until(lambda: "watching for changes" in log.read_text(), 300)
+        write(tmp_path / "b.md", "# Volcanoes\n\nThe quokka survey counted lava flows near the village.\n")
+
+        def found() -> bool:
+            out = run(["query", "quokka survey lava", "-k", "1", "--mode", "lexical"], cwd=tmp_path, env=env)
+            return b"b.md" in out.stdout
+
+        assert _until(found, 60), log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    rest = log.read_text()
+    assert proc.returncode == 0, rest
+    assert "stopped watching" in rest and "indexed 1 file" in rest
