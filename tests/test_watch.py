@@ -32,11 +32,13 @@ def test_watch_follows_new_edited_moved_and_deleted_files(tmp_path: Path) -> Non
     with Index.create(tmp_path / ".semsearch", provider=model) as index:
         index.update([docs])
         updates = []
-        stop = threading.Event()
-        thread = threading.Thread(target=index.watch, kwargs={"on_update": updates.append, "stop": stop})
+        stop, ready = threading.Event(), threading.Event()
+        thread = threading.Thread(
+            target=index.watch, kwargs={"on_update": updates.append, "stop": stop, "on_ready": ready.set}
+        )
         thread.start()
         try:
-            time.sleep(0.5)
+            assert ready.wait(30)
 
             def found(words: str) -> set[str]:
                 return {h.chunk.path.name for h in index.search(words, mode="lexical", k=5)}
