@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +51,15 @@ class Run:
     stderr: bytes
 
 
-def run_child(cmd: list[str], *, stdin_path: Path | None = None, env: dict[str, str] | None = None,
-              cwd: Path | None = None, check: bool = True, timeout: float | None = None) -> Run:
+def run_child(
+    cmd: list[str],
+    *,
+    stdin_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+) -> Run:
     """Run ``cmd`` to completion; wall time from just before fork to reaping, and its own peak RSS."""
     import tempfile
 
@@ -128,10 +136,12 @@ def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
 
-def print_table(title: str, rows: list[tuple[str, str, str, str]]) -> None:
-    """Rows of (figure, value, target / reference, verdict)."""
-    head = ("figure", "value", "target / ratio", "")
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(4)]
+TARGET_HEAD = ("figure", "value", "target / ratio", "")
+
+
+def print_table(title: str, rows: Sequence[Sequence[object]], head: Sequence[str] = TARGET_HEAD) -> None:
+    """Rows under *head* (default: figure, value, target / reference, verdict), columns aligned."""
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     line = "  ".join("-" * w for w in widths)
     print(f"\n== {title} ==")
     print("  ".join(str(h).ljust(w) for h, w in zip(head, widths, strict=True)))
@@ -154,8 +164,10 @@ def machine_note() -> str:
     except OSError:
         pass
     bf16 = "yes" if (" avx512_bf16" in flags or " amx_bf16" in flags) else "no"
-    return (f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs, bf16 units: {bf16}, "
-            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (a load above the CPU count means noisy timings)")
+    return (
+        f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs, bf16 units: {bf16}, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (a load above the CPU count means noisy timings)"
+    )
 
 
 def write_json(path: Path | None, data: dict) -> None:

@@ -51,6 +51,7 @@ from _bench_common import (
     fmt_s,
     machine_note,
     median,
+    print_table,
     require_data,
     run_child,
     write_json,
@@ -369,15 +370,6 @@ def _fmt_import(seconds: float) -> str:
     return fmt_s(seconds) if seconds > 0.002 else f"~0 ({fmt_s(seconds)}, noise)"
 
 
-def table(head: list[str], rows: list[list[str]], title: str) -> None:
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    print(f"\n== {title} ==")
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -397,8 +389,9 @@ def main() -> int:
     print("extraction (cold in a fresh process each, then warm here):", flush=True)
     fmt_rows, file_rows = bench_formats(groups, args.reps)
 
-    table(
-        ["format", "files", "bytes", "chars", "err", "cold (fresh proc)", "warm (median)", "MB/s", "chars/s"],
+    print_table(
+        f"extraction per format (warm: median of {args.reps} passes after a warm-up; cold: first pass in a "
+        "fresh process, library imports included)",
         [
             [
                 r["format"],
@@ -413,11 +406,10 @@ def main() -> int:
             ]
             for r in fmt_rows
         ],
-        f"extraction per format (warm: median of {args.reps} passes after a warm-up; cold: first pass in a "
-        "fresh process, library imports included)",
+        ["format", "files", "bytes", "chars", "err", "cold (fresh proc)", "warm (median)", "MB/s", "chars/s"],
     )
-    table(
-        ["file", "bytes", "chars", "parts", "heads", "warm", "cold", "title / error"],
+    print_table(
+        "per file",
         [
             [
                 f"{r['format']}/{r['file']}"[:60],
@@ -431,12 +423,12 @@ def main() -> int:
             ]
             for r in file_rows
         ],
-        "per file",
+        ["file", "bytes", "chars", "parts", "heads", "warm", "cold", "title / error"],
     )
     pdf_row = next(r for r in fmt_rows if r["format"] == "pdf")
     pdf_ref = bench_pdf_reference(groups["pdf"], args.reps)
-    table(
-        ["PDF text layer", "chars", "warm (median)", "MB/s", "ratio to the reader"],
+    print_table(
+        f"the {pdf_row['files']} text PDFs: reader vs another extractor already installed",
         [
             [
                 "semsearch reader (pypdf)",
@@ -453,15 +445,16 @@ def main() -> int:
                 f"{pdf_ref['seconds'] / pdf_row['warm_seconds']:.2f}x",
             ],
         ],
-        f"the {pdf_row['files']} text PDFs: reader vs another extractor already installed",
+        ["PDF text layer", "chars", "warm (median)", "MB/s", "ratio to the reader"],
     )
 
     imports: list[dict] = []
     if not args.no_imports:
         print("\nimport times (fresh interpreter each):", flush=True)
         imports = bench_imports(args.import_runs)
-        table(
-            ["library", "statement", "used by", "wall - bare python", "-X importtime"],
+        print_table(
+            f"import time (median of {args.import_runs}; bare `python -c pass` "
+            f"{fmt_s(imports[0]['bare_python_seconds'])})",
             [
                 [
                     r["library"],
@@ -472,26 +465,18 @@ def main() -> int:
                 ]
                 for r in imports
             ],
-            f"import time (median of {args.import_runs}; bare `python -c pass` "
-            f"{fmt_s(imports[0]['bare_python_seconds'])})",
+            ["library", "statement", "used by", "wall - bare python", "-X importtime"],
         )
 
     ocr_figs: dict = {}
     if not args.no_ocr:
         print("\nOCR:", flush=True)
         ocr_figs = bench_ocr(args.data, args.reps, args.work)
-        table(
-            [
-                "file",
-                "pages",
-                "pixels",
-                "chars",
-                "cold (fresh proc)",
-                "warm read",
-                "pages/s warm",
-                "engine only",
-                "cached re-read",
-            ],
+        print_table(
+            f"OCR (import of semsearch.readers.ocr {fmt_s(ocr_figs['engine_import_seconds'])}; engine load: "
+            "rapidocr, onnxruntime, OpenCV imports and the 3 models "
+            f"{fmt_s(ocr_figs['engine_load_seconds'])} in a fresh process; warm overall "
+            f"{ocr_figs['warm_pages_per_s_overall']:.2f} pages/s)",
             [
                 [
                     r["file"],
@@ -506,10 +491,17 @@ def main() -> int:
                 ]
                 for r in ocr_figs["files"]
             ],
-            f"OCR (import of semsearch.readers.ocr {fmt_s(ocr_figs['engine_import_seconds'])}; engine load: "
-            "rapidocr, onnxruntime, OpenCV imports and the 3 models "
-            f"{fmt_s(ocr_figs['engine_load_seconds'])} in a fresh process; warm overall "
-            f"{ocr_figs['warm_pages_per_s_overall']:.2f} pages/s)",
+            [
+                "file",
+                "pages",
+                "pixels",
+                "chars",
+                "cold (fresh proc)",
+                "warm read",
+                "pages/s warm",
+                "engine only",
+                "cached re-read",
+            ],
         )
 
     write_json(

@@ -46,6 +46,7 @@ from _bench_common import (
     bench_env,
     fmt_s,
     machine_note,
+    print_table,
     require_data,
     run_child,
     semsearch_cmd,
@@ -351,7 +352,7 @@ def main() -> int:
         ]
         for r in acc
     ]
-    _table("OCR accuracy against hand transcriptions (whitespace collapsed)", head, rows)
+    print_table("OCR accuracy against hand transcriptions (whitespace collapsed)", rows, head)
     for r in acc:
         print(f"\n{r['name']}: missed words {r['missed_words'][:25]}")
         print(f"  extra OCR words {r['extra_words'][:25]}")
@@ -361,9 +362,8 @@ def main() -> int:
     variants: list[dict] = []
     if not args.no_variants:
         variants = run_variants(args.data)
-        _table(
+        print_table(
             "raw engine, text-line orientation classifier on (as semsearch runs it) vs off",
-            ["transcription", "classifier", "edits", "char acc", "word recall (bag)", "seconds"],
             [
                 [
                     r["name"],
@@ -375,6 +375,7 @@ def main() -> int:
                 ]
                 for r in variants
             ],
+            ["transcription", "classifier", "edits", "char acc", "word recall (bag)", "seconds"],
         )
 
     retrieval: list[dict] = []
@@ -383,10 +384,9 @@ def main() -> int:
             run = run_retrieval(args.data, args.work, args.cache, neutral)
             retrieval.append(run)
             print(f"\n{run['summary']}  (wall {fmt_s(run['index_seconds'])})")
-            _table(
+            print_table(
                 f"retrieval, scans under {run['names']} names: rank of the right file among distinct files of "
                 f"the top {TOP_K} chunks ({run['top3']}/{len(QUESTIONS)} in the top 3)",
-                ["question", "right file", "file rank", "chunk rank", "top files"],
                 [
                     [
                         r["question"],
@@ -397,18 +397,10 @@ def main() -> int:
                     ]
                     for r in run["questions"]
                 ],
+                ["question", "right file", "file rank", "chunk rank", "top files"],
             )
     write_json(args.json_out, {"machine": note, "accuracy": acc, "engine_variants": variants, "retrieval": retrieval})
     return 0
-
-
-def _table(title: str, head: list[str], rows: list[list]) -> None:
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    print(f"\n== {title} ==")
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
 if __name__ == "__main__":
