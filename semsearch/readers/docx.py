@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,23 @@ def clean_text(text: str) -> str:
     empty lines dropped; vertical tabs and other breaks become line ends."""
     lines = (" ".join(line.split()) for line in _LINE_BREAKS.split(text))
     return "\n".join(line for line in lines if line)
+
+
+def read_office_package(path: Path, data: bytes, what: str, read: Callable[[Path, bytes, str], Document]) -> Document:
+    """An Office Open XML package (Word, PowerPoint) read by *read* (path, data, core title) once
+    the archive guards and the entity check accepted it; any other failure of the parsing library
+    on damaged XML is an ExtractError naming the package."""
+    archive = open_archive(data, what)
+    try:
+        refuse_xml_entities(archive, what)
+        title = core_title(archive, what)
+        return read(path, data, title)
+    except ExtractError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - python-docx, python-pptx and lxml raise anything on damaged XML
+        raise ExtractError(f"broken {what} ({type(exc).__name__}: {one_line(exc)})") from None
+    finally:
+        archive.close()
 
 
 def core_title(archive: zipfile.ZipFile, what: str) -> str:
@@ -124,17 +141,7 @@ def sections_document(
 def read_docx(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTIONS) -> Document:
     """A Word document's body in order (see the module docstring). Raises ExtractError for a
     broken, encrypted or hostile file."""
-    archive = open_archive(data, WHAT)
-    try:
-        refuse_xml_entities(archive, WHAT)
-        title = core_title(archive, WHAT)
-        return _read(path, data, title)
-    except ExtractError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - python-docx and lxml raise anything on damaged XML
-        raise ExtractError(f"broken {WHAT} ({type(exc).__name__}: {one_line(exc)})") from None
-    finally:
-        archive.close()
+    return read_office_package(path, data, WHAT, _read)
 
 
 def _read(path: Path, data: bytes, title: str) -> Document:

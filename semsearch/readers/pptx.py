@@ -17,9 +17,9 @@ from typing import Any
 
 from semsearch.errors import ExtractError
 from semsearch.readers.base import DEFAULT_READ_OPTIONS, Reader, ReadOptions
-from semsearch.readers.document import Document, DocumentBuilder, file_stem, one_line
-from semsearch.readers.docx import MAX_TITLE_CHARS, clean_text, core_title
-from semsearch.readers.safety import open_archive, refuse_xml_entities, zip_member_under
+from semsearch.readers.document import Document, DocumentBuilder, file_stem
+from semsearch.readers.docx import MAX_TITLE_CHARS, clean_text, read_office_package
+from semsearch.readers.safety import zip_member_under
 
 KIND = "pptx"
 # Titles that PowerPoint templates leave in a deck's properties.
@@ -45,17 +45,7 @@ def matches(path: Path, head: bytes) -> bool:
 def read_pptx(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTIONS) -> Document:
     """A presentation's text, slide by slide (see the module docstring). Raises ExtractError for
     a broken, encrypted or hostile file."""
-    archive = open_archive(data, WHAT)
-    try:
-        refuse_xml_entities(archive, WHAT)
-        title = core_title(archive, WHAT)
-        return _read(path, data, title)
-    except ExtractError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - python-pptx and lxml raise anything on damaged XML
-        raise ExtractError(f"broken {WHAT} ({type(exc).__name__}: {one_line(exc)})") from None
-    finally:
-        archive.close()
+    return read_office_package(path, data, WHAT, _read)
 
 
 def _read(path: Path, data: bytes, title: str) -> Document:
