@@ -94,13 +94,16 @@ def unregister_reader(kind: str) -> None:
     readers[:] = [r for r in readers if r.kind != kind]
 
 
+def _matching(path: Path, head: bytes) -> Reader | None:
+    """The first reader whose ``matches`` accepts the file, wanted or not."""
+    return next((reader for reader in _registry() if reader.matches(path, head)), None)
+
+
 def detect_kind(path: Path, head: bytes, options: ReadOptions = DEFAULT_READ_OPTIONS) -> str | None:
     """The kind of the first reader that accepts a file (its name and first bytes), or None: binary
     (or a kind these options leave out, such as images without ``ocr="images"``)."""
-    for reader in _registry():
-        if reader.matches(path, head):
-            return reader.kind if reader.wanted(options) else None
-    return None
+    reader = _matching(path, head)
+    return reader.kind if reader is not None and reader.wanted(options) else None
 
 
 def part_kind(kind: str) -> str:
@@ -115,10 +118,8 @@ def part_kind(kind: str) -> str:
 def unwanted_kind(path: Path, head: bytes, options: ReadOptions = DEFAULT_READ_OPTIONS) -> str | None:
     """The kind of the reader that would take a file these options leave out (an image without
     ``ocr="images"``), or None."""
-    for reader in _registry():
-        if reader.matches(path, head):
-            return None if reader.wanted(options) else reader.kind
-    return None
+    reader = _matching(path, head)
+    return reader.kind if reader is not None and not reader.wanted(options) else None
 
 
 def reader_signatures(options: ReadOptions = DEFAULT_READ_OPTIONS) -> dict[str, str]:
