@@ -626,3 +626,20 @@ def test_a_pages_own_table_of_contents_is_left_out() -> None:
     doc = read_html(Path("guide.html"), page.encode())
     assert [h[2] for h in doc.headings] == ["Guide", "Install", "Use", "Help"]
     assert doc.text.count("Install") == 2  # its heading, and the link in the last paragraph
+
+
+def test_what_a_reader_passed_over_is_one_warning_of_the_run(tmp_path: Path) -> None:
+    from conftest import FakeModel
+
+    from semsearch.indexing import IndexOptions, build_index
+
+    package = opf([("c1", "c1.xhtml"), ("gone", "nowhere.xhtml")], ["c1", "gone"])
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "raw.epub").write_bytes(raw_epub({"OEBPS/c1.xhtml": chapter("Otters float.")}, package))
+    events = []
+    summary = build_index(
+        IndexOptions(roots=[tmp_path / "docs"], index_dir=tmp_path / ".semsearch"), FakeModel(), events.append
+    )
+    assert summary.indexed == 1
+    warnings = [e.message for e in events if e.kind == "warning"]
+    assert len(warnings) == 1 and "raw.epub" in warnings[0] and "1 spine entries" in warnings[0]

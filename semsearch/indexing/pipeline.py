@@ -46,6 +46,7 @@ class _Prepared:
     damaged: bool = False  # could not be read as its kind (broken or encrypted PDF, ...): *error* says why
     reused: list[bytes | None] | None = None  # per chunk: a stored vector of the same input, None: embed it
     part_lines: list[int] | None = None  # where each part begins, when chunks may span parts
+    notes: list[str] | None = None  # what the reader passed over (one warning line)
 
 
 def _read_file(entry: FileEntry) -> bytes:
@@ -104,6 +105,7 @@ def _prepare(item: Todo, plan: _ReadPlan) -> _Prepared | Exception:
         chunks = chunk_document(doc, settings, measure, limit)
         error = None if chunks else reader_for(entry.kind).no_text
         prepared = _Prepared(entry, key, digest, doc.kind, doc.encoding, doc.title, error, chunks, replaces)
+        prepared.notes = doc.notes or None
         if doc.part_starts and not doc.split_parts:
             lines = LineIndex(doc.text)
             prepared.part_lines = [lines.line_at(start) for start in doc.part_starts]
@@ -226,6 +228,8 @@ class Pipeline:
             )
             self.stored_bytes += entry.size
             return False
+        if prepared.notes:
+            self.on_event(IndexEvent("warning", path=entry.path, text="; ".join(prepared.notes)))
         if prepared.error is not None:
             if prepared.damaged:
                 self.summary.skipped[BROKEN] += 1  # recorded, so that it is not read again until it changes
