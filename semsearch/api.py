@@ -109,8 +109,10 @@ class Index:
         *,
         provider: ModelProvider | None = None,
         on_note: Callable[[str], None] = _quiet,
+        query_threads: int = 1,
     ) -> None:
         self.path = path
+        self.query_threads = query_threads
         self.settings = settings or IndexSettings()
         self._provider_override = provider
         self._on_note = on_note
@@ -128,18 +130,26 @@ class Index:
         *,
         provider: ModelProvider | None = None,
         on_note: Callable[[str], None] = _quiet,
+        query_threads: int = 1,
         **settings: Any,
     ) -> Index:
         """An existing index: *path*, else ``$SEMSEARCH_INDEX``, else the nearest ``.semsearch``
         here or above. Raises :class:`IndexNotFoundError` when there is none. *settings* (the
         fields of :class:`IndexSettings`) apply to its next :meth:`update`; *provider* injects a
-        model (a :class:`semsearch.models.ModelProvider`) instead of resolving one by name."""
+        model (a :class:`semsearch.models.ModelProvider`) instead of resolving one by name.
+        *query_threads*: CPU threads the query model may use for one query (1 starts soonest and
+        suits a busy machine; a long-lived process on an idle one answers sooner on 2)."""
         from semsearch.store import is_index_dir
 
         found = find_index(path)
         if not is_index_dir(found):
             raise IndexNotFoundError(f"no index at {found}", path=found, remedy="index_first")
-        return cls(found, _settings(settings), provider=provider, on_note=on_note)
+        if not isinstance(query_threads, int) or isinstance(query_threads, bool) or query_threads < 1:
+            raise InvalidOptionError(
+                f"{{query_threads}} must be a whole number, at least 1 (got {query_threads!r})",
+                options=("query_threads",),
+            )
+        return cls(found, _settings(settings), provider=provider, on_note=on_note, query_threads=query_threads)
 
     @classmethod
     def create(
@@ -289,39 +299,58 @@ class Index:
 
         with IndexReader(self.path) as reader:
             roots = [key_to_path(self.path, os.fsencode(r)) for r in reader.roots]
-        watched = [str(r) for r in roots if os.path.exists(r)]
-        if not watched:
+        if not any(os.path.exists(r) for r in roots):
             raise InvalidOptionError("nothing to watch: the index's folders are gone", options=("paths",))
-        index_dir = str(self.path)
-        ignore = watchfiles.DefaultFilter(ignore_paths=[index_dir])
+        ignore = watchfiles.DefaultFilter(ignore_paths=[str(self.path)])
         stop = stop or threading.Event()
         ready = False
-        for changes in watchfiles.watch(
-            *watched,
-            watch_filter=ignore,
-            debounce=max(settle_ms * 10, 2000),
-            step=settle_ms,
-            stop_event=stop,
-            raise_interrupt=False,
-            recursive=True,
-            yield_on_timeout=True,
-            rust_timeout=1000,
-        ):
-            if stop.is_set():
-                break
-            if not changes:
-                if ready:
-                    continue
-                # The first quiet second: the watcher runs. Catch what changed while it started
-                # (after the caller's last update); a walk over unchanged files costs little.
-                ready = True
-                summary = self.update(wait=30.0, on_event=on_event)
-                if summary.indexed or summary.removed:
-                    on_update(summary)
-                on_ready()
+
+        def run_update(report_empty: bool, paths: list[Path] | None = None) -> None:
+            summary = self.update(paths, wait=30.0, on_event=on_event)
+            if report_empty or summary.indexed or summary.removed:
+                on_update(summary)
+
+        while not stop.is_set():
+            present = [r for r in roots if os.path.exists(r)]
+            if not present:  # every folder gone (a checkout of another branch?): wait for one
+                stop.wait(1.0)
                 continue
-            summary = self.update(wait=30.0, on_event=on_event)
-            on_update(summary)
+            for changes in watchfiles.watch(
+                *map(str, present),
+                watch_filter=ignore,
+                debounce=max(settle_ms * 10, 2000),
+                step=settle_ms,
+                stop_event=stop,
+                raise_interrupt=False,
+                recursive=True,
+                yield_on_timeout=True,
+                rust_timeout=1000,
+            ):
+                if stop.is_set():
+                    break
+                now = [r for r in roots if os.path.exists(r)]
+                if now != present:
+                    # A watched folder went away or came back: its old watch is gone, so the
+                    # watcher starts again on the folders there now, after an update. An update
+                    # forgets a folder that is gone; one that comes back is indexed again.
+                    run_update(report_empty=False)
+                    back = [r for r in now if r not in present]
+                    if back:
+                        run_update(report_empty=False, paths=back)
+                    break
+                if not changes:
+                    if ready:
+                        continue
+                    # The first quiet second: the watcher runs. Catch what changed while it
+                    # started (after the caller's last update); a walk over unchanged files
+                    # costs little.
+                    ready = True
+                    run_update(report_empty=False)
+                    on_ready()
+                    continue
+                run_update(report_empty=True)
+            else:
+                break  # the watcher ended by itself (stop was set)
 
     def _index_options(
         self, roots: list[Path], existing: IndexManifest | None, *, rebuild: bool, wait: float, tuning: Tuning | None
@@ -372,7 +401,9 @@ class Index:
             else:
                 from semsearch.models import query_embedder
 
-                self._query_embedders[fingerprint] = query_embedder(manifest.model, self._on_note)
+                self._query_embedders[fingerprint] = query_embedder(
+                    manifest.model, self._on_note, threads=self.query_threads
+                )
         return self._query_embedders[fingerprint]
 
     def search(

@@ -174,10 +174,11 @@ class Searcher:
         bm25: dict[int, float] = {}
         match = fts_query(query) if options.mode in ("lexical", "hybrid") else ""
         pending: Future[list[tuple[int, float]]] | None = None
-        if match and options.mode == "hybrid" and _CORES > 1:
+        if match and options.mode == "hybrid" and getattr(self.embedder(), "threads", 1) < _CORES:
             # BM25 ranks in a worker thread while the query is embedded and the graph searched
             # (SQLite, onnxruntime and hnswlib release the GIL): hybrid then costs about what
-            # its slower half costs, not the sum of both.
+            # its slower half costs, not the sum of both. Not when the query model takes every
+            # core: the two would only wait for each other.
             pending = self._worker().submit(self.reader.lexical_search, match, fetch, within)
         try:
             if options.mode in ("semantic", "hybrid"):

@@ -79,6 +79,8 @@ def test_tools_search_filters_similar_status_and_bad_calls(project: tuple[Path, 
     assert set(out["tools"]) == {"search", "similar", "status"}  # no index tool without --allow-index
     schema = out["tools"]["search"].input_schema["properties"]
     assert {"query", "k", "mode", "paths", "globs", "types", "changed_within"} <= set(schema)
+    # The text content is the structured content as JSON (for clients that read text only).
+    assert json.loads(out["search"].content[0].text) == out["search"].structured_content
     first = hits(out["search"])[0]
     assert first["path"] == os.path.join("docs", "tls.md") and first["location"]["kind"] == "line"
     assert {"score", "scores", "text", "context", "title"} <= set(first)
@@ -165,3 +167,24 @@ def test_malformed_messages_get_errors_not_a_crash(project: tuple[Path, dict[str
     answered = {r.get("id") for r in replies}
     assert 1 in answered, proc.stdout.decode() + proc.stderr.decode()  # still serving after the junk
     assert "Traceback" not in proc.stderr.decode()
+
+
+def test_mcp_watch_finds_a_file_edited_on_disk(tmp_path: Path, project: tuple[Path, dict[str, str]]) -> None:
+    _, env = project
+    write(tmp_path / "a.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
+    assert run(["index", "."], cwd=tmp_path, env=env).returncode == 0
+
+    async def body(session: Any) -> tuple[Any, Any]:
+        ask = {"query": "quokka survey lava", "k": 1, "mode": "lexical"}
+        before = await session.call_tool("search", ask)
+        write(tmp_path / "a.md", "# Tides\n\nThe quokka survey counted lava flows near the village.\n")
+        with anyio.fail_after(120):
+            while True:  # the watcher updates the index; the next search sees it
+                after = await session.call_tool("search", ask)
+                if hits(after):
+                    return before, after
+                await anyio.sleep(0.2)
+
+    before, after = with_client(tmp_path, env, body, "--watch")
+    assert hits(before) == []
+    assert hits(after)[0]["path"] == "a.md" and "quokka" in hits(after)[0]["text"]

@@ -184,6 +184,16 @@ def test_padding_and_batching_do_not_change_results(embedder: OnnxEmbedder) -> N
 
 
 @pytest.mark.model
+def test_query_vectors_are_the_same_on_one_thread_or_two(export_dir: Path) -> None:
+    # A long-lived server runs queries on two threads, the CLI on one: same vectors, bit for bit.
+    one, two = OnnxEmbedder.load(export_dir, threads=1), OnnxEmbedder.load(export_dir, threads=2)
+    assert (one.threads, two.threads) == (1, 2)
+    texts = [*TEXTS, "cors", "How do I declare optional query parameters with defaults?", LONG_TEXT]
+    for text in texts:
+        assert np.array_equal(one.embed_queries([text]), two.embed_queries([text]))
+
+
+@pytest.mark.model
 def test_input_order_is_kept(embedder: OnnxEmbedder) -> None:
     forward = embedder.embed_documents(TEXTS, batch_size=3)
     backward = embedder.embed_documents(TEXTS[::-1], batch_size=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -66,6 +67,58 @@ def test_watch_follows_new_edited_moved_and_deleted_files(tmp_path: Path) -> Non
             thread.join(timeout=30)
         assert not thread.is_alive()
         assert all(u.indexed + u.removed + u.unchanged > 0 for u in updates)
+
+
+def test_watch_survives_folders_made_and_removed_and_half_written_files(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    notes = tmp_path / "notes"
+    write(docs / "keep.md", "# Keep\n\nThis page stays while folders come and go.\n")
+    write(notes / "owls.md", "# Owls\n\nBarn owls hunt voles at dusk.\n")
+    model = FakeModel()
+    with Index.create(tmp_path / ".semsearch", provider=model) as index:
+        index.update([docs, notes])
+        errors: list[BaseException] = []
+        stop, ready = threading.Event(), threading.Event()
+
+        def watch() -> None:
+            try:
+                index.watch(stop=stop, on_ready=ready.set)
+            except Exception as exc:  # noqa: BLE001 - reported by the test, not lost in the thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=watch)
+        thread.start()
+        try:
+            assert ready.wait(30)
+
+            def found(words: str) -> set[str]:
+                return {h.chunk.path.name for h in index.search(words, mode="lexical", k=5)}
+
+            # A folder tree made, filled, then removed whole while the watcher runs.
+            write(docs / "tmp" / "deep" / "glacier.md", "# Glaciers\n\nA calving glacier sheds icebergs.\n")
+            assert _until(lambda: "glacier.md" in found("calving glacier icebergs"))
+            shutil.rmtree(docs / "tmp")
+            assert _until(lambda: found("calving glacier icebergs") == set())
+            write(docs / "tmp" / "again.md", "# Again\n\nThe same folder name, made anew, holds otters.\n")
+            assert _until(lambda: "again.md" in found("otters"))
+            # A file half-written when first seen: the first update takes what is there, a later
+            # one the rest.
+            with open(docs / "slow.md", "w") as f:
+                f.write("# Slow\n\nThe first half speaks of herons.\n")
+                f.flush()
+                assert _until(lambda: "slow.md" in found("herons"))
+                f.write("The second half speaks of kingfishers.\n")
+            assert _until(lambda: "slow.md" in found("kingfishers"))
+            # A watched folder itself removed (its files leave the index), then made again.
+            shutil.rmtree(notes)
+            assert _until(lambda: found("barn owls voles") == set())
+            write(notes / "owls.md", "# Owls\n\nBarn owls hunt voles at dusk, and tawny owls too.\n")
+            assert _until(lambda: "owls.md" in found("tawny owls"))
+            assert "keep.md" in found("folders come and go")
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+        assert not thread.is_alive() and not errors, errors
 
 
 @pytest.mark.model

@@ -9,11 +9,14 @@ stops the server. Paths in and out are relative to the project: the folder that 
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+
+from mcp.types import CallToolResult, TextContent
 
 from semsearch.errors import SemsearchError
 
@@ -28,25 +31,93 @@ MAX_QUERY_CHARS = 4000
 MAX_FILTER_ITEMS = 100
 
 Mode = Literal["hybrid", "semantic", "lexical"]
+
+
+# A hit as the tools return it. Their output schemas stay a plain object: a typed one costs the
+# SDK's Python client about 2-3 ms of jsonschema checks per 10 hits (benchmarks/RESULTS.md); the
+# fields are in the tools' descriptions and the README.
+class Location(TypedDict, total=False):
+    """Where a hit is: ``kind`` names the number given (the snippet's line, or its document's
+    page, cell, slide or section); ``<kind>_end`` is the last one the passage reaches."""
+
+    kind: Literal["line", "page", "cell", "slide", "section"]  # always there
+    line: int
+    line_end: int
+    page: int
+    page_end: int
+    cell: int
+    cell_end: int
+    slide: int
+    slide_end: int
+    section: int
+    section_end: int
+
+
+class Scores(TypedDict, total=False):
+    """The score parts: cosine similarity, BM25, and the blend the hits are ranked by."""
+
+    cosine: float
+    bm25: float
+    fused: float
+
+
+class HitResult(TypedDict):
+    """One passage: where it is, how it scored, its text."""
+
+    rank: int
+    path: str  # relative to the project (the folder that holds the index)
+    location: Location
+    score: float  # the cosine similarity (lexical mode: BM25)
+    scores: Scores
+    title: str | None  # the document's title, when it has one
+    context: str | None  # the title and headings the passage sits under
+    text: str  # the passage
+    type: str  # its file type (md, pdf, word, py ...)
+    mtime: float  # the file's modification time when indexed (Unix seconds)
+
+
+def _result(data: Any) -> CallToolResult:
+    """A tool's result: the data as structured content, and the same as compact JSON text (for
+    clients that read only text content)."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+
+
 # How the library's option names read in the tools' arguments (others keep their own name).
 TOOL_ARGUMENTS = {"top_k": "k", "target": "path", "path": "the index", "paths": "paths"}
 
 
 class IndexService:
-    """The index behind the tools: opened lazily, reopened when it changes on disk."""
+    """The index behind the tools: opened lazily, reopened when it changes on disk.
+
+    Each call first makes a check of a few microseconds: the manifest file's identity (a rebuild
+    replaces it) and SQLite's ``data_version`` on a connection held open for that (it changes
+    when another process commits, as an update does). Only when one of them moved is the
+    manifest read and the generation compared.
+    """
 
     def __init__(self, index: Path | None) -> None:
         self.asked = index
         self._index: Index | None = None
         self._seen: tuple[Any, ...] | None = None
+        self._quick_seen: tuple[Any, ...] | None = None
+        self._watch_conn: sqlite3.Connection | None = None
+        self._watch_db: Path | None = None
         self._lock = threading.Lock()
 
-    def _identity(self, index_dir: Path) -> tuple[Any, ...]:
-        """What changes when the index is updated or rebuilt: the manifest and the generation."""
-        from semsearch.store import read_manifest
+    def _identity(self, index_dir: Path) -> tuple[tuple[Any, ...], tuple[Any, ...] | None]:
+        """What changes when the index is updated or rebuilt (the manifest and the generation),
+        and the quick token taken before it was read (None when there is none)."""
+        from semsearch.store import MANIFEST, read_manifest
 
+        try:
+            st: os.stat_result | None = os.stat(index_dir / MANIFEST)
+        except OSError:
+            st = None  # read_manifest says what is wrong
         manifest = read_manifest(index_dir)
         db = index_dir / manifest.database
+        self._follow(db)
+        version = self._data_version()
         generation = None
         try:
             conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -57,16 +128,58 @@ class IndexService:
                 conn.close()
         except sqlite3.Error:
             generation = None
-        return (manifest.epoch, manifest.database, manifest.model.fingerprint, generation)
+        token = None if st is None or version is None else (st.st_ino, st.st_mtime_ns, st.st_size, version)
+        return (manifest.epoch, manifest.database, manifest.model.fingerprint, generation), token
+
+    def _follow(self, db: Path) -> None:
+        """Hold a connection to *db* for its ``data_version`` (none when it cannot be opened)."""
+        if self._watch_db == db and self._watch_conn is not None:
+            return
+        self._unfollow()
+        try:
+            self._watch_conn = sqlite3.connect(
+                f"file:{db}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )  # used under self._lock, from whichever worker thread runs the tool
+            self._watch_db = db
+        except sqlite3.Error:
+            self._watch_conn = None
+
+    def _unfollow(self) -> None:
+        if self._watch_conn is not None:
+            self._watch_conn.close()
+        self._watch_conn, self._watch_db = None, None
+
+    def _data_version(self) -> int | None:
+        if self._watch_conn is None:
+            return None
+        try:
+            return int(self._watch_conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return None
+
+    def _quick(self, index_dir: Path) -> tuple[Any, ...] | None:
+        """A token that moves whenever the identity may have moved (None: cannot tell)."""
+        from semsearch.store import MANIFEST
+
+        version = self._data_version()
+        try:
+            st = os.stat(index_dir / MANIFEST)
+        except OSError:
+            return None
+        return None if version is None else (st.st_ino, st.st_mtime_ns, st.st_size, version)
 
     def index(self) -> Index:
         """The current index (raises the library's errors: not found, damaged ...)."""
         from semsearch.api import Index, find_index
+        from semsearch.models.hardware import usable_cpus
 
         with self._lock:
             if self._index is not None:
+                quick = self._quick(self._index.path)
+                if quick is not None and quick == self._quick_seen:
+                    return self._index  # nothing committed, no manifest replaced: as it was
                 try:
-                    now = self._identity(self._index.path)
+                    now, self._quick_seen = self._identity(self._index.path)
                 except SemsearchError:
                     self._close()
                     raise
@@ -75,8 +188,9 @@ class IndexService:
                     self._seen = now
                 return self._index
             path = find_index(self.asked)
-            index = Index.open(path)
-            self._seen = self._identity(index.path)
+            # A long-lived server: two threads answer a query sooner (the vectors are the same).
+            index = Index.open(path, query_threads=min(2, usable_cpus()))
+            self._seen, self._quick_seen = self._identity(index.path)
             self._index = index
             return index
 
@@ -85,6 +199,8 @@ class IndexService:
             self._index.close()
             self._index = None
             self._seen = None
+        self._quick_seen = None
+        self._unfollow()
 
     def close(self) -> None:
         with self._lock:
@@ -101,14 +217,13 @@ def _relative(path: Path, project: Path) -> str:
         return str(path)
 
 
-def _hit(hit: Hit, query: str, project: Path) -> dict[str, Any]:
+def _hit(hit: Hit, query: str, project: Path) -> HitResult:
     from semsearch.output import hit_to_json
 
     data = hit_to_json(hit, query)
     data["path"] = _relative(hit.chunk.path, project)
-    return {
-        key: data[key]
-        for key in ("rank", "path", "location", "score", "scores", "title", "context", "text", "type", "mtime")
+    return {  # type: ignore[return-value]  # the keys HitResult names
+        key: data[key] for key in HitResult.__annotations__
     }
 
 
@@ -157,13 +272,17 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
         changed_within: str | None = None,
         changed_before: str | None = None,
         files_only: bool = False,
-    ) -> dict[str, Any]:
+    ) -> Annotated[CallToolResult, dict[str, Any]]:
         """Search the project's files for passages that mean what the query asks.
 
         mode: hybrid (default: meaning and keywords), semantic or lexical. paths: files or
         folders relative to the project; globs: gitignore-style patterns ("!" excludes); types:
         md, pdf, word, py, code, docs ... ; changed_within: 7d, 12h; changed_before: a date or
-        a duration ago. Returns hits best first: path, location, score, scores, title, context, text.
+        a duration ago. Returns {"query", "hits"}, the hits best first, each with: rank; path
+        (relative to the project); location ({"kind": "line", "line": N, "line_end": M}, or the
+        page, cell, slide or section in documents of parts); score (cosine similarity; BM25 in
+        lexical mode); scores (cosine, bm25, fused); title; context (the headings above the
+        passage); text (the passage); type (md, pdf, py ...); mtime (Unix seconds when indexed).
         """
         if not query.strip():
             raise ToolError("the query is empty")
@@ -193,12 +312,15 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
             )
         except SemsearchError as exc:
             raise failing(exc) from None
-        return {"query": query, "hits": [_hit(h, query, project) for h in hits]}
+        return _result({"query": query, "hits": [_hit(h, query, project) for h in hits]})
 
     @server.tool()
-    def similar(path: str, line: int | None = None, k: int = 10, files_only: bool = False) -> dict[str, Any]:
+    def similar(
+        path: str, line: int | None = None, k: int = 10, files_only: bool = False
+    ) -> Annotated[CallToolResult, dict[str, Any]]:
         """Passages (or files, with files_only) like a file of the project, or like the passage at
-        its line (the page, cell, slide or section number for documents of parts)."""
+        its line (the page, cell, slide or section number for documents of parts). Returns
+        {"target", "hits"}, the hits as search returns them (the file itself left out)."""
         if not 1 <= k <= MAX_K:
             raise ToolError(f"k must be between 1 and {MAX_K} (got {k})")
         try:
@@ -207,36 +329,38 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
             hits = idx.similar(str(project / path), line=line, k=k, files_only=files_only)
         except SemsearchError as exc:
             raise failing(exc) from None
-        return {"target": path, "hits": [_hit(h, path, project) for h in hits]}
+        return _result({"target": path, "hits": [_hit(h, path, project) for h in hits]})
 
     @server.tool()
-    def status() -> dict[str, Any]:
+    def status() -> Annotated[CallToolResult, dict[str, Any]]:
         """What the index holds: files, chunks, model, when it was updated, what changed on disk since."""
         try:
             info = service.index().status()
         except SemsearchError as exc:
             raise failing(exc) from None
-        return dict(info.to_dict())
+        return _result(info.to_dict())
 
     if allow_index:
 
         @server.tool(name="index")
-        def update_index() -> dict[str, Any]:
+        def update_index() -> Annotated[CallToolResult, dict[str, Any]]:
             """Update the index from the project's files (re-embeds only what changed)."""
             try:
                 idx = service.index()
                 summary = idx.update()
             except SemsearchError as exc:
                 raise failing(exc) from None
-            return {
-                "indexed": summary.indexed,
-                "unchanged": summary.unchanged,
-                "removed": summary.removed,
-                "chunks_added": summary.chunks_added,
-                "chunks_removed": summary.chunks_removed,
-                "chunks_total": summary.chunks_total,
-                "seconds": round(summary.seconds, 3),
-            }
+            return _result(
+                {
+                    "indexed": summary.indexed,
+                    "unchanged": summary.unchanged,
+                    "removed": summary.removed,
+                    "chunks_added": summary.chunks_added,
+                    "chunks_removed": summary.chunks_removed,
+                    "chunks_total": summary.chunks_total,
+                    "seconds": round(summary.seconds, 3),
+                }
+            )
 
     server._semsearch_service = service  # type: ignore[attr-defined]  # for closing at exit
     return server

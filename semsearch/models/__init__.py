@@ -73,12 +73,13 @@ def model_provider(name: str | None, options: ModelOptions | None = None) -> Mod
     )
 
 
-def query_embedder(info: ModelInfo, on_note: Callable[[str], None] = _quiet) -> QueryEmbedder:
+def query_embedder(info: ModelInfo, on_note: Callable[[str], None] = _quiet, threads: int = 1) -> QueryEmbedder:
     """The embedder for the queries of an index built with *info*'s model (the fastest that
-    reproduces it: the ONNX export when it is there, else sentence-transformers)."""
+    reproduces it: the ONNX export when it is there, else sentence-transformers); *threads*, the
+    CPU threads one query may use (the bundled models' ONNX path)."""
     factory = _REGISTRY.get(info.name)
     if factory is not None:
         return factory(ModelOptions(known=info, on_note=on_note)).query_embedder()
     from semsearch.models.local import load_query_embedder
 
-    return load_query_embedder(info, on_note)
+    return load_query_embedder(info, on_note, threads)

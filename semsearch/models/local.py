@@ -219,11 +219,15 @@ class LocalModel:
         return target
 
 
-def load_query_embedder(model: ModelInfo, on_note: Callable[[str], None] = lambda s: None) -> QueryEmbedder:
+def load_query_embedder(
+    model: ModelInfo, on_note: Callable[[str], None] = lambda s: None, threads: int = 1
+) -> QueryEmbedder:
     """The fastest embedder that reproduces the index's model.
 
     The ONNX export (onnxruntime + tokenizers, no torch) is used when it exists for the index's
     model fingerprint and passes its checks; otherwise sentence-transformers, with a note.
+    *threads*: onnxruntime's threads for one query (1 suits a one-shot query; a long-lived
+    process on an idle machine answers sooner on 2; the vectors are the same).
     """
     if os.environ.get("SEMSEARCH_BACKEND", "auto") != "torch":
         from semsearch.models.onnx_runtime import OnnxEmbedder, OnnxExportError
@@ -231,9 +235,9 @@ def load_query_embedder(model: ModelInfo, on_note: Callable[[str], None] = lambd
         target = export_dir_for(model.fingerprint)
         if (target / "export.json").is_file():
             try:
-                # One thread: a session starts sooner, and a short query runs faster on one core
-                # than split over two (benchmarks/RESULTS.md).
-                onnx = OnnxEmbedder.load(target, threads=1)
+                # One thread by default: a short query runs faster on one core than split over
+                # two when the machine is busy (benchmarks/RESULTS.md).
+                onnx = OnnxEmbedder.load(target, threads=max(1, threads))
                 if onnx.dim == model.dim:
                     return onnx
                 on_note("the ONNX export does not match the index's model; using sentence-transformers")

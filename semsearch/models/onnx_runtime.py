@@ -155,6 +155,8 @@ class OnnxEmbedder:
         self.max_tokens = manifest.max_seq_length
         self.prompts = dict(manifest.prompts)
         self._session = session
+        self.threads = session.get_session_options().intra_op_num_threads or 1
+        """The CPU threads one call may use (onnxruntime's intra-op threads)."""
         self._tokenizer = tokenizer
         self._untruncated: tokenizers.Tokenizer | None = None
         self._prompt_lengths: dict[str, int] = {}
