@@ -546,9 +546,11 @@ class Index:
         """The current manifest (model, chunking, vector engine, format version)."""
         return self._open_searcher().reader.manifest
 
-    def status(self, *, check_disk: bool = True) -> IndexStatus:
+    def status(self, *, check_disk: bool = True, verify: bool = False) -> IndexStatus:
         """What the index holds; with *check_disk*, how many of its files changed or went
-        missing on disk since, and how many new ones its folders hold (no file is hashed)."""
+        missing on disk since, and how many new ones its folders hold (no file is hashed).
+        With *verify*, the whole index is checked (the database's pages, every vector file's
+        checksum and links): ``problems`` lists what is wrong, one line each."""
         from semsearch.indexing import WalkChoices, disk_changes
         from semsearch.status import IndexStatus
         from semsearch.store import IndexReader
@@ -582,6 +584,9 @@ class Index:
                 changed_since=disk.changed if disk else None,
                 missing_since=disk.missing if disk else None,
                 new_since=disk.new if disk else None,
+                vector_segments=(1 + len(reader.layout.deltas)) if reader.vector_file else 0,
+                vector_tombstones=reader.layout.tombstones,
+                problems=reader.verify() if verify else None,
             )
 
     def evaluate(

@@ -33,6 +33,9 @@ class IndexStatus:
     changed_since: int | None = None  # None when the disk was not compared
     missing_since: int | None = None
     new_since: int | None = None
+    vector_segments: int = 1  # the base and its deltas (merged into it by a later update)
+    vector_tombstones: int = 0  # removed chunks whose vectors a segment still holds
+    problems: list[str] | None = None  # with verify: what the whole check found ([]: nothing)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form `semsearch status --json` prints."""
@@ -56,4 +59,7 @@ class IndexStatus:
             "walk": self.walk,
             "format_version": self.format_version,
             "vector_index": self.vector_index,
+            "vector_segments": self.vector_segments,
+            "vector_tombstones": self.vector_tombstones,
+            "problems": self.problems,
         }

@@ -8,6 +8,7 @@ Environment (all optional):
     HARNESS_EMBED_LOG=PATH       append the number of chunks embedded by this run (at normal exit).
     HARNESS_COMMIT_SECONDS=S     durable-progress interval of the indexer (default: the indexer's).
     HARNESS_GROUP_CHUNKS=N       chunks embedded and stored together (default: the indexer's).
+    HARNESS_MERGE_SHARE=F        merge the vector deltas into the base past this share (0: every update).
 
 The tests also fork pytest's process and call ``install`` in the child (no interpreter start-up,
 no tiktoken reload), then run ``semsearch.cli.main``: the same code as the console script.
@@ -119,6 +120,10 @@ def install(
     from semsearch import files, indexing, store
 
     install_fake_model()
+    if os.environ.get("HARNESS_MERGE_SHARE"):  # merge the deltas at this share of the base
+        from semsearch.vectors import segments
+
+        segments.MERGE_SHARE = float(os.environ["HARNESS_MERGE_SHARE"])
     KILL, PAUSE, PAUSE_FILE = _parse(kill_at), _parse(pause_at), pause_file
     COUNTS.clear()
     _Local.embedder_instance = FakeEmbedder()
@@ -129,6 +134,8 @@ def install(
         (store.IndexWriter, "remove_file", "remove_file"),
         (store.IndexWriter, "finalize", "finalize"),
         (store.IndexWriter, "_purge", "purge"),
+        (store.IndexWriter, "_write_base", "write_base"),
+        (store.IndexWriter, "_write_delta", "write_delta"),
         (store, "publish_build", "publish"),
         (files, "write_atomic", "write_atomic"),
         (files, "sha256_file", "sha256"),

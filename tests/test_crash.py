@@ -248,6 +248,10 @@ def event_points(counts: dict[str, int]) -> list[tuple[str, object]]:
         f"add_file:{max(1, counts.get('add_file', 1) * 2 // 3)}",
         "remove_file+:1",
         "finalize:1",
+        "write_base:1",  # a merge (or a new base), before and after its file is written
+        "write_base+:1",
+        "write_delta:1",
+        "write_delta+:1",
         "replace:2",  # the vector file (the first replace of a new build is building.json)
         "fsync:2",
         "sha256+:1",
@@ -312,6 +316,29 @@ def test_kills_during_update(tmp_path: Path) -> None:
     change_corpus(base / "corpus")
     seconds, counts = timing(base, tmp_path, INDEX_ARGS)
     points = event_points(counts) + time_points(seconds, 3)
+    failures = sweep(base, tmp_path, INDEX_ARGS, points)
+    assert len(points) >= 10
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("merge", ["delta", "merge"])
+def test_kills_during_an_update_that_writes_a_delta_or_merges(
+    tmp_path: Path, merge: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = tmp_path / "base"
+    write_corpus(base / "corpus", 24, seed=2)
+    # A small corpus: each edit is over a tenth of it, so the share is set for each case.
+    monkeypatch.setenv("HARNESS_MERGE_SHARE", "1")
+    assert run_forked(base, INDEX_ARGS).code == 0
+    (base / "corpus" / "d3" / "f3.txt").write_text(" ".join(WORDS[:30]) + " a small edit\n")
+    (base / "corpus" / "d0" / "f4.txt").unlink()
+    assert run_forked(base, INDEX_ARGS).code == 0  # a first delta, with tombstones
+    (base / "corpus" / "d1" / "f5.txt").write_text(" ".join(WORDS[5:40]) + " another edit\n")
+    if merge == "merge":
+        monkeypatch.setenv("HARNESS_MERGE_SHARE", "0")  # this update merges the deltas into the base
+    seconds, counts = timing(base, tmp_path, INDEX_ARGS)
+    assert counts.get("write_base" if merge == "merge" else "write_delta", 0) == 1, counts
+    points = event_points(counts) + time_points(seconds, 2)
     failures = sweep(base, tmp_path, INDEX_ARGS, points)
     assert len(points) >= 10
     assert not failures, "\n".join(failures)

@@ -540,22 +540,32 @@ def evaluate(
 def status(
     index: Path | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Also check the whole index: database pages, vector files' checksums and links."
+    ),
 ) -> None:
-    """Where the index is, what it holds, and how much changed on disk since."""
+    """Where the index is, what it holds, and how much changed on disk since.
+
+    With --verify, exit code 2 when the index is damaged (each problem on stderr)."""
     from semsearch.api import Index
     from semsearch.cli.report import status_lines
 
     try:
         with Index.open(index) as target:
-            info = target.status()
+            info = target.status(verify=verify)
     except SemsearchError as exc:
         console.fail(describe(exc))
         return
     if as_json:
         typer.echo(json.dumps(info.to_dict(), indent=2))
-        return
-    for key, value in status_lines(info):
-        typer.echo(f"{key:<8} {value}")
+    else:
+        for key, value in status_lines(info):
+            typer.echo(f"{key:<8} {value}")
+    if info.problems:
+        for problem in info.problems:
+            console.stderr().print(f"semsearch: {problem}", markup=False, highlight=False)
+        console.stderr().print("semsearch: the index is damaged: run `semsearch index --rebuild`", markup=False)
+        raise typer.Exit(2)
 
 
 @app.command("mcp")

@@ -233,6 +233,21 @@ def _check_list(name: str, values: list[str] | None) -> list[str] | None:
     return values
 
 
+def _plain_logging() -> None:
+    """Log to stderr as plain lines. The SDK would install rich's handler, whose tracebacks
+    (syntax-highlighted, with locals) took minutes to render for one unexpected error while
+    every call waited; a plain traceback is as useful in a bug report."""
+    import logging
+    import sys
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("semsearch mcp: %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+
+
 def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
     """The MCP server with its tools (``index`` only with *allow_index*)."""
     from mcp.server.mcpserver import MCPServer
@@ -241,6 +256,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
     from semsearch.cli.messages import REMEDIES
     from semsearch.version import __version__
 
+    _plain_logging()
     service = IndexService(index)
     server = MCPServer(
         name="semsearch",

@@ -57,7 +57,15 @@ def status_lines(st: IndexStatus) -> list[tuple[str, str]]:
             f"OCR {walk['ocr']} ({_OCR_MEANING.get(walk['ocr'], '')}), notebook outputs "
             f"{'in' if walk['notebook_outputs'] else 'out'}",
         ),
-        ("size", human_bytes(st.disk_bytes)),
+        (
+            "size",
+            human_bytes(st.disk_bytes)
+            + (
+                f" (vectors in {st.vector_segments} segments, {st.vector_tombstones} removed not yet merged)"
+                if st.vector_segments > 1 or st.vector_tombstones
+                else ""
+            ),
+        ),
         ("updated", f"{when} ({ago} ago)"),
         (
             "changed",
@@ -65,7 +73,9 @@ def status_lines(st: IndexStatus) -> list[tuple[str, str]]:
             + (" (run `semsearch index`)" if changed or missing or new else ""),
         ),
         ("roots", ", ".join(st.roots) or "-"),
-    ]
+        *([("verified", "ok: database, vector checksums and links" if not st.problems else "DAMAGED")]
+          if st.problems is not None else []),
+    ]  # fmt: skip
 
 
 _OCR_MEANING = {"off": "no OCR", "auto": "PDF pages without text", "images": "PDF pages without text and images"}

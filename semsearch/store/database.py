@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_file ON chunks(file_id);
 CREATE INDEX IF NOT EXISTS chunks_added ON chunks(gen_added);
 CREATE INDEX IF NOT EXISTS chunks_removed ON chunks(gen_removed);
+CREATE TABLE IF NOT EXISTS vector_tombstones (id INTEGER PRIMARY KEY);
 """
     + FTS_SCHEMA
 )

@@ -48,10 +48,14 @@ from semsearch.models.base import ModelInfo
 from semsearch.version import __version__
 
 FORMAT_NAME = "semsearch-index"
-FORMAT_VERSION = 3  # 2: chunks.context, model.precision, chunking.context; 3: chunks_fts.context
+# 2: chunks.context, model.precision, chunking.context; 3: chunks_fts.context; 4: vector
+# segments (delta files and the vector_tombstones table: semsearch.vectors.segments).
+FORMAT_VERSION = 4
 # Older formats a reader still reads and a writer upgrades in place (no re-embedding): 2 -> 3
-# differs only in chunks_fts, which is rebuilt from the chunks table.
-UPGRADABLE_FORMATS = (2,)
+# differs only in chunks_fts, which is rebuilt from the chunks table; a format 3 index is a
+# format 4 one with a base segment only. Upgraded, an index is refused by older versions (which
+# would miss its deltas).
+UPGRADABLE_FORMATS = (2, 3)
 MANIFEST = "manifest.json"
 BUILDING = "building.json"
 

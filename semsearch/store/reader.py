@@ -19,12 +19,13 @@ from semsearch.store.catalog import FileCatalog
 from semsearch.store.database import connect, decode_walk_settings, get_state, has_column, vector_state, visible
 from semsearch.store.format import read_manifest
 from semsearch.store.layout import key_to_path, path_key
+from semsearch.vectors import segments
 
 if TYPE_CHECKING:
     import numpy as np
 
     from semsearch.scope import Scope
-    from semsearch.vectors import Subset, VectorIndex
+    from semsearch.vectors import Subset, VectorIndex, VectorState
 
 
 # A subset holding at least this share of the chunks is searched by BM25 ranking with a bitmap
@@ -105,7 +106,7 @@ class IndexReader:
         self._catalog: FileCatalog | None = None
         self._catalog_lock = threading.Lock()
         self._no_vectors = False
-        self._vector_fd = -1
+        self._vector_fds: dict[str, int] = {}
         # A writer that finishes between our reads of the manifest, the database and the vector
         # file deletes the files of the state we started to read: start again from the manifest.
         for attempt in range(3):
@@ -136,14 +137,21 @@ class IndexReader:
         except (sqlite3.DatabaseError, ValueError) as exc:
             self.conn.close()
             raise IndexCorruptError(f"{self.db_path} is damaged ({exc})", path=self.db_path, remedy="rebuild") from None
-        if self.vector_file and "/" not in self.vector_file:
-            # Hold the vector file of this snapshot open: the writer of the next generation
-            # deletes it, and this reader must still answer from it.
+        try:
+            self.layout = segments.Layout.from_state(self.vector_state)
+        except IndexCorruptError:
+            self.conn.close()
+            raise
+        # Hold the vector files of this snapshot open: the writer of a later generation deletes
+        # them (a merge, a rebuild), and this reader must still answer from them.
+        for name in self.layout.files():
+            if "/" in name:
+                continue  # refused with the file's other checks when vectors are first needed
             try:
-                self._vector_fd = os.open(self.index_dir / self.vector_file, os.O_RDONLY)
+                self._vector_fds[name] = os.open(self.index_dir / name, os.O_RDONLY)
             except FileNotFoundError:
                 if not last:
-                    self.conn.close()
+                    self.close()
                     return False
             except OSError:
                 pass  # reported with the file's other checks when vectors are first needed
@@ -152,10 +160,10 @@ class IndexReader:
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
-        if self._vector_fd >= 0:
+        for fd in self._vector_fds.values():
             with contextlib.suppress(OSError):
-                os.close(self._vector_fd)
-            self._vector_fd = -1
+                os.close(fd)
+        self._vector_fds = {}
 
     def __enter__(self) -> IndexReader:
         return self
@@ -168,25 +176,75 @@ class IndexReader:
         return self.vector_count
 
     def _vector_index(self) -> VectorIndex | None:
-        """This snapshot's vector index, loaded (and checked) on first need; None when empty."""
+        """This snapshot's vectors (its segments, tombstones applied), opened and checked on
+        first need; None when empty."""
         if self._vectors is not None or self._no_vectors:
             return self._vectors
         if self.vector_count == 0 or not self.vector_file:
             self._no_vectors = True
             return None
-        if "/" in self.vector_file:
+        engine = vectors.backend(self.manifest.vector_index)
+        layout = self.layout
+        parts = [self._open_segment(engine, state) for state in [layout.base_state(), *layout.deltas]]
+        if layout.tombstones:
+            gone = self._tombstones()
+            for part in parts:
+                part.remove(gone)
+        self._vectors = parts[0] if len(parts) == 1 else segments.Segments(parts, self.vector_count)
+        return self._vectors
+
+    def _open_segment(self, engine: vectors.VectorBackend, state: VectorState) -> VectorIndex:
+        name = state.get("vector_file", "")
+        if not name or "/" in name:
             raise IndexCorruptError(
                 f"{self.db_path} names an unexpected vector file", path=self.db_path, remedy="rebuild"
             )
-        path = self.index_dir / self.vector_file
+        path = self.index_dir / name
         source = path
-        if self._vector_fd >= 0 and os.path.exists(f"/proc/self/fd/{self._vector_fd}"):
-            source = Path(f"/proc/self/fd/{self._vector_fd}")  # this snapshot's file, even if replaced
+        fd = self._vector_fds.get(name, -1)
+        if fd >= 0 and os.path.exists(f"/proc/self/fd/{fd}"):
+            source = Path(f"/proc/self/fd/{fd}")  # this snapshot's file, even if replaced
+        return engine.open(source, state, self.manifest.model.dim, self.manifest.vector_params, shown=path)
+
+    def verify(self) -> list[str]:
+        """Check the whole snapshot: the database's pages, every vector segment whole (checksum
+        and structure) and that the segments hold the chunks the database lists. The problems
+        found, one line each ([] when none): what ``semsearch status --verify`` prints."""
+        problems: list[str] = []
+        try:
+            rows = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:
+            rows = [str(exc)]
+        if rows != ["ok"]:
+            problems.append(f"{self.db_path.name}: " + "; ".join(rows[:3]))
         engine = vectors.backend(self.manifest.vector_index)
-        self._vectors = engine.open(
-            source, self.vector_state, self.manifest.model.dim, self.manifest.vector_params, shown=path
-        )
-        return self._vectors
+        for state in [self.layout.base_state(), *self.layout.deltas] if self.vector_file else []:
+            name = state.get("vector_file", "")
+            path = self.index_dir / name
+            fd = self._vector_fds.get(name, -1)
+            source = Path(f"/proc/self/fd/{fd}") if fd >= 0 and os.path.exists(f"/proc/self/fd/{fd}") else path
+            check = getattr(engine, "verify", None)  # an engine from before verify: what open checks
+            try:
+                if check is not None:
+                    check(source, state, self.manifest.model.dim)
+                else:
+                    engine.open(source, state, self.manifest.model.dim, self.manifest.vector_params, shown=path)
+            except IndexCorruptError as exc:
+                problems.append(str(exc).replace(str(source), name))
+        try:
+            (chunks,) = self.conn.execute(f"SELECT count(*) FROM chunks WHERE {visible(self.generation)}").fetchone()
+        except sqlite3.DatabaseError:
+            chunks = None
+        if chunks is not None and chunks != self.vector_count:
+            problems.append(f"the database lists {chunks} chunks and the vector segments {self.vector_count}")
+        return problems
+
+    def _tombstones(self) -> list[int]:
+        """Removed chunks whose vectors a segment file of this snapshot still holds."""
+        try:
+            return [i for (i,) in self.conn.execute("SELECT id FROM vector_tombstones")]
+        except sqlite3.OperationalError:  # a database from before segments: none
+            return []
 
     def catalog(self) -> FileCatalog:
         """This snapshot's files, for scoped searches (loaded on first need)."""

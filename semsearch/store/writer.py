@@ -25,6 +25,7 @@ from semsearch.store.database import (
     visible,
 )
 from semsearch.store.format import IndexManifest
+from semsearch.vectors import segments
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,6 +52,7 @@ class FinalizeReport:
     removed: int
     rebuilt_graph: bool
     seconds: float
+    merged: bool = False  # the deltas were merged into a new base
 
 
 class IndexWriter:
@@ -313,10 +315,16 @@ class IndexWriter:
         force: bool = False,
         before_switch: Callable[[], None] | None = None,
     ) -> FinalizeReport | None:
-        """Write the next vector file and make the next generation current.
+        """Write the next generation's vector segments and make it current.
+
+        A new build, or an update that removes much, writes one new base file. Any other update
+        writes its added vectors as one small delta file and records its removed ids as
+        tombstones (:mod:`semsearch.vectors.segments`), unless the deltas or tombstones then
+        pass a share of the base: then they are merged into a new base. No file of the current
+        state is changed: readers of it go on reading it.
 
         Returns None when nothing changed (no new generation is made). ``before_switch`` runs
-        after the vector file is durable and before readers can see the new generation (a first
+        after the vector files are durable and before readers can see the new generation (a first
         build or rebuild replaces the manifest there).
         """
         started = time.perf_counter()
@@ -326,17 +334,59 @@ class IndexWriter:
             return None
         state = get_state(self.conn)
         old_count = int(state.get("vector_count", "0"))
+        layout = segments.Layout.from_state(vector_state(state))
+        live = old_count + added - removed
         rebuild = (
             self.new_build
             or not state.get("vector_file")
             or old_count == 0
             or removed > self._engine.rebuild_fraction * max(1, old_count)
         )
-        index, total = (
-            self._new_vector_index(old_count + added - removed) if rebuild else self._updated_vector_index(state, added)
-        )
+        merged = not rebuild and layout.wants_merge(added, removed)
+        if rebuild or merged:
+            layout = self._write_base(layout, live, rebuild, progress)
+        else:
+            layout = self._write_delta(layout, added, removed, progress)
+        self._flip(layout.to_state(live), clear_tombstones=rebuild or merged)
+        if before_switch is not None:
+            before_switch()  # the new database's generation is visible only once the manifest names it
+        self._purge(self.working)
+        self.committed, self.working = self.working, self.working + 1
+        keep = set(layout.files())
+        for stale in self.index_dir.glob(f"vectors-{self.manifest.epoch}-*"):
+            if stale.name not in keep:
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+        return FinalizeReport(self.committed, added, removed, rebuild, time.perf_counter() - started, merged)
+
+    def _write_base(
+        self, layout: segments.Layout, live: int, rebuild: bool, progress: Callable[[int, int], None] | None
+    ) -> segments.Layout:
+        """A new base: every live vector (a rebuild), or the old base with the deltas merged in
+        and the tombstones removed."""
+        if rebuild:
+            index, total = self._new_vector_index(live), live
+            where: tuple[str, tuple[Any, ...]] = (visible(self.working), ())
+        else:
+            base = layout.base_state()
+            to_add = self.conn.execute(
+                f"SELECT count(*) FROM chunks WHERE gen_added > ? AND {visible(self.working)}", (layout.base_gen,)
+            ).fetchone()[0]
+            index = self._engine.open(
+                self.index_dir / base["vector_file"], base, self.manifest.model.dim, self.manifest.vector_params,
+                extra_capacity=int(to_add),
+            )  # fmt: skip
+            gone = [i for (i,) in self.conn.execute("SELECT id FROM vector_tombstones")]
+            gone += [
+                i
+                for (i,) in self.conn.execute(
+                    "SELECT id FROM chunks WHERE gen_removed = ? AND gen_added < ?", (self.working, self.working)
+                )
+            ]
+            index.remove(gone)
+            total = int(to_add)
+            where = (f"gen_added > ? AND {visible(self.working)}", (layout.base_gen,))
         done = 0
-        where = (visible(self.working), ()) if rebuild else ("gen_added = ? AND gen_removed IS NULL", (self.working,))
         for ids, vecs in self._vectors(*where):
             index.add(ids, vecs)
             done += len(ids)
@@ -344,38 +394,53 @@ class IndexWriter:
                 progress(done, total)
         name = f"vectors-{self.manifest.epoch}-{self.working}{self._engine.file_suffix}"
         saved = index.save(self.index_dir, name)
-        self._flip(saved)
-        if before_switch is not None:
-            before_switch()  # the new database's generation is visible only once the manifest names it
-        self._purge(self.working)
-        self.committed, self.working = self.working, self.working + 1
-        for stale in self.index_dir.glob(f"vectors-{self.manifest.epoch}-*"):
-            if stale.name != name:
-                with contextlib.suppress(OSError):
-                    stale.unlink()
-        return FinalizeReport(self.committed, added, removed, rebuild, time.perf_counter() - started)
+        saved["vector_base_count"] = saved["vector_count"]
+        return segments.Layout(base=saved, deltas=[], base_gen=self.working, tombstones=0)
+
+    def _write_delta(
+        self, layout: segments.Layout, added: int, removed: int, progress: Callable[[int, int], None] | None
+    ) -> segments.Layout:
+        """The added vectors as one new delta file; the removed ids become tombstones."""
+        for state in [layout.base_state(), *layout.deltas]:
+            # The segments this generation keeps must still be there and whole (their size and
+            # header, in constant time: the update reads none of them).
+            self._engine.open(
+                self.index_dir / state.get("vector_file", ""), state, self.manifest.model.dim,
+                self.manifest.vector_params,
+            )  # fmt: skip
+        deltas = list(layout.deltas)
+        if added:
+            index = self._new_vector_index(added)
+            done = 0
+            for ids, vecs in self._vectors("gen_added = ? AND gen_removed IS NULL", (self.working,)):
+                index.add(ids, vecs)
+                done += len(ids)
+                if progress:
+                    progress(done, added)
+            name = f"vectors-{self.manifest.epoch}-{self.working}-delta{self._engine.file_suffix}"
+            deltas.append(index.save(self.index_dir, name))
+        return segments.Layout(
+            base=layout.base, deltas=deltas, base_gen=layout.base_gen, tombstones=layout.tombstones + removed
+        )
 
     @property
     def _engine(self) -> vectors.VectorBackend:
         return vectors.backend(self.manifest.vector_index)
 
-    def _new_vector_index(self, live: int) -> tuple[VectorIndex, int]:
-        """An empty index for every live vector of the next generation (all are added)."""
-        return self._engine.create(self.manifest.model.dim, live, self.manifest.vector_params), live
+    def _new_vector_index(self, capacity: int) -> VectorIndex:
+        """An empty index with room for *capacity* vectors."""
+        return self._engine.create(self.manifest.model.dim, capacity, self.manifest.vector_params)
 
-    def _updated_vector_index(self, state: dict[str, str], added: int) -> tuple[VectorIndex, int]:
-        """The current vector file with this run's removals applied (its additions follow)."""
-        path = self.index_dir / state["vector_file"]
-        index = self._engine.open(
-            path, vector_state(state), self.manifest.model.dim, self.manifest.vector_params, extra_capacity=added
-        )
-        for ids, _ in self._vectors("gen_removed = ? AND gen_added < ?", (self.working, self.working)):
-            index.remove([int(label) for label in ids])
-        return index, added
-
-    def _flip(self, saved: dict[str, str]) -> None:
+    def _flip(self, saved: dict[str, str], *, clear_tombstones: bool) -> None:
         """Make the next generation current for readers of this database, in one transaction."""
         self._begin()
+        if clear_tombstones:  # a new base holds no removed vector
+            self.conn.execute("DELETE FROM vector_tombstones")
+        else:  # vectors a segment file still holds, of chunks this generation removes
+            self.conn.execute(
+                "INSERT OR IGNORE INTO vector_tombstones SELECT id FROM chunks WHERE gen_removed = ? AND gen_added < ?",
+                (self.working, self.working),
+            )
         # chunks_fts follows the flip in the same transaction: BM25 statistics never count rows
         # a reader cannot see (pending rows of an interrupted run, removed rows not yet purged).
         self.conn.execute(

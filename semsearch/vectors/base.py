@@ -105,6 +105,11 @@ class VectorBackend(Protocol):
         """A new, empty index with room for *capacity* vectors."""
         ...
 
+    def verify(self, path: Path, state: Mapping[str, str], dim: int) -> None:
+        """Check a saved file whole: its checksum and structure (raises IndexCorruptError).
+        What ``semsearch status --verify`` runs; opening a file checks only what is cheap."""
+        ...
+
     def open(
         self,
         path: Path,

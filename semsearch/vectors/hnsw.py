@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 NAME = "hnsw"
-# Above this size a vector file is checked by its header and size only (hashing would dominate).
-CHECKSUM_LIMIT = 1 << 30
 # hnswlib's file header: offsetLevel0, max_elements, cur_element_count, size_data_per_element,
 # label_offset, offsetData (size_t each), maxlevel (int), enterpoint (uint32), maxM, maxM0, M
 # (size_t), mult (double), ef_construction (size_t).
@@ -80,9 +78,89 @@ def check_vector_file(
 
 
 def verify_checksum(path: Path, state: Mapping[str, str], shown: Path | None = None) -> None:
+    """The whole file against the sha256 recorded when it was written (``status --verify``)."""
     name = shown or path
-    if path.stat().st_size <= CHECKSUM_LIMIT and files.sha256_file(path) != state.get("vector_sha256", ""):
+    if files.sha256_file(path) != state.get("vector_sha256", ""):
         raise IndexCorruptError(f"{name} fails its checksum", path=Path(name), remedy="rebuild")
+
+
+def check_links(path: Path, dim: int, shown: Path | None = None) -> None:
+    """Check every neighbour id of the graph before hnswlib follows it: a damaged file would send
+    its search outside its arrays (a native crash, not an error). hnswlib's own load checks the
+    link lists' sizes against the file; this checks their contents, and that the entry point's
+    level is the graph's top level.
+
+    One vectorised pass over the bottom layer's links (every element: about a sixth of the
+    file) and a walk over the upper layers' lists, visiting only the elements that have some
+    (one in M); timed against hashing the file in benchmarks/RESULTS.md.
+    """
+    import mmap
+
+    import numpy as np
+
+    name = Path(shown or path)
+
+    def damaged(what: str) -> IndexCorruptError:
+        return IndexCorruptError(f"{name} is damaged ({what})", path=name, remedy="rebuild")
+
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size < _HEADER.size:
+            raise damaged("too short")
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    # The map closes when the last view of it goes (views keep it open).
+    (_o, _m, n, per_element, _lo, data_off, maxlevel, enter, maxm, maxm0, _m2, _mult, _efc) = _HEADER.unpack(
+        mapped[: _HEADER.size]
+    )
+    if n == 0:
+        return
+    if data_off != 4 + 4 * maxm0 or per_element % 4 or _HEADER.size + n * per_element > size:
+        raise damaged("its bottom layer does not fit the file")
+    # Bottom layer: per element a 4-byte header (link count in its low 16 bits) and maxM0 ids.
+    words = per_element // 4
+    for start in range(0, n, 1 << 16):
+        rows = min(1 << 16, n - start)
+        block = np.ndarray(
+            (rows, 1 + maxm0), dtype="<u4", buffer=mapped,
+            offset=_HEADER.size + start * per_element, strides=(4 * words, 4),
+        )  # fmt: skip
+        # Slots past an element's count hold 0 or an earlier neighbour (hnswlib zeroes a new
+        # element's links): every slot, used or not, must name an element of the graph.
+        if int((block[:, 0] & 0xFFFF).max()) > maxm0:
+            raise damaged("a bottom-layer link count is out of range")
+        if int(block[:, 1:].max()) >= n:
+            raise damaged("a bottom-layer link points past the graph")
+    # Upper layers: per element a u32 byte size, then size / (4 + 4 maxM) lists (mostly none).
+    per_level = 4 + 4 * maxm
+    pos, i, end = _HEADER.size + n * per_element, 0, size
+    entry_level = -1
+    window = 64  # about two gaps between elements with upper layers (one in M has some)
+    while i < n:
+        take = min(window, n - i, (end - pos) // 4)
+        if take <= 0:
+            raise damaged("its upper layers end early")
+        sizes = np.frombuffer(mapped, dtype="<u4", count=take, offset=pos)
+        nonzero = np.flatnonzero(sizes)
+        if len(nonzero) == 0:
+            i, pos = i + take, pos + 4 * take
+            window = min(window * 2, 1 << 16)
+            continue
+        window = 64
+        j = int(nonzero[0])
+        i, pos = i + j, pos + 4 * j
+        nbytes = int(sizes[j])
+        if nbytes % per_level or pos + 4 + nbytes > end:
+            raise damaged("an upper-layer link list does not fit")
+        lists = np.frombuffer(mapped, dtype="<u4", count=nbytes // 4, offset=pos + 4).reshape(-1, 1 + maxm)
+        if int((lists[:, 0] & 0xFFFF).max()) > maxm or int(lists[:, 1:].max()) >= n:
+            raise damaged("an upper-layer link list is out of range")
+        if i == enter:
+            entry_level = len(lists)
+        i, pos = i + 1, pos + 4 + nbytes
+    if entry_level < 0:
+        entry_level = 0
+    if maxlevel != entry_level:
+        raise damaged("its top level is not its entry point's")
 
 
 def _plausible_header(fields: tuple[Any, ...], expected_count: int, dim: int, actual: int) -> bool:
@@ -119,6 +197,7 @@ class HnswIndex:
         self._view: tuple[np.ndarray, np.ndarray] | None = None  # (vectors by slot, slot by id)
         self._live = live
         self._replace_deleted = replace_deleted  # an update reuses the slots of removed vectors
+        self._pending: list[int] = []  # removals asked before the graph was loaded
         self._lock = threading.Lock()
         self._gate = _EfGate()
 
@@ -130,8 +209,17 @@ class HnswIndex:
         if self._index is None:
             with self._lock:
                 if self._index is None and self._load is not None:
-                    self._index = self._load()
+                    graph = self._load()
+                    self._mark_deleted(graph, self._pending)
+                    self._pending = []
+                    self._index = graph
         return self._index
+
+    def _mark_deleted(self, graph: Any, ids: Sequence[int]) -> None:
+        for label in ids:
+            with contextlib.suppress(RuntimeError):  # not in the graph (or removed already)
+                graph.mark_deleted(int(label))
+                self._live -= 1
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self._graph().add_items(vectors, ids, replace_deleted=self._replace_deleted)
@@ -139,11 +227,13 @@ class HnswIndex:
         self._view = None
 
     def remove(self, ids: Sequence[int]) -> None:
-        graph = self._graph()
-        for label in ids:
-            with contextlib.suppress(RuntimeError):  # not in the graph (or removed already)
-                graph.mark_deleted(int(label))
-                self._live -= 1
+        with self._lock:
+            if self._index is None and self._load is not None:
+                # Not loaded yet (a segment opened with its tombstones): removed when it is, so
+                # a scoped search that reads only the mapped vectors never loads the graph.
+                self._pending.extend(int(i) for i in ids)
+                return
+        self._mark_deleted(self._graph(), ids)
 
     def save(self, folder: Path, name: str) -> VectorState:
         graph = self._graph()
@@ -175,7 +265,10 @@ class HnswIndex:
         if self._live <= 0 or (within is not None and len(within) == 0):
             return []
         if within is not None and self._file is not None and _exact_is_cheaper(len(within), self._live):
-            return self._exact(query, k, within)
+            return self._exact(query, k, within)  # within holds live chunks only: no tombstones
+        graph = self._graph()  # loaded first: its pending removals change the live count
+        if self._live <= 0:
+            return []
         reachable = min(self._live, len(within)) if within is not None else self._live
         k = max(1, min(k, reachable))
         # The graph's ef is set once, when it is opened, and never per search: concurrent searches
@@ -183,7 +276,6 @@ class HnswIndex:
         # asking for that many neighbours and keeping the best k.
         wanted = min(max(k, ef or 0), reachable)
         allowed = within.contains() if within is not None else None
-        graph = self._graph()
         with self._gate.search():
             try:
                 labels, distances = graph.knn_query(query.reshape(1, -1), k=wanted, filter=allowed)
@@ -240,6 +332,8 @@ class HnswIndex:
         if self._live <= 0 or n == 0:
             return ids, cos
         graph = self._graph()
+        if self._live <= 0:
+            return ids, cos
         wanted = min(k, self._live)
         # A lower ef than the searches': neighbours this close are found early. The graph's ef is
         # shared, so the batch runs alone (searches wait for it, and it for them).
@@ -370,6 +464,10 @@ class HnswBackend:
         index.set_ef(p.ef_search)
         return HnswIndex(index, 0, replace_deleted=False)
 
+    def verify(self, path: Path, state: Mapping[str, str], dim: int) -> None:
+        check_vector_file(path, state, dim, checksum=True)
+        check_links(path, dim)
+
     def open(
         self,
         path: Path,
@@ -383,14 +481,14 @@ class HnswBackend:
         import hnswlib
 
         p = HnswParams.from_mapping(params)
-        # Size and header now; the checksum before hnswlib reads the file (a scoped search
-        # that reads only some vectors through the mapped view never hands it to hnswlib).
-        check_vector_file(path, state, dim, shown, checksum=extra_capacity is not None)
+        # Size and header now, in constant time; the links just before hnswlib reads the file
+        # (a scoped search that reads only some vectors through the mapped view never hands it
+        # to hnswlib). The whole file's sha256 is checked by `semsearch status --verify`.
+        check_vector_file(path, state, dim, shown, checksum=False)
         slots = int(state.get("vector_slots", state.get("vector_count", "0")))
 
         def load() -> Any:
-            if extra_capacity is None:
-                verify_checksum(path, state, shown)
+            check_links(path, dim, shown)
             index = hnswlib.Index(space=p.space, dim=dim)
             try:
                 if extra_capacity is not None:  # opened to be updated

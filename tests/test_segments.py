@@ -1,0 +1,250 @@
+"""Vector segments: an update writes a delta and tombstones, never the base; merges; readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FakeModel, check_fts, write
+
+from semsearch import Index
+from semsearch.store import IndexReader
+from semsearch.vectors import segments
+
+WORDS = ["harbour", "lantern", "glacier", "orchard", "meadow", "canyon", "thunder", "violin", "pepper", "marble", "falcon", "saddle", "quartz", "lagoon", "ember", "willow", "copper", "pylon", "riddle", "tundra", "bramble", "cobalt", "fresco", "gondola"]
+
+
+def corpus(root: Path, files: int, chunks_each: int = 1) -> None:
+    rng = np.random.default_rng(len(str(root)) + files)
+    for i in range(files):
+        paras = [" ".join(rng.choice(WORDS, 40)) + f" file{i} part{j}." for j in range(chunks_each)]
+        write(root / f"f{i:03d}.md", f"# File {i}\n\n" + "\n\n".join(paras) + "\n")
+
+
+def live(index_dir: Path) -> int:
+    with IndexReader(index_dir) as reader:
+        return reader.vector_count
+
+
+def _chunks(index_dir: Path, name: str) -> int:
+    """Live chunks of the file called *name*."""
+    with IndexReader(index_dir) as reader:
+        g = reader.generation
+        return reader.conn.execute(
+            "SELECT count(*) FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.display LIKE ? "
+            "AND c.gen_added <= ? AND (c.gen_removed IS NULL OR c.gen_removed > ?)",
+            (f"%{name}", g, g),
+        ).fetchone()[0]
+
+
+def state(index_dir: Path) -> dict[str, str]:
+    with IndexReader(index_dir) as reader:
+        return dict(reader.vector_state)
+
+
+def segment_files(index_dir: Path) -> set[str]:
+    return {p.name for p in index_dir.glob("vectors-*")}
+
+
+def exact_top(index_dir: Path, query: np.ndarray, k: int) -> list[int]:
+    """The true top *k* of the live chunks, from the vectors the database keeps."""
+    with IndexReader(index_dir) as reader:
+        rows = reader.conn.execute(
+            "SELECT id, vector FROM chunks WHERE gen_added <= ? AND (gen_removed IS NULL OR gen_removed > ?)",
+            (reader.generation, reader.generation),
+        ).fetchall()
+    ids = np.array([r[0] for r in rows])
+    vecs = np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+    order = np.argsort(-(vecs @ query), kind="stable")[:k]
+    return sorted(int(i) for i in ids[order])
+
+
+@pytest.fixture
+def built(tmp_path: Path, fake_model: FakeModel) -> tuple[Path, Path, Index]:
+    docs = tmp_path / "docs"
+    corpus(docs, 60, chunks_each=3)
+    index = Index.create(tmp_path / ".semsearch", provider=fake_model)
+    index.update([docs])
+    return docs, tmp_path / ".semsearch", index
+
+
+def test_an_edit_writes_a_delta_and_tombstones_and_leaves_the_base_alone(built) -> None:
+    docs, index_dir, index = built
+    before = state(index_dir)
+    base = index_dir / before["vector_file"]
+    base_stat = base.stat()
+    total, old = live(index_dir), _chunks(index_dir, "f007.md")
+    write(docs / "f007.md", "# File 7\n\nA saxophone quartet rehearsed in the lighthouse.\n")
+    summary = index.update()
+    after = state(index_dir)
+    assert summary.indexed == 1 and after["vector_file"] == before["vector_file"]
+    assert (base.stat().st_ino, base.stat().st_mtime_ns) == (base_stat.st_ino, base_stat.st_mtime_ns)
+    deltas = json.loads(after[segments.DELTAS_KEY])
+    assert len(deltas) == 1 and deltas[0]["vector_count"] == "1"
+    assert int(after[segments.TOMBSTONES_KEY]) == old  # the old version's chunks
+    assert segment_files(index_dir) == {before["vector_file"], deltas[0]["vector_file"]}
+    # The new text is found, the old is gone, even when every chunk is asked for.
+    hits = index.search("saxophone quartet lighthouse", mode="semantic", k=5)
+    assert hits[0].chunk.path.name == "f007.md"
+    everything = index.search("harbour lantern glacier", mode="semantic", k=500)
+    assert len(everything) == total - old + 1
+    assert not [h for h in everything if h.chunk.path.name == "f007.md" and "saxophone" not in h.chunk.text]
+    info = index.status(verify=True)
+    assert (info.vector_segments, info.vector_tombstones, info.problems) == (2, old, [])
+    check_fts(index_dir)
+    index.close()
+
+
+def test_deleting_files_writes_no_vector_file(built) -> None:
+    docs, index_dir, index = built
+    files_before, total = segment_files(index_dir), live(index_dir)
+    gone = sum(_chunks(index_dir, f"f{i:03d}.md") for i in range(3))  # under a tenth of the chunks
+    for i in range(3):
+        (docs / f"f{i:03d}.md").unlink()
+    summary = index.update()
+    assert summary.removed == 3 and segment_files(index_dir) == files_before
+    assert int(state(index_dir)[segments.TOMBSTONES_KEY]) == gone
+    hits = index.search("harbour lantern glacier", mode="semantic", k=500)
+    assert len(hits) == total - gone and all(h.chunk.path.name >= "f003.md" for h in hits)
+    assert index.status(verify=True).problems == []
+    index.close()
+
+
+def test_searches_across_segments_match_an_exact_search(built, fake_model: FakeModel) -> None:
+    docs, index_dir, index = built
+    for i in range(4):  # four updates: four deltas (each under the merge share)
+        write(docs / f"new{i}.md", f"# New {i}\n\n" + " ".join(WORDS[i : i + 12]) + f" fresh note {i}.\n")
+        (docs / f"f{i:03d}.md").unlink()
+        index.update()
+    assert len(json.loads(state(index_dir)[segments.DELTAS_KEY])) == 4
+    embed = fake_model.embedder().embed_queries
+    for words in ("harbour lantern", "fresh note", "quartz lagoon ember", "violin pepper marble"):
+        query = embed([words])[0]
+        hits = index.search(words, mode="semantic", k=10)
+        assert sorted(h.chunk.id for h in hits) == exact_top(index_dir, query, 10), words
+    index.close()
+
+
+def test_deltas_past_a_share_of_the_base_are_merged_into_it(built, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs, index_dir, index = built
+    monkeypatch.setattr(segments, "MAX_DELTAS", 3)
+    old_base, total = state(index_dir)["vector_file"], live(index_dir)
+    edited = sum(_chunks(index_dir, f"f{i:03d}.md") for i in range(4))
+    reports = []
+    for i in range(4):
+        write(docs / f"f{i:03d}.md", f"# File {i}\n\nEdition {i} of the pylon riddle.\n")
+        reports.append(index.update())
+    after = state(index_dir)
+    assert segments.DELTAS_KEY not in after and after[segments.TOMBSTONES_KEY] == "0"
+    assert after["vector_file"] != old_base and segment_files(index_dir) == {after["vector_file"]}
+    with IndexReader(index_dir) as reader:
+        assert reader.conn.execute("SELECT count(*) FROM vector_tombstones").fetchone()[0] == 0
+    hits = index.search("edition pylon riddle", mode="semantic", k=4)
+    assert {h.chunk.path.name for h in hits} == {"f000.md", "f001.md", "f002.md", "f003.md"}
+    assert index.status(verify=True).problems == []
+    assert index.status().chunks == total - edited + 4
+    index.close()
+
+
+def test_a_reader_keeps_its_snapshot_while_a_merge_deletes_its_files(built, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs, index_dir, index = built
+    write(docs / "f001.md", "# File 1\n\nThe cobalt gondola drifted.\n")
+    index.update()  # a delta
+    reader = IndexReader(index_dir)
+    old_files = segment_files(index_dir)
+    monkeypatch.setattr(segments, "MERGE_SHARE", 0.0)  # the next update merges
+    write(docs / "f002.md", "# File 2\n\nThe fresco saddle creaked.\n")
+    index.update()
+    assert not (old_files & segment_files(index_dir))  # every file of the reader's snapshot is gone
+    query = index._open_searcher().embedder().embed_queries(["cobalt gondola drifted"])[0]
+    try:
+        hits = reader.vector_search(query, 3)
+        assert hits and reader.fetch_chunks([hits[0][0]])[hits[0][0]].path.name == "f001.md"
+    finally:
+        reader.close()
+    index.close()
+
+
+def test_concurrent_searches_during_updates_see_whole_generations(built) -> None:
+    docs, index_dir, index = built
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def search() -> None:
+        with Index.open(index_dir, provider=index._provider_override) as other:
+            while not stop.is_set():
+                try:
+                    hits = other.search("harbour lantern glacier", mode="semantic", k=500)
+                    assert len({h.chunk.id for h in hits}) == len(hits)
+                    other.close()  # the next search opens the newest generation
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+                    return
+
+    thread = threading.Thread(target=search)
+    thread.start()
+    try:
+        for i in range(8):
+            write(docs / f"f{i:03d}.md", f"# File {i}\n\nRevision {i}.\n")
+            index.update()
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not errors, errors
+    index.close()
+
+
+def test_an_index_from_before_segments_is_read_and_then_updated(built) -> None:
+    docs, index_dir, index = built
+    index.close()
+    with IndexReader(index_dir) as reader:
+        db = reader.db_path
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE vector_tombstones")
+    conn.execute("DELETE FROM state WHERE key IN (?, ?, ?)", ("vector_base_gen", "vector_tombstones", "vector_base_count"))
+    conn.commit()
+    conn.close()
+    manifest = index_dir / "manifest.json"
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "format_version": 3}))  # as the previous release wrote it
+    assert index.search("harbour lantern", mode="semantic", k=3)  # read as one base, no tombstones
+    write(docs / "f005.md", "# File 5\n\nThe tundra bramble.\n")
+    assert index.update().indexed == 1
+    assert json.loads(manifest.read_text())["format_version"] == 4  # older versions now refuse it
+    assert index.search("tundra bramble", mode="semantic", k=1)[0].chunk.path.name == "f005.md"
+    assert index.status(verify=True).problems == []
+    index.close()
+
+
+def test_duplicates_are_found_across_segments(built) -> None:
+    docs, index_dir, index = built
+    text = "# Copy\n\nA lagoon of copper ember and willow, told twice over in two files.\n"
+    write(docs / "copy-a.md", text)
+    index.update()
+    write(docs / "copy-b.md", text)
+    index.update()
+    assert len(json.loads(state(index_dir)[segments.DELTAS_KEY])) == 2
+    found = index.duplicates(min_score=0.99)
+    assert {frozenset((pair.a.name, pair.b.name)) for pair in found.files} >= {frozenset({"copy-a.md", "copy-b.md"})}
+    index.close()
+
+
+def test_the_kept_segments_are_checked_before_an_update(built) -> None:
+    docs, index_dir, index = built
+    write(docs / "f003.md", "# File 3\n\nMarble falcon.\n")
+    index.update()
+    delta = json.loads(state(index_dir)[segments.DELTAS_KEY])[0]["vector_file"]
+    os.truncate(index_dir / delta, 100)
+    write(docs / "f004.md", "# File 4\n\nQuartz saddle.\n")
+    from semsearch.errors import IndexCorruptError
+
+    with pytest.raises(IndexCorruptError, match=delta):
+        index.update()
+    index.update(rebuild=True)
+    assert index.status(verify=True).problems == []
+    index.close()
