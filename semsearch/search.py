@@ -174,7 +174,9 @@ class Searcher:
         bm25: dict[int, float] = {}
         match = fts_query(query) if options.mode in ("lexical", "hybrid") else ""
         pending: Future[list[tuple[int, float]]] | None = None
-        if match and options.mode == "hybrid" and getattr(self.embedder(), "threads", 1) < _CORES:
+        # The model's threads once it is loaded (a first query loads it beside the BM25 worker).
+        model_threads = getattr(self._embedder, "threads", 1) if self._embedder is not None else 1
+        if match and options.mode == "hybrid" and model_threads < _CORES:
             # BM25 ranks in a worker thread while the query is embedded and the graph searched
             # (SQLite, onnxruntime and hnswlib release the GIL): hybrid then costs about what
             # its slower half costs, not the sum of both. Not when the query model takes every

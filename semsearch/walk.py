@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semsearch.readers import SNIFF_BYTES, ReadOptions, detect_kind, unwanted_kind
+from semsearch.readers import SNIFF_BYTES, ReadOptions, detect_kind, kind_wanted, unwanted_kind
 
 IGNORE_FILES = (".gitignore", ".semsearchignore")
 
@@ -89,16 +90,40 @@ class _IgnoreLayer:
         import pathspec
 
         self.base = base
+        root = str(base)
+        self.prefix = root if root.endswith(os.sep) else root + os.sep
         self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        self.any_match = _any_pattern(self.spec)
 
     def check(self, path: Path, is_dir: bool) -> bool | None:
-        try:
-            rel = path.relative_to(self.base).as_posix()
-        except ValueError:
+        full = str(path)
+        if not full.startswith(self.prefix):
             return None
+        rel = full[len(self.prefix) :]
+        if os.sep != "/":
+            rel = rel.replace(os.sep, "/")
         if is_dir:
             rel += "/"
+        if self.any_match is not None and self.any_match.search(rel) is None:
+            return None  # no pattern matches at all (most files): no verdict, decided quickly
         return self.spec.check_file(rel).include
+
+
+def _any_pattern(spec: Any) -> re.Pattern[str] | None:
+    """One regular expression that matches where any of the spec's patterns does (None: cannot
+    make one; every path is then checked pattern by pattern)."""
+    parts = []
+    for pattern in getattr(spec, "patterns", ()):
+        regex = getattr(pattern, "regex", None)
+        if getattr(pattern, "include", None) is None:
+            continue  # a blank or comment line
+        if regex is None:
+            return None
+        parts.append("(?:" + re.sub(r"\(\?P<[^>]+>", "(?:", regex.pattern) + ")")
+    try:
+        return re.compile("|".join(parts)) if parts else re.compile(r"(?!)")
+    except re.error:
+        return None
 
 
 def _read_ignore_lines(
@@ -135,20 +160,31 @@ def walk(
     roots: Sequence[Path],
     options: WalkOptions,
     on_skip: Callable[[Skip], None],
+    known: Callable[[Path, int, int], str | None] | None = None,
 ) -> Iterator[FileEntry]:
     """Yield the files to index under the given roots, in a stable order.
 
     A root that is a file is taken even when an ignore rule or its hidden name would skip it:
-    the user named it. Every skip is reported through ``on_skip``.
+    the user named it. Every skip is reported through ``on_skip``. *known* (path, size,
+    mtime_ns) gives the kind already recorded for a file of that size and time (the index's
+    own): such a file is not opened to see what it is, so an update of an unchanged tree costs
+    a stat per file.
     """
-    yield from _Walker(roots, options, on_skip).files()
+    yield from _Walker(roots, options, on_skip, known).files()
 
 
 class _Walker:
     """One walk: the roots, what was seen (links and hard links are followed once), the skips."""
 
-    def __init__(self, roots: Sequence[Path], options: WalkOptions, on_skip: Callable[[Skip], None]) -> None:
+    def __init__(
+        self,
+        roots: Sequence[Path],
+        options: WalkOptions,
+        on_skip: Callable[[Skip], None],
+        known: Callable[[Path, int, int], str | None] | None = None,
+    ) -> None:
         self.roots = roots
+        self.known = known
         self.options = options
         self.read_options = options.read_options()
         self.on_skip = on_skip
@@ -189,6 +225,9 @@ class _Walker:
         if st.st_size > self.options.max_file_size:
             self.on_skip(Skip(path, "too large", f"{st.st_size} bytes", warn=explicit))
             return None
+        kind = self.known(path, st.st_size, st.st_mtime_ns) if self.known is not None else None
+        if kind is not None and kind_wanted(kind, self.read_options):  # else looked at anew
+            return FileEntry(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, kind=kind)
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
             try:

@@ -25,6 +25,7 @@ __all__ = [
     "ReadOptions",
     "Reader",
     "detect_kind",
+    "kind_wanted",
     "part_kind",
     "read_document",
     "reader_for",
@@ -104,6 +105,11 @@ def detect_kind(path: Path, head: bytes, options: ReadOptions = DEFAULT_READ_OPT
     (or a kind these options leave out, such as images without ``ocr="images"``)."""
     reader = _matching(path, head)
     return reader.kind if reader is not None and reader.wanted(options) else None
+
+
+def kind_wanted(kind: str, options: ReadOptions = DEFAULT_READ_OPTIONS) -> bool:
+    """Whether files of *kind* are read under these options (a known reader, wanted)."""
+    return any(reader.kind == kind and reader.wanted(options) for reader in _registry())
 
 
 def part_kind(kind: str) -> str:

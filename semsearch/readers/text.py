@@ -82,6 +82,10 @@ PLAIN_SUFFIXES = frozenset({"", ".txt", ".text"})
 _TITLE_LINE = re.compile(r"\A\s*([^\n]{1,200})\n[ \t]*\n")
 
 
+# Control bytes that text does not hold (tab, line breaks, form feed, escape and NUL aside).
+_CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27, 0))
+
+
 def looks_like_text(head: bytes) -> bool:
     """Guess from the first bytes whether content is text (any common encoding) or binary."""
     if not head:
@@ -93,7 +97,7 @@ def looks_like_text(head: bytes) -> bool:
     # UTF-16 without a BOM or real binary formats have NULs everywhere.
     if nul > max(1, len(head) // 200):
         return False
-    control = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13, 27, 0))
+    control = len(head) - len(head.translate(None, _CONTROL))  # counted in C, not byte by byte
     return control <= len(head) // 20
 
 

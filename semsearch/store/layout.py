@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import sqlite3
 import time
@@ -36,12 +37,22 @@ def find_index_dir(start: Path | None = None) -> Path | None:
 def path_key(index_dir: Path, path: Path) -> bytes:
     """How a file path is stored: relative to the folder that holds the index when inside it
     (so a project can be moved), else absolute; as bytes, so any file name round-trips."""
-    root = index_dir.parent
-    try:
-        rel = Path(os.path.abspath(path)).relative_to(root)
-        return os.fsencode(rel.as_posix() if str(rel) != "." else ".")
-    except ValueError:
-        return os.fsencode(os.path.abspath(path))
+    # String operations, not pathlib: this runs for every file of every update.
+    root, prefix = _project_prefix(os.fspath(index_dir))
+    full = os.path.abspath(path)
+    if full == root:
+        return b"."
+    if not full.startswith(prefix):
+        return os.fsencode(full)
+    rel = full[len(prefix) :]
+    return os.fsencode(rel if os.sep == "/" else rel.replace(os.sep, "/"))
+
+
+@functools.lru_cache(maxsize=16)
+def _project_prefix(index_dir: str) -> tuple[str, str]:
+    """The folder that holds the index, and that folder as a prefix of the paths below it."""
+    root = os.path.dirname(index_dir.rstrip(os.sep)) or os.sep
+    return root, root if root.endswith(os.sep) else root + os.sep
 
 
 def key_to_path(index_dir: Path, key: bytes) -> Path:

@@ -243,6 +243,15 @@ class IndexWriter:
                 break
         return [found.get((c.text, c.context)) for c in chunks]
 
+    def live_file_rows(self) -> dict[bytes, FileRow]:
+        """Every file of the next generation by path key (what :meth:`lookup_file` gives one by one)."""
+        return {
+            row[0]: FileRow(*row[1:])
+            for row in self.conn.execute(
+                f"SELECT path, id, size, mtime_ns, sha256, gen_added, error, kind FROM files WHERE {visible(self.working)}"
+            )
+        }
+
     def live_files(self) -> Iterator[tuple[int, bytes]]:
         """(id, path key) of every file in the next generation."""
         yield from self.conn.execute(f"SELECT id, path FROM files WHERE {visible(self.working)}").fetchall()
@@ -280,7 +289,11 @@ class IndexWriter:
         return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
 
     def live_chunk_count(self) -> int:
-        """Chunks the committed generation holds."""
+        """Chunks the committed generation holds (its vector count: counting the rows would read
+        the whole table, vectors and all; `status --verify` checks that the two agree)."""
+        row = self.conn.execute("SELECT value FROM state WHERE key = 'vector_count'").fetchone()
+        if row is not None and self.committed:
+            return int(row[0])
         return int(self.conn.execute(f"SELECT count(*) FROM chunks WHERE {visible(self.committed)}").fetchone()[0])
 
     def pending_changes(self) -> tuple[int, int]:
