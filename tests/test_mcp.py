@@ -188,3 +188,16 @@ def test_mcp_watch_finds_a_file_edited_on_disk(tmp_path: Path, project: tuple[Pa
     before, after = with_client(tmp_path, env, body, "--watch")
     assert hits(before) == []
     assert hits(after)[0]["path"] == "a.md" and "quokka" in hits(after)[0]["text"]
+
+
+def test_a_file_name_that_is_not_utf8_is_answered_escaped(tmp_path: Path, project: tuple[Path, dict[str, str]]) -> None:
+    _, env = project
+    name = os.fsdecode(b"caf\xe9-notes.md")
+    write(tmp_path / name, "# Espresso\n\nThe espresso machine needs descaling every month.\n")
+    assert run(["index", "."], cwd=tmp_path, env=env).returncode == 0
+
+    async def body(session: Any) -> Any:
+        return await session.call_tool("search", {"query": "descaling the espresso machine", "k": 1})
+
+    found = hits(with_client(tmp_path, env, body))
+    assert found[0]["path"] == "caf\\xe9-notes.md" and "descaling" in found[0]["text"]

@@ -217,14 +217,43 @@ def _relative(path: Path, project: Path) -> str:
         return str(path)
 
 
-def _hit(hit: Hit, query: str, project: Path) -> HitResult:
-    from semsearch.output import hit_to_json
+def _hit(hit: Hit, project: str) -> HitResult:
+    """A hit as the tools return it: the fields of `query --json` an agent cites, built directly
+    (not all of them and then a selection: this is on every call's path)."""
+    from semsearch.output import location_of
+    from semsearch.scope import type_of
 
-    data = hit_to_json(hit, query)
-    data["path"] = _relative(hit.chunk.path, project)
-    return {  # type: ignore[return-value]  # the keys HitResult names
-        key: data[key] for key in HitResult.__annotations__
+    c = hit.chunk
+    path = str(c.path)
+    rel = path[len(project) :] if path.startswith(project) else _relative(c.path, Path(project))
+    return {
+        "rank": hit.rank,
+        "path": _valid(rel),
+        "location": location_of(hit),  # type: ignore[typeddict-item]  # the keys Location names
+        "score": round(hit.score, 6),
+        "scores": {k: round(v, 6) for k, v in hit.scores.items()},  # type: ignore[typeddict-item]
+        "title": _valid(c.title),
+        "context": _valid(c.context),
+        "text": c.text,
+        "type": type_of(c.display, c.kind),
+        "mtime": c.mtime_ns / 1e9,
     }
+
+
+def _valid(text: str) -> str:
+    """*text* as valid Unicode: a file name's bytes that are not UTF-8 (held as lone surrogates)
+    are written as ``\\xNN``, as the terminal output shows them. JSON-RPC cannot carry them."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", errors="backslashreplace")
+
+
+def _prefix(project: Path) -> str:
+    """The project folder as a prefix of the paths below it."""
+    root = str(project)
+    return root if root.endswith(os.sep) else root + os.sep
 
 
 def _check_list(name: str, values: list[str] | None) -> list[str] | None:
@@ -328,7 +357,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
             )
         except SemsearchError as exc:
             raise failing(exc) from None
-        return _result({"query": query, "hits": [_hit(h, query, project) for h in hits]})
+        return _result({"query": query, "hits": [_hit(h, _prefix(project)) for h in hits]})
 
     @server.tool()
     def similar(
@@ -345,7 +374,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
             hits = idx.similar(str(project / path), line=line, k=k, files_only=files_only)
         except SemsearchError as exc:
             raise failing(exc) from None
-        return _result({"target": path, "hits": [_hit(h, path, project) for h in hits]})
+        return _result({"target": path, "hits": [_hit(h, _prefix(project)) for h in hits]})
 
     @server.tool()
     def status() -> Annotated[CallToolResult, dict[str, Any]]:
