@@ -72,6 +72,9 @@ def test_tools_search_filters_similar_status_and_bad_calls(project: tuple[Path, 
         out["wrong_kind"] = await session.call_tool("search", {"query": 5})
         out["huge"] = await session.call_tool("search", {"query": "word " * 5000})
         out["missing_file"] = await session.call_tool("similar", {"path": "docs/none.md"})
+        out["bad_mode"] = await session.call_tool("search", {"query": "x", "mode": "fuzzy"})
+        out["no_query"] = await session.call_tool("search", {})
+        out["no_index_tool"] = await session.call_tool("index", {})
         out["after"] = await session.call_tool("search", {"query": "sourdough starter", "k": 1})
         return out
 
@@ -91,7 +94,12 @@ def test_tools_search_filters_similar_status_and_bad_calls(project: tuple[Path, 
     assert out["bad_k"].is_error and "k must be between 1 and" in out["bad_k"].content[0].text
     assert out["bad_type"].is_error and "unknown file type 'nope' for types" in out["bad_type"].content[0].text
     assert out["wrong_kind"].is_error and out["huge"].is_error and out["missing_file"].is_error
-    assert "not in the index" in out["missing_file"].content[0].text
+    assert out["missing_file"].content[0].text.startswith(os.path.join("docs", "none.md") + " is not in the index")
+    # The SDK's own argument checks answer in one line too, naming the argument.
+    for key, start in (("bad_mode", "mode: Input should be"), ("no_query", "query: a value is required")):
+        text = out[key].content[0].text
+        assert out[key].is_error and text.startswith(start) and "\n" not in text, text
+    assert "--allow-index" in out["no_index_tool"].content[0].text
     assert hits(out["after"])[0]["path"] == os.path.join("docs", "baking.md")  # the server lived on
 
 

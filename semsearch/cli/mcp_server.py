@@ -209,6 +209,10 @@ class IndexService:
     def project(self) -> Path:
         return self.index().path.parent
 
+    def asked_project(self) -> Path | None:
+        """The project of the index in use (None before one was opened)."""
+        return self._index.path.parent if self._index is not None else None
+
 
 def _relative(path: Path, project: Path) -> str:
     try:
@@ -256,6 +260,28 @@ def _prefix(project: Path) -> str:
     return root if root.endswith(os.sep) else root + os.sep
 
 
+def _one_line(exc: Exception, tool: str, allow_index: bool) -> str:
+    """A tool error as one line in semsearch's words: the SDK's argument check (pydantic's
+    several lines) as "ARGUMENT: what is wrong", its "Error executing tool ..." prefix dropped."""
+    cause = exc.__cause__
+    errors = getattr(cause, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            where = ".".join(str(part) for part in first.get("loc", ())) or "arguments"
+            what = str(first.get("msg", "is not valid"))
+            return f"{where}: {'a value is required' if first.get('type') == 'missing' else what}"
+        except (IndexError, TypeError, AttributeError):
+            pass
+    message = str(exc)
+    prefix = f"Error executing tool {tool}: "
+    if message.startswith(prefix):
+        message = message[len(prefix) :]
+    if message.startswith("Unknown tool") and tool == "index" and not allow_index:
+        message += " (the index tool is offered by `semsearch mcp --allow-index`)"
+    return message.splitlines()[0] if message else "the call failed"
+
+
 def _check_list(name: str, values: list[str] | None) -> list[str] | None:
     if values is not None and len(values) > MAX_FILTER_ITEMS:
         raise ValueError(f"{name}: at most {MAX_FILTER_ITEMS} items")
@@ -287,7 +313,15 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
 
     _plain_logging()
     service = IndexService(index)
-    server = MCPServer(
+
+    class Server(MCPServer):
+        async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+            try:
+                return await super().call_tool(name, arguments, context)
+            except ToolError as exc:
+                raise ToolError(_one_line(exc, name, allow_index)) from None
+
+    server = Server(
         name="semsearch",
         version=__version__,
         instructions=(
@@ -299,8 +333,13 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
     )
 
     def failing(exc: SemsearchError) -> ToolError:
-        # The CLI's one-line message, naming the tools' own arguments (not the CLI's flags).
-        return ToolError(exc.render(TOOL_ARGUMENTS, REMEDIES))
+        # The CLI's one-line message, naming the tools' own arguments (not the CLI's flags), with
+        # paths relative to the project as the tools take them.
+        message = exc.render(TOOL_ARGUMENTS, REMEDIES)
+        project = service.asked_project()
+        if project is not None:
+            message = message.replace(_prefix(project), "")
+        return ToolError(message)
 
     def absolute(paths: list[str] | None, project: Path) -> list[str] | None:
         return None if paths is None else [str(project / p) for p in paths]
@@ -321,7 +360,8 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
         """Search the project's files for passages that mean what the query asks.
 
         mode: hybrid (default: meaning and keywords), semantic or lexical. paths: files or
-        folders relative to the project; globs: gitignore-style patterns ("!" excludes); types:
+        folders relative to the project; globs: gitignore-style patterns on the path relative to
+        the project, such as "docs/**/*.md" ("!" excludes); types:
         md, pdf, word, py, code, docs ... ; changed_within: 7d, 12h; changed_before: a date or
         a duration ago. Returns {"query", "hits"}, the hits best first, each with: rank; path
         (relative to the project); location ({"kind": "line", "line": N, "line_end": M}, or the
@@ -368,13 +408,16 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
         {"target", "hits"}, the hits as search returns them (the file itself left out)."""
         if not 1 <= k <= MAX_K:
             raise ToolError(f"k must be between 1 and {MAX_K} (got {k})")
+        if not path.strip():
+            raise ToolError("the path is empty")
         try:
             idx = service.index()
             project = idx.path.parent
             hits = idx.similar(str(project / path), line=line, k=k, files_only=files_only)
         except SemsearchError as exc:
             raise failing(exc) from None
-        return _result({"target": path, "hits": [_hit(h, _prefix(project)) for h in hits]})
+        target = f"{path}:{line}" if line is not None else path
+        return _result({"target": target, "hits": [_hit(h, _prefix(project)) for h in hits]})
 
     @server.tool()
     def status() -> Annotated[CallToolResult, dict[str, Any]]:
@@ -444,7 +487,11 @@ def _watch(index: Path | None, stop: threading.Event) -> None:
         try:
             with Index.open(find_index(index)) as target:
                 target.update()
-                target.watch(on_update=lambda summary: say(summary_line(summary)), stop=stop)
+                target.watch(
+                    on_update=lambda summary: say(summary_line(summary)),
+                    stop=stop,
+                    on_ready=lambda: say("semsearch: watching for changes"),
+                )
         except SemsearchError as exc:
             say(f"semsearch: watch: {describe(exc)}")
             stop.wait(5.0)  # no index yet, or it is being rebuilt: try again
