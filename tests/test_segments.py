@@ -248,3 +248,43 @@ def test_the_kept_segments_are_checked_before_an_update(built) -> None:
     index.update(rebuild=True)
     assert index.status(verify=True).problems == []
     index.close()
+
+
+def test_check_links_catches_a_neighbour_id_past_the_graph(tmp_path: Path) -> None:
+    import hnswlib
+
+    from semsearch.errors import IndexCorruptError
+    from semsearch.vectors.hnsw import check_links
+
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((3000, 16)).astype(np.float32)
+    graph = hnswlib.Index(space="cosine", dim=16)
+    graph.init_index(max_elements=3000, M=8, ef_construction=50, random_seed=1)
+    graph.add_items(vecs, np.arange(3000))
+    path = tmp_path / "g.hnsw"
+    graph.save_index(str(path))
+    check_links(path, 16)  # a sound file passes
+    data = bytearray(path.read_bytes())
+    per_element = 4 + 4 * 16 + 16 * 4 + 8  # links (maxM0 = 2M = 16), vector, label
+    header = 96
+    for element in (0, 1234, 2999):
+        broken = bytearray(data)
+        at = header + element * per_element + 4  # the first neighbour id of the bottom layer
+        broken[at : at + 4] = (3000 + 7).to_bytes(4, "little")
+        path.write_bytes(bytes(broken))
+        with pytest.raises(IndexCorruptError, match="past the graph"):
+            check_links(path, 16)
+    # An upper layer's list: the last element with one, its first id made too large.
+    path.write_bytes(bytes(data))
+    pos, last = header + 3000 * per_element, None
+    for _ in range(3000):
+        size = int.from_bytes(data[pos : pos + 4], "little")
+        if size:
+            last = pos
+        pos += 4 + size
+    assert last is not None
+    broken = bytearray(data)
+    broken[last + 8 : last + 12] = (10**6).to_bytes(4, "little")
+    path.write_bytes(bytes(broken))
+    with pytest.raises(IndexCorruptError, match="upper-layer"):
+        check_links(path, 16)
