@@ -584,7 +584,7 @@ class Index:
                 changed_since=disk.changed if disk else None,
                 missing_since=disk.missing if disk else None,
                 new_since=disk.new if disk else None,
-                vector_segments=(1 + len(reader.layout.deltas)) if reader.vector_file else 0,
+                vector_segments=len(reader.layout.files()),
                 vector_tombstones=reader.layout.tombstones,
                 problems=reader.verify() if verify else None,
             )

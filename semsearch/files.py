@@ -8,6 +8,13 @@ import os
 from pathlib import Path
 
 
+def folder_prefix(folder: str | os.PathLike[str]) -> str:
+    """A folder's path as a prefix of the paths below it ("/a/b" -> "/a/b/", "/" -> "/"): what
+    string comparisons of paths on hot paths use instead of pathlib's relative_to."""
+    root = os.fspath(folder)
+    return root if root.endswith(os.sep) else root + os.sep
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename or unlink in *directory* durable (best effort where directories cannot be synced)."""
     with contextlib.suppress(OSError):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semsearch.files import folder_prefix
 from semsearch.readers import SNIFF_BYTES, ReadOptions, detect_kind, kind_wanted, unwanted_kind
 
 IGNORE_FILES = (".gitignore", ".semsearchignore")
@@ -90,8 +91,7 @@ class _IgnoreLayer:
         import pathspec
 
         self.base = base
-        root = str(base)
-        self.prefix = root if root.endswith(os.sep) else root + os.sep
+        self.prefix = folder_prefix(base)
         self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
         self.any_match = _any_pattern(self.spec)
 

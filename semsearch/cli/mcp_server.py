@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 from mcp.types import CallToolResult, TextContent
 
 from semsearch.errors import SemsearchError
+from semsearch.files import folder_prefix
 
 if TYPE_CHECKING:
     from semsearch.api import Index
@@ -226,38 +227,23 @@ def _hit(hit: Hit, project: str) -> HitResult:
     (not all of them and then a selection: this is on every call's path)."""
     from semsearch.output import location_of
     from semsearch.scope import type_of
+    from semsearch.store import display_name  # JSON-RPC cannot carry a name's non-UTF-8 bytes
 
     c = hit.chunk
     path = str(c.path)
     rel = path[len(project) :] if path.startswith(project) else _relative(c.path, Path(project))
     return {
         "rank": hit.rank,
-        "path": _valid(rel),
+        "path": display_name(rel),
         "location": location_of(hit),  # type: ignore[typeddict-item]  # the keys Location names
         "score": round(hit.score, 6),
         "scores": {k: round(v, 6) for k, v in hit.scores.items()},  # type: ignore[typeddict-item]
-        "title": _valid(c.title),
-        "context": _valid(c.context),
+        "title": display_name(c.title),
+        "context": display_name(c.context),
         "text": c.text,
         "type": type_of(c.display, c.kind),
         "mtime": c.mtime_ns / 1e9,
     }
-
-
-def _valid(text: str) -> str:
-    """*text* as valid Unicode: a file name's bytes that are not UTF-8 (held as lone surrogates)
-    are written as ``\\xNN``, as the terminal output shows them. JSON-RPC cannot carry them."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return os.fsencode(text).decode("utf-8", errors="backslashreplace")
-
-
-def _prefix(project: Path) -> str:
-    """The project folder as a prefix of the paths below it."""
-    root = str(project)
-    return root if root.endswith(os.sep) else root + os.sep
 
 
 def _one_line(exc: Exception, tool: str, allow_index: bool) -> str:
@@ -338,7 +324,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
         message = exc.render(TOOL_ARGUMENTS, REMEDIES)
         project = service.asked_project()
         if project is not None:
-            message = message.replace(_prefix(project), "")
+            message = message.replace(folder_prefix(project), "")
         return ToolError(message)
 
     def absolute(paths: list[str] | None, project: Path) -> list[str] | None:
@@ -397,7 +383,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
             )
         except SemsearchError as exc:
             raise failing(exc) from None
-        return _result({"query": query, "hits": [_hit(h, _prefix(project)) for h in hits]})
+        return _result({"query": query, "hits": [_hit(h, folder_prefix(project)) for h in hits]})
 
     @server.tool()
     def similar(
@@ -417,7 +403,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
         except SemsearchError as exc:
             raise failing(exc) from None
         target = f"{path}:{line}" if line is not None else path
-        return _result({"target": target, "hits": [_hit(h, _prefix(project)) for h in hits]})
+        return _result({"target": target, "hits": [_hit(h, folder_prefix(project)) for h in hits]})
 
     @server.tool()
     def status() -> Annotated[CallToolResult, dict[str, Any]]:

@@ -11,6 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from semsearch import files
 from semsearch.errors import IndexLockedError, InvalidOptionError, SemsearchError
 from semsearch.store.format import BUILDING, MANIFEST
 
@@ -52,7 +53,7 @@ def path_key(index_dir: Path, path: Path) -> bytes:
 def _project_prefix(index_dir: str) -> tuple[str, str]:
     """The folder that holds the index, and that folder as a prefix of the paths below it."""
     root = os.path.dirname(index_dir.rstrip(os.sep)) or os.sep
-    return root, root if root.endswith(os.sep) else root + os.sep
+    return root, files.folder_prefix(root)
 
 
 def key_to_path(index_dir: Path, key: bytes) -> Path:

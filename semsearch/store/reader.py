@@ -185,7 +185,7 @@ class IndexReader:
             return None
         engine = vectors.backend(self.manifest.vector_index)
         layout = self.layout
-        parts = [self._open_segment(engine, state) for state in [layout.base_state(), *layout.deltas]]
+        parts = [self._open_segment(engine, state) for state in layout.segment_states()]
         if layout.tombstones:
             gone = self._tombstones()
             for part in parts:
@@ -200,11 +200,15 @@ class IndexReader:
                 f"{self.db_path} names an unexpected vector file", path=self.db_path, remedy="rebuild"
             )
         path = self.index_dir / name
-        source = path
+        return engine.open(self._source(name), state, self.manifest.model.dim, self.manifest.vector_params, shown=path)
+
+    def _source(self, name: str) -> Path:
+        """Where to read segment *name* of this snapshot: the file held open for it, even if
+        a later generation replaced or deleted it (else the file of that name)."""
         fd = self._vector_fds.get(name, -1)
         if fd >= 0 and os.path.exists(f"/proc/self/fd/{fd}"):
-            source = Path(f"/proc/self/fd/{fd}")  # this snapshot's file, even if replaced
-        return engine.open(source, state, self.manifest.model.dim, self.manifest.vector_params, shown=path)
+            return Path(f"/proc/self/fd/{fd}")
+        return self.index_dir / name
 
     def verify(self) -> list[str]:
         """Check the whole snapshot: the database's pages, every vector segment whole (checksum
@@ -218,11 +222,10 @@ class IndexReader:
         if rows != ["ok"]:
             problems.append(f"{self.db_path.name}: " + "; ".join(rows[:3]))
         engine = vectors.backend(self.manifest.vector_index)
-        for state in [self.layout.base_state(), *self.layout.deltas] if self.vector_file else []:
+        for state in self.layout.segment_states():
             name = state.get("vector_file", "")
             path = self.index_dir / name
-            fd = self._vector_fds.get(name, -1)
-            source = Path(f"/proc/self/fd/{fd}") if fd >= 0 and os.path.exists(f"/proc/self/fd/{fd}") else path
+            source = self._source(name)
             check = getattr(engine, "verify", None)  # an engine from before verify: what open checks
             try:
                 if check is not None:

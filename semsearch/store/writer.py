@@ -399,12 +399,7 @@ class IndexWriter:
             index.remove(gone)
             total = int(to_add)
             where = (f"gen_added > ? AND {visible(self.working)}", (layout.base_gen,))
-        done = 0
-        for ids, vecs in self._vectors(*where):
-            index.add(ids, vecs)
-            done += len(ids)
-            if progress:
-                progress(done, total)
+        self._add_vectors(index, where, total, progress)
         name = f"vectors-{self.manifest.epoch}-{self.working}{self._engine.file_suffix}"
         saved = index.save(self.index_dir, name)
         saved["vector_base_count"] = saved["vector_count"]
@@ -414,7 +409,7 @@ class IndexWriter:
         self, layout: segments.Layout, added: int, removed: int, progress: Callable[[int, int], None] | None
     ) -> segments.Layout:
         """The added vectors as one new delta file; the removed ids become tombstones."""
-        for state in [layout.base_state(), *layout.deltas]:
+        for state in layout.segment_states():
             # The segments this generation keeps must still be there and whole (their size and
             # header, in constant time: the update reads none of them).
             self._engine.open(
@@ -424,17 +419,27 @@ class IndexWriter:
         deltas = list(layout.deltas)
         if added:
             index = self._new_vector_index(added)
-            done = 0
-            for ids, vecs in self._vectors("gen_added = ? AND gen_removed IS NULL", (self.working,)):
-                index.add(ids, vecs)
-                done += len(ids)
-                if progress:
-                    progress(done, added)
+            self._add_vectors(index, ("gen_added = ? AND gen_removed IS NULL", (self.working,)), added, progress)
             name = f"vectors-{self.manifest.epoch}-{self.working}-delta{self._engine.file_suffix}"
             deltas.append(index.save(self.index_dir, name))
         return segments.Layout(
             base=layout.base, deltas=deltas, base_gen=layout.base_gen, tombstones=layout.tombstones + removed
         )
+
+    def _add_vectors(
+        self,
+        index: VectorIndex,
+        where: tuple[str, tuple[Any, ...]],
+        total: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        """Add the stored vectors of the chunks *where* selects to *index*, reporting progress."""
+        done = 0
+        for ids, vecs in self._vectors(*where):
+            index.add(ids, vecs)
+            done += len(ids)
+            if progress:
+                progress(done, total)
 
     @property
     def _engine(self) -> vectors.VectorBackend:

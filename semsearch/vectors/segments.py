@@ -76,10 +76,13 @@ class Layout:
         state[TOMBSTONES_KEY] = str(self.tombstones)
         return state
 
+    def segment_states(self) -> list[VectorState]:
+        """Every segment's engine state, the base first (none when there is no base yet)."""
+        return [self.base_state(), *self.deltas] if self.base.get("vector_file") else []
+
     def files(self) -> list[str]:
         """Every segment file, the base first."""
-        names = [self.base.get("vector_file", "")] + [d.get("vector_file", "") for d in self.deltas]
-        return [n for n in names if n]
+        return [name for state in self.segment_states() if (name := state.get("vector_file", ""))]
 
     def base_state(self) -> VectorState:
         """The base's own engine state (its count as written, not the live total)."""
