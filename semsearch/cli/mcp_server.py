@@ -129,7 +129,7 @@ class IndexService:
                 conn.close()
         except sqlite3.Error:
             generation = None
-        token = None if st is None or version is None else (st.st_ino, st.st_mtime_ns, st.st_size, version)
+        token = _token(st, version)
         return (manifest.epoch, manifest.database, manifest.model.fingerprint, generation), token
 
     def _follow(self, db: Path) -> None:
@@ -167,7 +167,7 @@ class IndexService:
             st = os.stat(index_dir / MANIFEST)
         except OSError:
             return None
-        return None if version is None else (st.st_ino, st.st_mtime_ns, st.st_size, version)
+        return _token(st, version)
 
     def index(self) -> Index:
         """The current index (raises the library's errors: not found, damaged ...)."""
@@ -207,12 +207,16 @@ class IndexService:
         with self._lock:
             self._close()
 
-    def project(self) -> Path:
-        return self.index().path.parent
-
     def asked_project(self) -> Path | None:
         """The project of the index in use (None before one was opened)."""
         return self._index.path.parent if self._index is not None else None
+
+
+def _token(manifest: os.stat_result | None, data_version: int | None) -> tuple[Any, ...] | None:
+    """The quick change token: the manifest file's identity and the database's data_version."""
+    if manifest is None or data_version is None:
+        return None
+    return (manifest.st_ino, manifest.st_mtime_ns, manifest.st_size, data_version)
 
 
 def _relative(path: Path, project: Path) -> str:
