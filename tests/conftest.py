@@ -103,3 +103,29 @@ def make_pdf(path: Path, pages: Sequence[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pdf.output(str(path))
     return path
+
+
+def make_epub(
+    path: Path, chapters: list[tuple[str, str]], *, headings: bool = True, title: str = "Stories of the Sea"
+) -> Path:
+    """An EPUB written with ebooklib: one chapter per (title, sentence), in spine order, each
+    with an <h1> (unless not *headings*) and a second paragraph."""
+    from ebooklib import epub
+
+    book = epub.EpubBook()
+    book.set_identifier(f"test-{path.stem}")
+    book.set_title(title)
+    book.set_language("en")
+    items = []
+    for i, (name, sentence) in enumerate(chapters, 1):
+        item = epub.EpubHtml(title=name, file_name=f"chapter_{i}.xhtml", lang="en")
+        heading = f"<h1>{name}</h1>" if headings else ""
+        item.content = f"<html><body>{heading}<p>{sentence}</p><p>More of chapter {i}.</p></body></html>"
+        book.add_item(item)
+        items.append(item)
+    book.toc = items
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    book.spine = ["nav", *items]
+    epub.write_epub(str(path), book)
+    return path

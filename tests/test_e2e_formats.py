@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import make_epub
 from test_e2e import run
 from test_ocr import picture, scanned_pdf
 
@@ -50,30 +51,15 @@ def write_pptx(path: Path) -> None:
 
 
 def write_epub(path: Path) -> None:
-    from ebooklib import epub
-
-    book = epub.EpubBook()
-    book.set_identifier("e2e-book")
-    book.set_title("Voyages of the Meridian")
-    book.set_language("en")
-    chapters = []
-    for i, (title, text) in enumerate(
+    make_epub(
+        path,
         [
             ("Departure", "The ship left the harbour at dawn with a cargo of salt and timber."),
             ("The storm", "On the ninth night a gale tore the mainsail and the crew bailed water until morning."),
             ("Landfall", "They sighted a volcanic island whose black beaches steamed in the rain."),
         ],
-        start=1,
-    ):
-        chapter = epub.EpubHtml(title=title, file_name=f"chap{i}.xhtml", lang="en")
-        chapter.content = f"<html><body><h1>{title}</h1><p>{text}</p></body></html>"
-        book.add_item(chapter)
-        chapters.append(chapter)
-    book.toc = chapters
-    book.add_item(epub.EpubNcx())
-    book.add_item(epub.EpubNav())
-    book.spine = ["nav", *chapters]
-    epub.write_epub(str(path), book)
+        title="Voyages of the Meridian",
+    )
 
 
 def write_notebook(path: Path) -> None:

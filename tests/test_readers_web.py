@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import make_epub
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -226,30 +227,6 @@ CHAPTERS = [
     ("The Shipwreck", "Barnacles had already claimed the hull of the sunken schooner."),
     ("The Rescue", "A rowing boat reached the survivors just after dawn."),
 ]
-
-
-def make_epub(
-    path: Path, chapters: list[tuple[str, str]], *, headings: bool = True, title: str = "Stories of the Sea"
-) -> Path:
-    from ebooklib import epub
-
-    book = epub.EpubBook()
-    book.set_identifier("sea-stories-1")
-    book.set_title(title)
-    book.set_language("en")
-    items = []
-    for i, (name, sentence) in enumerate(chapters, 1):
-        item = epub.EpubHtml(title=name, file_name=f"chapter_{i}.xhtml", lang="en")
-        heading = f"<h1>{name}</h1>" if headings else ""
-        item.content = f"<html><body>{heading}<p>{sentence}</p><p>More of chapter {i}.</p></body></html>"
-        book.add_item(item)
-        items.append(item)
-    book.toc = items
-    book.add_item(epub.EpubNcx())
-    book.add_item(epub.EpubNav())
-    book.spine = ["nav", *items]
-    epub.write_epub(str(path), book)
-    return path
 
 
 def test_epub_chapters_in_spine_order_as_parts(tmp_path: Path) -> None:
