@@ -29,6 +29,7 @@ class Subset:
     def __init__(self, ids: np.ndarray, total: int) -> None:
         self.ids = ids  # int64, no duplicates, any order
         self.total = total
+        self._bitmap: np.ndarray | None = None
         self._bits: bytes | None = None
 
     def __len__(self) -> int:
@@ -38,15 +39,21 @@ class Subset:
     def share(self) -> float:
         return len(self.ids) / self.total if self.total else 0.0
 
-    def contains(self) -> Callable[[int], bool]:
-        """A fast membership test (a bitmap over the ids): ``contains()(chunk_id)``."""
-        if self._bits is None:
+    def bitmap(self) -> np.ndarray:
+        """A uint8 array over chunk ids up to the largest: 1 for the ids held."""
+        if self._bitmap is None:
             import numpy as np
 
             top = int(self.ids.max()) + 1 if len(self.ids) else 1
             bits = np.zeros(top, dtype=np.uint8)
             bits[self.ids] = 1
-            self._bits = bits.tobytes()
+            self._bitmap = bits
+        return self._bitmap
+
+    def contains(self) -> Callable[[int], bool]:
+        """A fast membership test (a bitmap over the ids): ``contains()(chunk_id)``."""
+        if self._bits is None:
+            self._bits = self.bitmap().tobytes()
         bits_ = self._bits
         size = len(bits_)
         return lambda label: label < size and bits_[label] == 1

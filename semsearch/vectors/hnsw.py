@@ -1,9 +1,11 @@
-"""The HNSW engine (hnswlib): every hnswlib call, its file checks and its parameters live here.
+"""The HNSW engine (hnswlib): every hnswlib call and its parameters live here; the saved file's
+layout, its checks and the search of a file left unloaded live in :mod:`semsearch.vectors.hnswfile`.
 
 A saved index is one hnswlib file (space "cosine", labels = chunk ids). Its state: ``vector_file``,
 ``vector_count`` (live vectors), ``vector_slots`` (elements in the file, removed ones included),
-``vector_size`` and ``vector_sha256`` (checked before hnswlib reads the file: hnswlib trusts its
-input and crashes on a damaged one).
+``vector_size`` (checked with the header when the file is opened) and ``vector_sha256`` (checked
+by ``semsearch status --verify``; hnswlib trusts its input and crashes on a damaged one, so the
+links are checked before hnswlib reads a file).
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import contextlib
 import errno
 import itertools
 import os
-import re
-import struct
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -23,15 +23,12 @@ from typing import TYPE_CHECKING, Any
 from semsearch import files
 from semsearch.errors import IndexCorruptError
 from semsearch.vectors.base import Subset, VectorState
+from semsearch.vectors.hnswfile import HEADER, MappedGraph, check_links, map_vectors
 
 if TYPE_CHECKING:
     import numpy as np
 
 NAME = "hnsw"
-# hnswlib's file header: offsetLevel0, max_elements, cur_element_count, size_data_per_element,
-# label_offset, offsetData (size_t each), maxlevel (int), enterpoint (uint32), maxM, maxM0, M
-# (size_t), mult (double), ef_construction (size_t).
-_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
 
 
 @dataclass(frozen=True)
@@ -65,16 +62,16 @@ def check_vector_file(
     try:
         actual = path.stat().st_size
         with open(path, "rb") as handle:
-            head = handle.read(_HEADER.size)
+            head = handle.read(HEADER.size)
     except FileNotFoundError:
         raise IndexCorruptError(f"{name} is missing", path=Path(name), remedy="rebuild") from None
     except OSError as exc:
         raise IndexCorruptError(f"cannot read {name}: {exc.strerror}", path=Path(name), remedy="rebuild") from None
-    if actual != size or len(head) < _HEADER.size:
+    if actual != size or len(head) < HEADER.size:
         raise IndexCorruptError(
             f"{name} has the wrong size ({actual} bytes, expected {size})", path=Path(name), remedy="rebuild"
         )
-    if not _plausible_header(_HEADER.unpack(head), expected_count, dim, actual):
+    if not _plausible_header(HEADER.unpack(head), expected_count, dim, actual):
         raise IndexCorruptError(f"{name} is not the vector file this index expects", path=Path(name), remedy="rebuild")
     if checksum:
         verify_checksum(path, state, shown)
@@ -85,97 +82,6 @@ def verify_checksum(path: Path, state: Mapping[str, str], shown: Path | None = N
     name = shown or path
     if files.sha256_file(path) != state.get("vector_sha256", ""):
         raise IndexCorruptError(f"{name} fails its checksum", path=Path(name), remedy="rebuild")
-
-
-def check_links(path: Path, dim: int, shown: Path | None = None) -> None:
-    """Check every neighbour id of the graph before hnswlib follows it: a damaged file would send
-    its search outside its arrays (a native crash, not an error). hnswlib's own load checks the
-    link lists' sizes against the file; this checks their contents, and that the entry point's
-    level is the graph's top level.
-
-    One vectorised pass over the bottom layer's links (every element: about a sixth of the
-    file) and a walk over the upper layers' lists, visiting only the elements that have some
-    (one in M): 17 ms at 100,000 vectors against 130-180 ms for hashing the file
-    (benchmarks/RESULTS.md).
-    """
-    import mmap
-
-    import numpy as np
-
-    name = Path(shown or path)
-
-    def damaged(what: str) -> IndexCorruptError:
-        return IndexCorruptError(f"{name} is damaged ({what})", path=name, remedy="rebuild")
-
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size < _HEADER.size:
-            raise damaged("too short")
-        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    # The map closes when the last view of it goes (views keep it open).
-    (_o, _m, n, per_element, _lo, data_off, maxlevel, enter, maxm, maxm0, _m2, _mult, _efc) = _HEADER.unpack(
-        mapped[: _HEADER.size]
-    )
-    if n == 0:
-        return
-    if data_off != 4 + 4 * maxm0 or per_element % 4 or _HEADER.size + n * per_element > size:
-        raise damaged("its bottom layer does not fit the file")
-    # Bottom layer: per element a 4-byte header (link count in its low 16 bits) and maxM0 ids.
-    words = per_element // 4
-    for start in range(0, n, 1 << 16):
-        rows = min(1 << 16, n - start)
-        block = np.ndarray(
-            (rows, 1 + maxm0), dtype="<u4", buffer=mapped,
-            offset=_HEADER.size + start * per_element, strides=(4 * words, 4),
-        )  # fmt: skip
-        # Slots past an element's count hold 0 or an earlier neighbour (hnswlib zeroes a new
-        # element's links): every slot, used or not, must name an element of the graph.
-        if int((block[:, 0] & 0xFFFF).max()) > maxm0:
-            raise damaged("a bottom-layer link count is out of range")
-        if int(block[:, 1:].max()) >= n:
-            raise damaged("a bottom-layer link points past the graph")
-    # Upper layers: per element a u32 byte size, then size / (4 + 4 maxM) lists (mostly none).
-    # The walk is sequential (a size says where the next one is), so it is kept to C speed: a
-    # regex skips each run of empty elements, and the lists found are checked together at the end.
-    per_level = 4 + 4 * maxm
-    start = _HEADER.size + n * per_element
-    if (size - start) % 4:
-        raise damaged("its upper layers do not fit the file")
-    pos, i = start, 0
-    entry_level = 0
-    list_words: list[int] = []  # the word index of every upper-layer list
-    skip = _ZERO_WORDS.match
-    view = memoryview(mapped)
-    while True:
-        zeros = skip(view, pos)  # always matches (zero or more empty elements)
-        run = (zeros.end() if zeros is not None else pos) - pos  # empty elements: a zero word each
-        i += run // 4
-        pos += run
-        if i >= n:
-            break
-        if pos + 4 > size:
-            raise damaged("its upper layers end early")
-        nbytes = int.from_bytes(view[pos : pos + 4], "little")
-        if nbytes % per_level or pos + 4 + nbytes > size:
-            raise damaged("an upper-layer link list does not fit")
-        levels = nbytes // per_level
-        first = (pos + 4) // 4
-        list_words.extend(range(first, first + levels * (1 + maxm), 1 + maxm))
-        if i == enter:
-            entry_level = levels
-        i, pos = i + 1, pos + 4 + nbytes
-    if i != n or pos != size:
-        raise damaged("its upper layers do not fit the file")
-    if list_words:
-        words = np.frombuffer(mapped, dtype="<u4", count=(size - start) // 4, offset=start)
-        lists = words[np.asarray(list_words, dtype=np.int64)[:, None] - start // 4 + np.arange(1 + maxm)]
-        if int((lists[:, 0] & 0xFFFF).max()) > maxm or int(lists[:, 1:].max()) >= n:
-            raise damaged("an upper-layer link list is out of range")
-    if maxlevel != entry_level:
-        raise damaged("its top level is not its entry point's")
-
-
-_ZERO_WORDS = re.compile(rb"(?:\x00\x00\x00\x00)*")
 
 
 def _plausible_header(fields: tuple[Any, ...], expected_count: int, dim: int, actual: int) -> bool:
@@ -189,27 +95,35 @@ def _plausible_header(fields: tuple[Any, ...], expected_count: int, dim: int, ac
         and maxm0 == 2 * m
         and 0 < m < 10_000
         and (count == 0 or enter < count)
-        and _HEADER.size + count * per_element <= actual
+        and HEADER.size + count * per_element <= actual
     )
 
 
 class HnswIndex:
-    """An hnswlib graph, loaded on first need, and a zero-copy view of its saved vectors.
+    """An hnswlib graph, loaded on first need, and zero-copy views of its saved file.
 
     A search scoped to few chunks (a :class:`Subset`) is answered exactly from the saved file's
     vectors, through the page cache, without loading the graph; a wider one by the graph with
-    the subset as hnswlib's filter (see :data:`EXACT_FACTOR`).
+    the subset as hnswlib's filter (see :data:`EXACT_FACTOR`). A saved graph larger than
+    :data:`LOAD_BYTES` answers its first :data:`MAPPED_SEARCHES` searches from the mapped file
+    (:class:`MappedGraph`), so a process that asks one question never copies it into memory;
+    the search after those loads it (a long-lived process: hnswlib's own search is faster).
     """
 
     def __init__(
         self, index: Any, live: int, *, replace_deleted: bool, load: Callable[[], Any] | None = None,
-        file: Path | None = None, dim: int = 0,
+        file: Path | None = None, dim: int = 0, ef_search: int = 0, shown: Path | None = None,
     ) -> None:  # fmt: skip
         self._index = index
         self._load = load
-        self._file = file  # the saved file the vectors view reads (None: a new, unsaved graph)
+        self._file = file  # the saved file the views read (None: a new, unsaved graph)
+        self._shown = shown
         self._dim = dim
+        self._ef_search = ef_search
         self._view: tuple[np.ndarray, np.ndarray] | None = None  # (vectors by slot, slot by id)
+        self._mapped: MappedGraph | None = None
+        self._mapped_left = MAPPED_SEARCHES if file is not None and _size(file) > LOAD_BYTES else 0
+        self._removed: np.ndarray | None = None  # the pending removals as a bitmap over ids
         self._live = live
         self._replace_deleted = replace_deleted  # an update reuses the slots of removed vectors
         self._pending: list[int] = []  # removals asked before the graph was loaded
@@ -247,6 +161,7 @@ class HnswIndex:
                 # Not loaded yet (a segment opened with its tombstones): removed when it is, so
                 # a scoped search that reads only the mapped vectors never loads the graph.
                 self._pending.extend(int(i) for i in ids)
+                self._removed = None
                 return
         self._mark_deleted(self._graph(), ids)
 
@@ -281,6 +196,8 @@ class HnswIndex:
             return []
         if within is not None and self._file is not None and _exact_is_cheaper(len(within), self._live):
             return self._exact(query, k, within)  # within holds live chunks only: no tombstones
+        if self._index is None and self._take_mapped():
+            return self._mapped_search(query, k, ef, within)
         graph = self._graph()  # loaded first: its pending removals change the live count
         if self._live <= 0:
             return []
@@ -302,6 +219,47 @@ class HnswIndex:
                     return []
         hits = [(int(label), float(1.0 - dist)) for label, dist in zip(labels[0], distances[0], strict=True)]
         return hits[:k]
+
+    def _take_mapped(self) -> bool:
+        with self._lock:
+            if self._mapped_left <= 0:
+                return False
+            self._mapped_left -= 1
+            if self._mapped is None:
+                assert self._file is not None
+                self._mapped = MappedGraph(self._file, self._dim, self._shown)
+            return True
+
+    def _mapped_search(
+        self, query: np.ndarray, k: int, ef: int | None, within: Subset | None
+    ) -> list[tuple[int, float]]:
+        import numpy as np
+
+        assert self._mapped is not None
+        removed = self._removed_bitmap()
+        inside = within.bitmap() if within is not None else None
+
+        def allowed(labels: np.ndarray) -> np.ndarray:
+            good = np.ones(len(labels), dtype=np.bool_)
+            for bits, keep in ((removed, False), (inside, True)):
+                if bits is not None:
+                    held = labels < len(bits)
+                    good &= np.where(held, bits[np.minimum(labels, len(bits) - 1)] == keep, not keep)
+            return good
+
+        need = removed is not None or inside is not None
+        return self._mapped.search(query, k, max(self._ef_search, ef or 0), allowed if need else None)
+
+    def _removed_bitmap(self) -> np.ndarray | None:
+        import numpy as np
+
+        with self._lock:
+            if self._removed is None and self._pending:
+                gone = np.asarray(self._pending, dtype=np.int64)
+                bits = np.zeros(int(gone.max()) + 1, dtype=np.uint8)
+                bits[gone[gone >= 0]] = 1
+                self._removed = bits
+            return self._removed
 
     def _exact(self, query: np.ndarray, k: int, within: Subset) -> list[tuple[int, float]]:
         import numpy as np
@@ -335,7 +293,7 @@ class HnswIndex:
         with self._lock:
             if self._view is None:
                 assert self._file is not None
-                self._view = _map_vectors(self._file, self._dim)
+                self._view = map_vectors(self._file, self._dim)
             return self._view
 
     def search_batch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -375,6 +333,18 @@ EXACT_FACTOR = 2500
 EXACT_ALWAYS = 2048  # subsets this small are searched exactly at any size
 RUN_GATHER = 8  # runs this many times shorter than the subset on average are scored in place
 BATCH_EF = 32  # search_batch's ef (near-duplicate neighbours)
+# Graphs above this size answer their first searches from the mapped file: hnswlib's load copies
+# the file (about 2 ms per MB here), a mapped search reads a few thousand vectors (a first one
+# 30-40 ms at 100,000 vectors, then about 6 ms against hnswlib's 1 ms). benchmarks/RESULTS.md.
+LOAD_BYTES = 32 << 20
+MAPPED_SEARCHES = 8
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # reported when the file is read
 
 
 def _cpus() -> int:
@@ -386,31 +356,6 @@ def _cpus() -> int:
 
 def _exact_is_cheaper(n: int, total: int) -> bool:
     return n <= EXACT_ALWAYS or n * n <= EXACT_FACTOR * total
-
-
-def _map_vectors(path: Path, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    import mmap
-
-    import numpy as np
-
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-    if mapped is None or size < _HEADER.size:
-        raise IndexCorruptError(f"{path} is too short", path=path, remedy="rebuild")
-    (_o, _m, count, per_element, label_off, data_off, *_rest) = _HEADER.unpack(mapped[: _HEADER.size])
-    if per_element != data_off + dim * 4 + 8 or _HEADER.size + count * per_element > size:
-        raise IndexCorruptError(f"{path} is not the vector file this index expects", path=path, remedy="rebuild")
-    vectors = np.ndarray(
-        (count, dim), dtype=np.float32, buffer=mapped, offset=_HEADER.size + data_off, strides=(per_element, 4)
-    )
-    labels = np.ndarray((count,), dtype="<u8", buffer=mapped, offset=_HEADER.size + label_off, strides=(per_element,))
-    labels = labels.astype(np.int64)
-    if count and (int(labels.min()) < 0 or int(labels.max()) >= max(1 << 32, 16 * count)):
-        raise IndexCorruptError(f"{path} holds labels that are not chunk ids", path=path, remedy="rebuild")
-    slot_of = np.full(int(labels.max()) + 1 if count else 1, -1, dtype=np.int64)
-    slot_of[labels] = np.arange(count, dtype=np.int64)
-    return vectors, slot_of
 
 
 class _EfGate:
@@ -522,7 +467,9 @@ class HnswBackend:
             return HnswIndex(load(), live, replace_deleted=True)
         # To be searched: the graph is loaded by the first search that needs it (a scoped search
         # over few chunks reads only their vectors).
-        return HnswIndex(None, live, replace_deleted=True, load=load, file=path, dim=dim)
+        return HnswIndex(
+            None, live, replace_deleted=True, load=load, file=path, dim=dim, ef_search=p.ef_search, shown=shown
+        )
 
 
 BACKEND = HnswBackend()

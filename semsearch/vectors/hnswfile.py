@@ -1,0 +1,302 @@
+"""A saved hnswlib file read where it lies: its layout, its link checks, and a graph search over
+the mapped file that never loads it.
+
+hnswlib's ``load_index`` copies the whole file into memory: about 0.27 s for 100,000 vectors
+and 2.1 s for 1,000,000 on this machine, while one search visits a few thousand of them. A
+process that answers a few queries (a command-line ``semsearch query``) searches the mapped
+file instead with :class:`MappedGraph`: hnswlib's own search (a greedy descent through the
+upper layers, then the bottom layer's beam search ``ef`` wide) in Python over numpy views of
+the page cache. Every neighbour id it follows is bounds-checked by numpy, so a damaged file
+raises :class:`IndexCorruptError` where hnswlib would crash.
+
+The layout (hnswlib's ``saveIndex``): a header (:data:`HEADER`); then, per element, a record of
+``size_data_per_element`` bytes: a u32 (link count in its low 16 bits, the deleted mark in bit
+16), maxM0 u32 neighbour ids, the vector (dim float32), the label (u64); then, per element, a
+u32 byte size and that many bytes of upper-layer lists, each a u32 count and maxM ids.
+"""
+
+from __future__ import annotations
+
+import heapq
+import mmap
+import os
+import re
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from semsearch.errors import IndexCorruptError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# offsetLevel0, max_elements, cur_element_count, size_data_per_element, label_offset, offsetData
+# (size_t each), maxlevel (int), enterpoint (uint32), maxM, maxM0, M (size_t), mult (double),
+# ef_construction (size_t).
+HEADER = struct.Struct("<QQQQQQiIQQQdQ")
+_ZERO_WORDS = re.compile(rb"(?:\x00\x00\x00\x00)*")
+_DELETED = 1 << 16  # hnswlib's DELETE_MARK in the third byte of a bottom-layer list's header
+
+
+def _damaged(name: Path, what: str) -> IndexCorruptError:
+    return IndexCorruptError(f"{name} is damaged ({what})", path=name, remedy="rebuild")
+
+
+class _Mapped:
+    """The file mapped read-only, its header unpacked (the map closes with its last view)."""
+
+    def __init__(self, path: Path, shown: Path | None) -> None:
+        self.name = Path(shown or path)
+        with open(path, "rb") as handle:
+            self.size = os.fstat(handle.fileno()).st_size
+            if self.size < HEADER.size:
+                raise _damaged(self.name, "too short")
+            self.map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        (offset0, _max, self.n, self.per_element, self.label_off, self.data_off, self.maxlevel, self.enter,
+         self.maxm, self.maxm0, _m, _mult, _efc) = HEADER.unpack(self.map[: HEADER.size])  # fmt: skip
+        if (
+            offset0 != 0
+            or self.data_off != 4 + 4 * self.maxm0
+            or self.per_element % 4
+            or self.label_off + 8 != self.per_element
+            or HEADER.size + self.n * self.per_element > self.size
+            or (self.n and self.enter >= self.n)
+        ):
+            raise _damaged(self.name, "its bottom layer does not fit the file")
+        self.upper_start = HEADER.size + self.n * self.per_element
+
+    def upper_lists(self) -> tuple[dict[int, tuple[int, int]], int]:
+        """Each element that has upper-layer lists: its slot -> (word index of its first list in
+        the file, how many levels); and the entry point's level.
+
+        The walk is sequential (a size says where the next one is), so it is kept to C speed: a
+        regex skips each run of elements without upper layers (a zero word each), and only the
+        elements with some (one in M) take a Python step."""
+        n, size, maxm = self.n, self.size, self.maxm
+        per_level = 4 + 4 * maxm
+        pos, i = self.upper_start, 0
+        if (size - pos) % 4:
+            raise _damaged(self.name, "its upper layers do not fit the file")
+        found: dict[int, tuple[int, int]] = {}
+        skip = _ZERO_WORDS.match
+        view = memoryview(self.map)
+        while True:
+            zeros = skip(view, pos)  # always matches (zero or more empty elements)
+            run = (zeros.end() if zeros is not None else pos) - pos
+            i += run // 4
+            pos += run
+            if i >= n:
+                break
+            if pos + 4 > size:
+                raise _damaged(self.name, "its upper layers end early")
+            nbytes = int.from_bytes(view[pos : pos + 4], "little")
+            if nbytes % per_level or pos + 4 + nbytes > size:
+                raise _damaged(self.name, "an upper-layer link list does not fit")
+            found[i] = ((pos + 4) // 4, nbytes // per_level)
+            i, pos = i + 1, pos + 4 + nbytes
+        if i != n or pos != size:
+            raise _damaged(self.name, "its upper layers do not fit the file")
+        entry_level = found.get(self.enter, (0, 0))[1] if n else 0
+        if n and self.maxlevel != entry_level:
+            raise _damaged(self.name, "its top level is not its entry point's")
+        return found, entry_level
+
+
+def check_links(path: Path, dim: int, shown: Path | None = None) -> None:
+    """Check every neighbour id of the graph before hnswlib follows it: a damaged file would send
+    its search outside its arrays (a native crash, not an error). hnswlib's own load checks the
+    link lists' sizes against the file; this checks their contents, and that the entry point's
+    level is the graph's top level.
+
+    One vectorised pass over the bottom layer's links (every element: about a sixth of the
+    file) and the walk over the upper layers' lists (:meth:`_Mapped.upper_lists`): 17 ms at
+    100,000 vectors against 130-180 ms for hashing the file (benchmarks/RESULTS.md).
+    """
+    import numpy as np
+
+    mapped = _Mapped(path, shown)
+    n, maxm0, maxm = mapped.n, mapped.maxm0, mapped.maxm
+    if n == 0:
+        return
+    words = mapped.per_element // 4
+    for start in range(0, n, 1 << 16):
+        rows = min(1 << 16, n - start)
+        block = np.ndarray(
+            (rows, 1 + maxm0), dtype="<u4", buffer=mapped.map,
+            offset=HEADER.size + start * mapped.per_element, strides=(4 * words, 4),
+        )  # fmt: skip
+        # Slots past an element's count hold 0 or an earlier neighbour (hnswlib zeroes a new
+        # element's links): every slot, used or not, must name an element of the graph.
+        if int((block[:, 0] & 0xFFFF).max()) > maxm0:
+            raise _damaged(mapped.name, "a bottom-layer link count is out of range")
+        if int(block[:, 1:].max()) >= n:
+            raise _damaged(mapped.name, "a bottom-layer link points past the graph")
+    found, _entry_level = mapped.upper_lists()
+    if found:
+        all_words = np.frombuffer(mapped.map, dtype="<u4", count=mapped.size // 4)
+        firsts = [first + level * (1 + maxm) for first, levels in found.values() for level in range(levels)]
+        lists = all_words[np.asarray(firsts, dtype=np.int64)[:, None] + np.arange(1 + maxm)]
+        if int((lists[:, 0] & 0xFFFF).max()) > maxm or int(lists[:, 1:].max()) >= n:
+            raise _damaged(mapped.name, "an upper-layer link list is out of range")
+
+
+def map_vectors(path: Path, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The saved file's vectors by slot (a strided view of a read-only map) and each id's slot."""
+    import numpy as np
+
+    try:
+        mapped = _Mapped(path, None)
+    except IndexCorruptError:
+        raise IndexCorruptError(f"{path} is too short", path=path, remedy="rebuild") from None
+    count = mapped.n
+    if mapped.per_element != mapped.data_off + dim * 4 + 8:
+        raise IndexCorruptError(f"{path} is not the vector file this index expects", path=path, remedy="rebuild")
+    vectors = np.ndarray(
+        (count, dim), dtype=np.float32, buffer=mapped.map, offset=HEADER.size + mapped.data_off,
+        strides=(mapped.per_element, 4),
+    )  # fmt: skip
+    labels = _labels(mapped).astype(np.int64)
+    if count and (int(labels.min()) < 0 or int(labels.max()) >= max(1 << 32, 16 * count)):
+        raise IndexCorruptError(f"{path} holds labels that are not chunk ids", path=path, remedy="rebuild")
+    slot_of = np.full(int(labels.max()) + 1 if count else 1, -1, dtype=np.int64)
+    slot_of[labels] = np.arange(count, dtype=np.int64)
+    return vectors, slot_of
+
+
+def _labels(mapped: _Mapped) -> np.ndarray:
+    import numpy as np
+
+    return np.ndarray(
+        (mapped.n,), dtype="<u8", buffer=mapped.map, offset=HEADER.size + mapped.label_off,
+        strides=(mapped.per_element,),
+    )  # fmt: skip
+
+
+# Which slots a search may return, given their labels (chunk ids): the removed ones and those
+# outside a scoped search's subset are not (None: every one may).
+Allowed = Callable[["np.ndarray"], "np.ndarray"]
+
+
+class MappedGraph:
+    """hnswlib's search (``searchKnn``) over the mapped file: same graph, same algorithm, same
+    answers up to ties and float rounding (tests/test_hnswfile.py compares them)."""
+
+    def __init__(self, path: Path, dim: int, shown: Path | None = None) -> None:
+        import numpy as np
+
+        mapped = _Mapped(path, shown)
+        if mapped.per_element != mapped.data_off + dim * 4 + 8:
+            raise _damaged(mapped.name, "its records are not of this index's vectors")
+        self._mapped = mapped
+        self.count = mapped.n  # elements, removed ones included
+        self._words = np.ndarray(
+            (mapped.n, mapped.per_element // 4), dtype="<u4", buffer=mapped.map, offset=HEADER.size
+        )
+        self._vectors = np.ndarray(
+            (mapped.n, dim), dtype=np.float32, buffer=mapped.map, offset=HEADER.size + mapped.data_off,
+            strides=(mapped.per_element, 4),
+        )  # fmt: skip
+        self._labels = _labels(mapped)
+        self._all_words = np.frombuffer(mapped.map, dtype="<u4", count=mapped.size // 4)
+        self._upper: dict[int, tuple[int, int]] | None = None
+
+    def _upper_list(self, slot: int, level: int) -> np.ndarray:
+        if self._upper is None:
+            self._upper, _ = self._mapped.upper_lists()
+        first, levels = self._upper.get(slot, (0, 0))
+        if level > levels:
+            raise _damaged(self._mapped.name, "a link leads to a level its element does not have")
+        at = first + (level - 1) * (1 + self._mapped.maxm)
+        count = int(self._all_words[at]) & 0xFFFF
+        if count > self._mapped.maxm:
+            raise _damaged(self._mapped.name, "an upper-layer link count is out of range")
+        return self._all_words[at + 1 : at + 1 + count]
+
+    def search(self, query: np.ndarray, k: int, ef: int, allowed: Allowed | None = None) -> list[tuple[int, float]]:
+        """The nearest *k* labels and their cosines, best first, exploring max(ef, k) candidates;
+        only slots *allowed* (and not marked deleted in the file) are returned."""
+        try:
+            return self._search(query, k, max(ef, k), allowed)
+        except IndexError:  # a neighbour id past the graph: numpy checked it
+            raise _damaged(self._mapped.name, "a link points past the graph") from None
+
+    def _search(self, query: np.ndarray, k: int, ef: int, allowed: Allowed | None) -> list[tuple[int, float]]:
+        import numpy as np
+
+        if self.count == 0 or k <= 0:
+            return []
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        q = q * np.float32(1.0 / (float(np.sqrt(q @ q)) + 1e-30))  # space "cosine" normalizes queries
+        vectors, words, one = self._vectors, self._words, np.float32(1.0)
+
+        def distances(slots: np.ndarray) -> np.ndarray:
+            result: np.ndarray = one - vectors[slots] @ q
+            return result
+
+        def ok(slots: np.ndarray) -> np.ndarray:
+            good: np.ndarray = (words[slots, 0] & _DELETED) == 0
+            if allowed is not None:
+                good &= allowed(self._labels[slots].astype(np.int64))
+            return good
+
+        # The upper layers: greedy, to the closest element of each.
+        current = self._mapped.enter
+        current_dist = float(distances(np.array([current]))[0])
+        for level in range(self._mapped.maxlevel, 0, -1):
+            changed = True
+            while changed:
+                changed = False
+                near = self._upper_list(current, level)
+                if len(near):
+                    dist = distances(near)
+                    best = int(np.argmin(dist))
+                    if float(dist[best]) < current_dist:
+                        current, current_dist, changed = int(near[best]), float(dist[best]), True
+
+        # The bottom layer: hnswlib's searchBaseLayerST, as with deletions or a filter (it stops
+        # only once ef allowed candidates are held, which also suits graphs without either).
+        visited = np.zeros(self.count, dtype=np.bool_)
+        visited[current] = True
+        top: list[tuple[float, int]] = []  # a max-heap of (-distance, slot): the ef best allowed
+        candidates: list[tuple[float, int]] = [(current_dist, current)]  # a min-heap to expand
+        lower = float("inf")
+        if ok(np.array([current]))[0]:
+            top.append((-current_dist, current))
+            lower = current_dist
+        maxm0 = self._mapped.maxm0
+        push, pop = heapq.heappush, heapq.heappop
+        while candidates:
+            dist0, node = candidates[0]
+            if dist0 > lower and len(top) == ef:
+                break
+            pop(candidates)
+            row = words[node]
+            count = int(row[0]) & 0xFFFF
+            if count > maxm0:
+                raise _damaged(self._mapped.name, "a bottom-layer link count is out of range")
+            near = row[1 : 1 + count]
+            near = near[~visited[near]]
+            if not len(near):
+                continue
+            visited[near] = True
+            dist = distances(near)
+            if len(top) >= ef:  # only closer ones can enter (the bound only tightens)
+                closer = dist < lower
+                near, dist = near[closer], dist[closer]
+                if not len(near):
+                    continue
+            for d, slot, good in zip(dist.tolist(), near.tolist(), ok(near).tolist(), strict=True):
+                if len(top) < ef or lower > d:
+                    push(candidates, (d, slot))
+                    if good:
+                        push(top, (-d, slot))
+                        if len(top) > ef:
+                            pop(top)
+                    if top:
+                        lower = -top[0][0]
+        nearest = sorted((-neg, slot) for neg, slot in top)[:k]
+        if not nearest:
+            return []
+        labels = self._labels[np.array([slot for _d, slot in nearest], dtype=np.int64)].tolist()
+        return [(int(label), float(one - np.float32(d))) for (d, _s), label in zip(nearest, labels, strict=True)]

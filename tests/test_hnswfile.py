@@ -1,0 +1,154 @@
+"""The mapped graph search: hnswlib's own files, searched without loading them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+import pytest
+from conftest import FakeModel
+from test_segments import corpus
+
+from semsearch import Index
+from semsearch.errors import IndexCorruptError
+from semsearch.vectors import Subset, hnsw
+from semsearch.vectors.hnswfile import HEADER, MappedGraph
+
+DIM = 32
+
+
+def vectors(n: int, seed: int) -> np.ndarray:
+    """Points in clusters (as embeddings are), normalized."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, DIM))
+    points = centres[rng.integers(0, 40, n)] + 0.6 * rng.standard_normal((n, DIM))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    return points.astype(np.float32)
+
+
+def saved_graph(tmp_path: Path, n: int = 5000, *, deleted: tuple[int, ...] = ()) -> tuple[Path, np.ndarray]:
+    data = vectors(n, 7)
+    graph = hnswlib.Index(space="cosine", dim=DIM)
+    graph.init_index(max_elements=n, M=16, ef_construction=100, random_seed=100)
+    graph.add_items(data, np.arange(n) * 3 + 5)  # labels are not slots
+    for label in deleted:
+        graph.mark_deleted(label)
+    path = tmp_path / "g.hnsw"
+    graph.save_index(str(path))
+    return path, data
+
+
+def loaded(path: Path, ef: int) -> hnswlib.Index:
+    graph = hnswlib.Index(space="cosine", dim=DIM)
+    graph.load_index(str(path))
+    graph.set_ef(ef)
+    return graph
+
+
+def test_mapped_search_gives_hnswlib_answers(tmp_path: Path) -> None:
+    path, data = saved_graph(tmp_path)
+    mapped = MappedGraph(path, DIM)
+    graph = loaded(path, 48)
+    queries = vectors(200, 11)
+    labels, distances = graph.knn_query(queries, k=10)
+    same, recall, hnswlib_recall = 0.0, 0.0, 0.0
+    exact = np.argsort(-(queries @ data.T), axis=1)[:, :10] * 3 + 5
+    for q, want, want_dist, truth in zip(queries, labels, distances, exact, strict=True):
+        got = mapped.search(q, 10, 48)
+        assert len(got) == 10
+        assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+        scores = dict(got)
+        for label, dist in zip(want, want_dist, strict=True):
+            if int(label) in scores:  # the same cosine, to float32 rounding
+                assert scores[int(label)] == pytest.approx(1.0 - float(dist), abs=1e-6)
+        same += len(set(scores) & {int(x) for x in want}) / 10
+        recall += len(set(scores) & set(truth.tolist())) / 10
+        hnswlib_recall += len({int(x) for x in want} & set(truth.tolist())) / 10
+    assert same / len(queries) >= 0.99  # the same algorithm: differences are ties and rounding
+    assert recall >= hnswlib_recall - 0.005 * len(queries)
+
+
+def test_mapped_search_skips_deleted_and_disallowed(tmp_path: Path) -> None:
+    gone = tuple(int(x) * 3 + 5 for x in range(0, 5000, 7))
+    path, _ = saved_graph(tmp_path, deleted=gone)
+    mapped = MappedGraph(path, DIM)
+    for q in vectors(30, 12):
+        got = [label for label, _ in mapped.search(q, 10, 32)]
+        assert len(got) == 10 and not set(got) & set(gone)
+        odd = mapped.search(q, 10, 32, allowed=lambda labels: labels % 2 == 1)
+        assert len(odd) == 10 and all(label % 2 == 1 for label, _ in odd)
+    assert mapped.search(vectors(1, 1)[0], 5, 32, allowed=lambda labels: labels < 0) == []
+
+
+def test_damaged_links_raise_instead_of_crashing(tmp_path: Path) -> None:
+    path, _ = saved_graph(tmp_path, n=2000)
+    data = bytearray(path.read_bytes())
+    per_element = 4 + 4 * 32 + DIM * 4 + 8
+    broken = bytearray(data)
+    for element in range(2000):  # every bottom-layer list's first neighbour: past the graph
+        at = HEADER.size + element * per_element + 4
+        broken[at : at + 4] = (2000 + element).to_bytes(4, "little")
+    path.write_bytes(bytes(broken))
+    with pytest.raises(IndexCorruptError, match="past the graph"):
+        MappedGraph(path, DIM).search(vectors(1, 3)[0], 10, 32)
+    broken = bytearray(data)
+    for element in range(2000):  # link counts beyond maxM0
+        at = HEADER.size + element * per_element
+        broken[at : at + 2] = (500).to_bytes(2, "little")
+    path.write_bytes(bytes(broken))
+    with pytest.raises(IndexCorruptError, match="link count"):
+        MappedGraph(path, DIM).search(vectors(1, 3)[0], 10, 32)
+    path.write_bytes(bytes(data[:-10]))  # the upper layers cut short
+    with pytest.raises(IndexCorruptError, match="upper layers"):
+        MappedGraph(path, DIM).search(vectors(1, 3)[0], 10, 32)
+    path.write_bytes(bytes(data[: HEADER.size + 100 * per_element]))  # records missing
+    with pytest.raises(IndexCorruptError, match="does not fit"):
+        MappedGraph(path, DIM)
+
+
+def test_a_big_saved_graph_answers_first_searches_unloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hnsw, "LOAD_BYTES", 0)  # every saved graph counts as big
+    n = 3000
+    data = vectors(n, 5)
+    made = hnsw.BACKEND.create(DIM, n, {})
+    made.add(np.arange(n, dtype=np.int64) + 1, data)
+    state = made.save(tmp_path, "v.hnsw")
+    opened = hnsw.BACKEND.open(tmp_path / "v.hnsw", state, DIM, {})
+    reference = loaded(tmp_path / "v.hnsw", 128)
+    opened.remove([1, 2, 3])  # tombstones, before any search
+    queries = np.concatenate([data[:3], vectors(hnsw.MAPPED_SEARCHES, 9)])
+    for q in queries[: hnsw.MAPPED_SEARCHES - 1]:
+        got = opened.search(q, 10)
+        assert opened._index is None  # answered from the map
+        assert not {1, 2, 3} & {label for label, _ in got} and len(got) == 10
+        labels, _ = reference.knn_query(q, k=13)
+        expected = [int(x) for x in labels[0] if x not in (1, 2, 3)][:10]
+        assert len(set(expected) & {label for label, _ in got}) >= 9
+    monkeypatch.setattr(hnsw, "EXACT_ALWAYS", 0)
+    monkeypatch.setattr(hnsw, "EXACT_FACTOR", 0)  # scoped searches by the graph, filtered
+    within = Subset(np.arange(1, n, 2, dtype=np.int64), n)
+    scoped = opened.search(queries[-1], 10, within=within)
+    assert len(scoped) == 10 and all(label % 2 == 1 for label, _ in scoped)
+    assert opened._index is None
+    again = opened.search(queries[-1], 10, within=within)  # by hnswlib: the same to rounding
+    assert [label for label, _ in again] == [label for label, _ in scoped]
+    assert [score for _, score in again] == pytest.approx([score for _, score in scoped], abs=1e-6)
+    assert opened._index is not None  # the search after MAPPED_SEARCHES loaded the graph
+    assert not {1, 2, 3} & {label for label, _ in opened.search(data[0], 10)}
+
+
+def test_an_index_searched_unloaded_gives_the_loaded_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus(tmp_path / "docs", 60, chunks_each=2)
+    with Index.create(tmp_path / "docs" / ".semsearch", provider=FakeModel()) as index:
+        index.update([tmp_path / "docs"])
+    asked = ["harbour lantern", "glacier orchard meadow", "file7 part1", "copper pylon riddle"]
+
+    def answers() -> list[list[tuple[str, float]]]:
+        with Index.open(tmp_path / "docs" / ".semsearch", provider=FakeModel()) as index:
+            return [[(str(h.chunk.path), round(h.score, 5)) for h in index.search(q, k=5)] for q in asked]
+
+    monkeypatch.setattr(hnsw, "LOAD_BYTES", 1 << 40)  # loaded, as small graphs are
+    whole = answers()
+    monkeypatch.setattr(hnsw, "LOAD_BYTES", 0)
+    assert answers() == whole
