@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from semsearch import files
 from semsearch.errors import IndexCorruptError
 from semsearch.vectors.base import Subset, VectorState
-from semsearch.vectors.hnswfile import HEADER, MappedGraph, check_links, map_vectors
+from semsearch.vectors.hnswfile import HEADER, MappedGraph, check_links, map_vectors, ranked, unit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -210,15 +210,17 @@ class HnswIndex:
         allowed = within.contains() if within is not None else None
         with self._gate.search():
             try:
-                labels, distances = graph.knn_query(query.reshape(1, -1), k=wanted, filter=allowed)
+                labels, _ = graph.knn_query(query.reshape(1, -1), k=wanted, filter=allowed)
             except RuntimeError:
                 # Fewer reachable neighbours than asked (heavily deleted graphs): ask for fewer.
                 try:
-                    labels, distances = graph.knn_query(query.reshape(1, -1), k=max(1, k // 2), filter=allowed)
+                    labels, _ = graph.knn_query(query.reshape(1, -1), k=max(1, k // 2), filter=allowed)
                 except RuntimeError:
                     return []
-        hits = [(int(label), float(1.0 - dist)) for label, dist in zip(labels[0], distances[0], strict=True)]
-        return hits[:k]
+        import numpy as np
+
+        found = labels[0].astype(np.int64)
+        return ranked(found, graph.get_items(found, return_type="numpy"), unit(query))[:k]
 
     def _take_mapped(self) -> bool:
         with self._lock:
@@ -248,7 +250,10 @@ class HnswIndex:
             return good
 
         need = removed is not None or inside is not None
-        return self._mapped.search(query, k, max(self._ef_search, ef or 0), allowed if need else None)
+        reachable = min(self._live, len(within)) if within is not None else self._live
+        k = max(1, min(k, reachable))
+        wanted = min(max(k, ef or 0), reachable)  # as hnswlib is asked: then the best k
+        return self._mapped.search(query, wanted, max(self._ef_search, wanted), allowed if need else None)[:k]
 
     def _removed_bitmap(self) -> np.ndarray | None:
         import numpy as np

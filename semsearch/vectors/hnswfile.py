@@ -173,6 +173,28 @@ def _labels(mapped: _Mapped) -> np.ndarray:
     )  # fmt: skip
 
 
+def unit(query: np.ndarray) -> np.ndarray:
+    """The query as space "cosine" takes it: float32, scaled to length 1 as hnswlib does."""
+    import numpy as np
+
+    q = np.asarray(query, dtype=np.float32).reshape(-1)
+    scaled: np.ndarray = q * np.float32(1.0 / (float(np.sqrt(q @ q)) + 1e-30))
+    return scaled
+
+
+def ranked(labels: np.ndarray, vectors: np.ndarray, q: np.ndarray) -> list[tuple[int, float]]:
+    """(label, cosine) best first, each cosine summed in one fixed order (numpy's pairwise sum
+    of one row): the same bits whichever search found the vector, and whatever else it found.
+    hnswlib's SIMD sums and BLAS differ in the last bits, and BLAS with the batch."""
+    import numpy as np
+
+    if not len(labels):
+        return []
+    scores = (vectors * q).sum(axis=1, dtype=np.float32)
+    order = np.lexsort((labels, -scores))
+    return [(int(labels[i]), float(scores[i])) for i in order]
+
+
 # Which slots a search may return, given their labels (chunk ids): the removed ones and those
 # outside a scoped search's subset are not (None: every one may).
 Allowed = Callable[["np.ndarray"], "np.ndarray"]
@@ -226,8 +248,7 @@ class MappedGraph:
 
         if self.count == 0 or k <= 0:
             return []
-        q = np.asarray(query, dtype=np.float32).reshape(-1)
-        q = q * np.float32(1.0 / (float(np.sqrt(q @ q)) + 1e-30))  # space "cosine" normalizes queries
+        q = unit(query)
         vectors, words, one = self._vectors, self._words, np.float32(1.0)
 
         def distances(slots: np.ndarray) -> np.ndarray:
@@ -295,8 +316,5 @@ class MappedGraph:
                             pop(top)
                     if top:
                         lower = -top[0][0]
-        nearest = sorted((-neg, slot) for neg, slot in top)[:k]
-        if not nearest:
-            return []
-        labels = self._labels[np.array([slot for _d, slot in nearest], dtype=np.int64)].tolist()
-        return [(int(label), float(one - np.float32(d))) for (d, _s), label in zip(nearest, labels, strict=True)]
+        nearest = np.array([slot for _d, slot in sorted((-neg, slot) for neg, slot in top)[:k]], dtype=np.int64)
+        return ranked(self._labels[nearest].astype(np.int64), vectors[nearest], q)
