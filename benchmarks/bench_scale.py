@@ -337,8 +337,9 @@ def run_size(n: int, args: argparse.Namespace, env: dict[str, str], baseline_src
     np.save(qpath, queries)
     for d in designs:
         f = figures[d.name]
+        # cwd: `python -c` puts the working folder first on sys.path, before the design's PYTHONPATH.
         phases = json.loads(run_child([PYTHON, "-c", COLD_SCRIPT, str(d.project / ".semsearch"), str(qpath)],
-                                      env=d.env).stdout)
+                                      env=d.env, cwd=d.project).stdout)
         out["designs"][d.name] = {
             "cold_query_p50_s": median(f["query"]),
             "cold_query_after_p50_s": median(f["after"]),

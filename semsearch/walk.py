@@ -32,14 +32,35 @@ DEFAULT_IGNORES = (
 DEFAULT_MAX_FILE_SIZE = 20 * 1024 * 1024
 
 
-@dataclass(frozen=True)
 class FileEntry:
-    """A file chosen for indexing."""
+    """A file chosen for indexing. *full*: its absolute, normal path, symlinks not resolved (a
+    string: an update walks every file, so its :class:`Path` is made only when asked for)."""
 
-    path: Path  # absolute, symlinks not resolved
-    size: int
-    mtime_ns: int
-    kind: str  # the kind of reader that takes it: "pdf", "markdown", "text", ...
+    __slots__ = ("_path", "full", "kind", "mtime_ns", "size")
+
+    def __init__(self, full: str, size: int, mtime_ns: int, kind: str) -> None:
+        self.full = full
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.kind = kind  # the kind of reader that takes it: "pdf", "markdown", "text", ...
+        self._path: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = Path(self.full)
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"FileEntry({self.full!r}, size={self.size}, mtime_ns={self.mtime_ns}, kind={self.kind!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FileEntry):
+            return NotImplemented
+        return (self.full, self.size, self.mtime_ns, self.kind) == (other.full, other.size, other.mtime_ns, other.kind)
+
+    def __hash__(self) -> int:
+        return hash((self.full, self.size, self.mtime_ns, self.kind))
 
 
 @dataclass(frozen=True)
@@ -95,8 +116,7 @@ class _IgnoreLayer:
         self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
         self.any_match = _any_pattern(self.spec)
 
-    def check(self, path: Path, is_dir: bool) -> bool | None:
-        full = str(path)
+    def check(self, full: str, is_dir: bool) -> bool | None:
         if not full.startswith(self.prefix):
             return None
         rel = full[len(self.prefix) :]
@@ -147,10 +167,10 @@ def _read_ignore_lines(
     return lines
 
 
-def _is_ignored(layers: Sequence[_IgnoreLayer], path: Path, is_dir: bool) -> bool:
+def _is_ignored(layers: Sequence[_IgnoreLayer], full: str, is_dir: bool) -> bool:
     # The deepest layer with a matching pattern decides, as in git.
     for layer in reversed(layers):
-        verdict = layer.check(path, is_dir)
+        verdict = layer.check(full, is_dir)
         if verdict is not None:
             return verdict
     return False
@@ -160,15 +180,15 @@ def walk(
     roots: Sequence[Path],
     options: WalkOptions,
     on_skip: Callable[[Skip], None],
-    known: Callable[[Path, int, int], str | None] | None = None,
+    known: Callable[[str, int, int], str | None] | None = None,
 ) -> Iterator[FileEntry]:
     """Yield the files to index under the given roots, in a stable order.
 
     A root that is a file is taken even when an ignore rule or its hidden name would skip it:
-    the user named it. Every skip is reported through ``on_skip``. *known* (path, size,
-    mtime_ns) gives the kind already recorded for a file of that size and time (the index's
-    own): such a file is not opened to see what it is, so an update of an unchanged tree costs
-    a stat per file.
+    the user named it. Every skip is reported through ``on_skip``. *known* (the full path as
+    :attr:`FileEntry.full`, size, mtime_ns) gives the kind already recorded for a file of that
+    size and time (the index's own): such a file is not opened to see what it is, so an update
+    of an unchanged tree costs a stat per file.
     """
     yield from _Walker(roots, options, on_skip, known).files()
 
@@ -181,7 +201,7 @@ class _Walker:
         roots: Sequence[Path],
         options: WalkOptions,
         on_skip: Callable[[Skip], None],
-        known: Callable[[Path, int, int], str | None] | None = None,
+        known: Callable[[str, int, int], str | None] | None = None,
     ) -> None:
         self.roots = roots
         self.known = known
@@ -193,6 +213,7 @@ class _Walker:
         self.excluded_paths = {os.path.abspath(p) for p in options.exclude_dirs}
         self.seen_dirs: set[tuple[int, int]] = set()
         self.seen_files: set[tuple[int, int]] = set()
+        self.wanted: dict[str, bool] = {}  # kind -> read under these options
 
     def files(self) -> Iterator[FileEntry]:
         for given in self.roots:
@@ -210,33 +231,38 @@ class _Walker:
                 base_layers = [_IgnoreLayer(root, DEFAULT_IGNORES)]
                 # Ignore files of the folders above a root apply too, up to the repository top.
                 base_layers.extend(_ancestor_layers(root, self.on_skip))
-                yield from self.walk_dir(root, base_layers)
+                yield from self.walk_dir(str(root), base_layers)
             elif stat.S_ISREG(st.st_mode):
-                entry = self.consider_file(root, st, explicit=True)
+                entry = self.consider_file(str(root), st, explicit=True)
                 if entry is not None:
                     yield entry
             else:
                 self.on_skip(Skip(root, "not a regular file", warn=True))
 
-    def consider_file(self, path: Path, st: os.stat_result, explicit: bool) -> FileEntry | None:
+    def consider_file(self, full: str, st: os.stat_result, explicit: bool) -> FileEntry | None:
         if (st.st_dev, st.st_ino) in self.seen_files:
             return None
         self.seen_files.add((st.st_dev, st.st_ino))
         if st.st_size > self.options.max_file_size:
-            self.on_skip(Skip(path, "too large", f"{st.st_size} bytes", warn=explicit))
+            self.on_skip(Skip(Path(full), "too large", f"{st.st_size} bytes", warn=explicit))
             return None
-        kind = self.known(path, st.st_size, st.st_mtime_ns) if self.known is not None else None
-        if kind is not None and kind_wanted(kind, self.read_options):  # else looked at anew
-            return FileEntry(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, kind=kind)
+        kind = self.known(full, st.st_size, st.st_mtime_ns) if self.known is not None else None
+        if kind is not None:
+            wanted = self.wanted.get(kind)
+            if wanted is None:
+                wanted = self.wanted[kind] = kind_wanted(kind, self.read_options)
+            if wanted:  # else looked at anew
+                return FileEntry(full, st.st_size, st.st_mtime_ns, kind)
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
             try:
                 head = os.read(fd, SNIFF_BYTES)
             finally:
                 os.close(fd)
         except OSError as exc:
-            self.on_skip(Skip(path, "unreadable", exc.strerror or str(exc), warn=True))
+            self.on_skip(Skip(Path(full), "unreadable", exc.strerror or str(exc), warn=True))
             return None
+        path = Path(full)
         kind = detect_kind(path, head, self.read_options)
         if kind is None:
             left_out = unwanted_kind(path, head, self.read_options)
@@ -245,29 +271,31 @@ class _Walker:
             else:
                 self.on_skip(Skip(path, "binary", warn=explicit))
             return None
-        return FileEntry(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, kind=kind)
+        entry = FileEntry(full, st.st_size, st.st_mtime_ns, kind)
+        entry._path = path
+        return entry
 
-    def stat_entry(self, path: Path) -> os.stat_result | None:
+    def stat_entry(self, full: str) -> os.stat_result | None:
         """Stat following links, reporting dangling links, loops and links leaving the roots."""
         try:
-            lst = os.lstat(path)
+            lst = os.lstat(full)
         except OSError as exc:
-            self.on_skip(Skip(path, "unreadable", exc.strerror or str(exc), warn=True))
+            self.on_skip(Skip(Path(full), "unreadable", exc.strerror or str(exc), warn=True))
             return None
         if not stat.S_ISLNK(lst.st_mode):
             return lst
-        target = os.path.realpath(path)
+        target = os.path.realpath(full)
         if not self.options.follow_symlinks and not _within(target, self.real_roots):
-            self.on_skip(Skip(path, "symlink outside the indexed folders"))
+            self.on_skip(Skip(Path(full), "symlink outside the indexed folders"))
             return None
         try:
-            return os.stat(path)
+            return os.stat(full)
         except OSError as exc:
             reason = "symlink loop" if exc.errno == 40 else "dangling symlink"
-            self.on_skip(Skip(path, reason, warn=True))
+            self.on_skip(Skip(Path(full), reason, warn=True))
             return None
 
-    def walk_dir(self, top: Path, layers: list[_IgnoreLayer]) -> Iterator[FileEntry]:
+    def walk_dir(self, top: str, layers: list[_IgnoreLayer]) -> Iterator[FileEntry]:
         """Depth first in name order, with an explicit stack: any depth, no RecursionError."""
         stack = [self.dir_items(top, layers)]
         while stack:
@@ -280,52 +308,56 @@ class _Walker:
                 stack.append(self.dir_items(*item))
 
     def dir_items(
-        self, directory: Path, layers: list[_IgnoreLayer]
-    ) -> Iterator[FileEntry | tuple[Path, list[_IgnoreLayer]]]:
-        """The files of one folder, and (folder, its ignore layers) for each folder to enter."""
+        self, directory: str, layers: list[_IgnoreLayer]
+    ) -> Iterator[FileEntry | tuple[str, list[_IgnoreLayer]]]:
+        """The files of one folder, and (folder, its ignore layers) for each folder to enter.
+
+        Paths are strings here (the walk's per-file cost is most of an unchanged update's)."""
         try:
             with os.scandir(directory) as it:
                 names = sorted(entry.name for entry in it)
         except OSError as exc:
-            self.on_skip(Skip(directory, "unreadable", exc.strerror or str(exc), warn=True))
+            self.on_skip(Skip(Path(directory), "unreadable", exc.strerror or str(exc), warn=True))
             return
         # Ignore files are read only where the listing shows them (no failed opens per folder).
-        lines = _read_ignore_lines(directory, self.on_skip, names)
+        lines = _read_ignore_lines(Path(directory), self.on_skip, names)
         if lines:
-            layers = [*layers, _IgnoreLayer(directory, lines)]
+            layers = [*layers, _IgnoreLayer(Path(directory), lines)]
+        prefix = folder_prefix(directory)
+        excluded, hidden = self.excluded_paths, self.options.hidden
         for name in names:
-            path = directory / name
-            if name == ".git" or str(path) in self.excluded_paths:
+            full = prefix + name
+            if name == ".git" or full in excluded:
                 continue  # not counted: never the user's files
-            if name.startswith(".") and not self.options.hidden:
-                self.on_skip(Skip(path, "hidden"))
+            if name.startswith(".") and not hidden:
+                self.on_skip(Skip(Path(full), "hidden"))
                 continue
-            st = self.stat_entry(path)
+            st = self.stat_entry(full)
             if st is None:
                 continue
             if stat.S_ISDIR(st.st_mode):
-                if self.enter(path, st, layers):
-                    yield (path, layers)
+                if self.enter(full, st, layers):
+                    yield (full, layers)
             elif stat.S_ISREG(st.st_mode):
-                if name in IGNORE_FILES or _is_ignored(layers, path, is_dir=False):
-                    self.on_skip(Skip(path, "ignored"))
+                if name in IGNORE_FILES or _is_ignored(layers, full, is_dir=False):
+                    self.on_skip(Skip(Path(full), "ignored"))
                     continue
-                entry = self.consider_file(path, st, explicit=False)
+                entry = self.consider_file(full, st, explicit=False)
                 if entry is not None:
                     yield entry
             else:
-                self.on_skip(Skip(path, "not a regular file"))
+                self.on_skip(Skip(Path(full), "not a regular file"))
 
-    def enter(self, path: Path, st: os.stat_result, layers: Sequence[_IgnoreLayer]) -> bool:
+    def enter(self, full: str, st: os.stat_result, layers: Sequence[_IgnoreLayer]) -> bool:
         """Whether to walk into a folder (not the index's, not ignored, not seen through a link)."""
-        if os.path.realpath(path) in self.excluded:
+        if os.path.realpath(full) in self.excluded:
             return False
-        if _is_ignored(layers, path, is_dir=True):
-            self.on_skip(Skip(path, "ignored"))
+        if _is_ignored(layers, full, is_dir=True):
+            self.on_skip(Skip(Path(full), "ignored"))
             return False
         key = (st.st_dev, st.st_ino)
         if key in self.seen_dirs:
-            self.on_skip(Skip(path, "symlink loop"))
+            self.on_skip(Skip(Path(full), "symlink loop"))
             return False
         self.seen_dirs.add(key)
         return True

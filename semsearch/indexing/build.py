@@ -201,32 +201,36 @@ class _Run:
         """Which files there are, and which of them changed (size and mtime first, hash later)."""
         todo: list[Todo] = []
         seen: set[bytes] = set()
-        rows = self.writer.live_file_rows()  # one query, not one per file
+        stats = self.writer.live_file_stats()  # one query, not one per file
         index_dir = self.index_dir
 
-        last: list[tuple[Path, bytes]] = []  # the key known() made, for the entry it yields next
+        key_of = store.path_keys(index_dir)  # the walker's paths are absolute and normal
+        last: list[tuple[str, bytes]] = []  # the key known() made, for the entry it yields next
 
-        def known(path: Path, size: int, mtime_ns: int) -> str | None:
+        def known(full: str, size: int, mtime_ns: int) -> str | None:
             # A file as it was indexed keeps its kind, unless a reader changed (then every file
             # is looked at again: a new reader may take files another one read before).
             if self.stale:
                 return None
-            key = store.path_key(index_dir, path)
-            last[:] = [(path, key)]
-            row = rows.get(key)
-            return row.kind if row is not None and row.size == size and row.mtime_ns == mtime_ns else None
+            key = key_of(full)
+            last[:] = [(full, key)]
+            was = stats.get(key)
+            return was[2] if was is not None and was[0] == size and was[1] == mtime_ns else None
 
         for entry in walk(roots, walk_options, self._on_skip, known):
-            key = last[0][1] if last and last[0][0] is entry.path else store.path_key(self.index_dir, entry.path)
+            key = last[0][1] if last and last[0][0] is entry.full else key_of(entry.full)
             if key in seen:
                 continue
             seen.add(key)
-            row = rows.get(key)
-            same_reader = row is not None and row.kind == entry.kind and entry.kind not in self.stale
-            if row is not None and row.size == entry.size and row.mtime_ns == entry.mtime_ns and same_reader:
+            was = stats.get(key)
+            if (
+                was is not None
+                and (was[0], was[1], was[2]) == (entry.size, entry.mtime_ns, entry.kind)
+                and entry.kind not in self.stale
+            ):
                 self.summary.unchanged += 1
                 continue
-            todo.append((entry, key, row))
+            todo.append((entry, key, self.writer.lookup_file(key) if was is not None else None))
             self.on_event(IndexEvent("scan", done=len(seen)))
         return todo, seen
 

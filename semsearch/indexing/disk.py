@@ -37,9 +37,10 @@ def disk_changes(reader: store.IndexReader) -> DiskChanges:
     options = WalkChoices().resolve(reader.walk_settings)
     options.exclude_dirs = [reader.index_dir]
     roots = [store.key_to_path(reader.index_dir, os.fsencode(r)) for r in reader.roots]
+    key_of = store.path_keys(reader.index_dir)
     new = sum(
         1
         for entry in walk([r for r in roots if os.path.lexists(r)], options, lambda skip: None)
-        if store.path_key(reader.index_dir, entry.path) not in known
+        if key_of(entry.full) not in known
     )
     return DiskChanges(changed, missing, new)

@@ -27,6 +27,7 @@ from semsearch.store.layout import (
     key_to_path,
     ocr_cache_path,
     path_key,
+    path_keys,
 )
 from semsearch.store.lifecycle import (
     OUTDATED_REASON,
@@ -69,6 +70,7 @@ __all__ = [
     "ocr_cache_path",
     "open_writer",
     "path_key",
+    "path_keys",
     "previous_state",
     "publish_build",
     "read_manifest",

@@ -8,7 +8,9 @@ import fcntl
 import functools
 import os
 import sqlite3
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from semsearch import files
@@ -38,15 +40,24 @@ def find_index_dir(start: Path | None = None) -> Path | None:
 def path_key(index_dir: Path, path: Path) -> bytes:
     """How a file path is stored: relative to the folder that holds the index when inside it
     (so a project can be moved), else absolute; as bytes, so any file name round-trips."""
-    # String operations, not pathlib: this runs for every file of every update.
+    return path_keys(index_dir)(os.path.abspath(path))
+
+
+def path_keys(index_dir: Path) -> Callable[[str], bytes]:
+    """:func:`path_key` for paths already absolute and normal (the walker's), as one function
+    of string operations: this runs for every file of every update."""
     root, prefix = _project_prefix(os.fspath(index_dir))
-    full = os.path.abspath(path)
-    if full == root:
-        return b"."
-    if not full.startswith(prefix):
-        return os.fsencode(full)
-    rel = full[len(prefix) :]
-    return os.fsencode(rel if os.sep == "/" else rel.replace(os.sep, "/"))
+    cut, posix = len(prefix), os.sep == "/"
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's
+
+    def key(full: str) -> bytes:
+        if full == root:
+            return b"."
+        if full.startswith(prefix):
+            return (full[cut:] if posix else full[cut:].replace(os.sep, "/")).encode(encoding, errors)
+        return full.encode(encoding, errors)
+
+    return key
 
 
 @functools.lru_cache(maxsize=16)

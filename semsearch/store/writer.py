@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from semsearch import vectors
 from semsearch.errors import IndexCorruptError
@@ -34,8 +34,9 @@ if TYPE_CHECKING:
     from semsearch.vectors import VectorIndex
 
 
-@dataclass(frozen=True)
-class FileRow:
+class FileRow(NamedTuple):
+    """A file as the index holds it (a tuple: an update reads one per file of the index)."""
+
     id: int
     size: int
     mtime_ns: int
@@ -243,14 +244,11 @@ class IndexWriter:
                 break
         return [found.get((c.text, c.context)) for c in chunks]
 
-    def live_file_rows(self) -> dict[bytes, FileRow]:
-        """Every file of the next generation by path key (what :meth:`lookup_file` gives one by one)."""
-        return {
-            row[0]: FileRow(*row[1:])
-            for row in self.conn.execute(
-                f"SELECT path, id, size, mtime_ns, sha256, gen_added, error, kind FROM files WHERE {visible(self.working)}"
-            )
-        }
+    def live_file_stats(self) -> dict[bytes, tuple[int, int, str]]:
+        """(size, mtime_ns, kind) of every file of the next generation by path key: what an
+        update compares each file on disk with (one query, and no object per file)."""
+        query = f"SELECT path, size, mtime_ns, kind FROM files WHERE {visible(self.working)}"
+        return {row[0]: row[1:] for row in self.conn.execute(query)}
 
     def live_files(self) -> Iterator[tuple[int, bytes]]:
         """(id, path key) of every file in the next generation."""
