@@ -79,3 +79,25 @@ def test_default_noise_ignored_and_can_be_reenabled(tmp_path: Path) -> None:
     write(tmp_path / ".semsearchignore", "!*.svg\n")
     found, _ = _walk([tmp_path])
     assert found == ["doc.md", "logo.svg"]
+
+
+def test_the_scan_keys_are_the_stored_path_keys(tmp_path: Path) -> None:
+    import os
+
+    from semsearch.store import path_key, path_keys
+
+    index_dir = tmp_path / "proj" / ".semsearch"
+    key_of = path_keys(index_dir)
+    odd = os.fsdecode(b"caf\xe9.txt")  # not UTF-8: kept as its bytes
+    for path in (
+        tmp_path / "proj",
+        tmp_path / "proj" / "a.md",
+        tmp_path / "proj" / "deep" / "b c.md",
+        tmp_path / "proj" / odd,
+        tmp_path / "elsewhere" / "x.md",
+        tmp_path / "projection" / "y.md",  # shares the project's name as a prefix, not its folder
+    ):
+        assert key_of(str(path)) == path_key(index_dir, path), path
+    assert key_of(str(tmp_path / "proj")) == b"."
+    assert key_of(str(tmp_path / "proj" / odd)) == b"caf\xe9.txt"
+    assert key_of(str(tmp_path / "projection" / "y.md")) == os.fsencode(str(tmp_path / "projection" / "y.md"))
