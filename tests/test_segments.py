@@ -47,6 +47,11 @@ def state(index_dir: Path) -> dict[str, str]:
         return dict(reader.vector_state)
 
 
+def generation_of(index_dir: Path) -> int:
+    with IndexReader(index_dir) as reader:
+        return reader.generation
+
+
 def segment_files(index_dir: Path) -> set[str]:
     return {p.name for p in index_dir.glob("vectors-*")}
 
@@ -148,6 +153,46 @@ def test_deltas_past_a_share_of_the_base_are_merged_into_it(built, monkeypatch: 
     assert {h.chunk.path.name for h in hits} == {"f000.md", "f001.md", "f002.md", "f003.md"}
     assert index.status(verify=True).problems == []
     assert index.status().chunks == total - edited + 4
+    index.close()
+
+
+def test_a_merge_follows_the_change_as_a_generation_of_its_own(built, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from semsearch.store import IndexWriter
+
+    docs, index_dir, index = built
+    monkeypatch.setattr(segments, "MERGE_SHARE", 0.0)  # every update merges
+    real_write_base = IndexWriter._write_base
+    seen: list[tuple[int, str]] = []  # (generation readers see, text found) when the merge starts
+
+    def full_disk(self: IndexWriter, layout: segments.Layout, live: int, rebuild: bool, progress: object) -> object:
+        with Index.open(index_dir, provider=index._provider_override) as other:
+            hits = other.search("xylograph", mode="lexical", k=1)
+            seen.append((generation_of(index_dir), hits[0].chunk.path.name if hits else ""))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = state(index_dir)
+    generation = generation_of(index_dir)
+    write(docs / "f005.md", "# File 5\n\nThe quartz lagoon xylograph.\n")
+    monkeypatch.setattr(IndexWriter, "_write_base", full_disk)
+    events: list[str] = []
+    index.update(on_event=lambda e: events.append(e.message) if e.kind == "warning" else None)
+    # The merge began once the change was committed and visible; it failed, and said so.
+    assert seen == [(generation + 1, "f005.md")]
+    assert any("merging the vector segments failed" in m and "next update" in m for m in events), events
+    after = state(index_dir)
+    assert after["vector_file"] == before["vector_file"] and json.loads(after[segments.DELTAS_KEY])
+    assert index.status(verify=True).problems == []
+    # The next update merges (and makes a generation for it: two in all).
+    monkeypatch.setattr(IndexWriter, "_write_base", real_write_base)
+    write(docs / "f006.md", "# File 6\n\nThe cobalt fresco.\n")
+    index.update()
+    merged = state(index_dir)
+    assert segments.DELTAS_KEY not in merged and merged["vector_file"] != before["vector_file"]
+    assert generation_of(index_dir) == generation + 3
+    assert [h.chunk.path.name for h in index.search("The quartz lagoon xylograph.", mode="semantic", k=1)] == ["f005.md"]
+    assert index.status(verify=True).problems == []
     index.close()
 
 

@@ -261,7 +261,9 @@ class _Run:
             def before_switch() -> None:
                 store.publish_build(index_dir, manifest)
 
-        writer.finalize(graph_progress, before_switch=before_switch)
+        report = writer.finalize(graph_progress, before_switch=before_switch)
+        if report is not None and report.merge_error:
+            self.on_event(IndexEvent("warning", text=report.merge_error))
         if not writer.new_build:
             # The current index was updated with its own settings, asked for explicitly past a rebuild
             # left unfinished for other ones (a plain run would have resumed that): the rebuild is dropped.

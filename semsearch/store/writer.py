@@ -53,7 +53,8 @@ class FinalizeReport:
     removed: int
     rebuilt_graph: bool
     seconds: float
-    merged: bool = False  # the deltas were merged into a new base
+    merged: bool = False  # the deltas were then merged into a new base (a generation of its own)
+    merge_error: str = ""  # why a merge the update began failed (its change is in all the same)
 
 
 class IndexWriter:
@@ -330,9 +331,10 @@ class IndexWriter:
 
         A new build, or an update that removes much, writes one new base file. Any other update
         writes its added vectors as one small delta file and records its removed ids as
-        tombstones (:mod:`semsearch.vectors.segments`), unless the deltas or tombstones then
-        pass a share of the base: then they are merged into a new base. No file of the current
-        state is changed: readers of it go on reading it.
+        tombstones (:mod:`semsearch.vectors.segments`). When the deltas or tombstones then pass
+        a share of the base, a second generation follows, with no change of its own: they are
+        merged into a new base. No file of the current state is changed: readers of it go on
+        reading it.
 
         Returns None when nothing changed (no new generation is made). ``before_switch`` runs
         after the vector files are durable and before readers can see the new generation (a first
@@ -353,14 +355,34 @@ class IndexWriter:
             or old_count == 0
             or removed > self._engine.rebuild_fraction * max(1, old_count)
         )
-        merged = not rebuild and layout.wants_merge(added, removed)
-        if rebuild or merged:
+        merge = not rebuild and layout.wants_merge(added, removed)
+        if rebuild:
             layout = self._write_base(layout, live, rebuild, progress)
         else:
+            # The change first, as a delta: readers see it at once, and a merge that is then
+            # interrupted or fails loses nothing of it.
             layout = self._write_delta(layout, added, removed, progress)
-        self._flip(layout.to_state(live), clear_tombstones=rebuild or merged)
+        self._flip(layout.to_state(live), clear_tombstones=rebuild)
         if before_switch is not None:
             before_switch()  # the new database's generation is visible only once the manifest names it
+        self._switched(layout)
+        merge_error = ""
+        if merge:
+            # The merge: a generation of its own that changes no chunk (the same crash-safe flip).
+            try:
+                layout = self._write_base(layout, live, False, progress)
+            except OSError as exc:  # a full disk: the deltas stay, the next update merges them
+                merge_error = f"merging the vector segments failed ({exc.strerror or exc}); the next update tries again"
+            else:
+                self._flip(layout.to_state(live), clear_tombstones=True)
+                self._switched(layout)
+        return FinalizeReport(
+            self.committed, added, removed, rebuild, time.perf_counter() - started, merge and not merge_error,
+            merge_error,
+        )  # fmt: skip
+
+    def _switched(self, layout: segments.Layout) -> None:
+        """After a flip: rows and vector files no generation from the new one on needs go."""
         self._purge(self.working)
         self.committed, self.working = self.working, self.working + 1
         keep = set(layout.files())
@@ -368,7 +390,6 @@ class IndexWriter:
             if stale.name not in keep:
                 with contextlib.suppress(OSError):
                     stale.unlink()
-        return FinalizeReport(self.committed, added, removed, rebuild, time.perf_counter() - started, merged)
 
     def _write_base(
         self, layout: segments.Layout, live: int, rebuild: bool, progress: Callable[[int, int], None] | None
