@@ -30,6 +30,7 @@ DEFAULT_IGNORES = (
 )
 
 DEFAULT_MAX_FILE_SIZE = 20 * 1024 * 1024
+UNCHANGED = ""  # what a walk's *known* callback returns for a file its caller holds as it is
 
 
 class FileEntry:
@@ -124,9 +125,22 @@ class _IgnoreLayer:
             rel = rel.replace(os.sep, "/")
         if is_dir:
             rel += "/"
+        return self.verdict(rel)
+
+    def verdict(self, rel: str) -> bool | None:
+        """For a path relative to the layer's folder ("/"-separated, folders ending in "/")."""
         if self.any_match is not None and self.any_match.search(rel) is None:
             return None  # no pattern matches at all (most files): no verdict, decided quickly
-        return self.spec.check_file(rel).include
+        include: bool | None = self.spec.check_file(rel).include
+        return include
+
+    def folder(self, prefix: str) -> str | None:
+        """A folder below this layer (as a prefix) relative to it, as the start of its files'
+        relative paths (None: not below it)."""
+        if not prefix.startswith(self.prefix):
+            return None
+        rel = prefix[len(self.prefix) :]
+        return rel if os.sep == "/" else rel.replace(os.sep, "/")
 
 
 def _any_pattern(spec: Any) -> re.Pattern[str] | None:
@@ -167,6 +181,16 @@ def _read_ignore_lines(
     return lines
 
 
+def _ignored(rules: Sequence[tuple[_IgnoreLayer, str]], name: str) -> bool:
+    """Whether a file *name* of a folder is ignored, given the folder's (layer, relative path)
+    pairs, deepest first (what :func:`_is_ignored` decides, in fewer steps)."""
+    for layer, rel in rules:
+        verdict = layer.verdict(rel + name)
+        if verdict is not None:
+            return verdict
+    return False
+
+
 def _is_ignored(layers: Sequence[_IgnoreLayer], full: str, is_dir: bool) -> bool:
     # The deepest layer with a matching pattern decides, as in git.
     for layer in reversed(layers):
@@ -188,7 +212,8 @@ def walk(
     the user named it. Every skip is reported through ``on_skip``. *known* (the full path as
     :attr:`FileEntry.full`, size, mtime_ns) gives the kind already recorded for a file of that
     size and time (the index's own): such a file is not opened to see what it is, so an update
-    of an unchanged tree costs a stat per file.
+    of an unchanged tree costs a stat per file; or :data:`UNCHANGED`: the caller has the file as
+    it is, and it is not yielded.
     """
     yield from _Walker(roots, options, on_skip, known).files()
 
@@ -247,6 +272,8 @@ class _Walker:
             self.on_skip(Skip(Path(full), "too large", f"{st.st_size} bytes", warn=explicit))
             return None
         kind = self.known(full, st.st_size, st.st_mtime_ns) if self.known is not None else None
+        if kind == UNCHANGED:
+            return None  # the caller holds it as it is
         if kind is not None:
             wanted = self.wanted.get(kind)
             if wanted is None:
@@ -325,6 +352,10 @@ class _Walker:
             layers = [*layers, _IgnoreLayer(Path(directory), lines)]
         prefix = folder_prefix(directory)
         excluded, hidden = self.excluded_paths, self.options.hidden
+        # The layers that apply here, deepest first, each with this folder's path relative to
+        # it: a file's ignore check is then one regex search per layer (most find nothing).
+        rules = [(layer, rel) for layer in reversed(layers) if (rel := layer.folder(prefix)) is not None]
+        lstat, is_link, is_file, is_dir = os.lstat, stat.S_ISLNK, stat.S_ISREG, stat.S_ISDIR
         for name in names:
             full = prefix + name
             if name == ".git" or full in excluded:
@@ -332,19 +363,24 @@ class _Walker:
             if name.startswith(".") and not hidden:
                 self.on_skip(Skip(Path(full), "hidden"))
                 continue
-            st = self.stat_entry(full)
-            if st is None:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if self.enter(full, st, layers):
-                    yield (full, layers)
-            elif stat.S_ISREG(st.st_mode):
-                if name in IGNORE_FILES or _is_ignored(layers, full, is_dir=False):
+            try:
+                st: os.stat_result | None = lstat(full)
+            except OSError:
+                st = None
+            if st is None or is_link(st.st_mode):
+                st = self.stat_entry(full)  # reports what went wrong, follows a link
+                if st is None:
+                    continue
+            if is_file(st.st_mode):
+                if name in IGNORE_FILES or _ignored(rules, name):
                     self.on_skip(Skip(Path(full), "ignored"))
                     continue
                 entry = self.consider_file(full, st, explicit=False)
                 if entry is not None:
                     yield entry
+            elif is_dir(st.st_mode):
+                if self.enter(full, st, layers):
+                    yield (full, layers)
             else:
                 self.on_skip(Skip(Path(full), "not a regular file"))
 

@@ -151,3 +151,10 @@ def test_an_index_searched_unloaded_gives_the_loaded_answers(tmp_path: Path, mon
     whole = answers()
     monkeypatch.setattr(hnsw, "LOAD_BYTES", 0)
     assert answers() == whole
+
+
+def test_bigger_graphs_are_searched_wider() -> None:
+    assert hnsw.search_ef(128, 1_000) == 128 and hnsw.search_ef(128, hnsw.EF_SIZE) == 128
+    assert hnsw.search_ef(128, 10 * hnsw.EF_SIZE) == 256
+    widths = [hnsw.search_ef(128, n) for n in (150_000, 300_000, 600_000, 1_000_000, 3_000_000)]
+    assert widths == sorted(widths) and 128 < widths[0] < widths[-1]

@@ -13,9 +13,9 @@ from semsearch import store, vectors
 from semsearch.errors import InvalidOptionError, SemsearchError
 from semsearch.indexing.options import IndexEvent, IndexOptions, IndexSummary
 from semsearch.indexing.pipeline import Pipeline, Todo
-from semsearch.readers import reader_signatures
+from semsearch.readers import kind_wanted, reader_signatures
 from semsearch.readers.ocr import SqliteOcrCache
-from semsearch.walk import Skip, WalkOptions, walk
+from semsearch.walk import UNCHANGED, Skip, WalkOptions, walk
 
 if TYPE_CHECKING:
     from semsearch.models import ModelProvider
@@ -206,16 +206,29 @@ class _Run:
 
         key_of = store.path_keys(index_dir)  # the walker's paths are absolute and normal
         last: list[tuple[str, bytes]] = []  # the key known() made, for the entry it yields next
+        summary, stale = self.summary, self.stale
+        read_options = walk_options.read_options()
+        wanted: dict[str, bool] = {}  # kind -> read under these options (else looked at anew)
 
         def known(full: str, size: int, mtime_ns: int) -> str | None:
-            # A file as it was indexed keeps its kind, unless a reader changed (then every file
-            # is looked at again: a new reader may take files another one read before).
-            if self.stale:
+            # A file as it was indexed is not yielded at all (most files of an update: this runs
+            # for each); one of another size or time keeps its kind. Unless a reader changed:
+            # then every file is looked at again (a new reader may take files another one read).
+            if stale:
                 return None
             key = key_of(full)
-            last[:] = [(full, key)]
             was = stats.get(key)
-            return was[2] if was is not None and was[0] == size and was[1] == mtime_ns else None
+            if was is not None and was[0] == size and was[1] == mtime_ns:
+                if was[2] not in wanted:
+                    wanted[was[2]] = kind_wanted(was[2], read_options)
+                if not wanted[was[2]]:
+                    return None
+                if key not in seen:
+                    seen.add(key)
+                    summary.unchanged += 1
+                return UNCHANGED
+            last[:] = [(full, key)]
+            return None
 
         for entry in walk(roots, walk_options, self._on_skip, known):
             key = last[0][1] if last and last[0][0] is entry.full else key_of(entry.full)
@@ -226,9 +239,9 @@ class _Run:
             if (
                 was is not None
                 and (was[0], was[1], was[2]) == (entry.size, entry.mtime_ns, entry.kind)
-                and entry.kind not in self.stale
+                and entry.kind not in stale
             ):
-                self.summary.unchanged += 1
+                summary.unchanged += 1
                 continue
             todo.append((entry, key, self.writer.lookup_file(key) if was is not None else None))
             self.on_event(IndexEvent("scan", done=len(seen)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -341,8 +342,19 @@ BATCH_EF = 32  # search_batch's ef (near-duplicate neighbours)
 # Graphs above this size answer their first searches from the mapped file: hnswlib's load copies
 # the file (about 2 ms per MB here), a mapped search reads a few thousand vectors (a first one
 # 30-40 ms at 100,000 vectors, then about 6 ms against hnswlib's 1 ms). benchmarks/RESULTS.md.
+EF_SIZE = 100_000  # graphs up to this size are searched at their recorded ef_search
 LOAD_BYTES = 32 << 20
 MAPPED_SEARCHES = 8
+
+
+def search_ef(ef_search: int, elements: int) -> int:
+    """The ef a graph of *elements* is searched with: the recorded ef_search up to EF_SIZE
+    elements, then wider by log10 of the growth (twice at ten times EF_SIZE). At a fixed ef,
+    recall falls as a graph grows: 0.990 at 100,000 and 0.974 at 1,000,000 for ef 128, 0.989
+    at 1,000,000 for ef 256 (benchmarks/RESULTS.md)."""
+    if elements <= EF_SIZE:
+        return ef_search
+    return round(ef_search * (1.0 + math.log10(elements / EF_SIZE)))
 
 
 def _size(path: Path) -> int:
@@ -464,7 +476,7 @@ class HnswBackend:
                 raise IndexCorruptError(
                     f"{shown or path} cannot be loaded ({exc})", path=shown or path, remedy="rebuild"
                 ) from None
-            index.set_ef(p.ef_search)
+            index.set_ef(search_ef(p.ef_search, slots))
             return index
 
         live = int(state.get("vector_count", "0"))
@@ -473,8 +485,9 @@ class HnswBackend:
         # To be searched: the graph is loaded by the first search that needs it (a scoped search
         # over few chunks reads only their vectors).
         return HnswIndex(
-            None, live, replace_deleted=True, load=load, file=path, dim=dim, ef_search=p.ef_search, shown=shown
-        )
+            None, live, replace_deleted=True, load=load, file=path, dim=dim, ef_search=search_ef(p.ef_search, slots),
+            shown=shown,
+        )  # fmt: skip
 
 
 BACKEND = HnswBackend()
