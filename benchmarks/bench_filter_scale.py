@@ -1,0 +1,83 @@
+"""Scoped search at scale: filtered vs unfiltered ``Index.search`` on a project bench_scale.py kept.
+
+The project's layout (``synthetic/gNNNNN/`` folders of 100 files, about 1,000 chunks each) gives
+scopes of 0.1 % (one folder, as a path), 1 %, 10 % and 50 % (globs over the folder numbers) of a
+1,000,000-chunk project. The searches are warm (after the mapped searches of a new process, the
+graph loaded), the filtered ones interleaved with the unfiltered one query by query; the first
+search of each scope is reported apart (its subset, and for a narrow scope the id-to-slot map
+of the vector file). Every filtered search must return k hits, all in scope.
+
+Usage:
+    python benchmarks/bench_scale.py --sizes 1000000 --keep
+    python benchmarks/bench_filter_scale.py --project WORK/scale-1000000/new --json FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench_common import machine_note
+
+WORDS = ["gasket", "harbour", "lantern", "edited", "benchmark", "signal", "vector", "river", "copper", "garden", "meadow", "engine"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--project", type=Path, required=True, help="a project kept by bench_scale.py --keep")
+    ap.add_argument("--folder", default="g00400", help="the folder of the 0.1%% scope")
+    ap.add_argument("--queries", type=int, default=30)
+    ap.add_argument("--json", dest="json_out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    from semsearch import Index
+
+    root = args.project.resolve()
+    queries = [" ".join(WORDS[(i * 3 + j) % len(WORDS)] for j in range(4)) + f" {i}" for i in range(args.queries)]
+    scopes: dict[str, dict] = {
+        "none": {},
+        "path 0.1% (one folder)": {"paths": [root / "synthetic" / args.folder]},
+        "glob 1% (10 folders)": {"globs": ["synthetic/g0060*/**"]},
+        "glob 10% (100 folders)": {"globs": ["synthetic/g006*/**"]},
+        "glob 50% (500 folders)": {"globs": ["synthetic/g00[5-9]*/**"]},
+    }
+    print(machine_note(), flush=True)
+    out: dict[str, dict] = {}
+    with Index.open(root / ".semsearch") as index:
+        started = time.perf_counter()
+        index.search("warm up", k=10)
+        print(f"first search of the process (model, mapped graph): {time.perf_counter() - started:.3f} s")
+        firsts = {}
+        for name, scope in scopes.items():
+            started = time.perf_counter()
+            index.search(queries[0], k=10, mode="semantic", **scope)
+            firsts[name] = time.perf_counter() - started
+        for i in range(10):
+            index.search(f"warm up {i}", k=10, mode="semantic")  # past the mapped searches
+        for mode in ("semantic", "hybrid"):
+            times: dict[str, list[float]] = {name: [] for name in scopes}
+            fewest: dict[str, int] = {name: 10 for name in scopes}
+            for q in queries:
+                for name, scope in scopes.items():
+                    started = time.perf_counter()
+                    hits = index.search(q, k=10, mode=mode, **scope)
+                    times[name].append(time.perf_counter() - started)
+                    fewest[name] = min(fewest[name], len(hits))
+            base = statistics.median(times["none"])
+            for name in scopes:
+                p50 = statistics.median(times[name])
+                out[f"{mode} / {name}"] = {"p50_ms": p50 * 1000, "ratio": p50 / base, "min_hits": fewest[name],
+                                           "first_s": firsts[name]}
+                print(f"{mode:8s} {name:26s} p50 {p50 * 1000:7.1f} ms  {p50 / base:5.2f}x  "
+                      f"hits >= {fewest[name]}  first {firsts[name]:.3f} s", flush=True)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
