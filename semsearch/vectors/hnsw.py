@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from semsearch import files
 from semsearch.errors import IndexCorruptError
 from semsearch.vectors.base import Subset, VectorState
-from semsearch.vectors.hnswfile import HEADER, MappedGraph, check_links, map_vectors, ranked, unit
+from semsearch.vectors.hnswfile import HEADER, MappedGraph, check_links, ranked, unit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,7 +113,7 @@ class HnswIndex:
 
     def __init__(
         self, index: Any, live: int, *, replace_deleted: bool, load: Callable[[], Any] | None = None,
-        file: Path | None = None, dim: int = 0, ef_search: int = 0, shown: Path | None = None,
+        file: Path | None = None, dim: int = 0, ef_search: int = 0, shown: Path | None = None, size: int = 0,
     ) -> None:  # fmt: skip
         self._index = index
         self._load = load
@@ -121,9 +121,9 @@ class HnswIndex:
         self._shown = shown
         self._dim = dim
         self._ef_search = ef_search
-        self._view: tuple[np.ndarray, np.ndarray] | None = None  # (vectors by slot, slot by id)
-        self._mapped: MappedGraph | None = None
-        self._mapped_left = MAPPED_SEARCHES if file is not None and _size(file) > LOAD_BYTES else 0
+        self._mapped: MappedGraph | None = None  # the saved file, mapped (its vectors, its graph)
+        # A saved file this big (*size*: its bytes) answers its first searches unloaded.
+        self._mapped_left = MAPPED_SEARCHES if file is not None and size > LOAD_BYTES else 0
         self._removed: np.ndarray | None = None  # the pending removals as a bitmap over ids
         self._live = live
         self._replace_deleted = replace_deleted  # an update reuses the slots of removed vectors
@@ -154,7 +154,6 @@ class HnswIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self._graph().add_items(vectors, ids, replace_deleted=self._replace_deleted)
         self._live += len(ids)
-        self._view = None
 
     def remove(self, ids: Sequence[int]) -> None:
         with self._lock:
@@ -202,12 +201,10 @@ class HnswIndex:
         graph = self._graph()  # loaded first: its pending removals change the live count
         if self._live <= 0:
             return []
-        reachable = min(self._live, len(within)) if within is not None else self._live
-        k = max(1, min(k, reachable))
         # The graph's ef is set once, when it is opened, and never per search: concurrent searches
         # share it. hnswlib explores max(ef, k) candidates, so a larger ef for one search is
         # asking for that many neighbours and keeping the best k.
-        wanted = min(max(k, ef or 0), reachable)
+        k, wanted = self._asked(k, ef, within)
         allowed = within.contains() if within is not None else None
         with self._gate.search():
             try:
@@ -223,22 +220,33 @@ class HnswIndex:
         found = labels[0].astype(np.int64)
         return ranked(found, graph.get_items(found, return_type="numpy"), unit(query))[:k]
 
+    def _asked(self, k: int, ef: int | None, within: Subset | None) -> tuple[int, int]:
+        """The hits to return and the neighbours to ask the graph for (max(k, ef)), neither more
+        than the vectors a search can reach."""
+        reachable = min(self._live, len(within)) if within is not None else self._live
+        k = max(1, min(k, reachable))
+        return k, min(max(k, ef or 0), reachable)
+
     def _take_mapped(self) -> bool:
         with self._lock:
             if self._mapped_left <= 0:
                 return False
             self._mapped_left -= 1
+            return True
+
+    def _map(self) -> MappedGraph:
+        """The saved file, mapped read-only (once): what exact and unloaded searches read."""
+        with self._lock:
             if self._mapped is None:
                 assert self._file is not None
                 self._mapped = MappedGraph(self._file, self._dim, self._shown)
-            return True
+            return self._mapped
 
     def _mapped_search(
         self, query: np.ndarray, k: int, ef: int | None, within: Subset | None
     ) -> list[tuple[int, float]]:
         import numpy as np
 
-        assert self._mapped is not None
         removed = self._removed_bitmap()
         inside = within.bitmap() if within is not None else None
 
@@ -251,10 +259,8 @@ class HnswIndex:
             return good
 
         need = removed is not None or inside is not None
-        reachable = min(self._live, len(within)) if within is not None else self._live
-        k = max(1, min(k, reachable))
-        wanted = min(max(k, ef or 0), reachable)  # as hnswlib is asked: then the best k
-        return self._mapped.search(query, wanted, max(self._ef_search, wanted), allowed if need else None)[:k]
+        k, wanted = self._asked(k, ef, within)  # as hnswlib is asked: then the best k
+        return self._map().search(query, wanted, max(self._ef_search, wanted), allowed if need else None)[:k]
 
     def _removed_bitmap(self) -> np.ndarray | None:
         import numpy as np
@@ -270,7 +276,8 @@ class HnswIndex:
     def _exact(self, query: np.ndarray, k: int, within: Subset) -> list[tuple[int, float]]:
         import numpy as np
 
-        vectors, slot_of = self._vectors_view()
+        mapped = self._map()
+        vectors, slot_of = mapped.vectors, mapped.slot_of()
         ids = within.ids[within.ids < len(slot_of)]
         slots = slot_of[ids]
         present = slots >= 0
@@ -290,17 +297,6 @@ class HnswIndex:
         top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
         top = top[np.lexsort((ids[top], -scores[top]))]
         return [(int(ids[i]), float(scores[i])) for i in top]
-
-    def _vectors_view(self) -> tuple[np.ndarray, np.ndarray]:
-        """The saved file's vectors by slot (a strided view of a read-only map) and each id's slot."""
-        view = self._view
-        if view is not None:
-            return view
-        with self._lock:
-            if self._view is None:
-                assert self._file is not None
-                self._view = map_vectors(self._file, self._dim)
-            return self._view
 
     def search_batch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np
@@ -339,10 +335,10 @@ EXACT_FACTOR = 2500
 EXACT_ALWAYS = 2048  # subsets this small are searched exactly at any size
 RUN_GATHER = 8  # runs this many times shorter than the subset on average are scored in place
 BATCH_EF = 32  # search_batch's ef (near-duplicate neighbours)
+EF_SIZE = 100_000  # graphs up to this size are searched at their recorded ef_search
 # Graphs above this size answer their first searches from the mapped file: hnswlib's load copies
 # the file (about 2 ms per MB here), a mapped search reads a few thousand vectors (a first one
 # 30-40 ms at 100,000 vectors, then about 6 ms against hnswlib's 1 ms). benchmarks/RESULTS.md.
-EF_SIZE = 100_000  # graphs up to this size are searched at their recorded ef_search
 LOAD_BYTES = 32 << 20
 MAPPED_SEARCHES = 8
 
@@ -355,13 +351,6 @@ def search_ef(ef_search: int, elements: int) -> int:
     if elements <= EF_SIZE:
         return ef_search
     return round(ef_search * (1.0 + math.log10(elements / EF_SIZE)))
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0  # reported when the file is read
 
 
 def _cpus() -> int:
@@ -486,7 +475,7 @@ class HnswBackend:
         # over few chunks reads only their vectors).
         return HnswIndex(
             None, live, replace_deleted=True, load=load, file=path, dim=dim, ef_search=search_ef(p.ef_search, slots),
-            shown=shown,
+            shown=shown, size=int(state.get("vector_size", "0")),  # checked against the file above
         )  # fmt: skip
 
 

@@ -66,9 +66,9 @@ class _Mapped:
             raise _damaged(self.name, "its bottom layer does not fit the file")
         self.upper_start = HEADER.size + self.n * self.per_element
 
-    def upper_lists(self) -> tuple[dict[int, tuple[int, int]], int]:
+    def upper_lists(self) -> dict[int, tuple[int, int]]:
         """Each element that has upper-layer lists: its slot -> (word index of its first list in
-        the file, how many levels); and the entry point's level.
+        the file, how many levels); the entry point's level is checked to be the top level.
 
         The walk is sequential (a size says where the next one is), so it is kept to C speed: a
         regex skips each run of elements without upper layers (a zero word each), and only the
@@ -97,10 +97,9 @@ class _Mapped:
             i, pos = i + 1, pos + 4 + nbytes
         if i != n or pos != size:
             raise _damaged(self.name, "its upper layers do not fit the file")
-        entry_level = found.get(self.enter, (0, 0))[1] if n else 0
-        if n and self.maxlevel != entry_level:
+        if n and self.maxlevel != found.get(self.enter, (0, 0))[1]:
             raise _damaged(self.name, "its top level is not its entry point's")
-        return found, entry_level
+        return found
 
 
 def check_links(path: Path, dim: int, shown: Path | None = None) -> None:
@@ -132,45 +131,13 @@ def check_links(path: Path, dim: int, shown: Path | None = None) -> None:
             raise _damaged(mapped.name, "a bottom-layer link count is out of range")
         if int(block[:, 1:].max()) >= n:
             raise _damaged(mapped.name, "a bottom-layer link points past the graph")
-    found, _entry_level = mapped.upper_lists()
+    found = mapped.upper_lists()
     if found:
         all_words = np.frombuffer(mapped.map, dtype="<u4", count=mapped.size // 4)
         firsts = [first + level * (1 + maxm) for first, levels in found.values() for level in range(levels)]
         lists = all_words[np.asarray(firsts, dtype=np.int64)[:, None] + np.arange(1 + maxm)]
         if int((lists[:, 0] & 0xFFFF).max()) > maxm or int(lists[:, 1:].max()) >= n:
             raise _damaged(mapped.name, "an upper-layer link list is out of range")
-
-
-def map_vectors(path: Path, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """The saved file's vectors by slot (a strided view of a read-only map) and each id's slot."""
-    import numpy as np
-
-    try:
-        mapped = _Mapped(path, None)
-    except IndexCorruptError:
-        raise IndexCorruptError(f"{path} is too short", path=path, remedy="rebuild") from None
-    count = mapped.n
-    if mapped.per_element != mapped.data_off + dim * 4 + 8:
-        raise IndexCorruptError(f"{path} is not the vector file this index expects", path=path, remedy="rebuild")
-    vectors = np.ndarray(
-        (count, dim), dtype=np.float32, buffer=mapped.map, offset=HEADER.size + mapped.data_off,
-        strides=(mapped.per_element, 4),
-    )  # fmt: skip
-    labels = _labels(mapped).astype(np.int64)
-    if count and (int(labels.min()) < 0 or int(labels.max()) >= max(1 << 32, 16 * count)):
-        raise IndexCorruptError(f"{path} holds labels that are not chunk ids", path=path, remedy="rebuild")
-    slot_of = np.full(int(labels.max()) + 1 if count else 1, -1, dtype=np.int64)
-    slot_of[labels] = np.arange(count, dtype=np.int64)
-    return vectors, slot_of
-
-
-def _labels(mapped: _Mapped) -> np.ndarray:
-    import numpy as np
-
-    return np.ndarray(
-        (mapped.n,), dtype="<u8", buffer=mapped.map, offset=HEADER.size + mapped.label_off,
-        strides=(mapped.per_element,),
-    )  # fmt: skip
 
 
 def unit(query: np.ndarray) -> np.ndarray:
@@ -209,23 +176,46 @@ class MappedGraph:
 
         mapped = _Mapped(path, shown)
         if mapped.per_element != mapped.data_off + dim * 4 + 8:
-            raise _damaged(mapped.name, "its records are not of this index's vectors")
+            raise IndexCorruptError(
+                f"{mapped.name} is not the vector file this index expects", path=mapped.name, remedy="rebuild"
+            )
         self._mapped = mapped
         self.count = mapped.n  # elements, removed ones included
         self._words = np.ndarray(
             (mapped.n, mapped.per_element // 4), dtype="<u4", buffer=mapped.map, offset=HEADER.size
         )
-        self._vectors = np.ndarray(
+        # The vectors by slot and their labels: strided views of the map, read where they lie.
+        self.vectors = np.ndarray(
             (mapped.n, dim), dtype=np.float32, buffer=mapped.map, offset=HEADER.size + mapped.data_off,
             strides=(mapped.per_element, 4),
         )  # fmt: skip
-        self._labels = _labels(mapped)
+        self._labels = np.ndarray(
+            (mapped.n,), dtype="<u8", buffer=mapped.map, offset=HEADER.size + mapped.label_off,
+            strides=(mapped.per_element,),
+        )  # fmt: skip
         self._all_words = np.frombuffer(mapped.map, dtype="<u4", count=mapped.size // 4)
         self._upper: dict[int, tuple[int, int]] | None = None
+        self._slot_of: np.ndarray | None = None
+
+    def slot_of(self) -> np.ndarray:
+        """Each label's slot (-1: not in the file), by label: one pass over every label, once."""
+        import numpy as np
+
+        if self._slot_of is None:
+            count = self.count
+            labels = self._labels.astype(np.int64)
+            if count and (int(labels.min()) < 0 or int(labels.max()) >= max(1 << 32, 16 * count)):
+                raise IndexCorruptError(
+                    f"{self._mapped.name} holds labels that are not chunk ids", path=self._mapped.name, remedy="rebuild"
+                )
+            slot_of = np.full(int(labels.max()) + 1 if count else 1, -1, dtype=np.int64)
+            slot_of[labels] = np.arange(count, dtype=np.int64)
+            self._slot_of = slot_of
+        return self._slot_of
 
     def _upper_list(self, slot: int, level: int) -> np.ndarray:
         if self._upper is None:
-            self._upper, _ = self._mapped.upper_lists()
+            self._upper = self._mapped.upper_lists()
         first, levels = self._upper.get(slot, (0, 0))
         if level > levels:
             raise _damaged(self._mapped.name, "a link leads to a level its element does not have")
@@ -249,7 +239,7 @@ class MappedGraph:
         if self.count == 0 or k <= 0:
             return []
         q = unit(query)
-        vectors, words, one = self._vectors, self._words, np.float32(1.0)
+        vectors, words, one = self.vectors, self._words, np.float32(1.0)
 
         def distances(slots: np.ndarray) -> np.ndarray:
             result: np.ndarray = one - vectors[slots] @ q
