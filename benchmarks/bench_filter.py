@@ -362,7 +362,7 @@ def cold_breakdown(index_dir: Path, scope: Scope | None, query: np.ndarray) -> d
     exact = within is not None and hnsw_mod._exact_is_cheaper(len(within), idx.count)
     s = time.perf_counter()
     if exact:
-        idx._vectors_view()
+        idx._map().slot_of()
         t["map vectors (exact path)"] = time.perf_counter() - s
     else:
         idx._graph()
@@ -377,7 +377,8 @@ def cold_breakdown(index_dir: Path, scope: Scope | None, query: np.ndarray) -> d
 
 def exact_einsum(idx, query: np.ndarray, k: int, within: Subset) -> list[tuple[int, float]]:
     """HnswIndex._exact with the scores computed by numpy's einsum (its own loop, no BLAS threads)."""
-    vectors, slot_of = idx._vectors_view()
+    mapped = idx._map()
+    vectors, slot_of = mapped.vectors, mapped.slot_of()
     ids = within.ids[within.ids < len(slot_of)]
     slots = slot_of[ids]
     present = slots >= 0
@@ -396,7 +397,7 @@ def crossover(reader, layout: Layout, vectors_by_id: np.ndarray, queries: np.nda
     total = idx.count
     rng = np.random.default_rng(seed + 300)
     idx._graph()
-    idx._vectors_view()
+    idx._map().slot_of()
     saved = (hnsw_mod.EXACT_ALWAYS, hnsw_mod.EXACT_FACTOR)
     out = []
     try:
