@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from semsearch import vectors
 from semsearch.errors import IndexCorruptError
@@ -34,9 +34,8 @@ if TYPE_CHECKING:
     from semsearch.vectors import VectorIndex
 
 
-class FileRow(NamedTuple):
-    """A file as the index holds it (a tuple: an update reads one per file of the index)."""
-
+@dataclass(frozen=True)
+class FileRow:
     id: int
     size: int
     mtime_ns: int
