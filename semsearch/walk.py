@@ -309,6 +309,10 @@ class _Walker:
         except OSError as exc:
             self.on_skip(Skip(Path(full), "unreadable", exc.strerror or str(exc), warn=True))
             return None
+        return self.followed(full, lst)
+
+    def followed(self, full: str, lst: os.stat_result) -> os.stat_result | None:
+        """*lst* (an lstat of *full*), or for a link what it leads to (None: reported, not taken)."""
         if not stat.S_ISLNK(lst.st_mode):
             return lst
         target = os.path.realpath(full)
@@ -363,14 +367,15 @@ class _Walker:
             if name.startswith(".") and not hidden:
                 self.on_skip(Skip(Path(full), "hidden"))
                 continue
+            st: os.stat_result | None
             try:
-                st: os.stat_result | None = lstat(full)
+                lst = lstat(full)
             except OSError:
-                st = None
-            if st is None or is_link(st.st_mode):
-                st = self.stat_entry(full)  # reports what went wrong, follows a link
-                if st is None:
-                    continue
+                st = self.stat_entry(full)  # says what went wrong
+            else:
+                st = self.followed(full, lst) if is_link(lst.st_mode) else lst
+            if st is None:
+                continue
             if is_file(st.st_mode):
                 if name in IGNORE_FILES or _ignored(rules, name):
                     self.on_skip(Skip(Path(full), "ignored"))
