@@ -1,8 +1,8 @@
 """Scoped-search benchmark: filtered vs unfiltered search on a 100,000-chunk synthetic store (and SciFact).
 
-A synthetic store is written through the store layer as ``bench_scale.build_store`` writes one
+A synthetic store is written through the store layer
 (``IndexWriter.add_file`` -> ``finalize`` -> ``publish_build``, default ``HnswParams``, clustered
-unit vectors from ``bench_scale.Generator``, synthetic texts from ``bench_scale.synthetic_texts``),
+unit vectors from ``bench_scale.Generator``, synthetic texts from ``synthetic_texts``),
 20 chunks per file, 5,000 files, laid out so that for each kind of filter one value keeps 50 %,
 10 %, 1 % and 0.1 % of the chunks (each kind draws its files by its own permutation):
 
@@ -22,7 +22,7 @@ Measured (all in-process, warm unless said otherwise):
    whenever the scope holds 10 candidates), and that every hit is in scope;
 2. the first (cold) filtered query after ``Index.open``, with a breakdown of what it loads;
 3. the crossover between the two vector paths (``HnswIndex._exact`` vs hnswlib's filtered
-   search) at subset sizes around ``EXACT_FACTOR``'s threshold;
+   search) at subset sizes around the engine's threshold (``hnsw._exact_is_cheaper``);
 4. the lexical filter: ``rowid IN (SELECT value FROM json_each(?))`` (chunk ids, what the reader
    runs) vs a join on file ids;
 5. ``Index.duplicates()`` on the whole store;
@@ -67,7 +67,7 @@ from _bench_common import (
     verdict,
     write_json,
 )
-from bench_scale import DIM, Generator, model_identity, synthetic_texts
+from bench_scale import DIM, Generator
 
 try:
     from threadpoolctl import threadpool_limits
@@ -77,6 +77,7 @@ except ImportError:  # optional: only for the one-BLAS-thread comparisons
 sys.path.insert(0, str(REPO))
 from semsearch import Index, Scope, store
 from semsearch.chunk import Chunk
+from semsearch.models.base import ModelInfo
 from semsearch.search import fts_query
 from semsearch.vectors import Subset
 from semsearch.vectors import hnsw as hnsw_mod
@@ -90,7 +91,7 @@ TYPE_OF_SHARE = {0.5: ("md", "md", "markdown"), 0.1: ("py", "py", "text"), 0.01:
                  0.001: ("go", "go", "text")}  # share -> (type name, extension, reader kind)
 T0 = 1_704_067_200  # 2024-01-01 00:00 UTC: file f's mtime is T0 + rank * 1 h
 HOUR = 3600
-TEXT_BLOCK = 50_000  # bench_scale.build_store's block: texts (and their vocabulary) are drawn per block
+TEXT_BLOCK = 50_000  # texts (and their vocabulary) are drawn per block of this many chunks
 RATIO_GOAL = 2.0
 RECALL_GOAL = 0.98
 DUP_GOAL = 60.0
@@ -168,8 +169,8 @@ class Layout:
 
 
 def build_filter_store(index_dir: Path, vectors: np.ndarray, layout: Layout, text_chars: int) -> dict:
-    """bench_scale.build_store with this layout's paths, kinds and mtimes (and the roots recorded)."""
-    info, _ = model_identity(True)
+    """The store, written through IndexWriter with this layout's paths, kinds and mtimes (and the roots recorded)."""
+    info = ModelInfo(name="synthetic", fingerprint="sha256:synthetic", dim=DIM, max_tokens=256)
     params = HnswParams()
     shutil.rmtree(index_dir, ignore_errors=True)
     store.ensure_index_dir(index_dir)
@@ -223,9 +224,17 @@ def store_reusable(index_dir: Path, stamp_path: Path, stamp: dict) -> bool:
         return False
 
 
-def vocabulary(seed: int) -> list[str]:
-    """The words bench_scale.synthetic_texts(..., seed) draws from (its first lines, replayed)."""
+def synthetic_texts(n: int, chars: int, seed: int) -> list[str]:
+    """*n* texts of about *chars* characters, words drawn from :func:`vocabulary` (*seed*)."""
     rng = np.random.default_rng(seed)
+    vocab = vocabulary(seed, rng)
+    picks = rng.integers(0, len(vocab), (n, max(1, chars // 7)))
+    return [" ".join(vocab[j] for j in row) + "." for row in picks]
+
+
+def vocabulary(seed: int, rng: np.random.Generator | None = None) -> list[str]:
+    """The words synthetic_texts(..., seed) draws from (its first draws, replayed)."""
+    rng = np.random.default_rng(seed) if rng is None else rng
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
     return ["".join(rng.choice(letters, rng.integers(3, 10))) for _ in range(3000)]
 
@@ -359,7 +368,7 @@ def cold_breakdown(index_dir: Path, scope: Scope | None, query: np.ndarray) -> d
     s = time.perf_counter()
     idx = reader._vector_index()
     t["open_vector_index (check + sha256)"] = time.perf_counter() - s
-    exact = within is not None and hnsw_mod._exact_is_cheaper(len(within), idx.count)
+    exact = within is not None and hnsw_mod._exact_is_cheaper(within, idx.count, idx._asked(K, None, within)[2])
     s = time.perf_counter()
     if exact:
         idx._map().slot_of()
@@ -398,14 +407,14 @@ def crossover(reader, layout: Layout, vectors_by_id: np.ndarray, queries: np.nda
     rng = np.random.default_rng(seed + 300)
     idx._graph()
     idx._map().slot_of()
-    saved = (hnsw_mod.EXACT_ALWAYS, hnsw_mod.EXACT_FACTOR)
+    saved = (hnsw_mod.EXACT_ALWAYS, hnsw_mod.GRAPH_US)
     out = []
     try:
-        hnsw_mod.EXACT_ALWAYS, hnsw_mod.EXACT_FACTOR = 0, 0  # idx.search takes the graph path
         for size in sizes:
             files = np.sort(rng.choice(layout.n_files, max(1, size // layout.per_file), replace=False))
-            ids = layout.chunk_ids(files)
-            rng.shuffle(ids)  # a subset's ids come in any order
+            ids = layout.chunk_ids(files)  # in file order, as the catalog gives them: runs of a file's chunks
+            picks = "exact" if hnsw_mod._exact_is_cheaper(Subset(ids, total), total, idx._asked(K, None, Subset(ids, total))[2]) else "graph"
+            hnsw_mod.EXACT_ALWAYS, hnsw_mod.GRAPH_US = 0, 0.0  # idx.search takes the graph path
             truth = exact_truth(vectors_by_id, ids, queries)
             for q in queries[:3]:  # warm-up
                 idx._exact(q, K, Subset(ids, total))
@@ -439,20 +448,30 @@ def crossover(reader, layout: Layout, vectors_by_id: np.ndarray, queries: np.nda
                    "exact_p95": pct(exact_t, 95), "graph_p95": pct(graph_t, 95),
                    "exact_recall": sum(len(a & b) for a, b in zip(exact_hits, truth, strict=True)) / denom,
                    "graph_recall": sum(len(a & b) for a, b in zip(graph_hits, truth, strict=True)) / denom,
-                   "engine_picks": "exact" if (len(ids) <= saved[0] or len(ids) ** 2 <= saved[1] * total) else "graph"}
+                   "engine_picks": picks}
             row["faster"] = "exact" if row["exact_p50"] < row["graph_p50"] else "graph"
             out.append(row)
             print(f"  {len(ids):>7,} chunks: exact {fmt_s(row['exact_p50'])} (1 BLAS thread {fmt_s(row['exact_1thread_p50'])}, "
                   f"einsum {fmt_s(row['exact_einsum_p50'])}), "
                   f"graph {fmt_s(row['graph_p50'])} "
                   f"(recall {row['graph_recall']:.3f}); engine picks {row['engine_picks']}", flush=True)
+            hnsw_mod.EXACT_ALWAYS, hnsw_mod.GRAPH_US = saved
     finally:
-        hnsw_mod.EXACT_ALWAYS, hnsw_mod.EXACT_FACTOR = saved
+        hnsw_mod.EXACT_ALWAYS, hnsw_mod.GRAPH_US = saved
     return out
 
 
+def engine_threshold(total: int, per_file: int, ef: int) -> int:
+    """The smallest subset of whole files (runs of *per_file*) the engine would give the graph."""
+    for n in sorted({round(10 ** (e / 20)) for e in range(40, 140)}):
+        if n <= total and not hnsw_mod._exact_is_cheaper(Subset(np.arange(n, dtype=np.int64) // per_file * per_file * 2
+                                                                + np.arange(n) % per_file, total), total, ef):
+            return n
+    return total
+
+
 def crossover_point(rows: list[dict], total: int, key: str = "exact_p50") -> dict:
-    """Where exact and graph p50 cross (log-interpolated), and the EXACT_FACTOR that would put it there."""
+    """Where exact and graph p50 cross (log-interpolated)."""
     rows = [r for r in rows if r.get(key) == r.get(key)]  # drop NaN
     for a, b in itertools.pairwise(rows):
         da = math.log(a[key] / a["graph_p50"])
@@ -460,7 +479,7 @@ def crossover_point(rows: list[dict], total: int, key: str = "exact_p50") -> dic
         if da <= 0 < db:
             w = da / (da - db)
             n = math.exp(math.log(a["size"]) + w * (math.log(b["size"]) - math.log(a["size"])))
-            return {"size": n, "exact_factor": n * n / total}
+            return {"size": n}
     if rows and all(r[key] < r["graph_p50"] for r in rows):
         return {"size": None, "note": "exact faster at every size measured"}
     if rows and all(r[key] >= r["graph_p50"] for r in rows):
@@ -571,7 +590,7 @@ def synthetic_part(args, results: dict) -> None:
     layout = Layout(n_files, per_file, args.seed)
     gen = Generator(max(10, n // args.clusters_per), args.intrinsic_dim, args.spread, args.noise, args.seed)
     print(f"\n--- synthetic store: {n:,} chunks, {n_files:,} files of {per_file} chunks, at {index_dir} ---", flush=True)
-    vectors, _ = gen.draw(n, seed=args.seed + 1)
+    vectors = gen.draw(n, np.random.default_rng(args.seed + 1))
     by_id = np.vstack([np.zeros((1, DIM), dtype=np.float32), vectors])  # by_id[i] = chunk i's vector
     stamp = layout.stamp(n, args)
     stamp_path = work / "layout.json"
@@ -585,7 +604,7 @@ def synthetic_part(args, results: dict) -> None:
 
     # Queries: vectors from the same distribution, texts of words from the stores' vocabularies.
     n_q = args.queries
-    qvecs, _ = gen.draw(n_q + 205, seed=args.seed + 2)
+    qvecs = gen.draw(n_q + 205, np.random.default_rng(args.seed + 2))
     vocab = sorted({w for b0 in range(0, n, TEXT_BLOCK) for w in vocabulary(b0)})
     rng = np.random.default_rng(args.seed + 200)
     texts = []
@@ -682,8 +701,8 @@ def synthetic_part(args, results: dict) -> None:
         results["crossover"] = {"rows": cross, "total": n, "point": crossover_point(cross, n),
                                 "point_1thread": crossover_point(cross, n, "exact_1thread_p50"),
                                 "point_einsum": crossover_point(cross, n, "exact_einsum_p50"),
-                                "EXACT_FACTOR": hnsw_mod.EXACT_FACTOR, "EXACT_ALWAYS": hnsw_mod.EXACT_ALWAYS,
-                                "threshold_size": math.sqrt(hnsw_mod.EXACT_FACTOR * n)}
+                                "GRAPH_US": hnsw_mod.GRAPH_US, "EXACT_ALWAYS": hnsw_mod.EXACT_ALWAYS,
+                                "threshold_size": engine_threshold(n, per_file, hnsw_mod.search_ef(HnswParams().ef_search, n))}
         # (4) lexical filter alternatives (path filters at 50 / 10 / 1 %).
         print("\n  lexical filter alternatives ...", flush=True)
         scopes = {s: Scope.make(**layout.filter_kwargs("path", s, parent)) for s in SHARES[:3]}
@@ -716,19 +735,15 @@ def report_synthetic(results: dict, n: int) -> None:
                      f"faster: {r['faster']}; engine picks {r['engine_picks']}; graph recall {r['graph_recall']:.3f}",
                      verdict(r["faster"] == r["engine_picks"] or abs(math.log(r["exact_p50"] / r["graph_p50"])) < 0.2)))
     pt = cross["point"]
-    rows.append(("measured crossover", f"{pt['size']:,.0f} chunks" if pt.get("size") else pt.get("note", ""),
-                 f"EXACT_FACTOR that fits: {pt['exact_factor']:,.0f}" if pt.get("size") else "",
-                 ""))
+    rows.append(("measured crossover", f"{pt['size']:,.0f} chunks" if pt.get("size") else pt.get("note", ""), "", ""))
     pt1 = cross["point_1thread"]
     rows.append(("measured crossover, exact with 1 BLAS thread",
-                 f"{pt1['size']:,.0f} chunks" if pt1.get("size") else pt1.get("note", ""),
-                 f"EXACT_FACTOR that fits: {pt1['exact_factor']:,.0f}" if pt1.get("size") else "", ""))
+                 f"{pt1['size']:,.0f} chunks" if pt1.get("size") else pt1.get("note", ""), "", ""))
     pte = cross["point_einsum"]
     rows.append(("measured crossover, exact by einsum",
-                 f"{pte['size']:,.0f} chunks" if pte.get("size") else pte.get("note", ""),
-                 f"EXACT_FACTOR that fits: {pte['exact_factor']:,.0f}" if pte.get("size") else "", ""))
-    rows.append(("engine threshold now", f"{cross['threshold_size']:,.0f} chunks",
-                 f"EXACT_FACTOR={cross['EXACT_FACTOR']}, EXACT_ALWAYS={cross['EXACT_ALWAYS']}", ""))
+                 f"{pte['size']:,.0f} chunks" if pte.get("size") else pte.get("note", ""), "", ""))
+    rows.append(("engine threshold now (subsets of whole files)", f"{cross['threshold_size']:,.0f} chunks",
+                 f"GRAPH_US={cross['GRAPH_US']}, EXACT_ALWAYS={cross['EXACT_ALWAYS']}", ""))
     print_table(f"vector paths at {n:,} chunks: HnswIndex._exact vs hnswlib filtered search (k=10, ef 128)", rows)
 
     rows = []

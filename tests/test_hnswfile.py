@@ -126,7 +126,7 @@ def test_a_big_saved_graph_answers_first_searches_unloaded(tmp_path: Path, monke
         expected = [int(x) for x in labels[0] if x not in (1, 2, 3)][:10]
         assert len(set(expected) & {label for label, _ in got}) >= 9
     monkeypatch.setattr(hnsw, "EXACT_ALWAYS", 0)
-    monkeypatch.setattr(hnsw, "EXACT_FACTOR", 0)  # scoped searches by the graph, filtered
+    monkeypatch.setattr(hnsw, "GRAPH_US", 0.0)  # scoped searches by the graph, filtered
     within = Subset(np.arange(1, n, 2, dtype=np.int64), n)
     scoped = opened.search(queries[-1], 10, within=within)
     assert len(scoped) == 10 and all(label % 2 == 1 for label, _ in scoped)
@@ -158,3 +158,25 @@ def test_bigger_graphs_are_searched_wider() -> None:
     assert hnsw.search_ef(128, 10 * hnsw.EF_SIZE) == 256
     widths = [hnsw.search_ef(128, n) for n in (150_000, 300_000, 600_000, 1_000_000, 3_000_000)]
     assert widths == sorted(widths) and 128 < widths[0] < widths[-1]
+
+
+def test_a_search_explores_as_wide_as_its_whole_graph_asks() -> None:
+    big = hnsw.HnswIndex(None, 10 * hnsw.EF_SIZE, replace_deleted=True, ef_search=128)
+    assert big._asked(10, None, None) == (10, 10, 256)
+    assert big._asked(10, 300, None) == (10, 300, 300)
+    # Filtered, it holds as many candidates in scope (never more than the scope holds).
+    wide = Subset(np.arange(0, 10 * hnsw.EF_SIZE, 2, dtype=np.int64), 10 * hnsw.EF_SIZE)
+    assert big._asked(10, None, wide) == (10, 10, 256)
+    assert big._asked(10, None, Subset(np.arange(40, dtype=np.int64), 10 * hnsw.EF_SIZE)) == (10, 10, 40)
+
+
+def test_a_scoped_search_takes_the_cheaper_way() -> None:
+    total = 1_000_000
+    ef = hnsw.search_ef(128, total)
+    folders = Subset(np.arange(600_000, 700_000, dtype=np.int64), total)  # 10 %: one run
+    files = Subset((np.arange(0, total, 500)[:, None] + np.arange(10)).ravel(), total)  # 2 %: runs of 10
+    spread = Subset(np.arange(0, total, 2, dtype=np.int64), total)  # 50 %: runs of one
+    assert folders.runs == 1 and files.runs == total // 500 and spread.runs == total // 2
+    assert hnsw._exact_is_cheaper(folders, total, ef) and hnsw._exact_is_cheaper(files, total, ef)
+    assert not hnsw._exact_is_cheaper(spread, total, ef)
+    assert hnsw._exact_is_cheaper(Subset(np.arange(0, 4096, 2, dtype=np.int64), total), total, ef)  # tiny

@@ -378,8 +378,10 @@ def test_a_stopped_index_run_says_what_is_kept(docs: Path, monkeypatch: pytest.M
 
     def stopped(*args: object, **kwargs: object) -> None:
         # Delivered to this (main) thread at once: Ctrl-C as KeyboardInterrupt, SIGTERM through
-        # the handler `index` installs.
-        os.kill(os.getpid(), getattr(signal, signal_name))
+        # the handler `index` installs. raise_signal, not os.kill: a signal sent to the process
+        # may be taken by another thread (a worker left by an earlier test), and then reach
+        # Python's handler only after the next lines have run.
+        signal.raise_signal(getattr(signal, signal_name))
         raise AssertionError(f"{signal_name} did not stop the run")
 
     monkeypatch.setattr(Index, "update", stopped)

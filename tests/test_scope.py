@@ -171,13 +171,17 @@ def test_semantic_filtered_search_equals_exact_search_over_the_filter(
     expected = _exact(tree, qvec, keep, 10)
     exact = index.search("yeast crust honey", k=10, mode="semantic", globs=["notes/n1*"])
     assert [h.chunk.id for h in exact] == expected
+    # Short runs are copied out a block at a time: blocks of 3 give the same ranking.
+    monkeypatch.setattr(hnsw, "GATHER_BLOCK", 3)
+    blocks = index.search("yeast crust honey", k=10, mode="semantic", globs=["notes/n1*"])
+    assert [(h.chunk.id, h.score) for h in blocks] == [(h.chunk.id, h.score) for h in exact]
     # A subset of long runs of chunks (one file of 40) is scored run by run: the same ranking.
     in_long = lambda c: c.display in ("notes/long.md", "notes/n007.md")  # noqa: E731
     runs = index.search("yeast crust honey", k=10, mode="semantic", paths=["notes/long.md", "notes/n007.md"])
     assert [h.chunk.id for h in runs] == _exact(tree, qvec, in_long, 10)
     # The graph's own filtered search (taken for wide filters) keeps the same promise.
     monkeypatch.setattr(hnsw, "EXACT_ALWAYS", 0)
-    monkeypatch.setattr(hnsw, "EXACT_FACTOR", 0)
+    monkeypatch.setattr(hnsw, "GRAPH_US", 0.0)
     with Index.open(tree / ".semsearch", provider=FakeModel()) as fresh:
         graph = fresh.search("yeast crust honey", k=10, mode="semantic", globs=["notes/n1*"])
     assert len(graph) == 10 and all(keep(h.chunk) for h in graph)

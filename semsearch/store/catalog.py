@@ -53,7 +53,7 @@ class FileCatalog:
         lasts = np.array([r[6] if r[6] is not None else -1 for r in rows], dtype=np.int64)
         self.total = int(self.counts.sum())
         # Files whose chunk ids are not one whole run (never written so; read row by row).
-        self._broken = {int(i) for i in np.nonzero(lasts - self.firsts + 1 != self.counts)[0]}
+        self._broken = np.nonzero(lasts - self.firsts + 1 != self.counts)[0]
         self._conn = conn
         self._generation = generation
         self._row_of = {key: row for row, key in enumerate(self.keys)}
@@ -112,7 +112,7 @@ class FileCatalog:
         starts = self.firsts[rows]
         offsets = np.cumsum(counts) - counts
         ids = np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()), dtype=np.int64)
-        broken = [int(r) for r in rows if int(r) in self._broken]
+        broken = rows[np.isin(rows, self._broken)].tolist() if len(self._broken) else []
         if broken:
             whole = np.ones(len(ids), dtype=bool)
             for r in broken:

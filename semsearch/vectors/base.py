@@ -31,6 +31,7 @@ class Subset:
         self.total = total
         self._bitmap: np.ndarray | None = None
         self._bits: bytes | None = None
+        self._runs: int | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -38,6 +39,16 @@ class Subset:
     @property
     def share(self) -> float:
         return len(self.ids) / self.total if self.total else 0.0
+
+    @property
+    def runs(self) -> int:
+        """How many runs of consecutive ids :attr:`ids` holds, in its order (a file's chunks
+        are one run: an engine may read each run's vectors in place)."""
+        if self._runs is None:
+            import numpy as np
+
+            self._runs = int(np.count_nonzero(np.diff(self.ids) != 1)) + 1 if len(self.ids) else 0
+        return self._runs
 
     def bitmap(self) -> np.ndarray:
         """A uint8 array over chunk ids up to the largest: 1 for the ids held."""

@@ -103,9 +103,9 @@ def _plausible_header(fields: tuple[Any, ...], expected_count: int, dim: int, ac
 class HnswIndex:
     """An hnswlib graph, loaded on first need, and zero-copy views of its saved file.
 
-    A search scoped to few chunks (a :class:`Subset`) is answered exactly from the saved file's
-    vectors, through the page cache, without loading the graph; a wider one by the graph with
-    the subset as hnswlib's filter (see :data:`EXACT_FACTOR`). A saved graph larger than
+    A scoped search (a :class:`Subset`) is answered exactly from the saved file's vectors,
+    through the page cache, without loading the graph, when that costs less than the graph with
+    the subset as hnswlib's filter (see :func:`_exact_is_cheaper`). A saved graph larger than
     :data:`LOAD_BYTES` answers its first :data:`MAPPED_SEARCHES` searches from the mapped file
     (:class:`MappedGraph`), so a process that asks one question never copies it into memory;
     the search after those loads it (a long-lived process: hnswlib's own search is faster).
@@ -120,7 +120,7 @@ class HnswIndex:
         self._file = file  # the saved file the views read (None: a new, unsaved graph)
         self._shown = shown
         self._dim = dim
-        self._ef_search = ef_search
+        self._ef_search = ef_search  # the recorded ef_search (the graph's own ef), widened per search
         self._mapped: MappedGraph | None = None  # the saved file, mapped (its vectors, its graph)
         # A saved file this big (*size*: its bytes) answers its first searches unloaded.
         self._mapped_left = MAPPED_SEARCHES if file is not None and size > LOAD_BYTES else 0
@@ -194,21 +194,23 @@ class HnswIndex:
     ) -> list[tuple[int, float]]:
         if self._live <= 0 or (within is not None and len(within) == 0):
             return []
-        if within is not None and self._file is not None and _exact_is_cheaper(len(within), self._live):
+        explore = self._asked(k, ef, within)[2]
+        if within is not None and self._file is not None and _exact_is_cheaper(within, self._live, explore):
             return self._exact(query, k, within)  # within holds live chunks only: no tombstones
         if self._index is None and self._take_mapped():
             return self._mapped_search(query, k, ef, within)
         graph = self._graph()  # loaded first: its pending removals change the live count
         if self._live <= 0:
             return []
-        # The graph's ef is set once, when it is opened, and never per search: concurrent searches
-        # share it. hnswlib explores max(ef, k) candidates, so a larger ef for one search is
-        # asking for that many neighbours and keeping the best k.
-        k, wanted = self._asked(k, ef, within)
+        # The graph's ef is the recorded ef_search, set once, when it is opened, and never per
+        # search: concurrent searches share it. hnswlib explores max(ef, k) candidates, so a
+        # wider search is asking for that many neighbours and keeping the best k.
+        k, wanted, explore = self._asked(k, ef, within)
+        asked = explore if explore > self._ef_search else wanted
         allowed = within.contains() if within is not None else None
         with self._gate.search():
             try:
-                labels, _ = graph.knn_query(query.reshape(1, -1), k=wanted, filter=allowed)
+                labels, _ = graph.knn_query(query.reshape(1, -1), k=asked, filter=allowed)
             except RuntimeError:
                 # Fewer reachable neighbours than asked (heavily deleted graphs): ask for fewer.
                 try:
@@ -217,15 +219,24 @@ class HnswIndex:
                     return []
         import numpy as np
 
-        found = labels[0].astype(np.int64)
+        # The best *wanted* by hnswlib's distance, then scored as the mapped search scores them
+        # (get_items costs about 30 us a vector: never for all that a wide search explored).
+        found = labels[0][:wanted].astype(np.int64)
         return ranked(found, graph.get_items(found, return_type="numpy"), unit(query))[:k]
 
-    def _asked(self, k: int, ef: int | None, within: Subset | None) -> tuple[int, int]:
-        """The hits to return and the neighbours to ask the graph for (max(k, ef)), neither more
-        than the vectors a search can reach."""
+    def _asked(self, k: int, ef: int | None, within: Subset | None) -> tuple[int, int, int]:
+        """The hits to return, the neighbours to ask the graph for (max(k, ef)) and the
+        candidates to explore (the ef of a graph this size, :func:`search_ef`), none more than
+        the vectors a search can reach.
+
+        A filtered search explores as an unfiltered one does: searched at the ef of a graph of
+        only the subset's size, recall@10 fell to 0.957-0.967 for subsets of 10 % and 50 % of
+        1,000,000 vectors (against 0.98-0.99), with queries that found none of their ten.
+        """
         reachable = min(self._live, len(within)) if within is not None else self._live
         k = max(1, min(k, reachable))
-        return k, min(max(k, ef or 0), reachable)
+        wanted = min(max(k, ef or 0), reachable)
+        return k, wanted, max(wanted, min(search_ef(self._ef_search, self._live), reachable))
 
     def _take_mapped(self) -> bool:
         with self._lock:
@@ -259,8 +270,8 @@ class HnswIndex:
             return good
 
         need = removed is not None or inside is not None
-        k, wanted = self._asked(k, ef, within)  # as hnswlib is asked: then the best k
-        return self._map().search(query, wanted, max(self._ef_search, wanted), allowed if need else None)[:k]
+        k, wanted, explore = self._asked(k, ef, within)  # as hnswlib is asked: then the best k
+        return self._map().search(query, wanted, explore, allowed if need else None)[:k]
 
     def _removed_bitmap(self) -> np.ndarray | None:
         import numpy as np
@@ -286,13 +297,17 @@ class HnswIndex:
             return []
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         starts = np.flatnonzero(np.diff(slots) != 1) + 1
-        if len(starts) * RUN_GATHER < len(slots):
-            # Long runs of neighbouring slots (a file's chunks are added together): score each
-            # run in place instead of copying the vectors out (a fifth faster, measured at 10k).
+        if _in_place_is_cheaper(len(slots), len(starts) + 1):
+            # Runs of neighbouring slots (a file's chunks are added together): each run scored
+            # in place, where it lies in the file.
             bounds = [0, *starts.tolist(), len(slots)]
             scores = np.concatenate([vectors[slots[a] : slots[a] + (b - a)] @ q for a, b in itertools.pairwise(bounds)])
         else:
-            scores = vectors[slots] @ q
+            # Copied out a block at a time: a block stays in the cache while it is scored (a
+            # copy of them all was twice as slow at 50,000).
+            scores = np.empty(len(slots), dtype=np.float32)
+            for a in range(0, len(slots), GATHER_BLOCK):
+                scores[a : a + GATHER_BLOCK] = vectors[slots[a : a + GATHER_BLOCK]] @ q
         k = min(k, len(ids))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
         top = top[np.lexsort((ids[top], -scores[top]))]
@@ -327,13 +342,16 @@ class HnswIndex:
         return ids, cos
 
 
-# An exact search over a subset reads each of its vectors (about 0.2 us apiece, warm); the graph
-# filtered to a share s of the vectors explores about 1/s as much as an unfiltered search (about
-# 1 ms at 100,000). The exact search is taken when n**2 <= EXACT_FACTOR * total, n the subset's
-# size: measured at 100,000 vectors, the two cross at about 16,000 (benchmarks/bench_filter.py).
-EXACT_FACTOR = 2500
+# A scoped search takes the cheaper of two ways, by these costs in microseconds (warm, measured
+# on a 1,000,000-vector file: benchmarks/bench_filter_scale.py, benchmarks/RESULTS.md). An exact
+# search reads each vector of the subset: in place, run by run (a file's chunks are neighbours),
+# or copied out. The graph filtered to a share s of the vectors visits about ef / s nodes.
+EXACT_US_VECTOR = 0.08  # a vector scored in place
+EXACT_US_RUN = 4.0  # a run of neighbouring vectors scored in place (one call)
+GATHER_US_VECTOR = 0.3  # a vector copied out, a block at a time, and scored
+GRAPH_US = 12.0  # one candidate of a filtered graph search's ef, per 1 / share
 EXACT_ALWAYS = 2048  # subsets this small are searched exactly at any size
-RUN_GATHER = 8  # runs this many times shorter than the subset on average are scored in place
+GATHER_BLOCK = 4096  # vectors copied out at a time (6 MB at 384 dimensions)
 BATCH_EF = 32  # search_batch's ef (near-duplicate neighbours)
 EF_SIZE = 100_000  # graphs up to this size are searched at their recorded ef_search
 # Graphs above this size answer their first searches from the mapped file: hnswlib's load copies
@@ -360,8 +378,21 @@ def _cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _exact_is_cheaper(n: int, total: int) -> bool:
-    return n <= EXACT_ALWAYS or n * n <= EXACT_FACTOR * total
+def _in_place_is_cheaper(n: int, runs: int) -> bool:
+    return EXACT_US_VECTOR * n + EXACT_US_RUN * runs <= GATHER_US_VECTOR * n
+
+
+def _exact_cost(n: int, runs: int) -> float:
+    return min(EXACT_US_VECTOR * n + EXACT_US_RUN * runs, GATHER_US_VECTOR * n)
+
+
+def _exact_is_cheaper(within: Subset, total: int, ef: int) -> bool:
+    """Whether reading every vector of *within* costs less than a graph of *total* vectors
+    searched at *ef* with *within* as its filter."""
+    n = len(within)
+    if n <= EXACT_ALWAYS:
+        return True
+    return _exact_cost(n, within.runs) <= GRAPH_US * ef * total / n
 
 
 class _EfGate:
@@ -428,7 +459,7 @@ class HnswBackend:
             allow_replace_deleted=True,
         )
         index.set_ef(p.ef_search)
-        return HnswIndex(index, 0, replace_deleted=False)
+        return HnswIndex(index, 0, replace_deleted=False, ef_search=p.ef_search)
 
     def verify(self, path: Path, state: Mapping[str, str], dim: int) -> None:
         check_vector_file(path, state, dim, checksum=True)
@@ -465,16 +496,16 @@ class HnswBackend:
                 raise IndexCorruptError(
                     f"{shown or path} cannot be loaded ({exc})", path=shown or path, remedy="rebuild"
                 ) from None
-            index.set_ef(search_ef(p.ef_search, slots))
+            index.set_ef(p.ef_search)  # searches ask for more (HnswIndex._asked)
             return index
 
         live = int(state.get("vector_count", "0"))
         if extra_capacity is not None:
-            return HnswIndex(load(), live, replace_deleted=True)
+            return HnswIndex(load(), live, replace_deleted=True, ef_search=p.ef_search)
         # To be searched: the graph is loaded by the first search that needs it (a scoped search
         # over few chunks reads only their vectors).
         return HnswIndex(
-            None, live, replace_deleted=True, load=load, file=path, dim=dim, ef_search=search_ef(p.ef_search, slots),
+            None, live, replace_deleted=True, load=load, file=path, dim=dim, ef_search=p.ef_search,
             shown=shown, size=int(state.get("vector_size", "0")),  # checked against the file above
         )  # fmt: skip
 
