@@ -110,9 +110,11 @@ class Index:
         provider: ModelProvider | None = None,
         on_note: Callable[[str], None] = _quiet,
         query_threads: int = 1,
+        model_server: bool = False,
     ) -> None:
         self.path = path
         self.query_threads = query_threads
+        self.model_server = model_server
         self.settings = settings or IndexSettings()
         self._provider_override = provider
         self._on_note = on_note
@@ -131,6 +133,7 @@ class Index:
         provider: ModelProvider | None = None,
         on_note: Callable[[str], None] = _quiet,
         query_threads: int = 1,
+        model_server: bool = False,
         **settings: Any,
     ) -> Index:
         """An existing index: *path*, else ``$SEMSEARCH_INDEX``, else the nearest ``.semsearch``
@@ -138,7 +141,10 @@ class Index:
         fields of :class:`IndexSettings`) apply to its next :meth:`update`; *provider* injects a
         model (a :class:`semsearch.models.ModelProvider`) instead of resolving one by name.
         *query_threads*: CPU threads the query model may use for one query (1 starts soonest and
-        suits a busy machine; a long-lived process on an idle one answers sooner on 2)."""
+        suits a busy machine; a long-lived process on an idle one answers sooner on 2).
+        *model_server*: embed queries through the user's resident model server, started in the
+        background if none runs (:mod:`semsearch.models.resident`: for a process that asks one
+        question and ends; ``SEMSEARCH_MODEL_SERVER=0`` turns it off)."""
         from semsearch.store import is_index_dir
 
         found = find_index(path)
@@ -149,7 +155,10 @@ class Index:
                 f"{{query_threads}} must be a whole number, at least 1 (got {query_threads!r})",
                 options=("query_threads",),
             )
-        return cls(found, _settings(settings), provider=provider, on_note=on_note, query_threads=query_threads)
+        return cls(
+            found, _settings(settings), provider=provider, on_note=on_note, query_threads=query_threads,
+            model_server=model_server,
+        )  # fmt: skip
 
     @classmethod
     def create(
@@ -399,11 +408,18 @@ class Index:
             if self._provider_override is not None:
                 self._query_embedders[fingerprint] = self._provider_override.query_embedder()
             else:
-                from semsearch.models import query_embedder
+                from semsearch.models import query_embedder, registered_models
 
-                self._query_embedders[fingerprint] = query_embedder(
-                    manifest.model, self._on_note, threads=self.query_threads
-                )
+                def load() -> QueryEmbedder:
+                    return query_embedder(manifest.model, self._on_note, threads=self.query_threads)
+
+                # The server loads a local model's export on one thread: not a registered model's.
+                if self.model_server and self.query_threads == 1 and manifest.model.name not in registered_models():
+                    from semsearch.models.resident import resident_embedder
+
+                    self._query_embedders[fingerprint] = resident_embedder(manifest.model, load, self._on_note)
+                else:
+                    self._query_embedders[fingerprint] = load()
         return self._query_embedders[fingerprint]
 
     def search(

@@ -80,6 +80,11 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.delenv("SEMSEARCH_INDEX", raising=False)
     monkeypatch.delenv("SEMSEARCH_MODEL", raising=False)
     monkeypatch.delenv("SEMSEARCH_MODE", raising=False)
+    # No model server unless a test asks for one, and then in a folder of its own.
+    monkeypatch.setenv("SEMSEARCH_MODEL_SERVER", "0")
+    runtime = tmp_path_factory.getbasetemp() / "runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    monkeypatch.setenv("SEMSEARCH_RUNTIME_DIR", str(runtime))
 
 
 def write(path: Path, text: str | bytes) -> Path:

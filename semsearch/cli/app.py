@@ -457,7 +457,7 @@ def _run_queries(
     err = console.stderr()
     view = _hit_writer(as_json=as_json, null=null, files_only=options.files_only, batch=not isinstance(queries, list))
     found = False
-    with Index.open(index, on_note=console.note_printer(err)) as target:
+    with Index.open(index, on_note=console.note_printer(err), model_server=True) as target:
         for query_text, hits in target.search_many(
             queries,
             k=options.top_k,
@@ -566,6 +566,20 @@ def status(
             console.stderr().print(f"semsearch: {problem}", markup=False, highlight=False)
         console.stderr().print("semsearch: the index is damaged: run `semsearch index --rebuild`", markup=False)
         raise typer.Exit(2)
+
+
+@app.command("model-server", hidden=True)
+def model_server_command(
+    model: str = typer.Option(..., "--model", help="The model's identity (ModelInfo) as JSON."),
+    idle: float | None = typer.Option(None, "--idle", help="Seconds without a request before it exits."),
+) -> None:
+    """Hold a query model and embed queries for `semsearch query` (started by it, in the background)."""
+    from semsearch.models import query_embedder
+    from semsearch.models.base import ModelInfo
+    from semsearch.models.resident import serve
+
+    info = ModelInfo(**json.loads(model))
+    raise typer.Exit(serve(info, lambda known: query_embedder(known, threads=1), idle=idle))
 
 
 @app.command("mcp")

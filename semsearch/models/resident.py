@@ -1,0 +1,362 @@
+"""A resident query model: one process keeps the query embedder loaded; short-lived ones ask it.
+
+Starting onnxruntime's session and the tokenizer is most of a one-shot ``semsearch query``
+(benchmarks/RESULTS.md). A model server (``semsearch model-server``, started in the background
+by the first query that finds none, gone after ``idle`` seconds without a request) holds the
+embedder and answers over a Unix socket that only this user can reach. It embeds one request
+as the query would in-process (the same export, the same session options, one query per run), so
+the vectors are the same to the bit. Anything wrong with it (none running, a stale socket, a
+different model, a broken reply) makes the caller embed in-process, as without it.
+
+The protocol, one request per connection: a JSON line ``{"v": 1, "fingerprint": ..., "texts":
+[...]}``; the reply a JSON line ``{"ok": true, "dim": D, "count": N}`` followed by N x D
+little-endian float32, or ``{"ok": false, "error": ...}``. An empty ``texts`` is a handshake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from semsearch.models.base import ModelInfo
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from semsearch.models.base import QueryEmbedder
+
+VERSION = 1
+IDLE_SECONDS = 900.0  # a server with no request for this long exits
+START_SECONDS = 20.0  # how long a query waits for the server it started before embedding itself
+CONNECT_SECONDS = 2.0  # a connected server that answers slower than this is not used
+MAX_REQUEST = 1 << 20  # bytes of one request line
+MAX_TEXTS = 256
+ENV_SWITCH = "SEMSEARCH_MODEL_SERVER"  # "0": never use or start one
+ENV_IDLE = "SEMSEARCH_MODEL_SERVER_IDLE"
+ENV_DIR = "SEMSEARCH_RUNTIME_DIR"
+
+
+class ResidentError(Exception):
+    """The model server could not answer (the caller embeds in-process instead)."""
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "no", "false", "off")
+
+
+def idle_seconds() -> float:
+    try:
+        return max(1.0, float(os.environ.get(ENV_IDLE, IDLE_SECONDS)))
+    except ValueError:
+        return IDLE_SECONDS
+
+
+def runtime_dir() -> Path:
+    """A folder only this user may enter: ``$SEMSEARCH_RUNTIME_DIR``, ``$XDG_RUNTIME_DIR/semsearch``
+    or ``/tmp/semsearch-UID``; made 0700 if new, refused if another user owns it or others may enter."""
+    base = os.environ.get(ENV_DIR)
+    if base:
+        folder = Path(base)
+    elif os.environ.get("XDG_RUNTIME_DIR") and os.path.isdir(os.environ["XDG_RUNTIME_DIR"]):
+        folder = Path(os.environ["XDG_RUNTIME_DIR"]) / "semsearch"
+    else:
+        folder = Path("/tmp") / f"semsearch-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700, parents=True)
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise ResidentError(f"{folder} is not a private folder of this user")
+    return folder
+
+
+def _paths(fingerprint: str) -> tuple[Path, Path]:
+    """The server's socket and lock file for a model (short names: a socket path has ~100 bytes)."""
+    name = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+    folder = runtime_dir()
+    return folder / f"m-{name}.sock", folder / f"m-{name}.lock"
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+class ResidentEmbedder:
+    """A :class:`QueryEmbedder` that asks the model server of *info* over its socket; once the
+    server fails to answer, the embedder from *fallback* (loaded then) answers instead."""
+
+    def __init__(self, path: Path, info: ModelInfo, fallback: Callable[[], QueryEmbedder]) -> None:
+        self._path = path
+        self._info = info
+        self._fallback = fallback
+        self._local: QueryEmbedder | None = None
+        self.max_tokens = info.max_tokens
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        if self._local is None:
+            try:
+                return _ask(self._path, self._info, list(texts))
+            except ResidentError:
+                self._local = self._fallback()
+        return self._local.embed_queries(texts)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Word-pieces per text, as the model reads them (the server's tokenizer)."""
+        if self._local is None:
+            try:
+                return _count(self._path, self._info, list(texts))
+            except ResidentError:
+                self._local = self._fallback()
+        count = getattr(self._local, "count_tokens", None)
+        return list(count(texts)) if count is not None else [0 for _ in texts]
+
+
+def _ask(path: Path, info: ModelInfo, texts: list[str]) -> np.ndarray:
+    import numpy as np
+
+    request = json.dumps({"v": VERSION, "fingerprint": info.fingerprint, "texts": texts}).encode() + b"\n"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(CONNECT_SECONDS)
+            conn.connect(str(path))
+            conn.settimeout(None if texts else CONNECT_SECONDS)  # a long query list may take a while
+            conn.sendall(request)
+            stream = conn.makefile("rb")
+            head = json.loads(stream.readline(MAX_REQUEST) or b"{}")
+            if not head.get("ok"):
+                raise ResidentError(str(head.get("error", "no reply")))
+            dim, count = int(head["dim"]), int(head["count"])
+            if dim != info.dim or count != len(texts):
+                raise ResidentError(f"a reply of {count} x {dim} for {len(texts)} x {info.dim}")
+            body = stream.read(dim * count * 4)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ResidentError(str(exc)) from None
+    if len(body) != dim * count * 4:
+        raise ResidentError("a short reply")
+    return np.frombuffer(body, dtype="<f4").reshape(count, dim).astype(np.float32)
+
+
+def _count(path: Path, info: ModelInfo, texts: list[str]) -> list[int]:
+    request = {"v": VERSION, "fingerprint": info.fingerprint, "texts": texts, "op": "count"}
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(CONNECT_SECONDS)
+            conn.connect(str(path))
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            head = json.loads(conn.makefile("rb").readline(MAX_REQUEST) or b"{}")
+        counts = [int(n) for n in head["counts"]] if head.get("ok") else None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ResidentError(str(exc)) from None
+    if counts is None or len(counts) != len(texts):
+        raise ResidentError(str(head.get("error", "a bad reply")))
+    return counts
+
+
+def connect(info: ModelInfo) -> Path | None:
+    """The socket of a running server of *info*'s model, if one answers a handshake."""
+    try:
+        path, _ = _paths(info.fingerprint)
+        if not path.exists():
+            return None
+        _ask(path, info, [])
+    except ResidentError:
+        return None
+    return path
+
+
+def resident_embedder(
+    info: ModelInfo, fallback: Callable[[], QueryEmbedder], on_note: Callable[[str], None]
+) -> QueryEmbedder:
+    """*info*'s query embedder through its model server (started now if none runs), else the one
+    *fallback* loads in this process. Only for the ONNX export of a model (what the server loads)."""
+    from semsearch.models.resolve import export_dir_for
+
+    if not enabled() or os.environ.get("SEMSEARCH_BACKEND", "auto") == "torch":
+        return fallback()
+    if not (export_dir_for(info.fingerprint) / "export.json").is_file():
+        return fallback()
+    path = _connect_or_start(info, on_note)
+    return ResidentEmbedder(path, info, fallback) if path is not None else fallback()
+
+
+def _connect_or_start(info: ModelInfo, on_note: Callable[[str], None]) -> Path | None:
+    """The server of *info*'s model: the running one, else one started now and waited for (None:
+    it could not be started, or it did not answer within START_SECONDS)."""
+    found = connect(info)
+    if found is not None:
+        return found
+    try:
+        runtime_dir()
+        process = _start(info)
+    except (OSError, ResidentError) as exc:
+        on_note(f"the model server could not be started ({exc}); the query model loads here")
+        return None
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        found = connect(info)
+        if found is not None:
+            return found
+        if process.poll() is not None:
+            # It ended: another server took the lock (and is loading), or it failed.
+            found = _wait_for_other(info, deadline)
+            if found is None:
+                on_note("the model server stopped before answering; the query model loads here")
+            return found
+        time.sleep(0.01)
+    on_note("the model server did not answer in time; the query model loads here")
+    return None
+
+
+def _wait_for_other(info: ModelInfo, deadline: float) -> Path | None:
+    _, lock = _paths(info.fingerprint)
+    while time.monotonic() < deadline and _lock_held(lock):
+        found = connect(info)
+        if found is not None:
+            return found
+        time.sleep(0.01)
+    return connect(info)
+
+
+def _lock_held(lock: Path) -> bool:
+    import fcntl
+
+    try:
+        with open(lock, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+    except OSError:
+        return False
+
+
+def _start(info: ModelInfo) -> subprocess.Popen[bytes]:
+    """The server, as a process of its own session (a Ctrl-C at the terminal does not reach it)."""
+    command = [sys.executable, "-m", "semsearch", "model-server", "--model", json.dumps(asdict(info))]
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+def serve(
+    info: ModelInfo,
+    load: Callable[[ModelInfo], QueryEmbedder],
+    *,
+    idle: float | None = None,
+    on_note: Callable[[str], None] = lambda s: None,
+) -> int:
+    """Hold *info*'s query embedder (from *load*) and answer on its socket until *idle* seconds
+    pass without a request. 0: served and stopped; 1: another server holds the lock."""
+    import fcntl
+
+    idle = idle_seconds() if idle is None else idle
+    path, lock_path = _paths(info.fingerprint)
+    lock = open(lock_path, "a")  # noqa: SIM115 - held for the server's life
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 1
+        embedder = load(info)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a socket left by a server that died: the lock says none is running
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            os.chmod(path, 0o600)
+            listener.listen(16)
+            listener.settimeout(0.5)
+            _Server(listener, embedder, info, idle, on_note).run()
+        finally:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return 0
+    finally:
+        lock.close()
+
+
+class _Server:
+    def __init__(self, listener: socket.socket, embedder: Any, info: ModelInfo, idle: float,
+                 on_note: Callable[[str], None]) -> None:  # fmt: skip
+        self._listener = listener
+        self._embedder = embedder
+        self._info = info
+        self._idle = idle
+        self._on_note = on_note
+        self._last = time.monotonic()
+        self._busy = 0
+        self._lock = threading.Lock()  # one embedding at a time: requests are single queries
+        self._state = threading.Lock()
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                with self._state:
+                    if not self._busy and time.monotonic() - self._last > self._idle:
+                        return
+                continue
+            with self._state:
+                self._busy += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                conn.settimeout(CONNECT_SECONDS)
+                line = conn.makefile("rb").readline(MAX_REQUEST)
+                conn.settimeout(None)
+                conn.sendall(self._reply(line))
+        except OSError as exc:
+            self._on_note(f"a request failed: {exc}")
+        finally:
+            with self._state:
+                self._busy -= 1
+                self._last = time.monotonic()
+
+    def _reply(self, line: bytes) -> bytes:
+        import numpy as np
+
+        try:
+            request = json.loads(line)
+            texts = request["texts"]
+            if request.get("v") != VERSION or request.get("fingerprint") != self._info.fingerprint:
+                raise ValueError("another model or protocol")
+            if not isinstance(texts, list) or len(texts) > MAX_TEXTS or not all(isinstance(t, str) for t in texts):
+                raise ValueError("texts must be a list of at most 256 strings")
+        except (ValueError, KeyError, TypeError) as exc:
+            return json.dumps({"ok": False, "error": f"bad request: {exc}"}).encode() + b"\n"
+        if request.get("op") == "count":
+            count = getattr(self._embedder, "count_tokens", None)
+            with self._lock:
+                counts = [int(n) for n in count(texts)] if count is not None else [0 for _ in texts]
+            return json.dumps({"ok": True, "counts": counts}).encode() + b"\n"
+        if texts:
+            with self._lock:
+                vectors = np.asarray(self._embedder.embed_queries(texts), dtype="<f4")
+        else:
+            vectors = np.zeros((0, self._info.dim), dtype="<f4")
+        head = {"ok": True, "dim": int(vectors.shape[1]), "count": int(vectors.shape[0])}
+        return json.dumps(head).encode() + b"\n" + vectors.tobytes()

@@ -1,0 +1,152 @@
+"""The resident query model: a server over a Unix socket, its clients, and what happens when it fails."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write
+from fake_embedder import FakeEmbedder
+from test_e2e import corpus, run  # noqa: F401 - the session fixture: an index built by the real model
+
+from semsearch.models import resident
+from semsearch.models.base import ModelInfo
+
+INFO = ModelInfo(name="fake", fingerprint="sha256:fake-model", dim=FakeEmbedder().dim, max_tokens=256)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "rt"
+    monkeypatch.setenv("SEMSEARCH_RUNTIME_DIR", str(folder))
+    monkeypatch.setenv("SEMSEARCH_MODEL_SERVER", "1")
+    return folder
+
+
+def serving(info: ModelInfo = INFO, idle: float = 30.0) -> tuple[threading.Thread, list[int]]:
+    """A server of *info* in a thread of this process (a fake embedder), once its socket answers."""
+    code: list[int] = []
+    thread = threading.Thread(
+        target=lambda: code.append(resident.serve(info, lambda _: FakeEmbedder(), idle=idle)), daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while resident.connect(info) is None:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not come up"
+        time.sleep(0.01)
+    return thread, code
+
+
+def test_the_server_embeds_as_the_model_does(runtime: Path) -> None:
+    thread, _ = serving(idle=0.5)
+    path = resident.connect(INFO)
+    assert path is not None and path.parent == runtime
+    assert oct(os.stat(runtime).st_mode & 0o777) == "0o700" and oct(os.stat(path).st_mode & 0o777) == "0o600"
+    asked = resident.ResidentEmbedder(path, INFO, fallback=lambda: pytest.fail("the server was there"))
+    texts = ["harbour lantern", "copper pylon riddle", ""]
+    got = asked.embed_queries(texts)
+    assert got.dtype == np.float32 and np.array_equal(got, FakeEmbedder().embed_queries(texts))  # to the bit
+    assert asked.count_tokens(["one two three"]) == FakeEmbedder().count_tokens(["one two three"])
+    # Idle: it stops, and takes its socket with it.
+    thread.join(10)
+    assert not thread.is_alive() and not path.exists()
+
+
+def test_a_second_server_of_the_same_model_leaves_it_to_the_first(runtime: Path) -> None:
+    thread, _ = serving(idle=0.5)
+    assert resident.serve(INFO, lambda _: pytest.fail("loaded a second model"), idle=0.5) == 1
+    thread.join(10)
+
+
+def test_another_model_or_a_bad_request_gets_no_vectors(runtime: Path) -> None:
+    thread, _ = serving(idle=0.5)
+    path = resident.connect(INFO)
+    assert path is not None
+    other = ModelInfo(name="fake", fingerprint="sha256:another", dim=INFO.dim, max_tokens=256)
+    with pytest.raises(resident.ResidentError, match="another model"):
+        resident._ask(path, other, ["harbour"])  # its own socket would have another name: asked directly
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(str(path))
+        conn.sendall(b"not json\n")
+        assert b'"ok": false' in conn.makefile("rb").readline()
+    thread.join(10)
+
+
+def test_a_server_that_goes_away_is_replaced_by_the_model_here(runtime: Path) -> None:
+    thread, _ = serving(idle=0.3)
+    path = resident.connect(INFO)
+    assert path is not None
+    loaded: list[FakeEmbedder] = []
+
+    def fallback() -> FakeEmbedder:
+        loaded.append(FakeEmbedder())
+        return loaded[-1]
+
+    asked = resident.ResidentEmbedder(path, INFO, fallback)
+    first = asked.embed_queries(["harbour"])
+    thread.join(10)  # idle: gone
+    assert np.array_equal(asked.embed_queries(["harbour"]), first) and len(loaded) == 1
+
+
+def test_a_stale_socket_and_a_shared_folder_are_not_used(runtime: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import socket
+
+    path, _ = resident._paths(INFO.fingerprint)
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(path))  # bound, never listening: what a killed server leaves
+    dead.close()
+    assert resident.connect(INFO) is None
+    thread, _ = serving(idle=0.3)  # a new server takes the socket's place
+    assert resident.connect(INFO) == path
+    thread.join(10)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    monkeypatch.setenv("SEMSEARCH_RUNTIME_DIR", str(shared))
+    with pytest.raises(resident.ResidentError, match="not a private folder"):
+        resident.runtime_dir()
+    assert resident.connect(INFO) is None
+
+
+@pytest.mark.model
+def test_cli_queries_through_the_model_server_answer_as_without_it(corpus, tmp_path: Path) -> None:  # noqa: F811
+    root, env, _ = corpus
+    runtime = tmp_path / "rt"
+    served = {**env, "SEMSEARCH_MODEL_SERVER": "1", "SEMSEARCH_RUNTIME_DIR": str(runtime),
+              "SEMSEARCH_MODEL_SERVER_IDLE": "3"}  # fmt: skip
+    alone = {**env, "SEMSEARCH_MODEL_SERVER": "0", "SEMSEARCH_RUNTIME_DIR": str(runtime)}
+    asked = ["how do I enable https", "retry with exponential backoff"]
+    expected = [run(["query", q, "--json"], cwd=root, env=alone) for q in asked]
+    assert all(r.returncode == 0 for r in expected)
+    assert not runtime.exists() or not list(runtime.glob("*.sock"))  # none started when off
+    first = run(["query", asked[0], "--json"], cwd=root, env=served)  # starts the server
+    assert first.returncode == 0, first.stderr.decode()
+    sockets = list(runtime.glob("m-*.sock"))
+    assert len(sockets) == 1
+    again = [run(["query", q, "--json"], cwd=root, env=served) for q in asked]
+    # The same hits with the same scores to the last digit, and nothing more on stderr.
+    assert [r.stdout for r in again] == [r.stdout for r in expected] and first.stdout == expected[0].stdout
+    assert [r.stderr for r in again] == [r.stderr for r in expected]
+    pipe = run(["query", "-", "--json"], cwd=root, env=served, input="\n".join(asked).encode())
+    assert pipe.stdout == b"".join(r.stdout for r in expected)
+    # Idle for SEMSEARCH_MODEL_SERVER_IDLE seconds, it ends and removes its socket.
+    deadline = time.monotonic() + 30
+    while sockets[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not sockets[0].exists()
+
+
+def test_no_server_is_started_without_the_models_export(runtime: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("SEMSEARCH_CACHE", str(tmp_path / "empty-cache"))
+    write(tmp_path / "empty-cache" / "placeholder", "")
+    local = FakeEmbedder()
+    assert resident.resident_embedder(INFO, lambda: local, lambda note: pytest.fail(note)) is local
+    assert not list(runtime.glob("*.sock")) if runtime.exists() else True
