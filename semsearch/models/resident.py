@@ -21,7 +21,6 @@ import json
 import os
 import socket
 import stat
-import subprocess
 import sys
 import threading
 import time
@@ -33,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from semsearch.models.base import ModelInfo
 
 if TYPE_CHECKING:
+    import subprocess
+
     import numpy as np
 
     from semsearch.models.base import QueryEmbedder
@@ -82,10 +83,25 @@ def runtime_dir() -> Path:
 
 
 def _paths(fingerprint: str) -> tuple[Path, Path]:
-    """The server's socket and lock file for a model (short names: a socket path has ~100 bytes)."""
-    name = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+    """The server's socket and lock file for a model and this install of semsearch (each its own
+    server: one left by an older install never answers a newer one). Short names: a socket's
+    path may hold about 100 bytes."""
+    name = hashlib.sha256(f"{fingerprint}\0{_code_stamp()}".encode()).hexdigest()[:16]
     folder = runtime_dir()
     return folder / f"m-{name}.sock", folder / f"m-{name}.lock"
+
+
+def _code_stamp() -> str:
+    """This install's version, protocol and the model code's files (names, sizes, mtimes): a
+    server runs the code that embeds as this process would."""
+    from semsearch.version import __version__
+
+    here = Path(__file__).resolve().parent
+    parts = [__version__, str(VERSION), str(here)]
+    for file in sorted(here.glob("*.py")):
+        st = file.stat()
+        parts.append(f"{file.name}:{st.st_size}:{st.st_mtime_ns}")
+    return "\0".join(parts)
 
 
 # -- the client ------------------------------------------------------------------------------
@@ -243,16 +259,23 @@ def _lock_held(lock: Path) -> bool:
 
 
 def _start(info: ModelInfo) -> subprocess.Popen[bytes]:
-    """The server, as a process of its own session (a Ctrl-C at the terminal does not reach it)."""
+    """The server, as a process of its own session (a Ctrl-C at the terminal does not reach it),
+    in ``/`` (it keeps no folder of the user's busy), its messages in a log beside its socket."""
+    import subprocess
+
     command = [sys.executable, "-m", "semsearch", "model-server", "--model", json.dumps(asdict(info))]
-    return subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
-    )
+    socket_path, _ = _paths(info.fingerprint)
+    with open(socket_path.with_suffix(".log"), "wb") as log:
+        os.chmod(log.name, 0o600)
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            cwd="/",
+            start_new_session=True,
+            close_fds=True,
+        )
 
 
 # -- the server ------------------------------------------------------------------------------
