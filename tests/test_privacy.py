@@ -23,12 +23,18 @@ def run(*args: str):
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     attempts: list[object] = []
+    local_connect = socket.socket.connect
 
     def refuse(*args: object, **kwargs: object) -> None:
         attempts.append(args)
         raise OSError("network access is not allowed in this test")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    def local_only(self: socket.socket, address: object) -> None:
+        if self.family == socket.AF_UNIX:  # a socket file of this user's (the model server): no network
+            return local_connect(self, address)  # type: ignore[arg-type]
+        return refuse(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", local_only)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
@@ -66,18 +72,24 @@ def test_index_and_query_without_network(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.model
+@pytest.mark.parametrize("model_server", ["0", "1"])
 def test_real_model_index_and_query_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    no_network: list[object]) -> None:
+                                                    no_network: list[object], model_server: str) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # even when allowed to try, nothing may connect
+    monkeypatch.setenv("SEMSEARCH_MODEL_SERVER", model_server)  # its own process: AF_UNIX only (resident.py)
+    monkeypatch.setenv("SEMSEARCH_MODEL_SERVER_IDLE", "2")
+    monkeypatch.setenv("SEMSEARCH_RUNTIME_DIR", str(tmp_path / "rt"))
     write(tmp_path / "docs" / "a.txt", "The heron waits in the shallows for fish.")
     write(tmp_path / "docs" / "b.txt", "Compilers translate source code into machine code.")
     monkeypatch.chdir(tmp_path)
     result = run("index", "docs")
     assert result.exit_code == 0, result.output
-    result = run("query", "a bird catching fish", "-k", "1", "--json")
-    assert result.exit_code == 0, result.output
-    assert "a.txt" in json.loads(result.stdout)["path"]
+    for _ in range(2):  # with the server: the first starts it, the second asks it
+        result = run("query", "a bird catching fish", "-k", "1", "--json")
+        assert result.exit_code == 0, result.output
+        assert "a.txt" in json.loads(result.stdout)["path"]
     assert no_network == []
+    assert len(list((tmp_path / "rt").glob("*.sock"))) == (1 if model_server == "1" else 0)
 
 
 def test_no_pickle_anywhere() -> None:
