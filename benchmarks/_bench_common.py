@@ -186,6 +186,9 @@ def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.pop("SEMSEARCH_INDEX", None)
     env.pop("SEMSEARCH_MODE", None)
     env.pop("SEMSEARCH_BACKEND", None)
+    # Every cold query loads its own model (as the figures before the model server did, and as an
+    # older revision run beside this tree does); bench_query.py measures the server on purpose.
+    env["SEMSEARCH_MODEL_SERVER"] = "0"
     if extra:
         env.update(extra)
     return env

@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     runtime = args.work / "runtime"
     shutil.rmtree(runtime, ignore_errors=True)
     runtime.mkdir(mode=0o700, parents=True)
-    env = bench_env({"SEMSEARCH_RUNTIME_DIR": str(runtime), "SEMSEARCH_MODEL_SERVER_IDLE": "60"})
+    env = bench_env({"SEMSEARCH_RUNTIME_DIR": str(runtime), "SEMSEARCH_MODEL_SERVER_IDLE": "60",
+                     "SEMSEARCH_MODEL_SERVER": "1"})
     alone_env = {**env, "SEMSEARCH_MODEL_SERVER": "0"}
     index_dir, build_seconds = ensure_index(args.data, args.work, args.index)
     print(f"index: {index_dir}" + (f" (built in {fmt_s(build_seconds)})" if build_seconds else ""))
