@@ -150,3 +150,31 @@ def test_no_server_is_started_without_the_models_export(runtime: Path, tmp_path:
     local = FakeEmbedder()
     assert resident.resident_embedder(INFO, lambda: local, lambda note: pytest.fail(note)) is local
     assert not list(runtime.glob("*.sock")) if runtime.exists() else True
+
+
+def _fake_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from semsearch.models.resolve import export_dir_for
+
+    monkeypatch.setenv("SEMSEARCH_CACHE", str(tmp_path / "cache"))
+    write(export_dir_for(INFO.fingerprint) / "export.json", "{}")  # looks exported; loads nothing
+
+
+def test_a_server_that_cannot_start_leaves_the_query_to_the_model_here(runtime: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    _fake_export(tmp_path, monkeypatch)
+    local = FakeEmbedder()
+    notes: list[str] = []
+    # The server process starts, fails to load the (fake) model and ends: the note names its log.
+    assert resident.resident_embedder(INFO, lambda: local, notes.append) is local
+    assert len(notes) == 1 and "stopped before answering" in notes[0] and "SEMSEARCH_MODEL_SERVER=0" in notes[0]
+    log = next(runtime.glob("m-*.log"))
+    assert oct(log.stat().st_mode & 0o777) == "0o600" and log.read_text().strip()
+    # A folder others may enter is never used.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    monkeypatch.setenv("SEMSEARCH_RUNTIME_DIR", str(shared))
+    notes.clear()
+    assert resident.resident_embedder(INFO, lambda: local, notes.append) is local
+    assert len(notes) == 1 and "could not be started" in notes[0] and "not a private folder" in notes[0]
+    assert list(shared.iterdir()) == []

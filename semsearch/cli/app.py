@@ -579,7 +579,12 @@ def model_server_command(
     from semsearch.models.resident import serve
 
     info = ModelInfo(**json.loads(model))
-    raise typer.Exit(serve(info, lambda known: query_embedder(known, threads=1), idle=idle))
+    try:
+        code = serve(info, lambda known: query_embedder(known, threads=1), idle=idle)
+    except SemsearchError as exc:
+        console.fail(describe(exc))  # into the server's log
+        return
+    raise typer.Exit(code)
 
 
 @app.command("mcp")

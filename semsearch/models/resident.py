@@ -47,6 +47,7 @@ MAX_TEXTS = 256
 ENV_SWITCH = "SEMSEARCH_MODEL_SERVER"  # "0": never use or start one
 ENV_IDLE = "SEMSEARCH_MODEL_SERVER_IDLE"
 ENV_DIR = "SEMSEARCH_RUNTIME_DIR"
+_OFF = f" ({ENV_SWITCH}=0 stops trying)"
 
 
 class ResidentError(Exception):
@@ -215,7 +216,7 @@ def _connect_or_start(info: ModelInfo, on_note: Callable[[str], None]) -> Path |
         runtime_dir()
         process = _start(info)
     except (OSError, ResidentError) as exc:
-        on_note(f"the model server could not be started ({exc}); the query model loads here")
+        on_note(f"the model server could not be started ({exc}); the query model loads here{_OFF}")
         return None
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
@@ -226,10 +227,11 @@ def _connect_or_start(info: ModelInfo, on_note: Callable[[str], None]) -> Path |
             # It ended: another server took the lock (and is loading), or it failed.
             found = _wait_for_other(info, deadline)
             if found is None:
-                on_note("the model server stopped before answering; the query model loads here")
+                log = _paths(info.fingerprint)[0].with_suffix(".log")
+                on_note(f"the model server stopped before answering (see {log}); the query model loads here{_OFF}")
             return found
         time.sleep(0.01)
-    on_note("the model server did not answer in time; the query model loads here")
+    on_note(f"the model server did not answer in time; the query model loads here{_OFF}")
     return None
 
 

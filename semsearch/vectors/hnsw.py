@@ -229,9 +229,8 @@ class HnswIndex:
         candidates to explore (the ef of a graph this size, :func:`search_ef`), none more than
         the vectors a search can reach.
 
-        A filtered search explores as an unfiltered one does: searched at the ef of a graph of
-        only the subset's size, recall@10 fell to 0.957-0.967 for subsets of 10 % and 50 % of
-        1,000,000 vectors (against 0.98-0.99), with queries that found none of their ten.
+        A filtered search explores as an unfiltered one of the whole graph does: at the ef of a
+        graph of only the subset's size, it missed the recall target (benchmarks/RESULTS.md).
         """
         reachable = min(self._live, len(within)) if within is not None else self._live
         k = max(1, min(k, reachable))
@@ -303,8 +302,7 @@ class HnswIndex:
             bounds = [0, *starts.tolist(), len(slots)]
             scores = np.concatenate([vectors[slots[a] : slots[a] + (b - a)] @ q for a, b in itertools.pairwise(bounds)])
         else:
-            # Copied out a block at a time: a block stays in the cache while it is scored (a
-            # copy of them all was twice as slow at 50,000).
+            # Copied out a block at a time: a block stays in the cache while it is scored.
             scores = np.empty(len(slots), dtype=np.float32)
             for a in range(0, len(slots), GATHER_BLOCK):
                 scores[a : a + GATHER_BLOCK] = vectors[slots[a : a + GATHER_BLOCK]] @ q
