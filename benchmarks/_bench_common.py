@@ -12,7 +12,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,19 @@ class Run:
     stderr: bytes
 
 
+# Runs a command and reports its wall time and peak RSS on the fd it is given. A child's ru_maxrss includes the
+# memory of the process it was forked from (the kernel keeps the high-water mark across exec): a
+# benchmark holding a million vectors would add them to every child's figure, so children are
+# started from this small launcher (about 10 MB, the floor of every RSS figure).
+LAUNCHER = """
+import os, sys, time
+started = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+os.write(int(sys.argv[1]), f"{time.perf_counter() - started} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}".encode())
+"""
+
+
 def run_child(
     cmd: list[str],
     *,
@@ -60,32 +72,34 @@ def run_child(
     check: bool = True,
     timeout: float | None = None,
 ) -> Run:
-    """Run ``cmd`` to completion; wall time from just before fork to reaping, and its own peak RSS."""
+    """Run ``cmd`` to completion; wall time from just before its spawn to reaping, and its own
+    peak RSS (through :data:`LAUNCHER`)."""
+    import signal
     import tempfile
 
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
+        read_end, write_end = os.pipe()
         try:
-            started = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdin=stdin, stdout=out, stderr=err, env=env, cwd=cwd)
-            deadline = None if timeout is None else started + timeout
-            while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG if deadline else 0)
-                if pid:
-                    break
-                if deadline and time.perf_counter() > deadline:
-                    proc.kill()
-                    pid, status, usage = os.wait4(proc.pid, 0)
-                    break
-                time.sleep(0.01)
-            seconds = time.perf_counter() - started
+            proc = subprocess.Popen([PYTHON, "-c", LAUNCHER, str(write_end), *cmd], stdin=stdin, stdout=out,
+                                    stderr=err, env=env, cwd=cwd, pass_fds=(write_end,), start_new_session=True)
+            os.close(write_end)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            report = os.read(read_end, 200).decode().split()
         finally:
+            os.close(read_end)
             if stdin_path:
                 stdin.close()
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        result = Run(seconds, int(usage.ru_maxrss), proc.returncode, out.read(), err.read())
+        if len(report) == 3:
+            result = Run(float(report[0]), int(report[1]), int(report[2]), out.read(), err.read())
+        else:  # killed, or the launcher failed
+            result = Run(float("nan"), 0, proc.returncode if proc.returncode else -9, out.read(), err.read())
     if check and result.returncode not in (0, 1):  # semsearch: 1 = nothing found
         raise RuntimeError(
             f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr.decode(errors='replace')[-3000:]}"
