@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -12,6 +15,12 @@ from fake_embedder import FAKE_DIM, FakeEmbedder
 
 from semsearch.models import ModelInfo, ModelOptions, register_model, unregister_model
 from semsearch.store import IndexReader
+
+# No model server unless a test asks for one, and never in the user's folder: set for the whole
+# run (session fixtures build their subprocesses' environment before any per-test patch applies).
+os.environ["SEMSEARCH_MODEL_SERVER"] = "0"
+os.environ["SEMSEARCH_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="semsearch-test-runtime-")  # 0700
+atexit.register(shutil.rmtree, os.environ["SEMSEARCH_RUNTIME_DIR"], True)
 
 
 def check_fts(index_dir: Path) -> None:
@@ -80,11 +89,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.delenv("SEMSEARCH_INDEX", raising=False)
     monkeypatch.delenv("SEMSEARCH_MODEL", raising=False)
     monkeypatch.delenv("SEMSEARCH_MODE", raising=False)
-    # No model server unless a test asks for one, and then in a folder of its own.
-    monkeypatch.setenv("SEMSEARCH_MODEL_SERVER", "0")
-    runtime = tmp_path_factory.getbasetemp() / "runtime"
-    runtime.mkdir(mode=0o700, exist_ok=True)
-    monkeypatch.setenv("SEMSEARCH_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("SEMSEARCH_MODEL_SERVER", "0")  # as set above, whatever an earlier test changed
 
 
 def write(path: Path, text: str | bytes) -> Path:

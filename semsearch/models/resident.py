@@ -249,7 +249,7 @@ def _lock_held(lock: Path) -> bool:
     import fcntl
 
     try:
-        with open(lock, "a") as handle:
+        with _open_lock(lock) as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -258,6 +258,10 @@ def _lock_held(lock: Path) -> bool:
             return False
     except OSError:
         return False
+
+
+def _open_lock(path: Path) -> Any:
+    return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
 
 
 def _start(info: ModelInfo) -> subprocess.Popen[bytes]:
@@ -296,7 +300,7 @@ def serve(
 
     idle = idle_seconds() if idle is None else idle
     path, lock_path = _paths(info.fingerprint)
-    lock = open(lock_path, "a")  # noqa: SIM115 - held for the server's life
+    lock = _open_lock(lock_path)  # held for the server's life
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
