@@ -178,3 +178,32 @@ def test_a_server_that_cannot_start_leaves_the_query_to_the_model_here(runtime: 
     assert resident.resident_embedder(INFO, lambda: local, notes.append) is local
     assert len(notes) == 1 and "could not be started" in notes[0] and "not a private folder" in notes[0]
     assert list(shared.iterdir()) == []
+
+
+def test_a_terminated_server_removes_its_socket(runtime: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from fake_embedder import FakeEmbedder\n"
+        "from semsearch.models import resident\n"
+        "from semsearch.models.base import ModelInfo\n"
+        f"info = ModelInfo(name='fake', fingerprint={INFO.fingerprint!r}, dim={INFO.dim}, max_tokens=256)\n"
+        "sys.exit(resident.serve(info, lambda _: FakeEmbedder(), idle=60))\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", script, str(Path(__file__).parent)], env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 20
+        while resident.connect(INFO) is None:
+            assert time.monotonic() < deadline and server.poll() is None, "the server did not come up"
+            time.sleep(0.02)
+        path = resident.connect(INFO)
+        assert path is not None and path.exists()
+        server.send_signal(signal.SIGTERM)  # what `pkill -f "semsearch model-server"` sends
+        assert server.wait(10) == 0
+        assert not path.exists()
+    finally:
+        if server.poll() is None:
+            server.kill()

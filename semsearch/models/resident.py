@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
 import stat
 import sys
@@ -307,6 +308,9 @@ def serve(
         except BlockingIOError:
             return 1
         embedder = load(info)
+        if threading.current_thread() is threading.main_thread():
+            # `pkill -f "semsearch model-server"` (SIGTERM): stop as when idle, socket removed.
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a socket left by a server that died: the lock says none is running
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
