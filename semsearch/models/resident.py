@@ -43,6 +43,7 @@ VERSION = 1
 IDLE_SECONDS = 900.0  # a server with no request for this long exits
 START_SECONDS = 20.0  # how long a query waits for the server it started before embedding itself
 CONNECT_SECONDS = 2.0  # a connected server that answers slower than this is not used
+ANSWER_SECONDS = 60.0  # a server that takes longer over a query is given up (the model here answers)
 MAX_REQUEST = 1 << 20  # bytes of one request line
 MAX_TEXTS = 256
 ENV_SWITCH = "SEMSEARCH_MODEL_SERVER"  # "0": never use or start one
@@ -147,7 +148,7 @@ def _ask(path: Path, info: ModelInfo, texts: list[str]) -> np.ndarray:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(CONNECT_SECONDS)
             conn.connect(str(path))
-            conn.settimeout(None if texts else CONNECT_SECONDS)  # a long query list may take a while
+            conn.settimeout(ANSWER_SECONDS if texts else CONNECT_SECONDS)
             conn.sendall(request)
             stream = conn.makefile("rb")
             head = json.loads(stream.readline(MAX_REQUEST) or b"{}")
