@@ -16,6 +16,7 @@ little-endian float32, or ``{"ok": false, "error": ...}``. An empty ``texts`` is
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -94,9 +95,10 @@ def _paths(fingerprint: str) -> tuple[Path, Path]:
     return folder / f"m-{name}.sock", folder / f"m-{name}.lock"
 
 
+@functools.cache
 def _code_stamp() -> str:
     """This install's version, protocol and the model code's files (names, sizes, mtimes): a
-    server runs the code that embeds as this process would."""
+    server runs the code that embeds as this process would. Taken once per process."""
     from semsearch.version import __version__
 
     here = Path(__file__).resolve().parent
@@ -140,57 +142,79 @@ class ResidentEmbedder:
         return list(count(texts)) if count is not None else [0 for _ in texts]
 
 
+def _exchange(
+    path: Path, info: ModelInfo, texts: list[str], op: str | None, timeout: float
+) -> tuple[dict[str, Any], Any]:
+    """Send one request to the server at *path*: its reply's JSON head (``ok`` checked) and the
+    stream the rest of the reply follows on (read it inside the caller's ``with``)."""
+    request: dict[str, Any] = {"v": VERSION, "fingerprint": info.fingerprint, "texts": texts}
+    if op is not None:
+        request["op"] = op
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(CONNECT_SECONDS)
+        conn.connect(str(path))
+        conn.settimeout(timeout)
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        stream = conn.makefile("rb")
+        head = json.loads(stream.readline(MAX_REQUEST) or b"{}")
+    except (OSError, ValueError) as exc:
+        conn.close()
+        raise ResidentError(str(exc)) from None
+    conn.close()  # the stream keeps the socket open until it is closed
+    if not isinstance(head, dict) or not head.get("ok"):
+        stream.close()
+        raise ResidentError(str(head.get("error", "no reply") if isinstance(head, dict) else "a bad reply"))
+    return head, stream
+
+
 def _ask(path: Path, info: ModelInfo, texts: list[str]) -> np.ndarray:
     import numpy as np
 
-    request = json.dumps({"v": VERSION, "fingerprint": info.fingerprint, "texts": texts}).encode() + b"\n"
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(CONNECT_SECONDS)
-            conn.connect(str(path))
-            conn.settimeout(ANSWER_SECONDS if texts else CONNECT_SECONDS)
-            conn.sendall(request)
-            stream = conn.makefile("rb")
-            head = json.loads(stream.readline(MAX_REQUEST) or b"{}")
-            if not head.get("ok"):
-                raise ResidentError(str(head.get("error", "no reply")))
+    head, stream = _exchange(path, info, texts, None, ANSWER_SECONDS if texts else CONNECT_SECONDS)
+    with stream:
+        try:
             dim, count = int(head["dim"]), int(head["count"])
             if dim != info.dim or count != len(texts):
                 raise ResidentError(f"a reply of {count} x {dim} for {len(texts)} x {info.dim}")
             body = stream.read(dim * count * 4)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ResidentError(str(exc)) from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ResidentError(str(exc)) from None
     if len(body) != dim * count * 4:
         raise ResidentError("a short reply")
     return np.frombuffer(body, dtype="<f4").reshape(count, dim).astype(np.float32)
 
 
 def _count(path: Path, info: ModelInfo, texts: list[str]) -> list[int]:
-    request = {"v": VERSION, "fingerprint": info.fingerprint, "texts": texts, "op": "count"}
+    head, stream = _exchange(path, info, texts, "count", CONNECT_SECONDS)
+    stream.close()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(CONNECT_SECONDS)
-            conn.connect(str(path))
-            conn.sendall(json.dumps(request).encode() + b"\n")
-            head = json.loads(conn.makefile("rb").readline(MAX_REQUEST) or b"{}")
-        counts = [int(n) for n in head["counts"]] if head.get("ok") else None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ResidentError(str(exc)) from None
-    if counts is None or len(counts) != len(texts):
-        raise ResidentError(str(head.get("error", "a bad reply")))
+        counts = [int(n) for n in head["counts"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ResidentError(f"a bad reply ({exc})") from None
+    if len(counts) != len(texts):
+        raise ResidentError("a bad reply")
     return counts
+
+
+def _up(path: Path, info: ModelInfo) -> bool:
+    """Whether a server of *info*'s model answers a handshake at *path*."""
+    if not path.exists():
+        return False
+    try:
+        _ask(path, info, [])
+    except ResidentError:
+        return False
+    return True
 
 
 def connect(info: ModelInfo) -> Path | None:
     """The socket of a running server of *info*'s model, if one answers a handshake."""
     try:
         path, _ = _paths(info.fingerprint)
-        if not path.exists():
-            return None
-        _ask(path, info, [])
-    except ResidentError:
+    except (OSError, ResidentError):
         return None
-    return path
+    return path if _up(path, info) else None
 
 
 def resident_embedder(
@@ -211,40 +235,28 @@ def resident_embedder(
 def _connect_or_start(info: ModelInfo, on_note: Callable[[str], None]) -> Path | None:
     """The server of *info*'s model: the running one, else one started now and waited for (None:
     it could not be started, or it did not answer within START_SECONDS)."""
-    found = connect(info)
-    if found is not None:
-        return found
     try:
-        runtime_dir()
-        process = _start(info)
+        path, lock = _paths(info.fingerprint)
+        if _up(path, info):
+            return path
+        process = _start(info, path.with_suffix(".log"))
     except (OSError, ResidentError) as exc:
         on_note(f"the model server could not be started ({exc}); the query model loads here{_OFF}")
         return None
     deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        found = connect(info)
-        if found is not None:
-            return found
-        if process.poll() is not None:
-            # It ended: another server took the lock (and is loading), or it failed.
-            found = _wait_for_other(info, deadline)
-            if found is None:
-                log = _paths(info.fingerprint)[0].with_suffix(".log")
-                on_note(f"the model server stopped before answering (see {log}); the query model loads here{_OFF}")
-            return found
+    # Until it answers; if it ends first, another server took the lock (and is loading) or it failed.
+    while time.monotonic() < deadline and (process.poll() is None or _lock_held(lock)):
+        if _up(path, info):
+            return path
         time.sleep(0.01)
-    on_note(f"the model server did not answer in time; the query model loads here{_OFF}")
+    if _up(path, info):
+        return path
+    if process.poll() is None:
+        on_note(f"the model server did not answer in time; the query model loads here{_OFF}")
+    else:
+        log = path.with_suffix(".log")
+        on_note(f"the model server stopped before answering (see {log}); the query model loads here{_OFF}")
     return None
-
-
-def _wait_for_other(info: ModelInfo, deadline: float) -> Path | None:
-    _, lock = _paths(info.fingerprint)
-    while time.monotonic() < deadline and _lock_held(lock):
-        found = connect(info)
-        if found is not None:
-            return found
-        time.sleep(0.01)
-    return connect(info)
 
 
 def _lock_held(lock: Path) -> bool:
@@ -266,14 +278,13 @@ def _open_lock(path: Path) -> Any:
     return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
 
 
-def _start(info: ModelInfo) -> subprocess.Popen[bytes]:
+def _start(info: ModelInfo, log_path: Path) -> subprocess.Popen[bytes]:
     """The server, as a process of its own session (a Ctrl-C at the terminal does not reach it),
-    in ``/`` (it keeps no folder of the user's busy), its messages in a log beside its socket."""
+    in ``/`` (it keeps no folder of the user's busy), its messages in *log_path*."""
     import subprocess
 
     command = [sys.executable, "-m", "semsearch", "model-server", "--model", json.dumps(asdict(info))]
-    socket_path, _ = _paths(info.fingerprint)
-    with open(socket_path.with_suffix(".log"), "wb") as log:
+    with open(log_path, "wb") as log:
         os.chmod(log.name, 0o600)
         return subprocess.Popen(
             command,
