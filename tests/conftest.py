@@ -89,7 +89,6 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.delenv("SEMSEARCH_INDEX", raising=False)
     monkeypatch.delenv("SEMSEARCH_MODEL", raising=False)
     monkeypatch.delenv("SEMSEARCH_MODE", raising=False)
-    monkeypatch.setenv("SEMSEARCH_MODEL_SERVER", "0")  # as set above, whatever an earlier test changed
 
 
 def write(path: Path, text: str | bytes) -> Path:

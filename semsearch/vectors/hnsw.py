@@ -377,11 +377,15 @@ def _cpus() -> int:
 
 
 def _in_place_is_cheaper(n: int, runs: int) -> bool:
-    return EXACT_US_VECTOR * n + EXACT_US_RUN * runs <= GATHER_US_VECTOR * n
+    return _in_place_cost(n, runs) <= GATHER_US_VECTOR * n
+
+
+def _in_place_cost(n: int, runs: int) -> float:
+    return EXACT_US_VECTOR * n + EXACT_US_RUN * runs
 
 
 def _exact_cost(n: int, runs: int) -> float:
-    return min(EXACT_US_VECTOR * n + EXACT_US_RUN * runs, GATHER_US_VECTOR * n)
+    return min(_in_place_cost(n, runs), GATHER_US_VECTOR * n)
 
 
 def _exact_is_cheaper(within: Subset, total: int, ef: int) -> bool:
