@@ -6,7 +6,13 @@ scopes of 0.1 % (one folder, as a path), 1 %, 10 % and 50 % (globs over the fold
 the files spread over every folder (globs on the file numbers), whose ids are runs of about 10. The searches are warm (after the mapped searches of a new process, the
 graph loaded), the filtered ones interleaved with the unfiltered one query by query; the first
 search of each scope is reported apart (its subset, and for a narrow scope the id-to-slot map
-of the vector file). Every filtered search must return k hits, all in scope.
+of the vector file). Every filtered search must return k hits, all in scope. Then recall@10 of
+each scope's semantic hits against an exact search over the scope (the engine made to read
+every vector of it), and the way the engine took (exact, sketch or graph: ``hnsw._scoped_way``,
+where the tree has it).
+
+Run it with PYTHONPATH set to another tree (a git worktree) to measure that tree on the same
+project: a tree from before sketches reads the index without them.
 
 Usage:
     python benchmarks/bench_scale.py --sizes 1000000 --keep
@@ -79,9 +85,49 @@ def main(argv: list[str] | None = None) -> int:
                                            "first_s": firsts[name]}
                 print(f"{mode:8s} {name:28s} p50 {p50 * 1000:7.1f} ms  {p50 / base:5.2f}x  "
                       f"hits >= {fewest[name]}  first {firsts[name]:.3f} s", flush=True)
+        recall_and_ways(index, scopes, queries, out)
     if args.json_out:
         args.json_out.write_text(json.dumps(out, indent=1))
     return 0
+
+
+def recall_and_ways(index, scopes: dict[str, dict], queries: list[str], out: dict[str, dict]) -> None:
+    """Per scope: recall@10 of the semantic hits against an exact search over the scope, and the
+    ways the engine took (recorded by wrapping ``hnsw._scoped_way`` where the tree has it)."""
+    from semsearch.vectors import hnsw
+
+    ways: list[str] = []
+    chooser = getattr(hnsw, "_scoped_way", None)
+    if chooser is not None:
+        def recorded(*args):
+            way = chooser(*args)
+            ways.append(way)
+            return way
+        hnsw._scoped_way = recorded
+    for name, scope in scopes.items():
+        if not scope:
+            continue
+        ways.clear()
+        found = [{(h.chunk.path, h.chunk.ordinal) for h in index.search(q, k=10, mode="semantic", **scope)}
+                 for q in queries]
+        taken = sorted(set(ways)) or ["n/a"]
+        saved = hnsw.EXACT_ALWAYS
+        hnsw.EXACT_ALWAYS = 1 << 62  # every scope read exactly
+        if chooser is not None:
+            hnsw._scoped_way = chooser
+        try:
+            truth = [{(h.chunk.path, h.chunk.ordinal) for h in index.search(q, k=10, mode="semantic", **scope)}
+                     for q in queries]
+        finally:
+            hnsw.EXACT_ALWAYS = saved
+            if chooser is not None:
+                hnsw._scoped_way = recorded
+        recall = statistics.mean(len(f & t) / max(1, len(t)) for f, t in zip(found, truth, strict=True))
+        worst = min(len(f & t) / max(1, len(t)) for f, t in zip(found, truth, strict=True))
+        out[f"semantic / {name}"] |= {"recall_at_10": recall, "worst_recall": worst, "ways": taken}
+        print(f"recall@10 {name:28s} {recall:.4f} (worst query {worst:.1f})  way: {', '.join(taken)}", flush=True)
+    if chooser is not None:
+        hnsw._scoped_way = chooser
 
 
 if __name__ == "__main__":

@@ -600,7 +600,7 @@ class Index:
                 changed_since=disk.changed if disk else None,
                 missing_since=disk.missing if disk else None,
                 new_since=disk.new if disk else None,
-                vector_segments=len(reader.layout.files()),
+                vector_segments=len(reader.layout.segment_states()),
                 vector_tombstones=reader.layout.tombstones,
                 problems=reader.verify() if verify else None,
             )

@@ -115,7 +115,7 @@ class ExactBackend:
     def create(self, dim: int, capacity: int, params: Mapping[str, Any]) -> ExactIndex:
         return ExactIndex(dim)
 
-    def verify(self, path: Path, state: Mapping[str, str], dim: int) -> None:
+    def verify(self, path: Path, state: Mapping[str, str], dim: int, *, sketch_file: Path | None = None) -> None:
         self.open(path, state, dim, {})  # the whole file is read and hashed on every open
 
     def open(
@@ -127,6 +127,7 @@ class ExactBackend:
         *,
         extra_capacity: int | None = None,
         shown: Path | None = None,
+        sketch_file: Path | None = None,  # this engine writes no sketch
     ) -> ExactIndex:
         name = shown or path
         try:

@@ -33,8 +33,12 @@ def run(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
-def only(index: Path, prefix: str) -> Path:
-    (found,) = [p for p in index.iterdir() if p.name.startswith(prefix) and not p.name.endswith(("-wal", "-shm"))]
+def only(index: Path, prefix: str, suffix: str = "") -> Path:
+    """The one file of *index* named *prefix*...*suffix* (without *suffix*: a vector file's sketch apart)."""
+    names = [p for p in index.iterdir() if p.name.startswith(prefix) and not p.name.endswith(("-wal", "-shm"))]
+    (found,) = [p for p in names if p.name.endswith(suffix)] if suffix else [
+        p for p in names if not p.name.endswith(".sketch")
+    ]
     return found
 
 
@@ -146,6 +150,28 @@ def test_missing_files(project: Path) -> None:
     db.unlink()
     assert_clean_error(run("query", "violin"), db.name)
     assert_recovers(project, "docs")
+
+
+@pytest.mark.parametrize("damage", [*sorted(DAMAGE), "missing"])
+def test_a_damaged_sketch_costs_only_its_shortcut(project: Path, damage: str) -> None:
+    """A vector file's sketch only speeds up scoped searches: damaged or gone, every answer is
+    the same, `status --verify` names it in one line, and the next rebuild writes it again."""
+    index = project / ".semsearch"
+    before = [run("query", "violin lessons", "--json").stdout, run("query", "rivers", "--glob", "*.txt").stdout]
+    path = only(index, "vectors-", ".sketch")
+    if damage == "missing":
+        path.unlink()
+    else:
+        DAMAGE[damage](path)
+    assert [run("query", "violin lessons", "--json").stdout, run("query", "rivers", "--glob", "*.txt").stdout] == before
+    result = run("status", "--verify")
+    assert result.exit_code != 0
+    named = [line for line in result.output.splitlines() if path.name in line]
+    assert len(named) == 1 and ("missing" in named[0] or "damaged" in named[0] or "checksum" in named[0]), result.output
+    assert run("index", "-q").exit_code == 0
+    assert_recovers(project)
+    assert only(index, "vectors-", ".sketch").is_file()
+    assert run("status", "--verify").exit_code == 0
 
 
 def test_garbage_wal_and_building_files_are_harmless(project: Path) -> None:

@@ -14,6 +14,7 @@ from semsearch import Index
 from semsearch.errors import IndexCorruptError
 from semsearch.vectors import Subset, hnsw
 from semsearch.vectors.hnswfile import HEADER, MappedGraph
+from semsearch.vectors.sketch import Sketch
 
 DIM = 32
 
@@ -175,8 +176,96 @@ def test_a_scoped_search_takes_the_cheaper_way() -> None:
     ef = hnsw.search_ef(128, total)
     folders = Subset(np.arange(600_000, 700_000, dtype=np.int64), total)  # 10 %: one run
     files = Subset((np.arange(0, total, 500)[:, None] + np.arange(10)).ravel(), total)  # 2 %: runs of 10
-    spread = Subset(np.arange(0, total, 2, dtype=np.int64), total)  # 50 %: runs of one
-    assert folders.runs == 1 and files.runs == total // 500 and spread.runs == total // 2
-    assert hnsw._exact_is_cheaper(folders, total, ef) and hnsw._exact_is_cheaper(files, total, ef)
-    assert not hnsw._exact_is_cheaper(spread, total, ef)
-    assert hnsw._exact_is_cheaper(Subset(np.arange(0, 4096, 2, dtype=np.int64), total), total, ef)  # tiny
+    spread = Subset((np.arange(0, total, 100)[:, None] + np.arange(10)).ravel(), total)  # 10 %: runs of 10
+    half = Subset(np.arange(0, total, 2, dtype=np.int64), total)  # 50 %: runs of one
+    assert folders.runs == 1 and files.runs == total // 500 and half.runs == total // 2
+    for sketched in (False, True):
+        assert hnsw._scoped_way(Subset(np.arange(0, 4096, 2, dtype=np.int64), total), total, ef, sketched) == "exact"
+        assert hnsw._scoped_way(half, total, ef, sketched) == "graph"  # the graph past a third
+    # Without a sketch, files are read exactly up to a few %, past that the graph (as wide
+    # folders are); with one, the nearest sketches of files anywhere are read.
+    assert hnsw._scoped_way(files, total, ef, False) == "exact"
+    assert hnsw._scoped_way(folders, total, ef, False) == "exact"
+    for scope in (files, spread, folders):
+        assert hnsw._scoped_way(scope, total, ef, True) == "sketch"
+
+
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    """Unit vectors in tight clusters of a low-dimensional subspace (as sentence embeddings are)."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.standard_normal((dim, 24)))[0].T
+    centres = rng.standard_normal((200, dim))
+    points = centres[rng.integers(0, 200, n)] + 1.5 * rng.standard_normal((n, 24)) @ basis
+    points += 0.3 * rng.standard_normal((n, dim))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def sketched_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], np.ndarray]:
+    """A saved 384-dimensional graph of 20,000 vectors (labels are not slots) and its sketch;
+    40 more points of the same clusters are the queries (``data[20_000:]``)."""
+    folder = tmp_path_factory.mktemp("sketched")
+    drawn = clustered(20_040, 384, 3)
+    made = hnsw.BACKEND.create(384, 20_000, {})
+    made.add(np.arange(20_000, dtype=np.int64) * 2 + 7, drawn[:20_000])
+    made.remove([7, 9])
+    return folder, made.save(folder, "v.hnsw"), drawn
+
+
+def test_a_saved_graph_has_a_sketch_of_its_labels_and_signs(sketched_file) -> None:
+    folder, state, _ = sketched_file
+    assert state["vector_sketch"] == "v.hnsw.sketch" and (folder / "v.hnsw.sketch").is_file()
+    made = Sketch(folder / "v.hnsw.sketch", 384, int(state["vector_slots"]))
+    mapped = MappedGraph(folder / "v.hnsw", 384)
+    assert np.array_equal(made.labels, mapped.labels.astype(np.int64))
+    assert np.array_equal(mapped.slot_of(made.labels), MappedGraph(folder / "v.hnsw", 384).slot_of())
+    signs = np.unpackbits(made.columns.T.copy().view(np.uint8), axis=1)[:, :384].astype(bool)
+    assert np.array_equal(signs, mapped.vectors > made.mean)
+    assert abs(float(signs.mean()) - 0.5) < 0.05  # centred: a bit splits the vectors about evenly
+    hnsw.BACKEND.verify(folder / "v.hnsw", state, 384, sketch_file=folder / "v.hnsw.sketch")
+
+
+def test_a_sketched_search_finds_the_exact_neighbours_in_scope(sketched_file, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, state, drawn = sketched_file
+    data, queries = drawn[:20_000], drawn[20_000:]
+    opened = hnsw.BACKEND.open(folder / "v.hnsw", state, 384, {}, sketch_file=folder / "v.hnsw.sketch")
+    labels = np.arange(len(data), dtype=np.int64) * 2 + 7
+    # Every fifth run of ten (files spread over the index): 4,000 vectors, 2 of them removed.
+    inside = (np.arange(len(data)) // 10) % 5 == 0
+    inside[:2] = False  # the removed ones are not live: a subset never names them
+    within = Subset(labels[inside], len(data) - 2)
+    monkeypatch.setattr(hnsw, "_scoped_way", lambda *_args: "sketch")
+    monkeypatch.setattr(hnsw, "RERANK_MIN", 200)  # 5 % of this scope scored exactly
+    found = []
+    for q in queries:
+        got = opened.search(q, 10, within=within)
+        assert len(got) == 10 and all(inside[(label - 7) // 2] for label, _ in got)
+        scores = data[inside] @ q
+        truth = set(labels[inside][np.argsort(-scores)[:10]].tolist())
+        found.append(len(truth & {label for label, _ in got}) / 10)
+        assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+    assert opened._index is None  # the graph was never loaded
+    assert np.mean(found) >= 0.97, found
+
+
+def test_a_missing_or_damaged_sketch_is_only_a_shortcut_lost(sketched_file, tmp_path: Path) -> None:
+    folder, state, drawn = sketched_file
+    data = drawn[:20_000]
+    for name in ("v.hnsw", "v.hnsw.sketch"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    within = Subset(np.arange(7, 7 + 2 * 6000, 2, dtype=np.int64)[2:], len(data) - 2)
+    q = data[5000]
+    whole = hnsw.BACKEND.open(tmp_path / "v.hnsw", state, 384, {}, sketch_file=tmp_path / "v.hnsw.sketch")
+    assert whole._sketched() is not None
+    sketch_path = tmp_path / "v.hnsw.sketch"
+    sketch_path.write_bytes(sketch_path.read_bytes()[:-8])  # cut short
+    cut = hnsw.BACKEND.open(tmp_path / "v.hnsw", state, 384, {}, sketch_file=sketch_path)
+    assert cut._sketched() is None
+    assert cut.search(q, 10, within=within)[0][0] == 5000 * 2 + 7
+    with pytest.raises(IndexCorruptError, match="damaged"):
+        hnsw.BACKEND.verify(tmp_path / "v.hnsw", state, 384, sketch_file=sketch_path)
+    sketch_path.unlink()
+    gone = hnsw.BACKEND.open(tmp_path / "v.hnsw", state, 384, {}, sketch_file=sketch_path)
+    assert gone._sketched() is None and len(gone.search(q, 10, within=within)) == 10
+    with pytest.raises(IndexCorruptError, match="missing"):
+        hnsw.BACKEND.verify(tmp_path / "v.hnsw", state, 384, sketch_file=sketch_path)

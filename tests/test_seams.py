@@ -156,7 +156,7 @@ def assert_exact_ranking(index: Index, model: FakeModel, query: str, k: int = 8)
 
 
 def vector_file(index_dir: Path) -> Path:
-    (found,) = [p for p in index_dir.iterdir() if p.name.startswith("vectors-")]
+    (found,) = [p for p in index_dir.iterdir() if p.name.startswith("vectors-") and not p.name.endswith(".sketch")]
     return found
 
 

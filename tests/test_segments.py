@@ -53,7 +53,11 @@ def generation_of(index_dir: Path) -> int:
 
 
 def segment_files(index_dir: Path) -> set[str]:
-    return {p.name for p in index_dir.glob("vectors-*")}
+    """The vector files in *index_dir* (each with its sketch beside it)."""
+    found = {p.name for p in index_dir.glob("vectors-*")}
+    vector_files = {name for name in found if not name.endswith(".sketch")}
+    assert found == vector_files | {f"{name}.sketch" for name in vector_files if name.endswith(".hnsw")}
+    return vector_files
 
 
 def exact_top(index_dir: Path, query: np.ndarray, k: int) -> list[int]:
@@ -258,11 +262,37 @@ def test_an_index_from_before_segments_is_read_and_then_updated(built) -> None:
     data = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**data, "format_version": 3}))  # as the previous release wrote it
     assert index.search("harbour lantern", mode="semantic", k=3)  # read as one base, no tombstones
-    write(docs / "f005.md", "# File 5\n\nThe tundra bramble.\n")
+    write(docs / "f005.md", "# File 5\n\nThe zeppelin.\n")  # a word no other file holds
     assert index.update().indexed == 1
     assert json.loads(manifest.read_text())["format_version"] == 4  # older versions now refuse it
-    assert index.search("tundra bramble", mode="semantic", k=1)[0].chunk.path.name == "f005.md"
+    assert index.search("zeppelin", mode="semantic", k=1)[0].chunk.path.name == "f005.md"
     assert index.status(verify=True).problems == []
+    index.close()
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_an_index_from_before_sketches_gets_them_at_its_next_update(built, named: bool) -> None:
+    """Its state names no sketch (written before sketches), or names one an older version's
+    update deleted (it keeps only the vector files it knows): the next update writes it."""
+    docs, index_dir, index = built
+    index.close()
+    name = state(index_dir)["vector_file"]
+    (index_dir / f"{name}.sketch").unlink()
+    if not named:
+        with IndexReader(index_dir) as reader:
+            db = reader.db_path
+        conn = sqlite3.connect(db)
+        conn.execute("DELETE FROM state WHERE key IN ('vector_sketch', 'vector_sketch_sha256')")
+        conn.commit()
+        conn.close()
+    assert index.search("harbour lantern", mode="semantic", k=3, globs=["f00*"])  # read without one
+    write(docs / "f005.md", "# File 5\n\nThe zeppelin.\n")
+    assert index.update().indexed == 1
+    after = state(index_dir)
+    assert after["vector_file"] == name and after["vector_sketch"] == f"{name}.sketch"  # the base kept
+    assert segment_files(index_dir) == {name, json.loads(after[segments.DELTAS_KEY])[0]["vector_file"]}
+    assert index.status(verify=True).problems == []
+    assert index.search("zeppelin", mode="semantic", k=1, globs=["f00*"])[0].chunk.path.name == "f005.md"
     index.close()
 
 

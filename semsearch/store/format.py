@@ -19,6 +19,9 @@ Layout of an index folder (default ``.semsearch/``), format version 3::
                                what a part is follows from the file's reader kind.
     vectors-<E>-<G>.hnsw       the vector engine's file for generation G, labels = chunks.id
                                (hnsw: an hnswlib index, space "cosine"; see semsearch.vectors.hnsw)
+    vectors-<E>-<G>.hnsw.sketch  beside each vector file, optional (``vector_sketch`` in its state):
+                               its labels in slot order and one sign bit per dimension of each
+                               vector (semsearch.vectors.sketch); an older version ignores it
     building.json              present only while a new index (epoch E+1) is built; lets an
                                interrupted first build or rebuild resume
     lock                       advisory lock held by the one process that writes

@@ -200,7 +200,15 @@ class IndexReader:
                 f"{self.db_path} names an unexpected vector file", path=self.db_path, remedy="rebuild"
             )
         path = self.index_dir / name
-        return engine.open(self._source(name), state, self.manifest.model.dim, self.manifest.vector_params, shown=path)
+        return engine.open(
+            self._source(name), state, self.manifest.model.dim, self.manifest.vector_params, shown=path,
+            sketch_file=self._sketch_of(state),
+        )  # fmt: skip
+
+    def _sketch_of(self, state: VectorState) -> Path | None:
+        """Where to read a segment's sketch file (None: it has none)."""
+        name = state.get("vector_sketch", "")
+        return self._source(name) if name and "/" not in name else None
 
     def _source(self, name: str) -> Path:
         """Where to read segment *name* of this snapshot: the file held open for it, even if
@@ -229,7 +237,7 @@ class IndexReader:
             check = getattr(engine, "verify", None)  # an engine from before verify: what open checks
             try:
                 if check is not None:
-                    check(source, state, self.manifest.model.dim)
+                    check(source, state, self.manifest.model.dim, sketch_file=self._sketch_of(state))
                 else:
                     engine.open(source, state, self.manifest.model.dim, self.manifest.vector_params, shown=path)
             except IndexCorruptError as exc:

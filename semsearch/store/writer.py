@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semsearch import vectors
+from semsearch import files, vectors
 from semsearch.errors import IndexCorruptError
 from semsearch.store.database import (
     FTS_SCHEMA,
@@ -434,6 +434,7 @@ class IndexWriter:
                 self.index_dir / state.get("vector_file", ""), state, self.manifest.model.dim,
                 self.manifest.vector_params,
             )  # fmt: skip
+        layout = self._sketched(layout)
         deltas = list(layout.deltas)
         if added:
             index = self._new_vector_index(added)
@@ -443,6 +444,22 @@ class IndexWriter:
         return segments.Layout(
             base=layout.base, deltas=deltas, base_gen=layout.base_gen, tombstones=layout.tombstones + removed
         )
+
+    def _sketched(self, layout: segments.Layout) -> segments.Layout:
+        """*layout* with a sketch for each segment that lacks one (an index from before sketches,
+        or one an older version updated and deleted them from), if its engine makes them,
+        fsynced before the flip that names them."""
+        add = getattr(self._engine, "add_sketch", None)
+        if add is None or all(
+            (name := state.get("vector_sketch")) and (self.index_dir / name).is_file()
+            for state in layout.segment_states()
+        ):
+            return layout
+        dim = self.manifest.model.dim
+        base = add(self.index_dir / layout.base["vector_file"], layout.base, dim)
+        deltas = [add(self.index_dir / state["vector_file"], state, dim) for state in layout.deltas]
+        files.fsync_dir(self.index_dir)
+        return segments.Layout(base=base, deltas=deltas, base_gen=layout.base_gen, tombstones=layout.tombstones)
 
     def _add_vectors(
         self,

@@ -3,8 +3,10 @@
 Vectors are float32 and L2-normalized, so inner product is cosine similarity; ids are the chunk
 ids of the metadata database. An engine keeps its build parameters under its own name in the
 index manifest, and the state of its saved files (``vector_*`` keys) in the database's state
-table: ``vector_file`` (the one file a reader holds open for its snapshot) and ``vector_count``
-are required, the rest is the engine's own.
+table: ``vector_file`` (the file a reader holds open for its snapshot) and ``vector_count``
+are required; ``vector_sketch`` names a second file of the same saved index, which an engine
+may write beside it (kept, held open and deleted with it), handed back to ``open`` and
+``verify``; the rest is the engine's own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 VectorState = dict[str, str]
+FILE_KEYS = ("vector_file", "vector_sketch")  # the state keys that name a saved index's files
 
 
 class Subset:
@@ -123,9 +126,10 @@ class VectorBackend(Protocol):
         """A new, empty index with room for *capacity* vectors."""
         ...
 
-    def verify(self, path: Path, state: Mapping[str, str], dim: int) -> None:
-        """Check a saved file whole: its checksum and structure (raises IndexCorruptError).
-        What ``semsearch status --verify`` runs; opening a file checks only what is cheap."""
+    def verify(self, path: Path, state: Mapping[str, str], dim: int, *, sketch_file: Path | None = None) -> None:
+        """Check a saved file whole: its checksum and structure (raises IndexCorruptError), and
+        its sketch file when it has one. What ``semsearch status --verify`` runs; opening a file
+        checks only what is cheap."""
         ...
 
     def open(
@@ -137,9 +141,11 @@ class VectorBackend(Protocol):
         *,
         extra_capacity: int | None = None,
         shown: Path | None = None,
+        sketch_file: Path | None = None,
     ) -> VectorIndex:
         """A saved index, checked against *state* before it is loaded (raises IndexCorruptError).
 
         *extra_capacity*: opened to be updated, with room for that many additions (None: to be
-        searched). *shown* names the file in messages (when *path* is another way to it)."""
+        searched). *shown* names the file in messages (when *path* is another way to it).
+        *sketch_file*: where to read the file ``vector_sketch`` names (None: not read)."""
         ...

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from semsearch import files
 from semsearch.errors import IndexCorruptError
+from semsearch.vectors import sketch
 from semsearch.vectors.base import Subset, VectorState
 from semsearch.vectors.hnswfile import HEADER, MappedGraph, check_links, ranked, unit
+from semsearch.vectors.sketch import Sketch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -114,6 +116,7 @@ class HnswIndex:
     def __init__(
         self, index: Any, live: int, *, replace_deleted: bool, load: Callable[[], Any] | None = None,
         file: Path | None = None, dim: int = 0, ef_search: int = 0, shown: Path | None = None, size: int = 0,
+        sketch: Path | None = None, slots: int = 0,
     ) -> None:  # fmt: skip
         self._index = index
         self._load = load
@@ -122,6 +125,9 @@ class HnswIndex:
         self._dim = dim
         self._ef_search = ef_search  # the recorded ef_search (the graph's own ef), widened per search
         self._mapped: MappedGraph | None = None  # the saved file, mapped (its vectors, its graph)
+        self._sketch_file, self._slots = sketch, slots  # the saved file's sketch, and its elements
+        self._sketch: Sketch | None = None
+        self._sketch_lock = threading.Lock()
         # A saved file this big (*size*: its bytes) answers its first searches unloaded.
         self._mapped_left = MAPPED_SEARCHES if file is not None and size > LOAD_BYTES else 0
         self._removed: np.ndarray | None = None  # the pending removals as a bitmap over ids
@@ -180,23 +186,29 @@ class HnswIndex:
             raise OSError(errno.ENOSPC, f"{path.name} was written incompletely (disk full?)")
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
-        files.fsync_dir(folder)
-        return {
+        saved = {
             "vector_file": name,
             "vector_count": str(self._live),
             "vector_slots": str(graph.get_current_count()),
             "vector_size": str(path.stat().st_size),
             "vector_sha256": files.sha256_file(path),
         }
+        saved |= write_sketch(path, graph.dim)  # from the file as written (in the page cache now)
+        files.fsync_dir(folder)
+        return saved
 
     def search(
         self, query: np.ndarray, k: int, *, ef: int | None = None, within: Subset | None = None
     ) -> list[tuple[int, float]]:
         if self._live <= 0 or (within is not None and len(within) == 0):
             return []
-        explore = self._asked(k, ef, within)[2]
-        if within is not None and self._file is not None and _exact_is_cheaper(within, self._live, explore):
-            return self._exact(query, k, within)  # within holds live chunks only: no tombstones
+        if within is not None and self._file is not None:
+            # within holds live chunks only: an exact or sketched search needs no tombstones.
+            way = _scoped_way(within, self._live, self._asked(k, ef, within)[2], self._sketched() is not None)
+            if way == "exact":
+                return self._exact(query, k, within)
+            if way == "sketch":
+                return self._sketched_search(query, k, ef, within)
         if self._index is None and self._take_mapped():
             return self._mapped_search(query, k, ef, within)
         graph = self._graph()  # loaded first: its pending removals change the live count
@@ -283,15 +295,42 @@ class HnswIndex:
                 self._removed = bits
             return self._removed
 
-    def _exact(self, query: np.ndarray, k: int, within: Subset) -> list[tuple[int, float]]:
-        import numpy as np
+    def _sketched(self) -> Sketch | None:
+        """The saved file's sketch, mapped (once); None when it has none or it is damaged: a
+        sketch is only a shortcut, and ``semsearch status --verify`` names a damaged one."""
+        with self._sketch_lock:
+            if self._sketch_file is not None:
+                with contextlib.suppress(IndexCorruptError):
+                    self._sketch = Sketch(self._sketch_file, self._dim, self._slots)
+                self._sketch_file = None
+            return self._sketch
 
-        mapped = self._map()
-        vectors, slot_of = mapped.vectors, mapped.slot_of()
+    def _in_file(self, within: Subset) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of *within* this file holds, and their slots."""
+        sketched = self._sketched()
+        slot_of = self._map().slot_of(sketched.labels if sketched is not None else None)
         ids = within.ids[within.ids < len(slot_of)]
         slots = slot_of[ids]
         present = slots >= 0
-        ids, slots = ids[present], slots[present]
+        return ids[present], slots[present]
+
+    def _sketched_search(self, query: np.ndarray, k: int, ef: int | None, within: Subset) -> list[tuple[int, float]]:
+        """The subset's nearest sketches, then those vectors scored exactly: the best *k*."""
+        sketched = self._sketched()
+        assert sketched is not None
+        ids, slots = self._in_file(within)
+        if len(ids) == 0:
+            return []
+        q = unit(query)
+        near = sketched.nearest(q, slots, max(k, ef or 0, rerank(len(ids))))
+        near = near[slots[near].argsort()]  # read in file order
+        return ranked(ids[near], self._map().vectors[slots[near]], q)[:k]
+
+    def _exact(self, query: np.ndarray, k: int, within: Subset) -> list[tuple[int, float]]:
+        import numpy as np
+
+        vectors = self._map().vectors
+        ids, slots = self._in_file(within)
         if len(ids) == 0:
             return []
         q = np.asarray(query, dtype=np.float32).reshape(-1)
@@ -348,6 +387,10 @@ EXACT_US_VECTOR = 0.08  # a vector scored in place
 EXACT_US_RUN = 4.0  # a run of neighbouring vectors scored in place (one call)
 GATHER_US_VECTOR = 0.3  # a vector copied out, a block at a time, and scored
 GRAPH_US = 12.0  # one candidate of a filtered graph search's ef, per 1 / share
+SKETCH_US_VECTOR = 0.04  # a vector's sketch gathered and compared (sketch.Sketch.nearest)
+RERANK_US = 1.0  # one of the nearest sketches' vectors read (anywhere in the file) and scored
+RERANK_SHARE = 0.01  # a sketched search scores this share of its subset exactly,
+RERANK_MIN = 1000  # and at least this many
 EXACT_ALWAYS = 2048  # subsets this small are searched exactly at any size
 GATHER_BLOCK = 4096  # vectors copied out at a time (6 MB at 384 dimensions)
 BATCH_EF = 32  # search_batch's ef (near-duplicate neighbours)
@@ -357,6 +400,13 @@ EF_SIZE = 100_000  # graphs up to this size are searched at their recorded ef_se
 # 30-40 ms at 100,000 vectors, then about 6 ms against hnswlib's 1 ms). benchmarks/RESULTS.md.
 LOAD_BYTES = 32 << 20
 MAPPED_SEARCHES = 8
+
+
+def write_sketch(path: Path, dim: int) -> VectorState:
+    """Write the sketch of the saved file *path* beside it (its vectors and labels, read from
+    the mapped file); the state keys that name it."""
+    mapped = MappedGraph(path, dim)
+    return sketch.write(path.with_name(f"{path.name}{sketch.SUFFIX}"), mapped.vectors, mapped.labels)
 
 
 def search_ef(ef_search: int, elements: int) -> int:
@@ -388,13 +438,22 @@ def _exact_cost(n: int, runs: int) -> float:
     return min(_in_place_cost(n, runs), GATHER_US_VECTOR * n)
 
 
-def _exact_is_cheaper(within: Subset, total: int, ef: int) -> bool:
-    """Whether reading every vector of *within* costs less than a graph of *total* vectors
-    searched at *ef* with *within* as its filter."""
+def rerank(n: int) -> int:
+    """How many of a subset of *n* a sketched search scores exactly: its nearest sketches."""
+    return max(RERANK_MIN, math.ceil(RERANK_SHARE * n))
+
+
+def _scoped_way(within: Subset, total: int, ef: int, sketch: bool) -> str:
+    """The cheapest way to search *within* out of *total* vectors: "exact" (every vector of the
+    subset read), "sketch" (its sketches compared, the nearest read: only with a sketch) or
+    "graph" (the graph searched at *ef* with the subset as its filter)."""
     n = len(within)
     if n <= EXACT_ALWAYS:
-        return True
-    return _exact_cost(n, within.runs) <= GRAPH_US * ef * total / n
+        return "exact"
+    costs = {"exact": _exact_cost(n, within.runs), "graph": GRAPH_US * ef * total / n}
+    if sketch:
+        costs["sketch"] = SKETCH_US_VECTOR * n + RERANK_US * min(n, rerank(n))
+    return min(costs, key=costs.__getitem__)  # ties: the first (exact answers are exact)
 
 
 class _EfGate:
@@ -463,9 +522,21 @@ class HnswBackend:
         index.set_ef(p.ef_search)
         return HnswIndex(index, 0, replace_deleted=False, ef_search=p.ef_search)
 
-    def verify(self, path: Path, state: Mapping[str, str], dim: int) -> None:
+    def add_sketch(self, path: Path, state: Mapping[str, str], dim: int) -> VectorState:
+        """The state of a file saved without a sketch (before sketches, or whose sketch an older
+        version deleted), its sketch now written beside it: one read of the file."""
+        name = state.get("vector_sketch", "")
+        if name and "/" not in name and (path.parent / name).is_file():
+            return dict(state)
+        return {**state, **write_sketch(path, dim)}
+
+    def verify(self, path: Path, state: Mapping[str, str], dim: int, *, sketch_file: Path | None = None) -> None:
         check_vector_file(path, state, dim, checksum=True)
         check_links(path, dim)
+        if sketch_file is not None:  # named by its own name (*sketch_file* may be an open fd's path)
+            shown = Path(state.get("vector_sketch", sketch_file.name))
+            Sketch(sketch_file, dim, int(state.get("vector_slots", state.get("vector_count", "0"))), shown)
+            sketch.verify(sketch_file, state, shown)
 
     def open(
         self,
@@ -476,6 +547,7 @@ class HnswBackend:
         *,
         extra_capacity: int | None = None,
         shown: Path | None = None,
+        sketch_file: Path | None = None,
     ) -> HnswIndex:
         import hnswlib
 
@@ -509,6 +581,7 @@ class HnswBackend:
         return HnswIndex(
             None, live, replace_deleted=True, load=load, file=path, dim=dim, ef_search=p.ef_search,
             shown=shown, size=int(state.get("vector_size", "0")),  # checked against the file above
+            sketch=sketch_file, slots=slots,
         )  # fmt: skip
 
 

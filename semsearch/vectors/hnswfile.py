@@ -189,7 +189,7 @@ class MappedGraph:
             (mapped.n, dim), dtype=np.float32, buffer=mapped.map, offset=HEADER.size + mapped.data_off,
             strides=(mapped.per_element, 4),
         )  # fmt: skip
-        self._labels = np.ndarray(
+        self.labels = np.ndarray(
             (mapped.n,), dtype="<u8", buffer=mapped.map, offset=HEADER.size + mapped.label_off,
             strides=(mapped.per_element,),
         )  # fmt: skip
@@ -197,13 +197,16 @@ class MappedGraph:
         self._upper: dict[int, tuple[int, int]] | None = None
         self._slot_of: np.ndarray | None = None
 
-    def slot_of(self) -> np.ndarray:
-        """Each label's slot (-1: not in the file), by label: one pass over every label, once."""
+    def slot_of(self, labels: np.ndarray | None = None) -> np.ndarray:
+        """Each label's slot (-1: not in the file), by label: one pass over every label, once.
+
+        *labels*: the file's labels in slot order kept apart (a sketch's, 8 bytes a slot), read
+        instead of the ones strewn through the file (one in each element's record)."""
         import numpy as np
 
         if self._slot_of is None:
             count = self.count
-            labels = self._labels.astype(np.int64)
+            labels = (self.labels if labels is None or len(labels) != count else labels).astype(np.int64)
             if count and (int(labels.min()) < 0 or int(labels.max()) >= max(1 << 32, 16 * count)):
                 raise IndexCorruptError(
                     f"{self._mapped.name} holds labels that are not chunk ids", path=self._mapped.name, remedy="rebuild"
@@ -248,7 +251,7 @@ class MappedGraph:
         def ok(slots: np.ndarray) -> np.ndarray:
             good: np.ndarray = (words[slots, 0] & _DELETED) == 0
             if allowed is not None:
-                good &= allowed(self._labels[slots].astype(np.int64))
+                good &= allowed(self.labels[slots].astype(np.int64))
             return good
 
         # The upper layers: greedy, to the closest element of each.
@@ -307,4 +310,4 @@ class MappedGraph:
                     if top:
                         lower = -top[0][0]
         nearest = np.array([slot for _d, slot in sorted((-neg, slot) for neg, slot in top)[:k]], dtype=np.int64)
-        return ranked(self._labels[nearest].astype(np.int64), vectors[nearest], q)
+        return ranked(self.labels[nearest].astype(np.int64), vectors[nearest], q)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semsearch.errors import IndexCorruptError
-from semsearch.vectors.base import Subset, VectorIndex, VectorState
+from semsearch.vectors.base import FILE_KEYS, Subset, VectorIndex, VectorState
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,8 +81,8 @@ class Layout:
         return [self.base_state(), *self.deltas] if self.base.get("vector_file") else []
 
     def files(self) -> list[str]:
-        """Every segment file, the base first."""
-        return [name for state in self.segment_states() if (name := state.get("vector_file", ""))]
+        """Every segment's files (its vector file, then any the engine keeps beside it), the base first."""
+        return [name for state in self.segment_states() for key in FILE_KEYS if (name := state.get(key, ""))]
 
     def base_state(self) -> VectorState:
         """The base's own engine state (its count as written, not the live total)."""
