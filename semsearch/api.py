@@ -235,6 +235,7 @@ class Index:
         wait: float = 0.0,
         on_event: Callable[[IndexEvent], None] | None = None,
         tuning: Tuning | None = None,
+        merge: bool = True,
     ) -> IndexSummary:
         """Index *paths* (files and folders; None: those indexed before), embedding only what changed.
 
@@ -242,6 +243,11 @@ class Index:
         index (queries use the old one until the new one is complete). Resumable: an interrupted
         run keeps what it stored. Raises :class:`IndexLockedError` when another update holds the
         index (after waiting up to *wait* seconds).
+
+        An update adds its vectors as a small segment; one that finds the segments past a share
+        of the base merges them into it after its change is committed (a few seconds at a million
+        chunks). *merge* False leaves that merge due (``summary.merge_due``) for :meth:`merge`,
+        at a time the caller chooses (:meth:`watch` merges once the folders are quiet).
         """
         from semsearch.indexing import build_index
 
@@ -256,13 +262,25 @@ class Index:
         with self._lock:
             existing = _existing_manifest(self.path)
             provider = self._provider(existing)
-            options = self._index_options(roots, existing, rebuild=rebuild, wait=wait, tuning=tuning)
+            options = self._index_options(roots, existing, rebuild=rebuild, wait=wait, tuning=tuning, merge=merge)
             try:
                 summary = build_index(options, provider, on_event or (lambda event: None))
             finally:
                 self._drop_snapshot()  # the next search reads the new generation
             provider.finish_build(self._on_note)  # what the query path loads (the ONNX export)
             return summary
+
+    def merge(self, *, wait: float = 0.0) -> bool:
+        """Merge the vector segments if an update left a merge due (``update(merge=False)``):
+        whether a merge ran. Raises :class:`IndexLockedError` when an update holds the index
+        (after waiting up to *wait* seconds)."""
+        from semsearch.indexing import merge_index
+
+        with self._lock:
+            try:
+                return merge_index(self.path, wait)
+            finally:
+                self._drop_snapshot()
 
     def _provider(self, existing: IndexManifest | None) -> ModelProvider:
         if self._provider_override is not None:
@@ -314,8 +332,13 @@ class Index:
         stop = stop or threading.Event()
         ready = False
 
+        merge_due = False
+
         def run_update(report_empty: bool, paths: list[Path] | None = None) -> None:
-            summary = self.update(paths, wait=30.0, on_event=on_event)
+            nonlocal merge_due
+            # The change is searchable at once; a merge it makes due waits for a quiet second.
+            summary = self.update(paths, wait=30.0, on_event=on_event, merge=False)
+            merge_due = merge_due or summary.merge_due
             if report_empty or summary.indexed or summary.removed:
                 on_update(summary)
 
@@ -349,6 +372,9 @@ class Index:
                     break
                 if not changes:
                     if ready:
+                        if merge_due:
+                            merge_due = False
+                            self.merge(wait=30.0)
                         continue
                     # The first quiet second: the watcher runs. Catch what changed while it
                     # started (after the caller's last update); a walk over unchanged files
@@ -362,8 +388,9 @@ class Index:
                 break  # the watcher ended by itself (stop was set)
 
     def _index_options(
-        self, roots: list[Path], existing: IndexManifest | None, *, rebuild: bool, wait: float, tuning: Tuning | None
-    ) -> IndexOptions:
+        self, roots: list[Path], existing: IndexManifest | None, *, rebuild: bool, wait: float, tuning: Tuning | None,
+        merge: bool = True,
+    ) -> IndexOptions:  # fmt: skip
         from semsearch import vectors
         from semsearch.indexing import DEFAULT_TUNING, IndexOptions, WalkChoices
 
@@ -388,6 +415,7 @@ class Index:
             rebuild=rebuild,
             lock_wait_seconds=wait,
             tuning=tuning or DEFAULT_TUNING,
+            merge=merge,
         )
 
     # -- searching ---------------------------------------------------------------------------

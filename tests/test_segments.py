@@ -160,6 +160,60 @@ def test_deltas_past_a_share_of_the_base_are_merged_into_it(built, monkeypatch: 
     index.close()
 
 
+def test_a_merge_left_due_runs_when_asked(built, monkeypatch: pytest.MonkeyPatch) -> None:
+    """update(merge=False) commits the change as a delta and leaves the merge due; merge() runs
+    it later (what the watcher does once the folders are quiet), and only when one is due."""
+    docs, index_dir, index = built
+    monkeypatch.setattr(segments, "MERGE_SHARE", 0.0)  # every update makes a merge due
+    assert index.merge() is False  # nothing to merge yet
+    old_base, generation = state(index_dir)["vector_file"], generation_of(index_dir)
+    write(docs / "f005.md", "# File 5\n\nThe zeppelin.\n")
+    summary = index.update(merge=False)
+    assert summary.indexed == 1 and summary.merge_due and not summary.merged
+    after = state(index_dir)
+    assert after["vector_file"] == old_base and json.loads(after[segments.DELTAS_KEY])
+    assert generation_of(index_dir) == generation + 1
+    hits_before = [(h.chunk.id, h.score) for h in index.search("zeppelin pylon", mode="semantic", k=5)]
+    assert index.merge() is True
+    merged = state(index_dir)
+    assert segments.DELTAS_KEY not in merged and merged[segments.TOMBSTONES_KEY] == "0"
+    assert merged["vector_file"] != old_base and segment_files(index_dir) == {merged["vector_file"]}
+    assert generation_of(index_dir) == generation + 2  # a generation of its own, no chunk changed
+    hits_after = [(h.chunk.id, h.score) for h in index.search("zeppelin pylon", mode="semantic", k=5)]
+    assert [i for i, _ in hits_after] == [i for i, _ in hits_before]
+    assert [s for _, s in hits_after] == pytest.approx([s for _, s in hits_before])
+    assert index.status(verify=True).problems == []
+    monkeypatch.setattr(segments, "MERGE_SHARE", 0.10)
+    assert index.merge() is False and generation_of(index_dir) == generation + 2  # none due now
+    index.close()
+
+
+def test_a_merge_never_publishes_an_unfinished_update(built, monkeypatch: pytest.MonkeyPatch) -> None:
+    from semsearch.store import IndexLock, IndexWriter, read_manifest
+
+    docs, index_dir, index = built
+    monkeypatch.setattr(segments, "MERGE_SHARE", 0.0)
+    write(docs / "f005.md", "# File 5\n\nThe zeppelin.\n")
+    assert index.update(merge=False).merge_due
+    index.close()
+    generation = generation_of(index_dir)
+    with IndexLock(index_dir, 0.0):
+        writer = IndexWriter(index_dir, read_manifest(index_dir), new_build=False)
+        try:
+            # A killed update's durable progress: a file's removal committed, not yet published.
+            rows = writer.conn.execute("SELECT id, path FROM files WHERE gen_removed IS NULL").fetchall()
+            (file_id,) = [i for i, path in rows if os.fsdecode(path).endswith("f006.md")]
+            writer.remove_file(file_id)
+            writer.commit()
+            assert writer.merge_segments() is False
+        finally:
+            writer.close()
+    assert generation_of(index_dir) == generation
+    assert index.search("zeppelin", mode="lexical", k=1)[0].chunk.path.name == "f005.md"
+    assert "f006.md" in {h.chunk.path.name for h in index.search("file6", mode="lexical", k=3)}
+    index.close()
+
+
 def test_a_merge_follows_the_change_as_a_generation_of_its_own(built, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 

@@ -121,6 +121,45 @@ def test_watch_survives_folders_made_and_removed_and_half_written_files(tmp_path
         assert not thread.is_alive() and not errors, errors
 
 
+def test_watch_leaves_merges_to_a_quiet_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An update the watcher runs commits its change as a delta at once; the merge it makes
+    due runs once the folders are quiet, as a generation of its own."""
+    from semsearch.store import IndexReader
+    from semsearch.vectors import segments
+
+    docs = tmp_path / "docs"
+    for i in range(10):
+        write(docs / f"n{i}.md", f"# Note {i}\n\nA note about harbours, number {i}.\n")
+    monkeypatch.setattr(segments, "MERGE_SHARE", 0.0)  # every update makes a merge due
+    with Index.create(tmp_path / ".semsearch", provider=FakeModel()) as index:
+        index.update([docs])
+        updates: list = []
+        stop, ready = threading.Event(), threading.Event()
+        thread = threading.Thread(
+            target=index.watch, kwargs={"on_update": updates.append, "stop": stop, "on_ready": ready.set}
+        )
+        thread.start()
+
+        def layout() -> segments.Layout:
+            with IndexReader(index.path) as reader:
+                return reader.layout
+
+        try:
+            assert ready.wait(30)
+            base = layout().base["vector_file"]
+            write(docs / "comets.md", "# Comets\n\nA comet's tail points away from the sun.\n")
+            assert _until(lambda: any(u.indexed for u in updates))
+            assert [(u.merge_due, u.merged) for u in updates if u.indexed] == [(True, False)]
+            # Merged in a quiet second after the update: the deltas gone, a new base.
+            assert _until(lambda: not layout().deltas and layout().base["vector_file"] != base)
+            assert {h.chunk.path.name for h in index.search("comet tail sun", mode="semantic", k=1)} == {"comets.md"}
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+        assert not thread.is_alive()
+        assert index.status(verify=True).problems == []
+
+
 @pytest.mark.model
 def test_index_watch_console_script_finds_a_saved_file_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "SEMSEARCH_CACHE": str(tmp_path / "cache"), "NO_COLOR": "1"}  # outside the project

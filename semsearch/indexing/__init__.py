@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from semsearch.indexing.build import build_index
+from semsearch.indexing.build import build_index, merge_index
 from semsearch.indexing.disk import DiskChanges, disk_changes
 from semsearch.indexing.options import DEFAULT_TUNING, IndexEvent, IndexOptions, IndexSummary, Tuning, WalkChoices
 
@@ -16,4 +16,5 @@ __all__ = [
     "WalkChoices",
     "build_index",
     "disk_changes",
+    "merge_index",
 ]

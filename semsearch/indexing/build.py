@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,23 +77,42 @@ def _locked_run(
     options: IndexOptions, model: ModelProvider, on_event: Callable[[IndexEvent], None], summary: IndexSummary
 ) -> None:
     wanted = _wanted_manifest(options, model)
+    with _writing(options.index_dir), store.IndexLock(options.index_dir, options.lock_wait_seconds):
+        writer, previous, reason = store.open_writer(options.index_dir, wanted, rebuild=options.rebuild)
+        try:
+            summary.rebuild_reason = reason
+            if reason and (previous is not None or reason == store.OUTDATED_REASON):
+                on_event(IndexEvent("message", f"rebuilding the index: {reason}"))
+            _Run(options, model, writer, summary, on_event).run(previous)
+        finally:
+            writer.close()
+
+
+def merge_index(index_dir: Path, lock_wait_seconds: float = 0.0) -> bool:
+    """Merge the vector segments of the index at *index_dir* if an update left a merge due
+    (:attr:`IndexOptions.merge` False): whether a merge ran. An index of an older format is left
+    to its next update (which upgrades it)."""
+    with _writing(index_dir), store.IndexLock(index_dir, lock_wait_seconds):
+        current = store.read_manifest(index_dir)
+        if current.format_version != store.FORMAT_VERSION:
+            return False
+        writer = store.IndexWriter(index_dir, current, new_build=False)
+        try:
+            return writer.merge_segments()
+        finally:
+            writer.close()
+
+
+@contextlib.contextmanager
+def _writing(index_dir: Path) -> Iterator[None]:
+    """A failed write of the index as one SemsearchError (the previous generation is intact)."""
     try:
-        with store.IndexLock(options.index_dir, options.lock_wait_seconds):
-            writer, previous, reason = store.open_writer(options.index_dir, wanted, rebuild=options.rebuild)
-            try:
-                summary.rebuild_reason = reason
-                if reason and (previous is not None or reason == store.OUTDATED_REASON):
-                    on_event(IndexEvent("message", f"rebuilding the index: {reason}"))
-                _Run(options, model, writer, summary, on_event).run(previous)
-            finally:
-                writer.close()
+        yield
     except sqlite3.OperationalError as exc:
-        raise SemsearchError(
-            f"cannot write the index at {options.index_dir}: {exc}; the previous index is intact"
-        ) from None
+        raise SemsearchError(f"cannot write the index at {index_dir}: {exc}; the previous index is intact") from None
     except OSError as exc:
         raise SemsearchError(
-            f"cannot write the index at {options.index_dir}: {exc.strerror or exc}; the previous index is intact"
+            f"cannot write the index at {index_dir}: {exc.strerror or exc}; the previous index is intact"
         ) from None
 
 
@@ -274,9 +294,11 @@ class _Run:
             def before_switch() -> None:
                 store.publish_build(index_dir, manifest)
 
-        report = writer.finalize(graph_progress, before_switch=before_switch)
-        if report is not None and report.merge_error:
-            self.on_event(IndexEvent("warning", text=report.merge_error))
+        report = writer.finalize(graph_progress, before_switch=before_switch, merge=self.options.merge)
+        if report is not None:
+            summary.merged, summary.merge_due = report.merged, report.merge_due
+            if report.merge_error:
+                self.on_event(IndexEvent("warning", text=report.merge_error))
         if not writer.new_build:
             # The current index was updated with its own settings, asked for explicitly past a rebuild
             # left unfinished for other ones (a plain run would have resumed that): the rebuild is dropped.

@@ -85,6 +85,7 @@ class IndexOptions:
     rebuild: bool = False
     lock_wait_seconds: float = 0.0
     tuning: Tuning = field(default_factory=lambda: replace(DEFAULT_TUNING))
+    merge: bool = True  # False: a merge of the vector segments this run would begin is left due
 
 
 @dataclass
@@ -123,3 +124,5 @@ class IndexSummary:
     graph_seconds: float = 0.0
     rebuild_reason: str = ""
     index_dir: Path = Path()
+    merged: bool = False  # the vector segments were merged into a new base after the change
+    merge_due: bool = False  # a merge is due and was left for later (IndexOptions.merge False)

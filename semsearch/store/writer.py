@@ -54,6 +54,7 @@ class FinalizeReport:
     seconds: float
     merged: bool = False  # the deltas were then merged into a new base (a generation of its own)
     merge_error: str = ""  # why a merge the update began failed (its change is in all the same)
+    merge_due: bool = False  # a merge was wanted and left to a later merge_segments (merge=False)
 
 
 class IndexWriter:
@@ -325,6 +326,7 @@ class IndexWriter:
         *,
         force: bool = False,
         before_switch: Callable[[], None] | None = None,
+        merge: bool = True,
     ) -> FinalizeReport | None:
         """Write the next generation's vector segments and make it current.
 
@@ -337,7 +339,8 @@ class IndexWriter:
 
         Returns None when nothing changed (no new generation is made). ``before_switch`` runs
         after the vector files are durable and before readers can see the new generation (a first
-        build or rebuild replaces the manifest there).
+        build or rebuild replaces the manifest there). *merge* False: a merge this update would
+        begin is left to a later :meth:`merge_segments` (reported as ``merge_due``).
         """
         started = time.perf_counter()
         self.commit()
@@ -354,7 +357,8 @@ class IndexWriter:
             or old_count == 0
             or removed > self._engine.rebuild_fraction * max(1, old_count)
         )
-        merge = not rebuild and layout.wants_merge(added, removed)
+        due = not rebuild and layout.wants_merge(added, removed)
+        merge = merge and due
         if rebuild:
             layout = self._write_base(layout, live, rebuild, progress)
         else:
@@ -367,18 +371,46 @@ class IndexWriter:
         self._switched(layout)
         merge_error = ""
         if merge:
-            # The merge: a generation of its own that changes no chunk (the same crash-safe flip).
             try:
-                layout = self._write_base(layout, live, False, progress)
+                self._merge(layout, live, progress)
             except OSError as exc:  # a full disk: the deltas stay, the next update merges them
                 merge_error = f"merging the vector segments failed ({exc.strerror or exc}); the next update tries again"
-            else:
-                self._flip(layout.to_state(live), clear_tombstones=True)
-                self._switched(layout)
         return FinalizeReport(
             self.committed, added, removed, rebuild, time.perf_counter() - started, merge and not merge_error,
-            merge_error,
+            merge_error, due and not merge,
         )  # fmt: skip
+
+    def merge_segments(self, progress: Callable[[int, int], None] | None = None) -> bool:
+        """The merge an update left due (``finalize(merge=False)``), now: whether it ran.
+
+        Nothing is merged while the next generation holds rows of an update that did not finish
+        (a flip would publish half of it: that update's next run merges), nor when no merge is
+        due."""
+        self.commit()
+        if self._pending_rows():
+            return False
+        state = get_state(self.conn)
+        layout = segments.Layout.from_state(vector_state(state))
+        if not state.get("vector_file") or not layout.wants_merge(0, 0):
+            return False
+        self._merge(layout, int(state.get("vector_count", "0")), progress)
+        return True
+
+    def _merge(self, layout: segments.Layout, live: int, progress: Callable[[int, int], None] | None) -> None:
+        """The deltas and tombstones merged into a new base: a generation of its own that changes
+        no chunk (the same crash-safe flip)."""
+        layout = self._write_base(layout, live, False, progress)
+        self._flip(layout.to_state(live), clear_tombstones=True)
+        self._switched(layout)
+
+    def _pending_rows(self) -> bool:
+        """Whether the next generation holds any row an update added or removed."""
+        return any(
+            self.conn.execute(
+                f"SELECT 1 FROM {table} WHERE gen_added = ? OR gen_removed = ? LIMIT 1", (self.working, self.working)
+            ).fetchone()
+            for table in ("files", "chunks")
+        )
 
     def _switched(self, layout: segments.Layout) -> None:
         """After a flip: rows and vector files no generation from the new one on needs go."""
