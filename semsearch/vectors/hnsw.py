@@ -25,7 +25,7 @@ from semsearch import files
 from semsearch.errors import IndexCorruptError
 from semsearch.vectors import sketch
 from semsearch.vectors.base import Subset, VectorState
-from semsearch.vectors.hnswfile import HEADER, MappedGraph, check_links, ranked, unit
+from semsearch.vectors.hnswfile import HEADER, MappedGraph, check_links, ranked, records, unit
 from semsearch.vectors.sketch import Sketch
 
 if TYPE_CHECKING:
@@ -403,10 +403,10 @@ MAPPED_SEARCHES = 8
 
 
 def write_sketch(path: Path, dim: int) -> VectorState:
-    """Write the sketch of the saved file *path* beside it (its vectors and labels, read from
-    the mapped file); the state keys that name it."""
-    mapped = MappedGraph(path, dim)
-    return sketch.write(path.with_name(f"{path.name}{sketch.SUFFIX}"), mapped.vectors, mapped.labels)
+    """Write the sketch of the saved file *path* beside it (its vectors and labels, read a block
+    at a time); the state keys that name it."""
+    count, blocks = records(path, dim)
+    return sketch.write_blocks(path.with_name(f"{path.name}{sketch.SUFFIX}"), blocks, count, dim)
 
 
 def search_ef(ef_search: int, elements: int) -> int:

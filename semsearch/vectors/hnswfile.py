@@ -22,7 +22,7 @@ import mmap
 import os
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -138,6 +138,33 @@ def check_links(path: Path, dim: int, shown: Path | None = None) -> None:
         lists = all_words[np.asarray(firsts, dtype=np.int64)[:, None] + np.arange(1 + maxm)]
         if int((lists[:, 0] & 0xFFFF).max()) > maxm or int(lists[:, 1:].max()) >= n:
             raise _damaged(mapped.name, "an upper-layer link list is out of range")
+
+
+def records(
+    path: Path, dim: int, rows: int = 1 << 16
+) -> tuple[int, Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]]:
+    """The elements of a saved file and a way to read their vectors and labels, *rows* at a time
+    in slot order, from the mapped file; each block's pages are let go once the next is asked
+    for (a pass over the whole map would leave every page of it counted in the process's memory)."""
+    import numpy as np
+
+    mapped = _Mapped(path, None)
+    n, per = mapped.n, mapped.per_element
+    if per != mapped.data_off + dim * 4 + 8:
+        raise _damaged(mapped.name, "not the vector file this index expects")
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, n, rows):
+            count = min(rows, n - start)
+            at = HEADER.size + start * per
+            vectors = np.ndarray((count, dim), dtype=np.float32, buffer=mapped.map, offset=at + mapped.data_off,
+                                 strides=(per, 4))  # fmt: skip
+            labels = np.ndarray((count,), dtype="<u8", buffer=mapped.map, offset=at + mapped.label_off, strides=(per,))
+            yield vectors, labels.astype(np.int64)
+            first = at - at % mmap.PAGESIZE
+            mapped.map.madvise(mmap.MADV_DONTNEED, first, min(at + count * per, mapped.size) - first)
+
+    return n, blocks
 
 
 def unit(query: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import contextlib
 import mmap
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,23 +55,41 @@ def size_for(dim: int, count: int) -> int:
 def write(path: Path, vectors: np.ndarray, labels: np.ndarray) -> dict[str, str]:
     """Write the sketch of *vectors* (slot order) and their *labels* durably as *path*
     (atomically); the state keys that name it."""
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for a in range(0, len(vectors), BLOCK):
+            yield vectors[a : a + BLOCK], labels[a : a + BLOCK]
+
+    return write_blocks(path, blocks, *vectors.shape)
+
+
+def write_blocks(
+    path: Path, blocks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], count: int, dim: int
+) -> dict[str, str]:
+    """:func:`write` from *blocks*: each call gives the vectors and labels again, a block at a
+    time in slot order (read twice: for the mean, then for the sketches)."""
     import numpy as np
 
-    count, dim = vectors.shape
     words = words_for(dim)
     mean = np.zeros(dim, dtype=np.float64)
-    for a in range(0, count, BLOCK):
-        mean += vectors[a : a + BLOCK].sum(axis=0, dtype=np.float64)
+    for vectors, _ in blocks():
+        mean += vectors.sum(axis=0, dtype=np.float64)
     mean = (mean / max(1, count)).astype(np.float32)
     columns = np.empty((words, count), dtype="<u8")
-    for a in range(0, count, BLOCK):
-        columns[:, a : a + BLOCK] = codes(vectors[a : a + BLOCK], mean, words).T
+    ids = np.empty(count, dtype="<i8")
+    at = 0
+    for vectors, labels in blocks():
+        columns[:, at : at + len(vectors)] = codes(vectors, mean, words).T
+        ids[at : at + len(vectors)] = labels
+        at += len(vectors)
+    if at != count:
+        raise ValueError(f"{count} vectors expected, {at} given")
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as out:
             out.write(HEAD.pack(MAGIC, dim, words, count))
             out.write(mean.tobytes())
-            out.write(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+            out.write(ids.tobytes())
             out.write(columns.tobytes())
             out.flush()
             os.fsync(out.fileno())
