@@ -22,7 +22,8 @@ Measured (all in-process, warm unless said otherwise):
    whenever the scope holds 10 candidates), and that every hit is in scope;
 2. the first (cold) filtered query after ``Index.open``, with a breakdown of what it loads;
 3. the crossover between the two vector paths (``HnswIndex._exact`` vs hnswlib's filtered
-   search) at subset sizes around the engine's threshold (``hnsw._exact_is_cheaper``);
+   search, and the sketched search where the index has sketches) at subset sizes around the engine's
+   threshold (``hnsw._scoped_way``);
 4. the lexical filter: ``rowid IN (SELECT value FROM json_each(?))`` (chunk ids, what the reader
    runs) vs a join on file ids;
 5. ``Index.duplicates()`` on the whole store;
@@ -368,11 +369,13 @@ def cold_breakdown(index_dir: Path, scope: Scope | None, query: np.ndarray) -> d
     s = time.perf_counter()
     idx = reader._vector_index()
     t["open_vector_index (check + sha256)"] = time.perf_counter() - s
-    exact = within is not None and hnsw_mod._exact_is_cheaper(within, idx.count, idx._asked(K, None, within)[2])
+    way = (hnsw_mod._scoped_way(within, idx.count, idx._asked(K, None, within)[2], idx._sketched() is not None)
+           if within is not None else "graph")
+    exact = way != "graph"
     s = time.perf_counter()
     if exact:
         idx._map().slot_of()
-        t["map vectors (exact path)"] = time.perf_counter() - s
+        t[f"map vectors ({way} path)"] = time.perf_counter() - s
     else:
         idx._graph()
         t["load graph (hnswlib)"] = time.perf_counter() - s
@@ -380,7 +383,7 @@ def cold_breakdown(index_dir: Path, scope: Scope | None, query: np.ndarray) -> d
     reader.vector_search(query, K, within=within)
     t["search"] = time.perf_counter() - s
     reader.close()
-    t["path"] = "exact" if exact else "graph"
+    t["path"] = way
     return t
 
 
@@ -413,13 +416,15 @@ def crossover(reader, layout: Layout, vectors_by_id: np.ndarray, queries: np.nda
         for size in sizes:
             files = np.sort(rng.choice(layout.n_files, max(1, size // layout.per_file), replace=False))
             ids = layout.chunk_ids(files)  # in file order, as the catalog gives them: runs of a file's chunks
-            picks = "exact" if hnsw_mod._exact_is_cheaper(Subset(ids, total), total, idx._asked(K, None, Subset(ids, total))[2]) else "graph"
+            sub = Subset(ids, total)
+            picks = hnsw_mod._scoped_way(sub, total, idx._asked(K, None, sub)[2], idx._sketched() is not None)
             hnsw_mod.EXACT_ALWAYS, hnsw_mod.GRAPH_US = 0, 0.0  # idx.search takes the graph path
             truth = exact_truth(vectors_by_id, ids, queries)
             for q in queries[:3]:  # warm-up
                 idx._exact(q, K, Subset(ids, total))
                 idx.search(q, K, within=Subset(ids, total))
             exact_t, exact1_t, einsum_t, graph_t, exact_hits, graph_hits = [], [], [], [], [], []
+            sketch_t, sketch_hits = [], []
             if threadpool_limits is not None:
                 with threadpool_limits(limits=1, user_api="blas"):
                     for q in queries:
@@ -442,30 +447,43 @@ def crossover(reader, layout: Layout, vectors_by_id: np.ndarray, queries: np.nda
                 got = idx.search(q, K, within=sub)
                 graph_t.append(time.perf_counter() - s)
                 graph_hits.append({i for i, _ in got})
+                if idx._sketched() is not None:
+                    sub = Subset(ids, total)
+                    s = time.perf_counter()
+                    got = idx._sketched_search(q, K, None, sub)
+                    sketch_t.append(time.perf_counter() - s)
+                    sketch_hits.append({i for i, _ in got})
             denom = sum(len(t) for t in truth)
             row = {"size": len(ids), "share": len(ids) / total, "exact_p50": pct(exact_t, 50), "graph_p50": pct(graph_t, 50),
                    "exact_1thread_p50": pct(exact1_t, 50), "exact_einsum_p50": pct(einsum_t, 50),
                    "exact_p95": pct(exact_t, 95), "graph_p95": pct(graph_t, 95),
                    "exact_recall": sum(len(a & b) for a, b in zip(exact_hits, truth, strict=True)) / denom,
                    "graph_recall": sum(len(a & b) for a, b in zip(graph_hits, truth, strict=True)) / denom,
+                   "sketch_p50": pct(sketch_t, 50) if sketch_t else float("nan"),
+                   "sketch_recall": (sum(len(a & b) for a, b in zip(sketch_hits, truth, strict=True)) / denom
+                                     if sketch_hits else float("nan")),
                    "engine_picks": picks}
-            row["faster"] = "exact" if row["exact_p50"] < row["graph_p50"] else "graph"
+            ways = {"exact": row["exact_p50"], "graph": row["graph_p50"]}
+            if sketch_t:
+                ways["sketch"] = row["sketch_p50"]
+            row["faster"] = min(ways, key=ways.__getitem__)
             out.append(row)
             print(f"  {len(ids):>7,} chunks: exact {fmt_s(row['exact_p50'])} (1 BLAS thread {fmt_s(row['exact_1thread_p50'])}, "
                   f"einsum {fmt_s(row['exact_einsum_p50'])}), "
-                  f"graph {fmt_s(row['graph_p50'])} "
-                  f"(recall {row['graph_recall']:.3f}); engine picks {row['engine_picks']}", flush=True)
+                  f"graph {fmt_s(row['graph_p50'])} (recall {row['graph_recall']:.3f}), "
+                  f"sketch {fmt_s(row['sketch_p50'])} (recall {row['sketch_recall']:.3f}); "
+                  f"engine picks {row['engine_picks']}", flush=True)
             hnsw_mod.EXACT_ALWAYS, hnsw_mod.GRAPH_US = saved
     finally:
         hnsw_mod.EXACT_ALWAYS, hnsw_mod.GRAPH_US = saved
     return out
 
 
-def engine_threshold(total: int, per_file: int, ef: int) -> int:
-    """The smallest subset of whole files (runs of *per_file*) the engine would give the graph."""
+def engine_threshold(total: int, per_file: int, ef: int, sketch: bool = False) -> int:
+    """The smallest subset of whole files (runs of *per_file*) the engine would not search exactly."""
     for n in sorted({round(10 ** (e / 20)) for e in range(40, 140)}):
-        if n <= total and not hnsw_mod._exact_is_cheaper(Subset(np.arange(n, dtype=np.int64) // per_file * per_file * 2
-                                                                + np.arange(n) % per_file, total), total, ef):
+        files = Subset(np.arange(n, dtype=np.int64) // per_file * per_file * 2 + np.arange(n) % per_file, total)
+        if n <= total and hnsw_mod._scoped_way(files, total, ef, sketch) != "exact":
             return n
     return total
 
@@ -702,7 +720,8 @@ def synthetic_part(args, results: dict) -> None:
                                 "point_1thread": crossover_point(cross, n, "exact_1thread_p50"),
                                 "point_einsum": crossover_point(cross, n, "exact_einsum_p50"),
                                 "GRAPH_US": hnsw_mod.GRAPH_US, "EXACT_ALWAYS": hnsw_mod.EXACT_ALWAYS,
-                                "threshold_size": engine_threshold(n, per_file, hnsw_mod.search_ef(HnswParams().ef_search, n))}
+                                "threshold_size": engine_threshold(n, per_file, hnsw_mod.search_ef(HnswParams().ef_search, n),
+                                                                  reader._vector_index()._sketched() is not None)}
         # (4) lexical filter alternatives (path filters at 50 / 10 / 1 %).
         print("\n  lexical filter alternatives ...", flush=True)
         scopes = {s: Scope.make(**layout.filter_kwargs("path", s, parent)) for s in SHARES[:3]}
@@ -729,11 +748,14 @@ def report_synthetic(results: dict, n: int) -> None:
     cross = results["crossover"]
     rows = []
     for r in cross["rows"]:
-        rows.append((f"{r['size']:,} chunks ({r['share'] * 100:.1f}%): exact / 1 BLAS thread / einsum / graph p50",
+        took = r[f"{r['engine_picks']}_p50"]  # the way the engine picks, against the fastest
+        rows.append((f"{r['size']:,} chunks ({r['share'] * 100:.1f}%): exact / 1 BLAS thread / einsum / graph / "
+                     "sketch p50",
                      f"{fmt_s(r['exact_p50'])} / {fmt_s(r['exact_1thread_p50'])} / {fmt_s(r['exact_einsum_p50'])} / "
-                     f"{fmt_s(r['graph_p50'])}",
-                     f"faster: {r['faster']}; engine picks {r['engine_picks']}; graph recall {r['graph_recall']:.3f}",
-                     verdict(r["faster"] == r["engine_picks"] or abs(math.log(r["exact_p50"] / r["graph_p50"])) < 0.2)))
+                     f"{fmt_s(r['graph_p50'])} / {fmt_s(r['sketch_p50'])}",
+                     f"faster: {r['faster']}; engine picks {r['engine_picks']}; recall graph {r['graph_recall']:.3f}, "
+                     f"sketch {r['sketch_recall']:.3f}",
+                     verdict(r["faster"] == r["engine_picks"] or abs(math.log(took / r[f"{r['faster']}_p50"])) < 0.2)))
     pt = cross["point"]
     rows.append(("measured crossover", f"{pt['size']:,.0f} chunks" if pt.get("size") else pt.get("note", ""), "", ""))
     pt1 = cross["point_1thread"]

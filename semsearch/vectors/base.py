@@ -25,8 +25,9 @@ FILE_KEYS = ("vector_file", "vector_sketch")  # the state keys that name a saved
 class Subset:
     """The chunk ids a search may return (a scoped search's filter), out of *total* live vectors.
 
-    An engine chooses how to honour it: an exact search over the few vectors it names, or its
-    graph search with :meth:`contains` as the filter; never by dropping hits after the search.
+    An engine chooses how to honour it: an exact search over the vectors it names, a shortlist
+    of them scored exactly (the hnsw engine's sketches), or its graph search with
+    :meth:`contains` as the filter; never by dropping hits after the search.
     """
 
     def __init__(self, ids: np.ndarray, total: int) -> None:

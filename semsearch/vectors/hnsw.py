@@ -105,9 +105,10 @@ def _plausible_header(fields: tuple[Any, ...], expected_count: int, dim: int, ac
 class HnswIndex:
     """An hnswlib graph, loaded on first need, and zero-copy views of its saved file.
 
-    A scoped search (a :class:`Subset`) is answered exactly from the saved file's vectors,
-    through the page cache, without loading the graph, when that costs less than the graph with
-    the subset as hnswlib's filter (see :func:`_exact_is_cheaper`). A saved graph larger than
+    A scoped search (a :class:`Subset`) is answered without loading the graph, through the page
+    cache, when that costs less than the graph with the subset as hnswlib's filter (see
+    :func:`_scoped_way`): exactly from the saved file's vectors, or from the nearest of the
+    subset's sketches (:mod:`semsearch.vectors.sketch`) scored exactly. A saved graph larger than
     :data:`LOAD_BYTES` answers its first :data:`MAPPED_SEARCHES` searches from the mapped file
     (:class:`MappedGraph`), so a process that asks one question never copies it into memory;
     the search after those loads it (a long-lived process: hnswlib's own search is faster).
