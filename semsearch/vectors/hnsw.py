@@ -380,15 +380,18 @@ class HnswIndex:
         return ids, cos
 
 
-# A scoped search takes the cheaper of two ways, by these costs in microseconds (warm, measured
-# on a 1,000,000-vector file: benchmarks/bench_filter_scale.py, benchmarks/RESULTS.md). An exact
+# A scoped search takes the cheapest of three ways, by these costs in microseconds (warm, measured
+# on a 1,000,000-vector file: benchmarks/bench_filter_scale.py; the sketch's also on 100,000 by
+# bench_filter.py's crossover sweep and by bench_sketch.py: benchmarks/RESULTS.md). An exact
 # search reads each vector of the subset: in place, run by run (a file's chunks are neighbours),
-# or copied out. The graph filtered to a share s of the vectors visits about ef / s nodes.
+# or copied out. The graph filtered to a share s of the vectors visits about ef / s nodes. A
+# sketched search compares every sketch of the subset and reads the nearest (rerank()).
 EXACT_US_VECTOR = 0.08  # a vector scored in place
 EXACT_US_RUN = 4.0  # a run of neighbouring vectors scored in place (one call)
 GATHER_US_VECTOR = 0.3  # a vector copied out, a block at a time, and scored
 GRAPH_US = 12.0  # one candidate of a filtered graph search's ef, per 1 / share
-SKETCH_US_VECTOR = 0.04  # a vector's sketch gathered and compared (sketch.Sketch.nearest)
+SKETCH_US_SEARCH = 1500.0  # a sketched search's own cost (the query's sketch, the partition, the scoring)
+SKETCH_US_VECTOR = 0.05  # a vector's sketch gathered and compared (sketch.Sketch.nearest)
 RERANK_US = 1.0  # one of the nearest sketches' vectors read (anywhere in the file) and scored
 RERANK_SHARE = 0.01  # a sketched search scores this share of its subset exactly,
 RERANK_MIN = 1000  # and at least this many
@@ -453,7 +456,7 @@ def _scoped_way(within: Subset, total: int, ef: int, sketch: bool) -> str:
         return "exact"
     costs = {"exact": _exact_cost(n, within.runs), "graph": GRAPH_US * ef * total / n}
     if sketch:
-        costs["sketch"] = SKETCH_US_VECTOR * n + RERANK_US * min(n, rerank(n))
+        costs["sketch"] = SKETCH_US_SEARCH + SKETCH_US_VECTOR * n + RERANK_US * min(n, rerank(n))
     return min(costs, key=costs.__getitem__)  # ties: the first (exact answers are exact)
 
 

@@ -23,7 +23,7 @@ by ``semsearch status --verify``; it is only ever a shortcut to the vector file'
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import mmap
 import os
 import struct
@@ -84,25 +84,9 @@ def write_blocks(
         at += len(vectors)
     if at != count:
         raise ValueError(f"{count} vectors expected, {at} given")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(HEAD.pack(MAGIC, dim, words, count))
-            out.write(mean.tobytes())
-            out.write(ids.tobytes())
-            out.write(columns.tobytes())
-            out.flush()
-            os.fsync(out.fileno())
-            written = os.fstat(out.fileno()).st_size
-        if written != size_for(dim, count):
-            raise OSError(f"{path.name} was written incompletely")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return {"vector_sketch": path.name, "vector_sketch_sha256": files.sha256_file(path)}
+    data = b"".join((HEAD.pack(MAGIC, dim, words, count), mean.tobytes(), ids.tobytes(), columns.tobytes()))
+    files.write_atomic(path, data)  # owner-only, synced, renamed into place
+    return {"vector_sketch": path.name, "vector_sketch_sha256": hashlib.sha256(data).hexdigest()}
 
 
 def codes(vectors: np.ndarray, mean: np.ndarray, words: int) -> np.ndarray:
