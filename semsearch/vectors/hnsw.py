@@ -60,7 +60,7 @@ def check_vector_file(
     ``shown`` is the name for messages when ``path`` is another way to the file (an open fd).
     """
     name = shown or path
-    expected_count = int(state.get("vector_slots", state.get("vector_count", "0")))
+    expected_count = _slots(state)
     size = int(state.get("vector_size", "0"))
     try:
         actual = path.stat().st_size
@@ -80,11 +80,19 @@ def check_vector_file(
         verify_checksum(path, state, shown)
 
 
-def verify_checksum(path: Path, state: Mapping[str, str], shown: Path | None = None) -> None:
-    """The whole file against the sha256 recorded when it was written (``status --verify``)."""
+def verify_checksum(
+    path: Path, state: Mapping[str, str], shown: Path | None = None, key: str = "vector_sha256"
+) -> None:
+    """The whole file against the sha256 recorded under *key* when it was written
+    (``status --verify``): the vector file's, or its sketch's (``vector_sketch_sha256``)."""
     name = shown or path
-    if files.sha256_file(path) != state.get("vector_sha256", ""):
+    if files.sha256_file(path) != state.get(key, ""):
         raise IndexCorruptError(f"{name} fails its checksum", path=Path(name), remedy="rebuild")
+
+
+def _slots(state: Mapping[str, str]) -> int:
+    """The elements a saved file holds, removed ones included (its count, for older states)."""
+    return int(state.get("vector_slots", state.get("vector_count", "0")))
 
 
 def _plausible_header(fields: tuple[Any, ...], expected_count: int, dim: int, actual: int) -> bool:
@@ -539,8 +547,8 @@ class HnswBackend:
         check_links(path, dim)
         if sketch_file is not None:  # named by its own name (*sketch_file* may be an open fd's path)
             shown = Path(state.get("vector_sketch", sketch_file.name))
-            Sketch(sketch_file, dim, int(state.get("vector_slots", state.get("vector_count", "0"))), shown)
-            sketch.verify(sketch_file, state, shown)
+            Sketch(sketch_file, dim, _slots(state), shown)  # there, and its size and header
+            verify_checksum(sketch_file, state, shown, key="vector_sketch_sha256")
 
     def open(
         self,
@@ -560,7 +568,7 @@ class HnswBackend:
         # (a scoped search that reads only some vectors through the mapped view never hands it
         # to hnswlib). The whole file's sha256 is checked by `semsearch status --verify`.
         check_vector_file(path, state, dim, shown, checksum=False)
-        slots = int(state.get("vector_slots", state.get("vector_count", "0")))
+        slots = _slots(state)
 
         def load() -> Any:
             check_links(path, dim, shown)

@@ -27,7 +27,7 @@ import hashlib
 import mmap
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,19 +156,6 @@ class Sketch:
                 np.bitwise_and(word, planes[p][j], out=masked)
                 distance += np.bitwise_count(masked).astype(np.uint16) << p
         return np.argpartition(distance, r - 1)[:r]
-
-
-def verify(path: Path, state: Mapping[str, str], shown: Path | None = None) -> None:
-    """The whole file against the sha256 recorded when it was written (``status --verify``)."""
-    name = Path(shown or path)
-    try:
-        digest = files.sha256_file(path)
-    except FileNotFoundError:
-        raise IndexCorruptError(f"{name} is missing", path=name, remedy="rebuild") from None
-    except OSError as exc:
-        raise IndexCorruptError(f"cannot read {name}: {exc.strerror}", path=name, remedy="rebuild") from None
-    if digest != state.get("vector_sketch_sha256", ""):
-        raise IndexCorruptError(f"{name} fails its checksum", path=name, remedy="rebuild")
 
 
 def _damaged(name: Path, what: str) -> IndexCorruptError:
