@@ -148,23 +148,20 @@ def records(
     for (a pass over the whole map would leave every page of it counted in the process's memory)."""
     import numpy as np
 
-    mapped = _Mapped(path, None)
-    n, per = mapped.n, mapped.per_element
-    if per != mapped.data_off + dim * 4 + 8:
-        raise _damaged(mapped.name, "not the vector file this index expects")
+    graph = MappedGraph(path, dim)
+    mapped = graph._mapped
 
     def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for start in range(0, n, rows):
-            count = min(rows, n - start)
-            at = HEADER.size + start * per
-            vectors = np.ndarray((count, dim), dtype=np.float32, buffer=mapped.map, offset=at + mapped.data_off,
-                                 strides=(per, 4))  # fmt: skip
-            labels = np.ndarray((count,), dtype="<u8", buffer=mapped.map, offset=at + mapped.label_off, strides=(per,))
-            yield vectors, labels.astype(np.int64)
+        for start in range(0, graph.count, rows):
+            end = min(start + rows, graph.count)
+            yield graph.vectors[start:end], graph.labels[start:end].astype(np.int64)
+            at = HEADER.size + start * mapped.per_element
             first = at - at % mmap.PAGESIZE
-            mapped.map.madvise(mmap.MADV_DONTNEED, first, min(at + count * per, mapped.size) - first)
+            mapped.map.madvise(
+                mmap.MADV_DONTNEED, first, min(HEADER.size + end * mapped.per_element, mapped.size) - first
+            )
 
-    return n, blocks
+    return graph.count, blocks
 
 
 def unit(query: np.ndarray) -> np.ndarray:
