@@ -482,14 +482,13 @@ class IndexWriter:
         or one an older version updated and deleted them from), if its engine makes them,
         fsynced before the flip that names them."""
         add = getattr(self._engine, "add_sketch", None)
-        if add is None or all(
-            (name := state.get("vector_sketch")) and (self.index_dir / name).is_file()
-            for state in layout.segment_states()
-        ):
+        if add is None:
             return layout
-        dim = self.manifest.model.dim
+        dim = self.manifest.model.dim  # the engine leaves a segment whose sketch is there as it is
         base = add(self.index_dir / layout.base["vector_file"], layout.base, dim)
         deltas = [add(self.index_dir / state["vector_file"], state, dim) for state in layout.deltas]
+        if base == layout.base and deltas == layout.deltas:
+            return layout
         files.fsync_dir(self.index_dir)
         return segments.Layout(base=base, deltas=deltas, base_gen=layout.base_gen, tombstones=layout.tombstones)
 
