@@ -13,6 +13,7 @@ from pathlib import Path
 # What a remedy code says to a library caller; "{message}" stands for the error's own text.
 REMEDIES = {
     "rebuild": "{message}; rebuild the index (Index.update(rebuild=True))",
+    "repair": "{message}; Index.update() repairs it from the stored vectors (nothing is embedded again)",
     "upgrade_or_rebuild": "{message}; upgrade semsearch or rebuild the index (Index.update(rebuild=True))",
     "index_first": "{message} (create one with Index.create(...).update(paths) first)",
     "finish_build": "{message} (Index.update() there finishes it)",

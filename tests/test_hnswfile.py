@@ -110,6 +110,7 @@ def test_damaged_links_raise_instead_of_crashing(tmp_path: Path) -> None:
 
 def test_a_big_saved_graph_answers_first_searches_unloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hnsw, "LOAD_BYTES", 0)  # every saved graph counts as big
+    monkeypatch.setattr(hnsw, "EXACT_SLOTS", 0)  # and is searched through its graph
     n = 3000
     data = vectors(n, 5)
     made = hnsw.BACKEND.create(DIM, n, {})
@@ -148,7 +149,8 @@ def test_an_index_searched_unloaded_gives_the_loaded_answers(tmp_path: Path, mon
         with Index.open(tmp_path / "docs" / ".semsearch", provider=FakeModel()) as index:
             return [[(str(h.chunk.path), round(h.score, 5)) for h in index.search(q, k=5)] for q in asked]
 
-    monkeypatch.setattr(hnsw, "LOAD_BYTES", 1 << 40)  # loaded, as small graphs are
+    monkeypatch.setattr(hnsw, "EXACT_SLOTS", 0)  # searched through the graph, as big ones are
+    monkeypatch.setattr(hnsw, "LOAD_BYTES", 1 << 40)  # loaded
     whole = answers()
     monkeypatch.setattr(hnsw, "LOAD_BYTES", 0)
     assert answers() == whole

@@ -188,7 +188,10 @@ def test_semantic_filtered_search_equals_exact_search_over_the_filter(
     assert len({h.chunk.id for h in graph} & set(expected)) >= 9
 
 
-def test_a_scoped_search_over_few_chunks_does_not_load_the_graph(tree: Path) -> None:
+def test_a_scoped_search_over_few_chunks_does_not_load_the_graph(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from semsearch.vectors import hnsw
+
+    monkeypatch.setattr(hnsw, "EXACT_SLOTS", 0)  # a graph big enough to be searched as one
     with Index.open(tree / ".semsearch", provider=FakeModel()) as index:
         hits = index.search("bread", k=3, mode="semantic", paths=[tree / "code" / "m03.py"])
         assert hits and hits[0].chunk.display == "code/m03.py"

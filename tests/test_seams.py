@@ -346,17 +346,16 @@ def test_a_damaged_vector_file_is_a_one_line_error(
         problems = index.status(verify=True).problems
     assert problems and all("\n" not in p and target.name in p for p in problems), problems
 
-    # An incremental update reads no old vector file, but checks that each is there and whole in
-    # size and header (constant time): a wrong size or a missing file is the same error, not a
-    # crash; damage inside a file of the right size is left to the query and to --verify.
-    # --rebuild recovers.
+    # The next update checks the vector files it keeps (a small one whole) and writes them again
+    # from the vectors the database keeps: every kind of damage is repaired, nothing is embedded
+    # again but the new file.
     write(docs / "chess.txt", topic_text("chess", salt=2))
     with Index.open(tmp_path / "idx", provider=fake_model) as index:
-        if damage is not _garble:
-            with pytest.raises(IndexCorruptError) as caught:
-                index.update()
-            assert "\n" not in str(caught.value)
-        index.update(rebuild=True)
+        embedded = fake_model.embedder_instance.documents_embedded
+        summary = index.update()
+        assert summary.indexed == 1 and len(summary.repaired) == 1 and target.name in summary.repaired[0]
+        assert all("\n" not in line for line in summary.repaired)
+        assert fake_model.embedder_instance.documents_embedded - embedded == summary.chunks_added
         assert index.status(verify=True).problems == []
         assert index.search(QUERIES["chess"], k=1, mode="semantic")[0].chunk.path.name == "chess.txt"
         assert index.status().vector_index == engine

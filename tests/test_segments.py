@@ -363,19 +363,25 @@ def test_duplicates_are_found_across_segments(built) -> None:
     index.close()
 
 
-def test_the_kept_segments_are_checked_before_an_update(built) -> None:
+def test_the_kept_segments_are_checked_and_repaired_by_an_update(built, fake_model: FakeModel) -> None:
+    """A damaged segment is found by the next update and every vector file is written again
+    from the vectors the database keeps: nothing is embedded again, nothing is lost."""
     docs, index_dir, index = built
     write(docs / "f003.md", "# File 3\n\nMarble falcon.\n")
     index.update()
     delta = json.loads(state(index_dir)[segments.DELTAS_KEY])[0]["vector_file"]
     os.truncate(index_dir / delta, 100)
     write(docs / "f004.md", "# File 4\n\nQuartz saddle.\n")
-    from semsearch.errors import IndexCorruptError
-
-    with pytest.raises(IndexCorruptError, match=delta):
-        index.update()
-    index.update(rebuild=True)
+    embedded = fake_model.embedder_instance.documents_embedded
+    summary = index.update()
+    assert summary.indexed == 1 and summary.repaired and delta in summary.repaired[0]
+    assert fake_model.embedder_instance.documents_embedded - embedded == 1  # only the edited file's chunk
     assert index.status(verify=True).problems == []
+    query = fake_model.embedder_instance.embed_queries(["marble falcon quartz"])[0]
+    assert sorted(h.chunk.id for h in index.search("marble falcon quartz", mode="semantic", k=5)) == exact_top(
+        index_dir, query, 5
+    )
+    assert index.update().repaired == []  # sound now: nothing more to repair
     index.close()
 
 

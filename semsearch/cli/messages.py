@@ -30,6 +30,7 @@ FLAGS = {
 }
 REMEDIES = {
     "rebuild": "{message}; run `semsearch index --rebuild`",
+    "repair": "{message}; run `semsearch index` to repair it (from the stored vectors: nothing is embedded again)",
     "upgrade_or_rebuild": "{message}; upgrade semsearch or run `semsearch index --rebuild`",
     "index_first": "{message} (run `semsearch index PATH` first)",
     "finish_build": "{message} (run `semsearch index` there to finish it)",

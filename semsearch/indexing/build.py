@@ -297,6 +297,13 @@ class _Run:
         report = writer.finalize(graph_progress, before_switch=before_switch, merge=self.options.merge)
         if report is not None:
             summary.merged, summary.merge_due = report.merged, report.merge_due
+            summary.repaired = list(report.repaired)
+            for problem in report.repaired:
+                self.on_event(
+                    IndexEvent(
+                        "warning", text=f"{problem}: the vector files were written again from the stored vectors"
+                    )
+                )
             if report.merge_error:
                 self.on_event(IndexEvent("warning", text=report.merge_error))
         if not writer.new_build:

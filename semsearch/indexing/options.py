@@ -126,3 +126,4 @@ class IndexSummary:
     index_dir: Path = Path()
     merged: bool = False  # the vector segments were merged into a new base after the change
     merge_due: bool = False  # a merge is due and was left for later (IndexOptions.merge False)
+    repaired: list[str] = field(default_factory=list)  # damaged vector files found, rebuilt from the database

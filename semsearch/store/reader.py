@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 # A subset holding at least this share of the chunks is searched by BM25 ranking with a bitmap
 # check (cost of an unfiltered search); a narrower one inside the SQL (cost with its size).
 WIDE_SUBSET = 0.05
+# A hit's cosine as the vector engine scored it and as the database's copy of its vector gives
+# it differ in the last bits only (float32 sums in another order).
+SCORE_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -283,7 +286,29 @@ class IndexReader:
         index = self._vector_index()
         if index is None:
             return []
-        return index.search(query, k, ef=ef, within=within)
+        found = index.search(query, k, ef=ef, within=within)
+        self._check_found(query, found)
+        return found
+
+    def _check_found(self, query: np.ndarray, found: list[tuple[int, float]]) -> None:
+        """The vector files against the database, for what a search returns: each hit's cosine
+        with the vector the database stores for its chunk (a few rows read). A damaged or
+        tampered file (a vector under another chunk's label) is an error, never a wrong hit."""
+        if not found:
+            return
+        import numpy as np
+
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        q = q / (float(np.sqrt(q @ q)) or 1.0)
+        stored = self.vectors([cid for cid, _ in found])
+        for cid, score in found:
+            vec = stored.get(cid)
+            if vec is None or len(vec) != len(q) or not abs(float(vec @ q) - score) <= SCORE_TOLERANCE:
+                raise IndexCorruptError(
+                    f"the vector files of {self.index_dir} do not match its database (chunk {cid})",
+                    path=self.index_dir,
+                    remedy="repair",
+                )
 
     def neighbours(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Approximate k nearest chunks of many vectors at once: (ids, cosines), id -1 for none."""

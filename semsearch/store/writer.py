@@ -26,6 +26,7 @@ from semsearch.store.database import (
 )
 from semsearch.store.format import IndexManifest
 from semsearch.vectors import segments
+from semsearch.vectors.base import FILE_KEYS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,6 +56,7 @@ class FinalizeReport:
     merged: bool = False  # the deltas were then merged into a new base (a generation of its own)
     merge_error: str = ""  # why a merge the update began failed (its change is in all the same)
     merge_due: bool = False  # a merge was wanted and left to a later merge_segments (merge=False)
+    repaired: tuple[str, ...] = ()  # damaged vector files, rebuilt from the database's vectors
 
 
 class IndexWriter:
@@ -345,7 +347,9 @@ class IndexWriter:
         started = time.perf_counter()
         self.commit()
         added, removed = self.pending_changes()
-        if not (added or removed or force or self.new_build):
+        damaged = () if self.new_build else self._damaged_segments()
+        force = force or self._drop_damaged_sketches()  # written again below, as a missing one is
+        if not (added or removed or force or self.new_build or damaged):
             return None
         state = get_state(self.conn)
         old_count = int(state.get("vector_count", "0"))
@@ -353,6 +357,7 @@ class IndexWriter:
         live = old_count + added - removed
         rebuild = (
             self.new_build
+            or bool(damaged)  # every vector file written again from the database's vectors
             or not state.get("vector_file")
             or old_count == 0
             or removed > self._engine.rebuild_fraction * max(1, old_count)
@@ -377,8 +382,51 @@ class IndexWriter:
                 merge_error = f"merging the vector segments failed ({exc.strerror or exc}); the next update tries again"
         return FinalizeReport(
             self.committed, added, removed, rebuild, time.perf_counter() - started, merge and not merge_error,
-            merge_error, due and not merge,
+            merge_error, due and not merge, damaged,
         )  # fmt: skip
+
+    def _damaged_segments(self) -> tuple[str, ...]:
+        """The committed state's vector files that are damaged: each checked whole (its sha256,
+        its links, its sketch) when it is small or changed on disk since it was written (its
+        inode, size or change time, which no tool sets back), else trusted. One line each."""
+        layout = segments.Layout.from_state(vector_state(get_state(self.conn)))
+        check = getattr(self._engine, "verify", None)
+        found: list[str] = []
+        for state in layout.segment_states():
+            name = state.get("vector_file", "")
+            if "/" in name or not name:
+                found.append(f"{name!r}: not a vector file of this index")
+                continue
+            path = self.index_dir / name
+            if check is None or not _worth_checking(self.index_dir, state):
+                continue
+            try:
+                check(path, state, self.manifest.model.dim)
+            except IndexCorruptError as exc:
+                found.append(str(exc.message))
+        return tuple(found)
+
+    def _drop_damaged_sketches(self) -> bool:
+        """Delete the sketches (semsearch's own files, named by the state) that fail their check,
+        so that the update writes them again from their vector files: whether any was."""
+        check = getattr(self._engine, "verify_sketch", None)
+        if check is None:
+            return False
+        dropped = False
+        layout = segments.Layout.from_state(vector_state(get_state(self.conn)))
+        for state in layout.segment_states():
+            name = state.get("vector_sketch", "")
+            if not name or "/" in name or not (self.index_dir / name).is_file():
+                continue
+            if not _worth_checking(self.index_dir, state):
+                continue
+            try:
+                check(self.index_dir / name, state, self.manifest.model.dim)
+            except IndexCorruptError:
+                with contextlib.suppress(OSError):
+                    (self.index_dir / name).unlink()
+                dropped = True
+        return dropped
 
     def merge_segments(self, progress: Callable[[int, int], None] | None = None) -> bool:
         """The merge an update left due (``finalize(merge=False)``), now: whether it ran.
@@ -427,6 +475,20 @@ class IndexWriter:
     ) -> segments.Layout:
         """A new base: every live vector (a rebuild), or the old base with the deltas merged in
         and the tombstones removed."""
+        if not rebuild:
+            # A merge reads the whole base: checked whole first, so that no damage is carried
+            # into a new file with a fresh checksum (a damaged base: every vector from the database).
+            base = layout.base_state()
+            check = getattr(self._engine, "verify", None)
+            sketch = base.get("vector_sketch", "")
+            try:
+                if check is not None:
+                    check(
+                        self.index_dir / base["vector_file"], base, self.manifest.model.dim,
+                        sketch_file=self.index_dir / sketch if sketch else None,
+                    )  # fmt: skip
+            except IndexCorruptError:
+                rebuild = True
         if rebuild:
             index, total = self._new_vector_index(live), live
             where: tuple[str, tuple[Any, ...]] = (visible(self.working), ())
@@ -451,7 +513,7 @@ class IndexWriter:
             where = (f"gen_added > ? AND {visible(self.working)}", (layout.base_gen,))
         self._add_vectors(index, where, total, progress)
         name = f"vectors-{self.manifest.epoch}-{self.working}{self._engine.file_suffix}"
-        saved = index.save(self.index_dir, name)
+        saved = _stamped(self.index_dir, index.save(self.index_dir, name))
         saved["vector_base_count"] = saved["vector_count"]
         return segments.Layout(base=saved, deltas=[], base_gen=self.working, tombstones=0)
 
@@ -472,7 +534,7 @@ class IndexWriter:
             index = self._new_vector_index(added)
             self._add_vectors(index, ("gen_added = ? AND gen_removed IS NULL", (self.working,)), added, progress)
             name = f"vectors-{self.manifest.epoch}-{self.working}-delta{self._engine.file_suffix}"
-            deltas.append(index.save(self.index_dir, name))
+            deltas.append(_stamped(self.index_dir, index.save(self.index_dir, name)))
         return segments.Layout(
             base=layout.base, deltas=deltas, base_gen=layout.base_gen, tombstones=layout.tombstones + removed
         )
@@ -489,6 +551,11 @@ class IndexWriter:
         deltas = [add(self.index_dir / state["vector_file"], state, dim) for state in layout.deltas]
         if base == layout.base and deltas == layout.deltas:
             return layout
+        # A segment given its sketch now is stamped anew (as it is on disk from now on).
+        base = base if base == layout.base else _stamped(self.index_dir, base)
+        deltas = [
+            new if new == old else _stamped(self.index_dir, new) for new, old in zip(deltas, layout.deltas, strict=True)
+        ]
         files.fsync_dir(self.index_dir)
         return segments.Layout(base=base, deltas=deltas, base_gen=layout.base_gen, tombstones=layout.tombstones)
 
@@ -549,3 +616,36 @@ class IndexWriter:
         self.conn.execute("DELETE FROM chunks WHERE gen_removed IS NOT NULL AND gen_removed <= ?", (generation,))
         self.conn.execute("DELETE FROM files WHERE gen_removed IS NOT NULL AND gen_removed <= ?", (generation,))
         self.commit()
+
+
+# Vector files up to this size are checked whole (sha256, links) by every update that keeps them
+# (40 ms or so); bigger ones only when they changed on disk since they were written.
+CHECK_BYTES = 64 << 20
+STAT_KEY = "vector_stat"  # each file of a segment: "name:inode:size:ctime_ns", when written
+
+
+def _stat_of(index_dir: Path, state: dict[str, str]) -> str:
+    parts = []
+    for key in FILE_KEYS:
+        name = state.get(key, "")
+        if name:
+            try:
+                st = os.stat(index_dir / name)
+            except OSError:
+                return ""
+            parts.append(f"{name}:{st.st_ino}:{st.st_size}:{st.st_ctime_ns}")
+    return " ".join(parts)
+
+
+def _stamped(index_dir: Path, state: dict[str, str]) -> dict[str, str]:
+    """A segment's state with its files' identity on disk as written (what an update compares)."""
+    return {**state, STAT_KEY: _stat_of(index_dir, state)}
+
+
+def _worth_checking(index_dir: Path, state: dict[str, str]) -> bool:
+    """Whether an update checks a kept segment whole: small, or not as it was written."""
+    try:
+        size = os.stat(index_dir / state["vector_file"]).st_size
+    except OSError:
+        return True  # missing: the check says so
+    return size <= CHECK_BYTES or not state.get(STAT_KEY) or state[STAT_KEY] != _stat_of(index_dir, state)

@@ -125,9 +125,10 @@ class HnswIndex:
     def __init__(
         self, index: Any, live: int, *, replace_deleted: bool, load: Callable[[], Any] | None = None,
         file: Path | None = None, dim: int = 0, ef_search: int = 0, shown: Path | None = None, size: int = 0,
-        sketch: Path | None = None, slots: int = 0,
+        sketch: Path | None = None, slots: int = 0, sha256: str = "",
     ) -> None:  # fmt: skip
         self._index = index
+        self._sha256 = sha256  # a small file is checked whole before its first exact search
         self._load = load
         self._file = file  # the saved file the views read (None: a new, unsaved graph)
         self._shown = shown
@@ -143,6 +144,7 @@ class HnswIndex:
         self._live = live
         self._replace_deleted = replace_deleted  # an update reuses the slots of removed vectors
         self._pending: list[int] = []  # removals asked before the graph was loaded
+        self._gone: list[int] = []  # every removal asked before then (the exact searches' filter)
         self._lock = threading.Lock()
         self._gate = _EfGate()
 
@@ -176,6 +178,7 @@ class HnswIndex:
                 # Not loaded yet (a segment opened with its tombstones): removed when it is, so
                 # a scoped search that reads only the mapped vectors never loads the graph.
                 self._pending.extend(int(i) for i in ids)
+                self._gone.extend(int(i) for i in ids)
                 self._removed = None
                 return
         self._mark_deleted(self._graph(), ids)
@@ -211,13 +214,19 @@ class HnswIndex:
     ) -> list[tuple[int, float]]:
         if self._live <= 0 or (within is not None and len(within) == 0):
             return []
+        if self._file is not None and self._slots <= EXACT_SLOTS:
+            return self._exact_all(query, k, within)
         if within is not None and self._file is not None:
             # within holds live chunks only: an exact or sketched search needs no tombstones.
             way = _scoped_way(within, self._live, self._asked(k, ef, within)[2], self._sketched() is not None)
-            if way == "exact":
-                return self._exact(query, k, within)
-            if way == "sketch":
-                return self._sketched_search(query, k, ef, within)
+            try:
+                if way == "exact":
+                    return self._exact(query, k, within)
+                if way == "sketch":
+                    return self._sketched_search(query, k, ef, within)
+            except _SketchLabelsWrong:
+                self._drop_sketch()
+                return self.search(query, k, ef=ef, within=within)
         if self._index is None and self._take_mapped():
             return self._mapped_search(query, k, ef, within)
         graph = self._graph()  # loaded first: its pending removals change the live count
@@ -297,8 +306,8 @@ class HnswIndex:
         import numpy as np
 
         with self._lock:
-            if self._removed is None and self._pending:
-                gone = np.asarray(self._pending, dtype=np.int64)
+            if self._removed is None and self._gone:
+                gone = np.asarray(self._gone, dtype=np.int64)
                 bits = np.zeros(int(gone.max()) + 1, dtype=np.uint8)
                 bits[gone[gone >= 0]] = 1
                 self._removed = bits
@@ -313,6 +322,21 @@ class HnswIndex:
                     self._sketch = Sketch(self._sketch_file, self._dim, self._slots)
                 self._sketch_file = None
             return self._sketch
+
+    def _drop_sketch(self) -> None:
+        """Stop using a sketch whose labels are not the file's (damaged): the id-to-slot map is
+        made again from the vector file's own labels, and no search reads the sketch again."""
+        with self._sketch_lock:
+            self._sketch, self._sketch_file = None, None
+        self._map().forget_slots()
+
+    def _check_labels(self, ids: np.ndarray, slots: np.ndarray) -> None:
+        """The file's own labels at *slots* (read with their vectors) must be *ids*: the slots
+        came from the sketch's copy of the labels."""
+        import numpy as np
+
+        if len(slots) and not np.array_equal(self._map().labels[slots].astype(np.int64), ids):
+            raise _SketchLabelsWrong
 
     def _in_file(self, within: Subset) -> tuple[np.ndarray, np.ndarray]:
         """The ids of *within* this file holds, and their slots."""
@@ -333,7 +357,41 @@ class HnswIndex:
         q = unit(query)
         near = sketched.nearest(q, slots, max(k, ef or 0, rerank(len(ids))))
         near = near[slots[near].argsort()]  # read in file order
+        self._check_labels(ids[near], slots[near])
         return ranked(ids[near], self._map().vectors[slots[near]], q)[:k]
+
+    def _exact_all(self, query: np.ndarray, k: int, within: Subset | None) -> list[tuple[int, float]]:
+        """Every vector of the file scored (a small segment): the true nearest, whatever the
+        graph's links. A graph does not promise that: an element added to a built graph far
+        from the rest (a merge's new passage on a subject of its own) may get a single link,
+        which a search at any ef can pass by (benchmarks/RESULTS.md, issue 23)."""
+        import numpy as np
+
+        with self._lock:
+            if self._sha256:  # once: a small file costs a few ms to hash (a query reads it all)
+                assert self._file is not None
+                verify_checksum(self._file, {"vector_sha256": self._sha256}, self._shown)
+                self._sha256 = ""
+        mapped = self._map()
+        if mapped.count == 0:
+            return []
+        q = unit(query)
+        labels = mapped.labels.astype(np.int64)
+        keep = mapped.live()
+        for bits, wanted in ((self._removed_bitmap(), 0), (within.bitmap() if within is not None else None, 1)):
+            if bits is not None:
+                held = labels < len(bits)
+                keep &= np.where(held, bits[np.minimum(labels, len(bits) - 1)] == wanted, wanted == 0)
+        slots = np.flatnonzero(keep)
+        if not len(slots):
+            return []
+        scores = (mapped.vectors @ q)[slots]  # in place, one pass over the file
+        k = min(k, len(slots))
+        # A margin past the k-th score: the top is then scored as every search scores it
+        # (ranked: the same bits whichever way found a vector), ties broken by id.
+        bar = np.partition(scores, len(scores) - k)[len(scores) - k] - 1e-4 if k < len(slots) else -np.inf
+        near = slots[scores >= bar]
+        return ranked(labels[near], mapped.vectors[near], q)[:k]
 
     def _exact(self, query: np.ndarray, k: int, within: Subset) -> list[tuple[int, float]]:
         import numpy as np
@@ -357,6 +415,7 @@ class HnswIndex:
         k = min(k, len(ids))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
         top = top[np.lexsort((ids[top], -scores[top]))]
+        self._check_labels(ids[top], slots[top])
         return [(int(ids[i]), float(scores[i])) for i in top]
 
     def search_batch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -404,6 +463,9 @@ RERANK_US = 1.0  # one of the nearest sketches' vectors read (anywhere in the fi
 RERANK_SHARE = 0.01  # a sketched search scores this share of its subset exactly,
 RERANK_MIN = 1000  # and at least this many
 EXACT_ALWAYS = 2048  # subsets this small are searched exactly at any size
+# Saved files of at most this many elements are always searched exactly (about 1-2 ms at
+# 10,000, against 0.3-1 ms for the graph): their answers are the true nearest.
+EXACT_SLOTS = 10_000
 GATHER_BLOCK = 4096  # vectors copied out at a time (6 MB at 384 dimensions)
 BATCH_EF = 32  # search_batch's ef (near-duplicate neighbours)
 EF_SIZE = 100_000  # graphs up to this size are searched at their recorded ef_search
@@ -466,6 +528,10 @@ def _scoped_way(within: Subset, total: int, ef: int, sketch: bool) -> str:
     if sketch:
         costs["sketch"] = SKETCH_US_SEARCH + SKETCH_US_VECTOR * n + RERANK_US * min(n, rerank(n))
     return min(costs, key=costs.__getitem__)  # ties: the first (exact answers are exact)
+
+
+class _SketchLabelsWrong(Exception):
+    """A sketch's labels disagree with its vector file's (the sketch is damaged)."""
 
 
 class _EfGate:
@@ -545,10 +611,15 @@ class HnswBackend:
     def verify(self, path: Path, state: Mapping[str, str], dim: int, *, sketch_file: Path | None = None) -> None:
         check_vector_file(path, state, dim, checksum=True)
         check_links(path, dim)
-        if sketch_file is not None:  # named by its own name (*sketch_file* may be an open fd's path)
-            shown = Path(state.get("vector_sketch", sketch_file.name))
-            Sketch(sketch_file, dim, _slots(state), shown)  # there, and its size and header
-            verify_checksum(sketch_file, state, shown, key="vector_sketch_sha256")
+        if sketch_file is not None:
+            self.verify_sketch(sketch_file, state, dim)
+
+    def verify_sketch(self, sketch_file: Path, state: Mapping[str, str], dim: int) -> None:
+        """A saved file's sketch whole: there, its size and header, its sha256; named by its own
+        name (*sketch_file* may be an open fd's path)."""
+        shown = Path(state.get("vector_sketch", sketch_file.name))
+        Sketch(sketch_file, dim, _slots(state), shown)
+        verify_checksum(sketch_file, state, shown, key="vector_sketch_sha256")
 
     def open(
         self,
@@ -593,7 +664,7 @@ class HnswBackend:
         return HnswIndex(
             None, live, replace_deleted=True, load=load, file=path, dim=dim, ef_search=p.ef_search,
             shown=shown, size=int(state.get("vector_size", "0")),  # checked against the file above
-            sketch=sketch_file, slots=slots,
+            sketch=sketch_file, slots=slots, sha256=state.get("vector_sha256", "") if slots <= EXACT_SLOTS else "",
         )  # fmt: skip
 
 

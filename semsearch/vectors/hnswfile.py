@@ -205,21 +205,35 @@ class MappedGraph:
             )
         self._mapped = mapped
         self.count = mapped.n  # elements, removed ones included
-        self._words = np.ndarray(
-            (mapped.n, mapped.per_element // 4), dtype="<u4", buffer=mapped.map, offset=HEADER.size
-        )
-        # The vectors by slot and their labels: strided views of the map, read where they lie.
-        self.vectors = np.ndarray(
-            (mapped.n, dim), dtype=np.float32, buffer=mapped.map, offset=HEADER.size + mapped.data_off,
-            strides=(mapped.per_element, 4),
-        )  # fmt: skip
-        self.labels = np.ndarray(
-            (mapped.n,), dtype="<u8", buffer=mapped.map, offset=HEADER.size + mapped.label_off,
-            strides=(mapped.per_element,),
-        )  # fmt: skip
+        if mapped.n == 0:  # an index whose every file was deleted: no record to view
+            self._words = np.zeros((0, mapped.per_element // 4), dtype="<u4")
+            self.vectors = np.zeros((0, dim), dtype=np.float32)
+            self.labels = np.zeros(0, dtype="<u8")
+        else:
+            self._words = np.ndarray(
+                (mapped.n, mapped.per_element // 4), dtype="<u4", buffer=mapped.map, offset=HEADER.size
+            )
+            # The vectors by slot and their labels: strided views of the map, read where they lie.
+            self.vectors = np.ndarray(
+                (mapped.n, dim), dtype=np.float32, buffer=mapped.map, offset=HEADER.size + mapped.data_off,
+                strides=(mapped.per_element, 4),
+            )  # fmt: skip
+            self.labels = np.ndarray(
+                (mapped.n,), dtype="<u8", buffer=mapped.map, offset=HEADER.size + mapped.label_off,
+                strides=(mapped.per_element,),
+            )  # fmt: skip
         self._all_words = np.frombuffer(mapped.map, dtype="<u4", count=mapped.size // 4)
         self._upper: dict[int, tuple[int, int]] | None = None
         self._slot_of: np.ndarray | None = None
+
+    def live(self) -> np.ndarray:
+        """A boolean per slot: not marked deleted in the file (hnswlib's mark)."""
+        flags: np.ndarray = (self._words[:, 0] & _DELETED) == 0
+        return flags
+
+    def forget_slots(self) -> None:
+        """Drop the id-to-slot map (made from a sketch's labels that proved wrong)."""
+        self._slot_of = None
 
     def slot_of(self, labels: np.ndarray | None = None) -> np.ndarray:
         """Each label's slot (-1: not in the file), by label: one pass over every label, once.
