@@ -329,7 +329,7 @@ def test_a_damaged_vector_file_is_a_one_line_error(
     with Index.open(tmp_path / "idx", provider=fake_model) as index, pytest.raises(IndexCorruptError) as caught:
         index.search(QUERIES["chess"], mode="semantic")
     message = str(caught.value)
-    assert "\n" not in message and target.name in message and "rebuild" in message, message
+    assert "\n" not in message and target.name in message and "Index.update() repairs it" in message, message
 
     # The command line answers with exit 2 and that one line (the fake model is registered by name).
     from semsearch.cli import app
@@ -339,7 +339,7 @@ def test_a_damaged_vector_file_is_a_one_line_error(
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert target.name in result.stderr and "semsearch index --rebuild" in result.stderr, result.stderr
+    assert target.name in result.stderr and "run `semsearch index` to repair it" in result.stderr, result.stderr
 
     # `status --verify` finds every kind of damage, one line each.
     with Index.open(tmp_path / "idx", provider=fake_model) as index:

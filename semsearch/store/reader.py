@@ -245,12 +245,29 @@ class IndexReader:
                     engine.open(source, state, self.manifest.model.dim, self.manifest.vector_params, shown=path)
             except IndexCorruptError as exc:
                 problems.append(str(exc).replace(str(source), name))
+        if not problems:
+            problems += self._segments_match_database(engine)
         try:
             (chunks,) = self.conn.execute(f"SELECT count(*) FROM chunks WHERE {visible(self.generation)}").fetchone()
         except sqlite3.DatabaseError:
             chunks = None
         if chunks is not None and chunks != self.vector_count:
             problems.append(f"the database lists {chunks} chunks and the vector segments {self.vector_count}")
+        return problems
+
+    def _segments_match_database(self, engine: vectors.VectorBackend) -> list[str]:
+        """Every live vector of every segment file against the vector the database keeps for its
+        label (a file whose checksum was recomputed over damage, a label under another chunk's
+        vector): one line per file that differs."""
+        problems = []
+        gone = self._tombstones()
+        for state in self.layout.segment_states():
+            name = state.get("vector_file", "")
+            wrong = unlike_database(
+                self.conn, self.generation, engine, self._source(name), self.manifest.model.dim, gone
+            )
+            if wrong:
+                problems.append(f"{name} holds {wrong} vectors that are not the database's for their chunks")
         return problems
 
     def _tombstones(self) -> list[int]:
@@ -283,10 +300,16 @@ class IndexReader:
         *within* the subset when given (k of them whenever it holds k)."""
         if within is not None and len(within) == 0:
             return []
-        index = self._vector_index()
-        if index is None:
-            return []
-        found = index.search(query, k, ef=ef, within=within)
+        try:
+            index = self._vector_index()
+            if index is None:
+                return []
+            found = index.search(query, k, ef=ef, within=within)
+        except IndexCorruptError as exc:
+            # Any engine's damaged file: the next update writes the vector files again from the
+            # vectors this database keeps (it checks every file it keeps).
+            exc.remedy = "repair"
+            raise
         self._check_found(query, found)
         return found
 
@@ -491,18 +514,7 @@ class IndexReader:
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored vectors by chunk id (to score hits that came from the lexical side)."""
-        import numpy as np
-
-        out: dict[int, np.ndarray] = {}
-        ids = list(dict.fromkeys(int(i) for i in ids))
-        for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
-            marks = ",".join("?" * len(part))
-            for cid, blob in self.conn.execute(
-                f"SELECT id, vector FROM chunks WHERE id IN ({marks}) AND {visible(self.generation)}", part
-            ):
-                out[cid] = np.frombuffer(blob, dtype=np.float32)
-        return out
+        return stored_vectors(self.conn, self.generation, ids)
 
     def files(self) -> Iterator[tuple[Path, int, int, str | None]]:
         """Indexed files: (path, size, mtime_ns, error)."""
@@ -525,3 +537,44 @@ class IndexReader:
             roots=list(self.roots),
             disk_bytes=disk,
         )
+
+
+def stored_vectors(conn: sqlite3.Connection, generation: int, ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """The vectors the database keeps for chunks *ids* of *generation*, by chunk id."""
+    import numpy as np
+
+    out: dict[int, np.ndarray] = {}
+    ids = list(dict.fromkeys(int(i) for i in ids))
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        marks = ",".join("?" * len(part))
+        for cid, blob in conn.execute(
+            f"SELECT id, vector FROM chunks WHERE id IN ({marks}) AND {visible(generation)}", part
+        ):
+            out[cid] = np.frombuffer(blob, dtype=np.float32)
+    return out
+
+
+def unlike_database(
+    conn: sqlite3.Connection, generation: int, engine: vectors.VectorBackend, path: Path, dim: int, gone: Sequence[int]
+) -> int:
+    """How many live vectors of the segment file *path* are not the vector the database keeps
+    for their label (*gone*: tombstoned labels, not compared); 0 for an engine that cannot list
+    its vectors."""
+    import numpy as np
+
+    items = getattr(engine, "items", None)
+    if items is None:
+        return 0
+    removed = np.asarray(list(gone), dtype=np.int64)
+    missing = np.zeros(dim, dtype=np.float32)
+    wrong = 0
+    for labels, vecs, live in items(path, dim):
+        keep = live & ~np.isin(labels, removed)
+        ids = labels[keep]
+        if not len(ids):
+            continue
+        stored = stored_vectors(conn, generation, ids.tolist())
+        own = np.stack([v if len(v) == dim else missing for v in (stored.get(i, missing) for i in ids.tolist())])
+        wrong += int(np.count_nonzero((own * vecs[keep]).sum(axis=1) < 1.0 - SCORE_TOLERANCE))
+    return wrong

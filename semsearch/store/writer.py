@@ -25,6 +25,7 @@ from semsearch.store.database import (
     visible,
 )
 from semsearch.store.format import IndexManifest
+from semsearch.store.reader import unlike_database
 from semsearch.vectors import segments
 from semsearch.vectors.base import FILE_KEYS
 
@@ -404,6 +405,13 @@ class IndexWriter:
                 check(path, state, self.manifest.model.dim)
             except IndexCorruptError as exc:
                 found.append(str(exc.message))
+                continue
+            if state.get(STAT_KEY) != _stat_of(self.index_dir, state):
+                # Changed on disk since written, checksum and all: its vectors against the database's.
+                gone = [i for (i,) in self.conn.execute("SELECT id FROM vector_tombstones")]
+                wrong = unlike_database(self.conn, self.committed, self._engine, path, self.manifest.model.dim, gone)
+                if wrong:
+                    found.append(f"{name} holds {wrong} vectors that are not the database's for their chunks")
         return tuple(found)
 
     def _drop_damaged_sketches(self) -> bool:
@@ -489,6 +497,13 @@ class IndexWriter:
                     )  # fmt: skip
             except IndexCorruptError:
                 rebuild = True
+            # Removed vectors stay in a merged base (as waypoints): past a share of its
+            # elements, the new base is built afresh instead.
+            added = self.conn.execute(
+                f"SELECT count(*) FROM chunks WHERE gen_added > ? AND {visible(self.working)}", (layout.base_gen,)
+            ).fetchone()[0]
+            elements = layout.base_slots() + int(added)
+            rebuild = rebuild or elements - live > self._engine.rebuild_fraction * max(1, elements)
         if rebuild:
             index, total = self._new_vector_index(live), live
             where: tuple[str, tuple[Any, ...]] = (visible(self.working), ())

@@ -24,7 +24,7 @@ import re
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from semsearch.errors import IndexCorruptError
 
@@ -141,20 +141,25 @@ def check_links(path: Path, dim: int, shown: Path | None = None) -> None:
 
 
 def records(
-    path: Path, dim: int, rows: int = 1 << 16
-) -> tuple[int, Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]]:
+    path: Path, dim: int, rows: int = 1 << 16, *, with_live: bool = False
+) -> tuple[int, Callable[[], Iterator[Any]]]:
     """The elements of a saved file and a way to read their vectors and labels, *rows* at a time
     in slot order, from the mapped file; each block's pages are let go once the next is asked
-    for (a pass over the whole map would leave every page of it counted in the process's memory)."""
+    for (a pass over the whole map would leave every page of it counted in the process's memory).
+    *with_live*: blocks of (labels, vectors, not marked deleted) instead."""
     import numpy as np
 
     graph = MappedGraph(path, dim)
     mapped = graph._mapped
 
-    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def blocks() -> Iterator[Any]:
         for start in range(0, graph.count, rows):
             end = min(start + rows, graph.count)
-            yield graph.vectors[start:end], graph.labels[start:end].astype(np.int64)
+            labels = graph.labels[start:end].astype(np.int64)
+            if with_live:
+                yield labels, np.array(graph.vectors[start:end]), graph.live()[start:end]
+            else:
+                yield graph.vectors[start:end], labels
             at = HEADER.size + start * mapped.per_element
             first = at - at % mmap.PAGESIZE
             mapped.map.madvise(

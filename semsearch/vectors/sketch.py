@@ -121,9 +121,9 @@ class Sketch:
                     raise _damaged(name, f"{size} bytes, expected {size_for(dim, count)}")
                 self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         except FileNotFoundError:
-            raise IndexCorruptError(f"{name} is missing", path=name, remedy="rebuild") from None
+            raise IndexCorruptError(f"{name} is missing", path=name, remedy="repair") from None
         except OSError as exc:
-            raise IndexCorruptError(f"cannot read {name}: {exc.strerror}", path=name, remedy="rebuild") from None
+            raise IndexCorruptError(f"cannot read {name}: {exc.strerror}", path=name, remedy="repair") from None
         if HEAD.unpack(head) != (MAGIC, dim, words_for(dim), count):
             raise _damaged(name, "not the sketch of this vector file")
         self.words = words_for(dim)
@@ -159,4 +159,4 @@ class Sketch:
 
 
 def _damaged(name: Path, what: str) -> IndexCorruptError:
-    return IndexCorruptError(f"{name} is damaged ({what})", path=name, remedy="rebuild")
+    return IndexCorruptError(f"{name} is damaged ({what})", path=name, remedy="repair")
