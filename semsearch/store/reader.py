@@ -244,7 +244,7 @@ class IndexReader:
                 else:
                     engine.open(source, state, self.manifest.model.dim, self.manifest.vector_params, shown=path)
             except IndexCorruptError as exc:
-                problems.append(str(exc).replace(str(source), name))
+                problems.append(exc.message.replace(str(source), name))
         if not problems:
             problems += self._segments_match_database(engine)
         try:
