@@ -36,10 +36,25 @@ from semsearch.vectors import hnsw
 GENERATOR = Generator(500, 32, 0.8, 0.15, 11)  # bench_scale.py's clusters, as at 50,000 there
 
 
-def vectors(args: argparse.Namespace, n: int, rng: np.random.Generator) -> np.ndarray:
+def real_vectors(args: argparse.Namespace) -> np.ndarray | None:
+    """Real passage vectors: an index's stored ones (``--vectors-from``), else bench_graph.py's cache."""
+    if args.vectors_from is not None:
+        import sqlite3
+
+        from semsearch.store import read_manifest
+
+        db = args.vectors_from / read_manifest(args.vectors_from).database
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        rows = conn.execute("SELECT vector FROM chunks WHERE gen_removed IS NULL").fetchall()
+        conn.close()
+        return np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(len(rows), -1)
     cache = args.work / "graph-real-vectors.npz"
-    if cache.exists():
-        real = np.load(cache)["passages"].astype(np.float32)
+    return np.load(cache)["passages"].astype(np.float32) if cache.exists() else None
+
+
+def vectors(args: argparse.Namespace, n: int, rng: np.random.Generator) -> np.ndarray:
+    real = args.real
+    if real is not None:
         anchors = real[rng.integers(0, len(real), n)]
         points = anchors + rng.normal(0, 0.035, anchors.shape).astype(np.float32)
     else:
@@ -67,9 +82,15 @@ def main() -> None:
     parser.add_argument("--outlier-share", type=float, default=0.05)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    parser.add_argument(
+        "--vectors-from", type=Path, default=None, help="an index folder whose stored vectors to draw around"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     rng = np.random.default_rng(7)
+    args.real = real_vectors(args)
+    source = f"drawn around {len(args.real):,} real ones" if args.real is not None else "synthetic clusters"
+    print(f"vectors: {source}")
     dim, folder = 384, Path(tempfile.mkdtemp(prefix="merge-recall-"))
     data = {i: v for i, v in enumerate(vectors(args, args.size, rng))}
     next_id = args.size
@@ -126,10 +147,22 @@ def main() -> None:
         print_table(
             "recall@10 after merges",
             rows,
-            ["round", "live", "append", "replace", "fresh", "append (new)", "replace (new)", "outliers found (a)", "(r)"],
+            [
+                "round",
+                "live",
+                "append",
+                "replace",
+                "fresh",
+                "append (new)",
+                "replace (new)",
+                "outliers found (a)",
+                "(r)",
+            ],
         )
     print(machine_note())
-    write_json(args.json, {"machine": machine_note(), "args": {k: str(v) for k, v in vars(args).items()}, "rounds": results})
+    write_json(
+        args.json, {"machine": machine_note(), "args": {k: str(v) for k, v in vars(args).items()}, "rounds": results}
+    )
 
 
 if __name__ == "__main__":

@@ -230,3 +230,58 @@ def test_any_sequence_of_updates_and_merges_gives_the_exact_top_k(
         segments.MERGE_SHARE = old_share
         index.close()
         os.sync()
+
+
+def _isolate(path: Path, slot: int) -> None:
+    """Cut every bottom-layer link to *slot* in a saved graph (as hnswlib's heuristic can)."""
+    data = bytearray(path.read_bytes())
+    mapped = _Mapped(path, None)
+    n, per, maxm0 = mapped.n, mapped.per_element, mapped.maxm0
+    del mapped
+    for element in range(n):
+        at = HEADER.size + element * per
+        count = int.from_bytes(data[at : at + 2], "little")
+        links = [int.from_bytes(data[at + 4 + 4 * i : at + 8 + 4 * i], "little") for i in range(count)]
+        if slot in links:
+            links.remove(slot)
+            data[at : at + 2] = len(links).to_bytes(2, "little")
+            for i in range(maxm0):
+                value = links[i] if i < len(links) else 0
+                data[at + 4 + 4 * i : at + 8 + 4 * i] = value.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+
+
+def test_elements_a_graph_cannot_reach_are_found_all_the_same(tmp_path: Path, monkeypatch) -> None:
+    from semsearch import files
+    from semsearch.vectors.hnswfile import unreachable
+
+    monkeypatch.setattr(hnsw, "EXACT_SLOTS", 0)  # every graph searched as a big one is
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((800, 16)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    made = hnsw.BACKEND.create(16, 800, {})
+    made.add(np.arange(800, dtype=np.int64) + 1, data)
+    state = made.save(tmp_path, "v.hnsw")
+    assert hnsw.ORPHANS_KEY not in state and len(unreachable(tmp_path / "v.hnsw", 16)) == 0
+    mapped = _Mapped(tmp_path / "v.hnsw", None)
+    upper = mapped.upper_lists()
+    enter = mapped.enter
+    del mapped
+    slot = next(s for s in range(800) if s not in upper and s != enter)
+    _isolate(tmp_path / "v.hnsw", slot)
+    state["vector_sha256"] = files.sha256_file(tmp_path / "v.hnsw")
+    assert unreachable(tmp_path / "v.hnsw", 16).tolist() == [slot]
+    # --verify names a graph whose unreachable elements its state does not list.
+    with pytest.raises(IndexCorruptError, match="cannot be reached"):
+        hnsw.BACKEND.verify(tmp_path / "v.hnsw", state, 16)
+    from semsearch.vectors.hnswfile import MappedGraph
+
+    label = int(MappedGraph(tmp_path / "v.hnsw", 16).labels[slot])
+    for listed in (False, True):
+        if listed:
+            state[hnsw.ORPHANS_KEY] = str(slot)
+            hnsw.BACKEND.verify(tmp_path / "v.hnsw", state, 16)  # listed: sound
+        opened = hnsw.BACKEND.open(tmp_path / "v.hnsw", state, 16, {})
+        found = [found_label for found_label, _ in opened.search(data[label - 1], 3)]
+        assert (label in found) is listed
+        assert (found[0] == label) is listed

@@ -25,7 +25,7 @@ from semsearch import files
 from semsearch.errors import IndexCorruptError
 from semsearch.vectors import sketch
 from semsearch.vectors.base import Subset, VectorState
-from semsearch.vectors.hnswfile import HEADER, MappedGraph, check_links, ranked, records, unit
+from semsearch.vectors.hnswfile import HEADER, MappedGraph, check_links, ranked, records, unit, unreachable
 from semsearch.vectors.sketch import Sketch
 
 if TYPE_CHECKING:
@@ -125,9 +125,10 @@ class HnswIndex:
     def __init__(
         self, index: Any, live: int, *, replace_deleted: bool, load: Callable[[], Any] | None = None,
         file: Path | None = None, dim: int = 0, ef_search: int = 0, shown: Path | None = None, size: int = 0,
-        sketch: Path | None = None, slots: int = 0, sha256: str = "",
+        sketch: Path | None = None, slots: int = 0, sha256: str = "", orphans: np.ndarray | None = None,
     ) -> None:  # fmt: skip
         self._index = index
+        self._orphans = orphans  # slots of elements the graph cannot reach (searched exactly)
         self._sha256 = sha256  # a small file is checked whole before its first exact search
         self._load = load
         self._file = file  # the saved file the views read (None: a new, unsaved graph)
@@ -206,6 +207,10 @@ class HnswIndex:
             "vector_sha256": files.sha256_file(path),
         }
         saved |= write_sketch(path, graph.dim)  # from the file as written (in the page cache now)
+        if graph.get_current_count() > EXACT_SLOTS:  # (smaller ones are searched exactly)
+            lost = unreachable(path, graph.dim)
+            if len(lost):
+                saved[ORPHANS_KEY] = " ".join(map(str, lost.tolist()))
         files.fsync_dir(folder)
         return saved
 
@@ -227,6 +232,30 @@ class HnswIndex:
             except _SketchLabelsWrong:
                 self._drop_sketch()
                 return self.search(query, k, ef=ef, within=within)
+        if self._orphans is not None and len(self._orphans):
+            # Elements the graph cannot reach, scored beside its search.
+            return _best(self._graph_search(query, k, ef, within) + self._orphan_hits(query, within), k)
+        return self._graph_search(query, k, ef, within)
+
+    def _orphan_hits(self, query: np.ndarray, within: Subset | None) -> list[tuple[int, float]]:
+        """The saved file's unreachable elements (its state's list) that a search may return, scored."""
+        import numpy as np
+
+        assert self._orphans is not None
+        mapped = self._map()
+        slots = self._orphans[self._orphans < mapped.count]
+        slots = slots[mapped.live()[slots]]
+        labels = mapped.labels[slots].astype(np.int64)
+        keep = np.ones(len(slots), dtype=np.bool_)
+        for bits, wanted in ((self._removed_bitmap(), 0), (within.bitmap() if within is not None else None, 1)):
+            if bits is not None:
+                held = labels < len(bits)
+                keep &= np.where(held, bits[np.minimum(labels, len(bits) - 1)] == wanted, wanted == 0)
+        return ranked(labels[keep], mapped.vectors[slots[keep]], unit(query))
+
+    def _graph_search(
+        self, query: np.ndarray, k: int, ef: int | None, within: Subset | None
+    ) -> list[tuple[int, float]]:
         if self._index is None and self._take_mapped():
             return self._mapped_search(query, k, ef, within)
         graph = self._graph()  # loaded first: its pending removals change the live count
@@ -476,6 +505,27 @@ LOAD_BYTES = 32 << 20
 MAPPED_SEARCHES = 8
 
 
+ORPHANS_KEY = "vector_orphans"  # the slots of live elements the graph cannot reach, space-separated
+
+
+def _orphans(state: Mapping[str, str], path: Path) -> np.ndarray | None:
+    import numpy as np
+
+    text = state.get(ORPHANS_KEY, "")
+    if not text:
+        return None
+    try:
+        return np.array([int(word) for word in text.split()], dtype=np.int64)
+    except ValueError:
+        raise IndexCorruptError(
+            f"{path.name}'s list of unreachable elements is damaged", path=path, remedy="repair"
+        ) from None
+
+
+def _best(hits: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
+    return sorted(dict(hits).items(), key=lambda h: (-h[1], h[0]))[:k]
+
+
 def write_sketch(path: Path, dim: int) -> VectorState:
     """Write the sketch of the saved file *path* beside it (its vectors and labels, read a block
     at a time); the state keys that name it."""
@@ -611,6 +661,14 @@ class HnswBackend:
     def verify(self, path: Path, state: Mapping[str, str], dim: int, *, sketch_file: Path | None = None) -> None:
         check_vector_file(path, state, dim, checksum=True)
         check_links(path, dim)
+        if _slots(state) > EXACT_SLOTS:  # a graph searched as one: every live element reachable, or listed
+            listed = _orphans(state, path)
+            lost = set(unreachable(path, dim).tolist()) - set(listed.tolist() if listed is not None else [])
+            if lost:
+                raise IndexCorruptError(
+                    f"{path}: {len(lost)} of its vectors cannot be reached through its graph", path=path,
+                    remedy="repair",
+                )  # fmt: skip
         if sketch_file is not None:
             self.verify_sketch(sketch_file, state, dim)
 
@@ -676,6 +734,7 @@ class HnswBackend:
             None, live, replace_deleted=True, load=load, file=path, dim=dim, ef_search=p.ef_search,
             shown=shown, size=int(state.get("vector_size", "0")),  # checked against the file above
             sketch=sketch_file, slots=slots, sha256=state.get("vector_sha256", "") if slots <= EXACT_SLOTS else "",
+            orphans=_orphans(state, path),
         )  # fmt: skip
 
 

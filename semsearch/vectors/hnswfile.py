@@ -140,6 +140,36 @@ def check_links(path: Path, dim: int, shown: Path | None = None) -> None:
             raise _damaged(mapped.name, "an upper-layer link list is out of range")
 
 
+def unreachable(path: Path, dim: int) -> np.ndarray:
+    """The slots of live elements no search of the graph can reach: not linked, through the
+    bottom layer, from the entry point (a breadth-first pass, a frontier at a time). hnswlib's
+    neighbour heuristic can leave some: an element whose every neighbour kept closer ones."""
+    import numpy as np
+
+    graph = MappedGraph(path, dim)
+    n = graph.count
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    maxm0 = graph._mapped.maxm0
+    seen = np.zeros(n, dtype=np.bool_)
+    seen[graph._mapped.enter] = True
+    frontier = np.array([graph._mapped.enter], dtype=np.int64)
+    columns = np.arange(maxm0)
+    while len(frontier):
+        rows = graph._words[frontier]
+        counts = (rows[:, 0] & 0xFFFF).astype(np.int64)
+        if len(counts) and int(counts.max()) > maxm0:
+            raise _damaged(graph._mapped.name, "a bottom-layer link count is out of range")
+        near = rows[:, 1 : 1 + maxm0][columns[None, :] < counts[:, None]].astype(np.int64)
+        if len(near) and int(near.max()) >= n:
+            raise _damaged(graph._mapped.name, "a bottom-layer link points past the graph")
+        near = np.unique(near[~seen[near]])
+        seen[near] = True
+        frontier = near
+    lost: np.ndarray = np.flatnonzero(~seen & graph.live()).astype(np.int64)
+    return lost
+
+
 def records(
     path: Path, dim: int, rows: int = 1 << 16, *, with_live: bool = False
 ) -> tuple[int, Callable[[], Iterator[Any]]]:
