@@ -326,7 +326,10 @@ class IndexReader:
         stored = self.vectors([cid for cid, _ in found])
         for cid, score in found:
             vec = stored.get(cid)
-            if vec is None or len(vec) != len(q) or not abs(float(vec @ q) - score) <= SCORE_TOLERANCE:
+            if vec is None or len(vec) != len(q):
+                vec = np.zeros_like(q)
+            norm = float(np.sqrt(vec @ vec))
+            if not norm or not abs(float(vec @ q) / norm - score) <= SCORE_TOLERANCE:
                 raise IndexCorruptError(
                     f"the vector files of {self.index_dir} do not match its database (chunk {cid})",
                     path=self.index_dir,
@@ -576,5 +579,7 @@ def unlike_database(
             continue
         stored = stored_vectors(conn, generation, ids.tolist())
         own = np.stack([v if len(v) == dim else missing for v in (stored.get(i, missing) for i in ids.tolist())])
-        wrong += int(np.count_nonzero((own * vecs[keep]).sum(axis=1) < 1.0 - SCORE_TOLERANCE))
+        own = own / np.maximum(np.linalg.norm(own, axis=1, keepdims=True), 1e-30)
+        mine = vecs[keep] / np.maximum(np.linalg.norm(vecs[keep], axis=1, keepdims=True), 1e-30)
+        wrong += int(np.count_nonzero((own * mine).sum(axis=1) < 1.0 - SCORE_TOLERANCE))
     return wrong
