@@ -1,0 +1,106 @@
+"""The reading stage of an index run: files that change between the walk and their reading, empty
+files, and how the run counts and reports them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import FakeModel, write
+
+from semsearch.indexing import IndexEvent, IndexOptions, IndexSummary, WalkChoices, build_index, pipeline
+from semsearch.store import IndexReader
+from semsearch.walk import FileEntry
+
+LIMIT = 4096
+
+
+def _build(root: Path, model: FakeModel, events: list[IndexEvent] | None = None, **walk: object) -> IndexSummary:
+    options = IndexOptions(roots=[root], index_dir=root / ".semsearch", walk=WalkChoices(**walk))  # type: ignore[arg-type]
+    return build_index(options, model, (events if events is not None else []).append)
+
+
+def _indexed(root: Path) -> set[str]:
+    with IndexReader(root / ".semsearch") as reader:
+        return {path.name for path, *_ in reader.files()}
+
+
+def _grow_at_read(monkeypatch: pytest.MonkeyPatch, name: str, size: int) -> list[int]:
+    """Make *name* grow to *size* bytes (sparse) just before the reading stage opens it; the
+    lengths of what the reading stage returned for it are recorded."""
+    original = pipeline._read_file
+    lengths: list[int] = []
+
+    def growing(entry: FileEntry, *args: object) -> bytes:
+        if entry.path.name == name:
+            os.truncate(entry.path, size)
+        data = original(entry, *args)  # type: ignore[arg-type]
+        if entry.path.name == name:
+            lengths.append(len(data))
+        return data
+
+    monkeypatch.setattr(pipeline, "_read_file", growing)
+    return lengths
+
+
+def test_a_file_grown_over_the_limit_after_the_walk_is_not_read_whole(
+    tmp_path: Path, fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "notes.txt", "Lighthouse keepers log the weather every hour.\n")
+    write(tmp_path / "growing.log", "Kingfishers nest in river banks.\n")
+    read = _grow_at_read(monkeypatch, "growing.log", 64 * 1024 * 1024)
+    events: list[IndexEvent] = []
+    summary = _build(tmp_path, fake_model, events, max_file_size=LIMIT)
+    assert read == []  # refused on its size before any byte was read
+    assert summary.skipped["too large"] == 1 and summary.skipped["unreadable"] == 0
+    warnings = [e for e in events if e.kind == "warning"]
+    assert [(e.path.name if e.path else None, e.text) for e in warnings] == [
+        ("growing.log", f"skipped, too large ({64 * 1024 * 1024} bytes)")
+    ]
+    assert _indexed(tmp_path) == {"notes.txt"}
+
+
+def test_a_file_growing_while_read_is_read_up_to_the_limit_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It may grow after the reading stage looked at its size too: no more than the limit and a
+    byte is read."""
+    big = write(tmp_path / "growing.log", b"")
+    os.truncate(big, 64 * 1024 * 1024)
+    real_fstat, real_read = os.fstat, os.read
+    read_sizes: list[int] = []
+
+    def stale_fstat(fd: int) -> os.stat_result:
+        fields = list(real_fstat(fd))
+        fields[6] = 10  # st_size as it was at the walk
+        return os.stat_result(fields)
+
+    def counting_read(fd: int, n: int) -> bytes:
+        block = real_read(fd, n)
+        read_sizes.append(len(block))
+        return block
+
+    monkeypatch.setattr(pipeline.os, "fstat", stale_fstat)
+    monkeypatch.setattr(pipeline.os, "read", counting_read)
+    with pytest.raises(pipeline._TooLarge):
+        pipeline._read_file(FileEntry(str(big), 10, 0, "text"), LIMIT)
+    assert sum(read_sizes) == LIMIT + 1
+
+
+def test_an_indexed_file_grown_over_the_limit_is_removed_with_a_warning(
+    tmp_path: Path, fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "notes.txt", "Lighthouse keepers log the weather every hour.\n")
+    write(tmp_path / "growing.log", "Kingfishers nest in river banks.\n")
+    _build(tmp_path, fake_model, max_file_size=LIMIT)
+    assert _indexed(tmp_path) == {"notes.txt", "growing.log"}
+    write(tmp_path / "growing.log", "Kingfishers nest in river banks, and dive for fish.\n")
+    _grow_at_read(monkeypatch, "growing.log", LIMIT * 3)
+    events: list[IndexEvent] = []
+    summary = _build(tmp_path, fake_model, events)
+    assert summary.skipped["too large"] == 1 and summary.removed == 1
+    assert [e.text for e in events if e.kind == "warning"] == [
+        f"now over the size limit ({LIMIT * 3} bytes); removing it from the index"
+    ]
+    assert _indexed(tmp_path) == {"notes.txt"}
