@@ -31,6 +31,7 @@ DEFAULT_IGNORES = (
 
 DEFAULT_MAX_FILE_SIZE = 20 * 1024 * 1024
 UNCHANGED = ""  # what a walk's *known* callback returns for a file its caller holds as it is
+_PLAIN_KINDS = frozenset({"text", "markdown"})  # kinds whose blank content is an empty file
 
 
 class FileEntry:
@@ -69,7 +70,7 @@ class Skip:
     """A file or folder that was passed over, and why."""
 
     path: Path
-    reason: str  # hidden | ignored | binary | image without --ocr images | too large | unreadable | not a regular file | symlink ...
+    reason: str  # hidden | ignored | binary | empty | images (OCR off for them) | too large | unreadable | not a regular file | symlink ...
     detail: str = ""
     warn: bool = False  # worth a warning line (unexpected), not just a count
 
@@ -271,6 +272,9 @@ class _Walker:
         if st.st_size > self.options.max_file_size:
             self.on_skip(Skip(Path(full), "too large", f"{st.st_size} bytes", warn=explicit))
             return None
+        if st.st_size == 0:
+            self.on_skip(Skip(Path(full), "empty"))  # a marker such as py.typed: nothing to search
+            return None
         kind = self.known(full, st.st_size, st.st_mtime_ns) if self.known is not None else None
         if kind == UNCHANGED:
             return None  # the caller holds it as it is
@@ -297,6 +301,9 @@ class _Walker:
                 self.on_skip(Skip(path, "images (OCR off for them)", warn=explicit))
             else:
                 self.on_skip(Skip(path, "binary", warn=explicit))
+            return None
+        if kind in _PLAIN_KINDS and st.st_size <= len(head) and not head.removeprefix(b"\xef\xbb\xbf").strip():
+            self.on_skip(Skip(path, "empty"))  # blank lines only
             return None
         entry = FileEntry(full, st.st_size, st.st_mtime_ns, kind)
         entry._path = path

@@ -104,3 +104,40 @@ def test_an_indexed_file_grown_over_the_limit_is_removed_with_a_warning(
         f"now over the size limit ({LIMIT * 3} bytes); removing it from the index"
     ]
     assert _indexed(tmp_path) == {"notes.txt"}
+
+
+def test_empty_files_are_skipped_quietly_and_counted(tmp_path: Path, fake_model: FakeModel) -> None:
+    write(tmp_path / "pkg" / "py.typed", "")
+    write(tmp_path / "pkg" / "__init__.py", "\n\n")
+    write(tmp_path / "blank.md", "\ufeff  \n\t\n")
+    write(tmp_path / "notes.txt", "Lighthouse keepers log the weather every hour.\n")
+    write(tmp_path / "tides.txt", "Spring tides follow the full moon.\n")
+    events: list[IndexEvent] = []
+    summary = _build(tmp_path, fake_model, events)
+    assert [e for e in events if e.kind == "warning"] == []
+    assert summary.skipped["empty"] == 3 and summary.no_text == 0 and summary.indexed == 2
+    assert _indexed(tmp_path) == {"notes.txt", "tides.txt"}
+    write(tmp_path / "notes.txt", "")  # emptied: it leaves the index
+    summary = _build(tmp_path, fake_model, events)
+    assert summary.removed == 1 and summary.skipped["empty"] == 4 and _indexed(tmp_path) == {"tides.txt"}
+    assert [e for e in events if e.kind == "warning"] == []
+
+
+def test_the_summary_line_counts_empty_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel
+) -> None:
+    from typer.testing import CliRunner
+
+    from semsearch.cli import app
+
+    write(tmp_path / "docs" / "py.typed", "")
+    write(tmp_path / "docs" / "guide.md", "# Guide\n\nFeed the walrus twice a day.\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["index", "docs"])
+    assert result.exit_code == 0, result.output
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("semsearch: indexed 1 file, 0 unchanged, 0 removed, skipped 1 (1 empty)")
+    )
+    assert "no text" not in result.stderr and "py.typed" not in result.stderr
