@@ -141,3 +141,20 @@ def test_the_summary_line_counts_empty_files(
         .startswith("semsearch: indexed 1 file, 0 unchanged, 0 removed, skipped 1 (1 empty)")
     )
     assert "no text" not in result.stderr and "py.typed" not in result.stderr
+
+
+def test_messages_name_a_sibling_folder_as_the_user_gave_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel
+) -> None:
+    from typer.testing import CliRunner
+
+    from semsearch.cli import app
+
+    write(tmp_path / "x" / "seals.md", "Seals sleep on the ice.\n")
+    os.symlink("nowhere.md", tmp_path / "x" / "dangling.md")
+    (tmp_path / "p").mkdir()
+    monkeypatch.chdir(tmp_path / "p")
+    result = CliRunner().invoke(app, ["index", "../x"])
+    assert result.exit_code == 0, result.output
+    assert "semsearch: ../x/dangling.md: skipped, dangling symlink" in result.stderr.splitlines()
+    assert str(tmp_path) not in result.stderr
