@@ -355,11 +355,15 @@ def write_groups(out: IO[str], groups: Sequence[DuplicateGroup], *, as_json: boo
         console = Console(file=out, highlight=False, markup=False, soft_wrap=False)
     for number, group in enumerate(groups, 1):
         hits = _group_hits(group)
-        heading = f"# group {number}: {len(hits)} passages, cosine {group.min_score:.3f}-{group.score:.3f}"
+        heading = (
+            f"# group {number}: {len(hits)} passages in {group.files} files, "
+            f"cosine {group.min_score:.3f}-{group.score:.3f}"
+        )
         if as_json:
             record = {
                 "group": number,
                 "size": len(hits),
+                "files": group.files,
                 "score": round(group.score, 6),
                 "min_score": round(group.min_score, 6),
                 "passages": [{k: v for k, v in hit_to_json(h, "").items() if k not in ("query", "rank")} for h in hits],
