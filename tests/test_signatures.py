@@ -135,3 +135,10 @@ def test_templates_that_start_like_a_page_are_read_as_text(name: str) -> None:
     )
     assert detect_kind(Path(name), head) == "text"
     assert detect_kind(Path("page"), head) == "html"  # a page without a name that says otherwise
+
+
+def test_an_image_name_and_its_signature_make_an_image_even_with_an_odd_header() -> None:
+    odd = b"BM" + b"\xff" * 4 + b"\x01\x00\x00\x00" + bytes(8)  # a BMP with a wrong size and reserved field
+    assert detect_kind(Path("scan.bmp"), odd, IMAGES) == "image"  # Pillow decides; a broken one is named
+    assert detect_kind(Path("scan.dat"), odd, IMAGES) is None  # without the name: not enough
+    assert detect_kind(Path("notes.bmp"), b"BMW service intervals\n", IMAGES) == "image"

@@ -25,6 +25,7 @@ SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp",
 _STRONG_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})  # the DIB header's kinds, by size
 _WEBP_CHUNKS = (b"VP8 ", b"VP8L", b"VP8X")
+_WEAK_SIGNATURES = (b"BM", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*", b"RIFF")
 MAX_FRAMES = 200  # pages of a multi-page TIFF
 
 
@@ -33,7 +34,9 @@ def matches(path: Path, head: bytes) -> bool:
         return True
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP" and head[12:16] in _WEBP_CHUNKS:
         return True
-    return path.suffix.lower() in SUFFIXES and not head
+    # An image's name with its signature's first bytes: an image, however odd its header (a BMP
+    # whose size field is wrong); Pillow decides, and a warning names a broken one.
+    return path.suffix.lower() in SUFFIXES and (not head or head.startswith(_WEAK_SIGNATURES))
 
 
 def _is_bmp(head: bytes) -> bool:
