@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import make_pdf, write
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from semsearch.readers import ReadOptions, detect_kind
 from semsearch.walk import Skip, WalkOptions, walk
@@ -142,3 +144,13 @@ def test_an_image_name_and_its_signature_make_an_image_even_with_an_odd_header()
     assert detect_kind(Path("scan.bmp"), odd, IMAGES) == "image"  # Pillow decides; a broken one is named
     assert detect_kind(Path("scan.dat"), odd, IMAGES) is None  # without the name: not enough
     assert detect_kind(Path("notes.bmp"), b"BMW service intervals\n", IMAGES) == "image"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prefix=st.sampled_from(["BM", "GIF89a", "GIF87a", "%PDF-1.7", "RIFF", "II*", "MM*", "{\\rtfamily", "PK"]),
+    rest=st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=300),
+)
+def test_printable_text_after_any_short_signature_is_text(prefix: str, rest: str) -> None:
+    head = (prefix + rest + "\n").encode()
+    assert detect_kind(Path("doc"), head[:8192], IMAGES) == "text"
