@@ -562,7 +562,7 @@ class Index:
         scope: Scope | None = None,
     ) -> Duplicates:
         """Near-duplicate passages of different files (cosine >= *min_score*, default
-        :data:`semsearch.duplicates.DEFAULT_MIN_SCORE`), grouped, largest group first, and the
+        :data:`semsearch.duplicates.DEFAULT_MIN_SCORE`), grouped, most text per file first, and the
         pairs of files that share them; only among files in the filters' scope."""
         from semsearch.duplicates import DEFAULT_MIN_SCORE, find_duplicates
 

@@ -2,7 +2,9 @@
 
 Every chunk in scope asks the vector index for its nearest neighbours (one batched, multi-threaded
 search); pairs of chunks of different files at cosine >= ``min_score`` are joined into groups
-(union-find, so copies of copies group together), largest group first. Two files are a pair when
+(union-find, so copies of copies group together), the most text per file first (see
+:func:`_weight`: a long passage copied between two pages comes before a short notice repeated in
+sixty files, which the largest-first order put on top). Two files are a pair when
 they share such passages; a pair's ``share`` is the part of the smaller file's passages that have a
 copy in the other.
 """
@@ -10,7 +12,9 @@ copy in the other.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +47,11 @@ class DuplicateGroup:
     scores: list[float]  # each chunk's highest cosine to another of the group
     score: float  # the highest cosine between two of them
     min_score: float  # the lowest cosine of the links that join them
+
+    @property
+    def files(self) -> int:
+        """How many files its passages are in."""
+        return len({chunk.path for chunk in self.chunks})
 
 
 @dataclass(frozen=True)
@@ -165,8 +174,22 @@ def _groups(reader: IndexReader, pairs: list[tuple[int, int, float]]) -> list[Du
         if len(chunks) > 1:
             scores = [min(own[c.id], 1.0) for c in chunks]
             groups.append(DuplicateGroup(chunks, scores, min(best[r], 1.0), min(worst[r], 1.0)))
-    groups.sort(key=lambda g: (-len(g.chunks), -g.score, g.chunks[0].display, g.chunks[0].ordinal))
+    groups.sort(key=lambda g: (-_weight(g), -len(g.chunks), g.chunks[0].display, g.chunks[0].ordinal))
     return groups
+
+
+def _weight(group: DuplicateGroup) -> float:
+    """How much a group is worth reading first: the length of its passages (their median, in
+    characters, spaces aside) times its best cosine, over log2(1 + the files it spreads over).
+
+    A copied page's passages are pairs of long chunks; boilerplate (a licence header, a
+    "feedback welcome" footer, a repeated console snippet) is one passage in many files. On the
+    FastAPI docs with a licence header and a footer added to 60 pages and 6 pages copied and edited,
+    largest-first put the header's group (63 passages) first and the footer's fourth; this order
+    puts the planted copies in 24 of the top 25 groups (the other: real repeated text), the header
+    at 201 and the footer's groups at 146, 184 and 202 of 202 (issue 23)."""
+    chars = statistics.median(len(" ".join(chunk.text.split())) for chunk in group.chunks)
+    return chars * group.score / math.log2(1 + group.files)
 
 
 def _file_pairs(reader: IndexReader, pairs: list[tuple[int, int, float]], owner: dict[int, int]) -> list[FilePair]:

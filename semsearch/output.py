@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -59,9 +60,18 @@ def shown_path(path: Path) -> str:
 
 
 def display_path(path: Path) -> str:
-    """The path as ``shown_path`` gives it, with bytes that are not UTF-8 shown as ``\\xff``
-    escapes: readable text for a terminal, not the file's real name."""
-    return os.fsencode(shown_path(path)).decode("utf-8", errors="backslashreplace")
+    """A path in a message: as ``shown_path`` gives it, but relative also when it lies below a
+    folder one or two levels above the current one (``../notes/a.md``, in a sibling folder the
+    user gave as ``../notes``), with bytes that are not UTF-8 shown as ``\\xff`` escapes:
+    readable text for a terminal, not the file's real name."""
+    shown = shown_path(path)
+    if os.path.isabs(shown):
+        with contextlib.suppress(ValueError, OSError):
+            rel = os.path.relpath(path)
+            up = rel.split(os.sep).count(os.pardir)
+            if up <= 2 and rel.startswith(os.pardir) and os.path.commonpath([os.getcwd(), shown]) != os.sep:
+                shown = rel
+    return os.fsencode(shown).decode("utf-8", errors="backslashreplace")
 
 
 def snippet_line(hit: Hit) -> int:
@@ -345,11 +355,15 @@ def write_groups(out: IO[str], groups: Sequence[DuplicateGroup], *, as_json: boo
         console = Console(file=out, highlight=False, markup=False, soft_wrap=False)
     for number, group in enumerate(groups, 1):
         hits = _group_hits(group)
-        heading = f"# group {number}: {len(hits)} passages, cosine {group.min_score:.3f}-{group.score:.3f}"
+        heading = (
+            f"# group {number}: {len(hits)} passages in {group.files} files, "
+            f"cosine {group.min_score:.3f}-{group.score:.3f}"
+        )
         if as_json:
             record = {
                 "group": number,
                 "size": len(hits),
+                "files": group.files,
                 "score": round(group.score, 6),
                 "min_score": round(group.min_score, 6),
                 "passages": [{k: v for k, v in hit_to_json(h, "").items() if k not in ("query", "rank")} for h in hits],

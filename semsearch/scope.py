@@ -41,7 +41,18 @@ TYPES: dict[str, tuple[str, ...]] = {
     "epub": ("epub",),
     "notebook": ("ipynb",),
     "image": ("png", "jpg", "jpeg", "tif", "tiff", "webp", "bmp", "gif"),
-    "text": ("txt", "text", "rst", "adoc", "asciidoc", "org", "tex", "log"),
+    "text": ("txt", "text", "log"),
+    "rst": ("rst", "rest"),
+    "asciidoc": ("adoc", "asciidoc", "asc"),
+    "org": ("org", "org_archive"),
+    "tex": ("tex", "ltx", "sty", "cls", "bib", "dtx", "ins"),
+    "typst": ("typ",),
+    "textile": ("textile",),
+    "pod": ("pod",),
+    "rdoc": ("rdoc",),
+    "wiki": ("wiki", "mediawiki", "creole"),
+    "man": ("man", "roff", "mdoc"),
+    "diff": ("diff", "patch"),
     "py": ("py", "pyi", "pyw"),
     "js": ("js", "mjs", "cjs", "jsx"),
     "ts": ("ts", "tsx", "mts", "cts"),
@@ -67,15 +78,77 @@ TYPES: dict[str, tuple[str, ...]] = {
     "yaml": ("yaml", "yml"),
     "toml": ("toml",),
     "xml": ("xml", "xsd", "xsl", "svg"),
-    "config": ("ini", "cfg", "conf", "properties", "env"),
+    "config": ("ini", "cfg", "conf", "config", "properties", "env"),
     "csv": ("csv", "tsv"),
+    "perl": ("pl", "pm", "perl"),
+    "haskell": ("hs", "lhs"),
+    "elixir": ("ex", "exs", "eex", "heex"),
+    "erlang": ("erl", "hrl"),
+    "dart": ("dart",),
+    "zig": ("zig",),
+    "ocaml": ("ml", "mli"),
+    "clojure": ("clj", "cljs", "cljc", "edn"),
+    "vim": ("vim",),
+    "ps": ("ps1", "psm1", "psd1"),
+    "vue": ("vue",),
+    "svelte": ("svelte",),
+    "proto": ("proto",),
+    "graphql": ("graphql", "gql"),
+    "nix": ("nix",),
+    "terraform": ("tf", "tfvars", "hcl"),
+    "make": ("mk", "mak", "make", "cmake"),
+    "gradle": ("gradle", "groovy"),
+    "template": (
+        "j2",
+        "jinja",
+        "jinja2",
+        "njk",
+        "twig",
+        "liquid",
+        "hbs",
+        "handlebars",
+        "mustache",
+        "ejs",
+        "erb",
+        "tpl",
+    ),
+}
+# Other names of types, as users write them (ripgrep's "markdown" and "txt", "adoc", "latex", ...).
+ALIASES: dict[str, str] = {
+    "markdown": "md",
+    "txt": "text",
+    "adoc": "asciidoc",
+    "restructuredtext": "rst",
+    "latex": "tex",
+    "bibtex": "tex",
+    "python": "py",
+    "javascript": "js",
+    "typescript": "ts",
+    "rs": "rust",
+    "golang": "go",
+    "yml": "yaml",
+    "ini": "config",
+    "shell": "sh",
+    "bash": "sh",
+    "docx": "word",
+    "pptx": "slides",
+    "ipynb": "notebook",
+    "jupyter": "notebook",
+    "htm": "html",
+    "protobuf": "proto",
+    "powershell": "ps",
+    "tf": "terraform",
+    "jinja": "template",
 }
 # Types made of other types.
 # fmt: off
 GROUPS: dict[str, tuple[str, ...]] = {
     "code": ("py", "js", "ts", "rust", "go", "java", "kotlin", "scala", "c", "cpp", "cs", "swift", "ruby",
-             "php", "lua", "r", "julia", "sh", "sql"),
-    "docs": ("md", "text", "pdf", "html", "word", "odt", "rtf", "slides", "epub", "notebook", "image"),
+             "php", "lua", "r", "julia", "sh", "sql", "perl", "haskell", "elixir", "erlang", "dart", "zig",
+             "ocaml", "clojure", "vim", "ps", "vue", "svelte", "proto", "graphql", "nix", "terraform", "make",
+             "gradle", "template"),
+    "docs": ("md", "text", "pdf", "html", "word", "odt", "rtf", "slides", "epub", "notebook", "image", "rst",
+             "asciidoc", "org", "tex", "typst", "textile", "pod", "rdoc", "wiki", "man"),
 }
 # fmt: on
 KIND_TYPES = {
@@ -128,14 +201,29 @@ def expand_types(names: Iterable[str], option: str) -> frozenset[str]:
     """Type names (groups expanded); an unknown name raises InvalidOptionError naming *option*."""
     out: set[str] = set()
     for raw in names:
-        name = raw.strip().lower()
+        name = raw.strip().lower().lstrip(".")
+        name = ALIASES.get(name, name)
         if name in GROUPS:
             out.update(GROUPS[name])
         elif name in TYPES:
             out.add(name)
+        elif name in _EXTENSION_TYPE:
+            out.add(_EXTENSION_TYPE[name])  # an extension a type lists: "-t yml", "-t .h"
         else:
-            raise InvalidOptionError(f"unknown file type {raw!r} for {{{option}}} (see --type-list)", options=(option,))
+            raise InvalidOptionError(_unknown_type(raw, option), options=(option,))
     return frozenset(out)
+
+
+def _unknown_type(raw: str, option: str) -> str:
+    """The one-line error for an unknown type name, naming the close ones and all the others
+    (an MCP client cannot run --type-list)."""
+    import difflib
+
+    known = type_names()
+    close = difflib.get_close_matches(raw.strip().lower(), [*known, *ALIASES], n=3, cutoff=0.6)
+    near = [ALIASES.get(name, name) for name in close]
+    hint = f"; did you mean {' or '.join(dict.fromkeys(near))}?" if near else ""
+    return f"unknown file type {raw!r} for {{{option}}}{hint} (known: {', '.join(known)})"
 
 
 def parse_duration(text: str, option: str = "changed_within") -> float:

@@ -31,6 +31,7 @@ DEFAULT_IGNORES = (
 
 DEFAULT_MAX_FILE_SIZE = 20 * 1024 * 1024
 UNCHANGED = ""  # what a walk's *known* callback returns for a file its caller holds as it is
+_PLAIN_KINDS = frozenset({"text", "markdown"})  # kinds whose blank content is an empty file
 
 
 class FileEntry:
@@ -69,7 +70,7 @@ class Skip:
     """A file or folder that was passed over, and why."""
 
     path: Path
-    reason: str  # hidden | ignored | binary | image without --ocr images | too large | unreadable | not a regular file | symlink ...
+    reason: str  # hidden | ignored | binary | empty | images (OCR off for them) | too large | unreadable | not a regular file | symlink ...
     detail: str = ""
     warn: bool = False  # worth a warning line (unexpected), not just a count
 
@@ -239,23 +240,41 @@ class _Walker:
         self.seen_dirs: set[tuple[int, int]] = set()
         self.seen_files: set[tuple[int, int]] = set()
         self.wanted: dict[str, bool] = {}  # kind -> read under these options
+        # Each root (file, folder or FIFO) by (device, inode) -> its path: a walk that meets
+        # another root leaves it to that root's own turn (counted once, named roots taken).
+        self.root_paths: dict[tuple[int, int], str] = {}
+        self.root_names: set[str] = set()
 
-    def files(self) -> Iterator[FileEntry]:
+    def _distinct_roots(self) -> list[tuple[Path, os.stat_result]]:
+        """The roots that exist, each once (the same folder given twice, or through a link)."""
+        out = []
         for given in self.roots:
             root = Path(os.path.abspath(given))
             if _within(os.path.realpath(root), self.excluded):
                 self.on_skip(Skip(root, "inside the index folder", warn=True))
                 continue
             try:
-                st = os.stat(root)
+                st = os.stat(root)  # never opened here: a FIFO would block
             except OSError as exc:
                 self.on_skip(Skip(root, "unreadable", exc.strerror or str(exc), warn=True))
                 continue
+            if (st.st_dev, st.st_ino) not in self.root_paths:
+                self.root_paths[(st.st_dev, st.st_ino)] = str(root)
+                out.append((root, st))
+        return out
+
+    def files(self) -> Iterator[FileEntry]:
+        roots = self._distinct_roots()
+        self.root_names = set(self.root_paths.values())
+        folders = [str(root) for root, st in roots if stat.S_ISDIR(st.st_mode)]
+        for root, st in roots:
             if stat.S_ISDIR(st.st_mode):
                 self.seen_dirs.add((st.st_dev, st.st_ino))
                 base_layers = [_IgnoreLayer(root, DEFAULT_IGNORES)]
-                # Ignore files of the folders above a root apply too, up to the repository top.
-                base_layers.extend(_ancestor_layers(root, self.on_skip))
+                # Ignore files of the folders above a root apply too, up to the repository top
+                # (and up to the root that holds it, when it lies in another root: `docs docs/sub`).
+                outer = [f for f in folders if f != str(root) and _within(str(root), [f])]
+                base_layers.extend(_ancestor_layers(root, self.on_skip, min(outer, key=len, default=None)))
                 yield from self.walk_dir(str(root), base_layers)
             elif stat.S_ISREG(st.st_mode):
                 entry = self.consider_file(str(root), st, explicit=True)
@@ -270,6 +289,9 @@ class _Walker:
         self.seen_files.add((st.st_dev, st.st_ino))
         if st.st_size > self.options.max_file_size:
             self.on_skip(Skip(Path(full), "too large", f"{st.st_size} bytes", warn=explicit))
+            return None
+        if st.st_size == 0:
+            self.on_skip(Skip(Path(full), "empty"))  # a marker such as py.typed: nothing to search
             return None
         kind = self.known(full, st.st_size, st.st_mtime_ns) if self.known is not None else None
         if kind == UNCHANGED:
@@ -297,6 +319,9 @@ class _Walker:
                 self.on_skip(Skip(path, "images (OCR off for them)", warn=explicit))
             else:
                 self.on_skip(Skip(path, "binary", warn=explicit))
+            return None
+        if kind in _PLAIN_KINDS and st.st_size <= len(head) and not head.removeprefix(b"\xef\xbb\xbf").strip():
+            self.on_skip(Skip(path, "empty"))  # blank lines only
             return None
         entry = FileEntry(full, st.st_size, st.st_mtime_ns, kind)
         entry._path = path
@@ -355,7 +380,7 @@ class _Walker:
         if lines:
             layers = [*layers, _IgnoreLayer(Path(directory), lines)]
         prefix = folder_prefix(directory)
-        excluded, hidden = self.excluded_paths, self.options.hidden
+        excluded, hidden, root_names = self.excluded_paths, self.options.hidden, self.root_names
         # The layers that apply here, deepest first, each with this folder's path relative to
         # it: a file's ignore check is then one regex search per layer (most find nothing).
         rules = [(layer, rel) for layer in reversed(layers) if (rel := layer.folder(prefix)) is not None]
@@ -364,6 +389,8 @@ class _Walker:
             full = prefix + name
             if name == ".git" or full in excluded:
                 continue  # not counted: never the user's files
+            if full in root_names:
+                continue  # a root itself (`docs docs/.notes`): taken on its own turn
             if name.startswith(".") and not hidden:
                 self.on_skip(Skip(Path(full), "hidden"))
                 continue
@@ -376,6 +403,8 @@ class _Walker:
                 st = self.followed(full, lst) if is_link(lst.st_mode) else lst
             if st is None:
                 continue
+            if self.another_root(full, st):
+                continue  # walked (or to be walked) as the root it is
             if is_file(st.st_mode):
                 if name in IGNORE_FILES or _ignored(rules, name):
                     self.on_skip(Skip(Path(full), "ignored"))
@@ -388,6 +417,12 @@ class _Walker:
                     yield (full, layers)
             else:
                 self.on_skip(Skip(Path(full), "not a regular file"))
+
+    def another_root(self, full: str, st: os.stat_result) -> bool:
+        """Whether an entry of a walk is one of the roots, not the one it lies in (a folder that
+        leads back to a root that holds it is a loop, reported as such)."""
+        root = self.root_paths.get((st.st_dev, st.st_ino))
+        return root is not None and (full == root or not _within(full, [root]))
 
     def enter(self, full: str, st: os.stat_result, layers: Sequence[_IgnoreLayer]) -> bool:
         """Whether to walk into a folder (not the index's, not ignored, not seen through a link)."""
@@ -404,15 +439,22 @@ class _Walker:
         return True
 
 
-def _ancestor_layers(root: Path, on_skip: Callable[[Skip], None]) -> list[_IgnoreLayer]:
-    """Ignore layers of the folders above ``root``, up to the enclosing git repository's top."""
+def _ancestor_layers(root: Path, on_skip: Callable[[Skip], None], outer: str | None = None) -> list[_IgnoreLayer]:
+    """Ignore layers of the folders above ``root``, up to the enclosing git repository's top, and
+    up to *outer* (a root that holds this one, whose walk would have applied them)."""
     chain: list[Path] = []
     for parent in root.parents:
         chain.append(parent)
         if (parent / ".git").exists():
             break
     else:
-        return []  # not in a git repository: the folders above say nothing
+        chain = []  # not in a git repository: the folders above say nothing
+    if outer is not None and not any(str(parent) == outer for parent in chain):
+        chain = []
+        for parent in root.parents:
+            chain.append(parent)
+            if str(parent) == outer:
+                break
     layers = []
     for directory in reversed(chain):
         lines = _read_ignore_lines(directory, on_skip)

@@ -116,7 +116,9 @@ def test_decompression_bomb_image_is_refused_with_a_clear_message() -> None:
 
     # A PNG that declares 40000 x 40000 pixels (1.6 G, over Pillow's limit) in a few bytes.
     header = struct.pack(">IIBBBBB", 40000, 40000, 1, 0, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    data = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(ExtractError, match="too large to decode"):
@@ -199,7 +201,9 @@ def test_an_index_from_before_the_new_readers_reads_their_files_again(tmp_path: 
 
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "page.html").write_text("<html><head><title>Kilns</title></head><body><p>Fire the kiln slowly.</p></body></html>")
+    (docs / "page.html").write_text(
+        "<html><head><title>Kilns</title></head><body><p>Fire the kiln slowly.</p></body></html>"
+    )
     (docs / "notes.txt").write_text("Glaze recipes need testing on small tiles first.\n")
     with _index(tmp_path) as index:
         index.update([docs])
@@ -277,3 +281,67 @@ def test_a_first_run_cut_short_keeps_its_ocr(tmp_path: Path) -> None:
         summary = index.update([docs])
         assert summary.pages_ocr == 1 and summary.pages_ocr_cached == 1
         assert index.search("lighthouse keeper", mode="lexical")
+
+
+def test_a_damaged_cache_is_replaced_once_with_a_one_line_warning(tmp_path: Path) -> None:
+    bad = tmp_path / "ocr-cache.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    (tmp_path / "ocr-cache.sqlite-journal").write_bytes(b"a journal of the damaged file")
+    warned: list[str] = []
+    cache = SqliteOcrCache(bad, warned.append)
+    assert cache.get("k") is None
+    cache.put("k", "recognized text")
+    assert cache.get("k") == "recognized text"
+    cache.close()
+    assert len(warned) == 1 and "\n" not in warned[0]
+    assert warned[0].startswith("damaged OCR cache (file is not a database); replaced it with a new one")
+    assert not (tmp_path / "ocr-cache.sqlite-journal").exists()
+    again = SqliteOcrCache(bad, warned.append)
+    assert again.get("k") == "recognized text" and len(warned) == 1
+    again.close()
+
+
+def test_a_cache_name_that_is_a_link_is_never_replaced(tmp_path: Path) -> None:
+    mine = tmp_path / "my-notes.txt"
+    mine.write_bytes(b"the user's own file, not a database")
+    (tmp_path / "index").mkdir()
+    link = tmp_path / "index" / "ocr-cache.sqlite"
+    link.symlink_to(mine)
+    warned: list[str] = []
+    cache = SqliteOcrCache(link, warned.append)
+    assert cache.get("k") is None
+    cache.put("k", "text")
+    cache.close()
+    assert mine.read_bytes() == b"the user's own file, not a database" and link.is_symlink()
+    assert len(warned) == 1 and "OCR runs without it" in warned[0]
+
+
+def test_a_damaged_cache_does_not_survive_a_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from semsearch.indexing import IndexEvent, IndexOptions, WalkChoices, build_index
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "whiteboard.png").write_bytes(png_bytes(picture(("Whiteboard: ship the parser on Friday",))))
+    recognized: list[int] = []
+
+    def counting(pixels: object) -> str:
+        recognized.append(1)
+        return "Whiteboard: ship the parser on Friday"
+
+    monkeypatch.setattr(ocr_module, "recognize", counting)
+    index_dir = tmp_path / ".semsearch"
+
+    def rebuild() -> list[IndexEvent]:
+        events: list[IndexEvent] = []
+        options = IndexOptions(roots=[docs], index_dir=index_dir, walk=WalkChoices(ocr="images"), rebuild=True)
+        build_index(options, FakeModel(), events.append)
+        return [e for e in events if e.kind == "warning"]
+
+    assert rebuild() == [] and len(recognized) == 1
+    (index_dir / "ocr-cache.sqlite").write_bytes(b"garbled" * 500)
+    warnings = rebuild()
+    assert len(recognized) == 2
+    assert [(w.path.name if w.path else None, w.text.split(";")[0]) for w in warnings] == [
+        ("ocr-cache.sqlite", "damaged OCR cache (file is not a database)")
+    ]
+    assert rebuild() == [] and len(recognized) == 2  # from the new cache

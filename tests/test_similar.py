@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from semsearch import Index, InvalidOptionError
 from semsearch.cli import app
-from semsearch.duplicates import DEFAULT_MIN_SCORE, MIN_EXACT_CHARS, TEXT_CHECK_FLOOR
+from semsearch.duplicates import DEFAULT_MIN_SCORE, MIN_EXACT_CHARS, TEXT_CHECK_FLOOR, _weight
 from semsearch.similar import Target
 
 TOPICS = {
@@ -81,8 +81,11 @@ def test_similar_to_a_line_finds_its_topic_and_leaves_its_file_out(index: Index)
     with_self = index.similar("docs/herons/herons0.md", line=5, k=30, include_self=True)
     assert any(h.chunk.display == "docs/herons/herons0.md" for h in with_self)
     start = index.similar("docs/herons/herons0.md:5", k=200, include_self=True)
-    held = [c for c in index._open_searcher().reader.file_chunks(Path("docs/herons/herons0.md").resolve()) or []
-            if c.line_start <= 5 <= c.line_end]
+    held = [
+        c
+        for c in index._open_searcher().reader.file_chunks(Path("docs/herons/herons0.md").resolve()) or []
+        if c.line_start <= 5 <= c.line_end
+    ]
     assert held and all(h.chunk.id not in {c.id for c in held[:1]} for h in start)  # the start is not a hit
 
 
@@ -171,15 +174,19 @@ def test_duplicates_finds_planted_copies(copies: Path) -> None:
     assert frozenset(("rust4.md", "tides9.md")) in pairs  # by their shared words
     renamed = next(p for p in found.files if {p.a.name, p.b.name} == {"scaling.py", "renamed_module.py"})
     with Index.open(copies / ".semsearch", provider=NoModel()) as index:
-        long_enough = [c for c in index._open_searcher().reader.file_chunks(renamed.a) or []
-                       if len(c.text.strip()) >= MIN_EXACT_CHARS]
+        long_enough = [
+            c
+            for c in index._open_searcher().reader.file_chunks(renamed.a) or []
+            if len(c.text.strip()) >= MIN_EXACT_CHARS
+        ]
     assert renamed.shared >= len(long_enough) >= 10  # found by their text, whatever the vectors
     assert str(renamed.a) < str(renamed.b)  # a pair is named in path order
     exact = next(p for p in found.files if {p.a.name, p.b.name} == {"herons1.md", "herons-copy.md"})
     assert exact.share == 1.0 and exact.score == pytest.approx(1.0, abs=1e-5)
     assert found.files[0].share >= found.files[-1].share  # most shared first
     assert all(len(g.chunks) >= 2 for g in found.groups)
-    assert [len(g.chunks) for g in found.groups] == sorted((len(g.chunks) for g in found.groups), reverse=True)
+    weights = [_weight(g) for g in found.groups]
+    assert weights == sorted(weights, reverse=True)  # the most text per file first
     for group in found.groups:
         assert len({c.path for c in group.chunks}) >= 2  # copies across files, not within one
         assert group.min_score >= TEXT_CHECK_FLOOR  # under min_score only when their words agree

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from conftest import write
 
 from semsearch.walk import Skip, WalkOptions, walk
@@ -13,7 +15,8 @@ def _walk(roots: list[Path], **options: object) -> tuple[list[str], list[Skip]]:
     skips: list[Skip] = []
     base = roots[0] if roots[0].is_dir() else roots[0].parent
     found = [
-        e.path.relative_to(base).as_posix() for e in walk(roots, WalkOptions(**options), skips.append)  # type: ignore[arg-type]
+        e.path.relative_to(base).as_posix()
+        for e in walk(roots, WalkOptions(**options), skips.append)  # type: ignore[arg-type]
     ]
     return found, skips
 
@@ -101,3 +104,59 @@ def test_the_scan_keys_are_the_stored_path_keys(tmp_path: Path) -> None:
     assert key_of(str(tmp_path / "proj")) == b"."
     assert key_of(str(tmp_path / "proj" / odd)) == b"caf\xe9.txt"
     assert key_of(str(tmp_path / "projection" / "y.md")) == os.fsencode(str(tmp_path / "projection" / "y.md"))
+
+
+def test_overlapping_roots_are_walked_once_without_a_symlink_loop(tmp_path: Path) -> None:
+    write(tmp_path / "docs" / "a.md", "alpha")
+    write(tmp_path / "docs" / "sub" / "b.md", "beta")
+    write(tmp_path / "docs" / "sub" / "deeper" / "c.md", "gamma")
+    for roots in (["docs", "docs/sub"], ["docs/sub", "docs"], ["docs", "docs/sub/", "./docs", "docs/sub/deeper"]):
+        skips: list[Skip] = []
+        found = [
+            e.path.relative_to(tmp_path).as_posix()
+            for e in walk([tmp_path / r for r in roots], WalkOptions(), skips.append)
+        ]
+        assert sorted(found) == ["docs/a.md", "docs/sub/b.md", "docs/sub/deeper/c.md"], roots
+        assert len(found) == 3 and skips == [], (roots, skips)
+
+
+def test_a_nested_root_keeps_the_ignore_rules_of_the_root_around_it(tmp_path: Path) -> None:
+    write(tmp_path / "docs" / ".gitignore", "*.log\n")
+    write(tmp_path / "docs" / "sub" / "b.md", "beta")
+    write(tmp_path / "docs" / "sub" / "debug.log", "noise")
+    write(tmp_path / "docs" / ".notes" / "n.md", "a hidden folder named on the command line is taken")
+    skips: list[Skip] = []
+    roots = [tmp_path / "docs", tmp_path / "docs" / "sub", tmp_path / "docs" / ".notes"]
+    found = sorted(e.path.relative_to(tmp_path).as_posix() for e in walk(roots, WalkOptions(), skips.append))
+    assert found == ["docs/.notes/n.md", "docs/sub/b.md"]
+    assert [(s.path.name, s.reason) for s in skips] == [(".gitignore", "hidden"), ("debug.log", "ignored")]
+
+
+def test_a_link_back_to_a_root_is_still_a_symlink_loop(tmp_path: Path) -> None:
+    write(tmp_path / "docs" / "sub" / "b.md", "beta")
+    os.symlink("..", tmp_path / "docs" / "sub" / "up")
+    skips: list[Skip] = []
+    found = list(walk([tmp_path / "docs", tmp_path / "docs" / "sub"], WalkOptions(), skips.append))
+    assert len(found) == 1 and [(s.path.name, s.reason) for s in skips] == [("up", "symlink loop")]
+
+
+def test_a_fifo_named_and_inside_a_root_is_counted_once_and_never_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "docs" / "a.md", "alpha")
+    fifo = tmp_path / "docs" / "pipe"
+    os.mkfifo(fifo)
+    opened: list[str] = []
+    real_open = os.open
+
+    def recording_open(path: object, *args: object, **kw: object) -> int:
+        opened.append(os.fsdecode(path))  # type: ignore[arg-type]
+        return real_open(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", recording_open)
+    for roots in ([fifo, tmp_path / "docs"], [tmp_path / "docs", fifo], [fifo, fifo]):
+        skips: list[Skip] = []
+        found = [e.path.name for e in walk(roots, WalkOptions(), skips.append)]
+        assert found == (["a.md"] if len(set(roots)) == 2 else [])
+        assert [(s.path.name, s.reason, s.warn) for s in skips] == [("pipe", "not a regular file", True)], roots
+    assert str(fifo) not in opened

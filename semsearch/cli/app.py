@@ -383,7 +383,7 @@ def duplicates(
     files_only: bool = typer.Option(False, "-l", "--files-only", help="Pairs of files that share passages."),
     index: Path | None = _INDEX,
 ) -> None:
-    """Find near-duplicate passages across files, largest group first (-l: pairs of files)."""
+    """Find near-duplicate passages across files, most text per file first (-l: pairs of files)."""
     from semsearch import output
     from semsearch.api import Index
 

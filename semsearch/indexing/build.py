@@ -141,7 +141,10 @@ class _Run:
         self.stale = self._stale_kinds(walk_options)
         todo, seen = self._scan([r for r in roots if r not in gone], walk_options)
         self._drop_missing(roots, seen)
-        cache = SqliteOcrCache(store.ocr_cache_path(self.index_dir))
+        cache_path = store.ocr_cache_path(self.index_dir)
+        cache = SqliteOcrCache(
+            cache_path, lambda text: self.on_event(IndexEvent("warning", path=cache_path, text=text))
+        )
         try:
             Pipeline(
                 self.model,

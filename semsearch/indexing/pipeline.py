@@ -49,22 +49,34 @@ class _Prepared:
     notes: list[str] | None = None  # what the reader passed over (one warning line)
 
 
-def _read_file(entry: FileEntry) -> bytes:
-    """Read a file that the walker chose, refusing anything that turned into a non-file."""
+class _TooLarge(Exception):
+    """A file that grew over the size limit between the walk and its reading (*size*: its size then)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"{size} bytes")
+        self.size = size
+
+
+def _read_file(entry: FileEntry, max_size: int) -> bytes:
+    """Read a file that the walker chose, refusing anything that turned into a non-file, and one
+    that grew over *max_size* since (at most max_size + 1 bytes are read: it may still be growing)."""
     fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ExtractError("no longer a regular file")
-        limit = max(entry.size, st.st_size)
+        if st.st_size > max_size:
+            raise _TooLarge(st.st_size)
         chunks = []
-        remaining = limit + 1
+        remaining = max_size + 1
         while remaining > 0:
             block = os.read(fd, min(remaining, 1 << 22))
             if not block:
                 break
             chunks.append(block)
             remaining -= len(block)
+        if remaining <= 0:
+            raise _TooLarge(max(os.fstat(fd).st_size, max_size + 1))
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -86,15 +98,13 @@ def _prepare(item: Todo, plan: _ReadPlan) -> _Prepared | Exception:
     entry, key, row = item
     settings, measure, limit, max_size = plan.settings, plan.measure, plan.limit, plan.max_size
     try:
-        data = _read_file(entry)
+        data = _read_file(entry, max_size)
     except FileNotFoundError:
         return ExtractError("vanished before it could be read")
     except OSError as exc:
         return ExtractError(f"unreadable ({exc.strerror or exc})")
-    except ExtractError as exc:
+    except (ExtractError, _TooLarge) as exc:
         return exc
-    if len(data) > max_size:
-        return ExtractError("grew over the size limit while being indexed")
     digest = hashlib.sha256(data).hexdigest()
     replaces = row.id if row is not None else None
     if row is not None and row.sha256 == digest and row.kind == entry.kind and entry.kind not in plan.stale_kinds:
@@ -210,6 +220,18 @@ class Pipeline:
     def _take(self, item: Todo, prepared: _Prepared | Exception) -> bool:
         """Add a prepared file to the group to store, or account for it; whether it joined the group."""
         entry, _, old = item
+        if isinstance(prepared, _TooLarge):
+            # Grown since the walk: passed over like a file that was too large then (and its
+            # version indexed before removed, as the walk's check would have).
+            self.summary.skipped["too large"] += 1
+            self.stored_bytes += entry.size
+            text = f"skipped, too large ({prepared.size} bytes)"
+            if old is not None:
+                self.writer.remove_file(old.id)
+                self.summary.removed += 1
+                text = f"now over the size limit ({prepared.size} bytes); removing it from the index"
+            self.on_event(IndexEvent("warning", path=entry.path, text=text))
+            return False
         if isinstance(prepared, Exception):
             self.summary.skipped["unreadable"] += 1
             self.on_event(IndexEvent("warning", path=entry.path, text=f"skipped, {prepared}"))

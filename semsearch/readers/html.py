@@ -26,6 +26,38 @@ from semsearch.readers.document import Document, DocumentBuilder, decode_text, f
 
 KIND = "html"
 SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
+# Files that often start like HTML but are templates or code: read as text, not as pages.
+TEMPLATE_SUFFIXES = frozenset(
+    [
+        ".php",
+        ".phtml",
+        ".erb",
+        ".rhtml",
+        ".jsp",
+        ".asp",
+        ".aspx",
+        ".cshtml",
+        ".razor",
+        ".vue",
+        ".svelte",
+        ".astro",
+        ".hbs",
+        ".handlebars",
+        ".mustache",
+        ".njk",
+        ".j2",
+        ".jinja",
+        ".jinja2",
+        ".twig",
+        ".liquid",
+        ".ejs",
+        ".tpl",
+        ".tmpl",
+        ".gohtml",
+        ".heex",
+        ".eex",
+    ]
+)
 MAX_TITLE_CHARS = 300
 # Nesting that makes lexbor's tree building slow: each start tag searches the stack of open
 # elements, so n nested <div>s cost n^2 steps (20,000 take about a second). Real pages nest a
@@ -121,9 +153,12 @@ class HtmlText:
 
 
 def matches(path: Path, head: bytes) -> bool:
-    if path.suffix.lower() in SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix in SUFFIXES:
         return text.looks_like_text(head)
-    return looks_like_html(head)
+    # A template or a component that starts like a page is code to search as it is (read as
+    # HTML, its "<?php ...?>" or "{% block %}" logic would be dropped or mixed with the text).
+    return suffix not in TEMPLATE_SUFFIXES and looks_like_html(head)
 
 
 def looks_like_html(head: bytes) -> bool:
@@ -454,4 +489,5 @@ def read_html(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTIO
     return doc
 
 
-READER = Reader(KIND, matches, read_html, no_text="HTML page has no text", part_kind="section")
+# Version 2: templates that start like a page (.php, .vue, .jinja, ...) are left to the text reader.
+READER = Reader(KIND, matches, read_html, no_text="HTML page has no text", version=2, part_kind="section")

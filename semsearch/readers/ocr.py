@@ -13,7 +13,9 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,29 +182,67 @@ class SqliteOcrCache:
     """An OCR cache in one SQLite file (``ocr-cache.sqlite`` in the index folder).
 
     Opened lazily by the thread that reads files; a cache that cannot be opened or written is
-    left out (OCR still runs), never a reason to fail a run.
+    left out (OCR still runs), never a reason to fail a run. A cache file that is damaged (not a
+    database, a malformed page) is replaced by a new one, once, and ``on_warning`` told in one
+    line: left as it was, every later run would recognise every page again.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_warning: Callable[[str], None] | None = None) -> None:
         self.path = path
+        self.on_warning = on_warning
         self._conn: sqlite3.Connection | None = None
         self._broken = False
+        self._replaced = False
         self.hits = 0
         self.misses = 0
 
     def _connect(self) -> sqlite3.Connection | None:
         if self._conn is None and not self._broken:
             try:
-                fresh = not self.path.exists()
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-                if fresh:
-                    with contextlib.suppress(OSError):
-                        os.chmod(self.path, 0o600)  # it holds the users' text, as the index does
-                conn.execute("CREATE TABLE IF NOT EXISTS pages (key TEXT PRIMARY KEY, text TEXT NOT NULL)")
-                self._conn = conn
-            except sqlite3.Error:
-                self._broken = True
+                self._conn = self._open()
+            except sqlite3.OperationalError:
+                self._broken = True  # unreadable, locked, read-only: left out, the file kept
+            except sqlite3.DatabaseError as exc:
+                self._replace(exc)
         return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        fresh = not self.path.exists()
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+        try:
+            if fresh:
+                with contextlib.suppress(OSError):
+                    os.chmod(self.path, 0o600)  # it holds the users' text, as the index does
+            conn.execute("CREATE TABLE IF NOT EXISTS pages (key TEXT PRIMARY KEY, text TEXT NOT NULL)")
+            conn.execute("SELECT count(*) FROM pages WHERE key = ''").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _replace(self, exc: sqlite3.DatabaseError) -> None:
+        """Put a new cache in the place of a damaged one (the file only, and only a regular file:
+        a link is left alone, and the cache left out)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._replaced:
+            self._broken = True
+            return
+        self._replaced = True
+        try:
+            if not stat.S_ISREG(os.lstat(self.path).st_mode):
+                raise OSError("not a regular file")
+            for name in (self.path, self.path.with_name(self.path.name + "-journal")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
+            self._conn = self._open()
+            outcome = "replaced it with a new one"
+        except (OSError, sqlite3.Error) as failed:
+            self._broken = True
+            outcome = f"OCR runs without it ({failed})"
+        if self.on_warning is not None:
+            self.on_warning(f"damaged OCR cache ({exc}); {outcome}")
 
     def get(self, key: str) -> str | None:
         conn = self._connect()
@@ -210,7 +250,10 @@ class SqliteOcrCache:
             return None
         try:
             row = conn.execute("SELECT text FROM pages WHERE key = ?", (key,)).fetchone()
-        except sqlite3.Error:
+        except sqlite3.OperationalError:
+            return None
+        except sqlite3.DatabaseError as exc:
+            self._replace(exc)
             return None
         if row is None:
             self.misses += 1
@@ -224,8 +267,10 @@ class SqliteOcrCache:
             return
         try:
             conn.execute("INSERT OR REPLACE INTO pages (key, text) VALUES (?, ?)", (key, text))
-        except sqlite3.Error:
+        except sqlite3.OperationalError:
             self._broken = True
+        except sqlite3.DatabaseError as exc:
+            self._replace(exc)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -20,6 +20,8 @@ _NOT_A_TITLE = re.compile(
     r"(?i)^(microsoft (word|powerpoint|excel) - )|\.(dvi|docx?|pptx?|xlsx?|tex|ps|pdf|rtf|odt|txt)$|^untitled"
 )
 SUFFIXES = frozenset({".pdf"})
+_HEADER = re.compile(rb"%PDF-\d\.\d")
+_OBJECT = re.compile(rb"\d+\s+\d+\s+obj\b")
 # A page whose extracted text is over this many characters is a decompression bomb or garbage.
 MAX_PAGE_CHARS = 2_000_000
 MAX_PDF_CHARS = 20_000_000
@@ -140,7 +142,17 @@ RENDER_SCALE = 200 / 72  # 200 dpi
 
 
 def matches(path: Path, head: bytes) -> bool:
-    return head.startswith(b"%PDF-") or path.suffix.lower() in SUFFIXES
+    return _is_pdf(head) or path.suffix.lower() in SUFFIXES
+
+
+def _is_pdf(head: bytes) -> bool:
+    """ "%PDF-1.7", then objects ("1 0 obj") or binary content: not text that merely starts with
+    "%PDF-" (a note about the format)."""
+    if _HEADER.match(head) is None:
+        return False
+    from semsearch.readers.text import looks_like_text
+
+    return _OBJECT.search(head) is not None or not looks_like_text(head)
 
 
 def _settings(options: ReadOptions) -> str:

@@ -28,6 +28,7 @@ MAX_PREPARED_CHARS = 16 * 1024 * 1024  # markup and text once pictures are dropp
 MAX_FONTS = 10_000
 MAX_TITLE_CHARS = 300
 _LEADING = b"\xef\xbb\xbf \t\r\n"  # a BOM or blank lines before the header
+_HEADER = re.compile(rb"\{\\rtf(?![A-Za-z])")
 
 # Tokens of the rewriting pass; anything else is copied as it is.
 _TOKEN = re.compile(
@@ -46,7 +47,8 @@ _CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f]")  # from \'xx escapes or stray 
 
 
 def matches(path: Path, head: bytes) -> bool:
-    return head.lstrip(_LEADING).startswith(b"{\\rtf") or path.suffix.lower() in SUFFIXES
+    # The control word \rtf itself ("{\rtf1"), not one that starts the same ("{\rtfamily" in TeX).
+    return _HEADER.match(head.lstrip(_LEADING)) is not None or path.suffix.lower() in SUFFIXES
 
 
 def read_rtf(path: Path, data: bytes, options: ReadOptions = DEFAULT_READ_OPTIONS) -> Document:
