@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,128 @@ def test_a_file_name_that_is_not_utf8_is_answered_escaped(tmp_path: Path, projec
 
     found = hits(with_client(tmp_path, env, body))
     assert found[0]["path"] == "caf\\xe9-notes.md" and "descaling" in found[0]["text"]
+
+
+def test_messages_the_sdk_cannot_parse_are_answered_and_the_server_goes_on(
+    project: tuple[Path, dict[str, str]],
+) -> None:
+    # A lone surrogate escape and 100,000-deep params: pydantic's parser refuses them and the SDK
+    # answered nothing (issue 23); the guard in front of it answers with the request's id.
+    root, env = project
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+
+    def call(request_id: int, tool: str, arguments: str) -> bytes:
+        return (
+            b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"%s","arguments":%s}}\n'
+            % (request_id, tool.encode(), arguments.encode())
+        )
+
+    deep = "[" * 100_000 + "]" * 100_000
+    lines = [
+        json.dumps(init).encode() + b"\n",
+        b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n',
+        call(2, "search", '{"query":"\\ud800 bread"}'),
+        call(3, "search", '{"query":"bread","globs":["\\udc00*"]}'),
+        call(4, "similar", '{"path":"docs/\\ud800.md"}'),
+        call(5, "search", '{"query":"bread","paths":' + deep + "}"),
+        b'{"jsonrpc":"2.0","id":6,"method":"tools/call","x":' + deep.encode() + b"}\n",
+        call(7, "search", '{"query":"sourdough starter","k":1,"globs":["**********x","*.md"]}'),
+    ]
+    proc = subprocess.Popen(
+        [*semsearch_cmd(), "mcp"], cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(b"".join(lines))
+    proc.stdin.flush()
+    replies: dict[int, Any] = {}
+    timer = threading.Timer(300, proc.kill)  # a hang ends the test, not the run
+    timer.start()
+    try:
+        while len(replies) < 7:  # stdin stays open until every reply is in (EOF ends the server)
+            line = proc.stdout.readline()
+            assert line, f"no answer to {sorted({1, 2, 3, 4, 5, 6, 7} - set(replies))}"
+            reply = json.loads(line)
+            replies[reply["id"]] = reply
+        proc.stdin.close()
+        stderr = proc.stderr.read().decode()
+        proc.wait()
+    finally:
+        timer.cancel()
+    assert set(replies) == {1, 2, 3, 4, 5, 6, 7}
+    for request_id in (2, 3, 4):
+        assert "lone surrogate" in replies[request_id]["error"]["message"]
+    for request_id in (5, 6):
+        assert "nested too deeply" in replies[request_id]["error"]["message"]
+    # The 11-star glob that hung the server (pathspec's backtracking) is answered, with the rest.
+    assert "result" in replies[7], replies[7]
+    found = replies[7]["result"]["structuredContent"]["hits"]
+    assert [h["path"] for h in found] == [os.path.join("docs", "baking.md")]
+    assert "Traceback" not in stderr
+
+
+SLOW_SERVER = """
+import sys, time, anyio
+from pathlib import Path
+from semsearch.cli.mcp_server import build_server, threaded
+from semsearch.cli.mcp_stdio import run_guarded
+
+server = build_server(None, timeout=float(sys.argv[1]))
+gate = Path(sys.argv[2])
+
+@server.tool()
+@threaded
+def slow() -> str:
+    (gate / "started").touch()
+    while not (gate / "release").exists():  # a call stuck in C code would look the same
+        time.sleep(0.01)
+    return "done"
+
+anyio.run(run_guarded, server)
+"""
+
+
+def test_a_call_over_its_time_limit_is_answered_and_others_are_served_meanwhile(
+    project: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    import sys
+
+    root, env = project
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    params = StdioServerParameters(
+        command=sys.executable, args=["-c", SLOW_SERVER, "0.5", str(tmp_path)], cwd=str(root), env=env
+    )
+
+    async def main() -> tuple[Any, Any, Any]:
+        with open(os.devnull, "w") as errlog:
+            async with stdio_client(params, errlog=errlog) as streams, ClientSession(*streams) as session:
+                await session.initialize()
+
+                async def answered(tool: str, arguments: dict[str, Any]) -> Any:
+                    # A loaded machine may take over 0.5 s (the first search loads the model,
+                    # which goes on after the call is answered): asked again until it answers.
+                    for _ in range(200):
+                        result = await session.call_tool(tool, arguments)
+                        if not result.is_error or "time limit" not in result.content[0].text:
+                            return result
+                    return result
+
+                slow = await session.call_tool("slow", {})
+                assert (tmp_path / "started").exists() and not (tmp_path / "release").exists()
+                # The slow call's thread still runs (it cannot be stopped): other calls are served.
+                during = await answered("search", {"query": "sourdough starter", "k": 1})
+                status = await answered("status", {})
+                (tmp_path / "release").touch()
+                return slow, during, status
+
+    slow, during, status = anyio.run(main)
+    assert slow.is_error and "ran over its time limit of 0.5 s" in slow.content[0].text
+    assert hits(during)[0]["path"] == os.path.join("docs", "baking.md")
+    assert not status.is_error and status.structured_content["files"] == 3

@@ -596,12 +596,23 @@ def mcp_command(
     watch: bool = typer.Option(
         False, "--watch", help="Also keep the index fresh: update it after each burst of changes to its folders."
     ),
+    timeout: float = typer.Option(
+        60.0,
+        "--timeout",
+        envvar="SEMSEARCH_MCP_TIMEOUT",
+        metavar="SECONDS",
+        help="Answer a tool call that runs longer with an error (0: no limit); other calls go on meanwhile.",
+    ),
 ) -> None:
     """Serve the index to coding agents and editors: a Model Context Protocol server on stdio.
 
     Tools: search, similar, status (and index with --allow-index). The index is opened once and
     the query model stays loaded; an index updated or rebuilt meanwhile is picked up.
     """
+    import math
+
     from semsearch.cli.mcp_server import serve
 
-    serve(index, allow_index=allow_index, watch=watch)
+    if not math.isfinite(timeout) or timeout < 0:
+        console.fail(f"--timeout must be 0 (no limit) or a number of seconds (got {timeout})")
+    serve(index, allow_index=allow_index, watch=watch, timeout=timeout)

@@ -9,10 +9,13 @@ stops the server. Paths in and out are relative to the project: the folder that 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import sqlite3
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
@@ -30,6 +33,10 @@ if TYPE_CHECKING:
 MAX_K = 200
 MAX_QUERY_CHARS = 4000
 MAX_FILTER_ITEMS = 100
+# Each call's time limit (`semsearch mcp --timeout`, SEMSEARCH_MCP_TIMEOUT; 0: none), and how many
+# calls run at once: each in a worker thread of its own, which a call over its limit leaves behind.
+DEFAULT_TIMEOUT = 60.0
+MAX_WORKERS = 8
 
 Mode = Literal["hybrid", "semantic", "lexical"]
 
@@ -293,8 +300,28 @@ def _plain_logging() -> None:
         root.setLevel(logging.WARNING)
 
 
-def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
-    """The MCP server with its tools (``index`` only with *allow_index*)."""
+def threaded(work: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """A tool that runs *work* in a worker thread, one the call can leave when it runs over its
+    time limit (the SDK's own thread for a plain function would hold the call until it ends).
+    Searches spend their time in SQLite, hnswlib and onnxruntime, which let other threads run."""
+    import anyio
+
+    limiter: list[Any] = []  # made in the event loop, on the first call
+
+    @functools.wraps(work)
+    async def tool(*args: Any, **kwargs: Any) -> Any:
+        if not limiter:
+            limiter.append(anyio.CapacityLimiter(MAX_WORKERS))
+        call = functools.partial(work, *args, **kwargs)
+        return await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=limiter[0])
+
+    return tool
+
+
+def build_server(index: Path | None, *, allow_index: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Any:
+    """The MCP server with its tools (``index`` only with *allow_index*); a call that runs over
+    *timeout* seconds (0: no limit) is answered with an error, and the server goes on."""
+    import anyio
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
 
@@ -307,7 +334,13 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
     class Server(MCPServer):
         async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
             try:
-                return await super().call_tool(name, arguments, context)
+                with anyio.fail_after(timeout) if timeout > 0 else contextlib.nullcontext():
+                    return await super().call_tool(name, arguments, context)
+            except TimeoutError:
+                after = "; the update goes on (see the status tool)" if name == "index" else ""
+                raise ToolError(
+                    f"the call ran over its time limit of {timeout:g} s (semsearch mcp --timeout){after}"
+                ) from None
             except ToolError as exc:
                 raise ToolError(_one_line(exc, name, allow_index)) from None
 
@@ -335,6 +368,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
         return None if paths is None else [str(project / p) for p in paths]
 
     @server.tool()
+    @threaded
     def search(
         query: str,
         k: int = 10,
@@ -390,6 +424,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
         return _result({"query": query, "hits": [_hit(h, folder_prefix(project)) for h in hits]})
 
     @server.tool()
+    @threaded
     def similar(
         path: str, line: int | None = None, k: int = 10, files_only: bool = False
     ) -> Annotated[CallToolResult, dict[str, Any]]:
@@ -410,6 +445,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
         return _result({"target": target, "hits": [_hit(h, folder_prefix(project)) for h in hits]})
 
     @server.tool()
+    @threaded
     def status() -> Annotated[CallToolResult, dict[str, Any]]:
         """What the index holds: files, chunks, model, when it was updated, what changed on disk since."""
         try:
@@ -421,6 +457,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
     if allow_index:
 
         @server.tool(name="index")
+        @threaded
         def update_index() -> Annotated[CallToolResult, dict[str, Any]]:
             """Update the index from the project's files (re-embeds only what changed)."""
             try:
@@ -444,16 +481,22 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
     return server
 
 
-def serve(index: Path | None, *, allow_index: bool = False, watch: bool = False) -> None:
+def serve(
+    index: Path | None, *, allow_index: bool = False, watch: bool = False, timeout: float = DEFAULT_TIMEOUT
+) -> None:
     """Run the server on stdin/stdout until the client goes away; with *watch*, a thread keeps the
     index fresh meanwhile (one line per update on stderr)."""
-    server = build_server(index, allow_index=allow_index)
+    import anyio
+
+    from semsearch.cli.mcp_stdio import run_guarded
+
+    server = build_server(index, allow_index=allow_index, timeout=timeout)
     stop = threading.Event()
     watcher = threading.Thread(target=_watch, args=(index, stop), name="semsearch-watch", daemon=True)
     if watch:
         watcher.start()
     try:
-        server.run("stdio")
+        anyio.run(run_guarded, server)
     finally:
         stop.set()
         if watcher.is_alive():
