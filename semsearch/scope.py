@@ -415,7 +415,7 @@ def _linear_pattern() -> type:
         name = f"ss{next(counter)}"
         return f"(?=(?P<{name}>{body}))(?P={name})"
 
-    class LinearPattern(base):  # type: ignore[misc, valid-type]
+    class LinearPattern(base):
         @classmethod
         def pattern_to_regex(cls, pattern: Any) -> tuple[Any, Any]:
             # Each `**` but the last becomes atomic too: the parts between two `**` are of fixed
