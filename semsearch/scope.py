@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import itertools
+import math
 import os
 import re
 import time
@@ -178,7 +179,18 @@ def parse_when(text: str, option: str = "changed_before", now: float | None = No
                 f"{{{option}}}: cannot read {text!r} as a date (2026-11-01, '2026-11-01 14:30') or a duration (30d)",
                 options=(option,),
             ) from None
-    return moment.timestamp()  # naive: local time
+    return _timestamp(moment)
+
+
+def _timestamp(moment: _dt.datetime) -> float:
+    """*moment* as a Unix time (naive: local time). A year the platform's local time does not
+    reach (0001-01-01) is read as UTC: the hours of difference change nothing there."""
+    try:
+        return moment.timestamp()
+    except (ValueError, OverflowError, OSError):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=_dt.timezone.utc)
+        return (moment - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)).total_seconds()
 
 
 def _as_time(value: Any, option: str, now: float, *, back_from_now: bool) -> float | None:
@@ -188,10 +200,12 @@ def _as_time(value: Any, option: str, now: float, *, back_from_now: bool) -> flo
     if isinstance(value, _dt.timedelta):
         return now - value.total_seconds()
     if isinstance(value, _dt.datetime):
-        return value.timestamp()
+        return _timestamp(value)
     if isinstance(value, _dt.date):
-        return _dt.datetime(value.year, value.month, value.day).timestamp()
+        return _timestamp(_dt.datetime(value.year, value.month, value.day))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise InvalidOptionError(f"{{{option}}} must be a finite number (got {value!r})", options=(option,))
         return now - float(value) if back_from_now else float(value)
     if isinstance(value, str):
         return now - parse_duration(value, option) if back_from_now else parse_when(value, option, now)

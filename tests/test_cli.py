@@ -185,3 +185,43 @@ def test_help_imports_nothing_heavy(argv: list[str], tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, timeout=120)
     assert result.stderr.decode().strip().splitlines()[-1] == "[]", result.stderr.decode()
     assert b"Usage" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        # issue 23: each was a traceback (exit 1)
+        (["query", "bread", "--changed-before", "0001-01-01"], 1, ""),  # nothing is older: nothing found
+        (["query", "bread", "-k", "99999999999999999999"], 0, ""),  # more than there is: all of it
+        (["query", "bread", "-k", "99999999999999999999", "--mode", "lexical", "-l"], 0, ""),
+        (["similar", "docs/cooking.md", "-k", "99999999999999999999"], 0, ""),
+        (["similar", "docs/cooking.md:" + "9" * 5000], 2, "no file has a line or page 999999999999... (5000 digits)"),
+        (["similar", "docs/cooking.md#" + "9" * 30], 2, "no file has a line or page"),
+        (["query", "bread", "--min-score", "nan"], 2, "--min-score must be between -1 and 1 (got nan)"),
+        (["duplicates", "--min-score", "inf"], 2, "--min-score must be between -1 and 1"),
+        (["index", "--wait", "nan"], 2, "--wait must be 0 or more seconds (got nan)"),
+    ],
+)
+def test_absurd_numbers_are_an_answer_or_one_line(project: Path, args: list[str], code: int, message: str) -> None:
+    result = run(*args)
+    assert result.exit_code == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    if message:
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_eval_depth_past_sqlites_integers(project: Path) -> None:
+    write(project / "q.jsonl", '{"_id": "q1", "text": "rocket thrust"}\n')
+    write(project / "qrels.tsv", "q1\tspace\t1\n")
+    result = run("eval", "--queries", "q.jsonl", "--qrels", "qrels.tsv", "--depth", "99999999999999999999")
+    assert result.exit_code == 0 and "ndcg@10     1.0000" in result.stdout, result.stderr
+
+
+def test_scope_times_far_from_now() -> None:
+    from semsearch.scope import Scope, parse_when
+
+    assert parse_when("0001-01-01") < parse_when("1900-01-01") < 0
+    assert Scope.make(changed_before="9999-12-31").modified_before is not None
+    with pytest.raises(ValueError, match="finite"):
+        Scope.make(changed_within=float("inf"))

@@ -335,3 +335,33 @@ def test_a_call_over_its_time_limit_is_answered_and_others_are_served_meanwhile(
     assert slow.is_error and "ran over its time limit of 0.5 s" in slow.content[0].text
     assert hits(during)[0]["path"] == os.path.join("docs", "baking.md")
     assert not status.is_error and status.structured_content["files"] == 3
+
+
+def test_absurd_numbers_and_dates_get_a_clear_answer(project: Path) -> None:
+    root, env = project
+
+    async def body(session: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        out["ancient"] = await session.call_tool("search", {"query": "bread", "changed_before": "0001-01-01"})
+        out["future"] = await session.call_tool("search", {"query": "bread", "changed_before": "9999-12-31", "k": 1})
+        out["bad_date"] = await session.call_tool("search", {"query": "bread", "changed_before": "someday"})
+        for name, line in (("negative", -(10**30)), ("zero", 0), ("huge", 10**30)):
+            out[name] = await session.call_tool("similar", {"path": "docs/tls.md", "line": line})
+        out["huge_k"] = await session.call_tool("search", {"query": "bread", "k": 10**30})
+        out["line_ok"] = await session.call_tool("similar", {"path": "docs/tls.md", "line": 1, "k": 1})
+        return out
+
+    out = with_client(root, env, body)
+    assert hits(out["ancient"]) == []
+    assert hits(out["future"])[0]["path"] == os.path.join("docs", "baking.md")
+    for key, start in (
+        ("bad_date", "changed_before: cannot read 'someday' as a date"),
+        ("negative", "line must be between 1 and"),
+        ("zero", "line must be between 1 and"),
+        ("huge", "line must be between 1 and"),
+        ("huge_k", "k must be between 1 and 200"),
+    ):
+        text = out[key].content[0].text
+        assert out[key].is_error and text.startswith(start) and "\n" not in text, (key, text)
+        assert "Error executing tool" not in text
+    assert len(hits(out["line_ok"])) == 1

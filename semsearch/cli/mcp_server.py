@@ -279,6 +279,23 @@ def _one_line(exc: Exception, tool: str, allow_index: bool) -> str:
     return message.splitlines()[0] if message else "the call failed"
 
 
+def _is_argument_error(exc: Exception) -> bool:
+    """Whether the SDK's error is its check of the arguments (pydantic's), not a tool's crash."""
+    return callable(getattr(exc.__cause__, "errors", None))
+
+
+def _unexpected(exc: Exception, tool: str) -> str:
+    """A tool's crash (a bug): its traceback on stderr, one line for the client."""
+    import logging
+
+    cause = exc.__cause__ or exc
+    logging.getLogger("semsearch.mcp").error("the %s tool failed", tool, exc_info=cause)
+    text = (str(cause).splitlines() or [""])[0][:300]
+    return (
+        f"{tool} failed: {type(cause).__name__}: {text} (a bug in semsearch; the traceback is on the server's stderr)"
+    )
+
+
 def _check_list(name: str, values: list[str] | None) -> list[str] | None:
     if values is not None and len(values) > MAX_FILTER_ITEMS:
         raise ValueError(f"{name}: at most {MAX_FILTER_ITEMS} items")
@@ -323,7 +340,7 @@ def build_server(index: Path | None, *, allow_index: bool = False, timeout: floa
     *timeout* seconds (0: no limit) is answered with an error, and the server goes on."""
     import anyio
     from mcp.server.mcpserver import MCPServer
-    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 
     from semsearch.cli.messages import REMEDIES
     from semsearch.version import __version__
@@ -341,6 +358,10 @@ def build_server(index: Path | None, *, allow_index: bool = False, timeout: floa
                 raise ToolError(
                     f"the call ran over its time limit of {timeout:g} s (semsearch mcp --timeout){after}"
                 ) from None
+            except UnexpectedToolError as exc:
+                if not _is_argument_error(exc):
+                    raise ToolError(_unexpected(exc, name)) from None
+                raise ToolError(_one_line(exc, name, allow_index)) from None
             except ToolError as exc:
                 raise ToolError(_one_line(exc, name, allow_index)) from None
 
