@@ -225,3 +225,36 @@ def test_scope_times_far_from_now() -> None:
     assert Scope.make(changed_before="9999-12-31").modified_before is not None
     with pytest.raises(ValueError, match="finite"):
         Scope.make(changed_within=float("inf"))
+
+
+def test_verify_names_remedies_in_the_clis_words(project: Path) -> None:
+    vectors = [p for p in (project / ".semsearch").iterdir() if p.name.startswith("vectors-") and p.suffix == ".hnsw"]
+    data = bytearray(vectors[0].read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(b ^ 0xA5 for b in data[len(data) // 2 : len(data) // 2 + 64])
+    vectors[0].write_bytes(bytes(data))
+    result = run("status", "--verify")
+    assert result.exit_code == 2 and vectors[0].name in result.stderr
+    assert "Index." not in result.stderr and "rebuild=True" not in result.stderr, result.stderr
+    assert "semsearch index --rebuild" in result.stderr
+
+
+def test_every_remedy_of_the_library_has_the_clis_words() -> None:
+    from semsearch.cli.messages import REMEDIES, in_cli_words
+    from semsearch.errors import REMEDIES as LIBRARY
+    from semsearch.errors import IndexCorruptError
+
+    assert set(REMEDIES) == set(LIBRARY)
+    for code in LIBRARY:
+        text = str(IndexCorruptError("x.hnsw is damaged", remedy=code))
+        ours = in_cli_words(text)
+        assert "Index." not in ours and "precision=" not in ours, ours
+        assert "semsearch index" in ours or "--precision" in ours, ours
+        assert ours == IndexCorruptError("x.hnsw is damaged", remedy=code).render({}, REMEDIES)
+
+
+@pytest.mark.parametrize("command", ["query", "similar", "duplicates"])
+def test_help_says_the_exit_codes_and_stdin(command: str) -> None:
+    text = " ".join(run(command, "--help").stdout.split())
+    assert "Exit status: 0 when" in text and "1 when none" in text and "2 on an error" in text
+    if command == "query":
+        assert "with - instead, one query per line is read from stdin" in text

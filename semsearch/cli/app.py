@@ -294,7 +294,12 @@ def query(
     type_list: bool = _TYPE_LIST,
     index: Path | None = _INDEX,
 ) -> None:
-    """Find the passages that mean what you ask (only under PATHs, when given)."""
+    """Find the passages that mean what you ask (only under PATHs, when given).
+
+    QUERY is what to look for, in plain words; with - instead, one query per line is read from
+    stdin (the model is loaded once for all of them).
+
+    Exit status: 0 when a hit was found, 1 when none was, 2 on an error (one line on stderr)."""
     from semsearch.search import DEFAULT_MODE, SearchOptions
 
     if type_list:
@@ -343,7 +348,9 @@ def similar(
 ) -> None:
     """Find passages (or, with -l, files) like the one at PATH:LINE, PATH#PAGE or like a whole
     file PATH, from the index alone (no model is loaded); the file itself is left out unless
-    --include-self. Only files under the further PATHs, when given."""
+    --include-self. Only files under the further PATHs, when given.
+
+    Exit status: 0 when a hit was found, 1 when none was, 2 on an error (one line on stderr)."""
     from semsearch.api import Index
     from semsearch.similar import Target
 
@@ -383,7 +390,9 @@ def duplicates(
     files_only: bool = typer.Option(False, "-l", "--files-only", help="Pairs of files that share passages."),
     index: Path | None = _INDEX,
 ) -> None:
-    """Find near-duplicate passages across files, largest group first (-l: pairs of files)."""
+    """Find near-duplicate passages across files, largest group first (-l: pairs of files).
+
+    Exit status: 0 when copies were found, 1 when none were, 2 on an error (one line on stderr)."""
     from semsearch import output
     from semsearch.api import Index
 
@@ -562,8 +571,10 @@ def status(
         for key, value in status_lines(info):
             typer.echo(f"{key:<8} {value}")
     if info.problems:
+        from semsearch.cli.messages import in_cli_words
+
         for problem in info.problems:
-            console.stderr().print(f"semsearch: {problem}", markup=False, highlight=False)
+            console.stderr().print(f"semsearch: {in_cli_words(problem)}", markup=False, highlight=False)
         console.stderr().print("semsearch: the index is damaged: run `semsearch index --rebuild`", markup=False)
         raise typer.Exit(2)
 

@@ -56,9 +56,11 @@ def fail(message: str) -> None:
 
 def note_printer(console: Console, quiet: bool = False) -> Any:
     """A note handler that prints ``semsearch: NOTE`` dimmed (nothing when quiet)."""
+    from semsearch.cli.messages import in_cli_words
+
     if quiet:
         return lambda message: None
-    return lambda message: console.print(f"semsearch: {message}", style="dim")
+    return lambda message: console.print(f"semsearch: {in_cli_words(message)}", style="dim")
 
 
 class Terminated(KeyboardInterrupt):
@@ -131,7 +133,9 @@ class IndexProgress:
 
             where = f"{escape_name(display_path(event.path))}: " if event.path else ""
             style = {"warning": "yellow", "skip": "dim"}.get(event.kind)
-            self.console.print(f"semsearch: {where}{event.text}", style=style)
+            from semsearch.cli.messages import in_cli_words
+
+            self.console.print(f"semsearch: {where}{in_cli_words(event.text)}", style=style)
         if self.progress is None:
             return
         if event.kind == "scan":
