@@ -579,23 +579,64 @@ def status(
         raise typer.Exit(2)
 
 
-@app.command("model-server", hidden=True)
+@app.command("model-server")
 def model_server_command(
-    model: str = typer.Option(..., "--model", help="The model's identity (ModelInfo) as JSON."),
+    status: bool = typer.Option(False, "--status", help="List your running model servers (exit 1: none)."),
+    stop: bool = typer.Option(False, "--stop", help="Stop your model servers (never another user's)."),
+    model: str | None = typer.Option(
+        None, "--model", help="Serve this model (its ModelInfo as JSON; `query` starts servers so)."
+    ),
     idle: float | None = typer.Option(None, "--idle", help="Seconds without a request before it exits."),
 ) -> None:
-    """Hold a query model and embed queries for `semsearch query` (started by it, in the background)."""
+    """The resident query model that `semsearch query` starts in the background and asks for its
+    query vectors; it exits after SEMSEARCH_MODEL_SERVER_IDLE seconds (900) without a request."""
+    if sum((status, stop, model is not None)) != 1:
+        console.fail("give one of --status, --stop or --model")
+    if status or stop:
+        _model_servers(stop=stop)
+        return
     from semsearch.models import query_embedder
     from semsearch.models.base import ModelInfo
     from semsearch.models.resident import serve
 
-    info = ModelInfo(**json.loads(model))
+    info = ModelInfo(**json.loads(model or "{}"))
     try:
         code = serve(info, lambda known: query_embedder(known, threads=1), idle=idle)
     except SemsearchError as exc:
         console.fail(describe(exc))  # into the server's log
         return
     raise typer.Exit(code)
+
+
+def _model_servers(*, stop: bool) -> None:
+    """`model-server --status` (a line per server on stdout) or `--stop`."""
+    import time
+
+    from semsearch.models import resident
+
+    if not stop:
+        servers = resident.running_servers()
+        for server in servers:
+            pid = server.pid if server.pid is not None else "?"
+            since = f", up {_duration(time.time() - server.started)}" if server.started else ""
+            typer.echo(f"pid {pid}: {server.model}{since} ({server.socket})")
+        if not servers:
+            console.stderr().print("semsearch: no model server of yours is running")
+        raise typer.Exit(EXIT_FOUND if servers else EXIT_NOT_FOUND)
+    stopped, left = resident.stop_servers()
+    err = console.stderr()
+    if not stopped and not left:
+        err.print("semsearch: no model server of yours is running")
+    for server in stopped:
+        err.print(f"semsearch: stopped the model server of {server.model} (pid {server.pid})")
+    if left:
+        pids = ", ".join(str(s.pid) if s.pid is not None else "?" for s in left)
+        console.fail(f"could not stop {len(left)} model server(s) (pid {pids})")
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min {int(seconds) % 60} s"
 
 
 @app.command("mcp")
