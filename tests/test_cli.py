@@ -258,3 +258,57 @@ def test_help_says_the_exit_codes_and_stdin(command: str) -> None:
     assert "Exit status: 0 when" in text and "1 when none" in text and "2 on an error" in text
     if command == "query":
         assert "with - instead, one query per line is read from stdin" in text
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from semsearch.cli.console import PLAIN_EVERY, IndexProgress
+    from semsearch.indexing import IndexEvent
+
+    now = [100.0]
+    out = io.StringIO()
+    progress = IndexProgress(
+        Console(file=out, width=200), enabled=False, verbose=False, plain=True, clock=lambda: now[0]
+    )
+    events = [
+        (0.0, IndexEvent("scan", done=10)),
+        (1.0, IndexEvent("scan", done=20)),  # too soon for a line
+        (PLAIN_EVERY + 1, IndexEvent("scan", done=700)),
+        (0.5, IndexEvent("plan", "736 files to read", 0, 50_000_000)),
+        (1.0, IndexEvent("file", "", 1_000_000, 50_000_000)),
+        (PLAIN_EVERY, IndexEvent("file", "", 10_000_000, 50_000_000)),
+        (1.0, IndexEvent("ocr", "reading scanned pages", 3, 9, path=Path("scan.pdf"))),
+        (PLAIN_EVERY, IndexEvent("ocr", "reading scanned pages", 5, 9, path=Path("scan.pdf"))),
+        (1.0, IndexEvent("graph", "building the vector graph", 0, 19_984)),
+    ]
+    with progress:
+        for step, event in events:
+            now[0] += step
+            progress.on_event(event)
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "semsearch: scanning...",
+        "semsearch: scanning: 700 files seen",
+        "semsearch: indexing: 736 files to read, 50.0 MB",
+        lines[3],
+        "semsearch: OCR: scan.pdf: page 5 of 9",
+        "semsearch: building the vector graph: 19984 chunks",
+    ]
+    assert lines[3].startswith("semsearch: indexing: 20% (10.0 MB of 50.0 MB), 0.9 MB/s, about ")
+
+
+def test_index_into_a_pipe_says_its_phases_and_quiet_says_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel
+) -> None:
+    # CliRunner's stderr is no terminal, as `semsearch index BIG 2>log`'s is not.
+    write(tmp_path / "docs" / "a.md", "# Bread\n\nKnead the dough.\n")
+    monkeypatch.chdir(tmp_path)
+    result = run("index", "docs")
+    assert result.exit_code == 0
+    assert "semsearch: indexing: 1 files to read" in result.stderr and "semsearch: indexed 1 file" in result.stderr
+    write(tmp_path / "docs" / "b.md", "# Oven\n\nBake it hot.\n")
+    quiet = run("index", "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == ""

@@ -214,7 +214,9 @@ def _update(
     """Run the update with a progress bar; an interruption says what it leaves (exit 130 or 143)."""
     try:
         with (
-            console.IndexProgress(err, enabled=not quiet and err.is_terminal, verbose=verbose) as progress,
+            console.IndexProgress(
+                err, enabled=not quiet and err.is_terminal, verbose=verbose, plain=not quiet
+            ) as progress,
             console.terminate_as_interrupt(),
         ):
             return target.update(paths, rebuild=rebuild, wait=wait, on_event=progress.on_event)
