@@ -589,6 +589,16 @@ class Index:
 
     # -- describing --------------------------------------------------------------------------
 
+    def base_folder(self) -> Path:
+        """The folder that `semsearch mcp` shows and takes paths relative to, and that globs
+        match below: the folder that holds the index when every indexed folder lies in it, else
+        the indexed folders' common folder (an index kept elsewhere shows ``notes/a.md``)."""
+        from semsearch.store.catalog import view_base
+        from semsearch.store.layout import key_to_path
+
+        reader = self._open_searcher().reader
+        return view_base(self.path, [key_to_path(self.path, os.fsencode(r)) for r in reader.roots])
+
     def manifest(self) -> IndexManifest:
         """The current manifest (model, chunking, vector engine, format version)."""
         return self._open_searcher().reader.manifest

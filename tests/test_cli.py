@@ -312,3 +312,26 @@ def test_index_into_a_pipe_says_its_phases_and_quiet_says_nothing(
     write(tmp_path / "docs" / "b.md", "# Oven\n\nBake it hot.\n")
     quiet = run("index", "-q")
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_an_index_kept_elsewhere_from_another_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel
+) -> None:
+    write(tmp_path / "data" / "notes" / "a.md", "# Tides\n\nSpring tides come with the new moon.\n")
+    write(tmp_path / "data" / "notes" / "b.md", "# Bread\n\nKnead the dough and bake the bread.\n")
+    (tmp_path / "proj").mkdir()
+    elsewhere = str(tmp_path / "elsewhere" / "index")
+    monkeypatch.chdir(tmp_path / "data")
+    assert run("index", "notes", "--index", elsewhere, "-q").exit_code == 0
+    # Outside the indexed folders: paths as given (absolute), as ripgrep prints them.
+    monkeypatch.chdir(tmp_path / "proj")
+    found = run("query", "spring tides moon", "-k", "1", "--index", elsewhere)
+    assert found.stdout.startswith(f"{tmp_path}/data/notes/a.md:"), found.output
+    # Globs match below the indexed folder; a file named as the MCP server names it is found.
+    assert run("query", "bread", "-l", "-g", "/b.md", "--index", elsewhere).stdout == f"{tmp_path}/data/notes/b.md\n"
+    like = run("similar", "a.md:1", "-l", "--index", elsewhere)
+    assert like.exit_code == 0 and like.stdout == f"{tmp_path}/data/notes/b.md\n", like.output
+    # Under the current folder: relative to it.
+    monkeypatch.chdir(tmp_path / "data" / "notes")
+    assert run("query", "spring tides moon", "-k", "1", "--index", elsewhere).stdout.startswith("a.md:")
+    assert run("similar", "a.md", "-l", "--index", elsewhere).stdout == "b.md\n"

@@ -365,3 +365,31 @@ def test_absurd_numbers_and_dates_get_a_clear_answer(project: Path) -> None:
         assert out[key].is_error and text.startswith(start) and "\n" not in text, (key, text)
         assert "Error executing tool" not in text
     assert len(hits(out["line_ok"])) == 1
+
+
+def test_an_index_kept_elsewhere_answers_paths_as_the_user_sees_them(
+    tmp_path: Path, project: tuple[Path, dict[str, str]]
+) -> None:
+    _, env = project
+    write(tmp_path / "data" / "notes" / "page-0572.rst", "Tides\n=====\n\nSpring tides come with the new moon.\n")
+    write(tmp_path / "data" / "notes" / "page-0628.rst", "Bread\n=====\n\nKnead the dough and bake the bread.\n")
+    (tmp_path / "proj").mkdir()
+    elsewhere = str(tmp_path / "elsewhere" / "index")
+    done = run(["index", "notes", "--index", elsewhere], cwd=tmp_path / "data", env=env)
+    assert done.returncode == 0, done.stderr.decode()
+
+    async def body(session: Any) -> dict[str, Any]:
+        return {
+            "search": await session.call_tool("search", {"query": "knead and bake bread", "k": 1}),
+            "similar": await session.call_tool("similar", {"path": "page-0572.rst", "line": 3, "k": 1}),
+            "paths": await session.call_tool("search", {"query": "moon", "paths": ["page-0572.rst"], "k": 5}),
+            "glob": await session.call_tool("search", {"query": "moon", "globs": ["/page-06*"], "k": 5}),
+            "missing": await session.call_tool("similar", {"path": "page-9999.rst"}),
+        }
+
+    out = with_client(tmp_path / "proj", env, body, "--index", elsewhere)
+    assert [h["path"] for h in hits(out["search"])] == ["page-0628.rst"]
+    assert [h["path"] for h in hits(out["similar"])] == ["page-0628.rst"]
+    assert [h["path"] for h in hits(out["paths"])] == ["page-0572.rst"]
+    assert [h["path"] for h in hits(out["glob"])] == ["page-0628.rst"]
+    assert out["missing"].content[0].text.startswith("page-9999.rst is not in the index")

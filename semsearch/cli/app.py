@@ -361,8 +361,14 @@ def similar(
         where = Target.parse(target)
         scope = _scope(paths, globs, types, types_not, changed_within, changed_before)
         with Index.open(index, on_note=console.note_printer(console.stderr())) as opened:
+            path = where.path
+            if not os.path.lexists(path) and not os.path.isabs(target):
+                # Not here: a path as `semsearch mcp` takes it, below the indexed folders.
+                candidate = opened.base_folder() / os.path.relpath(path)
+                if os.path.lexists(candidate):
+                    path = candidate
             hits = opened.similar(
-                os.fspath(where.path),
+                os.fspath(path),
                 line=where.line,
                 page=where.page,
                 k=top,

@@ -4,7 +4,9 @@ It opens the index once and keeps the query model loaded between calls. Before e
 checks, in one small read, whether another process updated or rebuilt the index, and if so reads
 the new state (the model stays loaded when the index's model is the same). Errors are MCP tool
 errors carrying the CLI's one-line messages; a bad argument, a missing or damaged index never
-stops the server. Paths in and out are relative to the project: the folder that holds the index.
+stops the server. Paths in and out (and globs) are relative to the project: the folder that
+holds the index when the indexed folders lie in it, else the indexed folders' common folder
+(``Index.base_folder``), so that an index kept elsewhere still answers ``notes/a.md``.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class HitResult(TypedDict):
     """One passage: where it is, how it scored, its text."""
 
     rank: int
-    path: str  # relative to the project (the folder that holds the index)
+    path: str  # relative to the project (Index.base_folder)
     location: Location
     score: float  # the cosine similarity (lexical mode: BM25)
     scores: Scores
@@ -215,8 +217,13 @@ class IndexService:
             self._close()
 
     def asked_project(self) -> Path | None:
-        """The project of the index in use (None before one was opened)."""
-        return self._index.path.parent if self._index is not None else None
+        """The folder paths are relative to, of the index in use (None before one was opened)."""
+        if self._index is None:
+            return None
+        try:
+            return self._index.base_folder()
+        except SemsearchError:
+            return self._index.path.parent
 
 
 def _token(manifest: os.stat_result | None, data_version: int | None) -> tuple[Any, ...] | None:
@@ -427,7 +434,7 @@ def build_server(index: Path | None, *, allow_index: bool = False, timeout: floa
             raise ToolError(str(exc)) from None
         try:
             idx = service.index()
-            project = idx.path.parent
+            project = idx.base_folder()
             hits = idx.search(
                 query,
                 k=k,
@@ -458,7 +465,7 @@ def build_server(index: Path | None, *, allow_index: bool = False, timeout: floa
             raise ToolError("the path is empty")
         try:
             idx = service.index()
-            project = idx.path.parent
+            project = idx.base_folder()
             hits = idx.similar(str(project / path), line=line, k=k, files_only=files_only)
         except SemsearchError as exc:
             raise failing(exc) from None
