@@ -192,7 +192,8 @@ class IndexProgress:
         if phase != self._phase:
             self._phase, self._phase_start, self._said = phase, now, now
             if event.kind == "plan":
-                self._say(f"indexing: {event.text}, {_megabytes(event.total)}")
+                if event.total:  # else nothing to read: the summary says so
+                    self._say(f"indexing: {event.text}, {_megabytes(event.total)}")
             elif event.kind == "graph":
                 self._say(f"building the vector graph: {event.total} chunks")
             else:
