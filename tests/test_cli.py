@@ -335,3 +335,17 @@ def test_an_index_kept_elsewhere_from_another_folder(
     monkeypatch.chdir(tmp_path / "data" / "notes")
     assert run("query", "spring tides moon", "-k", "1", "--index", elsewhere).stdout.startswith("a.md:")
     assert run("similar", "a.md", "-l", "--index", elsewhere).stdout == "b.md\n"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["mcp", "--timeout", "nan"], "--timeout must be 0 (no limit) or a number of seconds (got nan)"),
+        (["mcp", "--timeout", "-1"], "--timeout must be 0 (no limit) or a number of seconds"),
+        (["model-server", "--model", "{}", "--idle", "nan"], "--idle must be a number of seconds over 0"),
+        (["model-server"], "give one of --status, --stop or --model"),
+    ],
+)
+def test_server_commands_refuse_absurd_numbers(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1

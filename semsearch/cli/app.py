@@ -600,6 +600,8 @@ def model_server_command(
     query vectors; it exits after SEMSEARCH_MODEL_SERVER_IDLE seconds (900) without a request."""
     if sum((status, stop, model is not None)) != 1:
         console.fail("give one of --status, --stop or --model")
+    if idle is not None and not 0 < idle < float("inf"):
+        console.fail(f"--idle must be a number of seconds over 0 (got {idle})")
     if status or stop:
         _model_servers(stop=stop)
         return
