@@ -14,8 +14,6 @@ the time window.
 from __future__ import annotations
 
 import datetime as _dt
-import functools
-import itertools
 import math
 import os
 import re
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsearch.errors import InvalidOptionError
+from semsearch.globs import gitignore_spec
 
 if TYPE_CHECKING:
     import pathspec
@@ -276,8 +275,8 @@ class Scope:
         """This scope with its globs compiled (a bad pattern raises InvalidOptionError)."""
         if self._include is not None or self._exclude is not None or not self.globs:
             return self
-        include = [tidy_glob(g) for g in self.globs if not g.startswith("!")]
-        exclude = [tidy_glob(g[1:]) for g in self.globs if g.startswith("!")]
+        include = [g for g in self.globs if not g.startswith("!")]
+        exclude = [g[1:] for g in self.globs if g.startswith("!")]
         for pattern in self.globs:
             if not pattern.strip("!").strip():
                 raise InvalidOptionError(f"empty glob {pattern!r} in {{globs}}", options=("globs",))
@@ -364,26 +363,6 @@ def scope_of(
     )
 
 
-def tidy_glob(pattern: str) -> str:
-    """*pattern* with each run of ``*`` collapsed as git reads it: a whole path part of stars is
-    ``**``, a run inside a part is one ``*`` (``**********x`` is ``*x``); escapes are kept."""
-    parts = []
-    for part in pattern.split("/"):
-        if len(part) > 1 and part.strip("*") == "":
-            parts.append("**")
-            continue
-        out: list[str] = []
-        escaped = star = False
-        for char in part:
-            if char == "*" and not escaped and star:
-                continue
-            out.append(char)
-            star = char == "*" and not escaped
-            escaped = not escaped and char == "\\"
-        parts.append("".join(out))
-    return "/".join(parts)
-
-
 def _check_glob(pattern: str) -> None:
     if len(pattern) > MAX_GLOB_CHARS:
         raise InvalidOptionError(
@@ -392,69 +371,7 @@ def _check_glob(pattern: str) -> None:
 
 
 def _spec(patterns: list[str]) -> pathspec.PathSpec:
-    import pathspec
-
     try:
-        try:
-            return pathspec.GitIgnoreSpec.from_lines(patterns, _linear_pattern(), backend="simple")
-        except TypeError:  # pathspec < 1.0: no backends
-            return pathspec.GitIgnoreSpec.from_lines(patterns, _linear_pattern())
+        return gitignore_spec(patterns)
     except (ValueError, TypeError) as exc:  # pathspec raises GitWildMatchPatternError(ValueError)
         raise InvalidOptionError(f"bad glob in {{globs}}: {exc}", options=("globs",)) from None
-
-
-_STAR = "[^/]*"  # what pathspec makes of a `*` inside a path part
-_LEAD, _INNER = "^(?:.+/)?", "(?:/.+)?"  # and of a leading `**/`, an inner `/**/`
-
-
-@functools.cache
-def _linear_pattern() -> type:
-    """pathspec's gitignore pattern, with each path part's stars matched without backtracking.
-
-    pathspec turns ``*a*a*b`` into ``[^/]*a[^/]*a[^/]*b``, which Python's backtracking regex
-    engine takes exponential time to refuse (a part of 200 letters: seconds for 4 stars, minutes
-    for 5). The pieces between stars are of fixed width (letters, ``?``, ``[...]``), so the
-    leftmost place of each middle piece is as good as any: each middle ``*PIECE`` becomes an
-    atomic group (a lookahead and its backreference, as Python 3.10 has no ``(?>...)``) that takes
-    the first place the piece fits and never tries another; the last piece keeps a plain greedy
-    ``*``. A part then costs at most its length times the pattern's.
-    """
-    try:
-        from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern as base
-    except ImportError:  # pathspec < 1.0
-        from pathspec.patterns.gitwildmatch import GitWildMatchPattern as base
-    counter = itertools.count()
-
-    def atomic(body: str) -> str:
-        name = f"ss{next(counter)}"
-        return f"(?=(?P<{name}>{body}))(?P={name})"
-
-    class LinearPattern(base):
-        @classmethod
-        def pattern_to_regex(cls, pattern: Any) -> tuple[Any, Any]:
-            # Each `**` but the last becomes atomic too: the parts between two `**` are of fixed
-            # width in path parts, so their leftmost place is as good as any.
-            regex, include = super().pattern_to_regex(pattern)
-            if not isinstance(regex, str) or _INNER not in regex:
-                return regex, include
-            chunks = regex.split(_INNER)
-            out = chunks[0]
-            if out.startswith(_LEAD):
-                out = "^" + atomic("(?:.+?/)?" + out[len(_LEAD) :] + "(?=/)")
-            for chunk in chunks[1:-1]:
-                out += atomic("(?:/.+?)?" + chunk + "(?=/)")
-            return out + _INNER + chunks[-1], include
-
-        @staticmethod
-        def _translate_segment_glob(pattern: str, *args: Any) -> str:
-            regex: str = base._translate_segment_glob(pattern, *args)
-            pieces = regex.split(_STAR)
-            if len(pieces) < 3:
-                return regex  # at most one star: nothing to backtrack over
-            middle = ""
-            for piece in pieces[1:-1]:
-                if piece:
-                    middle += atomic(f"{_STAR}?{piece}")
-            return pieces[0] + middle + _STAR + pieces[-1]
-
-    return LinearPattern

@@ -341,7 +341,7 @@ def test_globs_match_as_pathspec_does() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from semsearch.scope import tidy_glob
+    from semsearch.globs import tidy_glob
 
     part = st.text(alphabet="ab*?", min_size=1, max_size=5) | st.sampled_from(["**", "[ab]", "[!a]b"])
     globs = st.lists(part, min_size=1, max_size=4).map("/".join) | st.lists(part, min_size=1, max_size=3).map(
@@ -357,3 +357,17 @@ def test_globs_match_as_pathspec_does() -> None:
         assert Scope.make(globs=[glob]).glob_matches(path) is expected, (glob, tidy, path)
 
     check()
+
+
+def test_a_hostile_gitignore_does_not_hang_a_walk(tmp_path: Path, fake_model: FakeModel) -> None:
+    from semsearch.globs import gitignore_spec
+    from semsearch.walk import _any_pattern
+
+    write(tmp_path / "notes" / ".gitignore", "**********x\n*a*a*a*a*a*a*a*a*a*a*a*a*b\n!**/keep*\n")
+    write(tmp_path / "notes" / ("a" * 200 + ".md"), "# Long\n\nA file whose name is long.\n")
+    write(tmp_path / "notes" / ("a" * 12 + "b"), "ignored\n")
+    write(tmp_path / "notes" / ("keep" + "a" * 12 + "b"), "kept: negated\n")
+    with Index.create(tmp_path / ".semsearch", provider=fake_model) as index:
+        summary = index.update([tmp_path / "notes"])
+    assert summary.indexed == 2  # the long name and keep...b; a...b is ignored
+    assert _any_pattern(gitignore_spec(["*a*a*b", "**/x/**/y/**/z"])) is not None  # still one regex
