@@ -69,6 +69,9 @@ class IndexSettings:
 # How long the watched folders must stay quiet before an update runs (a burst of saves, a
 # checkout, is one update).
 WATCH_SETTLE_MS = 300
+# A k (or eval's depth) over this returns the same as this: every passage of any index there
+# can be. Larger ones overflowed SQLite's integers (a traceback for -k 99999999999999999999).
+MAX_HITS = 1 << 31
 
 
 def _absolute(path: str | os.PathLike[str]) -> Path:
@@ -257,7 +260,7 @@ class Index:
         for root in roots:
             if not os.path.lexists(root):
                 raise InvalidOptionError(f"{root}: no such file or folder", path=root)
-        if wait < 0:
+        if not wait >= 0:  # NaN too
             raise InvalidOptionError(f"{{wait}} must be 0 or more seconds (got {wait:g})", options=("wait",))
         with self._lock:
             existing = _existing_manifest(self.path)
@@ -505,7 +508,7 @@ class Index:
         if k < 1:
             raise InvalidOptionError(f"{{k}} must be at least 1 (got {k})", options=("k",))
         given["mode"] = given.get("mode") or DEFAULT_MODE
-        options = SearchOptions(top_k=k, **given)
+        options = SearchOptions(top_k=min(k, MAX_HITS), **given)
         options.validate()
         return options
 
@@ -585,6 +588,16 @@ class Index:
         self._open_searcher().embedder()
 
     # -- describing --------------------------------------------------------------------------
+
+    def base_folder(self) -> Path:
+        """The folder that `semsearch mcp` shows and takes paths relative to, and that globs
+        match below: the folder that holds the index when every indexed folder lies in it, else
+        the indexed folders' common folder (an index kept elsewhere shows ``notes/a.md``)."""
+        from semsearch.store.catalog import view_base
+        from semsearch.store.layout import key_to_path
+
+        reader = self._open_searcher().reader
+        return view_base(self.path, [key_to_path(self.path, os.fsencode(r)) for r in reader.roots])
 
     def manifest(self) -> IndexManifest:
         """The current manifest (model, chunking, vector engine, format version)."""
@@ -668,7 +681,7 @@ class Index:
                 qrels,
                 mode=mode or DEFAULT_MODE,
                 id_mode=id_mode,
-                depth=depth,
+                depth=min(depth, MAX_HITS),
                 fusion=fusion,
                 scope=scope,
             )

@@ -14,6 +14,7 @@ the time window.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import re
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsearch.errors import InvalidOptionError
+from semsearch.globs import gitignore_spec
 
 if TYPE_CHECKING:
     import pathspec
@@ -177,6 +179,7 @@ _UNITS = {
 }  # fmt: skip
 _UNCLOSED_CLASS = re.compile(r"(?<!\\)\[(?![^\]]*\])")  # a [ that no ] closes
 _DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)")
+MAX_GLOB_CHARS = 1000  # a glob's length (matching costs at most the path's length times it)
 
 
 def type_names() -> list[str]:
@@ -263,7 +266,18 @@ def parse_when(text: str, option: str = "changed_before", now: float | None = No
                 f"{{{option}}}: cannot read {text!r} as a date (2026-11-01, '2026-11-01 14:30') or a duration (30d)",
                 options=(option,),
             ) from None
-    return moment.timestamp()  # naive: local time
+    return _timestamp(moment)
+
+
+def _timestamp(moment: _dt.datetime) -> float:
+    """*moment* as a Unix time (naive: local time). A year the platform's local time does not
+    reach (0001-01-01) is read as UTC: the hours of difference change nothing there."""
+    try:
+        return moment.timestamp()
+    except (ValueError, OverflowError, OSError):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=_dt.timezone.utc)
+        return (moment - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)).total_seconds()
 
 
 def _as_time(value: Any, option: str, now: float, *, back_from_now: bool) -> float | None:
@@ -273,10 +287,12 @@ def _as_time(value: Any, option: str, now: float, *, back_from_now: bool) -> flo
     if isinstance(value, _dt.timedelta):
         return now - value.total_seconds()
     if isinstance(value, _dt.datetime):
-        return value.timestamp()
+        return _timestamp(value)
     if isinstance(value, _dt.date):
-        return _dt.datetime(value.year, value.month, value.day).timestamp()
+        return _timestamp(_dt.datetime(value.year, value.month, value.day))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise InvalidOptionError(f"{{{option}}} must be a finite number (got {value!r})", options=(option,))
         return now - float(value) if back_from_now else float(value)
     if isinstance(value, str):
         return now - parse_duration(value, option) if back_from_now else parse_when(value, option, now)
@@ -354,6 +370,7 @@ class Scope:
                 raise InvalidOptionError(f"empty glob {pattern!r} in {{globs}}", options=("globs",))
             if _UNCLOSED_CLASS.search(pattern):
                 raise InvalidOptionError(f"bad glob {pattern!r} in {{globs}}: unclosed [", options=("globs",))
+            _check_glob(pattern)
         return replace(self, _include=_spec(include) if include else None, _exclude=_spec(exclude) if exclude else None)
 
     def __bool__(self) -> bool:
@@ -434,10 +451,15 @@ def scope_of(
     )
 
 
-def _spec(patterns: list[str]) -> pathspec.PathSpec:
-    import pathspec
+def _check_glob(pattern: str) -> None:
+    if len(pattern) > MAX_GLOB_CHARS:
+        raise InvalidOptionError(
+            f"a glob in {{globs}} is over {MAX_GLOB_CHARS} characters ({len(pattern)})", options=("globs",)
+        )
 
+
+def _spec(patterns: list[str]) -> pathspec.PathSpec:
     try:
-        return pathspec.GitIgnoreSpec.from_lines(patterns)
+        return gitignore_spec(patterns)
     except (ValueError, TypeError) as exc:  # pathspec raises GitWildMatchPatternError(ValueError)
         raise InvalidOptionError(f"bad glob in {{globs}}: {exc}", options=("globs",)) from None

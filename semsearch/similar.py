@@ -31,6 +31,8 @@ METHODS = ("mean", "max")
 # (benchmarks/similar_eval.py, benchmarks/RESULTS.md).
 DEFAULT_METHOD = "mean"
 MAX_START_CHUNKS = 64  # "max" searches at most this many of a long file's chunks (evenly spread)
+MAX_NUMBER_DIGITS = 18  # a line or page number longer than this is no line (and Python's int() refuses 4,300)
+MAX_NUMBER = 10**MAX_NUMBER_DIGITS - 1
 _LOCATION = re.compile(r"^(?P<path>.+?)(?:(?P<sep>[:#])(?P<num>\d+))$")
 
 
@@ -42,6 +44,14 @@ class Target:
     line: int | None = None
     page: int | None = None
 
+    def __post_init__(self) -> None:
+        for name, number in (("line", self.line), ("page", self.page)):
+            if number is not None and not 1 <= number <= MAX_NUMBER:
+                shown = str(number) if len(str(number)) <= 24 else f"{str(number)[:12]}... ({len(str(number))} digits)"
+                raise InvalidOptionError(
+                    f"{{{name}}} must be between 1 and {MAX_NUMBER} (got {shown})", options=(name,)
+                )
+
     @classmethod
     def parse(cls, text: str) -> Target:
         """``PATH``, ``PATH:LINE`` or ``PATH#PAGE`` (a file whose name really ends so is taken whole)."""
@@ -51,6 +61,9 @@ class Target:
         if match is None or os.path.lexists(text):
             return cls(Path(os.path.abspath(text)))
         path = Path(os.path.abspath(match["path"]))
+        if len(match["num"].lstrip("0")) > MAX_NUMBER_DIGITS:
+            shown = f"{match['num'][:12]}... ({len(match['num'])} digits)"
+            raise InvalidOptionError(f"{{target}}: no file has a line or page {shown}", options=("target",))
         number = int(match["num"])
         if number < 1:
             raise InvalidOptionError(f"{{target}}: lines and pages count from 1 (got {text!r})", options=("target",))

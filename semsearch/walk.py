@@ -111,11 +111,11 @@ class _IgnoreLayer:
     """The ignore patterns read from one directory, applied to paths below it."""
 
     def __init__(self, base: Path, lines: Sequence[str]) -> None:
-        import pathspec
+        from semsearch.globs import gitignore_spec
 
         self.base = base
         self.prefix = folder_prefix(base)
-        self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        self.spec = gitignore_spec(lines)  # linear: a hostile .gitignore cannot hang a walk
         self.any_match = _any_pattern(self.spec)
 
     def check(self, full: str, is_dir: bool) -> bool | None:

@@ -185,3 +185,167 @@ def test_help_imports_nothing_heavy(argv: list[str], tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, timeout=120)
     assert result.stderr.decode().strip().splitlines()[-1] == "[]", result.stderr.decode()
     assert b"Usage" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        # issue 23: each was a traceback (exit 1)
+        (["query", "bread", "--changed-before", "0001-01-01"], 1, ""),  # nothing is older: nothing found
+        (["query", "bread", "-k", "99999999999999999999"], 0, ""),  # more than there is: all of it
+        (["query", "bread", "-k", "99999999999999999999", "--mode", "lexical", "-l"], 0, ""),
+        (["similar", "docs/cooking.md", "-k", "99999999999999999999"], 0, ""),
+        (["similar", "docs/cooking.md:" + "9" * 5000], 2, "no file has a line or page 999999999999... (5000 digits)"),
+        (["similar", "docs/cooking.md#" + "9" * 30], 2, "no file has a line or page"),
+        (["query", "bread", "--min-score", "nan"], 2, "--min-score must be between -1 and 1 (got nan)"),
+        (["duplicates", "--min-score", "inf"], 2, "--min-score must be between -1 and 1"),
+        (["index", "--wait", "nan"], 2, "--wait must be 0 or more seconds (got nan)"),
+    ],
+)
+def test_absurd_numbers_are_an_answer_or_one_line(project: Path, args: list[str], code: int, message: str) -> None:
+    result = run(*args)
+    assert result.exit_code == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    if message:
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_eval_depth_past_sqlites_integers(project: Path) -> None:
+    write(project / "q.jsonl", '{"_id": "q1", "text": "rocket thrust"}\n')
+    write(project / "qrels.tsv", "q1\tspace\t1\n")
+    result = run("eval", "--queries", "q.jsonl", "--qrels", "qrels.tsv", "--depth", "99999999999999999999")
+    assert result.exit_code == 0 and "ndcg@10     1.0000" in result.stdout, result.stderr
+
+
+def test_scope_times_far_from_now() -> None:
+    from semsearch.scope import Scope, parse_when
+
+    assert parse_when("0001-01-01") < parse_when("1900-01-01") < 0
+    assert Scope.make(changed_before="9999-12-31").modified_before is not None
+    with pytest.raises(ValueError, match="finite"):
+        Scope.make(changed_within=float("inf"))
+
+
+def test_verify_names_remedies_in_the_clis_words(project: Path) -> None:
+    vectors = [p for p in (project / ".semsearch").iterdir() if p.name.startswith("vectors-") and p.suffix == ".hnsw"]
+    data = bytearray(vectors[0].read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(b ^ 0xA5 for b in data[len(data) // 2 : len(data) // 2 + 64])
+    vectors[0].write_bytes(bytes(data))
+    result = run("status", "--verify")
+    assert result.exit_code == 2 and vectors[0].name in result.stderr
+    assert "Index." not in result.stderr and "rebuild=True" not in result.stderr, result.stderr
+    assert "semsearch index --rebuild" in result.stderr
+
+
+def test_every_remedy_of_the_library_has_the_clis_words() -> None:
+    from semsearch.cli.messages import REMEDIES, in_cli_words
+    from semsearch.errors import REMEDIES as LIBRARY
+    from semsearch.errors import IndexCorruptError
+
+    assert set(REMEDIES) == set(LIBRARY)
+    for code in LIBRARY:
+        text = str(IndexCorruptError("x.hnsw is damaged", remedy=code))
+        ours = in_cli_words(text)
+        assert "Index." not in ours and "precision=" not in ours, ours
+        assert "semsearch index" in ours or "--precision" in ours, ours
+        assert ours == IndexCorruptError("x.hnsw is damaged", remedy=code).render({}, REMEDIES)
+
+
+@pytest.mark.parametrize("command", ["query", "similar", "duplicates"])
+def test_help_says_the_exit_codes_and_stdin(command: str) -> None:
+    text = " ".join(run(command, "--help").stdout.split())
+    assert "Exit status: 0 when" in text and "1 when none" in text and "2 on an error" in text
+    if command == "query":
+        assert "with - instead, one query per line is read from stdin" in text
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from semsearch.cli.console import PLAIN_EVERY, IndexProgress
+    from semsearch.indexing import IndexEvent
+
+    now = [100.0]
+    out = io.StringIO()
+    progress = IndexProgress(
+        Console(file=out, width=200), enabled=False, verbose=False, plain=True, clock=lambda: now[0]
+    )
+    events = [
+        (0.0, IndexEvent("scan", done=10)),
+        (1.0, IndexEvent("scan", done=20)),  # too soon for a line
+        (PLAIN_EVERY + 1, IndexEvent("scan", done=700)),
+        (0.5, IndexEvent("plan", "736 files to read", 0, 50_000_000)),
+        (1.0, IndexEvent("file", "", 1_000_000, 50_000_000)),
+        (PLAIN_EVERY, IndexEvent("file", "", 10_000_000, 50_000_000)),
+        (1.0, IndexEvent("ocr", "reading scanned pages", 3, 9, path=Path("scan.pdf"))),
+        (PLAIN_EVERY, IndexEvent("ocr", "reading scanned pages", 5, 9, path=Path("scan.pdf"))),
+        (1.0, IndexEvent("graph", "building the vector graph", 0, 19_984)),
+    ]
+    with progress:
+        for step, event in events:
+            now[0] += step
+            progress.on_event(event)
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "semsearch: scanning...",
+        "semsearch: scanning: 700 files seen",
+        "semsearch: indexing: 736 files to read, 50.0 MB",
+        lines[3],
+        "semsearch: OCR: scan.pdf: page 5 of 9",
+        "semsearch: building the vector graph: 19984 chunks",
+    ]
+    assert lines[3].startswith("semsearch: indexing: 20% (10.0 MB of 50.0 MB), 0.9 MB/s, about ")
+
+
+def test_index_into_a_pipe_says_its_phases_and_quiet_says_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel
+) -> None:
+    # CliRunner's stderr is no terminal, as `semsearch index BIG 2>log`'s is not.
+    write(tmp_path / "docs" / "a.md", "# Bread\n\nKnead the dough.\n")
+    monkeypatch.chdir(tmp_path)
+    result = run("index", "docs")
+    assert result.exit_code == 0
+    assert "semsearch: indexing: 1 files to read" in result.stderr and "semsearch: indexed 1 file" in result.stderr
+    write(tmp_path / "docs" / "b.md", "# Oven\n\nBake it hot.\n")
+    quiet = run("index", "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_an_index_kept_elsewhere_from_another_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel
+) -> None:
+    write(tmp_path / "data" / "notes" / "a.md", "# Tides\n\nSpring tides come with the new moon.\n")
+    write(tmp_path / "data" / "notes" / "b.md", "# Bread\n\nKnead the dough and bake the bread.\n")
+    (tmp_path / "proj").mkdir()
+    elsewhere = str(tmp_path / "elsewhere" / "index")
+    monkeypatch.chdir(tmp_path / "data")
+    assert run("index", "notes", "--index", elsewhere, "-q").exit_code == 0
+    # Outside the indexed folders: paths as given (absolute), as ripgrep prints them.
+    monkeypatch.chdir(tmp_path / "proj")
+    found = run("query", "spring tides moon", "-k", "1", "--index", elsewhere)
+    assert found.stdout.startswith(f"{tmp_path}/data/notes/a.md:"), found.output
+    # Globs match below the indexed folder; a file named as the MCP server names it is found.
+    assert run("query", "bread", "-l", "-g", "/b.md", "--index", elsewhere).stdout == f"{tmp_path}/data/notes/b.md\n"
+    like = run("similar", "a.md:1", "-l", "--index", elsewhere)
+    assert like.exit_code == 0 and like.stdout == f"{tmp_path}/data/notes/b.md\n", like.output
+    # Under the current folder: relative to it.
+    monkeypatch.chdir(tmp_path / "data" / "notes")
+    assert run("query", "spring tides moon", "-k", "1", "--index", elsewhere).stdout.startswith("a.md:")
+    assert run("similar", "a.md", "-l", "--index", elsewhere).stdout == "b.md\n"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["mcp", "--timeout", "nan"], "--timeout must be 0 (no limit) or a number of seconds (got nan)"),
+        (["mcp", "--timeout", "-1"], "--timeout must be 0 (no limit) or a number of seconds"),
+        (["model-server", "--model", "{}", "--idle", "nan"], "--idle must be a number of seconds over 0"),
+        (["model-server"], "give one of --status, --stop or --model"),
+    ],
+)
+def test_server_commands_refuse_absurd_numbers(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,186 @@ def test_a_file_name_that_is_not_utf8_is_answered_escaped(tmp_path: Path, projec
 
     found = hits(with_client(tmp_path, env, body))
     assert found[0]["path"] == "caf\\xe9-notes.md" and "descaling" in found[0]["text"]
+
+
+def test_messages_the_sdk_cannot_parse_are_answered_and_the_server_goes_on(
+    project: tuple[Path, dict[str, str]],
+) -> None:
+    # A lone surrogate escape and 100,000-deep params: pydantic's parser refuses them and the SDK
+    # answered nothing (issue 23); the guard in front of it answers with the request's id.
+    root, env = project
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+
+    def call(request_id: int, tool: str, arguments: str) -> bytes:
+        return (
+            b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"%s","arguments":%s}}\n'
+            % (request_id, tool.encode(), arguments.encode())
+        )
+
+    deep = "[" * 100_000 + "]" * 100_000
+    lines = [
+        json.dumps(init).encode() + b"\n",
+        b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n',
+        call(2, "search", '{"query":"\\ud800 bread"}'),
+        call(3, "search", '{"query":"bread","globs":["\\udc00*"]}'),
+        call(4, "similar", '{"path":"docs/\\ud800.md"}'),
+        call(5, "search", '{"query":"bread","paths":' + deep + "}"),
+        b'{"jsonrpc":"2.0","id":6,"method":"tools/call","x":' + deep.encode() + b"}\n",
+        call(7, "search", '{"query":"sourdough starter","k":1,"globs":["**********x","*.md"]}'),
+    ]
+    proc = subprocess.Popen(
+        [*semsearch_cmd(), "mcp"], cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(b"".join(lines))
+    proc.stdin.flush()
+    replies: dict[int, Any] = {}
+    timer = threading.Timer(300, proc.kill)  # a hang ends the test, not the run
+    timer.start()
+    try:
+        while len(replies) < 7:  # stdin stays open until every reply is in (EOF ends the server)
+            line = proc.stdout.readline()
+            assert line, f"no answer to {sorted({1, 2, 3, 4, 5, 6, 7} - set(replies))}"
+            reply = json.loads(line)
+            replies[reply["id"]] = reply
+        proc.stdin.close()
+        stderr = proc.stderr.read().decode()
+        proc.wait()
+    finally:
+        timer.cancel()
+    assert set(replies) == {1, 2, 3, 4, 5, 6, 7}
+    for request_id in (2, 3, 4):
+        assert "lone surrogate" in replies[request_id]["error"]["message"]
+    for request_id in (5, 6):
+        assert "nested too deeply" in replies[request_id]["error"]["message"]
+    # The 11-star glob that hung the server (pathspec's backtracking) is answered, with the rest.
+    assert "result" in replies[7], replies[7]
+    found = replies[7]["result"]["structuredContent"]["hits"]
+    assert [h["path"] for h in found] == [os.path.join("docs", "baking.md")]
+    assert "Traceback" not in stderr
+
+
+SLOW_SERVER = """
+import sys, time, anyio
+from pathlib import Path
+from semsearch.cli.mcp_server import build_server, threaded
+from semsearch.cli.mcp_stdio import run_guarded
+
+server = build_server(None, timeout=float(sys.argv[1]))
+gate = Path(sys.argv[2])
+
+@server.tool()
+@threaded
+def slow() -> str:
+    (gate / "started").touch()
+    while not (gate / "release").exists():  # a call stuck in C code would look the same
+        time.sleep(0.01)
+    return "done"
+
+anyio.run(run_guarded, server)
+"""
+
+
+def test_a_call_over_its_time_limit_is_answered_and_others_are_served_meanwhile(
+    project: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    import sys
+
+    root, env = project
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    params = StdioServerParameters(
+        command=sys.executable, args=["-c", SLOW_SERVER, "0.5", str(tmp_path)], cwd=str(root), env=env
+    )
+
+    async def main() -> tuple[Any, Any, Any]:
+        with open(os.devnull, "w") as errlog:
+            async with stdio_client(params, errlog=errlog) as streams, ClientSession(*streams) as session:
+                await session.initialize()
+
+                async def answered(tool: str, arguments: dict[str, Any]) -> Any:
+                    # A loaded machine may take over 0.5 s (the first search loads the model,
+                    # which goes on after the call is answered): asked again until it answers.
+                    for _ in range(200):
+                        result = await session.call_tool(tool, arguments)
+                        if not result.is_error or "time limit" not in result.content[0].text:
+                            return result
+                    return result
+
+                slow = await session.call_tool("slow", {})
+                assert (tmp_path / "started").exists() and not (tmp_path / "release").exists()
+                # The slow call's thread still runs (it cannot be stopped): other calls are served.
+                during = await answered("search", {"query": "sourdough starter", "k": 1})
+                status = await answered("status", {})
+                (tmp_path / "release").touch()
+                return slow, during, status
+
+    slow, during, status = anyio.run(main)
+    assert slow.is_error and "ran over its time limit of 0.5 s" in slow.content[0].text
+    assert hits(during)[0]["path"] == os.path.join("docs", "baking.md")
+    assert not status.is_error and status.structured_content["files"] == 3
+
+
+def test_absurd_numbers_and_dates_get_a_clear_answer(project: Path) -> None:
+    root, env = project
+
+    async def body(session: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        out["ancient"] = await session.call_tool("search", {"query": "bread", "changed_before": "0001-01-01"})
+        out["future"] = await session.call_tool("search", {"query": "bread", "changed_before": "9999-12-31", "k": 1})
+        out["bad_date"] = await session.call_tool("search", {"query": "bread", "changed_before": "someday"})
+        for name, line in (("negative", -(10**30)), ("zero", 0), ("huge", 10**30)):
+            out[name] = await session.call_tool("similar", {"path": "docs/tls.md", "line": line})
+        out["huge_k"] = await session.call_tool("search", {"query": "bread", "k": 10**30})
+        out["line_ok"] = await session.call_tool("similar", {"path": "docs/tls.md", "line": 1, "k": 1})
+        return out
+
+    out = with_client(root, env, body)
+    assert hits(out["ancient"]) == []
+    assert hits(out["future"])[0]["path"] == os.path.join("docs", "baking.md")
+    for key, start in (
+        ("bad_date", "changed_before: cannot read 'someday' as a date"),
+        ("negative", "line must be between 1 and"),
+        ("zero", "line must be between 1 and"),
+        ("huge", "line must be between 1 and"),
+        ("huge_k", "k must be between 1 and 200"),
+    ):
+        text = out[key].content[0].text
+        assert out[key].is_error and text.startswith(start) and "\n" not in text, (key, text)
+        assert "Error executing tool" not in text
+    assert len(hits(out["line_ok"])) == 1
+
+
+def test_an_index_kept_elsewhere_answers_paths_as_the_user_sees_them(
+    tmp_path: Path, project: tuple[Path, dict[str, str]]
+) -> None:
+    _, env = project
+    write(tmp_path / "data" / "notes" / "page-0572.rst", "Tides\n=====\n\nSpring tides come with the new moon.\n")
+    write(tmp_path / "data" / "notes" / "page-0628.rst", "Bread\n=====\n\nKnead the dough and bake the bread.\n")
+    (tmp_path / "proj").mkdir()
+    elsewhere = str(tmp_path / "elsewhere" / "index")
+    done = run(["index", "notes", "--index", elsewhere], cwd=tmp_path / "data", env=env)
+    assert done.returncode == 0, done.stderr.decode()
+
+    async def body(session: Any) -> dict[str, Any]:
+        return {
+            "search": await session.call_tool("search", {"query": "knead and bake bread", "k": 1}),
+            "similar": await session.call_tool("similar", {"path": "page-0572.rst", "line": 3, "k": 1}),
+            "paths": await session.call_tool("search", {"query": "moon", "paths": ["page-0572.rst"], "k": 5}),
+            "glob": await session.call_tool("search", {"query": "moon", "globs": ["/page-06*"], "k": 5}),
+            "missing": await session.call_tool("similar", {"path": "page-9999.rst"}),
+        }
+
+    out = with_client(tmp_path / "proj", env, body, "--index", elsewhere)
+    assert [h["path"] for h in hits(out["search"])] == ["page-0628.rst"]
+    assert [h["path"] for h in hits(out["similar"])] == ["page-0628.rst"]
+    assert [h["path"] for h in hits(out["paths"])] == ["page-0572.rst"]
+    assert [h["path"] for h in hits(out["glob"])] == ["page-0628.rst"]
+    assert out["missing"].content[0].text.startswith("page-9999.rst is not in the index")

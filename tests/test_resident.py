@@ -207,3 +207,67 @@ def test_a_terminated_server_removes_its_socket(runtime: Path) -> None:
     finally:
         if server.poll() is None:
             server.kill()
+
+
+SERVER_SCRIPT = (
+    "import sys; sys.path.insert(0, sys.argv[1])\n"
+    "from fake_embedder import FakeEmbedder\n"
+    "from semsearch.models import resident\n"
+    "from semsearch.models.base import ModelInfo\n"
+    f"info = ModelInfo(name='fake', fingerprint={INFO.fingerprint!r}, dim={INFO.dim}, max_tokens=256)\n"
+    "sys.exit(resident.serve(info, lambda _: FakeEmbedder(), idle=600))\n"
+)
+
+
+def _server_process(runtime: Path) -> tuple[object, Path]:
+    """A model server in a process of its own (named as `semsearch model-server` is), once it answers;
+    its log file made as `query` makes it."""
+    import subprocess
+    import sys
+
+    path, _ = resident._paths(INFO.fingerprint)
+    log = open(path.with_suffix(".log"), "wb")  # noqa: SIM115 - the server's stderr, as _start gives it
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER_SCRIPT, str(Path(__file__).parent), "model-server"],
+        env=os.environ.copy(), stderr=log,
+    )  # fmt: skip
+    log.close()
+    deadline = time.monotonic() + 30
+    while resident.connect(INFO) is None:
+        assert time.monotonic() < deadline and server.poll() is None, "the server did not come up"
+        time.sleep(0.02)
+    return server, path
+
+
+def test_status_and_stop_find_and_stop_only_this_users_servers(runtime: Path) -> None:
+    from typer.testing import CliRunner
+
+    from semsearch.cli import app
+
+    assert CliRunner().invoke(app, ["model-server", "--status"]).exit_code == 1  # none yet
+    server, path = _server_process(runtime)
+    try:
+        status = CliRunner().invoke(app, ["model-server", "--status"])
+        assert status.exit_code == 0 and status.stdout.startswith(f"pid {server.pid}: fake, up "), status.output  # type: ignore[attr-defined]
+        # A server in this very process (not a `model-server` process) is listed, never signalled.
+        serving(ModelInfo(name="fake2", fingerprint="sha256:other", dim=INFO.dim, max_tokens=256), idle=30)
+        stopped, left = resident.stop_servers()
+        assert [s.pid for s in stopped] == [server.pid] and [s.pid for s in left] == [os.getpid()]  # type: ignore[attr-defined]
+        assert server.wait(10) == 0  # type: ignore[attr-defined]
+        assert list(runtime.glob(f"{path.stem}.*")) == []  # its socket, lock and log are gone
+        stop = CliRunner().invoke(app, ["model-server", "--stop"])
+        assert stop.exit_code == 2 and f"could not stop 1 model server(s) (pid {os.getpid()})" in stop.stderr
+    finally:
+        if server.poll() is None:  # type: ignore[attr-defined]
+            server.kill()  # type: ignore[attr-defined]
+
+
+def test_sigterm_removes_the_servers_lock_log_and_socket(runtime: Path) -> None:
+    import signal
+
+    server, path = _server_process(runtime)
+    assert path.with_suffix(".lock").exists() and path.with_suffix(".log").exists()
+    server.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+    assert server.wait(10) == 0  # type: ignore[attr-defined]
+    assert list(runtime.glob("m-*")) == []
+    assert resident.running_servers() == []

@@ -322,3 +322,57 @@ def test_describe_names_the_flags() -> None:
         Scope.make(types=["zzz"])
     message = describe(caught.value)
     assert message.startswith("unknown file type 'zzz' for --type (known: md, pdf, ") and message.endswith(", docs)")
+
+
+def test_a_glob_of_many_stars_is_matched_without_backtracking() -> None:
+    # pathspec's regex took ~7 s per path for `**********x` and minutes for `*a*a*a*a*a*b` (issue 23).
+    # Not a timing test: each of these would not finish for hours before the fix.
+    cases = [
+        ("**********x", "docs/" + "a" * 250, False),
+        ("**********x", "docs/ax", True),
+        ("*a*a*a*a*a*a*a*a*a*a*a*a*b", "a" * 255, False),
+        ("*a*a*a*a*a*a*a*a*a*a*a*a*b", "a" * 40 + "b", True),
+        ("**/a/**/a/**/a/**/a/**/a/**/b", "/".join(["a"] * 2000), False),
+        ("**/a*/**/a*/**/a*/**/b", "/".join(["a"] * 2000) + "/b", True),
+    ]
+    for glob, path, expected in cases:
+        assert Scope.make(globs=[glob]).glob_matches(path) is expected, (glob, path)
+    with pytest.raises(InvalidOptionError, match="over 1000 characters"):
+        Scope.make(globs=["*" + "a" * 1000])
+
+
+def test_globs_match_as_pathspec_does() -> None:
+    import pathspec
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from semsearch.globs import tidy_glob
+
+    part = st.text(alphabet="ab*?", min_size=1, max_size=5) | st.sampled_from(["**", "[ab]", "[!a]b"])
+    globs = st.lists(part, min_size=1, max_size=4).map("/".join) | st.lists(part, min_size=1, max_size=3).map(
+        lambda parts: "/" + "/".join(parts) + "/"
+    )
+    paths = st.lists(st.text(alphabet="ab", min_size=1, max_size=5), min_size=1, max_size=5).map("/".join)
+
+    @settings(max_examples=3000, deadline=None)
+    @given(globs, paths)
+    def check(glob: str, path: str) -> None:
+        tidy = tidy_glob(glob)
+        expected = pathspec.GitIgnoreSpec.from_lines([tidy]).match_file(path)
+        assert Scope.make(globs=[glob]).glob_matches(path) is expected, (glob, tidy, path)
+
+    check()
+
+
+def test_a_hostile_gitignore_does_not_hang_a_walk(tmp_path: Path, fake_model: FakeModel) -> None:
+    from semsearch.globs import gitignore_spec
+    from semsearch.walk import _any_pattern
+
+    write(tmp_path / "notes" / ".gitignore", "**********x\n*a*a*a*a*a*a*a*a*a*a*a*a*b\n!**/keep*\n")
+    write(tmp_path / "notes" / ("a" * 200 + ".md"), "# Long\n\nA file whose name is long.\n")
+    write(tmp_path / "notes" / ("a" * 12 + "b"), "ignored\n")
+    write(tmp_path / "notes" / ("keep" + "a" * 12 + "b"), "kept: negated\n")
+    with Index.create(tmp_path / ".semsearch", provider=fake_model) as index:
+        summary = index.update([tmp_path / "notes"])
+    assert summary.indexed == 2  # the long name and keep...b; a...b is ignored
+    assert _any_pattern(gitignore_spec(["*a*a*b", "**/x/**/y/**/z"])) is not None  # still one regex

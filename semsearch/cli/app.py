@@ -214,7 +214,9 @@ def _update(
     """Run the update with a progress bar; an interruption says what it leaves (exit 130 or 143)."""
     try:
         with (
-            console.IndexProgress(err, enabled=not quiet and err.is_terminal, verbose=verbose) as progress,
+            console.IndexProgress(
+                err, enabled=not quiet and err.is_terminal, verbose=verbose, plain=not quiet
+            ) as progress,
             console.terminate_as_interrupt(),
         ):
             return target.update(paths, rebuild=rebuild, wait=wait, on_event=progress.on_event)
@@ -294,7 +296,12 @@ def query(
     type_list: bool = _TYPE_LIST,
     index: Path | None = _INDEX,
 ) -> None:
-    """Find the passages that mean what you ask (only under PATHs, when given)."""
+    """Find the passages that mean what you ask (only under PATHs, when given).
+
+    QUERY is what to look for, in plain words; with - instead, one query per line is read from
+    stdin (the model is loaded once for all of them).
+
+    Exit status: 0 when a hit was found, 1 when none was, 2 on an error (one line on stderr)."""
     from semsearch.search import DEFAULT_MODE, SearchOptions
 
     if type_list:
@@ -343,7 +350,9 @@ def similar(
 ) -> None:
     """Find passages (or, with -l, files) like the one at PATH:LINE, PATH#PAGE or like a whole
     file PATH, from the index alone (no model is loaded); the file itself is left out unless
-    --include-self. Only files under the further PATHs, when given."""
+    --include-self. Only files under the further PATHs, when given.
+
+    Exit status: 0 when a hit was found, 1 when none was, 2 on an error (one line on stderr)."""
     from semsearch.api import Index
     from semsearch.similar import Target
 
@@ -352,8 +361,14 @@ def similar(
         where = Target.parse(target)
         scope = _scope(paths, globs, types, types_not, changed_within, changed_before)
         with Index.open(index, on_note=console.note_printer(console.stderr())) as opened:
+            path = where.path
+            if not os.path.lexists(path) and not os.path.isabs(target):
+                # Not here: a path as `semsearch mcp` takes it, below the indexed folders.
+                candidate = opened.base_folder() / os.path.relpath(path)
+                if os.path.lexists(candidate):
+                    path = candidate
             hits = opened.similar(
-                os.fspath(where.path),
+                os.fspath(path),
                 line=where.line,
                 page=where.page,
                 k=top,
@@ -383,7 +398,9 @@ def duplicates(
     files_only: bool = typer.Option(False, "-l", "--files-only", help="Pairs of files that share passages."),
     index: Path | None = _INDEX,
 ) -> None:
-    """Find near-duplicate passages across files, most text per file first (-l: pairs of files)."""
+    """Find near-duplicate passages across files, most text per file first (-l: pairs of files).
+
+    Exit status: 0 when copies were found, 1 when none were, 2 on an error (one line on stderr)."""
     from semsearch import output
     from semsearch.api import Index
 
@@ -562,29 +579,74 @@ def status(
         for key, value in status_lines(info):
             typer.echo(f"{key:<8} {value}")
     if info.problems:
+        from semsearch.cli.messages import in_cli_words
+
         for problem in info.problems:
-            console.stderr().print(f"semsearch: {problem}", markup=False, highlight=False)
+            console.stderr().print(f"semsearch: {in_cli_words(problem)}", markup=False, highlight=False)
         console.stderr().print("semsearch: the index is damaged: run `semsearch index --rebuild`", markup=False)
         raise typer.Exit(2)
 
 
-@app.command("model-server", hidden=True)
+@app.command("model-server")
 def model_server_command(
-    model: str = typer.Option(..., "--model", help="The model's identity (ModelInfo) as JSON."),
+    status: bool = typer.Option(False, "--status", help="List your running model servers (exit 1: none)."),
+    stop: bool = typer.Option(False, "--stop", help="Stop your model servers (never another user's)."),
+    model: str | None = typer.Option(
+        None, "--model", help="Serve this model (its ModelInfo as JSON; `query` starts servers so)."
+    ),
     idle: float | None = typer.Option(None, "--idle", help="Seconds without a request before it exits."),
 ) -> None:
-    """Hold a query model and embed queries for `semsearch query` (started by it, in the background)."""
+    """The resident query model that `semsearch query` starts in the background and asks for its
+    query vectors; it exits after SEMSEARCH_MODEL_SERVER_IDLE seconds (900) without a request."""
+    if sum((status, stop, model is not None)) != 1:
+        console.fail("give one of --status, --stop or --model")
+    if idle is not None and not 0 < idle < float("inf"):
+        console.fail(f"--idle must be a number of seconds over 0 (got {idle})")
+    if status or stop:
+        _model_servers(stop=stop)
+        return
     from semsearch.models import query_embedder
     from semsearch.models.base import ModelInfo
     from semsearch.models.resident import serve
 
-    info = ModelInfo(**json.loads(model))
+    info = ModelInfo(**json.loads(model or "{}"))
     try:
         code = serve(info, lambda known: query_embedder(known, threads=1), idle=idle)
     except SemsearchError as exc:
         console.fail(describe(exc))  # into the server's log
         return
     raise typer.Exit(code)
+
+
+def _model_servers(*, stop: bool) -> None:
+    """`model-server --status` (a line per server on stdout) or `--stop`."""
+    import time
+
+    from semsearch.models import resident
+
+    if not stop:
+        servers = resident.running_servers()
+        for server in servers:
+            pid = server.pid if server.pid is not None else "?"
+            since = f", up {_duration(time.time() - server.started)}" if server.started else ""
+            typer.echo(f"pid {pid}: {server.model}{since} ({server.socket})")
+        if not servers:
+            console.stderr().print("semsearch: no model server of yours is running")
+        raise typer.Exit(EXIT_FOUND if servers else EXIT_NOT_FOUND)
+    stopped, left = resident.stop_servers()
+    err = console.stderr()
+    if not stopped and not left:
+        err.print("semsearch: no model server of yours is running")
+    for server in stopped:
+        err.print(f"semsearch: stopped the model server of {server.model} (pid {server.pid})")
+    if left:
+        pids = ", ".join(str(s.pid) if s.pid is not None else "?" for s in left)
+        console.fail(f"could not stop {len(left)} model server(s) (pid {pids})")
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min {int(seconds) % 60} s"
 
 
 @app.command("mcp")
@@ -596,12 +658,23 @@ def mcp_command(
     watch: bool = typer.Option(
         False, "--watch", help="Also keep the index fresh: update it after each burst of changes to its folders."
     ),
+    timeout: float = typer.Option(
+        60.0,
+        "--timeout",
+        envvar="SEMSEARCH_MCP_TIMEOUT",
+        metavar="SECONDS",
+        help="Answer a tool call that runs longer with an error (0: no limit); other calls go on meanwhile.",
+    ),
 ) -> None:
     """Serve the index to coding agents and editors: a Model Context Protocol server on stdio.
 
     Tools: search, similar, status (and index with --allow-index). The index is opened once and
     the query model stays loaded; an index updated or rebuilt meanwhile is picked up.
     """
+    import math
+
     from semsearch.cli.mcp_server import serve
 
-    serve(index, allow_index=allow_index, watch=watch)
+    if not math.isfinite(timeout) or timeout < 0:
+        console.fail(f"--timeout must be 0 (no limit) or a number of seconds (got {timeout})")
+    serve(index, allow_index=allow_index, watch=watch, timeout=timeout)

@@ -8,7 +8,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,9 +57,11 @@ def fail(message: str) -> None:
 
 def note_printer(console: Console, quiet: bool = False) -> Any:
     """A note handler that prints ``semsearch: NOTE`` dimmed (nothing when quiet)."""
+    from semsearch.cli.messages import in_cli_words
+
     if quiet:
         return lambda message: None
-    return lambda message: console.print(f"semsearch: {message}", style="dim")
+    return lambda message: console.print(f"semsearch: {in_cli_words(message)}", style="dim")
 
 
 class Terminated(KeyboardInterrupt):
@@ -82,16 +85,33 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-class IndexProgress:
-    """Progress bar and warnings on stderr; the bar only on a terminal."""
+PLAIN_EVERY = 10.0  # seconds between two plain progress lines of one phase
 
-    def __init__(self, console: Console, enabled: bool, verbose: bool) -> None:
+
+class IndexProgress:
+    """Progress and warnings on stderr: a bar on a terminal (*enabled*); with *plain* (stderr is
+    a file or a pipe), a line when a phase starts and one every PLAIN_EVERY seconds, as pip and
+    ripgrep print for logs; neither when quiet."""
+
+    def __init__(
+        self,
+        console: Console,
+        enabled: bool,
+        verbose: bool,
+        *,
+        plain: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.console = console
         self.enabled = enabled
         self.verbose = verbose
         self.progress: Any = None
         self.task: Any = None
         self.ocr_task: Any = None  # a second bar while a scanned file is read (from the reading thread)
+        self.plain = plain and not enabled
+        self.clock = clock
+        self._phase = ""
+        self._phase_start = self._said = 0.0
 
     def __enter__(self) -> IndexProgress:
         if self.enabled:
@@ -131,8 +151,12 @@ class IndexProgress:
 
             where = f"{escape_name(display_path(event.path))}: " if event.path else ""
             style = {"warning": "yellow", "skip": "dim"}.get(event.kind)
-            self.console.print(f"semsearch: {where}{event.text}", style=style)
+            from semsearch.cli.messages import in_cli_words
+
+            self.console.print(f"semsearch: {where}{in_cli_words(event.text)}", style=style)
         if self.progress is None:
+            if self.plain:
+                self._plain_line(event)
             return
         if event.kind == "scan":
             self.progress.update(self.task, completed=event.done)
@@ -157,6 +181,55 @@ class IndexProgress:
                 self.progress.update(
                     self.ocr_task, description=label, total=event.total, completed=event.done, visible=True
                 )
+
+    def _plain_line(self, event: IndexEvent) -> None:
+        """A plain line when a phase starts, then at most one per PLAIN_EVERY seconds."""
+        phases = {"scan": "scanning", "plan": "indexing", "file": "indexing", "ocr": "indexing", "graph": "graph"}
+        phase = phases.get(event.kind)
+        if phase is None:
+            return
+        now = self.clock()
+        if phase != self._phase:
+            self._phase, self._phase_start, self._said = phase, now, now
+            if event.kind == "plan":
+                if event.total:  # else nothing to read: the summary says so
+                    self._say(f"indexing: {event.text}, {_megabytes(event.total)}")
+            elif event.kind == "graph":
+                self._say(f"building the vector graph: {event.total} chunks")
+            else:
+                self._say(f"{phase}...")
+            return
+        if now - self._said < PLAIN_EVERY:
+            return
+        self._said = now
+        elapsed = max(now - self._phase_start, 1e-9)
+        if event.kind == "scan":
+            self._say(f"scanning: {event.done} files seen")
+        elif event.kind == "file" and event.total:
+            rate = event.done / elapsed
+            left = f", about {_minutes((event.total - event.done) / rate)} left" if rate > 0 else ""
+            share = f"{100 * event.done / event.total:.0f}%"
+            self._say(
+                f"indexing: {share} ({_megabytes(event.done)} of {_megabytes(event.total)}), {_megabytes(rate)}/s{left}"
+            )
+        elif event.kind == "graph":
+            self._say(f"vector graph: {event.done} of {event.total} chunks")
+        elif event.kind == "ocr":
+            from semsearch.output import display_path, escape_name
+
+            name = escape_name(display_path(event.path)) if event.path else ""
+            self._say(f"OCR: {name}: page {event.done} of {event.total}")
+
+    def _say(self, line: str) -> None:
+        self.console.print(f"semsearch: {line}", style="dim", markup=False, highlight=False)
+
+
+def _megabytes(amount: float) -> str:
+    return f"{amount / 1e6:.1f} MB"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def exit_now(code: object) -> None:

@@ -4,15 +4,20 @@ It opens the index once and keeps the query model loaded between calls. Before e
 checks, in one small read, whether another process updated or rebuilt the index, and if so reads
 the new state (the model stays loaded when the index's model is the same). Errors are MCP tool
 errors carrying the CLI's one-line messages; a bad argument, a missing or damaged index never
-stops the server. Paths in and out are relative to the project: the folder that holds the index.
+stops the server. Paths in and out (and globs) are relative to the project: the folder that
+holds the index when the indexed folders lie in it, else the indexed folders' common folder
+(``Index.base_folder``), so that an index kept elsewhere still answers ``notes/a.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import sqlite3
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
@@ -30,6 +35,10 @@ if TYPE_CHECKING:
 MAX_K = 200
 MAX_QUERY_CHARS = 4000
 MAX_FILTER_ITEMS = 100
+# Each call's time limit (`semsearch mcp --timeout`, SEMSEARCH_MCP_TIMEOUT; 0: none), and how many
+# calls run at once: each in a worker thread of its own, which a call over its limit leaves behind.
+DEFAULT_TIMEOUT = 60.0
+MAX_WORKERS = 8
 
 Mode = Literal["hybrid", "semantic", "lexical"]
 
@@ -66,7 +75,7 @@ class HitResult(TypedDict):
     """One passage: where it is, how it scored, its text."""
 
     rank: int
-    path: str  # relative to the project (the folder that holds the index)
+    path: str  # relative to the project (Index.base_folder)
     location: Location
     score: float  # the cosine similarity (lexical mode: BM25)
     scores: Scores
@@ -208,8 +217,13 @@ class IndexService:
             self._close()
 
     def asked_project(self) -> Path | None:
-        """The project of the index in use (None before one was opened)."""
-        return self._index.path.parent if self._index is not None else None
+        """The folder paths are relative to, of the index in use (None before one was opened)."""
+        if self._index is None:
+            return None
+        try:
+            return self._index.base_folder()
+        except SemsearchError:
+            return self._index.path.parent
 
 
 def _token(manifest: os.stat_result | None, data_version: int | None) -> tuple[Any, ...] | None:
@@ -272,6 +286,23 @@ def _one_line(exc: Exception, tool: str, allow_index: bool) -> str:
     return message.splitlines()[0] if message else "the call failed"
 
 
+def _is_argument_error(exc: Exception) -> bool:
+    """Whether the SDK's error is its check of the arguments (pydantic's), not a tool's crash."""
+    return callable(getattr(exc.__cause__, "errors", None))
+
+
+def _unexpected(exc: Exception, tool: str) -> str:
+    """A tool's crash (a bug): its traceback on stderr, one line for the client."""
+    import logging
+
+    cause = exc.__cause__ or exc
+    logging.getLogger("semsearch.mcp").error("the %s tool failed", tool, exc_info=cause)
+    text = (str(cause).splitlines() or [""])[0][:300]
+    return (
+        f"{tool} failed: {type(cause).__name__}: {text} (a bug in semsearch; the traceback is on the server's stderr)"
+    )
+
+
 def _check_list(name: str, values: list[str] | None) -> list[str] | None:
     if values is not None and len(values) > MAX_FILTER_ITEMS:
         raise ValueError(f"{name}: at most {MAX_FILTER_ITEMS} items")
@@ -293,10 +324,30 @@ def _plain_logging() -> None:
         root.setLevel(logging.WARNING)
 
 
-def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
-    """The MCP server with its tools (``index`` only with *allow_index*)."""
+def threaded(work: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """A tool that runs *work* in a worker thread, one the call can leave when it runs over its
+    time limit (the SDK's own thread for a plain function would hold the call until it ends).
+    Searches spend their time in SQLite, hnswlib and onnxruntime, which let other threads run."""
+    import anyio
+
+    limiter: list[Any] = []  # made in the event loop, on the first call
+
+    @functools.wraps(work)
+    async def tool(*args: Any, **kwargs: Any) -> Any:
+        if not limiter:
+            limiter.append(anyio.CapacityLimiter(MAX_WORKERS))
+        call = functools.partial(work, *args, **kwargs)
+        return await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=limiter[0])
+
+    return tool
+
+
+def build_server(index: Path | None, *, allow_index: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Any:
+    """The MCP server with its tools (``index`` only with *allow_index*); a call that runs over
+    *timeout* seconds (0: no limit) is answered with an error, and the server goes on."""
+    import anyio
     from mcp.server.mcpserver import MCPServer
-    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 
     from semsearch.cli.messages import REMEDIES
     from semsearch.version import __version__
@@ -307,7 +358,17 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
     class Server(MCPServer):
         async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
             try:
-                return await super().call_tool(name, arguments, context)
+                with anyio.fail_after(timeout) if timeout > 0 else contextlib.nullcontext():
+                    return await super().call_tool(name, arguments, context)
+            except TimeoutError:
+                after = "; the update goes on (see the status tool)" if name == "index" else ""
+                raise ToolError(
+                    f"the call ran over its time limit of {timeout:g} s (semsearch mcp --timeout){after}"
+                ) from None
+            except UnexpectedToolError as exc:
+                if not _is_argument_error(exc):
+                    raise ToolError(_unexpected(exc, name)) from None
+                raise ToolError(_one_line(exc, name, allow_index)) from None
             except ToolError as exc:
                 raise ToolError(_one_line(exc, name, allow_index)) from None
 
@@ -335,6 +396,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
         return None if paths is None else [str(project / p) for p in paths]
 
     @server.tool()
+    @threaded
     def search(
         query: str,
         k: int = 10,
@@ -372,7 +434,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
             raise ToolError(str(exc)) from None
         try:
             idx = service.index()
-            project = idx.path.parent
+            project = idx.base_folder()
             hits = idx.search(
                 query,
                 k=k,
@@ -390,6 +452,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
         return _result({"query": query, "hits": [_hit(h, folder_prefix(project)) for h in hits]})
 
     @server.tool()
+    @threaded
     def similar(
         path: str, line: int | None = None, k: int = 10, files_only: bool = False
     ) -> Annotated[CallToolResult, dict[str, Any]]:
@@ -402,7 +465,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
             raise ToolError("the path is empty")
         try:
             idx = service.index()
-            project = idx.path.parent
+            project = idx.base_folder()
             hits = idx.similar(str(project / path), line=line, k=k, files_only=files_only)
         except SemsearchError as exc:
             raise failing(exc) from None
@@ -410,6 +473,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
         return _result({"target": target, "hits": [_hit(h, folder_prefix(project)) for h in hits]})
 
     @server.tool()
+    @threaded
     def status() -> Annotated[CallToolResult, dict[str, Any]]:
         """What the index holds: files, chunks, model, when it was updated, what changed on disk since."""
         try:
@@ -421,6 +485,7 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
     if allow_index:
 
         @server.tool(name="index")
+        @threaded
         def update_index() -> Annotated[CallToolResult, dict[str, Any]]:
             """Update the index from the project's files (re-embeds only what changed)."""
             try:
@@ -444,16 +509,22 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
     return server
 
 
-def serve(index: Path | None, *, allow_index: bool = False, watch: bool = False) -> None:
+def serve(
+    index: Path | None, *, allow_index: bool = False, watch: bool = False, timeout: float = DEFAULT_TIMEOUT
+) -> None:
     """Run the server on stdin/stdout until the client goes away; with *watch*, a thread keeps the
     index fresh meanwhile (one line per update on stderr)."""
-    server = build_server(index, allow_index=allow_index)
+    import anyio
+
+    from semsearch.cli.mcp_stdio import run_guarded
+
+    server = build_server(index, allow_index=allow_index, timeout=timeout)
     stop = threading.Event()
     watcher = threading.Thread(target=_watch, args=(index, stop), name="semsearch-watch", daemon=True)
     if watch:
         watcher.start()
     try:
-        server.run("stdio")
+        anyio.run(run_guarded, server)
     finally:
         stop.set()
         if watcher.is_alive():

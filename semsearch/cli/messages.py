@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from semsearch.errors import REMEDIES as LIBRARY_REMEDIES
 from semsearch.errors import IndexLockedError, SemsearchError
 
 # The flag (or argument) of the CLI that sets each library argument.
@@ -36,6 +37,19 @@ REMEDIES = {
     "finish_build": "{message} (run `semsearch index` there to finish it)",
     "use_fp32": "{message}; run with --precision fp32",
 }
+
+
+def in_cli_words(text: str) -> str:
+    """*text* with each remedy in the library's words (``Index.update(rebuild=True)``) put in the
+    CLI's: for lines the library hands over as text (``status --verify``'s problems, notes)."""
+    for code, library in LIBRARY_REMEDIES.items():
+        before, _, after = library.partition("{message}")
+        ours_before, _, ours_after = REMEDIES[code].partition("{message}")
+        if after and after in text:
+            text = text.replace(after, ours_after)
+        if before and text.startswith(before):
+            text = ours_before + text[len(before) :]
+    return text
 
 
 def describe(exc: SemsearchError) -> str:

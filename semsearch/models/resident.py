@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -263,7 +263,7 @@ def _lock_held(lock: Path) -> bool:
     import fcntl
 
     try:
-        with _open_lock(lock) as handle:
+        with open(lock, "rb") as handle:  # not created: a stopped server took its lock file away
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -314,14 +314,23 @@ def serve(
     idle = idle_seconds() if idle is None else idle
     path, lock_path = _paths(info.fingerprint)
     lock = _open_lock(lock_path)  # held for the server's life
+    owned = False
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 1
+        if not _same_file(lock, lock_path):
+            return 1  # the server before took its lock file away as this one opened it: try later
+        owned = True
+        # Who holds it, for `semsearch model-server --status` and `--stop`.
+        record = {"pid": os.getpid(), "model": info.name, "fingerprint": info.fingerprint, "started": time.time()}
+        lock.truncate(0)
+        lock.write(json.dumps(record).encode() + b"\n")
+        lock.flush()
         embedder = load(info)
         if threading.current_thread() is threading.main_thread():
-            # `pkill -f "semsearch model-server"` (SIGTERM): stop as when idle, socket removed.
+            # `semsearch model-server --stop` (SIGTERM): stop as when idle, its files removed.
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a socket left by a server that died: the lock says none is running
@@ -336,9 +345,99 @@ def serve(
             listener.close()
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+            ending = sys.exc_info()[1]
+            if ending is None or (isinstance(ending, SystemExit) and ending.code in (0, None)):
+                with contextlib.suppress(FileNotFoundError):  # idle, or SIGTERM: nothing to read there
+                    path.with_suffix(".log").unlink()  # (a server that failed keeps it)
         return 0
     finally:
+        if owned:
+            with contextlib.suppress(FileNotFoundError):
+                lock_path.unlink()  # still held: a server starting now makes a new one
         lock.close()
+
+
+def _same_file(handle: Any, path: Path) -> bool:
+    try:
+        return os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A model server of this user (``pid`` None: one too old to say, or still starting)."""
+
+    pid: int | None
+    model: str
+    started: float | None
+    socket: Path
+
+
+def running_servers() -> list[RunningServer]:
+    """This user's model servers: those whose lock is held in this user's private folder."""
+    try:
+        folder = runtime_dir()
+    except (OSError, ResidentError):
+        return []
+    found = []
+    for lock in sorted(folder.glob("m-*.lock")):
+        if not _lock_held(lock):
+            continue
+        try:
+            record = json.loads(lock.read_bytes() or b"{}")
+        except (OSError, ValueError):
+            record = {}
+        if not isinstance(record, dict):
+            record = {}
+        pid = record.get("pid")
+        started = record.get("started")
+        found.append(
+            RunningServer(
+                pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+                model=str(record.get("model", "?")),
+                started=float(started) if isinstance(started, (int, float)) else None,
+                socket=lock.with_suffix(".sock"),
+            )
+        )
+    return found
+
+
+def stop_servers(wait: float = 10.0) -> tuple[list[RunningServer], list[RunningServer]]:
+    """Stop this user's model servers (SIGTERM to each, then wait for its lock to go): (stopped,
+    not stopped). A pid is signalled only while its lock is held and the process is this
+    user's ``semsearch model-server``: never another user's, nor a pid reused since."""
+    stopped: list[RunningServer] = []
+    left: list[RunningServer] = []
+    for server in running_servers():
+        if server.pid is None or not _is_our_server(server.pid):
+            left.append(server)
+            continue
+        try:
+            os.kill(server.pid, signal.SIGTERM)
+        except OSError:
+            left.append(server)
+            continue
+        lock = server.socket.with_suffix(".lock")
+        deadline = time.monotonic() + wait
+        while _lock_held(lock) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (left if _lock_held(lock) else stopped).append(server)
+    return stopped, left
+
+
+def _is_our_server(pid: int) -> bool:
+    """Whether *pid* is a process of this user running ``semsearch model-server``."""
+    if not os.path.isdir("/proc"):
+        return True  # no /proc to ask: the pid is the one the held lock in this user's private folder names
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return False
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            command = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return b"model-server" in command
 
 
 class _Server:

@@ -13,10 +13,12 @@ import bisect
 import os
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semsearch.errors import InvalidOptionError
+from semsearch.files import folder_prefix
 from semsearch.scope import Scope, type_of
 from semsearch.store.database import visible
 from semsearch.store.layout import key_to_path
@@ -27,6 +29,35 @@ if TYPE_CHECKING:
 
 
 GLOB_CACHE = 64  # sets of globs whose file masks a catalog keeps
+
+
+def view_base(index_dir: Path, roots: Sequence[Path]) -> Path:
+    """The folder that paths given to and shown by `semsearch mcp`, and globs, are relative to:
+    the folder that holds the index when every indexed root lies in it (the index inside its
+    project), else the roots' deepest common folder (one indexed folder: that folder), so that an
+    index kept elsewhere (``--index /elsewhere/index``) still shows ``notes/a.md`` as the user sees it."""
+    project = os.path.abspath(index_dir.parent)
+    absolute = [os.path.abspath(r) for r in roots]
+    inside = folder_prefix(project)
+    if not absolute or all(r == project or r.startswith(inside) for r in absolute):
+        return Path(project)
+    folders = [r if os.path.isdir(r) or not os.path.lexists(r) else os.path.dirname(r) for r in absolute]
+    return Path(os.path.commonpath(folders))
+
+
+def _relative_to(base: Path, project: Path, keys: list[bytes]) -> list[str]:
+    """Each stored key as a posix path below *base* (a path outside it: absolute, without its
+    leading slash, as before there was a base)."""
+    if base == project:
+        return [os.fsdecode(k).lstrip("/") for k in keys]
+    cut = folder_prefix(base)
+    out = []
+    for key in keys:
+        full = os.fsdecode(key)
+        if not full.startswith("/"):
+            full = os.path.join(project, full)
+        out.append(full[len(cut) :] if full.startswith(cut) else full.lstrip("/"))
+    return out
 
 
 class FileCatalog:
@@ -45,7 +76,8 @@ class FileCatalog:
         ).fetchall()
         self.keys: list[bytes] = [bytes(r[1]) for r in rows]
         self.file_ids = np.array([r[0] for r in rows], dtype=np.int64)
-        self.relpaths = [os.fsdecode(k).lstrip("/") for k in self.keys]  # what globs match
+        self.base = view_base(index_dir, self.roots)
+        self.relpaths = _relative_to(self.base, index_dir.parent, self.keys)  # what globs match
         self.types = np.array([type_of(rel, r[2]) for rel, r in zip(self.relpaths, rows, strict=True)], dtype=object)
         self.mtimes = np.array([r[3] / 1e9 for r in rows], dtype=np.float64)
         self.counts = np.array([r[4] for r in rows], dtype=np.int64)
