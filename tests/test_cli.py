@@ -78,6 +78,8 @@ def test_nothing_found_exits_1(project: Path) -> None:
         (["query", "x", "-0"], "-0/--null goes with -l"),
         (["query", "x", "--mode", "magic"], "--mode must be one of"),
         (["query", "x", "-k", "0"], "--top must be at least 1"),
+        (["index", "--chunk-tokens", "99999999999999999999"], "--chunk-tokens must be between 16 and 65536"),
+        (["index", "--chunk-tokens", "8"], "--chunk-tokens must be between 16 and 65536"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(project: Path, args: list[str], message: str) -> None:
