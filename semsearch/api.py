@@ -78,15 +78,16 @@ def _absolute(path: str | os.PathLike[str]) -> Path:
 def find_index(path: str | os.PathLike[str] | None = None) -> Path:
     """The index a search uses: *path* (an index folder, or the folder that holds ``.semsearch``),
     else ``$SEMSEARCH_INDEX``, else the nearest ``.semsearch`` in this folder or above."""
-    from semsearch.store import INDEX_DIR_NAME, find_index_dir, is_index_dir
+    from semsearch.store import INDEX_DIR_NAME, find_index_dir, is_index_dir, looks_like_index
 
     if path is None and os.environ.get(INDEX_ENV):
         path = os.environ[INDEX_ENV]
     if path is not None:
         given = _absolute(path)
         inner = given / INDEX_DIR_NAME
-        # The folder that holds an index (a project folder) stands for its index.
-        return inner if not is_index_dir(given) and is_index_dir(inner) else given
+        # The folder that holds an index (a project folder, even one with a manifest.json of its
+        # own) stands for its index.
+        return inner if not is_index_dir(given) and looks_like_index(inner) else given
     found = find_index_dir()
     if found is None:
         raise IndexNotFoundError("no index here or in any parent folder", remedy="index_first")
@@ -145,10 +146,10 @@ class Index:
         *model_server*: embed queries through the user's resident model server, started in the
         background if none runs (:mod:`semsearch.models.resident`: for a process that asks one
         question and ends; ``SEMSEARCH_MODEL_SERVER=0`` turns it off)."""
-        from semsearch.store import is_index_dir
+        from semsearch.store import looks_like_index
 
         found = find_index(path)
-        if not is_index_dir(found):
+        if not looks_like_index(found):
             raise IndexNotFoundError(f"no index at {found}", path=found, remedy="index_first")
         if not isinstance(query_threads, int) or isinstance(query_threads, bool) or query_threads < 1:
             raise InvalidOptionError(
@@ -179,6 +180,8 @@ class Index:
         from semsearch.store import INDEX_DIR_NAME, check_index_folder, is_index_dir
 
         target = _absolute(path) if path is not None else Path.cwd() / INDEX_DIR_NAME
+        if not is_index_dir(target) and is_index_dir(target / INDEX_DIR_NAME):
+            target = target / INDEX_DIR_NAME  # a project folder stands for its index, as in find_index
         if not exist_ok and target.is_dir() and is_index_dir(target):
             raise IndexExistsError(f"an index already exists at {target} (pass exist_ok=True to use it)", path=target)
         check_index_folder(target)

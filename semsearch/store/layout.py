@@ -6,7 +6,9 @@ import contextlib
 import errno
 import fcntl
 import functools
+import json
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -15,11 +17,44 @@ from pathlib import Path
 
 from semsearch import files
 from semsearch.errors import IndexLockedError, InvalidOptionError, SemsearchError
-from semsearch.store.format import BUILDING, MANIFEST
+from semsearch.store.format import BUILDING, FORMAT_NAME, MANIFEST
 
 INDEX_DIR_NAME = ".semsearch"
 LOCK = "lock"
 OCR_CACHE = "ocr-cache.sqlite"
+# The index folder's own mark: written first into a folder semsearch makes (or is given empty),
+# so that a folder is taken for an index only when semsearch made it.
+TAG = "semsearch-index.tag"
+TAG_SIGNATURE = b"semsearch-index\n"
+_TAG_TEXT = TAG_SIGNATURE + (
+    b"This folder is a semsearch index (https://pypi.org/project/semsearch/). semsearch writes,\n"
+    b"replaces and deletes only its own files here; deleting the folder deletes the index.\n"
+)
+# Every name semsearch writes in an index folder: cleanups delete nothing else. A vector file is
+# named by the engine's suffix; write_atomic's and the vector engine's temporary names wrap them.
+_OWN = (
+    r"manifest\.json|building\.json|lock|semsearch-index\.tag"
+    r"|(?:meta-\d+|ocr-cache)\.sqlite(?:-wal|-shm|-journal)?"
+    r"|vectors-\d+-\d+(?:-delta)?\.[a-z0-9]+(?:\.sketch)?"
+)
+_OWN_FILE = re.compile(rf"(?:{_OWN})|\.(?:{_OWN})\.tmp(?:-\d+)?")
+DATABASE_FILE = re.compile(r"meta-(\d+)\.sqlite(-wal|-shm|-journal)?")
+VECTOR_FILE = re.compile(r"\.?vectors-(\d+)-\d+(?:-delta)?\.[a-z0-9]+(?:\.sketch)?(?:\.tmp(?:-\d+)?)?")
+
+
+def is_own_file(name: str) -> bool:
+    """Whether *name* is one semsearch writes in an index folder (the only names it deletes)."""
+    return _OWN_FILE.fullmatch(name) is not None
+
+
+def own_files(index_dir: Path, pattern: re.Pattern[str] = _OWN_FILE) -> list[Path]:
+    """The index folder's own files whose names match *pattern* (never a folder, never a link)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(index_dir):
+            if pattern.fullmatch(entry.name) and is_own_file(entry.name) and entry.is_file(follow_symlinks=False):
+                found.append(Path(entry.path))
+    return found
 
 
 def ocr_cache_path(index_dir: Path) -> Path:
@@ -32,7 +67,7 @@ def find_index_dir(start: Path | None = None) -> Path | None:
     here = Path(os.path.abspath(start or Path.cwd()))
     for folder in (here, *here.parents):
         candidate = folder / INDEX_DIR_NAME
-        if (candidate / MANIFEST).is_file() or (candidate / BUILDING).is_file():
+        if looks_like_index(candidate):
             return candidate
     return None
 
@@ -123,20 +158,73 @@ class IndexLock:
 
 
 def is_index_dir(folder: Path) -> bool:
-    """Whether *folder* holds an index (or the start of one): never a folder of the user's files."""
-    return any((folder / name).exists() for name in (MANIFEST, BUILDING, LOCK, OCR_CACHE)) or any(
-        folder.glob("meta-*.sqlite")
+    """Whether *folder* is an index (or the start of one) that semsearch made: it holds the tag,
+    or (an index from before the tag) a semsearch manifest or database. A folder of the user's
+    files that merely holds a ``manifest.json`` or a ``meta-*.sqlite`` is none."""
+    return (
+        has_tag(folder)
+        or _is_semsearch_manifest(folder / MANIFEST)
+        or _is_semsearch_manifest(folder / BUILDING)
+        or any(_is_semsearch_database(p) for p in own_files(folder, DATABASE_FILE) if p.name.endswith(".sqlite"))
     )
+
+
+def looks_like_index(folder: Path) -> bool:
+    """Whether *folder* is an index to read: one of semsearch's (:func:`is_index_dir`) holding a
+    manifest or an unfinished first build, or a ``.semsearch`` folder that does (its damage is then
+    reported). A folder of only a kept OCR cache is none, so it never hides an index further up.
+    Writing needs :func:`is_index_dir`."""
+    if not ((folder / MANIFEST).exists() or (folder / BUILDING).exists()):
+        return False
+    return folder.name == INDEX_DIR_NAME or is_index_dir(folder)
+
+
+def has_tag(folder: Path) -> bool:
+    try:
+        with open(folder / TAG, "rb") as handle:
+            return handle.read(len(TAG_SIGNATURE)) == TAG_SIGNATURE
+    except OSError:
+        return False
+
+
+def write_tag(index_dir: Path) -> None:
+    """Mark *index_dir* as an index (an index from before the tag gets it at its next update)."""
+    if not has_tag(index_dir):
+        files.write_atomic(index_dir / TAG, _TAG_TEXT)
+
+
+def _is_semsearch_manifest(path: Path) -> bool:
+    """A manifest semsearch wrote (of any version), by its content; not a web app's manifest.json."""
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read(1 << 20))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT_NAME
+
+
+def _is_semsearch_database(path: Path) -> bool:
+    """A database with semsearch's tables, read without writing anything beside it (immutable)."""
+    with contextlib.suppress(OSError, sqlite3.Error):
+        with open(path, "rb") as handle:
+            if handle.read(16) != b"SQLite format 3\x00":
+                return False
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+        try:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+        return {"state", "files", "chunks"} <= names
+    return False
 
 
 def discard_empty_index(index_dir: Path) -> None:
     """Remove a new index folder that stored no file (a first run that failed or was cut short),
     keeping its OCR cache when it holds pages (the next run then recognises none of them again).
 
-    A folder with only the cache is no index (``find_index_dir`` looks for a manifest), so it
-    never hides an index further up."""
-    import shutil
-
+    Only semsearch's own files go, and the folder only once empty. A folder with only the cache
+    (and the tag) is no index (``find_index_dir`` looks for a manifest), so it never hides an
+    index further up."""
     cache = index_dir / OCR_CACHE
     keep = False
     with contextlib.suppress(OSError, sqlite3.Error):
@@ -146,17 +234,14 @@ def discard_empty_index(index_dir: Path) -> None:
                 keep = conn.execute("SELECT 1 FROM pages LIMIT 1").fetchone() is not None
             finally:
                 conn.close()
-    if not keep:
-        shutil.rmtree(index_dir, ignore_errors=True)
-        return
-    for entry in index_dir.iterdir():
-        if entry.name == OCR_CACHE:
+    for entry in own_files(index_dir):
+        if keep and entry.name in (OCR_CACHE, TAG):
             continue
         with contextlib.suppress(OSError):
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink()
+            entry.unlink()
+    if not keep:
+        with contextlib.suppress(OSError):
+            index_dir.rmdir()  # only when empty: a file of anyone else's stays, and the folder
 
 
 def ensure_index_dir(index_dir: Path) -> bool:
@@ -167,13 +252,20 @@ def ensure_index_dir(index_dir: Path) -> bool:
     """
     try:
         index_dir.mkdir(mode=0o700, parents=True)
-        return True
+        created = True
     except FileExistsError:
-        pass
+        created = False
     except OSError as exc:
         raise SemsearchError(f"cannot create index folder {index_dir}: {exc.strerror}") from None
-    check_index_folder(index_dir)
-    return False
+    if not created:
+        check_index_folder(index_dir)
+    try:
+        write_tag(index_dir)
+    except OSError as exc:
+        if created or not is_index_dir(index_dir):
+            raise SemsearchError(f"cannot write in index folder {index_dir}: {exc.strerror}", path=index_dir) from None
+        # An index from before the tag in a folder this run cannot write: the update says so.
+    return created
 
 
 def check_index_folder(index_dir: Path) -> None:
@@ -190,7 +282,8 @@ def check_index_folder(index_dir: Path) -> None:
             inner = index_dir / INDEX_DIR_NAME
             hint = f" (its index is {inner})" if is_index_dir(inner) else ""
             raise InvalidOptionError(
-                f"{index_dir} is not an index and not empty: give {{path}} a new or empty folder{hint}",
+                f"{index_dir} is not an index and not empty (semsearch writes only in a folder of its "
+                f"own): give {{path}} a new or empty folder{hint}",
                 options=("path",),
                 path=index_dir,
             )

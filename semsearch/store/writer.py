@@ -25,6 +25,7 @@ from semsearch.store.database import (
     visible,
 )
 from semsearch.store.format import IndexManifest
+from semsearch.store.layout import is_own_file
 from semsearch.vectors import segments
 
 if TYPE_CHECKING:
@@ -418,7 +419,7 @@ class IndexWriter:
         self.committed, self.working = self.working, self.working + 1
         keep = set(layout.files())
         for stale in self.index_dir.glob(f"vectors-{self.manifest.epoch}-*"):
-            if stale.name not in keep:
+            if stale.name not in keep and is_own_file(stale.name):  # never a file semsearch did not write
                 with contextlib.suppress(OSError):
                     stale.unlink()
 

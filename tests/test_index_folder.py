@@ -1,0 +1,188 @@
+"""The index folder's life: what counts as an index, what semsearch may delete, damage that is not."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import FakeModel, write
+from typer.testing import CliRunner
+
+from semsearch import Index
+from semsearch.cli import app
+from semsearch.store import TAG, discard_empty_index, is_index_dir, is_own_file
+
+REMEDY = "run `semsearch index --rebuild`"
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file below *folder*: its content and modification time."""
+    return {
+        p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def one_line_error(result, *words: str) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("semsearch: error:"), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel) -> Path:
+    write(tmp_path / "docs" / "violin.md", "# Violin\n\nViolin lessons start with the bow hold.\n")
+    write(tmp_path / "docs" / "rivers.txt", "Rivers carry silt to the delta.\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# -- point 1: a user's folder is never taken for an index --------------------------------------
+
+
+def test_a_folder_of_the_users_files_is_refused_and_left_untouched(project: Path) -> None:
+    """The audit's steps: a web app's folder with a manifest.json and files named like the index's."""
+    folder = project / "app"
+    write(folder / "manifest.json", '{"name":"PWA"}\n')
+    write(folder / "meta-analysis.csv", "1\n")
+    write(folder / "vectors-2024.csv", "2\n")
+    write(folder / "lock", "my own lock file\n")
+    before = snapshot(folder)
+    assert not is_index_dir(folder)
+    for extra in ([], ["--rebuild"]):
+        line = one_line_error(run("index", "docs", "--index", "app", *extra), "app", "not an index", "--index")
+        assert "--rebuild" not in line  # no advice that would overwrite the folder
+        assert snapshot(folder) == before
+    for command in (["query", "violin"], ["status"], ["status", "--verify"], ["similar", "docs/violin.md"]):
+        line = one_line_error(run(*command, "--index", "app"), "no index at")
+        assert "--rebuild" not in line
+    assert snapshot(folder) == before and sorted(os.listdir(folder)) == sorted(before)
+
+
+def test_a_project_with_its_own_manifest_stands_for_its_index(project: Path) -> None:
+    """The README's MCP form, `--index /path/to/project`, for a project with a manifest.json."""
+    write(project / "manifest.json", '{"name":"PWA", "start_url": "/"}\n')
+    assert run("index", "docs", "-q").exit_code == 0
+    assert is_index_dir(project / ".semsearch") and not is_index_dir(project)
+    result = run("query", "violin bow", "--index", str(project), "-k", "1", "-l")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "docs/violin.md"
+    assert run("status", "--index", str(project)).exit_code == 0
+    # Updating through the project folder writes its index, not the project folder.
+    write(project / "docs" / "owls.md", "# Owls\n\nBarn owls hunt voles.\n")
+    result = run("index", "--index", str(project), "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((project / "manifest.json").read_text()) == {"name": "PWA", "start_url": "/"}
+    assert not (project / TAG).exists() and not list(project.glob("meta-*"))
+    assert run("query", "barn owls", "--index", str(project), "-l", "-k", "1").stdout.strip() == "docs/owls.md"
+
+
+def test_cleanups_delete_only_semsearchs_own_files(project: Path) -> None:
+    """Files someone else put in an index folder outlive every rebuild, resume and cleanup."""
+    assert run("index", "docs", "-q").exit_code == 0
+    index = project / ".semsearch"
+    strays = {
+        "meta-analysis.csv": "1\n",
+        "vectors-2024.csv": "2\n",
+        "meta-1.sqlite.bak": "3\n",
+        "vectors-1-1.hnsw.orig": "4\n",
+        "notes.txt": "5\n",
+    }
+    for name, text in strays.items():
+        write(index / name, text)
+    (index / "meta-7.sqlite").mkdir()  # a folder of that name is not semsearch's file either
+    for args in (["--rebuild"], ["--chunk-tokens", "64"], []):
+        result = run("index", "-q", *args)
+        assert result.exit_code == 0, result.output
+        for name, text in strays.items():
+            assert (index / name).read_text() == text
+        assert (index / "meta-7.sqlite").is_dir()
+    databases = sorted(p.name for p in index.glob("meta-*.sqlite") if p.is_file())
+    assert len(databases) == 1  # the old builds' own files went
+    assert run("query", "violin", "-l", "-k", "1").stdout.strip() == "docs/violin.md"
+
+
+def test_own_file_names() -> None:
+    for name in (
+        "manifest.json", "building.json", "lock", TAG, "ocr-cache.sqlite", "ocr-cache.sqlite-wal",
+        "meta-3.sqlite", "meta-3.sqlite-wal", "meta-3.sqlite-shm", "meta-12.sqlite-journal",
+        "vectors-3-7.hnsw", "vectors-3-7.hnsw.sketch", "vectors-3-8-delta.hnsw", "vectors-3-8-delta.hnsw.sketch",
+        ".manifest.json.tmp-123", ".vectors-3-7.hnsw.tmp", ".vectors-3-7.hnsw.sketch.tmp-9",
+    ):  # fmt: skip
+        assert is_own_file(name), name
+    for name in (
+        "meta-analysis.csv", "vectors-2024.csv", "meta-1.sqlite.bak", "meta-.sqlite", "vectors-1.hnsw",
+        "manifest.json.bak", "notes.txt", "lock.txt", ".manifest.json.tmp-x", "vectors-1-1.hnsw.orig",
+    ):  # fmt: skip
+        assert not is_own_file(name), name
+
+
+def test_a_failed_first_run_removes_only_its_own_files(tmp_path: Path) -> None:
+    folder = tmp_path / "idx"
+    model = FakeModel()
+
+    def failing(texts: object) -> object:
+        raise KeyboardInterrupt
+
+    model.embedder_instance.embed_documents = failing  # type: ignore[method-assign]
+    write(tmp_path / "docs" / "a.md", "# A\n\nSome text to embed.\n")
+    with Index.create(folder, provider=model) as index, pytest.raises(KeyboardInterrupt):
+        index.update([tmp_path / "docs"])
+    assert not folder.exists()  # a folder it made and stored nothing in is gone
+    # A file of the user's that appeared in the folder meanwhile stays, and so does the folder.
+    write(folder / TAG, b"semsearch-index\n")
+    write(folder / "meta-1.sqlite", b"")
+    write(folder / "notes.txt", "mine\n")
+    discard_empty_index(folder)
+    assert sorted(os.listdir(folder)) == ["notes.txt"]
+
+
+def test_an_index_from_before_the_tag_is_recognised_and_tagged(project: Path) -> None:
+    assert run("index", "docs", "-q").exit_code == 0
+    index = project / ".semsearch"
+    (index / TAG).unlink()
+    assert is_index_dir(index)  # by its manifest's content
+    assert run("query", "violin", "-l", "-k", "1").stdout.strip() == "docs/violin.md"
+    assert run("index", "-q").exit_code == 0
+    assert (index / TAG).read_bytes().startswith(b"semsearch-index\n")
+    # Its manifest damaged too: its database still says whose folder it is, and --rebuild works.
+    (index / TAG).unlink()
+    (index / "manifest.json").write_text("garbage")
+    assert is_index_dir(index)
+    one_line_error(run("index", "-q"), "manifest.json", REMEDY)
+    result = run("index", "--rebuild", "-q")
+    assert result.exit_code == 0, result.output
+    assert run("query", "violin", "-l", "-k", "1").stdout.strip() == "docs/violin.md"
+
+
+# -- point 6: a missing database is damage, never a new empty index ----------------------------
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty"])
+def test_a_missing_database_is_reported_never_replaced_by_an_empty_one(project: Path, damage: str) -> None:
+    assert run("index", "docs", "-q").exit_code == 0
+    index = project / ".semsearch"
+    (db,) = [p for p in index.glob("meta-*.sqlite")]
+    if damage == "missing":
+        db.unlink()
+    else:
+        db.write_bytes(b"")
+    for _ in range(2):  # the first failed run must not turn the damage into a healthy empty index
+        one_line_error(run("index", "-q"), db.name, REMEDY)
+        assert os.path.exists(db) == (damage == "empty")
+        assert not db.exists() or db.stat().st_size == 0
+        one_line_error(run("query", "violin"), db.name, REMEDY)
+        one_line_error(run("status", "--verify"), db.name, REMEDY)
+    result = run("index", "--rebuild", "-q", "docs")
+    assert result.exit_code == 0, result.output
+    assert run("query", "violin", "-l", "-k", "1").stdout.strip() == "docs/violin.md"
+    assert run("status", "--verify").exit_code == 0
