@@ -186,3 +186,77 @@ def test_a_missing_database_is_reported_never_replaced_by_an_empty_one(project: 
     assert result.exit_code == 0, result.output
     assert run("query", "violin", "-l", "-k", "1").stdout.strip() == "docs/violin.md"
     assert run("status", "--verify").exit_code == 0
+
+
+# -- point 7: a read-only index folder or a full disk is not damage ----------------------------
+
+
+def _refuse_writable_opens(monkeypatch: pytest.MonkeyPatch, message: str, code: int) -> None:
+    """SQLite as an unprivileged user sees a read-only folder (root ignores a folder's mode): a
+    WAL database opened without ``immutable`` fails, with the error SQLite gives there."""
+    import sqlite3
+
+    from semsearch.store import database
+
+    real = sqlite3.connect
+
+    def connect(target: str, *args: object, **kwargs: object) -> sqlite3.Connection:
+        if "immutable=1" not in str(target):
+            exc = sqlite3.OperationalError(message)
+            exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+            raise exc
+        return real(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(database.sqlite3, "connect", connect)
+
+
+def _read_only(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+
+
+def test_a_read_only_index_is_queried(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run("index", "docs", "-q").exit_code == 0
+    index = project / ".semsearch"
+    _read_only(index)
+    try:
+        if os.geteuid() == 0:
+            _refuse_writable_opens(monkeypatch, "attempt to write a readonly database", 8)
+        before = snapshot(index)
+        assert run("query", "violin bow", "-l", "-k", "1").stdout.strip() == "docs/violin.md"
+        result = run("similar", "docs/violin.md", "-l")
+        assert result.exit_code == 0 and result.stdout.strip() == "docs/rivers.txt", result.output
+        result = run("status", "--verify")
+        assert result.exit_code == 0 and "verified ok" in result.stdout, result.output
+        assert snapshot(index) == before
+    finally:
+        for path in [index, *index.rglob("*")]:
+            path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+@pytest.mark.parametrize(
+    ("situation", "message", "code", "said"),
+    [
+        ("read-only, log not empty", "unable to open database file", 14, "read-only"),
+        ("disk full", "unable to open database file", 14, "the disk is full"),
+        ("disk full", "database or disk is full", 13, "the disk is full"),
+    ],
+)
+def test_what_stops_sqlite_is_said_not_called_damage(
+    project: Path, monkeypatch: pytest.MonkeyPatch, situation: str, message: str, code: int, said: str
+) -> None:
+    from semsearch.store import database
+
+    assert run("index", "docs", "-q").exit_code == 0
+    (db,) = (project / ".semsearch").glob("meta-*.sqlite")
+    _refuse_writable_opens(monkeypatch, message, code)
+    if situation == "disk full":
+        monkeypatch.setattr(database, "disk_full", lambda folder: True)
+        monkeypatch.setattr(database, "_wal_holds_data", lambda path: True)  # no immutable fallback
+    else:
+        write(Path(f"{db}-wal"), b"\0" * 100)  # a log whose changes a reader must see
+        monkeypatch.setattr(database.os, "access", lambda path, mode: mode != os.W_OK)
+    for command in (["query", "violin"], ["status"], ["index", "-q"]):
+        line = one_line_error(run(*command), said)
+        assert "is damaged" not in line and "--rebuild" not in line, line
+        assert "not damaged" in line or command[0] == "index", line
