@@ -364,8 +364,7 @@ class Index:
         ignore = watchfiles.DefaultFilter(ignore_paths=[str(self.path)])
         stop = stop or threading.Event()
         ready = False
-
-        merge_due = False
+        merge_due = look_again = False
 
         def say(text: str) -> None:
             if on_event is not None:
@@ -430,6 +429,9 @@ class Index:
                     break
                 if not changes:
                     if ready:
+                        if look_again:
+                            look_again = False
+                            run_update(report_empty=False)
                         if merge_due:
                             # Another run holding the index leaves the merge to the next quiet second.
                             with contextlib.suppress(IndexLockedError):
@@ -443,6 +445,9 @@ class Index:
                     run_update(report_empty=False)
                     on_ready()
                     continue
+                # A file written into a new folder before the watch on that folder began sends no
+                # event: a new folder is walked again in the next quiet second.
+                look_again = look_again or any(k == watchfiles.Change.added and os.path.isdir(p) for k, p in changes)
                 run_update(report_empty=True)
             else:
                 break  # the watcher ended by itself (stop was set)
