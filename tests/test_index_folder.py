@@ -260,3 +260,25 @@ def test_what_stops_sqlite_is_said_not_called_damage(
         line = one_line_error(run(*command), said)
         assert "is damaged" not in line and "--rebuild" not in line, line
         assert "not damaged" in line or command[0] == "index", line
+
+
+# -- newcomer point 2: a first build under way is not an interrupted one -----------------------
+
+
+def test_a_first_build_under_way_names_its_builder(project: Path) -> None:
+    from semsearch.store import IndexLock
+
+    assert run("index", "docs", "-q").exit_code == 0
+    index = project / ".semsearch"
+    os.replace(index / "manifest.json", index / "building.json")  # a first build, not published yet
+    with IndexLock(index):  # held by a live process: this one
+        for command in (["query", "violin"], ["status"], ["similar", "docs/violin.md"]):
+            line = one_line_error(run(*command), f"being built by pid {os.getpid()}, 2 files stored so far")
+            assert "did not finish" not in line and "try again when it finishes" in line
+    # No live holder: an interrupted build, to finish.
+    for command in (["query", "violin"], ["status"]):
+        line = one_line_error(run(*command), "did not finish", "run `semsearch index` there to finish it")
+        assert "being built" not in line
+    result = run("index", "-q")
+    assert result.exit_code == 0, result.output
+    assert run("query", "violin", "-l", "-k", "1").stdout.strip() == "docs/violin.md"

@@ -160,6 +160,14 @@ def read_manifest(index_dir: Path, name: str = MANIFEST) -> IndexManifest:
         data = path.read_bytes()
     except FileNotFoundError:
         if name == MANIFEST and (index_dir / BUILDING).is_file():
+            from semsearch.store.layout import build_under_way  # layout reads this module's names
+
+            under_way = build_under_way(index_dir)
+            if under_way:
+                raise IndexNotFoundError(
+                    f"the index at {index_dir} is being built by {under_way}; try again when it finishes",
+                    path=index_dir,
+                ) from None
             raise IndexNotFoundError(
                 f"the first build of the index at {index_dir} did not finish", path=index_dir, remedy="finish_build"
             ) from None

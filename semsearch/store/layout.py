@@ -12,6 +12,7 @@ import re
 import sqlite3
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -155,6 +156,60 @@ class IndexLock:
                 os.ftruncate(self.fd, 0)
             os.close(self.fd)
             self.fd = -1
+
+
+def lock_holder(index_dir: Path) -> int | None:
+    """The pid of the live process that holds the index's write lock (None: none does), seen
+    without taking the lock: the pid the holder wrote, alive, and (on Linux) a lock on the file."""
+    path = index_dir / LOCK
+    try:
+        pid = int(path.read_bytes()[:32].decode("ascii").strip())
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        pass  # another user's process: alive
+    except OSError:
+        return None  # gone: its lock went with it
+    return pid if _flock_held(st) is not False else None
+
+
+def _flock_held(st: os.stat_result) -> bool | None:
+    """Whether /proc/locks lists a granted flock on the file of *st* (None: cannot tell)."""
+    try:
+        with open("/proc/locks") as handle:
+            table = handle.read()
+    except OSError:
+        return None
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"; a waiter's line has "->" after the number
+    return any(
+        len(parts) >= 8 and parts[1] == "FLOCK" and parts[5] == wanted for parts in map(str.split, table.splitlines())
+    )
+
+
+def build_under_way(index_dir: Path) -> str:
+    """Who is building the unfinished build of *index_dir* and how far it got ("pid 42, 120
+    files stored so far"), or "" when no live process holds its lock (an interrupted build)."""
+    pid = lock_holder(index_dir)
+    if pid is None:
+        return ""
+    stored = ""
+    with contextlib.suppress(OSError, ValueError, sqlite3.Error):
+        with open(index_dir / BUILDING, "rb") as handle:
+            database = json.loads(handle.read(1 << 20)).get("database", "")
+        if DATABASE_FILE.fullmatch(database):
+            conn = sqlite3.connect(f"file:{urllib.parse.quote(os.fspath(index_dir / database))}?mode=ro", uri=True)
+            try:
+                (count,) = conn.execute("SELECT count(*) FROM files WHERE gen_removed IS NULL").fetchone()
+            finally:
+                conn.close()
+            stored = f", {count} file{'' if count == 1 else 's'} stored so far"
+    return f"pid {pid}{stored}"
 
 
 def is_index_dir(folder: Path) -> bool:
