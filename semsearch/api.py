@@ -184,8 +184,6 @@ class Index:
         from semsearch.store import INDEX_DIR_NAME, check_index_folder, is_index_dir
 
         target = _absolute(path) if path is not None else Path.cwd() / INDEX_DIR_NAME
-        if not is_index_dir(target) and is_index_dir(target / INDEX_DIR_NAME):
-            target = target / INDEX_DIR_NAME  # a project folder stands for its index, as in find_index
         if not exist_ok and target.is_dir() and is_index_dir(target):
             raise IndexExistsError(f"an index already exists at {target} (pass exist_ok=True to use it)", path=target)
         check_index_folder(target)

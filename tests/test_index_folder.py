@@ -11,6 +11,7 @@ from conftest import FakeModel, write
 from typer.testing import CliRunner
 
 from semsearch import Index
+from semsearch.api import find_index
 from semsearch.cli import app
 from semsearch.store import TAG, discard_empty_index, is_index_dir, is_own_file
 
@@ -73,17 +74,16 @@ def test_a_project_with_its_own_manifest_stands_for_its_index(project: Path) -> 
     write(project / "manifest.json", '{"name":"PWA", "start_url": "/"}\n')
     assert run("index", "docs", "-q").exit_code == 0
     assert is_index_dir(project / ".semsearch") and not is_index_dir(project)
+    assert find_index(project) == project / ".semsearch"  # what `semsearch mcp --index PROJECT` opens
     result = run("query", "violin bow", "--index", str(project), "-k", "1", "-l")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "docs/violin.md"
     assert run("status", "--index", str(project)).exit_code == 0
-    # Updating through the project folder writes its index, not the project folder.
-    write(project / "docs" / "owls.md", "# Owls\n\nBarn owls hunt voles.\n")
-    result = run("index", "--index", str(project), "-q")
-    assert result.exit_code == 0, result.output
+    # Writing is never done in the project folder: refused, with the index's place.
+    before = snapshot(project)
+    one_line_error(run("index", "--index", str(project), "-q"), f"(its index is {project / '.semsearch'})")
+    assert snapshot(project) == before
     assert json.loads((project / "manifest.json").read_text()) == {"name": "PWA", "start_url": "/"}
-    assert not (project / TAG).exists() and not list(project.glob("meta-*"))
-    assert run("query", "barn owls", "--index", str(project), "-l", "-k", "1").stdout.strip() == "docs/owls.md"
 
 
 def test_cleanups_delete_only_semsearchs_own_files(project: Path) -> None:
@@ -182,10 +182,12 @@ def test_a_missing_database_is_reported_never_replaced_by_an_empty_one(project: 
         assert not db.exists() or db.stat().st_size == 0
         one_line_error(run("query", "violin"), db.name, REMEDY)
         one_line_error(run("status", "--verify"), db.name, REMEDY)
-    result = run("index", "--rebuild", "-q", "docs")
+    # The remedy as said: no folder to give (their list outlived the database, in roots.json).
+    result = run("index", "--rebuild", "-q")
     assert result.exit_code == 0, result.output
     assert run("query", "violin", "-l", "-k", "1").stdout.strip() == "docs/violin.md"
     assert run("status", "--verify").exit_code == 0
+    assert "roots    docs" in run("status").stdout
 
 
 # -- point 7: a read-only index folder or a full disk is not damage ----------------------------

@@ -39,6 +39,7 @@ from semsearch.store.lifecycle import (
     open_writer,
     previous_state,
     publish_build,
+    remember_roots,
 )
 from semsearch.store.reader import ChunkRecord, IndexReader, IndexStats
 from semsearch.store.writer import FileRow, FinalizeReport, IndexWriter
@@ -80,4 +81,5 @@ __all__ = [
     "previous_state",
     "publish_build",
     "read_manifest",
+    "remember_roots",
 ]

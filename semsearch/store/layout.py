@@ -23,6 +23,7 @@ from semsearch.store.format import BUILDING, FORMAT_NAME, MANIFEST
 INDEX_DIR_NAME = ".semsearch"
 LOCK = "lock"
 OCR_CACHE = "ocr-cache.sqlite"
+ROOTS = "roots.json"  # a copy of the roots and walk settings, for a rebuild that lost its database
 # The index folder's own mark: written first into a folder semsearch makes (or is given empty),
 # so that a folder is taken for an index only when semsearch made it.
 TAG = "semsearch-index.tag"
@@ -34,7 +35,7 @@ _TAG_TEXT = TAG_SIGNATURE + (
 # Every name semsearch writes in an index folder: cleanups delete nothing else. A vector file is
 # named by the engine's suffix; write_atomic's and the vector engine's temporary names wrap them.
 _OWN = (
-    r"manifest\.json|building\.json|lock|semsearch-index\.tag"
+    r"manifest\.json|building\.json|roots\.json|lock|semsearch-index\.tag"
     r"|(?:meta-\d+|ocr-cache)\.sqlite(?:-wal|-shm|-journal)?"
     r"|vectors-\d+-\d+(?:-delta)?\.[a-z0-9]+(?:\.sketch)?"
 )

@@ -19,7 +19,7 @@ from semsearch.errors import (
 )
 from semsearch.store.database import connect, decode_walk_settings
 from semsearch.store.format import BUILDING, FORMAT_VERSION, MANIFEST, IndexManifest, read_manifest
-from semsearch.store.layout import DATABASE_FILE, VECTOR_FILE, ensure_index_dir, own_files
+from semsearch.store.layout import DATABASE_FILE, ROOTS, VECTOR_FILE, ensure_index_dir, own_files
 from semsearch.store.writer import IndexWriter
 
 OUTDATED_REASON = "the index was made by an older version of semsearch"  # open_writer's reason to rebuild
@@ -178,4 +178,22 @@ def previous_state(index_dir: Path, previous: IndexManifest | None) -> tuple[lis
             own = previous is not None and db == candidates[0]
             if isinstance(roots, list) and (roots or own) and all(isinstance(r, str) for r in roots):
                 return roots, decode_walk_settings(state.get("walk"))
+    # Every database gone or unreadable: the copy the last run left beside them.
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads((index_dir / ROOTS).read_bytes())
+        roots = data.get("roots") if isinstance(data, dict) else None
+        if isinstance(roots, list) and roots and all(isinstance(r, str) for r in roots):
+            walk = data.get("walk")
+            return roots, walk if isinstance(walk, dict) else {}
     return [], {}
+
+
+def remember_roots(index_dir: Path, roots: list[str], walk: dict[str, Any]) -> None:
+    """Keep a copy of the index's roots and walk settings beside its database (``roots.json``):
+    a rebuild after the database was lost still knows which folders to index."""
+    data = (json.dumps({"roots": roots, "walk": walk}, indent=2, sort_keys=True) + "\n").encode()
+    with contextlib.suppress(OSError):
+        if (index_dir / ROOTS).read_bytes() == data:
+            return
+    with contextlib.suppress(OSError):  # only a copy: the database holds them
+        files.write_atomic(index_dir / ROOTS, data)
