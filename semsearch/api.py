@@ -397,11 +397,24 @@ class Index:
             if report_empty or summary.indexed or summary.removed:
                 on_update(summary)
 
+        def there() -> list[tuple[Path, int, int]]:
+            """The roots there now, each with its identity (one removed and made again is another)."""
+            found = []
+            for root in roots:
+                with contextlib.suppress(OSError):
+                    st = os.stat(root)
+                    found.append((root, st.st_dev, st.st_ino))
+            return found
+
         while not stop.is_set():
-            present = [r for r in roots if os.path.exists(r)]
+            watched = there()
+            present = [r for r, _dev, _ino in watched]
             if not present:  # every folder gone (a checkout of another branch?): wait for one
                 stop.wait(1.0)
                 continue
+            # Watching again (a folder went or came back): what changed before this watch began
+            # sends no event, so the first quiet second walks the folders once more.
+            look_again = ready
             for changes in watchfiles.watch(
                 *map(str, present),
                 watch_filter=ignore,
@@ -415,13 +428,12 @@ class Index:
             ):
                 if stop.is_set():
                     break
-                now = [r for r in roots if os.path.exists(r)]
-                if now != present:
-                    # A watched folder went away or came back: its old watch is gone, so the
-                    # watcher starts again on the folders there now, after an update. An update
+                if there() != watched:
+                    # A watched folder went away or came back (or both): its old watch is gone, so
+                    # the watcher starts again on the folders there now, after an update. An update
                     # forgets a folder that is gone; one that comes back is indexed again.
                     run_update(report_empty=False)
-                    back = [r for r in now if r not in present]
+                    back = [r for r in roots if os.path.exists(r) and r not in present]
                     if back:
                         run_update(report_empty=False, paths=back)
                     break
@@ -444,7 +456,7 @@ class Index:
                     on_ready()
                     continue
                 # A file written into a new folder before the watch on that folder began sends no
-                # event: a new folder is walked again in the next quiet second.
+                # event either: the next quiet second walks the folders once more.
                 look_again = look_again or any(k == watchfiles.Change.added and os.path.isdir(p) for k, p in changes)
                 run_update(report_empty=True)
             else:
