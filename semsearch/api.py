@@ -396,6 +396,16 @@ class Index:
             merge_due = merge_due or summary.merge_due
             if report_empty or summary.indexed or summary.removed:
                 on_update(summary)
+            if paths is None:
+                # A watched folder that was gone when an update ran was forgotten by it (its files
+                # left the index); made again since, it is a root again.
+                back = [r for r in roots if os.path.exists(r) and r not in remembered()]
+                if back:
+                    run_update(report_empty=False, paths=back)
+
+        def remembered() -> set[Path]:
+            with IndexReader(self.path) as reader:
+                return {key_to_path(self.path, os.fsencode(r)) for r in reader.roots}
 
         def there() -> list[tuple[Path, int, int]]:
             """The roots there now, each with its identity (one removed and made again is another)."""
@@ -433,9 +443,6 @@ class Index:
                     # the watcher starts again on the folders there now, after an update. An update
                     # forgets a folder that is gone; one that comes back is indexed again.
                     run_update(report_empty=False)
-                    back = [r for r in roots if os.path.exists(r) and r not in present]
-                    if back:
-                        run_update(report_empty=False, paths=back)
                     break
                 if not changes:
                     if ready:

@@ -151,24 +151,24 @@ def test_watch_survives_folders_made_and_removed_and_half_written_files(tmp_path
 
             # A folder tree made, filled, then removed whole while the watcher runs.
             write(docs / "tmp" / "deep" / "glacier.md", "# Glaciers\n\nA calving glacier sheds icebergs.\n")
-            assert until(lambda: "glacier.md" in found("calving glacier icebergs"))
+            assert until(lambda: "glacier.md" in found("calving glacier icebergs")), watcher.errors
             shutil.rmtree(docs / "tmp")
-            assert until(lambda: found("calving glacier icebergs") == set())
+            assert until(lambda: found("calving glacier icebergs") == set()), watcher.errors
             write(docs / "tmp" / "again.md", "# Again\n\nThe same folder name, made anew, holds otters.\n")
-            assert until(lambda: "again.md" in found("otters"))
+            assert until(lambda: "again.md" in found("otters")), watcher.errors
             # A file half-written when first seen: the first update takes what is there, a later
             # one the rest.
             with open(docs / "slow.md", "w") as f:
                 f.write("# Slow\n\nThe first half speaks of herons.\n")
                 f.flush()
-                assert until(lambda: "slow.md" in found("herons"))
+                assert until(lambda: "slow.md" in found("herons")), watcher.errors
                 f.write("The second half speaks of kingfishers.\n")
-            assert until(lambda: "slow.md" in found("kingfishers"))
+            assert until(lambda: "slow.md" in found("kingfishers")), watcher.errors
             # A watched folder itself removed (its files leave the index), then made again.
             shutil.rmtree(notes)
-            assert until(lambda: found("barn owls voles") == set())
+            assert until(lambda: found("barn owls voles") == set()), watcher.errors
             write(notes / "owls.md", "# Owls\n\nBarn owls hunt voles at dusk, and tawny owls too.\n")
-            assert until(lambda: "owls.md" in found("tawny owls"))
+            assert until(lambda: "owls.md" in found("tawny owls")), watcher.errors
             assert "keep.md" in found("folders come and go")
         assert not watcher.errors, watcher.errors
 
