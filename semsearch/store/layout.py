@@ -186,10 +186,12 @@ def _flock_held(st: os.stat_result) -> bool | None:
             table = handle.read()
     except OSError:
         return None
-    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"; a waiter's line has "->" after the number
+    # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"; a waiter's line has "->" after the number.
+    # The inode alone: an overlay file system may show another device number than stat's.
+    inode = f":{st.st_ino}"
     return any(
-        len(parts) >= 8 and parts[1] == "FLOCK" and parts[5] == wanted for parts in map(str.split, table.splitlines())
+        len(parts) >= 8 and parts[1] == "FLOCK" and parts[5].endswith(inode)
+        for parts in map(str.split, table.splitlines())
     )
 
 
@@ -265,7 +267,7 @@ def _is_semsearch_database(path: Path) -> bool:
         with open(path, "rb") as handle:
             if handle.read(16) != b"SQLite format 3\x00":
                 return False
-        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(os.fspath(path))}?mode=ro&immutable=1", uri=True)
         try:
             names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
@@ -291,7 +293,7 @@ def discard_empty_index(index_dir: Path) -> None:
             finally:
                 conn.close()
     for entry in own_files(index_dir):
-        if keep and entry.name in (OCR_CACHE, TAG):
+        if keep and (entry.name.startswith(OCR_CACHE) or entry.name == TAG):
             continue
         with contextlib.suppress(OSError):
             entry.unlink()

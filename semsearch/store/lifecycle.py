@@ -73,7 +73,7 @@ def open_writer(
     epoch = max(current.epoch if current else 0, pending.epoch if pending else 0, *found) + 1
     manifest = replace(wanted, epoch=epoch, database=f"meta-{epoch}.sqlite")
     for stale in own_files(index_dir, DATABASE_FILE):
-        if stale.name.startswith(f"{manifest.database}"):
+        if _epoch_of(stale.name) == epoch:  # a database of that number left by an older version
             stale.unlink()
     files.write_atomic(index_dir / BUILDING, manifest.to_json().encode())
     return IndexWriter(index_dir, manifest, new_build=True), current, reason
