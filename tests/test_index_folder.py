@@ -284,3 +284,69 @@ def test_a_first_build_under_way_names_its_builder(project: Path) -> None:
     result = run("index", "-q")
     assert result.exit_code == 0, result.output
     assert run("query", "violin", "-l", "-k", "1").stdout.strip() == "docs/violin.md"
+
+
+def _python_for(uid: int) -> list[str] | None:
+    """A command that runs this Python's interpreter, packages and semsearch as user *uid* (this
+    interpreter, or the system's of the same version when this one lives where *uid* cannot go)."""
+    import shutil
+    import site
+    import subprocess
+    import sys
+
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for python in (sys.executable, shutil.which(version, path="/usr/bin:/usr/local/bin")):
+        if not python:
+            continue
+        try:
+            ran = subprocess.run([python, "-c", "import semsearch, numpy, hnswlib"], user=uid, capture_output=True,
+                                 env={"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent),
+                                                                     *site.getsitepackages()])})  # fmt: skip
+        except OSError:
+            continue
+        if ran.returncode == 0:
+            return [python]
+    return None
+
+
+def test_a_read_only_index_is_queried_by_a_user_who_cannot_write_it(tmp_path: Path) -> None:
+    """For real: an unprivileged user queries an index in a folder it may read, not write."""
+    import shutil
+    import site
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users (test_a_read_only_index_is_queried runs for real without)")
+    nobody = 65534
+    python = _python_for(nobody)
+    if python is None:
+        pytest.skip("no Python the unprivileged user can run")
+    top = Path("/tmp") / f"semsearch-ro-{os.getpid()}"  # a place the other user may enter
+    shutil.rmtree(top, ignore_errors=True)
+    try:
+        write(top / "docs" / "violin.md", "# Violin\n\nViolin lessons start with the bow hold.\n")
+        write(top / "docs" / "rivers.txt", "Rivers carry silt to the delta.\n")
+        with Index.create(top / ".semsearch", provider=FakeModel()) as index:
+            index.update([top / "docs"])
+        for path in [top, *top.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)  # readable by all, writable by none but root
+        before = snapshot(top)
+        script = (
+            "import json, sys; sys.path.insert(0, sys.argv[2]); from conftest import FakeModel\n"
+            "from semsearch import Index\n"
+            "with Index.open(sys.argv[1], provider=FakeModel()) as ix:\n"
+            "    print(json.dumps([[h.chunk.path.name for h in ix.search('violin bow', k=1)],\n"
+            "        [h.chunk.path.name for h in ix.similar(sys.argv[1] + '/docs/violin.md', k=1)],\n"
+            "        ix.status(verify=True).problems]))\n"
+        )
+        env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *site.getsitepackages()]),
+               "SEMSEARCH_MODEL_SERVER": "0", "HOME": str(top)}  # fmt: skip
+        ran = subprocess.run([*python, "-c", script, str(top), str(Path(__file__).parent)], user=nobody,
+                             capture_output=True, text=True, env=env, cwd=top)  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        assert json.loads(ran.stdout) == [["violin.md"], ["rivers.txt"], []]
+        assert snapshot(top) == before  # no -shm, no -wal: nothing written
+    finally:
+        for path in [top, *top.rglob("*")] if top.exists() else []:
+            path.chmod(0o700)
+        shutil.rmtree(top, ignore_errors=True)

@@ -82,18 +82,18 @@ def connect(db_path: Path, readonly: bool) -> sqlite3.Connection:
             return _open(db_path, uri, readonly=True)
         except sqlite3.OperationalError as exc:
             if not _environment(exc) or _wal_holds_data(db_path):
-                raise _open_error(db_path, exc, writing=False) from None
+                raise open_error(db_path, exc, writing=False) from None
         # SQLite could not make the shared-memory file a WAL database wants beside it (the folder is
         # read-only, or the disk full). With no write-ahead log to read, the database file is the
         # whole index, and no writer can be changing it there: read it as immutable (no -shm, no locks).
         try:
             return _open(db_path, uri + "&immutable=1", readonly=True)
         except sqlite3.OperationalError as exc:
-            raise _open_error(db_path, exc, writing=False) from None
+            raise open_error(db_path, exc, writing=False) from None
     try:
         return _open(db_path, os.fspath(db_path), readonly=False)
     except sqlite3.OperationalError as exc:
-        raise _open_error(db_path, exc, writing=True) from None
+        raise open_error(db_path, exc, writing=True) from None
 
 
 def _open(db_path: Path, target: str, *, readonly: bool) -> sqlite3.Connection:
@@ -144,7 +144,7 @@ def disk_full(folder: Path) -> bool:
     return st.f_bavail * st.f_frsize < 64 * 1024  # less than SQLite needs for a shared-memory file
 
 
-def _open_error(db_path: Path, exc: sqlite3.Error, *, writing: bool) -> SemsearchError:
+def open_error(db_path: Path, exc: sqlite3.Error, *, writing: bool) -> SemsearchError:
     """What stopped SQLite from opening *db_path*, in one line: not damage (the index is intact)."""
     if not _environment(exc):
         return IndexCorruptError(f"{db_path} is damaged ({exc})", path=db_path, remedy="rebuild")

@@ -21,6 +21,7 @@ from semsearch.store.database import (
     decode_walk_settings,
     get_state,
     has_column,
+    open_error,
     vector_state,
     visible,
 )
@@ -71,8 +72,8 @@ class IndexWriter:
             os.chmod(self.db_path, 0o600)
         try:
             self.conn.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise IndexCorruptError(f"{self.db_path} is damaged ({exc})", path=self.db_path, remedy="rebuild") from None
+        except sqlite3.DatabaseError as exc:  # damage, or a full disk / read-only folder said as such
+            raise open_error(self.db_path, exc, writing=True) from None
         state = get_state(self.conn)
         if not new_build and "generation" not in state:
             # A current database always has a committed generation: this one is empty or foreign.
