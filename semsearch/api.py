@@ -73,6 +73,11 @@ WATCH_SETTLE_MS = 300
 # can be. Larger ones overflowed SQLite's integers (a traceback for -k 99999999999999999999).
 MAX_HITS = 1 << 31
 
+# How long a watcher waits quietly for another run's lock before it says it waits (it then keeps
+# trying, every WATCH_LOCK_RETRY seconds, for as long as that run takes).
+WATCH_LOCK_WAIT = 30.0
+WATCH_LOCK_RETRY = 1.0
+
 
 def _absolute(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(os.fspath(path)))
@@ -81,15 +86,16 @@ def _absolute(path: str | os.PathLike[str]) -> Path:
 def find_index(path: str | os.PathLike[str] | None = None) -> Path:
     """The index a search uses: *path* (an index folder, or the folder that holds ``.semsearch``),
     else ``$SEMSEARCH_INDEX``, else the nearest ``.semsearch`` in this folder or above."""
-    from semsearch.store import INDEX_DIR_NAME, find_index_dir, is_index_dir
+    from semsearch.store import INDEX_DIR_NAME, find_index_dir, is_index_dir, looks_like_index
 
     if path is None and os.environ.get(INDEX_ENV):
         path = os.environ[INDEX_ENV]
     if path is not None:
         given = _absolute(path)
         inner = given / INDEX_DIR_NAME
-        # The folder that holds an index (a project folder) stands for its index.
-        return inner if not is_index_dir(given) and is_index_dir(inner) else given
+        # The folder that holds an index (a project folder, even one with a manifest.json of its
+        # own) stands for its index.
+        return inner if not is_index_dir(given) and looks_like_index(inner) else given
     found = find_index_dir()
     if found is None:
         raise IndexNotFoundError("no index here or in any parent folder", remedy="index_first")
@@ -148,10 +154,10 @@ class Index:
         *model_server*: embed queries through the user's resident model server, started in the
         background if none runs (:mod:`semsearch.models.resident`: for a process that asks one
         question and ends; ``SEMSEARCH_MODEL_SERVER=0`` turns it off)."""
-        from semsearch.store import is_index_dir
+        from semsearch.store import looks_like_index
 
         found = find_index(path)
-        if not is_index_dir(found):
+        if not looks_like_index(found):
             raise IndexNotFoundError(f"no index at {found}", path=found, remedy="index_first")
         if not isinstance(query_threads, int) or isinstance(query_threads, bool) or query_threads < 1:
             raise InvalidOptionError(
@@ -252,6 +258,22 @@ class Index:
         chunks). *merge* False leaves that merge due (``summary.merge_due``) for :meth:`merge`,
         at a time the caller chooses (:meth:`watch` merges once the folders are quiet).
         """
+        return self._update(
+            paths, self.settings, rebuild=rebuild, wait=wait, on_event=on_event, tuning=tuning, merge=merge
+        )
+
+    def _update(
+        self,
+        paths: Sequence[str | os.PathLike[str]] | None,
+        settings: IndexSettings,
+        *,
+        rebuild: bool = False,
+        wait: float = 0.0,
+        on_event: Callable[[IndexEvent], None] | None = None,
+        tuning: Tuning | None = None,
+        merge: bool = True,
+    ) -> IndexSummary:
+        """:meth:`update` with *settings* (the watcher's: the index's own)."""
         from semsearch.indexing import build_index
 
         if isinstance(paths, (str, os.PathLike)):
@@ -264,8 +286,10 @@ class Index:
             raise InvalidOptionError(f"{{wait}} must be 0 or more seconds (got {wait:g})", options=("wait",))
         with self._lock:
             existing = _existing_manifest(self.path)
-            provider = self._provider(existing)
-            options = self._index_options(roots, existing, rebuild=rebuild, wait=wait, tuning=tuning, merge=merge)
+            provider = self._provider(existing, settings)
+            options = self._index_options(
+                roots, existing, settings, rebuild=rebuild, wait=wait, tuning=tuning, merge=merge
+            )
             try:
                 summary = build_index(options, provider, on_event or (lambda event: None))
             finally:
@@ -285,22 +309,24 @@ class Index:
             finally:
                 self._drop_snapshot()
 
-    def _provider(self, existing: IndexManifest | None) -> ModelProvider:
+    def _provider(self, existing: IndexManifest | None, settings: IndexSettings) -> ModelProvider:
         if self._provider_override is not None:
             return self._provider_override
         from semsearch.models import ModelOptions, model_provider
 
         known = existing.model if existing else None
-        # Later updates of this object (index --watch) keep the model loaded by the first.
+        # Later updates of this object (index --watch) keep the model loaded by the first, while
+        # it embeds as the index wants: the same model, in the index's precision unless another
+        # is asked for (another run may have rebuilt the index in another precision meanwhile).
         cached = self._update_provider
-        if cached is not None and known is not None and cached.info().fingerprint == known.fingerprint:
-            return cached
-        name = self.settings.model
+        if cached is not None and known is not None:
+            info = cached.info()
+            wanted = known.precision if settings.precision == "auto" else settings.precision
+            if info.fingerprint == known.fingerprint and info.precision == wanted:
+                return cached
         provider = model_provider(
-            name,
-            ModelOptions(
-                device=self.settings.device, precision=self.settings.precision, known=known, on_note=self._on_note
-            ),
+            settings.model,
+            ModelOptions(device=settings.device, precision=settings.precision, known=known, on_note=self._on_note),
         )
         self._update_provider = provider
         return provider
@@ -313,18 +339,24 @@ class Index:
         stop: threading.Event | None = None,
         settle_ms: int = WATCH_SETTLE_MS,
         on_ready: Callable[[], None] = lambda: None,
+        lock_wait: float = WATCH_LOCK_WAIT,
     ) -> None:
         """Keep the index fresh: watch its folders and update it after each burst of changes.
 
-        Every update is a plain :meth:`update` (the same walk, ignore rules and generation flip),
-        run once the folders have been quiet for *settle_ms* (a ``git checkout`` is one update).
-        Returns when *stop* is set, after the update in progress. *on_ready* is called once the
+        Every update is a plain :meth:`update` (the same walk, ignore rules and generation flip)
+        with the index's own settings (model, precision, chunking, vector engine, walk): a
+        watcher follows what another run made of the index, never rebuilds it back. It runs once
+        the folders have been quiet for *settle_ms* (a ``git checkout`` is one update). When
+        another run holds the index, the watcher waits for it, however long it takes: after
+        *lock_wait* seconds it says so once (a "message" event, else a note). Returns when *stop*
+        is set, after the update in progress. *on_ready* is called once the
         watcher runs (changes made before then are caught by one update at that point). The folders are watched with
         watchfiles (inotify, FSEvents, ReadDirectoryChangesW); changes inside the index folder
         are not watched.
         """
         import watchfiles
 
+        from semsearch.errors import IndexLockedError
         from semsearch.store import IndexReader, key_to_path
 
         with IndexReader(self.path) as reader:
@@ -334,22 +366,69 @@ class Index:
         ignore = watchfiles.DefaultFilter(ignore_paths=[str(self.path)])
         stop = stop or threading.Event()
         ready = False
+        merge_due = look_again = False
 
-        merge_due = False
+        def say(text: str) -> None:
+            if on_event is not None:
+                from semsearch.indexing import IndexEvent
+
+                on_event(IndexEvent("message", text))
+            else:
+                self._on_note(text)
 
         def run_update(report_empty: bool, paths: list[Path] | None = None) -> None:
             nonlocal merge_due
-            # The change is searchable at once; a merge it makes due waits for a quiet second.
-            summary = self.update(paths, wait=30.0, on_event=on_event, merge=False)
+            wait, told = lock_wait, False
+            while True:
+                try:
+                    # The index's own settings: what another run made of it meanwhile stays.
+                    following = IndexSettings(
+                        model=_index_model(self.path, self.settings.model), device=self.settings.device
+                    )
+                    # The change is searchable at once; a merge it makes due waits for a quiet second.
+                    summary = self._update(paths, following, wait=wait, on_event=on_event, merge=False)
+                    break
+                except IndexLockedError as exc:
+                    if stop.is_set():
+                        return
+                    if not told:
+                        say(f"another update (pid {exc.holder}) is writing the index; waiting for it to finish")
+                        told = True
+                    wait = WATCH_LOCK_RETRY  # then look at *stop* between attempts
+            if told:
+                say("the other update finished; the watcher goes on")
             merge_due = merge_due or summary.merge_due
             if report_empty or summary.indexed or summary.removed:
                 on_update(summary)
+            if paths is None:
+                # A watched folder that was gone when an update ran was forgotten by it (its files
+                # left the index); made again since, it is a root again.
+                back = [r for r in roots if os.path.exists(r) and r not in remembered()]
+                if back:
+                    run_update(report_empty=False, paths=back)
+
+        def remembered() -> set[Path]:
+            with IndexReader(self.path) as reader:
+                return {key_to_path(self.path, os.fsencode(r)) for r in reader.roots}
+
+        def there() -> list[tuple[Path, int, int]]:
+            """The roots there now, each with its identity (one removed and made again is another)."""
+            found = []
+            for root in roots:
+                with contextlib.suppress(OSError):
+                    st = os.stat(root)
+                    found.append((root, st.st_dev, st.st_ino))
+            return found
 
         while not stop.is_set():
-            present = [r for r in roots if os.path.exists(r)]
+            watched = there()
+            present = [r for r, _dev, _ino in watched]
             if not present:  # every folder gone (a checkout of another branch?): wait for one
                 stop.wait(1.0)
                 continue
+            # Watching again (a folder went or came back): what changed before this watch began
+            # sends no event, so the first quiet second walks the folders once more.
+            look_again = ready
             for changes in watchfiles.watch(
                 *map(str, present),
                 watch_filter=ignore,
@@ -363,21 +442,22 @@ class Index:
             ):
                 if stop.is_set():
                     break
-                now = [r for r in roots if os.path.exists(r)]
-                if now != present:
-                    # A watched folder went away or came back: its old watch is gone, so the
-                    # watcher starts again on the folders there now, after an update. An update
+                if there() != watched:
+                    # A watched folder went away or came back (or both): its old watch is gone, so
+                    # the watcher starts again on the folders there now, after an update. An update
                     # forgets a folder that is gone; one that comes back is indexed again.
                     run_update(report_empty=False)
-                    back = [r for r in now if r not in present]
-                    if back:
-                        run_update(report_empty=False, paths=back)
                     break
                 if not changes:
                     if ready:
+                        if look_again:
+                            look_again = False
+                            run_update(report_empty=False)
                         if merge_due:
-                            merge_due = False
-                            self.merge(wait=30.0)
+                            # Another run holding the index leaves the merge to the next quiet second.
+                            with contextlib.suppress(IndexLockedError):
+                                self.merge(wait=0.0)
+                                merge_due = False
                         continue
                     # The first quiet second: the watcher runs. Catch what changed while it
                     # started (after the caller's last update); a walk over unchanged files
@@ -386,18 +466,20 @@ class Index:
                     run_update(report_empty=False)
                     on_ready()
                     continue
+                # A file written into a new folder before the watch on that folder began sends no
+                # event either: the next quiet second walks the folders once more.
+                look_again = look_again or any(k == watchfiles.Change.added and os.path.isdir(p) for k, p in changes)
                 run_update(report_empty=True)
             else:
                 break  # the watcher ended by itself (stop was set)
 
     def _index_options(
-        self, roots: list[Path], existing: IndexManifest | None, *, rebuild: bool, wait: float, tuning: Tuning | None,
-        merge: bool = True,
+        self, roots: list[Path], existing: IndexManifest | None, s: IndexSettings, *, rebuild: bool, wait: float,
+        tuning: Tuning | None, merge: bool = True,
     ) -> IndexOptions:  # fmt: skip
         from semsearch import vectors
         from semsearch.indexing import DEFAULT_TUNING, IndexOptions, WalkChoices
 
-        s = self.settings
         engine = s.vector_index or (existing.vector_index if existing else vectors.DEFAULT_BACKEND)
         params = s.vector_params
         if params is None and existing is not None and existing.vector_index == engine:
@@ -706,6 +788,13 @@ def _scope(scope: Scope | None, *filters: Any) -> Scope | None:
     from semsearch.scope import scope_of
 
     return scope_of(*filters, scope=scope)
+
+
+def _index_model(index_dir: Path, default: str | None) -> str | None:
+    """The model the index at *index_dir* was built (or is being rebuilt) with, by the name it
+    resolves by; *default* for a new index."""
+    existing = _existing_manifest(index_dir)
+    return existing.model.name if existing is not None else default
 
 
 def _existing_manifest(index_dir: Path) -> IndexManifest | None:

@@ -275,7 +275,8 @@ def test_a_first_run_cut_short_keeps_its_ocr(tmp_path: Path) -> None:
         index.update([docs])
     # No index was made (nothing hides an index further up), but the recognised page is kept.
     assert find_index_dir(tmp_path) is None
-    assert sorted(p.name for p in (tmp_path / ".semsearch").iterdir()) == ["ocr-cache.sqlite"]
+    # (and the tag that marks the folder as semsearch's, so that the next run may use it)
+    assert sorted(p.name for p in (tmp_path / ".semsearch").iterdir()) == ["ocr-cache.sqlite", "semsearch-index.tag"]
     assert (tmp_path / ".semsearch" / "ocr-cache.sqlite").stat().st_mode & 0o077 == 0
     with _index(tmp_path) as index:
         summary = index.update([docs])

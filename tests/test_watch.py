@@ -69,6 +69,72 @@ def test_watch_follows_new_edited_moved_and_deleted_files(tmp_path: Path) -> Non
         assert all(u.indexed + u.removed + u.unchanged > 0 for u in updates)
 
 
+class Watcher:
+    """``Index.watch`` in a thread, with what it reports, to wait on: every wait is for the
+    watcher's next report (an update, an event), never a fixed time; the timeouts only end a
+    test that would otherwise hang, and are generous for a loaded machine."""
+
+    TIMEOUT = 180.0
+
+    def __init__(self, index: Index, **options: object) -> None:
+        self.index = index
+        self.updates: list = []
+        self.messages: list[str] = []
+        self.errors: list[BaseException] = []
+        self.reports = 0  # how many things it reported: a waiter wakes at each
+        self.changed = threading.Condition()
+        self.stop, self.ready = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, kwargs=options, name="test-watcher")
+
+    def _report(self, add: object = None, to: list | None = None) -> None:
+        with self.changed:
+            if to is not None:
+                to.append(add)
+            self.reports += 1
+            self.changed.notify_all()
+
+    def _run(self, **options: object) -> None:
+        def on_event(event) -> None:
+            if event.kind == "message":
+                self._report(event.text, self.messages)
+
+        try:
+            self.index.watch(
+                on_update=lambda summary: self._report(summary, self.updates),
+                on_event=on_event,
+                stop=self.stop,
+                on_ready=lambda: (self.ready.set(), self._report()),
+                **options,
+            )
+        except Exception as exc:  # noqa: BLE001 - reported by the test, not lost in the thread
+            self.errors.append(exc)
+        finally:
+            self._report()
+
+    def __enter__(self) -> Watcher:
+        self.thread.start()
+        assert self.until(self.ready.is_set), self.errors
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=self.TIMEOUT)
+        assert not self.thread.is_alive()
+
+    def until(self, check, timeout: float = TIMEOUT) -> bool:
+        """Wait until *check()* holds, looking again after each report of the watcher's."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.changed:
+                seen = self.reports
+            if check():  # outside the condition: a search waits for the update in progress
+                return True
+            if self.errors or not self.thread.is_alive() or time.monotonic() >= deadline:
+                return check()
+            with self.changed:
+                self.changed.wait_for(lambda seen=seen: self.reports != seen, timeout=deadline - time.monotonic())
+
+
 def test_watch_survives_folders_made_and_removed_and_half_written_files(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     notes = tmp_path / "notes"
@@ -77,48 +143,117 @@ def test_watch_survives_folders_made_and_removed_and_half_written_files(tmp_path
     model = FakeModel()
     with Index.create(tmp_path / ".semsearch", provider=model) as index:
         index.update([docs, notes])
-        errors: list[BaseException] = []
-        stop, ready = threading.Event(), threading.Event()
-
-        def watch() -> None:
-            try:
-                index.watch(stop=stop, on_ready=ready.set)
-            except Exception as exc:  # noqa: BLE001 - reported by the test, not lost in the thread
-                errors.append(exc)
-
-        thread = threading.Thread(target=watch)
-        thread.start()
-        try:
-            assert ready.wait(30)
+        with Watcher(index) as watcher:
+            until = watcher.until
 
             def found(words: str) -> set[str]:
                 return {h.chunk.path.name for h in index.search(words, mode="lexical", k=5)}
 
             # A folder tree made, filled, then removed whole while the watcher runs.
             write(docs / "tmp" / "deep" / "glacier.md", "# Glaciers\n\nA calving glacier sheds icebergs.\n")
-            assert _until(lambda: "glacier.md" in found("calving glacier icebergs"))
+            assert until(lambda: "glacier.md" in found("calving glacier icebergs")), watcher.errors
             shutil.rmtree(docs / "tmp")
-            assert _until(lambda: found("calving glacier icebergs") == set())
+            assert until(lambda: found("calving glacier icebergs") == set()), watcher.errors
             write(docs / "tmp" / "again.md", "# Again\n\nThe same folder name, made anew, holds otters.\n")
-            assert _until(lambda: "again.md" in found("otters"))
+            assert until(lambda: "again.md" in found("otters")), watcher.errors
             # A file half-written when first seen: the first update takes what is there, a later
             # one the rest.
             with open(docs / "slow.md", "w") as f:
                 f.write("# Slow\n\nThe first half speaks of herons.\n")
                 f.flush()
-                assert _until(lambda: "slow.md" in found("herons"))
+                assert until(lambda: "slow.md" in found("herons")), watcher.errors
                 f.write("The second half speaks of kingfishers.\n")
-            assert _until(lambda: "slow.md" in found("kingfishers"))
+            assert until(lambda: "slow.md" in found("kingfishers")), watcher.errors
             # A watched folder itself removed (its files leave the index), then made again.
             shutil.rmtree(notes)
-            assert _until(lambda: found("barn owls voles") == set())
+            assert until(lambda: found("barn owls voles") == set()), watcher.errors
             write(notes / "owls.md", "# Owls\n\nBarn owls hunt voles at dusk, and tawny owls too.\n")
-            assert _until(lambda: "owls.md" in found("tawny owls"))
+            assert until(lambda: "owls.md" in found("tawny owls")), watcher.errors
             assert "keep.md" in found("folders come and go")
-        finally:
-            stop.set()
-            thread.join(timeout=30)
-        assert not thread.is_alive() and not errors, errors
+        assert not watcher.errors, watcher.errors
+
+
+def _precise_model(name: str):
+    """A fake model registered as a plugin whose recorded precision follows the options as the
+    bundled model's does: asked for, else the index's own, else int8 (this machine's best)."""
+    from dataclasses import replace
+
+    from semsearch.models import ModelOptions
+
+    def factory(options: ModelOptions) -> FakeModel:
+        precision = options.precision
+        if precision == "auto":
+            known = options.known
+            precision = known.precision if known is not None and known.name == name else "int8"
+        model = FakeModel(name=name, fingerprint="sha256:precise-1")
+        model._info = replace(model._info, precision=precision)
+        return model
+
+    return factory
+
+
+def test_watch_follows_a_precision_another_run_chose(tmp_path: Path) -> None:
+    """Another run rebuilds the index in fp32: the watcher's next update keeps fp32 (no
+    rebuild back to the precision it started with)."""
+    from semsearch.models import register_model, unregister_model
+    from semsearch.store import read_manifest
+
+    name = "fake-precise"
+    register_model(name, _precise_model(name))
+    try:
+        docs = tmp_path / "docs"
+        write(docs / "tides.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
+        with Index.create(tmp_path / ".semsearch", model=name) as index:
+            assert index.update([docs]).rebuild_reason == ""
+            assert read_manifest(index.path).model.precision == "int8"
+            with Watcher(index) as watcher:
+                with Index.open(index.path, model=name, precision="fp32") as other:
+                    assert "precision" in other.update().rebuild_reason
+                assert read_manifest(index.path).model.precision == "fp32"
+                write(docs / "comets.md", "# Comets\n\nA comet's tail points away from the sun.\n")
+                assert watcher.until(lambda: any(u.indexed for u in watcher.updates)), watcher.errors
+            assert not watcher.errors, watcher.errors
+            assert [u.rebuild_reason for u in watcher.updates] == [""] * len(watcher.updates)
+            assert not any("rebuilding" in m for m in watcher.messages), watcher.messages
+            assert read_manifest(index.path).model.precision == "fp32"
+            assert {h.chunk.path.name for h in index.search("comet tail sun", mode="semantic", k=1)} == {"comets.md"}
+    finally:
+        unregister_model(name)
+
+
+def test_watch_waits_for_another_run_however_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another run holds the index past the watcher's wait: the watcher says once that it
+    waits, and updates when the lock is free (it used to exit after 30 s)."""
+    from semsearch.errors import IndexLockedError
+    from semsearch.store import IndexLock
+
+    refused: list[int] = []
+    take = IndexLock.__enter__
+
+    def counted(lock: IndexLock) -> IndexLock:
+        try:
+            return take(lock)
+        except IndexLockedError:
+            watcher._report(1, refused)
+            raise
+
+    monkeypatch.setattr(IndexLock, "__enter__", counted)
+    docs = tmp_path / "docs"
+    write(docs / "tides.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
+    with Index.create(tmp_path / ".semsearch", provider=FakeModel()) as index:
+        index.update([docs])
+        with Watcher(index, lock_wait=0.0) as watcher:
+            with IndexLock(index.path):  # another run's lock (flock: held against any other open)
+                write(docs / "comets.md", "# Comets\n\nA comet's tail points away from the sun.\n")
+                assert watcher.until(lambda: any("waiting" in m for m in watcher.messages)), watcher.errors
+                # Past several of its attempts: still waiting, still alive, said once.
+                assert watcher.until(lambda: len(refused) >= 4), watcher.errors
+                assert watcher.thread.is_alive() and not watcher.errors
+            assert watcher.until(lambda: any(u.indexed for u in watcher.updates)), watcher.errors
+            assert {h.chunk.path.name for h in index.search("comet tail sun", mode="lexical", k=1)} == {"comets.md"}
+        assert not watcher.errors, watcher.errors
+        waiting = [m for m in watcher.messages if "waiting" in m]
+        assert len(waiting) == 1 and f"pid {os.getpid()}" in waiting[0], watcher.messages
 
 
 def test_watch_leaves_merges_to_a_quiet_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -546,8 +546,9 @@ def _watch(index: Path | None, stop: threading.Event) -> None:
 
     while not stop.is_set():
         try:
-            with Index.open(find_index(index)) as target:
-                target.update()
+            with Index.open(find_index(index), on_note=lambda note: say(f"semsearch: watch: {note}")) as target:
+                # watch's first update catches up, with the index's own settings (a plain update
+                # would take the default model and precision)
                 target.watch(
                     on_update=lambda summary: say(summary_line(summary)),
                     stop=stop,

@@ -196,9 +196,11 @@ class _Run:
             )
         root_keys = [os.fsdecode(store.path_key(index_dir, r)) for r in roots]
         gone_keys = {os.fsdecode(store.path_key(index_dir, r)) for r in gone}
-        writer.set_roots([k for k in dict.fromkeys([*known_roots, *root_keys]) if k not in gone_keys])
+        kept = [k for k in dict.fromkeys([*known_roots, *root_keys]) if k not in gone_keys]
+        writer.set_roots(kept)
         walk_options = self.options.walk.resolve(stored_walk)
         writer.set_walk_settings(walk_options.remembered())
+        store.remember_roots(index_dir, kept, walk_options.remembered())  # a copy beside the database
         walk_options.exclude_dirs = [index_dir]
         return roots, gone, walk_options
 

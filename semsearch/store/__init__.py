@@ -17,6 +17,7 @@ from semsearch.store.format import (
 from semsearch.store.layout import (
     INDEX_DIR_NAME,
     LOCK,
+    TAG,
     IndexLock,
     check_index_folder,
     discard_empty_index,
@@ -24,7 +25,9 @@ from semsearch.store.layout import (
     ensure_index_dir,
     find_index_dir,
     is_index_dir,
+    is_own_file,
     key_to_path,
+    looks_like_index,
     ocr_cache_path,
     path_key,
     path_keys,
@@ -36,6 +39,7 @@ from semsearch.store.lifecycle import (
     open_writer,
     previous_state,
     publish_build,
+    remember_roots,
 )
 from semsearch.store.reader import ChunkRecord, IndexReader, IndexStats
 from semsearch.store.writer import FileRow, FinalizeReport, IndexWriter
@@ -47,6 +51,7 @@ __all__ = [
     "LOCK",
     "MANIFEST",
     "OUTDATED_REASON",
+    "TAG",
     "UPGRADABLE_FORMATS",
     "ChunkRecord",
     "ChunkingInfo",
@@ -66,7 +71,9 @@ __all__ = [
     "find_index_dir",
     "holds_files",
     "is_index_dir",
+    "is_own_file",
     "key_to_path",
+    "looks_like_index",
     "ocr_cache_path",
     "open_writer",
     "path_key",
@@ -74,4 +81,5 @@ __all__ = [
     "previous_state",
     "publish_build",
     "read_manifest",
+    "remember_roots",
 ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from semsearch.errors import IndexCorruptError
+from semsearch.errors import IndexCorruptError, SemsearchError
 
 # BM25 over each chunk's text and its context line (title or heading path, file name for code):
 # a title's words count for every chunk of its document, as in BM25F (better on SciFact, in both
@@ -69,23 +71,94 @@ def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
 
 
 def connect(db_path: Path, readonly: bool) -> sqlite3.Connection:
+    """A connection to an index database. Read-only, it works in a folder it cannot write (a
+    read-only folder or mount) too; a folder it cannot write, or a full disk, is said as such,
+    never as damage."""
     if readonly:
         if not db_path.is_file():
             raise IndexCorruptError(f"{db_path} is missing", path=db_path, remedy="rebuild")
-        uri = f"file:{db_path}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    else:
-        conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        uri = f"file:{urllib.parse.quote(os.fspath(db_path))}?mode=ro"
+        try:
+            return _open(db_path, uri, readonly=True)
+        except sqlite3.OperationalError as exc:
+            if not _environment(exc) or _wal_holds_data(db_path):
+                raise open_error(db_path, exc, writing=False) from None
+        # SQLite could not make the shared-memory file a WAL database wants beside it (the folder is
+        # read-only, or the disk full). With no write-ahead log to read, the database file is the
+        # whole index, and no writer can be changing it there: read it as immutable (no -shm, no locks).
+        try:
+            return _open(db_path, uri + "&immutable=1", readonly=True)
+        except sqlite3.OperationalError as exc:
+            raise open_error(db_path, exc, writing=False) from None
+    try:
+        return _open(db_path, os.fspath(db_path), readonly=False)
+    except sqlite3.OperationalError as exc:
+        raise open_error(db_path, exc, writing=True) from None
+
+
+def _open(db_path: Path, target: str, *, readonly: bool) -> sqlite3.Connection:
+    """Open and probe *target*: OperationalError for what the environment refuses, IndexCorruptError for damage."""
+    conn = sqlite3.connect(target, uri=readonly, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if _environment(exc):
+            raise
+        raise IndexCorruptError(f"{db_path} is damaged ({exc})", path=db_path, remedy="rebuild") from None
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise IndexCorruptError(f"{db_path} is damaged ({exc})", path=db_path, remedy="rebuild") from None
     return conn
+
+
+# SQLite's primary result codes for what the file system refused (not what the file holds).
+_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 3, 8, 10, 13, 14
+
+
+def _environment(exc: sqlite3.Error) -> bool:
+    """Whether SQLite's error is the file system's refusal (permissions, read-only, full, I/O)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return any(w in str(exc) for w in ("unable to open", "readonly", "disk is full", "disk I/O"))
+    return code & 0xFF in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN)
+
+
+def _wal_holds_data(db_path: Path) -> bool:
+    try:
+        return os.path.getsize(f"{db_path}-wal") > 0
+    except OSError:
+        return False
+
+
+def disk_full(folder: Path) -> bool:
+    """Whether the file system that holds *folder* has no room left for this user."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024  # less than SQLite needs for a shared-memory file
+
+
+def open_error(db_path: Path, exc: sqlite3.Error, *, writing: bool) -> SemsearchError:
+    """What stopped SQLite from opening *db_path*, in one line: not damage (the index is intact)."""
+    if not _environment(exc):
+        return IndexCorruptError(f"{db_path} is damaged ({exc})", path=db_path, remedy="rebuild")
+    folder = db_path.parent
+    if disk_full(folder) or getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_FULL:
+        why = "the disk is full"
+    elif not os.access(db_path, os.R_OK):
+        why = "permission denied"
+    elif not os.access(folder, os.W_OK) or (writing and not os.access(db_path, os.W_OK)):
+        why = "its folder is read-only" + (" and its write-ahead log holds data" if not writing else "")
+    else:
+        why = str(exc)
+    verb = "write" if writing else "read"
+    return SemsearchError(f"cannot {verb} {db_path}: {why} (the index is not damaged)", path=db_path)
 
 
 def visible(gen: int, alias: str = "") -> str:

@@ -24,7 +24,12 @@ Layout of an index folder (default ``.semsearch/``), format version 3::
                                vector (semsearch.vectors.sketch); an older version ignores it
     building.json              present only while a new index (epoch E+1) is built; lets an
                                interrupted first build or rebuild resume
-    lock                       advisory lock held by the one process that writes
+    lock                       advisory lock held by the one process that writes (its pid inside)
+    semsearch-index.tag        the folder's mark: semsearch made it (written first; an index from
+                               before it is recognised by its manifest and tagged by its next update).
+                               semsearch deletes only files of the names listed here in the folder
+    roots.json                 a copy of the roots and walk settings of the last run, for a rebuild
+                               after the database was lost
     ocr-cache.sqlite           OCR text by hash of the page image (table pages: key, text); kept
                                across rebuilds, safe to delete (pages are then read again)
 
@@ -160,6 +165,14 @@ def read_manifest(index_dir: Path, name: str = MANIFEST) -> IndexManifest:
         data = path.read_bytes()
     except FileNotFoundError:
         if name == MANIFEST and (index_dir / BUILDING).is_file():
+            from semsearch.store.layout import build_under_way  # layout reads this module's names
+
+            under_way = build_under_way(index_dir)
+            if under_way:
+                raise IndexNotFoundError(
+                    f"the index at {index_dir} is being built by {under_way}; try again when it finishes",
+                    path=index_dir,
+                ) from None
             raise IndexNotFoundError(
                 f"the first build of the index at {index_dir} did not finish", path=index_dir, remedy="finish_build"
             ) from None

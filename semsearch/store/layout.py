@@ -6,20 +6,57 @@ import contextlib
 import errno
 import fcntl
 import functools
+import json
 import os
+import re
 import sqlite3
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
 from semsearch import files
 from semsearch.errors import IndexLockedError, InvalidOptionError, SemsearchError
-from semsearch.store.format import BUILDING, MANIFEST
+from semsearch.store.format import BUILDING, FORMAT_NAME, MANIFEST
 
 INDEX_DIR_NAME = ".semsearch"
 LOCK = "lock"
 OCR_CACHE = "ocr-cache.sqlite"
+ROOTS = "roots.json"  # a copy of the roots and walk settings, for a rebuild that lost its database
+# The index folder's own mark: written first into a folder semsearch makes (or is given empty),
+# so that a folder is taken for an index only when semsearch made it.
+TAG = "semsearch-index.tag"
+TAG_SIGNATURE = b"semsearch-index\n"
+_TAG_TEXT = TAG_SIGNATURE + (
+    b"This folder is a semsearch index (https://pypi.org/project/semsearch/). semsearch writes,\n"
+    b"replaces and deletes only its own files here; deleting the folder deletes the index.\n"
+)
+# Every name semsearch writes in an index folder: cleanups delete nothing else. A vector file is
+# named by the engine's suffix; write_atomic's and the vector engine's temporary names wrap them.
+_OWN = (
+    r"manifest\.json|building\.json|roots\.json|lock|semsearch-index\.tag"
+    r"|(?:meta-\d+|ocr-cache)\.sqlite(?:-wal|-shm|-journal)?"
+    r"|vectors-\d+-\d+(?:-delta)?\.[a-z0-9]+(?:\.sketch)?"
+)
+_OWN_FILE = re.compile(rf"(?:{_OWN})|\.(?:{_OWN})\.tmp(?:-\d+)?")
+DATABASE_FILE = re.compile(r"meta-(\d+)\.sqlite(-wal|-shm|-journal)?")
+VECTOR_FILE = re.compile(r"\.?vectors-(\d+)-\d+(?:-delta)?\.[a-z0-9]+(?:\.sketch)?(?:\.tmp(?:-\d+)?)?")
+
+
+def is_own_file(name: str) -> bool:
+    """Whether *name* is one semsearch writes in an index folder (the only names it deletes)."""
+    return _OWN_FILE.fullmatch(name) is not None
+
+
+def own_files(index_dir: Path, pattern: re.Pattern[str] = _OWN_FILE) -> list[Path]:
+    """The index folder's own files whose names match *pattern* (never a folder, never a link)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(index_dir):
+            if pattern.fullmatch(entry.name) and is_own_file(entry.name) and entry.is_file(follow_symlinks=False):
+                found.append(Path(entry.path))
+    return found
 
 
 def ocr_cache_path(index_dir: Path) -> Path:
@@ -32,7 +69,7 @@ def find_index_dir(start: Path | None = None) -> Path | None:
     here = Path(os.path.abspath(start or Path.cwd()))
     for folder in (here, *here.parents):
         candidate = folder / INDEX_DIR_NAME
-        if (candidate / MANIFEST).is_file() or (candidate / BUILDING).is_file():
+        if looks_like_index(candidate):
             return candidate
     return None
 
@@ -122,21 +159,130 @@ class IndexLock:
             self.fd = -1
 
 
-def is_index_dir(folder: Path) -> bool:
-    """Whether *folder* holds an index (or the start of one): never a folder of the user's files."""
-    return any((folder / name).exists() for name in (MANIFEST, BUILDING, LOCK, OCR_CACHE)) or any(
-        folder.glob("meta-*.sqlite")
+def lock_holder(index_dir: Path) -> int | None:
+    """The pid of the live process that holds the index's write lock (None: none does), seen
+    without taking the lock: the pid the holder wrote, alive, and (on Linux) a lock on the file."""
+    path = index_dir / LOCK
+    try:
+        pid = int(path.read_bytes()[:32].decode("ascii").strip())
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        pass  # another user's process: alive
+    except OSError:
+        return None  # gone: its lock went with it
+    return pid if _flock_held(st) is not False else None
+
+
+def _flock_held(st: os.stat_result) -> bool | None:
+    """Whether /proc/locks lists a granted flock on the file of *st* (None: cannot tell)."""
+    try:
+        with open("/proc/locks") as handle:
+            table = handle.read()
+    except OSError:
+        return None
+    # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"; a waiter's line has "->" after the number.
+    # The inode alone: an overlay file system may show another device number than stat's.
+    inode = f":{st.st_ino}"
+    return any(
+        len(parts) >= 8 and parts[1] == "FLOCK" and parts[5].endswith(inode)
+        for parts in map(str.split, table.splitlines())
     )
+
+
+def build_under_way(index_dir: Path) -> str:
+    """Who is building the unfinished build of *index_dir* and how far it got ("pid 42, 120
+    files stored so far"), or "" when no live process holds its lock (an interrupted build)."""
+    pid = lock_holder(index_dir)
+    if pid is None:
+        return ""
+    stored = ""
+    with contextlib.suppress(OSError, ValueError, sqlite3.Error):
+        with open(index_dir / BUILDING, "rb") as handle:
+            database = json.loads(handle.read(1 << 20)).get("database", "")
+        if DATABASE_FILE.fullmatch(database):
+            conn = sqlite3.connect(f"file:{urllib.parse.quote(os.fspath(index_dir / database))}?mode=ro", uri=True)
+            try:
+                (count,) = conn.execute("SELECT count(*) FROM files WHERE gen_removed IS NULL").fetchone()
+            finally:
+                conn.close()
+            stored = f", {count} file{'' if count == 1 else 's'} stored so far"
+    return f"pid {pid}{stored}"
+
+
+def is_index_dir(folder: Path) -> bool:
+    """Whether *folder* is an index (or the start of one) that semsearch made: it holds the tag,
+    or (an index from before the tag) a semsearch manifest or database. A folder of the user's
+    files that merely holds a ``manifest.json`` or a ``meta-*.sqlite`` is none."""
+    return (
+        has_tag(folder)
+        or _is_semsearch_manifest(folder / MANIFEST)
+        or _is_semsearch_manifest(folder / BUILDING)
+        or any(_is_semsearch_database(p) for p in own_files(folder, DATABASE_FILE) if p.name.endswith(".sqlite"))
+    )
+
+
+def looks_like_index(folder: Path) -> bool:
+    """Whether *folder* is an index to read: one of semsearch's (:func:`is_index_dir`) holding a
+    manifest or an unfinished first build, or a ``.semsearch`` folder that does (its damage is then
+    reported). A folder of only a kept OCR cache is none, so it never hides an index further up.
+    Writing needs :func:`is_index_dir`."""
+    if not ((folder / MANIFEST).exists() or (folder / BUILDING).exists()):
+        return False
+    return folder.name == INDEX_DIR_NAME or is_index_dir(folder)
+
+
+def has_tag(folder: Path) -> bool:
+    try:
+        with open(folder / TAG, "rb") as handle:
+            return handle.read(len(TAG_SIGNATURE)) == TAG_SIGNATURE
+    except OSError:
+        return False
+
+
+def write_tag(index_dir: Path) -> None:
+    """Mark *index_dir* as an index (an index from before the tag gets it at its next update)."""
+    if not has_tag(index_dir):
+        files.write_atomic(index_dir / TAG, _TAG_TEXT)
+
+
+def _is_semsearch_manifest(path: Path) -> bool:
+    """A manifest semsearch wrote (of any version), by its content; not a web app's manifest.json."""
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read(1 << 20))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT_NAME
+
+
+def _is_semsearch_database(path: Path) -> bool:
+    """A database with semsearch's tables, read without writing anything beside it (immutable)."""
+    with contextlib.suppress(OSError, sqlite3.Error):
+        with open(path, "rb") as handle:
+            if handle.read(16) != b"SQLite format 3\x00":
+                return False
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(os.fspath(path))}?mode=ro&immutable=1", uri=True)
+        try:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+        return {"state", "files", "chunks"} <= names
+    return False
 
 
 def discard_empty_index(index_dir: Path) -> None:
     """Remove a new index folder that stored no file (a first run that failed or was cut short),
     keeping its OCR cache when it holds pages (the next run then recognises none of them again).
 
-    A folder with only the cache is no index (``find_index_dir`` looks for a manifest), so it
-    never hides an index further up."""
-    import shutil
-
+    Only semsearch's own files go, and the folder only once empty. A folder with only the cache
+    (and the tag) is no index (``find_index_dir`` looks for a manifest), so it never hides an
+    index further up."""
     cache = index_dir / OCR_CACHE
     keep = False
     with contextlib.suppress(OSError, sqlite3.Error):
@@ -146,17 +292,14 @@ def discard_empty_index(index_dir: Path) -> None:
                 keep = conn.execute("SELECT 1 FROM pages LIMIT 1").fetchone() is not None
             finally:
                 conn.close()
-    if not keep:
-        shutil.rmtree(index_dir, ignore_errors=True)
-        return
-    for entry in index_dir.iterdir():
-        if entry.name == OCR_CACHE:
+    for entry in own_files(index_dir):
+        if keep and (entry.name.startswith(OCR_CACHE) or entry.name == TAG):
             continue
         with contextlib.suppress(OSError):
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink()
+            entry.unlink()
+    if not keep:
+        with contextlib.suppress(OSError):
+            index_dir.rmdir()  # only when empty: a file of anyone else's stays, and the folder
 
 
 def ensure_index_dir(index_dir: Path) -> bool:
@@ -167,13 +310,20 @@ def ensure_index_dir(index_dir: Path) -> bool:
     """
     try:
         index_dir.mkdir(mode=0o700, parents=True)
-        return True
+        created = True
     except FileExistsError:
-        pass
+        created = False
     except OSError as exc:
         raise SemsearchError(f"cannot create index folder {index_dir}: {exc.strerror}") from None
-    check_index_folder(index_dir)
-    return False
+    if not created:
+        check_index_folder(index_dir)
+    try:
+        write_tag(index_dir)
+    except OSError as exc:
+        if created or not is_index_dir(index_dir):
+            raise SemsearchError(f"cannot write in index folder {index_dir}: {exc.strerror}", path=index_dir) from None
+        # An index from before the tag in a folder this run cannot write: the update says so.
+    return created
 
 
 def check_index_folder(index_dir: Path) -> None:
@@ -190,7 +340,8 @@ def check_index_folder(index_dir: Path) -> None:
             inner = index_dir / INDEX_DIR_NAME
             hint = f" (its index is {inner})" if is_index_dir(inner) else ""
             raise InvalidOptionError(
-                f"{index_dir} is not an index and not empty: give {{path}} a new or empty folder{hint}",
+                f"{index_dir} is not an index and not empty (semsearch writes only in a folder of its "
+                f"own): give {{path}} a new or empty folder{hint}",
                 options=("path",),
                 path=index_dir,
             )

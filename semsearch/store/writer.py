@@ -21,10 +21,12 @@ from semsearch.store.database import (
     decode_walk_settings,
     get_state,
     has_column,
+    open_error,
     vector_state,
     visible,
 )
 from semsearch.store.format import IndexManifest
+from semsearch.store.layout import is_own_file
 from semsearch.store.reader import unlike_database
 from semsearch.vectors import segments
 from semsearch.vectors.base import FILE_KEYS
@@ -73,8 +75,8 @@ class IndexWriter:
             os.chmod(self.db_path, 0o600)
         try:
             self.conn.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise IndexCorruptError(f"{self.db_path} is damaged ({exc})", path=self.db_path, remedy="rebuild") from None
+        except sqlite3.DatabaseError as exc:  # damage, or a full disk / read-only folder said as such
+            raise open_error(self.db_path, exc, writing=True) from None
         state = get_state(self.conn)
         if not new_build and "generation" not in state:
             # A current database always has a committed generation: this one is empty or foreign.
@@ -474,7 +476,7 @@ class IndexWriter:
         self.committed, self.working = self.working, self.working + 1
         keep = set(layout.files())
         for stale in self.index_dir.glob(f"vectors-{self.manifest.epoch}-*"):
-            if stale.name not in keep:
+            if stale.name not in keep and is_own_file(stale.name):  # never a file semsearch did not write
                 with contextlib.suppress(OSError):
                     stale.unlink()
 
