@@ -393,3 +393,35 @@ def test_an_index_kept_elsewhere_answers_paths_as_the_user_sees_them(
     assert [h["path"] for h in hits(out["paths"])] == ["page-0572.rst"]
     assert [h["path"] for h in hits(out["glob"])] == ["page-0628.rst"]
     assert out["missing"].content[0].text.startswith("page-9999.rst is not in the index")
+
+
+def test_the_watcher_survives_an_update_that_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake_model
+) -> None:
+    """A failed update (any exception: a bug deleting the last file once crashed the sketch) is
+    one line on stderr, and the watcher starts again; it never dies and leaves the server to
+    answer from an index no one keeps fresh."""
+    import threading
+
+    from semsearch.api import Index
+    from semsearch.cli import mcp_server
+
+    write(tmp_path / "notes" / "a.txt", "Kingfishers dive.\n")
+    with Index.create(tmp_path / ".semsearch", provider=fake_model) as index:
+        index.update([tmp_path / "notes"])
+    calls: list[int] = []
+    stop = threading.Event()
+
+    def watch(self: Index, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("strides is incompatible with shape of requested array")
+        stop.set()
+
+    monkeypatch.setattr(Index, "watch", watch)
+    monkeypatch.setattr(mcp_server, "WATCH_RETRY", 0.01)
+    mcp_server._watch(tmp_path / ".semsearch", stop)
+    assert len(calls) == 2
+    err = capsys.readouterr().err
+    assert "the update failed (ValueError: strides is incompatible" in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "failed" in line]) == 1

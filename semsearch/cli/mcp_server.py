@@ -532,6 +532,9 @@ def serve(
         server._semsearch_service.close()
 
 
+WATCH_RETRY = 5.0  # seconds before the watcher starts again after an error
+
+
 def _watch(index: Path | None, stop: threading.Event) -> None:
     """Update the index after each burst of changes until *stop* (errors are reported, not fatal)."""
     import sys
@@ -556,4 +559,9 @@ def _watch(index: Path | None, stop: threading.Event) -> None:
                 )
         except SemsearchError as exc:
             say(f"semsearch: watch: {describe(exc)}")
-            stop.wait(5.0)  # no index yet, or it is being rebuilt: try again
+            stop.wait(WATCH_RETRY)  # no index yet, or it is being rebuilt: try again
+        except Exception as exc:  # noqa: BLE001 - a bug in an update must not end the watcher
+            # (the server would go on answering from an index no one keeps fresh): one line, and
+            # the watcher starts again.
+            say(f"semsearch: watch: the update failed ({type(exc).__name__}: {exc}); watching again")
+            stop.wait(WATCH_RETRY)
