@@ -350,3 +350,15 @@ def test_a_read_only_index_is_queried_by_a_user_who_cannot_write_it(tmp_path: Pa
         for path in [top, *top.rglob("*")] if top.exists() else []:
             path.chmod(0o700)
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_first_run_killed_while_it_wrote_the_tag_is_taken_up_again(tmp_path: Path, fake_model: FakeModel) -> None:
+    """Killed between the tag's temporary file and its rename, a first run leaves a folder that
+    holds only that file: the next run takes it (and removes the leftover), never refuses it."""
+    write(tmp_path / "notes" / "a.txt", "Kingfishers dive for fish.\n")
+    (tmp_path / ".semsearch").mkdir(mode=0o700)
+    write(tmp_path / ".semsearch" / f".{TAG}.tmp-4242", b"semsearch-index\n")
+    with Index.create(tmp_path / ".semsearch", provider=fake_model) as index:
+        assert index.update([tmp_path / "notes"]).indexed == 1
+    assert not (tmp_path / ".semsearch" / f".{TAG}.tmp-4242").exists()
+    assert is_index_dir(tmp_path / ".semsearch")

@@ -40,6 +40,7 @@ _OWN = (
     r"|vectors-\d+-\d+(?:-delta)?\.[a-z0-9]+(?:\.sketch)?"
 )
 _OWN_FILE = re.compile(rf"(?:{_OWN})|\.(?:{_OWN})\.tmp(?:-\d+)?")
+_TAG_TMP = re.compile(r"\.semsearch-index\.tag\.tmp-\d+")
 DATABASE_FILE = re.compile(r"meta-(\d+)\.sqlite(-wal|-shm|-journal)?")
 VECTOR_FILE = re.compile(r"\.?vectors-(\d+)-\d+(?:-delta)?\.[a-z0-9]+(?:\.sketch)?(?:\.tmp(?:-\d+)?)?")
 
@@ -319,6 +320,8 @@ def ensure_index_dir(index_dir: Path) -> bool:
         check_index_folder(index_dir)
     try:
         write_tag(index_dir)
+        for stale in own_files(index_dir, _TAG_TMP):  # of a run killed while it wrote the tag
+            stale.unlink()
     except OSError as exc:
         if created or not is_index_dir(index_dir):
             raise SemsearchError(f"cannot write in index folder {index_dir}: {exc.strerror}", path=index_dir) from None
@@ -336,7 +339,8 @@ def check_index_folder(index_dir: Path) -> None:
             f"cannot create index folder {index_dir}: a file is in the way", options=("path",), path=index_dir
         )
     try:
-        if not is_index_dir(index_dir) and any(index_dir.iterdir()):
+        # A first run killed while it wrote the tag leaves only the tag's temporary file.
+        if not is_index_dir(index_dir) and any(not _TAG_TMP.fullmatch(p.name) for p in index_dir.iterdir()):
             inner = index_dir / INDEX_DIR_NAME
             hint = f" (its index is {inner})" if is_index_dir(inner) else ""
             raise InvalidOptionError(
