@@ -470,8 +470,11 @@ class Index:
     ) -> list[Hit]:
         """The *k* passages (or files, with *files_only*) that best match *query*, best first.
 
-        *mode*: "hybrid" (default: cosine blended with BM25), "semantic" or "lexical".
-        *min_score* drops hits under that cosine similarity. *fusion* ("convex" or "rrf") and
+        *mode*: "hybrid" (default: cosine blended with BM25), "semantic" or "lexical". Each
+        hit's ``score`` is the one it is ranked by (hybrid: the blend, ``scores["fused"]``);
+        ``scores`` has each side's. *min_score* drops hits under that cosine similarity
+        (``scores["cosine"]``), in every mode. A place is returned once: of hits whose emphasized
+        sentence is at the same place (overlapping chunks), the better is kept. *fusion* ("convex" or "rrf") and
         *alpha* (convex: the cosine side's weight) say how hybrid mode blends the two sides.
 
         Filters (applied before the top-*k* cut, so *k* hits come back whenever *k* chunks pass):

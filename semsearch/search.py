@@ -32,6 +32,7 @@ CANDIDATES_PER_HIT = 2  # each side of a hybrid search fetches this many candida
 MAX_QUERY_CHARS = 10_000
 _CORES = usable_cpus()  # hybrid runs BM25 beside the embedding only with a second core
 _WORD = re.compile(r"\w+", re.UNICODE)
+_NON_SPACE = re.compile(r"\S")  # where a chunk's first line (line_start) is
 # A sentence ends at . ! ? followed by space and a capital, digit, quote or bracket; or at a
 # newline. ("e.g. this" and "v1.2" do not end one.)
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[*#])|\n+")
@@ -77,7 +78,10 @@ class Hit:
     """One ranked result: a chunk and how it scored."""
 
     rank: int
-    score: float  # what users see: the cosine similarity of query and chunk (--mode lexical: the BM25 score)
+    # The score the hits are ranked by, so it never rises down the list: the cosine similarity
+    # (semantic), the BM25 score (lexical) or the fused score (hybrid; 0-1, 1 = the best of both
+    # sides). ``scores`` keeps each side's own: cosine (what min_score filters on), bm25, fused.
+    score: float
     chunk: ChunkRecord
     scores: dict[str, float] = field(default_factory=dict)  # each part: cosine, bm25, fused
     highlight: tuple[int, int] | None = None  # span of the sentence closest to the query
@@ -154,13 +158,14 @@ class Searcher:
         while True:
             cosines, bm25, fetched, qvec = self._candidates(query, options, per_hit, within, qvec)
             ranked = _rank(options, cosines, bm25)
-            hits = collect_hits(self.reader, ranked, cosines, bm25, options)
+            hits, merged = _collect(self.reader, ranked, cosines, bm25, options, query)
             exhausted = len(cosines) < fetched and len(bm25) < fetched
-            if not options.files_only or len(hits) >= options.top_k or exhausted or fetched >= self.reader.count:
+            # Ask again for more candidates when hits at the same place as a better one (or a
+            # file's other chunks) left fewer than k.
+            short = len(hits) < options.top_k and (options.files_only or merged > 0)
+            if not short or exhausted or fetched >= self.reader.count:
                 break
-            per_hit *= 4
-        for hit in hits:
-            hit.highlight = best_sentence(hit.chunk.text, query)
+            per_hit *= 4 if options.files_only else 2
         return hits
 
     def _candidates(
@@ -209,8 +214,24 @@ def collect_hits(
 ) -> list[Hit]:
     """The hits of a ranking ([(chunk id, rank score)], best first): chunks read from *reader*,
     ``options.min_score`` and ``files_only`` applied, ranked 1..k."""
+    return _collect(reader, ranked, cosines, bm25, options, None)[0]
+
+
+def _collect(
+    reader: IndexReader,
+    ranked: list[tuple[int, float]],
+    cosines: dict[int, float],
+    bm25: dict[int, float],
+    options: SearchOptions,
+    query: str | None,
+) -> tuple[list[Hit], int]:
+    """``collect_hits``, and with a *query* each hit's emphasized sentence found
+    (``best_sentence``) and a hit at the same place as a better one left out (``same_place``).
+    Returns the hits and how many were left out as the same place."""
     hits: list[Hit] = []
     files: set[int] = set()
+    places: dict[int, list[tuple[int, int, int]]] = {}  # file id -> (line, start, end) of each hit
+    merged = 0
     # Texts are read page by page, only as far down the ranking as the hits need (a hybrid
     # search ranks several times more candidates than it returns).
     start, page = 0, max(2 * options.top_k, 20)
@@ -218,7 +239,7 @@ def collect_hits(
         part = ranked[start : start + page]
         start, page = start + page, page * 2
         records = reader.fetch_chunks([cid for cid, _ in part])
-        for cid, fused in part:
+        for cid, score in part:
             record = records.get(cid)
             if record is None:
                 continue
@@ -229,17 +250,51 @@ def collect_hits(
                 if record.file_id in files:
                     continue  # a file ranks by its best chunk (max beat sum of top 2)
                 files.add(record.file_id)
+            highlight = best_sentence(record.text, query) if query is not None else None
+            if query is not None and not options.files_only:
+                place = place_of(record, highlight)
+                seen = places.setdefault(record.file_id, [])
+                if any(same_place(place, other) for other in seen):
+                    merged += 1
+                    continue  # the better hit at this place is already in (overlapping chunks)
+                seen.append(place)
             parts = {"cosine": cosine} if cosine is not None else {}
             if cid in bm25:
                 parts["bm25"] = bm25[cid]
             if options.mode == "hybrid":
-                parts["fused"] = fused
-            score = cosine if cosine is not None else fused
-            hits.append(Hit(0, score, record, {k: float(v) for k, v in parts.items() if v is not None}))
-    hits = hits[: options.top_k]
+                parts["fused"] = score
+            scores = {k: float(v) for k, v in parts.items() if v is not None}
+            hits.append(Hit(0, float(score), record, scores, highlight))
+            if len(hits) == options.top_k:
+                break
     for rank, hit in enumerate(hits, 1):
         hit.rank = rank
-    return hits
+    return hits, merged
+
+
+def snippet_line(chunk: ChunkRecord, highlight: tuple[int, int] | None) -> int:
+    """The 1-based line where a hit's snippet starts: the chunk's first line plus the line breaks
+    between the chunk's first non-space character (where ``line_start`` counts from) and the
+    start of the emphasized sentence (*highlight*, offsets in the chunk's text)."""
+    first = _NON_SPACE.search(chunk.text)
+    lead = first.start() if first else 0
+    start = highlight[0] if highlight else 0
+    return chunk.line_start + (chunk.text.count("\n", lead, start) if start > lead else 0)
+
+
+def place_of(chunk: ChunkRecord, highlight: tuple[int, int] | None) -> tuple[int, int, int]:
+    """Where a hit points in its file: the snippet's line, and the emphasized sentence's span in
+    the file's text (empty without one)."""
+    if highlight is None:
+        return snippet_line(chunk, None), -1, -1
+    return snippet_line(chunk, highlight), chunk.char_start + highlight[0], chunk.char_start + highlight[1]
+
+
+def same_place(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
+    """Whether two hits of one file point at the same place: the same snippet line (what
+    ``PATH:LINE`` shows), or emphasized sentences that overlap (overlapping chunks share
+    sentences, and a chunk that starts inside one emphasizes its tail)."""
+    return a[0] == b[0] or (a[1] >= 0 and b[1] >= 0 and a[1] < b[2] and b[1] < a[2])
 
 
 def _rank(options: SearchOptions, cosines: dict[int, float], bm25: dict[int, float]) -> list[tuple[int, float]]:
