@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Callable
@@ -22,12 +23,20 @@ if TYPE_CHECKING:
 
 MODES = ("semantic", "lexical", "hybrid")
 DEFAULT_MODE = "hybrid"  # chosen by measurement (benchmarks/RESULTS.md)
-# Hybrid fusion "convex": a blend of each side's score divided by that side's best score for the
-# query (bm25 of a chunk outside the lexical candidates, or matching no word, counts 0), weighted
-# by SearchOptions.alpha; it does not depend on how many candidates each side fetched. "rrf",
-# reciprocal rank fusion, stays for comparison (benchmarks/RESULTS.md compares them).
-FUSIONS = ("convex", "rrf")
+# Hybrid fusions. "convex": a blend of each side's score divided by that side's best score for
+# the query (bm25 of a chunk outside the lexical candidates, or matching no word, counts 0),
+# weighted by SearchOptions.alpha; it does not depend on how many candidates each side fetched.
+# "ceiling": the same blend, but BM25 divided by what a chunk holding every word of the query
+# twice would score (``bm25_ceiling``; or by the best candidate's score when that is higher), not
+# by the best candidate's: a best keyword match made of common words stays small, so it no
+# longer outranks a paraphrase that matches no word, while a match of the query's rare words
+# counts fully. "rrf", reciprocal rank fusion, stays for comparison
+# (benchmarks/RESULTS.md compares them).
+FUSIONS = ("convex", "ceiling", "rrf")
+DEFAULT_FUSION = "ceiling"  # chosen by measurement (benchmarks/RESULTS.md, issue 23)
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
+BM25_K1 = 1.2  # FTS5's bm25() k1
+_TWICE = 2 * (BM25_K1 + 1) / (2 + BM25_K1)  # BM25's part for a word twice in a chunk of average length
 CANDIDATES_PER_HIT = 2  # each side of a hybrid search fetches this many candidates per wanted hit
 MAX_QUERY_CHARS = 10_000
 _CORES = usable_cpus()  # hybrid runs BM25 beside the embedding only with a second core
@@ -46,7 +55,7 @@ class SearchOptions:
     min_score: float | None = None  # cosine similarity
     mode: str = DEFAULT_MODE
     files_only: bool = False  # distinct files, each ranked by its best chunk
-    fusion: str = "convex"  # how hybrid mode blends the two sides (FUSIONS)
+    fusion: str = DEFAULT_FUSION  # how hybrid mode blends the two sides (FUSIONS)
     alpha: float = 0.5  # convex fusion: the weight of the cosine side
     scope: Scope | None = None  # only files in this scope (paths, globs, types, times)
 
@@ -156,8 +165,8 @@ class Searcher:
             return []
         qvec: np.ndarray | None = None  # embedded once, by the first round
         while True:
-            cosines, bm25, fetched, qvec = self._candidates(query, options, per_hit, within, qvec)
-            ranked = _rank(options, cosines, bm25)
+            cosines, bm25, fetched, qvec, top = self._candidates(query, options, per_hit, within, qvec)
+            ranked = _rank(options, cosines, bm25, top)
             hits, merged = _collect(self.reader, ranked, cosines, bm25, options, query)
             exhausted = len(cosines) < fetched and len(bm25) < fetched
             # Ask again for more candidates when hits at the same place as a better one (or a
@@ -170,30 +179,40 @@ class Searcher:
 
     def _candidates(
         self, query: str, options: SearchOptions, per_hit: int, within: Subset | None, qvec: np.ndarray | None
-    ) -> tuple[dict[int, float], dict[int, float], int, np.ndarray | None]:
+    ) -> tuple[dict[int, float], dict[int, float], int, np.ndarray | None, float]:
         """Each side's candidates: {chunk id: cosine} and {chunk id: bm25}, how many each side
-        was asked for, and the query's vector (*qvec* when given, else embedded here)."""
+        was asked for, the query's vector (*qvec* when given, else embedded here), and the
+        highest BM25 score the query could give (0 unless the "ceiling" fusion needs it)."""
         wanted = options.top_k * per_hit
         fetch = max(wanted * CANDIDATES_PER_HIT, 50) if options.mode == "hybrid" else wanted
         cosines: dict[int, float] = {}
         bm25: dict[int, float] = {}
         match = fts_query(query) if options.mode in ("lexical", "hybrid") else ""
-        pending: Future[list[tuple[int, float]]] | None = None
+        ceiling = options.mode == "hybrid" and options.fusion == "ceiling"
+
+        def lexical() -> tuple[list[tuple[int, float]], float]:
+            found = self.reader.lexical_search(match, fetch, within)
+            return found, (bm25_ceiling(self.reader, match) if ceiling and found else 0.0)
+
+        pending: Future[tuple[list[tuple[int, float]], float]] | None = None
+        top = 0.0
         if match and options.mode == "hybrid" and _CORES > 1:
             # BM25 ranks in a worker thread while the query is embedded and the graph searched
             # (SQLite, onnxruntime and hnswlib release the GIL): hybrid then costs about what
             # its slower half costs, not the sum of both. Even beside a query model on two
             # threads (the MCP server) this measured faster than one after the other.
-            pending = self._worker().submit(self.reader.lexical_search, match, fetch, within)
+            pending = self._worker().submit(lexical)
         try:
             if options.mode in ("semantic", "hybrid"):
                 if qvec is None:
                     qvec = self.embed(query)
                 cosines = dict(self.reader.vector_search(qvec, fetch, within=within))
             if pending is not None:
-                bm25 = dict(pending.result())
+                found, top = pending.result()
+                bm25 = dict(found)
             elif match:
-                bm25 = dict(self.reader.lexical_search(match, fetch, within))
+                found, top = lexical()
+                bm25 = dict(found)
         finally:
             if pending is not None:
                 wait([pending])  # never leave the worker reading after an error here
@@ -202,7 +221,7 @@ class Searcher:
             missing = [cid for cid in bm25 if cid not in cosines]
             for cid, vec in self.reader.vectors(missing).items():
                 cosines[cid] = float(vec @ qvec)
-        return cosines, bm25, fetch, qvec
+        return cosines, bm25, fetch, qvec, top
 
 
 def collect_hits(
@@ -297,7 +316,11 @@ def same_place(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
     return a[0] == b[0] or (a[1] >= 0 and b[1] >= 0 and a[1] < b[2] and b[1] < a[2])
 
 
-def _rank(options: SearchOptions, cosines: dict[int, float], bm25: dict[int, float]) -> list[tuple[int, float]]:
+def _rank(
+    options: SearchOptions, cosines: dict[int, float], bm25: dict[int, float], ceiling: float = 0.0
+) -> list[tuple[int, float]]:
+    """The candidates ranked, best first, with the score they rank by. *ceiling*: the "ceiling"
+    fusion's divisor of BM25 (``bm25_ceiling``; 0: the best candidate's score)."""
     if options.mode == "semantic":
         return sorted(cosines.items(), key=lambda kv: -kv[1])
     if options.mode == "lexical":
@@ -310,11 +333,62 @@ def _rank(options: SearchOptions, cosines: dict[int, float], bm25: dict[int, flo
     else:
         top_cos = max(max(cosines.values(), default=0.0), 1e-9)
         top_bm25 = max(max(bm25.values(), default=0.0), 1e-9)
+        if options.fusion == "ceiling" and ceiling > 0:
+            top_bm25 = max(ceiling, top_bm25)  # never above 1 (the IDFs are FTS5's, N is ours)
         for cid in cosines.keys() | bm25.keys():
             cos = max(cosines.get(cid, 0.0), 0.0) / top_cos
             lex = max(bm25.get(cid, 0.0), 0.0) / top_bm25
             fused[cid] = options.alpha * cos + (1.0 - options.alpha) * lex
     return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+_TOKENIZER = threading.local()  # per thread: an in-memory FTS5 table that stems the query's words
+
+
+def _stemmed(words: str) -> list[str]:
+    """The terms FTS5 (porter unicode61 remove_diacritics 2, as the index) makes of *words*."""
+    import sqlite3
+
+    conn = getattr(_TOKENIZER, "conn", None)
+    if conn is None:
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn.execute("CREATE VIRTUAL TABLE words USING fts5(x, tokenize='porter unicode61 remove_diacritics 2')")
+        conn.execute("CREATE VIRTUAL TABLE terms USING fts5vocab(words, row)")
+        _TOKENIZER.conn = conn
+    conn.execute("INSERT INTO words(rowid, x) VALUES (1, ?)", (words,))
+    try:
+        return [term for (term,) in conn.execute("SELECT term FROM terms")]
+    finally:
+        conn.execute("DELETE FROM words")
+
+
+def bm25_ceiling(reader: IndexReader, match: str) -> float:
+    """What FTS5's BM25 gives *match* (an ``fts_query``) for a chunk of average length that holds
+    each of its words twice: the sum of the words' IDF (FTS5's: log((N - n + 0.5) / (n + 0.5)),
+    at least 1e-6, n the chunks holding the word; a word FTS5 reads as several terms, such as
+    ``err_disk_4711``, counts once, with its rarest term's) times BM25's part for two
+    occurrences, 2 (k1 + 1) / (2 + k1). A chunk matching only the query's common words scores a
+    small share of it, one holding its rare words about all of it. 0 when unknown. Reads FTS5's
+    own term counts (an fts5vocab table): a few index lookups."""
+    import sqlite3
+
+    total = max(reader.count, 1)
+    idf = 0.0
+    try:
+        reader.conn.execute(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.semsearch_terms USING fts5vocab(main, chunks_fts, row)"
+        )
+        for word in match.split(" OR "):
+            counts = []
+            for term in _stemmed(word.strip('"')):
+                row = reader.conn.execute("SELECT doc FROM temp.semsearch_terms WHERE term = ?", (term,)).fetchone()
+                counts.append(row[0] if row else 0)
+            if counts:
+                n = min(counts)
+                idf += max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6)
+    except sqlite3.Error:
+        return 0.0
+    return idf * _TWICE
 
 
 # Lucene's English stop words (what BM25 baselines such as BEIR's Elasticsearch drop).

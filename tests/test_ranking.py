@@ -148,3 +148,51 @@ def test_mcp_search_shows_each_place_once_with_the_ranking_score(project: Path) 
         places = [(h["path"], h["location"]["line"]) for h in hits]
         assert len(hits) == 3 and len(set(places)) == 3, places
         assert _non_increasing([h["score"] for h in hits]), hits
+
+
+def test_ceiling_fusion_lets_a_strong_semantic_match_survive_a_common_word_match() -> None:
+    from semsearch.search import SearchOptions, _rank
+
+    # Chunk 1 says it in other words (top cosine, no keyword); chunk 2 shares the question's
+    # common words (lower cosine, the best BM25 of the candidates, but a sixth of what a chunk
+    # holding the query's words would score).
+    cosines = {1: 0.62, 2: 0.50, 3: 0.55}
+    bm25 = {2: 2.0}
+    convex = [cid for cid, _ in _rank(SearchOptions(mode="hybrid", fusion="convex"), cosines, bm25)]
+    ceiling = [cid for cid, _ in _rank(SearchOptions(mode="hybrid", fusion="ceiling"), cosines, bm25, 12.0)]
+    assert convex[0] == 2  # the old blend: any keyword hit overtakes the paraphrase
+    assert ceiling[0] == 1
+    # A keyword match worth the query's words still counts fully, and no part exceeds 1.
+    strong = _rank(SearchOptions(mode="hybrid", fusion="ceiling"), cosines, {2: 2.0, 3: 24.0}, 12.0)
+    assert strong[0][0] == 3 and strong[0][1] == pytest.approx(0.5 * 0.55 / 0.62 + 0.5)
+    # Without a ceiling (unknown), the ceiling fusion is the convex one.
+    assert _rank(SearchOptions(mode="hybrid", fusion="ceiling"), cosines, bm25, 0.0) == _rank(
+        SearchOptions(mode="hybrid", fusion="convex"), cosines, bm25
+    )
+
+
+def test_bm25_ceiling_uses_the_index_term_counts(tmp_path: Path, fake_model: FakeModel) -> None:
+    import math
+
+    from semsearch.search import BM25_K1, bm25_ceiling, fts_query
+
+    for i in range(9):
+        write(tmp_path / "docs" / f"d{i}.txt", f"The deployment failed again, note {i}.")
+    write(tmp_path / "docs" / "code.txt", "Status ERR_DISK_4711 means the quota is used up; deployments stop.")
+    with Index.create(tmp_path / ".semsearch", provider=fake_model) as index:
+        index.update([tmp_path / "docs"])
+    twice = 2 * (BM25_K1 + 1) / (2 + BM25_K1)
+
+    def idf(n: int, total: int = 10) -> float:
+        return max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6)
+
+    with IndexReader(tmp_path / ".semsearch") as reader:
+        # "deployment" and "deployments" stem alike (10 chunks); err_disk_4711 is one word of
+        # three terms, counted once with its rarest term's count (1 chunk).
+        got = bm25_ceiling(reader, fts_query("deployments ERR_DISK_4711"))
+        assert got == pytest.approx((idf(10) + idf(1)) * twice)
+        assert bm25_ceiling(reader, fts_query("zeppelin")) == pytest.approx(idf(0) * twice)
+        # The best real match stays under the ceiling's scale: a chunk with the rare word once.
+        best = reader.lexical_search(fts_query("deployments ERR_DISK_4711"), 1)[0][1]
+        assert 0.3 < best / got <= 1.0
+
