@@ -88,8 +88,9 @@ class Hit:
 
     rank: int
     # The score the hits are ranked by, so it never rises down the list: the cosine similarity
-    # (semantic), the BM25 score (lexical) or the fused score (hybrid; 0-1, 1 = the best of both
-    # sides). ``scores`` keeps each side's own: cosine (what min_score filters on), bm25, fused.
+    # (semantic), the BM25 score (lexical) or the fused score (hybrid; 0-1, 1 = the best cosine
+    # with a full keyword match). ``scores`` keeps each side's own: cosine (what min_score
+    # filters on), bm25, fused.
     score: float
     chunk: ChunkRecord
     scores: dict[str, float] = field(default_factory=dict)  # each part: cosine, bm25, fused
@@ -182,7 +183,7 @@ class Searcher:
     ) -> tuple[dict[int, float], dict[int, float], int, np.ndarray | None, float]:
         """Each side's candidates: {chunk id: cosine} and {chunk id: bm25}, how many each side
         was asked for, the query's vector (*qvec* when given, else embedded here), and the
-        highest BM25 score the query could give (0 unless the "ceiling" fusion needs it)."""
+        query's ``bm25_ceiling`` (0 unless the "ceiling" fusion needs it)."""
         wanted = options.top_k * per_hit
         fetch = max(wanted * CANDIDATES_PER_HIT, 50) if options.mode == "hybrid" else wanted
         cosines: dict[int, float] = {}

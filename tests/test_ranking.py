@@ -131,6 +131,12 @@ def test_cli_lines_and_json_show_each_place_once_with_the_ranking_score(project:
         assert "cosine" in o["scores"]  # the cosine stays in scores, for --min-score
     # The same order and scores as the plain lines, which print them with 4 decimals.
     assert [f"{o['score']:.4f}" for o in objects] == [m["score"] for m in lines if m]
+    for mode in ("semantic", "lexical"):
+        shown = runner.invoke(app, ["query", QUESTION, "-k", "4", "--mode", mode, "--json"])
+        assert shown.exit_code == 0, shown.output
+        hits = [json.loads(line) for line in shown.stdout.splitlines()]
+        assert len({(o["path"], o["line"]) for o in hits}) == len(hits) == 4
+        assert _non_increasing([o["score"] for o in hits])
 
 
 def test_mcp_search_shows_each_place_once_with_the_ranking_score(project: Path) -> None:
