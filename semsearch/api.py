@@ -460,6 +460,7 @@ class Index:
         files_only: bool = False,
         fusion: str | None = None,
         alpha: float = 0.5,
+        distinct_places: bool = True,
         paths: Sequence[str | os.PathLike[str]] | None = None,
         globs: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
@@ -474,7 +475,8 @@ class Index:
         hit's ``score`` is the one it is ranked by (hybrid: the blend, ``scores["fused"]``);
         ``scores`` has each side's. *min_score* drops hits under that cosine similarity
         (``scores["cosine"]``), in every mode. A place is returned once: of hits whose emphasized
-        sentence is at the same place (overlapping chunks), the better is kept. *fusion*
+        sentence is at the same place (overlapping chunks), the better is kept (*distinct_places*
+        False: every chunk as ranked). *fusion*
         ("ceiling", the default: BM25 over the highest score the query's words could give;
         "convex": over the best candidate's; or "rrf") and *alpha* (the cosine side's weight)
         say how hybrid mode blends the two sides.
@@ -499,6 +501,7 @@ class Index:
                 files_only=files_only,
                 fusion=fusion,
                 alpha=alpha,
+                distinct_places=distinct_places,
                 scope=_scope(scope, paths, globs, types, types_not, changed_within, changed_before),
             ),
         )

@@ -58,6 +58,9 @@ class SearchOptions:
     fusion: str = DEFAULT_FUSION  # how hybrid mode blends the two sides (FUSIONS)
     alpha: float = 0.5  # convex fusion: the weight of the cosine side
     scope: Scope | None = None  # only files in this scope (paths, globs, types, times)
+    # One hit per place: a chunk whose emphasized sentence is at a better hit's place (overlapping
+    # chunks share sentences) is left out. False: every chunk as ranked.
+    distinct_places: bool = True
 
     def validate(self) -> None:
         if self.top_k < 1:
@@ -271,7 +274,7 @@ def _collect(
                     continue  # a file ranks by its best chunk (max beat sum of top 2)
                 files.add(record.file_id)
             highlight = best_sentence(record.text, query) if query is not None else None
-            if query is not None and not options.files_only:
+            if query is not None and options.distinct_places and not options.files_only:
                 place = place_of(record, highlight)
                 seen = places.setdefault(record.file_id, [])
                 if any(same_place(place, other) for other in seen):

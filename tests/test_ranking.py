@@ -75,6 +75,9 @@ def test_overlapping_chunks_give_one_hit_per_place_and_still_k_hits(project: Pat
             assert len(set(places)) == len(hits), places
             assert sum(SENTENCE in h.chunk.text[slice(*h.highlight)] for h in hits if h.highlight) == 1
             assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+        # Asked for every chunk as ranked, both chunks holding the sentence come back.
+        raw = index.search(QUESTION, k=20, mode=mode, distinct_places=False)
+        assert sum(SENTENCE in h.chunk.text for h in raw) == 2
         # The one kept is the better of the two: nothing left out ranks above it.
         every = index.search(QUESTION, k=20, mode=mode)
         kept = next(h for h in every if h.highlight and SENTENCE in h.chunk.text[slice(*h.highlight)])

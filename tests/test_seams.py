@@ -25,7 +25,7 @@ from semsearch import readers, vectors
 from semsearch.api import Index
 from semsearch.errors import ExtractError, IndexCorruptError
 from semsearch.readers import Document, Reader, register_reader, unregister_reader
-from semsearch.search import Hit, best_sentence, place_of, same_place
+from semsearch.search import Hit
 from semsearch.store import IndexReader
 from semsearch.vectors import Subset, register_backend, unregister_backend
 
@@ -138,28 +138,18 @@ def live_ids(reader: IndexReader) -> list[int]:
 
 
 def brute_force(index_dir: Path, model: FakeModel, query: str, k: int) -> list[tuple[int, float]]:
-    """The true cosine ranking over the stored vectors (equal scores by id), one chunk per place
-    as a search shows them (a chunk whose emphasized sentence is at a better one's place is left
-    out: overlapping chunks share sentences)."""
+    """The true cosine ranking over the stored vectors (equal scores by id)."""
     with IndexReader(index_dir) as reader:
         ids = live_ids(reader)
         stored = reader.vectors(ids)
-        records = reader.fetch_chunks(ids)
     matrix = np.stack([stored[i] for i in ids])
     scores = matrix @ model.query_embedder().embed_queries([query])[0]
-    kept: list[tuple[int, float]] = []
-    places: dict[int, list[tuple[int, int, int]]] = {}
-    for i in np.lexsort((np.array(ids), -scores)):
-        record = records[ids[i]]
-        place = place_of(record, best_sentence(record.text, query))
-        if not any(same_place(place, other) for other in places.setdefault(record.file_id, [])):
-            places[record.file_id].append(place)
-            kept.append((ids[i], float(scores[i])))
-    return kept[:k]
+    order = np.lexsort((np.array(ids), -scores))[:k]
+    return [(ids[i], float(scores[i])) for i in order]
 
 
 def assert_exact_ranking(index: Index, model: FakeModel, query: str, k: int = 8) -> None:
-    hits = index.search(query, k=k, mode="semantic")
+    hits = index.search(query, k=k, mode="semantic", distinct_places=False)  # every chunk, as ranked
     expected = brute_force(index.path, model, query, k)
     assert [h.chunk.id for h in hits] == [i for i, _ in expected], query
     assert np.allclose([h.score for h in hits], [s for _, s in expected], atol=1e-5)
