@@ -481,15 +481,24 @@ def compare(sets: list[tuple[str, Path]], only: list[str] | None, samples: int, 
         queries = [Q(rec, data["chunks"]) for rec in data["queries"]]
         names = [v for v in VARIANTS if only is None or v in only or v == "default"]
         metrics: dict[str, dict[str, dict[str, float]]] = {}
+        # Queries whose semantic top-1 document is relevant: does the fusion keep it in its top 3?
+        sem_first = {}
+        for q in queries:
+            ranked = ranked_docs(semantic(q), doc_of, 1)
+            if ranked and qrels.get(q.id, {}).get(ranked[0], 0) > 0:
+                sem_first[q.id] = ranked[0]
+        kept: dict[str, int] = {}
         for variant in names:
             fusion = VARIANTS[variant]
-            metrics[variant] = per_query({q.id: ranked_docs(fusion(q), doc_of) for q in queries}, qrels)
+            run = {q.id: ranked_docs(fusion(q), doc_of) for q in queries}
+            metrics[variant] = per_query(run, qrels)
+            kept[variant] = sum(doc in run[qid][:3] for qid, doc in sem_first.items())
         base = metrics["default"]
         qids = sorted(base)
         table = {}
         print(f"\n## {name}: {len(qids)} queries, {data['chunks']} chunks ({path})")
-        print("| fusion | nDCG@10 | p | R@100 | p | top-3 | p |")
-        print("|---|---|---|---|---|---|---|")
+        print("| fusion | nDCG@10 | p | R@100 | p | top-3 | p | semantic's right top-1 kept in the top 3 |")
+        print("|---|---|---|---|---|---|---|---|")
         for variant in names:
             row: dict[str, float] = {}
             cells = []
@@ -500,8 +509,9 @@ def compare(sets: list[tuple[str, Path]], only: list[str] | None, samples: int, 
                 row[metric], row[f"p_{metric}"] = mean, p
                 shown = f"{int(sum(values))}/{len(values)}" if metric == "top3" else f"{mean:.4f}"
                 cells += [shown, "" if variant == "default" else f"{p:.3f}"]
+            row["semantic_top1_kept"] = kept[variant]
             table[variant] = row
-            print(f"| {variant} | " + " | ".join(cells) + " |")
+            print(f"| {variant} | " + " | ".join(cells) + f" | {kept[variant]}/{len(sem_first)} |")
         kinds = sorted({r.get("kind") for r in data["queries"] if r.get("kind")})
         by_kind: dict[str, dict[str, dict[str, float]]] = {}
         for kind in kinds:
