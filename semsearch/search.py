@@ -370,7 +370,8 @@ def bm25_ceiling(reader: IndexReader, match: str) -> float:
     """What FTS5's BM25 gives *match* (an ``fts_query``) for a chunk of average length that holds
     each of its words twice: the sum of the words' IDF (FTS5's: log((N - n + 0.5) / (n + 0.5)),
     at least 1e-6, n the chunks holding the word; a word FTS5 reads as several terms, such as
-    ``err_disk_4711``, counts once, with its rarest term's) times BM25's part for two
+    ``err_disk_4711``, counts once, with its rarest term's; a word no chunk holds, not at all)
+    times BM25's part for two
     occurrences, 2 (k1 + 1) / (2 + k1). A chunk matching only the query's common words scores a
     small share of it, one holding its rare words about all of it. 0 when unknown. Reads FTS5's
     own term counts (an fts5vocab table): a few index lookups."""
@@ -387,8 +388,8 @@ def bm25_ceiling(reader: IndexReader, match: str) -> float:
             for term in _stemmed(word.strip('"')):
                 row = reader.conn.execute("SELECT doc FROM temp.semsearch_terms WHERE term = ?", (term,)).fetchone()
                 counts.append(row[0] if row else 0)
-            if counts:
-                n = min(counts)
+            n = min(counts, default=0)
+            if n > 0:  # a word no chunk holds cannot be matched: it adds nothing to reach
                 idf += max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6)
     except sqlite3.Error:
         return 0.0

@@ -200,7 +200,9 @@ def test_bm25_ceiling_uses_the_index_term_counts(tmp_path: Path, fake_model: Fak
         # three terms, counted once with its rarest term's count (1 chunk).
         got = bm25_ceiling(reader, fts_query("deployments ERR_DISK_4711"))
         assert got == pytest.approx((idf(10) + idf(1)) * twice)
-        assert bm25_ceiling(reader, fts_query("zeppelin")) == pytest.approx(idf(0) * twice)
+        # A word no chunk holds cannot be matched: it does not raise the ceiling.
+        assert bm25_ceiling(reader, fts_query("zeppelin")) == 0.0
+        assert bm25_ceiling(reader, fts_query("zeppelin ERR_DISK_4711")) == pytest.approx(idf(1) * twice)
         # The best real match stays under the ceiling's scale: a chunk with the rare word once.
         best = reader.lexical_search(fts_query("deployments ERR_DISK_4711"), 1)[0][1]
         assert 0.3 < best / got <= 1.0
