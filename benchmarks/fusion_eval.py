@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 K1 = 1.2  # FTS5's bm25() constants
+T3 = 3 * (K1 + 1) / (3 + K1)  # semsearch's ceiling: BM25's part for a word three times
 N_CAND = 1600
 DEPTH = 100
 
@@ -380,10 +381,10 @@ VARIANTS: dict[str, Fusion] = {
     "default": convex(0.5),
     "semantic": semantic,
     "library convex": shipped("convex"),
-    "library ceiling": shipped("ceiling"),  # each word twice (the shipped default)
-    "library ceiling tf1": shipped("ceiling", 1 / 1.375),  # each word once
-    "library ceiling tf3": shipped("ceiling", (2.2 * 3 / 4.2) / 1.375),  # each word three times
-    "library ceiling tf-inf": shipped("ceiling", 2.2 / 1.375),  # saturated: (k1 + 1) x sum of IDF
+    "library ceiling": shipped("ceiling"),  # each word three times (the shipped default)
+    "library ceiling tf1": shipped("ceiling", 1 / T3),  # each word once
+    "library ceiling tf2": shipped("ceiling", (2.2 * 2 / 3.2) / T3),  # each word twice
+    "library ceiling tf-inf": shipped("ceiling", 2.2 / T3),  # saturated: (k1 + 1) x sum of IDF
     "library ceiling a0.6": lambda q: dict(_library_rank(q, 0.6)),
     "library ceiling a0.4": lambda q: dict(_library_rank(q, 0.4)),
     "lexical": lexical,

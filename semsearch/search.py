@@ -27,7 +27,7 @@ DEFAULT_MODE = "hybrid"  # chosen by measurement (benchmarks/RESULTS.md)
 # the query (bm25 of a chunk outside the lexical candidates, or matching no word, counts 0),
 # weighted by SearchOptions.alpha; it does not depend on how many candidates each side fetched.
 # "ceiling": the same blend, but BM25 divided by what a chunk holding every word of the query
-# twice would score (``bm25_ceiling``; or by the best candidate's score when that is higher), not
+# three times would score (``bm25_ceiling``; or by the best candidate's score when that is higher), not
 # by the best candidate's: a best keyword match made of common words stays small, so it no
 # longer outranks a paraphrase that matches no word, while a match of the query's rare words
 # counts fully. "rrf", reciprocal rank fusion, stays for comparison
@@ -36,7 +36,7 @@ FUSIONS = ("convex", "ceiling", "rrf")
 DEFAULT_FUSION = "ceiling"  # chosen by measurement (benchmarks/RESULTS.md, issue 23)
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
 BM25_K1 = 1.2  # FTS5's bm25() k1
-_TWICE = 2 * (BM25_K1 + 1) / (2 + BM25_K1)  # BM25's part for a word twice in a chunk of average length
+_THRICE = 3 * (BM25_K1 + 1) / (3 + BM25_K1)  # BM25's part for a word 3 times in a chunk of average length
 CANDIDATES_PER_HIT = 2  # each side of a hybrid search fetches this many candidates per wanted hit
 MAX_QUERY_CHARS = 10_000
 _CORES = usable_cpus()  # hybrid runs BM25 beside the embedding only with a second core
@@ -368,11 +368,11 @@ def _stemmed(words: str) -> list[str]:
 
 def bm25_ceiling(reader: IndexReader, match: str) -> float:
     """What FTS5's BM25 gives *match* (an ``fts_query``) for a chunk of average length that holds
-    each of its words twice: the sum of the words' IDF (FTS5's: log((N - n + 0.5) / (n + 0.5)),
+    each of its words three times: the sum of the words' IDF (FTS5's: log((N - n + 0.5) / (n + 0.5)),
     at least 1e-6, n the chunks holding the word; a word FTS5 reads as several terms, such as
     ``err_disk_4711``, counts once, with its rarest term's; a word no chunk holds, not at all)
-    times BM25's part for two
-    occurrences, 2 (k1 + 1) / (2 + k1). A chunk matching only the query's common words scores a
+    times BM25's part for three
+    occurrences, 3 (k1 + 1) / (3 + k1). A chunk matching only the query's common words scores a
     small share of it, one holding its rare words about all of it. 0 when unknown. Reads FTS5's
     own term counts (an fts5vocab table): a few index lookups."""
     import sqlite3
@@ -393,7 +393,7 @@ def bm25_ceiling(reader: IndexReader, match: str) -> float:
                 idf += max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6)
     except sqlite3.Error:
         return 0.0
-    return idf * _TWICE
+    return idf * _THRICE
 
 
 # Lucene's English stop words (what BM25 baselines such as BEIR's Elasticsearch drop).

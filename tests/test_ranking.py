@@ -190,7 +190,7 @@ def test_bm25_ceiling_uses_the_index_term_counts(tmp_path: Path, fake_model: Fak
     write(tmp_path / "docs" / "code.txt", "Status ERR_DISK_4711 means the quota is used up; deployments stop.")
     with Index.create(tmp_path / ".semsearch", provider=fake_model) as index:
         index.update([tmp_path / "docs"])
-    twice = 2 * (BM25_K1 + 1) / (2 + BM25_K1)
+    thrice = 3 * (BM25_K1 + 1) / (3 + BM25_K1)
 
     def idf(n: int, total: int = 10) -> float:
         return max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6)
@@ -199,10 +199,10 @@ def test_bm25_ceiling_uses_the_index_term_counts(tmp_path: Path, fake_model: Fak
         # "deployment" and "deployments" stem alike (10 chunks); err_disk_4711 is one word of
         # three terms, counted once with its rarest term's count (1 chunk).
         got = bm25_ceiling(reader, fts_query("deployments ERR_DISK_4711"))
-        assert got == pytest.approx((idf(10) + idf(1)) * twice)
+        assert got == pytest.approx((idf(10) + idf(1)) * thrice)
         # A word no chunk holds cannot be matched: it does not raise the ceiling.
         assert bm25_ceiling(reader, fts_query("zeppelin")) == 0.0
-        assert bm25_ceiling(reader, fts_query("zeppelin ERR_DISK_4711")) == pytest.approx(idf(1) * twice)
+        assert bm25_ceiling(reader, fts_query("zeppelin ERR_DISK_4711")) == pytest.approx(idf(1) * thrice)
         # The best real match stays under the ceiling's scale: a chunk with the rare word once.
         best = reader.lexical_search(fts_query("deployments ERR_DISK_4711"), 1)[0][1]
         assert 0.3 < best / got <= 1.0
