@@ -476,10 +476,10 @@ class Index:
         ``scores`` has each side's. *min_score* drops hits under that cosine similarity
         (``scores["cosine"]``), in every mode. A place is returned once: of hits whose emphasized
         sentence is at the same place (overlapping chunks), the better is kept (*distinct_places*
-        False: every chunk as ranked). *fusion*
-        ("ceiling", the default: BM25 over the highest score the query's words could give;
-        "convex": over the best candidate's; or "rrf") and *alpha* (the cosine side's weight)
-        say how hybrid mode blends the two sides.
+        False: every chunk as ranked). *fusion* ("ceiling", the default: BM25 over what a chunk
+        holding each of the query's words three times would score; "convex": over the best
+        candidate's; or "rrf") and *alpha* (the cosine side's weight) say how hybrid mode blends
+        the two sides.
 
         Filters (applied before the top-*k* cut, so *k* hits come back whenever *k* chunks pass):
         *paths*, files or folders (relative to the current folder) the hits must be in; *globs*,

@@ -356,8 +356,9 @@ def build_server(index: Path | None, *, allow_index: bool = False) -> Any:
         a duration ago. Returns {"query", "hits"}, the hits best first, each with: rank; path
         (relative to the project); location ({"kind": "line", "line": N, "line_end": M}, or the
         page, cell, slide or section in documents of parts); score (what ranks them: the
-        cosine/BM25 blend; cosine in semantic mode, BM25 in lexical); scores (cosine, bm25, fused); title; context (the headings above the
-        passage); text (the passage); type (md, pdf, py ...); mtime (Unix seconds when indexed).
+        cosine/BM25 blend; cosine in semantic mode, BM25 in lexical); scores (cosine, bm25,
+        fused); title; context (the headings above the passage); text (the passage); type (md,
+        pdf, py ...); mtime (Unix seconds when indexed).
         """
         if not query.strip():
             raise ToolError("the query is empty")
