@@ -8,19 +8,24 @@ Usage:
     #    top N with scores, which query words each candidate matches and their document counts)
     python benchmarks/fusion_eval.py dump --index DIR --queries Q.jsonl --qrels QRELS.tsv \
         --out /tmp/cand-NAME.json.gz [--candidates 1600]
-    # 2. score every fusion on every stored set, paired against the current default
+    # 2. score every fusion on every stored set, paired against the previous default (convex)
     python benchmarks/fusion_eval.py compare NAME=/tmp/cand-NAME.json.gz [...] [--json OUT.json]
                                      [--samples 10000] [--only VARIANT,...]
+    # (FastAPI docs: `index --corpus ../shared/data/fastapi-docs`, `dump ... --root WORK/files`:
+    #  document ids are then paths below that folder)
 
 ``dump`` asks the index exactly what ``semsearch eval`` (``run_evaluation``: distinct files, depth
 100) makes a hybrid search ask: each side's top ``--candidates`` chunks (1600 = 100 files x 8
-chunks x 2, the candidates a depth-100 files-only hybrid search fetches), and the exact cosine of
-every BM25 candidate the vector side did not return. ``compare`` ranks those candidates with each
-fusion in ``VARIANTS``, keeps each file's best chunk, and reports nDCG@10, Recall@100, and how many
-queries have a relevant document in the top 3 ("top-3"), each with a paired two-sided
-randomization test (sign flips of the per-query differences) against ``default`` (the shipped
-fusion: ``semsearch.search._rank``, convex, alpha 0.5). The stored ``default`` reproduces
-``semsearch eval --mode hybrid`` (checked by the script: it prints both when given --index).
+chunks x 2, the candidates a depth-100 files-only hybrid search fetches), the exact cosine of
+every BM25 candidate the vector side did not return, and ``semsearch.search.bm25_ceiling``.
+``compare`` ranks those candidates with each fusion in ``VARIANTS`` ("library ..." ones call
+``semsearch.search._rank`` itself), keeps each file's best chunk, and reports nDCG@10,
+Recall@100, how many queries have a relevant document in the top 3 ("top-3"), and of the queries
+whose semantic top-1 document is relevant how many the fusion keeps in its top 3, each with a
+paired two-sided randomization test (sign flips of the per-query differences) against
+``default`` (convex, alpha 0.5: the default before issue 23). The stored ``default`` and
+``library ceiling`` rankings reproduce ``benchmarks/scifact_eval.py --modes hybrid`` with
+``--fusion convex`` and the default (0.7400 and 0.7394 on SciFact train).
 
 Exit codes: 0 ok, 2 input missing.
 """
