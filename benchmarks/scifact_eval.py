@@ -4,7 +4,7 @@ Usage:
     python benchmarks/scifact_eval.py [--data ../shared/data/scifact] [--work /tmp/scifact-work]
                                       [--chunk-tokens 128] [--overlap-tokens 32]
                                       [--modes semantic,lexical,hybrid] [--split all|even|odd]
-                                      [--fusion default|convex|rrf] [--latency-queries 200]
+                                      [--fusion default|convex|ceiling|rrf] [--latency-queries 200]
                                       [--no-update] [--json]
 
 Writes each corpus document to WORK/files/<_id>.txt (benchmarks/scifact_to_files.py), builds or
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per mode instead of a table")
     parser.add_argument("--no-update", action="store_true",
                         help="use WORK/idx-<chunk>-<overlap> as it is (no conversion, no index update)")
-    parser.add_argument("--fusion", choices=("default", "convex", "rrf"), default="default",
+    parser.add_argument("--fusion", choices=("default", "convex", "ceiling", "rrf"), default="default",
                         help="hybrid fusion to measure (default: SearchOptions' default fusion)")
     parser.add_argument("--latency-queries", type=int, default=200,
                         help="also time this many plain top-10 chunk queries per mode (0: skip)")

@@ -543,8 +543,9 @@ class Index:
         mode: str | None = None,
         min_score: float | None = None,
         files_only: bool = False,
-        fusion: str = "convex",
+        fusion: str | None = None,
         alpha: float = 0.5,
+        distinct_places: bool = True,
         paths: Sequence[str | os.PathLike[str]] | None = None,
         globs: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
@@ -555,9 +556,15 @@ class Index:
     ) -> list[Hit]:
         """The *k* passages (or files, with *files_only*) that best match *query*, best first.
 
-        *mode*: "hybrid" (default: cosine blended with BM25), "semantic" or "lexical".
-        *min_score* drops hits under that cosine similarity. *fusion* ("convex" or "rrf") and
-        *alpha* (convex: the cosine side's weight) say how hybrid mode blends the two sides.
+        *mode*: "hybrid" (default: cosine blended with BM25), "semantic" or "lexical". Each
+        hit's ``score`` is the one it is ranked by (hybrid: the blend, ``scores["fused"]``);
+        ``scores`` has each side's. *min_score* drops hits under that cosine similarity
+        (``scores["cosine"]``), in every mode. A place is returned once: of hits whose emphasized
+        sentence is at the same place (overlapping chunks), the better is kept (*distinct_places*
+        False: every chunk as ranked). *fusion* ("ceiling", the default: BM25 over what a chunk
+        holding each of the query's words three times would score; "convex": over the best
+        candidate's; or "rrf") and *alpha* (the cosine side's weight) say how hybrid mode blends
+        the two sides.
 
         Filters (applied before the top-*k* cut, so *k* hits come back whenever *k* chunks pass):
         *paths*, files or folders (relative to the current folder) the hits must be in; *globs*,
@@ -579,6 +586,7 @@ class Index:
                 files_only=files_only,
                 fusion=fusion,
                 alpha=alpha,
+                distinct_places=distinct_places,
                 scope=_scope(scope, paths, globs, types, types_not, changed_within, changed_before),
             ),
         )
@@ -590,6 +598,8 @@ class Index:
         if k < 1:
             raise InvalidOptionError(f"{{k}} must be at least 1 (got {k})", options=("k",))
         given["mode"] = given.get("mode") or DEFAULT_MODE
+        if given.get("fusion") is None:
+            given.pop("fusion", None)  # SearchOptions' default
         options = SearchOptions(top_k=min(k, MAX_HITS), **given)
         options.validate()
         return options
@@ -736,7 +746,7 @@ class Index:
         mode: str | None = None,
         id_mode: str = "stem",
         depth: int = 100,
-        fusion: str = "convex",
+        fusion: str | None = None,
         scope: Scope | None = None,
     ) -> EvalResult:
         """Score the index on judged queries (BEIR style): nDCG@10, recall, MRR, latency.
@@ -749,7 +759,7 @@ class Index:
         """
         from semsearch.evalrun import run_evaluation
         from semsearch.evaluate import Query
-        from semsearch.search import DEFAULT_MODE
+        from semsearch.search import DEFAULT_FUSION, DEFAULT_MODE
 
         if isinstance(queries, Mapping):
             queries = [Query(str(qid), str(text)) for qid, text in queries.items()]
@@ -764,7 +774,7 @@ class Index:
                 mode=mode or DEFAULT_MODE,
                 id_mode=id_mode,
                 depth=min(depth, MAX_HITS),
-                fusion=fusion,
+                fusion=fusion or DEFAULT_FUSION,
                 scope=scope,
             )
         except InvalidOptionError:

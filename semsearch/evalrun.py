@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from semsearch.errors import InvalidOptionError
 from semsearch.evaluate import EvalReport, Query, distinct_in_order, doc_id_from_path, evaluate_run, latency_summary
 from semsearch.scope import Scope
-from semsearch.search import DEFAULT_MODE, MODES, Searcher, SearchOptions
+from semsearch.search import DEFAULT_FUSION, DEFAULT_MODE, MODES, Searcher, SearchOptions
 from semsearch.store import IndexReader
 
 __all__ = ["EvalResult", "ranked_documents", "run_evaluation"]
@@ -92,7 +92,7 @@ def ranked_documents(
     mode: str,
     id_mode: str = "stem",
     depth: int = 100,
-    fusion: str = "convex",
+    fusion: str = DEFAULT_FUSION,
     scope: Scope | None = None,
 ) -> list[str]:
     """Distinct document ids for one query, best first (at most ``depth``)."""
@@ -116,7 +116,7 @@ def run_evaluation(
     mode: str = DEFAULT_MODE,
     id_mode: str = "stem",
     depth: int = 100,
-    fusion: str = "convex",
+    fusion: str = DEFAULT_FUSION,
     scope: Scope | None = None,
     only_judged: bool = True,
     on_progress: Callable[[int, int], None] | None = None,

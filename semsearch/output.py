@@ -26,7 +26,6 @@ VIEW_LINES = 14
 # disguise text on a terminal.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _SPACES = re.compile(r"\s+")
-_NON_SPACE = re.compile(r"\S")  # as semsearch.chunk finds a chunk's first line
 _SURROGATE = re.compile("[\ud800-\udfff]")  # lone: os.fsdecode's stand-ins for bytes that are not UTF-8
 
 
@@ -75,14 +74,10 @@ def display_path(path: Path) -> str:
 
 
 def snippet_line(hit: Hit) -> int:
-    """The 1-based line where the snippet starts: the chunk's first line plus the line breaks
-    between the chunk's first non-space character (where ``line_start`` counts from) and the
-    start of the emphasized sentence."""
-    c = hit.chunk
-    first = _NON_SPACE.search(c.text)
-    lead = first.start() if first else 0
-    start = hit.highlight[0] if hit.highlight else 0
-    return c.line_start + (c.text.count("\n", lead, start) if start > lead else 0)
+    """The 1-based line where the snippet starts (``semsearch.search.snippet_line``)."""
+    from semsearch.search import snippet_line as line_of
+
+    return line_of(hit.chunk, hit.highlight)
 
 
 def location(hit: Hit) -> int:

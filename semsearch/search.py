@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Callable
@@ -22,16 +23,25 @@ if TYPE_CHECKING:
 
 MODES = ("semantic", "lexical", "hybrid")
 DEFAULT_MODE = "hybrid"  # chosen by measurement (benchmarks/RESULTS.md)
-# Hybrid fusion "convex": a blend of each side's score divided by that side's best score for the
-# query (bm25 of a chunk outside the lexical candidates, or matching no word, counts 0), weighted
-# by SearchOptions.alpha; it does not depend on how many candidates each side fetched. "rrf",
-# reciprocal rank fusion, stays for comparison (benchmarks/RESULTS.md compares them).
-FUSIONS = ("convex", "rrf")
+# Hybrid fusions. "convex": a blend of each side's score divided by that side's best score for
+# the query (bm25 of a chunk outside the lexical candidates, or matching no word, counts 0),
+# weighted by SearchOptions.alpha; it does not depend on how many candidates each side fetched.
+# "ceiling": the same blend, but BM25 divided by what a chunk holding every word of the query
+# three times would score (``bm25_ceiling``; or by the best candidate's score when that is higher), not
+# by the best candidate's: a best keyword match made of common words stays small, so it no
+# longer outranks a paraphrase that matches no word, while a match of the query's rare words
+# counts fully. "rrf", reciprocal rank fusion, stays for comparison
+# (benchmarks/RESULTS.md compares them).
+FUSIONS = ("convex", "ceiling", "rrf")
+DEFAULT_FUSION = "ceiling"  # chosen by measurement (benchmarks/RESULTS.md, issue 23)
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
+BM25_K1 = 1.2  # FTS5's bm25() k1
+_THRICE = 3 * (BM25_K1 + 1) / (3 + BM25_K1)  # BM25's part for a word 3 times in a chunk of average length
 CANDIDATES_PER_HIT = 2  # each side of a hybrid search fetches this many candidates per wanted hit
 MAX_QUERY_CHARS = 10_000
 _CORES = usable_cpus()  # hybrid runs BM25 beside the embedding only with a second core
 _WORD = re.compile(r"\w+", re.UNICODE)
+_NON_SPACE = re.compile(r"\S")  # where a chunk's first line (line_start) is
 # A sentence ends at . ! ? followed by space and a capital, digit, quote or bracket; or at a
 # newline. ("e.g. this" and "v1.2" do not end one.)
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[*#])|\n+")
@@ -45,9 +55,12 @@ class SearchOptions:
     min_score: float | None = None  # cosine similarity
     mode: str = DEFAULT_MODE
     files_only: bool = False  # distinct files, each ranked by its best chunk
-    fusion: str = "convex"  # how hybrid mode blends the two sides (FUSIONS)
+    fusion: str = DEFAULT_FUSION  # how hybrid mode blends the two sides (FUSIONS)
     alpha: float = 0.5  # convex fusion: the weight of the cosine side
     scope: Scope | None = None  # only files in this scope (paths, globs, types, times)
+    # One hit per place: a chunk whose emphasized sentence is at a better hit's place (overlapping
+    # chunks share sentences) is left out. False: every chunk as ranked.
+    distinct_places: bool = True
 
     def validate(self) -> None:
         if self.top_k < 1:
@@ -77,7 +90,11 @@ class Hit:
     """One ranked result: a chunk and how it scored."""
 
     rank: int
-    score: float  # what users see: the cosine similarity of query and chunk (--mode lexical: the BM25 score)
+    # The score the hits are ranked by, so it never rises down the list: the cosine similarity
+    # (semantic), the BM25 score (lexical) or the fused score (hybrid; 0-1, 1 = the best cosine
+    # with a full keyword match). ``scores`` keeps each side's own: cosine (what min_score
+    # filters on), bm25, fused.
+    score: float
     chunk: ChunkRecord
     scores: dict[str, float] = field(default_factory=dict)  # each part: cosine, bm25, fused
     highlight: tuple[int, int] | None = None  # span of the sentence closest to the query
@@ -152,43 +169,54 @@ class Searcher:
             return []
         qvec: np.ndarray | None = None  # embedded once, by the first round
         while True:
-            cosines, bm25, fetched, qvec = self._candidates(query, options, per_hit, within, qvec)
-            ranked = _rank(options, cosines, bm25)
-            hits = collect_hits(self.reader, ranked, cosines, bm25, options)
+            cosines, bm25, fetched, qvec, top = self._candidates(query, options, per_hit, within, qvec)
+            ranked = _rank(options, cosines, bm25, top)
+            hits, merged = _collect(self.reader, ranked, cosines, bm25, options, query)
             exhausted = len(cosines) < fetched and len(bm25) < fetched
-            if not options.files_only or len(hits) >= options.top_k or exhausted or fetched >= self.reader.count:
+            # Ask again for more candidates when hits at the same place as a better one (or a
+            # file's other chunks) left fewer than k.
+            short = len(hits) < options.top_k and (options.files_only or merged > 0)
+            if not short or exhausted or fetched >= self.reader.count:
                 break
-            per_hit *= 4
-        for hit in hits:
-            hit.highlight = best_sentence(hit.chunk.text, query)
+            per_hit *= 4 if options.files_only else 2
         return hits
 
     def _candidates(
         self, query: str, options: SearchOptions, per_hit: int, within: Subset | None, qvec: np.ndarray | None
-    ) -> tuple[dict[int, float], dict[int, float], int, np.ndarray | None]:
+    ) -> tuple[dict[int, float], dict[int, float], int, np.ndarray | None, float]:
         """Each side's candidates: {chunk id: cosine} and {chunk id: bm25}, how many each side
-        was asked for, and the query's vector (*qvec* when given, else embedded here)."""
+        was asked for, the query's vector (*qvec* when given, else embedded here), and the
+        query's ``bm25_ceiling`` (0 unless the "ceiling" fusion needs it)."""
         wanted = options.top_k * per_hit
         fetch = max(wanted * CANDIDATES_PER_HIT, 50) if options.mode == "hybrid" else wanted
         cosines: dict[int, float] = {}
         bm25: dict[int, float] = {}
         match = fts_query(query) if options.mode in ("lexical", "hybrid") else ""
-        pending: Future[list[tuple[int, float]]] | None = None
+        ceiling = options.mode == "hybrid" and options.fusion == "ceiling"
+
+        def lexical() -> tuple[list[tuple[int, float]], float]:
+            found = self.reader.lexical_search(match, fetch, within)
+            return found, (bm25_ceiling(self.reader, match) if ceiling and found else 0.0)
+
+        pending: Future[tuple[list[tuple[int, float]], float]] | None = None
+        top = 0.0
         if match and options.mode == "hybrid" and _CORES > 1:
             # BM25 ranks in a worker thread while the query is embedded and the graph searched
             # (SQLite, onnxruntime and hnswlib release the GIL): hybrid then costs about what
             # its slower half costs, not the sum of both. Even beside a query model on two
             # threads (the MCP server) this measured faster than one after the other.
-            pending = self._worker().submit(self.reader.lexical_search, match, fetch, within)
+            pending = self._worker().submit(lexical)
         try:
             if options.mode in ("semantic", "hybrid"):
                 if qvec is None:
                     qvec = self.embed(query)
                 cosines = dict(self.reader.vector_search(qvec, fetch, within=within))
             if pending is not None:
-                bm25 = dict(pending.result())
+                found, top = pending.result()
+                bm25 = dict(found)
             elif match:
-                bm25 = dict(self.reader.lexical_search(match, fetch, within))
+                found, top = lexical()
+                bm25 = dict(found)
         finally:
             if pending is not None:
                 wait([pending])  # never leave the worker reading after an error here
@@ -197,7 +225,7 @@ class Searcher:
             missing = [cid for cid in bm25 if cid not in cosines]
             for cid, vec in self.reader.vectors(missing).items():
                 cosines[cid] = float(vec @ qvec)
-        return cosines, bm25, fetch, qvec
+        return cosines, bm25, fetch, qvec, top
 
 
 def collect_hits(
@@ -209,8 +237,24 @@ def collect_hits(
 ) -> list[Hit]:
     """The hits of a ranking ([(chunk id, rank score)], best first): chunks read from *reader*,
     ``options.min_score`` and ``files_only`` applied, ranked 1..k."""
+    return _collect(reader, ranked, cosines, bm25, options, None)[0]
+
+
+def _collect(
+    reader: IndexReader,
+    ranked: list[tuple[int, float]],
+    cosines: dict[int, float],
+    bm25: dict[int, float],
+    options: SearchOptions,
+    query: str | None,
+) -> tuple[list[Hit], int]:
+    """``collect_hits``, and with a *query* each hit's emphasized sentence found
+    (``best_sentence``) and a hit at the same place as a better one left out (``same_place``).
+    Returns the hits and how many were left out as the same place."""
     hits: list[Hit] = []
     files: set[int] = set()
+    places: dict[int, list[tuple[int, int, int]]] = {}  # file id -> (line, start, end) of each hit
+    merged = 0
     # Texts are read page by page, only as far down the ranking as the hits need (a hybrid
     # search ranks several times more candidates than it returns).
     start, page = 0, max(2 * options.top_k, 20)
@@ -218,7 +262,7 @@ def collect_hits(
         part = ranked[start : start + page]
         start, page = start + page, page * 2
         records = reader.fetch_chunks([cid for cid, _ in part])
-        for cid, fused in part:
+        for cid, score in part:
             record = records.get(cid)
             if record is None:
                 continue
@@ -229,20 +273,58 @@ def collect_hits(
                 if record.file_id in files:
                     continue  # a file ranks by its best chunk (max beat sum of top 2)
                 files.add(record.file_id)
+            highlight = best_sentence(record.text, query) if query is not None else None
+            if query is not None and options.distinct_places and not options.files_only:
+                place = place_of(record, highlight)
+                seen = places.setdefault(record.file_id, [])
+                if any(same_place(place, other) for other in seen):
+                    merged += 1
+                    continue  # the better hit at this place is already in (overlapping chunks)
+                seen.append(place)
             parts = {"cosine": cosine} if cosine is not None else {}
             if cid in bm25:
                 parts["bm25"] = bm25[cid]
             if options.mode == "hybrid":
-                parts["fused"] = fused
-            score = cosine if cosine is not None else fused
-            hits.append(Hit(0, score, record, {k: float(v) for k, v in parts.items() if v is not None}))
-    hits = hits[: options.top_k]
+                parts["fused"] = score
+            scores = {k: float(v) for k, v in parts.items() if v is not None}
+            hits.append(Hit(0, float(score), record, scores, highlight))
+            if len(hits) == options.top_k:
+                break
     for rank, hit in enumerate(hits, 1):
         hit.rank = rank
-    return hits
+    return hits, merged
 
 
-def _rank(options: SearchOptions, cosines: dict[int, float], bm25: dict[int, float]) -> list[tuple[int, float]]:
+def snippet_line(chunk: ChunkRecord, highlight: tuple[int, int] | None) -> int:
+    """The 1-based line where a hit's snippet starts: the chunk's first line plus the line breaks
+    between the chunk's first non-space character (where ``line_start`` counts from) and the
+    start of the emphasized sentence (*highlight*, offsets in the chunk's text)."""
+    first = _NON_SPACE.search(chunk.text)
+    lead = first.start() if first else 0
+    start = highlight[0] if highlight else 0
+    return chunk.line_start + (chunk.text.count("\n", lead, start) if start > lead else 0)
+
+
+def place_of(chunk: ChunkRecord, highlight: tuple[int, int] | None) -> tuple[int, int, int]:
+    """Where a hit points in its file: the snippet's line, and the emphasized sentence's span in
+    the file's text (empty without one)."""
+    if highlight is None:
+        return snippet_line(chunk, None), -1, -1
+    return snippet_line(chunk, highlight), chunk.char_start + highlight[0], chunk.char_start + highlight[1]
+
+
+def same_place(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
+    """Whether two hits of one file point at the same place: the same snippet line (what
+    ``PATH:LINE`` shows), or emphasized sentences that overlap (overlapping chunks share
+    sentences, and a chunk that starts inside one emphasizes its tail)."""
+    return a[0] == b[0] or (a[1] >= 0 and b[1] >= 0 and a[1] < b[2] and b[1] < a[2])
+
+
+def _rank(
+    options: SearchOptions, cosines: dict[int, float], bm25: dict[int, float], ceiling: float = 0.0
+) -> list[tuple[int, float]]:
+    """The candidates ranked, best first, with the score they rank by. *ceiling*: the "ceiling"
+    fusion's divisor of BM25 (``bm25_ceiling``; 0: the best candidate's score)."""
     if options.mode == "semantic":
         return sorted(cosines.items(), key=lambda kv: -kv[1])
     if options.mode == "lexical":
@@ -255,11 +337,63 @@ def _rank(options: SearchOptions, cosines: dict[int, float], bm25: dict[int, flo
     else:
         top_cos = max(max(cosines.values(), default=0.0), 1e-9)
         top_bm25 = max(max(bm25.values(), default=0.0), 1e-9)
+        if options.fusion == "ceiling" and ceiling > 0:
+            top_bm25 = max(ceiling, top_bm25)  # never above 1 (the IDFs are FTS5's, N is ours)
         for cid in cosines.keys() | bm25.keys():
             cos = max(cosines.get(cid, 0.0), 0.0) / top_cos
             lex = max(bm25.get(cid, 0.0), 0.0) / top_bm25
             fused[cid] = options.alpha * cos + (1.0 - options.alpha) * lex
     return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+_TOKENIZER = threading.local()  # per thread: an in-memory FTS5 table that stems the query's words
+
+
+def _stemmed(words: str) -> list[str]:
+    """The terms FTS5 (porter unicode61 remove_diacritics 2, as the index) makes of *words*."""
+    import sqlite3
+
+    conn = getattr(_TOKENIZER, "conn", None)
+    if conn is None:
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn.execute("CREATE VIRTUAL TABLE words USING fts5(x, tokenize='porter unicode61 remove_diacritics 2')")
+        conn.execute("CREATE VIRTUAL TABLE terms USING fts5vocab(words, row)")
+        _TOKENIZER.conn = conn
+    conn.execute("INSERT INTO words(rowid, x) VALUES (1, ?)", (words,))
+    try:
+        return [term for (term,) in conn.execute("SELECT term FROM terms")]
+    finally:
+        conn.execute("DELETE FROM words")
+
+
+def bm25_ceiling(reader: IndexReader, match: str) -> float:
+    """What FTS5's BM25 gives *match* (an ``fts_query``) for a chunk of average length that holds
+    each of its words three times: the sum of the words' IDF (FTS5's: log((N - n + 0.5) / (n + 0.5)),
+    at least 1e-6, n the chunks holding the word; a word FTS5 reads as several terms, such as
+    ``err_disk_4711``, counts once, with its rarest term's; a word no chunk holds, not at all)
+    times BM25's part for three
+    occurrences, 3 (k1 + 1) / (3 + k1). A chunk matching only the query's common words scores a
+    small share of it, one holding its rare words about all of it. 0 when unknown. Reads FTS5's
+    own term counts (an fts5vocab table): a few index lookups."""
+    import sqlite3
+
+    total = max(reader.count, 1)
+    idf = 0.0
+    try:
+        reader.conn.execute(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.semsearch_terms USING fts5vocab(main, chunks_fts, row)"
+        )
+        for word in match.split(" OR "):
+            counts = []
+            for term in _stemmed(word.strip('"')):
+                row = reader.conn.execute("SELECT doc FROM temp.semsearch_terms WHERE term = ?", (term,)).fetchone()
+                counts.append(row[0] if row else 0)
+            n = min(counts, default=0)
+            if n > 0:  # a word no chunk holds cannot be matched: it adds nothing to reach
+                idf += max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6)
+    except sqlite3.Error:
+        return 0.0
+    return idf * _THRICE
 
 
 # Lucene's English stop words (what BM25 baselines such as BEIR's Elasticsearch drop).

@@ -61,7 +61,7 @@ def test_hybrid_finds_exact_identifier_that_semantic_ranks_low(tmp_path: Path) -
     assert hybrid.index("codes.txt") < 3, hybrid  # fused, the exact identifier surfaces
 
 
-def test_hybrid_scores_carry_cosine_and_parts(tmp_path: Path) -> None:
+def test_hybrid_scores_carry_cosine_and_parts_and_rank_by_the_fused_score(tmp_path: Path) -> None:
     root = tmp_path / "docs"
     write(root / "a.txt", "alpha beta gamma delta")
     write(root / "b.txt", "epsilon zeta eta theta")
@@ -70,7 +70,8 @@ def test_hybrid_scores_carry_cosine_and_parts(tmp_path: Path) -> None:
         hits = _searcher(reader).search("alpha gamma", SearchOptions(top_k=2, mode="hybrid"))
     assert hits[0].chunk.path.name == "a.txt"
     assert set(hits[0].scores) >= {"cosine", "bm25", "fused"}
-    assert hits[0].score == pytest.approx(hits[0].scores["cosine"])
+    # The score shown is the one the hits are ranked by (issue 23): the fused one.
+    assert [h.score for h in hits] == [h.scores["fused"] for h in hits]
 
 
 def test_hybrid_bm25_in_a_worker_thread_gives_the_one_thread_result(

@@ -149,7 +149,7 @@ def brute_force(index_dir: Path, model: FakeModel, query: str, k: int) -> list[t
 
 
 def assert_exact_ranking(index: Index, model: FakeModel, query: str, k: int = 8) -> None:
-    hits = index.search(query, k=k, mode="semantic")
+    hits = index.search(query, k=k, mode="semantic", distinct_places=False)  # every chunk, as ranked
     expected = brute_force(index.path, model, query, k)
     assert [h.chunk.id for h in hits] == [i for i, _ in expected], query
     assert np.allclose([h.score for h in hits], [s for _, s in expected], atol=1e-5)

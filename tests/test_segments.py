@@ -100,7 +100,7 @@ def test_an_edit_writes_a_delta_and_tombstones_and_leaves_the_base_alone(built) 
     # The new text is found, the old is gone, even when every chunk is asked for.
     hits = index.search("saxophone quartet lighthouse", mode="semantic", k=5)
     assert hits[0].chunk.path.name == "f007.md"
-    everything = index.search("harbour lantern glacier", mode="semantic", k=500)
+    everything = index.search("harbour lantern glacier", mode="semantic", k=500, distinct_places=False)
     assert len(everything) == total - old + 1
     assert not [h for h in everything if h.chunk.path.name == "f007.md" and "saxophone" not in h.chunk.text]
     info = index.status(verify=True)
@@ -118,7 +118,7 @@ def test_deleting_files_writes_no_vector_file(built) -> None:
     summary = index.update()
     assert summary.removed == 3 and segment_files(index_dir) == files_before
     assert int(state(index_dir)[segments.TOMBSTONES_KEY]) == gone
-    hits = index.search("harbour lantern glacier", mode="semantic", k=500)
+    hits = index.search("harbour lantern glacier", mode="semantic", k=500, distinct_places=False)
     assert len(hits) == total - gone and all(h.chunk.path.name >= "f003.md" for h in hits)
     assert index.status(verify=True).problems == []
     index.close()
@@ -134,7 +134,7 @@ def test_searches_across_segments_match_an_exact_search(built, fake_model: FakeM
     embed = fake_model.embedder().embed_queries
     for words in ("harbour lantern", "fresh note", "quartz lagoon ember", "violin pepper marble"):
         query = embed([words])[0]
-        hits = index.search(words, mode="semantic", k=10)
+        hits = index.search(words, mode="semantic", k=10, distinct_places=False)
         assert sorted(h.chunk.id for h in hits) == exact_top(index_dir, query, 10), words
     index.close()
 
@@ -378,7 +378,7 @@ def test_the_kept_segments_are_checked_and_repaired_by_an_update(built, fake_mod
     assert fake_model.embedder_instance.documents_embedded - embedded == 1  # only the edited file's chunk
     assert index.status(verify=True).problems == []
     query = fake_model.embedder_instance.embed_queries(["marble falcon quartz"])[0]
-    assert sorted(h.chunk.id for h in index.search("marble falcon quartz", mode="semantic", k=5)) == exact_top(
+    assert sorted(h.chunk.id for h in index.search("marble falcon quartz", mode="semantic", k=5, distinct_places=False)) == exact_top(
         index_dir, query, 5
     )
     assert index.update().repaired == []  # sound now: nothing more to repair

@@ -83,7 +83,7 @@ def test_swapped_labels_in_a_vector_file_are_an_error_then_repaired(built, fake_
     assert summary.repaired and base.name in summary.repaired[0]
     assert fake_model.embedder_instance.documents_embedded == embedded
     assert index.status(verify=True).problems == []
-    got = [h.chunk.id for h in index.search(q, mode="semantic", k=5)]
+    got = [h.chunk.id for h in index.search(q, mode="semantic", k=5, distinct_places=False)]
     assert sorted(got) == exact_top(index_dir, query_vector(fake_model, q), 5) and got[0] == top
     index.close()
 
@@ -116,7 +116,7 @@ def test_a_merge_never_carries_damage_into_a_new_base(built, fake_model: FakeMod
     assert summary.merged or summary.repaired
     assert index.status(verify=True).problems == []
     for q in ("zeppelin pylon", "harbour lantern", "file7 part1"):
-        got = sorted(h.chunk.id for h in index.search(q, mode="semantic", k=5))
+        got = sorted(h.chunk.id for h in index.search(q, mode="semantic", k=5, distinct_places=False))
         assert got == exact_top(index_dir, query_vector(fake_model, q), 5)
     index.close()
 
@@ -215,7 +215,7 @@ def test_any_sequence_of_updates_and_merges_gives_the_exact_top_k(
                 index.merge()
             if op in ("update", "update_nomerge", "merge"):
                 for text in ("harbour lantern", f"solo{seed}", "copper pylon riddle", "g3"):
-                    got = [(h.chunk.id, h.score) for h in index.search(text, mode="semantic", k=5)]
+                    got = [(h.chunk.id, h.score) for h in index.search(text, mode="semantic", k=5, distinct_places=False)]
                     want = exact_top(root / ".semsearch", query_vector(model, text), 5)
                     assert sorted(i for i, _ in got) == want, (op, text)
                     assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)

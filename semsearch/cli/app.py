@@ -281,7 +281,12 @@ def query(
     ),
     paths: list[Path] = _SCOPE_PATHS,
     top: int = _TOP,
-    min_score: float | None = typer.Option(None, "--min-score", help="Drop hits under this cosine similarity."),
+    min_score: float | None = typer.Option(
+        None,
+        "--min-score",
+        help="Drop hits whose cosine similarity is under this, in every mode (the score shown is "
+        "the one that ranks: the hybrid blend by default).",
+    ),
     mode: str | None = typer.Option(
         None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid [default: hybrid]."
     ),

@@ -77,7 +77,7 @@ class HitResult(TypedDict):
     rank: int
     path: str  # relative to the project (Index.base_folder)
     location: Location
-    score: float  # the cosine similarity (lexical mode: BM25)
+    score: float  # what the hits are ranked by: the fused score (semantic: cosine; lexical: BM25)
     scores: Scores
     title: str | None  # the document's title, when it has one
     context: str | None  # the title and headings the passage sits under
@@ -417,9 +417,10 @@ def build_server(index: Path | None, *, allow_index: bool = False, timeout: floa
         md, pdf, word, py, code, docs ... ; changed_within: 7d, 12h; changed_before: a date or
         a duration ago. Returns {"query", "hits"}, the hits best first, each with: rank; path
         (relative to the project); location ({"kind": "line", "line": N, "line_end": M}, or the
-        page, cell, slide or section in documents of parts); score (cosine similarity; BM25 in
-        lexical mode); scores (cosine, bm25, fused); title; context (the headings above the
-        passage); text (the passage); type (md, pdf, py ...); mtime (Unix seconds when indexed).
+        page, cell, slide or section in documents of parts); score (what ranks them: the
+        cosine/BM25 blend; cosine in semantic mode, BM25 in lexical); scores (cosine, bm25,
+        fused); title; context (the headings above the passage); text (the passage); type (md,
+        pdf, py ...); mtime (Unix seconds when indexed).
         """
         if not query.strip():
             raise ToolError("the query is empty")
