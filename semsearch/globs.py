@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -43,16 +44,34 @@ def tidy_glob(pattern: str) -> str:
     return "/".join(parts)
 
 
-def gitignore_spec(lines: Iterable[str]) -> Any:
+def gitignore_spec(lines: Iterable[str], *, skip_bad: bool = False) -> Any:
     """A ``pathspec.GitIgnoreSpec`` of *lines* (gitignore lines: ``!`` negates, ``#`` comments)
-    that matches without backtracking (raises pathspec's ValueError for a bad pattern)."""
-    import pathspec
-
+    that matches without backtracking. A bad pattern (``ok\\`` ending in a backslash, a range
+    ``[z-a]``) raises ValueError, or with *skip_bad* is left out, as git leaves it out of an
+    ignore file."""
     tidy = [("!" + tidy_glob(line[1:])) if line.startswith("!") else tidy_glob(line) for line in lines]
     try:
-        return pathspec.GitIgnoreSpec.from_lines(tidy, _linear_pattern(), backend="simple")
+        return _spec_of(tidy)
+    except (ValueError, re.error) as exc:
+        if not skip_bad:
+            raise ValueError(str(exc)) from None
+    good = []
+    for line in tidy:
+        try:
+            _spec_of([line])
+        except (ValueError, re.error):
+            continue
+        good.append(line)
+    return _spec_of(good)
+
+
+def _spec_of(lines: list[str]) -> Any:
+    import pathspec
+
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines, _linear_pattern(), backend="simple")
     except TypeError:  # pathspec < 1.0: no backends
-        return pathspec.GitIgnoreSpec.from_lines(tidy, _linear_pattern())
+        return pathspec.GitIgnoreSpec.from_lines(lines, _linear_pattern())
 
 
 _STAR = "[^/]*"  # what pathspec makes of a `*` inside a path part

@@ -115,7 +115,8 @@ class _IgnoreLayer:
 
         self.base = base
         self.prefix = folder_prefix(base)
-        self.spec = gitignore_spec(lines)  # linear: a hostile .gitignore cannot hang a walk
+        # Linear: a hostile .gitignore cannot hang a walk; a bad line is left out, as git does.
+        self.spec = gitignore_spec(lines, skip_bad=True)
         self.any_match = _any_pattern(self.spec)
 
     def check(self, full: str, is_dir: bool) -> bool | None:

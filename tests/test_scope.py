@@ -376,3 +376,10 @@ def test_a_hostile_gitignore_does_not_hang_a_walk(tmp_path: Path, fake_model: Fa
         summary = index.update([tmp_path / "notes"])
     assert summary.indexed == 2  # the long name and keep...b; a...b is ignored
     assert _any_pattern(gitignore_spec(["*a*a*b", "**/x/**/y/**/z"])) is not None  # still one regex
+
+
+@pytest.mark.parametrize("glob", ["[z-a]", "ok\\", "a/[b-a]/c"])
+def test_a_glob_git_refuses_is_a_one_line_error(glob: str) -> None:
+    with pytest.raises(InvalidOptionError) as caught:
+        Scope.make(globs=[glob])
+    assert describe(caught.value).startswith("bad glob in --glob") and "\n" not in describe(caught.value)

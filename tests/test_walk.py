@@ -160,3 +160,19 @@ def test_a_fifo_named_and_inside_a_root_is_counted_once_and_never_opened(
         assert found == (["a.md"] if len(set(roots)) == 2 else [])
         assert [(s.path.name, s.reason, s.warn) for s in skips] == [("pipe", "not a regular file", True)], roots
     assert str(fifo) not in opened
+
+
+def test_an_ignore_file_with_lines_git_refuses_is_read_without_them(tmp_path: Path, fake_model) -> None:
+    """`ok\\` (a trailing backslash) and `[z-a]` are lines git accepts in an ignore file and leaves
+    out; they crashed every walk (a traceback from index, status and watchers)."""
+    from semsearch import Index
+
+    write(tmp_path / "n" / ".gitignore", "ok\\\n[z-a]\n*.log\n")
+    write(tmp_path / "n" / ".semsearchignore", "[z-a]\nskip.md\n")
+    write(tmp_path / "n" / "a.txt", "Kingfishers dive.\n")
+    write(tmp_path / "n" / "b.log", "a log line\n")
+    write(tmp_path / "n" / "skip.md", "# Skipped\n\nNot indexed.\n")
+    with Index.create(tmp_path / ".semsearch", provider=fake_model) as index:
+        summary = index.update([tmp_path / "n"])
+        assert summary.indexed == 1 and summary.skipped["ignored"] == 2
+        assert index.status().changed_since == 0
