@@ -324,9 +324,11 @@ class Index:
             wanted = known.precision if settings.precision == "auto" else settings.precision
             if info.fingerprint == known.fingerprint and info.precision == wanted:
                 return cached
+        # No model asked for: the index's own (a plain `semsearch index` never rebuilds an index
+        # with another model); the bundled one for a new index.
+        name = settings.model if settings.model is not None else (known.name if known is not None else None)
         provider = model_provider(
-            settings.model,
-            ModelOptions(device=settings.device, precision=settings.precision, known=known, on_note=self._on_note),
+            name, ModelOptions(device=settings.device, precision=settings.precision, known=known, on_note=self._on_note)
         )
         self._update_provider = provider
         return provider

@@ -233,3 +233,33 @@ def test_an_index_from_before_the_vector_engine_was_recorded_is_used_as_it_is(tm
     assert summary.rebuild_reason == "" and summary.indexed == 1 and summary.unchanged == 2
     assert fake_model.embedder_instance.documents_embedded == embedded + summary.chunks_added
     assert json.loads(manifest_path.read_text())["format_version"] == FORMAT_VERSION
+
+
+def test_a_plain_update_keeps_the_index_own_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`semsearch index` without --model updates the index with its own model, never rebuilds it
+    with the bundled one (the audit of issue 23: "the model changed (/tmp/m2 -> all-MiniLM-L6-v2)")."""
+    from typer.testing import CliRunner
+
+    from semsearch.cli import app
+    from semsearch.models import ModelOptions, register_model, unregister_model
+
+    other = FakeModel(name="fake-other-model", fingerprint="sha256:fake-other")
+
+    def factory(options: ModelOptions) -> FakeModel:
+        return other
+
+    register_model("fake-other-model", factory)
+    try:
+        monkeypatch.delenv("SEMSEARCH_MODEL", raising=False)
+        monkeypatch.chdir(tmp_path)
+        write(tmp_path / "notes" / "a.txt", "Kingfishers dive for fish.\n")
+        runner = CliRunner()
+        assert runner.invoke(app, ["index", "notes", "-q", "--model", "fake-other-model"]).exit_code == 0
+        write(tmp_path / "notes" / "b.txt", "Herons wade in the shallows.\n")
+        result = runner.invoke(app, ["index", "-q"])
+        assert result.exit_code == 0, result.output
+        with IndexReader(tmp_path / ".semsearch") as reader:
+            assert reader.manifest.model.name == "fake-other-model" and reader.count == 2
+        assert other.embedder_instance.documents_embedded == 2  # nothing embedded again
+    finally:
+        unregister_model("fake-other-model")
