@@ -116,6 +116,9 @@ def test_damaged_file_gives_one_line_and_remedy(project: Path, target: str, dama
             assert result.exit_code == 0  # status does not read the vectors
             continue
         assert_clean_error(result, path.name)
+    if target == "vectors-":  # --verify's advice is the repair, as the query's
+        verified = run("status", "--verify")
+        assert verified.exit_code == 2 and "run `semsearch index` to repair it" in verified.stderr.splitlines()[-1]
     result = run("index", "-q")
     if target != "vectors-":
         assert_clean_error(result, path.name)

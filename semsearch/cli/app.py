@@ -588,7 +588,12 @@ def status(
 
         for problem in info.problems:
             console.stderr().print(f"semsearch: {in_cli_words(problem)}", markup=False, highlight=False)
-        console.stderr().print("semsearch: the index is damaged: run `semsearch index --rebuild`", markup=False)
+        if all(problem.startswith("vectors-") for problem in info.problems):
+            # Only vector files (or their sketches): written again from the database's vectors.
+            remedy = "run `semsearch index` to repair it (nothing is embedded again)"
+        else:
+            remedy = "run `semsearch index --rebuild`"
+        console.stderr().print(f"semsearch: the index is damaged: {remedy}", markup=False)
         raise typer.Exit(2)
 
 
