@@ -241,6 +241,11 @@ def test_messages_the_sdk_cannot_parse_are_answered_and_the_server_goes_on(
         call(5, "search", '{"query":"bread","paths":' + deep + "}"),
         b'{"jsonrpc":"2.0","id":6,"method":"tools/call","x":' + deep.encode() + b"}\n",
         call(7, "search", '{"query":"sourdough starter","k":1,"globs":["**********x","*.md"]}'),
+        # Not JSON at all, not UTF-8, a raw NUL in a string: a parse error each (id null when
+        # none can be read), never silence.
+        b"not json at all\n",
+        b'\xff\xfe{"x": 1}\n',
+        b'{"jsonrpc":"2.0","id":8,"method":"ping","params":{"x":"a\x00b"}}\n',
     ]
     proc = subprocess.Popen(
         [*semsearch_cmd(), "mcp"], cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -250,20 +255,26 @@ def test_messages_the_sdk_cannot_parse_are_answered_and_the_server_goes_on(
     proc.stdin.write(b"".join(lines))
     proc.stdin.flush()
     replies: dict[int, Any] = {}
+    unnamed: list[Any] = []  # answers with id null
     timer = threading.Timer(300, proc.kill)  # a hang ends the test, not the run
     timer.start()
     try:
-        while len(replies) < 7:  # stdin stays open until every reply is in (EOF ends the server)
+        while len(replies) + len(unnamed) < 10:  # stdin stays open until every reply is in (EOF ends the server)
             line = proc.stdout.readline()
-            assert line, f"no answer to {sorted({1, 2, 3, 4, 5, 6, 7} - set(replies))}"
+            assert line, f"no answer to {sorted(set(range(1, 9)) - set(replies))} ({len(unnamed)} of 2 unnamed)"
             reply = json.loads(line)
-            replies[reply["id"]] = reply
+            if reply["id"] is None:
+                unnamed.append(reply)
+            else:
+                replies[reply["id"]] = reply
         proc.stdin.close()
         stderr = proc.stderr.read().decode()
         proc.wait()
     finally:
         timer.cancel()
-    assert set(replies) == {1, 2, 3, 4, 5, 6, 7}
+    assert set(replies) == {1, 2, 3, 4, 5, 6, 7, 8}
+    assert replies[8]["error"]["code"] == -32700 and "not JSON" in replies[8]["error"]["message"]
+    assert len(unnamed) == 2 and all(r["error"]["code"] == -32700 for r in unnamed)
     for request_id in (2, 3, 4):
         assert "lone surrogate" in replies[request_id]["error"]["message"]
     for request_id in (5, 6):

@@ -81,14 +81,17 @@ class GuardedLines:
 
 
 def refusal(raw: bytes, exc: ValueError) -> tuple[Any, str] | None:
-    """The id and the error message for a line pydantic cannot parse; None for a line that is
-    no JSON-RPC request at all (left to the SDK, which logs it)."""
+    """The id and the error message for a line pydantic cannot parse (the id None when none can
+    be read: JSON-RPC's null); None for a blank line (left to the SDK)."""
     try:
         message = json.loads(raw)
     except RecursionError:
         return top_level_id(raw), "the message is nested too deeply"
-    except ValueError:
-        return None  # not JSON: the SDK logs it (there is no id to answer)
+    except ValueError as not_json:  # not JSON (or not UTF-8): JSON-RPC answers a parse error, id null
+        if not raw.strip():
+            return None  # a blank line: nothing was asked
+        reason = str(not_json).splitlines()[0] if str(not_json) else type(not_json).__name__
+        return top_level_id(raw), f"the message is not JSON: {reason}"
     request_id = message.get("id") if isinstance(message, dict) else None
     if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
         request_id = None
