@@ -501,6 +501,10 @@ SCORE_BLOCK = 512  # rows scored per product in an exact search (see _scores)
 GATHER_BLOCK = 4096  # vectors copied out at a time (6 MB at 384 dimensions)
 BATCH_EF = 32  # search_batch's ef (near-duplicate neighbours)
 EF_SIZE = 100_000  # graphs up to this size are searched at their recorded ef_search
+# Graphs are searched at least this wide: on 20,868 hard vectors (random-word passages, every
+# cosine near 0.79) after merges, recall@10 0.968 at ef 128 and 0.993 at 256, for 0.4 ms more
+# a query (benchmarks/RESULTS.md, issue 23).
+SEARCH_EF_FLOOR = 256
 # Graphs above this size answer their first searches from the mapped file: hnswlib's load copies
 # the file (about 2 ms per MB here), a mapped search reads a few thousand vectors (a first one
 # 30-40 ms at 100,000 vectors, then about 6 ms against hnswlib's 1 ms). benchmarks/RESULTS.md.
@@ -538,12 +542,12 @@ def write_sketch(path: Path, dim: int) -> VectorState:
 
 def search_ef(ef_search: int, elements: int) -> int:
     """The ef a graph of *elements* is searched with: the recorded ef_search up to EF_SIZE
-    elements, then wider by log10 of the growth (twice at ten times EF_SIZE). At a fixed ef,
-    recall falls as a graph grows: 0.990 at 100,000 and 0.974 at 1,000,000 for ef 128, 0.989
-    at 1,000,000 for ef 256 (benchmarks/RESULTS.md)."""
+    elements, then wider by log10 of the growth (twice at ten times EF_SIZE); never under
+    SEARCH_EF_FLOOR. At a fixed ef, recall falls as a graph grows: 0.990 at 100,000 and 0.974
+    at 1,000,000 for ef 128, 0.989 at 1,000,000 for ef 256 (benchmarks/RESULTS.md)."""
     if elements <= EF_SIZE:
-        return ef_search
-    return round(ef_search * (1.0 + math.log10(elements / EF_SIZE)))
+        return max(ef_search, SEARCH_EF_FLOOR)
+    return max(round(ef_search * (1.0 + math.log10(elements / EF_SIZE))), SEARCH_EF_FLOOR)
 
 
 def _scores(vectors: np.ndarray, q: np.ndarray) -> np.ndarray:
