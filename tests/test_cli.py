@@ -299,7 +299,7 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal() -> None:
         "semsearch: OCR: scan.pdf: page 5 of 9",
         "semsearch: building the vector graph: 19984 chunks",
     ]
-    assert lines[3].startswith("semsearch: indexing: 20% (10.0 MB of 50.0 MB), 0.9 MB/s, about ")
+    assert lines[3].startswith("semsearch: indexing: 20% (10.0 MB of 50.0 MB), 909.1 kB/s, about ")  # under 1 MB/s: kB/s
 
 
 def test_index_into_a_pipe_says_its_phases_and_quiet_says_nothing(

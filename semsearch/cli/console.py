@@ -210,7 +210,7 @@ class IndexProgress:
             left = f", about {_minutes((event.total - event.done) / rate)} left" if rate > 0 else ""
             share = f"{100 * event.done / event.total:.0f}%"
             self._say(
-                f"indexing: {share} ({_megabytes(event.done)} of {_megabytes(event.total)}), {_megabytes(rate)}/s{left}"
+                f"indexing: {share} ({_megabytes(event.done)} of {_megabytes(event.total)}), {_rate(rate)}{left}"
             )
         elif event.kind == "graph":
             self._say(f"vector graph: {event.done} of {event.total} chunks")
@@ -226,6 +226,11 @@ class IndexProgress:
 
 def _megabytes(amount: float) -> str:
     return f"{amount / 1e6:.1f} MB"
+
+
+def _rate(per_second: float) -> str:
+    """Bytes a second as people read them: text embeds at tens of kB/s on a CPU, not MB/s."""
+    return f"{per_second / 1e6:.1f} MB/s" if per_second >= 1e6 else f"{per_second / 1e3:.1f} kB/s"
 
 
 def _minutes(seconds: float) -> str:
