@@ -209,9 +209,7 @@ class IndexProgress:
             rate = event.done / elapsed
             left = f", about {_minutes((event.total - event.done) / rate)} left" if rate > 0 else ""
             share = f"{100 * event.done / event.total:.0f}%"
-            self._say(
-                f"indexing: {share} ({_megabytes(event.done)} of {_megabytes(event.total)}), {_rate(rate)}{left}"
-            )
+            self._say(f"indexing: {share} ({_megabytes(event.done)} of {_megabytes(event.total)}), {_rate(rate)}{left}")
         elif event.kind == "graph":
             self._say(f"vector graph: {event.done} of {event.total} chunks")
         elif event.kind == "ocr":
