@@ -103,10 +103,13 @@ def _linear_pattern() -> type:
                 return regex, include
             chunks = regex.split(_INNER)
             out = chunks[0]
+            # `??`: the empty choice first, so that the leftmost place is the one kept (a greedy
+            # `?` tried a later one first, and the atomic group then kept it: `**/*/**/??`
+            # missed `a/aa/a`).
             if out.startswith(_LEAD):
-                out = "^" + atomic("(?:.+?/)?" + out[len(_LEAD) :] + "(?=/)")
+                out = "^" + atomic("(?:.+?/)??" + out[len(_LEAD) :] + "(?=/)")
             for chunk in chunks[1:-1]:
-                out += atomic("(?:/.+?)?" + chunk + "(?=/)")
+                out += atomic("(?:/.+?)??" + chunk + "(?=/)")
             return out + _INNER + chunks[-1], include
 
         @staticmethod
