@@ -362,3 +362,21 @@ def test_a_first_run_killed_while_it_wrote_the_tag_is_taken_up_again(tmp_path: P
         assert index.update([tmp_path / "notes"]).indexed == 1
     assert not (tmp_path / ".semsearch" / f".{TAG}.tmp-4242").exists()
     assert is_index_dir(tmp_path / ".semsearch")
+
+
+def test_paths_through_a_link_to_the_project_are_the_same_places(tmp_path: Path, fake_model: FakeModel) -> None:
+    """A shell whose $PWD goes through a symlink names the project's files by the link's path:
+    queries, `similar` and `index` take them as the same places (audit of issue 23: refused as
+    outside the indexed folders, and indexed a second time)."""
+    project = tmp_path / "real project"
+    write(project / "notes" / "birds.txt", "Plovers run along the shore.\n")
+    write(project / "notes" / "fish.txt", "Trout rise at dusk.\n")
+    link = tmp_path / "plink"
+    link.symlink_to(project, target_is_directory=True)
+    with Index.create(project / ".semsearch", provider=fake_model) as index:
+        index.update([project / "notes"])
+        assert [h.chunk.path.name for h in index.search("plovers", k=1, paths=[link / "notes"])] == ["birds.txt"]
+        assert [h.chunk.path.name for h in index.similar(link / "notes" / "birds.txt", k=1)] == ["fish.txt"]
+        summary = index.update([link / "notes"])
+        assert summary.indexed == 0 and index.status().chunks == 2
+        assert index.status().roots == ["notes"]

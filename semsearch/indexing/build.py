@@ -179,7 +179,8 @@ class _Run:
         """The roots to walk (those given, else those remembered), the remembered ones that are
         gone, and the walk settings (those given, else the index's own); both recorded."""
         index_dir, writer = self.index_dir, self.writer
-        roots = list(self.options.roots)
+        # A root given through a link to the project is the same folder as by its own name.
+        roots = [store.within_project(index_dir, r) for r in self.options.roots]
         known_roots, stored_walk = writer.roots(), writer.walk_settings()
         if not known_roots and writer.new_build:
             known_roots, stored_walk = store.previous_state(index_dir, previous)

@@ -31,6 +31,7 @@ from semsearch.store.layout import (
     ocr_cache_path,
     path_key,
     path_keys,
+    within_project,
 )
 from semsearch.store.lifecycle import (
     OUTDATED_REASON,
@@ -82,4 +83,5 @@ __all__ = [
     "publish_build",
     "read_manifest",
     "remember_roots",
+    "within_project",
 ]

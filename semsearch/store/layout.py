@@ -105,6 +105,23 @@ def _project_prefix(index_dir: str) -> tuple[str, str]:
     return root, files.folder_prefix(root)
 
 
+def within_project(index_dir: Path, path: Path | str) -> Path:
+    """*path* made absolute; when it lies outside the folder that holds the index only by way of
+    a link to it (a shell's ``$PWD`` through a symlink, the project reached by another name), the
+    same place below that folder, where paths are stored and compared. A link inside the project
+    is left as it is."""
+    project = os.path.abspath(index_dir.parent)
+    text = os.path.abspath(path)
+    if text == project or text.startswith(files.folder_prefix(project)):
+        return Path(text)
+    real, real_project = os.path.realpath(text), os.path.realpath(project)
+    if real == real_project:
+        return Path(project)
+    if real.startswith(files.folder_prefix(real_project)):
+        return Path(project) / os.path.relpath(real, real_project)
+    return Path(text)
+
+
 def key_to_path(index_dir: Path, key: bytes) -> Path:
     decoded = os.fsdecode(key)
     return Path(decoded) if os.path.isabs(decoded) else index_dir.parent / decoded

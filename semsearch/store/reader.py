@@ -18,7 +18,7 @@ from semsearch.errors import IndexCorruptError
 from semsearch.store.catalog import FileCatalog
 from semsearch.store.database import connect, decode_walk_settings, get_state, has_column, vector_state, visible
 from semsearch.store.format import read_manifest
-from semsearch.store.layout import key_to_path, path_key
+from semsearch.store.layout import key_to_path, path_key, within_project
 from semsearch.vectors import segments
 
 if TYPE_CHECKING:
@@ -290,6 +290,10 @@ class IndexReader:
         if not scope:
             return None
         catalog = self.catalog()
+        if scope.paths:  # paths given through a link to the project: the same places below it
+            from dataclasses import replace
+
+            scope = replace(scope, paths=tuple(within_project(self.index_dir, p) for p in scope.paths))
         catalog.check_paths(scope.paths)
         return catalog.select(scope)
 
@@ -429,7 +433,7 @@ class IndexReader:
 
     def file_chunks(self, path: Path) -> list[ChunkRecord] | None:
         """A file's chunks in document order ([] for a file without text; None: not indexed)."""
-        key = path_key(self.index_dir, path)
+        key = path_key(self.index_dir, within_project(self.index_dir, path))
         row = self.conn.execute(
             f"SELECT id FROM files WHERE path = ? AND {visible(self.generation)}", (key,)
         ).fetchone()
