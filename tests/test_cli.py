@@ -352,3 +352,18 @@ def test_an_index_kept_elsewhere_from_another_folder(
 def test_server_commands_refuse_absurd_numbers(args: list[str], message: str) -> None:
     result = run(*args)
     assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_errors_name_a_sibling_folders_path_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`query x ../nope` and `similar ../x/zz.txt` named the paths absolutely (issue 23, point 12)."""
+    from semsearch.cli.messages import describe
+    from semsearch.errors import InvalidOptionError
+
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    outside = InvalidOptionError(
+        f"{tmp_path / 'nope'} is outside the indexed folders (x)", options=("paths",), path=tmp_path / "nope"
+    )
+    assert describe(outside) == "../nope is outside the indexed folders (x)"
+    missing = InvalidOptionError(f"{tmp_path / 'x' / 'zz.txt'} is not in the index", path=tmp_path / "x" / "zz.txt")
+    assert describe(missing) == "../x/zz.txt is not in the index"

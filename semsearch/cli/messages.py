@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from semsearch.errors import REMEDIES as LIBRARY_REMEDIES
 from semsearch.errors import IndexLockedError, SemsearchError
 
@@ -61,4 +64,12 @@ def describe(exc: SemsearchError) -> str:
             else "try again when it ends, or wait for it with --wait SECONDS"
         )
         return f"another `semsearch index` (pid {exc.holder}) is updating {exc.path}; {after}"
-    return exc.render(FLAGS, REMEDIES)
+    text = exc.render(FLAGS, REMEDIES)
+    if exc.path is not None and os.path.isabs(exc.path):
+        # The path at fault as the user gave it where it is near (../notes/a.md, not /home/...).
+        from semsearch.output import display_path
+
+        shown = display_path(Path(exc.path))
+        if not os.path.isabs(shown):
+            text = text.replace(str(exc.path), shown)
+    return text
