@@ -70,6 +70,6 @@ def describe(exc: SemsearchError) -> str:
         from semsearch.output import display_path
 
         shown = display_path(Path(exc.path))
-        if not os.path.isabs(shown):
+        if shown.startswith(os.pardir):  # in a sibling folder given as ../x (others as before)
             text = text.replace(str(exc.path), shown)
     return text
