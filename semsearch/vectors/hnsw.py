@@ -246,11 +246,7 @@ class HnswIndex:
         slots = self._orphans[self._orphans < mapped.count]
         slots = slots[mapped.live()[slots]]
         labels = mapped.labels[slots].astype(np.int64)
-        keep = np.ones(len(slots), dtype=np.bool_)
-        for bits, wanted in ((self._removed_bitmap(), 0), (within.bitmap() if within is not None else None, 1)):
-            if bits is not None:
-                held = labels < len(bits)
-                keep &= np.where(held, bits[np.minimum(labels, len(bits) - 1)] == wanted, wanted == 0)
+        keep = _allowed(labels, self._removed_bitmap(), within.bitmap() if within is not None else None)
         return ranked(labels[keep], mapped.vectors[slots[keep]], unit(query))
 
     def _graph_search(
@@ -314,18 +310,12 @@ class HnswIndex:
     def _mapped_search(
         self, query: np.ndarray, k: int, ef: int | None, within: Subset | None
     ) -> list[tuple[int, float]]:
-        import numpy as np
 
         removed = self._removed_bitmap()
         inside = within.bitmap() if within is not None else None
 
         def allowed(labels: np.ndarray) -> np.ndarray:
-            good = np.ones(len(labels), dtype=np.bool_)
-            for bits, keep in ((removed, False), (inside, True)):
-                if bits is not None:
-                    held = labels < len(bits)
-                    good &= np.where(held, bits[np.minimum(labels, len(bits) - 1)] == keep, not keep)
-            return good
+            return _allowed(labels, removed, inside)
 
         need = removed is not None or inside is not None
         k, wanted, explore = self._asked(k, ef, within)  # as hnswlib is asked: then the best k
@@ -406,11 +396,7 @@ class HnswIndex:
             return []
         q = unit(query)
         labels = mapped.labels.astype(np.int64)
-        keep = mapped.live()
-        for bits, wanted in ((self._removed_bitmap(), 0), (within.bitmap() if within is not None else None, 1)):
-            if bits is not None:
-                held = labels < len(bits)
-                keep &= np.where(held, bits[np.minimum(labels, len(bits) - 1)] == wanted, wanted == 0)
+        keep = mapped.live() & _allowed(labels, self._removed_bitmap(), within.bitmap() if within is not None else None)
         slots = np.flatnonzero(keep)
         if not len(slots):
             return []
@@ -527,6 +513,19 @@ def _orphans(state: Mapping[str, str], path: Path) -> np.ndarray | None:
         raise IndexCorruptError(
             f"{path.name}'s list of unreachable elements is damaged", path=path, remedy="repair"
         ) from None
+
+
+def _allowed(labels: np.ndarray, removed: np.ndarray | None, inside: np.ndarray | None) -> np.ndarray:
+    """Which of *labels* a search may return: not in the *removed* bitmap, and in the *inside*
+    bitmap when given (bitmaps over ids; an id past a bitmap's end is not in it)."""
+    import numpy as np
+
+    good = np.ones(len(labels), dtype=np.bool_)
+    for bits, keep in ((removed, False), (inside, True)):
+        if bits is not None:
+            held = labels < len(bits)
+            good &= np.where(held, bits[np.minimum(labels, len(bits) - 1)] == keep, not keep)
+    return good
 
 
 def _best(hits: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
