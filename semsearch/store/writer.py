@@ -82,6 +82,7 @@ class IndexWriter:
             # A current database always has a committed generation: this one is empty or foreign.
             self.conn.close()
             raise IndexCorruptError(f"{self.db_path} holds no index", path=self.db_path, remedy="rebuild")
+        self._sound: set[str] = set()  # vector files checked whole by this writer and found sound
         self.committed = int(state.get("generation", "0"))
         self.working = self.committed + 1
         self._in_tx = False
@@ -350,8 +351,8 @@ class IndexWriter:
         started = time.perf_counter()
         self.commit()
         added, removed = self.pending_changes()
-        damaged = () if self.new_build else self._damaged_segments()
-        force = force or self._drop_damaged_sketches()  # written again below, as a missing one is
+        damaged, sketch_dropped = ((), False) if self.new_build else self._check_kept()
+        force = force or sketch_dropped  # a dropped sketch is written again below, as a missing one is
         if not (added or removed or force or self.new_build or damaged):
             return None
         state = get_state(self.conn)
@@ -388,55 +389,51 @@ class IndexWriter:
             merge_error, due and not merge, damaged,
         )  # fmt: skip
 
-    def _damaged_segments(self) -> tuple[str, ...]:
-        """The committed state's vector files that are damaged: each checked whole (its sha256,
-        its links, its sketch) when it is small or changed on disk since it was written (its
-        inode, size or change time, which no tool sets back), else trusted. One line each."""
+    def _check_kept(self) -> tuple[tuple[str, ...], bool]:
+        """The committed state's segment files, each checked whole when it is small or changed on
+        disk since it was written (its inode, size or change time, which no tool sets back), else
+        trusted: one line per damaged vector file (a file changed on disk is also compared with
+        the database's vectors), and whether a damaged sketch was deleted (semsearch's own file,
+        named by the state), so that the update writes it again from its vector file."""
         layout = segments.Layout.from_state(vector_state(get_state(self.conn)))
         check = getattr(self._engine, "verify", None)
+        check_sketch = getattr(self._engine, "verify_sketch", None)
+        dim = self.manifest.model.dim
         found: list[str] = []
+        dropped = False
         for state in layout.segment_states():
             name = state.get("vector_file", "")
             if "/" in name or not name:
                 found.append(f"{name!r}: not a vector file of this index")
                 continue
             path = self.index_dir / name
-            if check is None or not _worth_checking(self.index_dir, state):
+            changed = state.get(STAT_KEY) != _stat_of(self.index_dir, state)
+            if not changed and _size(path) > CHECK_BYTES:
                 continue
-            try:
-                check(path, state, self.manifest.model.dim)
-            except IndexCorruptError as exc:
-                found.append(str(exc.message))
-                continue
-            if state.get(STAT_KEY) != _stat_of(self.index_dir, state):
-                # Changed on disk since written, checksum and all: its vectors against the database's.
-                gone = [i for (i,) in self.conn.execute("SELECT id FROM vector_tombstones")]
-                wrong = unlike_database(self.conn, self.committed, self._engine, path, self.manifest.model.dim, gone)
+            if check is not None:
+                try:
+                    check(path, state, dim)
+                except IndexCorruptError as exc:
+                    found.append(str(exc.message))
+                    continue
+                wrong = 0
+                if changed:  # checksum and all: its vectors against the database's
+                    gone = [i for (i,) in self.conn.execute("SELECT id FROM vector_tombstones")]
+                    wrong = unlike_database(self.conn, self.committed, self._engine, path, dim, gone)
                 if wrong:
                     found.append(f"{name} holds {wrong} vectors that are not the database's for their chunks")
-        return tuple(found)
-
-    def _drop_damaged_sketches(self) -> bool:
-        """Delete the sketches (semsearch's own files, named by the state) that fail their check,
-        so that the update writes them again from their vector files: whether any was."""
-        check = getattr(self._engine, "verify_sketch", None)
-        if check is None:
-            return False
-        dropped = False
-        layout = segments.Layout.from_state(vector_state(get_state(self.conn)))
-        for state in layout.segment_states():
-            name = state.get("vector_sketch", "")
-            if not name or "/" in name or not (self.index_dir / name).is_file():
-                continue
-            if not _worth_checking(self.index_dir, state):
+                    continue
+                self._sound.add(name)
+            sketch = state.get("vector_sketch", "")
+            if check_sketch is None or not sketch or "/" in sketch or not (self.index_dir / sketch).is_file():
                 continue
             try:
-                check(self.index_dir / name, state, self.manifest.model.dim)
+                check_sketch(self.index_dir / sketch, state, dim)
             except IndexCorruptError:
                 with contextlib.suppress(OSError):
-                    (self.index_dir / name).unlink()
+                    (self.index_dir / sketch).unlink()
                 dropped = True
-        return dropped
+        return tuple(found), dropped
 
     def merge_segments(self, progress: Callable[[int, int], None] | None = None) -> bool:
         """The merge an update left due (``finalize(merge=False)``), now: whether it ran.
@@ -492,7 +489,7 @@ class IndexWriter:
             check = getattr(self._engine, "verify", None)
             sketch = base.get("vector_sketch", "")
             try:
-                if check is not None:
+                if check is not None and base["vector_file"] not in self._sound:  # (not checked already)
                     check(
                         self.index_dir / base["vector_file"], base, self.manifest.model.dim,
                         sketch_file=self.index_dir / sketch if sketch else None,
@@ -659,10 +656,9 @@ def _stamped(index_dir: Path, state: dict[str, str]) -> dict[str, str]:
     return {**state, STAT_KEY: _stat_of(index_dir, state)}
 
 
-def _worth_checking(index_dir: Path, state: dict[str, str]) -> bool:
-    """Whether an update checks a kept segment whole: small, or not as it was written."""
+def _size(path: Path) -> int:
+    """A file's size (0 when it cannot be read: the checks then say why)."""
     try:
-        size = os.stat(index_dir / state["vector_file"]).st_size
+        return os.stat(path).st_size
     except OSError:
-        return True  # missing: the check says so
-    return size <= CHECK_BYTES or not state.get(STAT_KEY) or state[STAT_KEY] != _stat_of(index_dir, state)
+        return 0
