@@ -383,10 +383,9 @@ class Index:
             wait, told = lock_wait, False
             while True:
                 try:
-                    # The index's own settings: what another run made of it meanwhile stays.
-                    following = IndexSettings(
-                        model=_index_model(self.path, self.settings.model), device=self.settings.device
-                    )
+                    # The index's own settings (none given: its model too, see _provider): what
+                    # another run made of it meanwhile stays.
+                    following = IndexSettings(device=self.settings.device)
                     # The change is searchable at once; a merge it makes due waits for a quiet second.
                     summary = self._update(paths, following, wait=wait, on_event=on_event, merge=False)
                     break
@@ -800,13 +799,6 @@ def _scope(scope: Scope | None, *filters: Any) -> Scope | None:
     from semsearch.scope import scope_of
 
     return scope_of(*filters, scope=scope)
-
-
-def _index_model(index_dir: Path, default: str | None) -> str | None:
-    """The model the index at *index_dir* was built (or is being rebuilt) with, by the name it
-    resolves by; *default* for a new index."""
-    existing = _existing_manifest(index_dir)
-    return existing.model.name if existing is not None else default
 
 
 def _existing_manifest(index_dir: Path) -> IndexManifest | None:
