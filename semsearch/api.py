@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from semsearch.engines import existing_manifest, is_postgres, open_reader
 from semsearch.errors import IndexExistsError, IndexNotFoundError, InvalidOptionError, SemsearchError
 
 if TYPE_CHECKING:
@@ -83,6 +84,19 @@ def _absolute(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(os.fspath(path)))
 
 
+def _is_url(path: object) -> bool:
+    from semsearch.pgstore import is_url
+
+    return is_url(path)
+
+
+def _url_of(path: str | os.PathLike[str] | None) -> str | None:
+    """A PostgreSQL URL given as the index (or in $SEMSEARCH_INDEX when no index is given)."""
+    if path is None:
+        path = os.environ.get(INDEX_ENV) or None
+    return str(path) if _is_url(path) else None
+
+
 def find_index(path: str | os.PathLike[str] | None = None) -> Path:
     """The index a search uses: *path* (an index folder, or the folder that holds ``.semsearch``),
     else ``$SEMSEARCH_INDEX``, else the nearest ``.semsearch`` in this folder or above."""
@@ -90,6 +104,8 @@ def find_index(path: str | os.PathLike[str] | None = None) -> Path:
 
     if path is None and os.environ.get(INDEX_ENV):
         path = os.environ[INDEX_ENV]
+    if _is_url(path):
+        return Path.cwd() / INDEX_DIR_NAME  # the project is this folder: paths are shown relative to it
     if path is not None:
         given = _absolute(path)
         inner = given / INDEX_DIR_NAME
@@ -120,8 +136,10 @@ class Index:
         on_note: Callable[[str], None] = _quiet,
         query_threads: int = 1,
         model_server: bool = False,
+        url: str | None = None,
     ) -> None:
         self.path = path
+        self.url = url  # a PostgreSQL index given by URL (else the engine the folder names)
         self.query_threads = query_threads
         self.model_server = model_server
         self.settings = settings or IndexSettings()
@@ -157,7 +175,8 @@ class Index:
         from semsearch.store import looks_like_index
 
         found = find_index(path)
-        if not looks_like_index(found):
+        url = _url_of(path)
+        if url is None and not looks_like_index(found):
             raise IndexNotFoundError(f"no index at {found}", path=found, remedy="index_first")
         if not isinstance(query_threads, int) or isinstance(query_threads, bool) or query_threads < 1:
             raise InvalidOptionError(
@@ -166,7 +185,7 @@ class Index:
             )
         return cls(
             found, _settings(settings), provider=provider, on_note=on_note, query_threads=query_threads,
-            model_server=model_server,
+            model_server=model_server, url=url,
         )  # fmt: skip
 
     @classmethod
@@ -187,6 +206,10 @@ class Index:
         """
         from semsearch.store import INDEX_DIR_NAME, check_index_folder, is_index_dir
 
+        url = _url_of(path) if path is not None else None
+        if url is not None:
+            # A PostgreSQL index: this folder's .semsearch keeps its URL (never a password).
+            return cls(Path.cwd() / INDEX_DIR_NAME, _settings(settings), provider=provider, on_note=on_note, url=url)
         target = _absolute(path) if path is not None else Path.cwd() / INDEX_DIR_NAME
         if not exist_ok and target.is_dir() and is_index_dir(target):
             raise IndexExistsError(f"an index already exists at {target} (pass exist_ok=True to use it)", path=target)
@@ -208,6 +231,8 @@ class Index:
         from semsearch.store import INDEX_DIR_NAME, find_index_dir, is_index_dir
 
         here = Path.cwd() / INDEX_DIR_NAME
+        if path is None and _url_of(None) is not None:
+            path = _url_of(None)
         if path is not None or new_paths or (here.is_dir() and is_index_dir(here)):
             return cls.create(path, exist_ok=True, provider=provider, on_note=on_note, **settings)
         found = find_index_dir()
@@ -285,7 +310,7 @@ class Index:
         if not wait >= 0:  # NaN too
             raise InvalidOptionError(f"{{wait}} must be 0 or more seconds (got {wait:g})", options=("wait",))
         with self._lock:
-            existing = _existing_manifest(self.path)
+            existing = existing_manifest(self.path, self.url)
             provider = self._provider(existing, settings)
             options = self._index_options(
                 roots, existing, settings, rebuild=rebuild, wait=wait, tuning=tuning, merge=merge
@@ -297,12 +322,43 @@ class Index:
             provider.finish_build(self._on_note)  # what the query path loads (the ONNX export)
             return summary
 
+    def copy_from(self, source: str | os.PathLike[str], *, wait: float = 0.0) -> Any:
+        """Publish the local index at *source* (an index folder, or the folder that holds one) to
+        this PostgreSQL index as its new current state, without embedding again: its stored
+        vectors are copied, and the copy checked (counts, model) before readers see it. Returns
+        a ``CopySummary`` (files, chunks, model, seconds)."""
+        from semsearch.pgstore.copy import copy_local
+
+        target = self._postgres()
+        found = find_index(source)
+        from semsearch.store import looks_like_index
+
+        if is_postgres(found) or not looks_like_index(found):
+            raise IndexNotFoundError(f"no local index at {found}", path=found, remedy="index_first")
+        with self._lock:
+            try:
+                return copy_local(found, target, self.path, wait=wait)
+            finally:
+                self._drop_snapshot()
+
+    def _postgres(self) -> Any:
+        from semsearch.engines import postgres_target
+
+        target = postgres_target(self.path, self.url)
+        if target is None:
+            raise InvalidOptionError(
+                "copying an index needs a PostgreSQL {index} (postgresql://...)", options=("index",)
+            )
+        return target
+
     def merge(self, *, wait: float = 0.0) -> bool:
         """Merge the vector segments if an update left a merge due (``update(merge=False)``):
         whether a merge ran. Raises :class:`IndexLockedError` when an update holds the index
         (after waiting up to *wait* seconds)."""
         from semsearch.indexing import merge_index
 
+        if is_postgres(self.path, self.url):
+            return False  # PostgreSQL keeps one vector index, updated in place
         with self._lock:
             try:
                 return merge_index(self.path, wait)
@@ -359,9 +415,9 @@ class Index:
         import watchfiles
 
         from semsearch.errors import IndexLockedError
-        from semsearch.store import IndexReader, key_to_path
+        from semsearch.store import key_to_path
 
-        with IndexReader(self.path) as reader:
+        with self._reader() as reader:
             roots = [key_to_path(self.path, os.fsencode(r)) for r in reader.roots]
         if not any(os.path.exists(r) for r in roots):
             raise InvalidOptionError("nothing to watch: the index's folders are gone", options=("paths",))
@@ -409,7 +465,7 @@ class Index:
                     run_update(report_empty=False, paths=back)
 
         def remembered() -> set[Path]:
-            with IndexReader(self.path) as reader:
+            with self._reader() as reader:
                 return {key_to_path(self.path, os.fsencode(r)) for r in reader.roots}
 
         def there() -> list[tuple[Path, int, int]]:
@@ -485,9 +541,15 @@ class Index:
         params = s.vector_params
         if params is None and existing is not None and existing.vector_index == engine:
             params = existing.vector_params
+        if is_postgres(self.path, self.url) and s.vector_index is None:
+            engine = "pgvector"
+            params = s.vector_params if s.vector_params is not None else (
+                existing.vector_params if existing is not None and existing.vector_index == engine else None
+            )  # fmt: skip
         return IndexOptions(
             roots=roots,
             index_dir=self.path,
+            postgres=self.url,
             chunking=_chunk_settings(existing, s),
             vector_index=engine,
             vector_params=dict(params) if params is not None else None,
@@ -508,13 +570,18 @@ class Index:
 
     def _open_searcher(self) -> Searcher:
         with self._lock:
+            if self._searcher is not None and not _current(self._searcher.reader):
+                self._drop_snapshot()  # another writer committed: the next call sees it
             if self._searcher is None:
                 from semsearch.search import Searcher
-                from semsearch.store import IndexReader
 
-                reader = IndexReader(self.path)
+                reader = self._reader()
                 self._searcher = Searcher(reader, lambda: self._query_embedder(reader.manifest), on_note=self._on_note)
             return self._searcher
+
+    def _reader(self) -> Any:
+        """A reader of the index's current state (either engine)."""
+        return open_reader(self.path, self.url)
 
     def _query_embedder(self, manifest: IndexManifest) -> QueryEmbedder:
         fingerprint = manifest.model.fingerprint
@@ -703,9 +770,8 @@ class Index:
         checksum and links): ``problems`` lists what is wrong, one line each."""
         from semsearch.indexing import WalkChoices, disk_changes
         from semsearch.status import IndexStatus
-        from semsearch.store import IndexReader
 
-        with IndexReader(self.path) as reader:
+        with self._reader() as reader:
             stats = reader.stats()
             disk = disk_changes(reader) if check_disk else None
             walk = WalkChoices().resolve(reader.walk_settings)  # what the next plain update walks with
@@ -795,21 +861,17 @@ class Index:
         return ""
 
 
+def _current(reader: Any) -> bool:
+    """Whether a reader still shows the latest state (a PostgreSQL reader asks its server; a
+    local one is refreshed by its callers)."""
+    check = getattr(reader, "is_current", None)
+    return True if check is None else bool(check())
+
+
 def _scope(scope: Scope | None, *filters: Any) -> Scope | None:
     from semsearch.scope import scope_of
 
     return scope_of(*filters, scope=scope)
-
-
-def _existing_manifest(index_dir: Path) -> IndexManifest | None:
-    """The settings last asked of the index: those of a build still under way (an interrupted
-    first build, or a rebuild for new settings), else the index's own; None for a new index."""
-    from semsearch.store import BUILDING, MANIFEST, read_manifest
-
-    for name in (BUILDING, MANIFEST):
-        with contextlib.suppress(SemsearchError):
-            return read_manifest(index_dir, name)
-    return None
 
 
 def _chunk_settings(existing: IndexManifest | None, settings: IndexSettings) -> ChunkSettings:

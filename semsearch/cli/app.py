@@ -35,7 +35,7 @@ app = typer.Typer(
 )
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-INDEX_HELP = "Index folder [default: nearest .semsearch above]."
+INDEX_HELP = "Index folder or PostgreSQL URL [default: nearest .semsearch above]."
 
 
 def parse_size(text: str) -> int:
@@ -70,7 +70,14 @@ _INDEX_FOR_WRITING = typer.Option(
     None,
     "--index",
     envvar="SEMSEARCH_INDEX",
-    help="Index folder [default: ./.semsearch; with no PATH, the nearest .semsearch above].",
+    help="Index folder, or a PostgreSQL URL (postgresql://user@host/db; the password from PGPASSWORD or "
+    "~/.pgpass) [default: ./.semsearch; with no PATH, the nearest .semsearch above].",
+)
+_FROM = typer.Option(
+    None,
+    "--from",
+    metavar="INDEX",
+    help="Publish this local index to the PostgreSQL --index as it is (its stored vectors: nothing is embedded).",
 )
 _MODEL = typer.Option(
     None,
@@ -124,7 +131,7 @@ _VERBOSE = typer.Option(False, "-v", "--verbose", help="Name every skipped file.
 @app.command()
 def index(
     paths: list[Path] = _PATHS,
-    index: Path | None = _INDEX_FOR_WRITING,
+    index: str | None = _INDEX_FOR_WRITING,
     model: str | None = _MODEL,
     chunk_tokens: int | None = _CHUNK_TOKENS,
     overlap_tokens: int | None = _OVERLAP_TOKENS,
@@ -141,6 +148,7 @@ def index(
     wait: float = _WAIT,
     quiet: bool = _QUIET,
     verbose: bool = _VERBOSE,
+    source: Path | None = _FROM,
 ) -> None:
     """Index files and folders (re-embeds only what changed).
 
@@ -167,6 +175,9 @@ def index(
             precision=precision,
             device=device,
         )
+        if source is not None:
+            _publish(target, source, paths, wait=wait, quiet=quiet, err=err)
+            return
         with target:
             summary = _update(target, paths, rebuild=rebuild, wait=wait, quiet=quiet, verbose=verbose, err=err)
             if not quiet or watch:
@@ -178,6 +189,20 @@ def index(
     except SemsearchError as exc:
         console.fail(describe(exc))
         return
+
+
+def _publish(target: Index, source: Path, paths: list[Path], *, wait: float, quiet: bool, err: Console) -> None:
+    """`index --index postgresql://... --from DIR`: the local index copied as it is."""
+    if paths:
+        console.fail("give either PATHs to index or --from INDEX to publish, not both")
+        return
+    with target:
+        done = target.copy_from(source, wait=wait)
+    if not quiet:
+        err.print(
+            f"published {done.files} files, {done.chunks} chunks ({done.model}) from {source} "
+            f"in {done.seconds:.1f}s; nothing embedded"
+        )
 
 
 def _watch(target: Index, *, err: Console, verbose: bool) -> None:
@@ -299,7 +324,7 @@ def query(
     files_only: bool = _FILES_ONLY,
     null: bool = _NULL,
     type_list: bool = _TYPE_LIST,
-    index: Path | None = _INDEX,
+    index: str | None = _INDEX,
 ) -> None:
     """Find the passages that mean what you ask (only under PATHs, when given).
 
@@ -351,7 +376,7 @@ def similar(
     as_json: bool = _JSON,
     files_only: bool = _FILES_ONLY,
     null: bool = _NULL,
-    index: Path | None = _INDEX,
+    index: str | None = _INDEX,
 ) -> None:
     """Find passages (or, with -l, files) like the one at PATH:LINE, PATH#PAGE or like a whole
     file PATH, from the index alone (no model is loaded); the file itself is left out unless
@@ -401,7 +426,7 @@ def duplicates(
     changed_before: str | None = _CHANGED_BEFORE,
     as_json: bool = typer.Option(False, "--json", help="JSON Lines, one object per group (with -l: per pair)."),
     files_only: bool = typer.Option(False, "-l", "--files-only", help="Pairs of files that share passages."),
-    index: Path | None = _INDEX,
+    index: str | None = _INDEX,
 ) -> None:
     """Find near-duplicate passages across files, most text per file first (-l: pairs of files).
 
@@ -472,7 +497,7 @@ def _stdin_queries() -> Iterator[str]:
 
 
 def _run_queries(
-    queries: Iterable[str], options: SearchOptions, *, as_json: bool, null: bool, index: Path | None
+    queries: Iterable[str], options: SearchOptions, *, as_json: bool, null: bool, index: str | None
 ) -> bool:
     from semsearch.api import Index
 
@@ -513,7 +538,7 @@ def evaluate(
     types_not: list[str] = _TYPE_NOT,
     changed_within: str | None = _CHANGED_WITHIN,
     changed_before: str | None = _CHANGED_BEFORE,
-    index: Path | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+    index: str | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
 ) -> None:
     """Score the index on judged queries: nDCG@10, Recall@10/100, MRR@10, latency (only files under PATHs, when given)."""
     from semsearch.api import Index
@@ -560,7 +585,7 @@ def evaluate(
 
 @app.command()
 def status(
-    index: Path | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+    index: str | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     verify: bool = typer.Option(
         False, "--verify", help="Also check the whole index: database pages, vector files' checksums and links."
@@ -661,7 +686,7 @@ def _duration(seconds: float) -> str:
 
 @app.command("mcp")
 def mcp_command(
-    index: Path | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+    index: str | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
     allow_index: bool = typer.Option(
         False, "--allow-index", help="Offer the `index` tool, which updates the index (it writes)."
     ),
@@ -687,4 +712,4 @@ def mcp_command(
 
     if not math.isfinite(timeout) or timeout < 0:
         console.fail(f"--timeout must be 0 (no limit) or a number of seconds (got {timeout})")
-    serve(index, allow_index=allow_index, watch=watch, timeout=timeout)
+    serve(index, allow_index=allow_index, watch=watch, timeout=timeout)  # type: ignore[arg-type]

@@ -63,6 +63,8 @@ def describe(exc: SemsearchError) -> str:
             if exc.waited > 0
             else "try again when it ends, or wait for it with --wait SECONDS"
         )
+        if exc.holder.startswith("postgresql"):  # a writer of a PostgreSQL index, on any machine
+            return f"another `semsearch index` is updating {exc.holder}; {after}"
         return f"another `semsearch index` (pid {exc.holder}) is updating {exc.path}; {after}"
     text = exc.render(FLAGS, REMEDIES)
     if exc.path is not None and os.path.isabs(exc.path):

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from semsearch.walk import UNCHANGED, Skip, WalkOptions, walk
 
 if TYPE_CHECKING:
     from semsearch.models import ModelProvider
+    from semsearch.pgstore import Target
 
 
 def _under(path: Path, roots: Sequence[Path]) -> bool:
@@ -43,6 +45,13 @@ def build_index(
     options.chunking.validate()
     options.walk.validate()
     summary = IndexSummary(index_dir=options.index_dir)
+    from semsearch.pgstore.registry import target_of
+
+    target = target_of(options.index_dir, options.postgres)
+    if target is not None:
+        _postgres_run(target, options, model, on_event, summary)
+        summary.seconds = time.perf_counter() - started
+        return summary
     created = store.ensure_index_dir(options.index_dir)
     try:
         _locked_run(options, model, on_event, summary)
@@ -56,11 +65,14 @@ def build_index(
     return summary
 
 
-def _wanted_manifest(options: IndexOptions, model: ModelProvider) -> store.IndexManifest:
+def _wanted_manifest(options: IndexOptions, model: ModelProvider, engine: str | None = None) -> store.IndexManifest:
     chunking = options.chunking
+    engine = engine or options.vector_index
     params = options.vector_params
-    if params is None:
-        params = vectors.backend(options.vector_index).default_params()
+    if params is None or engine != options.vector_index:
+        params = vectors.backend(engine).default_params()
+    else:
+        vectors.backend(engine).build_identity(params)  # checked before anything is written
     return store.IndexManifest(
         epoch=0,
         database="",
@@ -68,9 +80,41 @@ def _wanted_manifest(options: IndexOptions, model: ModelProvider) -> store.Index
         chunking=store.ChunkingInfo(
             chunking.encoding, chunking.chunk_tokens, chunking.overlap_tokens, chunking.context
         ),
-        vector_index=options.vector_index,
+        vector_index=engine,
         vector_params=dict(params),
     )
+
+
+def _postgres_run(
+    target: Target,
+    options: IndexOptions,
+    model: ModelProvider,
+    on_event: Callable[[IndexEvent], None],
+    summary: IndexSummary,
+) -> None:
+    """An update of a PostgreSQL index: the same run, its writer the database's (the lock a
+    session advisory lock, the commit point one transaction)."""
+    from semsearch.pgstore.connection import errors_as_one_line
+    from semsearch.pgstore.registry import ENGINE, open_writer, write_pointer
+
+    if options.vector_index not in (vectors.DEFAULT_BACKEND, ENGINE):
+        raise InvalidOptionError(f"a PostgreSQL index keeps its vectors in pgvector, not {options.vector_index!r}")
+    wanted = _wanted_manifest(options, model, ENGINE)
+    if options.vector_params is not None and options.vector_index == ENGINE:
+        wanted = replace(wanted, vector_params={**wanted.vector_params, **options.vector_params})
+        vectors.backend(ENGINE).build_identity(wanted.vector_params)
+    writer, previous, reason = open_writer(
+        target, options.index_dir, wanted, rebuild=options.rebuild, wait=options.lock_wait_seconds
+    )
+    try:
+        with errors_as_one_line(target, "write"):
+            write_pointer(options.index_dir, target)  # `semsearch query` here finds it again
+            summary.rebuild_reason = reason
+            if reason and previous is not None:
+                on_event(IndexEvent("message", f"rebuilding the index: {reason}"))
+            _Run(options, model, writer, summary, on_event).run(previous)  # type: ignore[arg-type]
+    finally:
+        writer.close()
 
 
 def _locked_run(
@@ -133,6 +177,7 @@ class _Run:
         self.writer = writer
         self.summary = summary
         self.on_event = on_event
+        self.postgres = not isinstance(writer, store.IndexWriter)
         self.troubled: list[Path] = []  # unreadable files and folders: what they held is kept
         self.stale: frozenset[str] = frozenset()  # kinds of file to read again (their reader changed)
 
@@ -183,7 +228,10 @@ class _Run:
         roots = [store.within_project(index_dir, r) for r in self.options.roots]
         known_roots, stored_walk = writer.roots(), writer.walk_settings()
         if not known_roots and writer.new_build:
-            known_roots, stored_walk = store.previous_state(index_dir, previous)
+            if self.postgres:
+                known_roots, stored_walk = writer.previous_state()  # type: ignore[attr-defined]
+            else:
+                known_roots, stored_walk = store.previous_state(index_dir, previous)
         if not roots:
             roots = [store.key_to_path(index_dir, os.fsencode(r)) for r in known_roots]
             if not roots:
@@ -201,7 +249,8 @@ class _Run:
         writer.set_roots(kept)
         walk_options = self.options.walk.resolve(stored_walk)
         writer.set_walk_settings(walk_options.remembered())
-        store.remember_roots(index_dir, kept, walk_options.remembered())  # a copy beside the database
+        if not self.postgres:
+            store.remember_roots(index_dir, kept, walk_options.remembered())  # a copy beside the database
         walk_options.exclude_dirs = [index_dir]
         return roots, gone, walk_options
 
@@ -294,7 +343,7 @@ class _Run:
             self.on_event(IndexEvent("graph", "building the vector graph", done, total))
 
         before_switch = None
-        if writer.new_build:
+        if writer.new_build and not self.postgres:
             manifest = writer.manifest
 
             def before_switch() -> None:
@@ -312,7 +361,7 @@ class _Run:
                 )
             if report.merge_error:
                 self.on_event(IndexEvent("warning", text=report.merge_error))
-        if not writer.new_build:
+        if not writer.new_build and not self.postgres:
             # The current index was updated with its own settings, asked for explicitly past a rebuild
             # left unfinished for other ones (a plain run would have resumed that): the rebuild is dropped.
             store.discard_pending_build(index_dir, writer.manifest)

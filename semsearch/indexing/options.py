@@ -86,6 +86,9 @@ class IndexOptions:
     lock_wait_seconds: float = 0.0
     tuning: Tuning = field(default_factory=lambda: replace(DEFAULT_TUNING))
     merge: bool = True  # False: a merge of the vector segments this run would begin is left due
+    # A PostgreSQL index (postgresql://...; None: the one index_dir's pointer names, else the local
+    # folder). index_dir is then the project's pointer folder (its OCR cache, the URL without a password).
+    postgres: str | None = None
 
 
 @dataclass

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import bisect
 import os
-import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from semsearch.errors import InvalidOptionError
 from semsearch.files import folder_prefix
 from semsearch.scope import Scope, type_of
-from semsearch.store.database import visible
 from semsearch.store.layout import key_to_path
 from semsearch.vectors import Subset
 
@@ -63,17 +61,20 @@ def _relative_to(base: Path, project: Path, keys: list[bytes]) -> list[str]:
 class FileCatalog:
     """Visible files with chunks, sorted by stored path."""
 
-    def __init__(self, conn: sqlite3.Connection, generation: int, index_dir: Path, roots: list[str]) -> None:
+    def __init__(
+        self,
+        rows: Sequence[Sequence[Any]],
+        file_chunk_ids: Callable[[int], list[int]],
+        index_dir: Path,
+        roots: list[str],
+    ) -> None:
+        """*rows*: (file id, path key, kind, mtime_ns, chunk count, first chunk id, last chunk id)
+        of each visible file with chunks, sorted by path key; *file_chunk_ids*: a file's chunk ids,
+        read one by one (for a file whose ids are not one run)."""
         import numpy as np
 
         self.index_dir = index_dir
         self.roots = [Path(os.path.abspath(key_to_path(index_dir, os.fsencode(r)))) for r in roots]
-        rows = conn.execute(
-            "SELECT f.id, f.path, f.kind, f.mtime_ns, f.chunk_count, "
-            "(SELECT min(c.id) FROM chunks c WHERE c.file_id = f.id), "
-            "(SELECT max(c.id) FROM chunks c WHERE c.file_id = f.id) "
-            f"FROM files f WHERE {visible(generation, 'f')} AND f.chunk_count > 0 ORDER BY f.path"
-        ).fetchall()
         self.keys: list[bytes] = [bytes(r[1]) for r in rows]
         self.file_ids = np.array([r[0] for r in rows], dtype=np.int64)
         self.base = view_base(index_dir, self.roots)
@@ -86,8 +87,7 @@ class FileCatalog:
         self.total = int(self.counts.sum())
         # Files whose chunk ids are not one whole run (never written so; read row by row).
         self._broken = np.nonzero(lasts - self.firsts + 1 != self.counts)[0]
-        self._conn = conn
-        self._generation = generation
+        self._file_chunk_ids = file_chunk_ids
         self._row_of = {key: row for row, key in enumerate(self.keys)}
         self._project = os.fsencode(os.path.abspath(index_dir.parent))
         self._project_slash = self._project.rstrip(b"/") + b"/"
@@ -119,7 +119,8 @@ class FileCatalog:
             mask &= self._glob_mask(scope)
         if mask.all():
             return None
-        return Subset(self._chunk_ids(np.nonzero(mask)[0]), self.total)
+        rows = np.nonzero(mask)[0]
+        return Subset(self._chunk_ids(rows), self.total, file_ids=self.file_ids[rows])
 
     def _glob_mask(self, scope: Scope) -> np.ndarray:
         """Which files pass the scope's globs: matched once per snapshot and set of globs (a
@@ -150,14 +151,7 @@ class FileCatalog:
             for r in broken:
                 i = int(np.searchsorted(rows, r))
                 whole[offsets[i] : offsets[i] + counts[i]] = False
-            listed = [
-                cid
-                for r in broken
-                for (cid,) in self._conn.execute(
-                    f"SELECT id FROM chunks WHERE file_id = ? AND {visible(self._generation)}",
-                    (int(self.file_ids[r]),),
-                )
-            ]
+            listed = [cid for r in broken for cid in self._file_chunk_ids(int(self.file_ids[r]))]
             ids = np.concatenate([ids[whole], np.array(listed, dtype=np.int64)])
         return ids
 

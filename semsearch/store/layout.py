@@ -233,6 +233,9 @@ def build_under_way(index_dir: Path) -> str:
     return f"pid {pid}{stored}"
 
 
+POSTGRES_POINTER = "postgres.json"  # a project's pointer to its PostgreSQL index (semsearch.pgstore)
+
+
 def is_index_dir(folder: Path) -> bool:
     """Whether *folder* is an index (or the start of one) that semsearch made: it holds the tag,
     or (an index from before the tag) a semsearch manifest or database. A folder of the user's
@@ -249,7 +252,10 @@ def looks_like_index(folder: Path) -> bool:
     """Whether *folder* is an index to read: one of semsearch's (:func:`is_index_dir`) holding a
     manifest or an unfinished first build, or a ``.semsearch`` folder that does (its damage is then
     reported). A folder of only a kept OCR cache is none, so it never hides an index further up.
-    Writing needs :func:`is_index_dir`."""
+    Writing needs :func:`is_index_dir`. A folder that points at a PostgreSQL index (its
+    ``postgres.json``) is one too."""
+    if (folder / POSTGRES_POINTER).is_file() and is_index_dir(folder):
+        return True
     if not ((folder / MANIFEST).exists() or (folder / BUILDING).exists()):
         return False
     return folder.name == INDEX_DIR_NAME or is_index_dir(folder)

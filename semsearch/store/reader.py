@@ -88,7 +88,7 @@ _CHUNK_SELECT = (
 )
 
 
-def _part_lines(value: str | None) -> tuple[int, ...] | None:
+def part_lines_of(value: str | None) -> tuple[int, ...] | None:
     if not value:
         return None
     try:
@@ -281,8 +281,18 @@ class IndexReader:
         """This snapshot's files, for scoped searches (loaded on first need)."""
         with self._catalog_lock:
             if self._catalog is None:
-                self._catalog = FileCatalog(self.conn, self.generation, self.index_dir, self.roots)
+                rows = self.conn.execute(
+                    "SELECT f.id, f.path, f.kind, f.mtime_ns, f.chunk_count, "
+                    "(SELECT min(c.id) FROM chunks c WHERE c.file_id = f.id), "
+                    "(SELECT max(c.id) FROM chunks c WHERE c.file_id = f.id) "
+                    f"FROM files f WHERE {visible(self.generation, 'f')} AND f.chunk_count > 0 ORDER BY f.path"
+                ).fetchall()
+                self._catalog = FileCatalog(rows, self._file_chunk_ids, self.index_dir, self.roots)
             return self._catalog
+
+    def _file_chunk_ids(self, file_id: int) -> list[int]:
+        query = f"SELECT id FROM chunks WHERE file_id = ? AND {visible(self.generation)}"
+        return [cid for (cid,) in self.conn.execute(query, (file_id,))]
 
     def subset(self, scope: Scope | None) -> Subset | None:
         """The chunks a search in *scope* may return (None: all). Paths outside the indexed
@@ -416,6 +426,21 @@ class IndexReader:
             )
         return shown
 
+    def term_docs(self, terms: Sequence[str]) -> list[int]:
+        """How many chunks hold each of *terms* (FTS5's own counts: an fts5vocab table; 0 each when
+        they cannot be read)."""
+        try:
+            self.conn.execute(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.semsearch_terms USING fts5vocab(main, chunks_fts, row)"
+            )
+            counts = []
+            for term in terms:
+                row = self.conn.execute("SELECT doc FROM temp.semsearch_terms WHERE term = ?", (term,)).fetchone()
+                counts.append(int(row[0]) if row else 0)
+            return counts
+        except sqlite3.Error:
+            return [0 for _ in terms]
+
     def fetch_chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
         """Chunk records by id (only those visible in this generation)."""
         out: dict[int, ChunkRecord] = {}
@@ -516,7 +541,7 @@ class IndexReader:
             page_end=row[13],
             context=row[14],
             mtime_ns=row[15],
-            part_lines=_part_lines(row[16]),
+            part_lines=part_lines_of(row[16]),
         )
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:

@@ -26,6 +26,7 @@ __all__ = [
 DEFAULT_BACKEND = "hnsw"
 BUILTIN_BACKENDS = {
     "hnsw": "semsearch.vectors.hnsw",
+    "pgvector": "semsearch.vectors.pgvector",  # parameters only: the vectors live in PostgreSQL
 }
 _registered: dict[str, VectorBackend] = {}
 

@@ -30,9 +30,10 @@ class Subset:
     :meth:`contains` as the filter; never by dropping hits after the search.
     """
 
-    def __init__(self, ids: np.ndarray, total: int) -> None:
+    def __init__(self, ids: np.ndarray, total: int, file_ids: np.ndarray | None = None) -> None:
         self.ids = ids  # int64, no duplicates, any order
         self.total = total
+        self.file_ids = file_ids  # the files whose chunks these are, when known (SQL filters use them)
         self._bitmap: np.ndarray | None = None
         self._bits: bytes | None = None
         self._runs: int | None = None

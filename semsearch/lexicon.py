@@ -1,0 +1,89 @@
+"""Words as the lexical index reads them: FTS5's ``porter unicode61 remove_diacritics 2`` tokenizer
+(the local index's), run in an in-memory SQLite database. The PostgreSQL engine stores and queries
+the same terms, so both engines rank by the same BM25."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+TOKENIZE = "porter unicode61 remove_diacritics 2"
+MAX_POSITION = 16383  # a tsvector's largest position
+
+_LOCAL = threading.local()  # per thread: in-memory FTS5 tables
+
+
+def _conn() -> object:
+    import sqlite3
+
+    conn = getattr(_LOCAL, "conn", None)
+    if conn is None:
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        conn.execute(f"CREATE VIRTUAL TABLE words USING fts5(x, tokenize='{TOKENIZE}')")
+        conn.execute("CREATE VIRTUAL TABLE terms USING fts5vocab(words, row)")
+        conn.execute(f"CREATE VIRTUAL TABLE docs USING fts5(text, context, tokenize='{TOKENIZE}')")
+        conn.execute("CREATE VIRTUAL TABLE spots USING fts5vocab(docs, instance)")
+        _LOCAL.conn = conn
+    return conn
+
+
+def stemmed(words: str) -> list[str]:
+    """The distinct terms FTS5 makes of *words* (in no particular order)."""
+    conn = _conn()
+    conn.execute("INSERT INTO words(rowid, x) VALUES (1, ?)", (words,))  # type: ignore[attr-defined]
+    try:
+        return [term for (term,) in conn.execute("SELECT term FROM terms")]  # type: ignore[attr-defined]
+    finally:
+        conn.execute("DELETE FROM words")  # type: ignore[attr-defined]
+
+
+def phrase(word: str) -> list[str]:
+    """The terms of one query word in order (``err_disk_4711`` -> err, disk, 4711: a phrase)."""
+    conn = _conn()
+    conn.execute("INSERT INTO docs(rowid, text, context) VALUES (1, ?, '')", (word,))  # type: ignore[attr-defined]
+    try:
+        rows = conn.execute("SELECT term, offset FROM spots ORDER BY offset").fetchall()  # type: ignore[attr-defined]
+    finally:
+        conn.execute("DELETE FROM docs")  # type: ignore[attr-defined]
+    return [term for term, _ in rows]
+
+
+def tsvectors(rows: Sequence[tuple[str, str]]) -> list[tuple[str, int]]:
+    """For each (text, context), a tsvector literal of its terms with their positions (the context's
+    after the text's, one position apart, so no phrase spans the two) and its number of terms:
+    FTS5's document length, which BM25 divides by."""
+    conn = _conn()
+    out: list[tuple[str, int]] = []
+    for start in range(0, len(rows), 512):
+        part = rows[start : start + 512]
+        conn.executemany(  # type: ignore[attr-defined]
+            "INSERT INTO docs(rowid, text, context) VALUES (?, ?, ?)",
+            [(i + 1, text, context) for i, (text, context) in enumerate(part)],
+        )
+        try:
+            spots = conn.execute("SELECT doc, col, offset, term FROM spots ORDER BY doc, col, offset").fetchall()  # type: ignore[attr-defined]
+        finally:
+            conn.execute("DELETE FROM docs")  # type: ignore[attr-defined]
+        by_doc: list[dict[str, list[int]]] = [{} for _ in part]
+        lengths = [0] * len(part)
+        text_len = [0] * len(part)
+        for doc, col, offset, _term in spots:
+            if col == "text":
+                text_len[doc - 1] = max(text_len[doc - 1], offset + 1)
+        for doc, col, offset, term in spots:
+            i = doc - 1
+            position = offset + 1 if col == "text" else text_len[i] + 2 + offset
+            by_doc[i].setdefault(term, []).append(min(position, MAX_POSITION))
+            lengths[i] += 1
+        for terms, length in zip(by_doc, lengths, strict=True):
+            out.append((literal(terms), length))
+    return out
+
+
+def quote(term: str) -> str:
+    return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def literal(terms: dict[str, list[int]]) -> str:
+    """A tsvector's text form: 'term':1,5 ... (at most 256 positions a term, as PostgreSQL keeps)."""
+    return " ".join(f"{quote(t)}:{','.join(str(p) for p in sorted(set(ps))[:256])}" for t, ps in terms.items())

@@ -1,0 +1,397 @@
+"""Reading a PostgreSQL index: the calls of :class:`semsearch.store.IndexReader`, answered inside
+the database.
+
+A reader pins the generation current when it opened; rows a later update removes stay one
+generation longer (``PgWriter.finalize``), so its searches stay consistent while ``Index`` checks
+for a newer generation before each call (one short query) and reopens.
+
+- Vectors: pgvector's HNSW index (halfvec or vector), cosine by inner product of unit vectors.
+  A filter (paths, globs, types, dates: the files of the scope, by id) is SQL beside the search;
+  iterative index scans keep going until k rows pass it. A narrow scope is scored exactly
+  (``EXACT_ROWS``, chosen by measurement: benchmarks/RESULTS.md).
+- Words: the local index's BM25 (FTS5's formula, k1 1.2, b 0.75, over text and context) computed
+  in SQL over the rows a GIN index on their terms matches, from each term's stored document count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from semsearch.lexicon import phrase, quote
+from semsearch.pgstore.connection import Target, connect, errors_as_one_line
+from semsearch.pgstore.registry import current_build
+from semsearch.pgstore.writer import visible
+from semsearch.store.catalog import FileCatalog
+from semsearch.store.layout import key_to_path, path_key, within_project
+from semsearch.store.reader import ChunkRecord, IndexStats, part_lines_of
+
+if TYPE_CHECKING:
+    import numpy as np
+    import psycopg
+
+    from semsearch.scope import Scope
+    from semsearch.store import IndexManifest
+    from semsearch.vectors import Subset
+
+EXACT_ROWS = 20_000  # a scope of at most this many chunks is scored exactly (no index)
+SEARCH_EF_FLOOR = 100  # hnsw.ef_search at least this (k more when asked for more)
+MAX_SCAN_TUPLES = 200_000  # how far an iterative scan may go to fill k under a filter
+BM25_K1, BM25_B = 1.2, 0.75
+
+_SELECT = (
+    "SELECT c.id, c.file_id, f.path, f.display, f.kind, f.title, c.ordinal, c.text, c.char_start, c.char_end, "
+    "c.line_start, c.line_end, c.page_start, c.page_end, c.context, f.mtime_ns, f.parts "
+    "FROM chunks c JOIN files f ON f.id = c.file_id"
+)
+
+
+class _Segments:
+    """What ``status`` shows of the local engine's vector files: one index, no tombstones."""
+
+    tombstones = 0
+
+    def segment_states(self) -> list[dict[str, str]]:
+        return [{}]
+
+
+class PgReader:
+    """A read-only view of a PostgreSQL index's current generation."""
+
+    layout = _Segments()
+
+    def __init__(self, target: Target, index_dir: Path) -> None:
+        self.target = target
+        self.index_dir = index_dir
+        self._local = threading.local()
+        self._conns: list[psycopg.Connection[Any]] = []
+        self._conns_lock = threading.Lock()
+        self._catalog: FileCatalog | None = None
+        self._catalog_lock = threading.Lock()
+        conn = self._conn()
+        with errors_as_one_line(target, "read"):
+            build = current_build(conn, target)
+        self.schema = build.schema
+        self.manifest: IndexManifest = build.manifest
+        self.generation = build.generation
+        self.vector_type = str(self.manifest.vector_params.get("type", "halfvec"))
+        meta = dict(self._rows("SELECT key, value FROM meta"))
+        self.vector_count = int(meta.get("vector_count", 0))
+        self._lex_total = int(meta.get("lex_total", 0))
+        self.updated_at = float(meta.get("updated_at", 0))
+        self.roots: list[str] = json.loads(meta.get("roots", "[]"))
+        from semsearch.store.database import decode_walk_settings
+
+        self.walk_settings = decode_walk_settings(meta.get("walk"))
+        self.db_path = Path(target.shown)
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        """This thread's connection (a hybrid search reads both sides at once)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.target, autocommit=True)
+            with errors_as_one_line(self.target, "read"):
+                conn.execute("SET hnsw.iterative_scan = relaxed_order")
+                conn.execute(f"SET hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}")
+                conn.execute("SET jit = off")
+            schema = getattr(self, "schema", None)
+            if schema is not None:
+                self._use(conn, schema)
+            self._local.conn = conn
+            self._local.ef = None
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def _use(self, conn: psycopg.Connection[Any], schema: str) -> None:
+        from semsearch.pgstore.registry import search_path
+
+        conn.execute(search_path(conn, schema))
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self._conn()
+        if getattr(self._local, "schema", None) != self.schema:
+            self._use(conn, self.schema)
+            self._local.schema = self.schema
+        with errors_as_one_line(self.target, "read"):
+            return list(conn.execute(sql, params).fetchall())
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._conns:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._conns = []
+
+    def __enter__(self) -> PgReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def is_current(self) -> bool:
+        """Whether this reader's build and generation are still the index's current ones."""
+        with errors_as_one_line(self.target, "read"):
+            build = current_build(self._conn(), self.target, manifest=False)
+        return (build.schema, build.generation) == (self.schema, self.generation)
+
+    @property
+    def count(self) -> int:
+        return self.vector_count
+
+    # -- scopes ----------------------------------------------------------------------------
+
+    def catalog(self) -> FileCatalog:
+        with self._catalog_lock:
+            if self._catalog is None:
+                rows = self._rows(
+                    "SELECT f.id, f.path, f.kind, f.mtime_ns, f.chunk_count, min(c.id), max(c.id) "
+                    f"FROM files f JOIN chunks c ON c.file_id = f.id WHERE {visible(self.generation, 'f')} "
+                    f"AND f.chunk_count > 0 AND {visible(self.generation, 'c')} "
+                    "GROUP BY f.id ORDER BY f.path"
+                )
+                rows = [(r[0], bytes(r[1]), *r[2:]) for r in rows]
+                self._catalog = FileCatalog(rows, self._file_chunk_ids, self.index_dir, self.roots)
+            return self._catalog
+
+    def _file_chunk_ids(self, file_id: int) -> list[int]:
+        rows = self._rows(f"SELECT id FROM chunks WHERE file_id = %s AND {visible(self.generation)}", (file_id,))
+        return [int(r[0]) for r in rows]
+
+    def subset(self, scope: Scope | None) -> Subset | None:
+        if not scope:
+            return None
+        catalog = self.catalog()
+        if scope.paths:
+            from dataclasses import replace
+
+            scope = replace(scope, paths=tuple(within_project(self.index_dir, p) for p in scope.paths))
+        catalog.check_paths(scope.paths)
+        return catalog.select(scope)
+
+    @staticmethod
+    def _filter(within: Subset | None) -> tuple[str, list[Any]]:
+        if within is None:
+            return "", []
+        assert within.file_ids is not None
+        return " AND c.file_id = ANY(%s)", [[int(i) for i in within.file_ids]]
+
+    # -- vectors ---------------------------------------------------------------------------
+
+    def _vec(self, query: np.ndarray) -> str:
+        import numpy as np
+
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        return "[" + ",".join(repr(float(x)) for x in q) + "]"
+
+    def vector_search(
+        self, query: np.ndarray, k: int, ef: int | None = None, within: Subset | None = None
+    ) -> list[tuple[int, float]]:
+        """Nearest chunks by cosine: [(chunk id, cosine)], best first; k whenever *within* holds k."""
+        if (within is not None and len(within) == 0) or self.vector_count == 0 or k <= 0:
+            return []
+        cast = f"{self.vector_type}({self.manifest.model.dim})"
+        where, params = self._filter(within)
+        q = self._vec(query)
+        exact = within is not None and len(within) <= EXACT_ROWS
+        order = "(c.embedding <#> %s::" + cast + ") + 0" if exact else "c.embedding <#> %s::" + cast
+        if not exact:
+            self._set_ef(max(ef or 0, k, SEARCH_EF_FLOOR))
+        rows = self._rows(
+            f"SELECT id, score FROM (SELECT c.id, -(c.embedding <#> %s::{cast}) AS score FROM chunks c "
+            f"WHERE {visible(self.generation, 'c')}{where} ORDER BY {order} LIMIT %s) t ORDER BY score DESC, id",
+            [q, *params, q, k],
+        )
+        return [(int(i), float(s)) for i, s in rows]
+
+    def _set_ef(self, ef: int) -> None:
+        ef = min(ef, 1000)
+        self._conn()
+        if self._local.ef != ef:
+            with errors_as_one_line(self.target, "read"):
+                self._conn().execute(f"SET hnsw.ef_search = {int(ef)}")
+            self._local.ef = ef
+
+    def neighbours(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each of *vectors*' k nearest chunks (ids, cosines; -1 where fewer)."""
+        import numpy as np
+
+        ids = np.full((len(vectors), k), -1, dtype=np.int64)
+        cos = np.zeros((len(vectors), k), dtype=np.float32)
+        for row, vec in enumerate(vectors):
+            found = self.vector_search(vec, k)
+            for col, (cid, score) in enumerate(found[:k]):
+                ids[row, col], cos[row, col] = cid, score
+        return ids, cos
+
+    def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        import numpy as np
+
+        if not ids:
+            return {}
+        rows = self._rows(
+            f"SELECT id, embedding::real[] FROM chunks c WHERE id = ANY(%s) AND {visible(self.generation, 'c')}",
+            [[int(i) for i in ids]],
+        )
+        return {int(i): np.asarray(v, dtype=np.float32) for i, v in rows}
+
+    def chunk_vectors(
+        self, within: Subset | None = None, batch: int = 8192
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]]:
+        import numpy as np
+
+        where, params = self._filter(within)
+        last = 0
+        while True:
+            rows = self._rows(
+                f"SELECT c.id, c.file_id, c.embedding::real[], c.text FROM chunks c WHERE c.id > %s AND "
+                f"{visible(self.generation, 'c')}{where} ORDER BY c.id LIMIT %s",
+                [last, *params, batch],
+            )
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield (
+                np.array([r[0] for r in rows], dtype=np.int64),
+                np.array([r[1] for r in rows], dtype=np.int64),
+                np.array([r[2] for r in rows], dtype=np.float32),
+                [r[3] for r in rows],
+            )
+
+    # -- words -----------------------------------------------------------------------------
+
+    def term_docs(self, terms: Sequence[str]) -> list[int]:
+        if not terms:
+            return []
+        found = dict(self._rows("SELECT term, df FROM lexemes WHERE term = ANY(%s)", [list(terms)]))
+        return [int(found.get(t, 0)) for t in terms]
+
+    def lexical_search(self, match: str, k: int, within: Subset | None = None) -> list[tuple[int, float]]:
+        """Chunks matching *match* (an FTS5 query of quoted words joined by OR), ranked by the
+        local index's BM25: [(chunk id, score)], best first."""
+        if (within is not None and len(within) == 0) or not match or self.vector_count == 0:
+            return []
+        groups = [t for t in (phrase(w.strip().strip('"')) for w in match.split(" OR ")) if t]
+        if not groups:
+            return []
+        flat = sorted({t for g in groups for t in g})
+        docs = dict(zip(flat, self.term_docs(flat), strict=True))
+        total = max(self.vector_count, 1)
+        avg = max(self._lex_total / total, 1e-9)
+        grp: list[int] = []
+        lex: list[str] = []
+        idf: list[float] = []
+        size: list[int] = []
+        parts = []
+        for g, terms in enumerate(groups):
+            n = min(docs.get(t, 0) for t in terms)
+            if n == 0:
+                continue
+            weight = max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6)
+            for t in dict.fromkeys(terms):
+                grp.append(g)
+                lex.append(t)
+                idf.append(weight)
+                size.append(len(dict.fromkeys(terms)))
+            parts.append("(" + " <-> ".join(quote(t) for t in terms) + ")")
+        if not parts:
+            return []
+        where, params = self._filter(within)
+        sql = (
+            "WITH q AS (SELECT * FROM unnest(%s::int[], %s::text[], %s::float8[], %s::int[]) AS q(grp, term, idf, size)), "
+            f"hit AS (SELECT c.id, c.lex, c.lex_len FROM chunks c WHERE c.lex @@ %s::tsquery "
+            f"AND {visible(self.generation, 'c')}{where}), "
+            "g AS (SELECT h.id, h.lex_len, q.grp, max(q.idf) AS idf, min(array_length(u.positions, 1)) AS tf, "
+            "count(*) AS n, max(q.size) AS size FROM hit h CROSS JOIN LATERAL unnest(h.lex) AS u "
+            "JOIN q ON q.term = u.lexeme GROUP BY h.id, h.lex_len, q.grp) "
+            f"SELECT id, sum(idf * tf * {BM25_K1 + 1} / (tf + {BM25_K1} * ({1 - BM25_B} + {BM25_B} * lex_len / %s))) AS s "
+            "FROM g WHERE n = size GROUP BY id ORDER BY s DESC, id LIMIT %s"
+        )
+        rows = self._rows(sql, [grp, lex, idf, size, " | ".join(parts), *params, avg, k])
+        return [(int(i), float(s)) for i, s in rows]
+
+    # -- chunks and files ------------------------------------------------------------------
+
+    def _record(self, row: Sequence[Any], paths: dict[int, Path]) -> ChunkRecord:
+        path = paths.get(row[1])
+        if path is None:
+            path = paths[row[1]] = key_to_path(self.index_dir, bytes(row[2]))
+        return ChunkRecord(
+            id=int(row[0]), file_id=int(row[1]), path=path, display=row[3], kind=row[4], title=row[5] or "",
+            ordinal=row[6], text=row[7], char_start=row[8], char_end=row[9], line_start=row[10],
+            line_end=row[11], page_start=row[12], page_end=row[13], context=row[14], mtime_ns=int(row[15]),
+            part_lines=part_lines_of(row[16]),
+        )  # fmt: skip
+
+    def fetch_chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
+        ids = list(dict.fromkeys(int(i) for i in ids))
+        if not ids:
+            return {}
+        paths: dict[int, Path] = {}
+        rows = self._rows(f"{_SELECT} WHERE c.id = ANY(%s) AND {visible(self.generation, 'c')}", [ids])
+        return {int(r[0]): self._record(r, paths) for r in rows}
+
+    def file_chunks(self, path: Path) -> list[ChunkRecord] | None:
+        key = path_key(self.index_dir, within_project(self.index_dir, path))
+        found = self._rows(f"SELECT id FROM files WHERE path = %s AND {visible(self.generation)}", [key])
+        if not found:
+            return None
+        paths: dict[int, Path] = {}
+        rows = self._rows(
+            f"{_SELECT} WHERE c.file_id = %s AND {visible(self.generation, 'c')} ORDER BY c.ordinal", [found[0][0]]
+        )
+        return [self._record(r, paths) for r in rows]
+
+    def file_chunk_counts(self, file_ids: set[int]) -> dict[int, tuple[Path, int]]:
+        rows = self._rows("SELECT id, path, chunk_count FROM files WHERE id = ANY(%s)", [sorted(file_ids)])
+        return {int(i): (key_to_path(self.index_dir, bytes(k)), int(n)) for i, k, n in rows}
+
+    def chunks(self) -> Iterator[ChunkRecord]:
+        paths: dict[int, Path] = {}
+        for row in self._rows(f"{_SELECT} WHERE {visible(self.generation, 'c')} ORDER BY c.file_id, c.ordinal"):
+            yield self._record(row, paths)
+
+    def files(self) -> Iterator[tuple[Path, int, int, str | None]]:
+        for key, size, mtime, error in self._rows(
+            f"SELECT path, size, mtime_ns, error FROM files WHERE {visible(self.generation)}"
+        ):
+            yield key_to_path(self.index_dir, bytes(key)), int(size), int(mtime), error
+
+    def stats(self) -> IndexStats:
+        row = self._rows(
+            f"SELECT count(*), count(*) FILTER (WHERE error IS NOT NULL) FROM files WHERE {visible(self.generation)}"
+        )[0]
+        size = self._rows("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                          "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+                          [self.schema])[0][0]  # fmt: skip
+        return IndexStats(
+            files=int(row[0]), files_without_text=int(row[1]), chunks=self.vector_count, generation=self.generation,
+            updated_at=self.updated_at, roots=list(self.roots), disk_bytes=int(size),
+        )  # fmt: skip
+
+    def verify(self) -> list[str]:
+        """The stored rows against what the index records: counts, dimensions, term counts."""
+        problems: list[str] = []
+        (chunks,) = self._rows(f"SELECT count(*) FROM chunks c WHERE {visible(self.generation, 'c')}")[0]
+        if int(chunks) != self.vector_count:
+            problems.append(f"the database lists {chunks} chunks and its state {self.vector_count}")
+        (bad,) = self._rows(
+            f"SELECT count(*) FROM chunks c WHERE vector_dims(c.embedding) <> %s AND {visible(self.generation, 'c')}",
+            [self.manifest.model.dim],
+        )[0]
+        if bad:
+            problems.append(f"{bad} stored vectors are not of the model's {self.manifest.model.dim} dimensions")
+        (files,) = self._rows(
+            f"SELECT count(*) FROM files f WHERE {visible(self.generation, 'f')} AND f.chunk_count <> "
+            f"(SELECT count(*) FROM chunks c WHERE c.file_id = f.id AND {visible(self.generation, 'c')})"
+        )[0]
+        if files:
+            problems.append(f"{files} files do not hold the chunks they list")
+        return problems

@@ -1,0 +1,113 @@
+"""The PostgreSQL index's schema: a registry of projects, one schema per project build, numbered
+migrations applied in place.
+
+``semsearch.projects`` names each project's current schema (and a build under way). A project's
+build lives in a schema of its own (``semsearch_<project>_<epoch>``): a rebuild (another model or
+chunking) fills a new schema while queries use the old one, then one transaction points the
+project at it and drops the old one. Within a build, rows carry the generation that added and
+removed them, as in the local index: an update's rows stay invisible until the generation flip,
+which is one transaction (readers see the old state or the new one, never a mix), while its work
+so far is committed as it goes (a killed writer loses nothing; the next run resumes).
+
+``SCHEMA_VERSION`` is the version of the tables a build holds; ``MIGRATIONS[n]`` takes a build
+from version n - 1 to n and runs in the writer's transaction (an older build is upgraded by its
+next update). A build of a newer version is refused by this semsearch, read or written.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from semsearch.errors import IndexVersionError
+
+SCHEMA_VERSION = 1
+REGISTRY = "semsearch"
+
+REGISTRY_SQL = f"""
+CREATE SCHEMA IF NOT EXISTS {REGISTRY};
+CREATE TABLE IF NOT EXISTS {REGISTRY}.projects (
+    name text PRIMARY KEY,
+    live_schema text,
+    building_schema text,
+    updated_at double precision NOT NULL DEFAULT 0
+);
+"""
+
+
+def _tables(dim: int, vector_type: str) -> str:
+    return f"""
+CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE files (
+    id bigserial PRIMARY KEY,
+    path bytea NOT NULL,
+    display text NOT NULL,
+    size bigint NOT NULL,
+    mtime_ns bigint NOT NULL,
+    sha256 text NOT NULL,
+    kind text NOT NULL,
+    encoding text,
+    title text,
+    error text,
+    chunk_count integer NOT NULL DEFAULT 0,
+    gen_added integer NOT NULL,
+    gen_removed integer,
+    parts text
+);
+CREATE INDEX files_path ON files (path);
+CREATE INDEX files_sha256 ON files (sha256);
+CREATE INDEX files_live ON files (gen_removed) WHERE gen_removed IS NOT NULL;
+CREATE TABLE chunks (
+    id bigserial PRIMARY KEY,
+    file_id bigint NOT NULL REFERENCES files (id),
+    ordinal integer NOT NULL,
+    text text NOT NULL,
+    char_start integer NOT NULL,
+    char_end integer NOT NULL,
+    line_start integer NOT NULL,
+    line_end integer NOT NULL,
+    page_start integer,
+    page_end integer,
+    tokens integer NOT NULL,
+    context text NOT NULL DEFAULT '',
+    embedding {vector_type}({dim}) NOT NULL,
+    lex tsvector NOT NULL,
+    lex_len integer NOT NULL,
+    gen_added integer NOT NULL,
+    gen_removed integer
+);
+CREATE INDEX chunks_file ON chunks (file_id);
+CREATE INDEX chunks_added ON chunks (gen_added);
+CREATE INDEX chunks_removed ON chunks (gen_removed) WHERE gen_removed IS NOT NULL;
+CREATE INDEX chunks_lex ON chunks USING gin (lex);
+CREATE TABLE lexemes (term text PRIMARY KEY, df integer NOT NULL);
+"""
+
+
+def create_build(dim: int, vector_type: str) -> str:
+    """The SQL of a new build's tables at SCHEMA_VERSION (run with the build's schema first on the
+    search path). Its vector index is built once its first rows are in (faster than row by row)."""
+    return _tables(dim, vector_type)
+
+
+def hnsw_index_sql(vector_type: str, m: int, ef_construction: int) -> str:
+    return (
+        f"CREATE INDEX IF NOT EXISTS chunks_embedding ON chunks USING hnsw (embedding {vector_type}_ip_ops) "
+        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+    )
+
+
+# MIGRATIONS[n]: the statements that take a build from version n - 1 to n (1 is create_build).
+MIGRATIONS: dict[int, list[str]] = {}
+
+
+def check_version(version: int, where: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise IndexVersionError(
+            f"the index at {where} was written by a newer semsearch (schema {version}; this one reads "
+            f"up to {SCHEMA_VERSION}): upgrade semsearch"
+        )
+
+
+def encode(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

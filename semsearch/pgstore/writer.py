@@ -1,0 +1,315 @@
+"""Updating a PostgreSQL index: the same calls as the local :class:`semsearch.store.IndexWriter`.
+
+Rows of the next generation are committed as they come (durable progress, invisible to readers);
+:meth:`PgWriter.finalize` makes them visible in one transaction: the generation flip, the removed
+rows deleted, the term counts BM25 reads updated. A first build's vector index is built there, in
+one statement over the loaded rows (faster than row by row); later updates add to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from semsearch.lexicon import tsvectors
+from semsearch.pgstore.schema import hnsw_index_sql
+from semsearch.store.database import decode_walk_settings
+from semsearch.store.writer import FileRow, FinalizeReport
+
+if TYPE_CHECKING:
+    import numpy as np
+    import psycopg
+
+    from semsearch.chunk import Chunk
+    from semsearch.pgstore.connection import Target
+    from semsearch.store import IndexManifest
+
+
+def visible(gen: int, alias: str = "") -> str:
+    p = f"{alias}." if alias else ""
+    return f"{p}gen_added <= {int(gen)} AND ({p}gen_removed IS NULL OR {p}gen_removed > {int(gen)})"
+
+
+def clean(text: str | None) -> str | None:
+    """Text PostgreSQL can store: no NUL characters, no lone surrogates."""
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+class PgWriter:
+    """Updates one build (schema) of a PostgreSQL index towards its next generation. The caller
+    holds the project's advisory lock on *conn*'s session."""
+
+    def __init__(
+        self, conn: psycopg.Connection[Any], target: Target, schema: str, manifest: IndexManifest, index_dir: Path,
+        *, new_build: bool,
+    ) -> None:  # fmt: skip
+        self.conn = conn
+        self.target = target
+        self.schema = schema
+        self.manifest = manifest
+        self.index_dir = index_dir
+        self.new_build = new_build
+        self.committed = int(self._meta("generation") or 0)
+        self.working = self.committed + 1
+        self.vector_type = str(manifest.vector_params.get("type", "halfvec"))
+
+    # -- meta and transactions ---------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value)
+        )
+
+    def commit(self) -> None:
+        """Make the work so far durable (not yet visible to readers)."""
+        self.conn.commit()
+
+    def close(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            self.conn.rollback()
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    # -- files -------------------------------------------------------------------------------
+
+    def lookup_file(self, key: bytes) -> FileRow | None:
+        row = self.conn.execute(
+            "SELECT id, size, mtime_ns, sha256, gen_added, error, kind FROM files "
+            f"WHERE path = %s AND {visible(self.working)}",
+            (key,),
+        ).fetchone()
+        return FileRow(*row) if row else None
+
+    def touch_file(self, file_id: int, size: int, mtime_ns: int) -> None:
+        self.conn.execute("UPDATE files SET size = %s, mtime_ns = %s WHERE id = %s", (size, mtime_ns, file_id))
+
+    def remove_file(self, file_id: int) -> None:
+        """Drop a file from the next generation (at once if it was never visible)."""
+        row = self.conn.execute("SELECT gen_added FROM files WHERE id = %s", (file_id,)).fetchone()
+        if row is None:
+            return
+        if row[0] >= self.working:
+            self.conn.execute("DELETE FROM chunks WHERE file_id = %s", (file_id,))
+            self.conn.execute("DELETE FROM files WHERE id = %s", (file_id,))
+        else:
+            self.conn.execute("UPDATE files SET gen_removed = %s WHERE id = %s", (self.working, file_id))
+            self.conn.execute(
+                "UPDATE chunks SET gen_removed = %s WHERE file_id = %s AND gen_removed IS NULL",
+                (self.working, file_id),
+            )
+
+    def add_file(
+        self,
+        key: bytes,
+        display: str,
+        *,
+        size: int,
+        mtime_ns: int,
+        sha256: str,
+        kind: str,
+        encoding: str | None,
+        title: str,
+        error: str | None,
+        chunks: Sequence[Chunk],
+        vectors: np.ndarray | None,
+        part_lines: Sequence[int] | None = None,
+    ) -> int:
+        """Add a file and its chunks with their vectors to the next generation."""
+        row = self.conn.execute(
+            "INSERT INTO files (path, display, size, mtime_ns, sha256, kind, encoding, title, error, chunk_count, "
+            "gen_added, parts) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+            (key, clean(display), size, mtime_ns, sha256, kind, clean(encoding), clean(title), clean(error),
+             len(chunks), self.working, json.dumps(list(part_lines)) if part_lines else None),
+        ).fetchone()  # fmt: skip
+        assert row is not None
+        file_id = int(row[0])
+        if chunks:
+            assert vectors is not None and len(vectors) == len(chunks)
+            self.add_chunks(file_id, chunks, vectors)
+        return file_id
+
+    def add_chunks(self, file_id: int, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        import numpy as np
+
+        texts = [(clean(c.text) or "", clean(c.context) or "") for c in chunks]
+        lex = tsvectors(texts)
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+        cast = f"{self.vector_type}({self.manifest.model.dim})"
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO chunks (file_id, ordinal, text, char_start, char_end, line_start, line_end, page_start, "
+                f"page_end, tokens, context, embedding, lex, lex_len, gen_added) VALUES "
+                f"(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::real[]::{cast},%s::tsvector,%s,%s)",
+                [
+                    (file_id, c.ordinal, t, c.char_start, c.char_end, c.line_start, c.line_end, c.page_start,
+                     c.page_end, c.tokens, ctx, v.tolist(), tsv, n, self.working)
+                    for c, (t, ctx), v, (tsv, n) in zip(chunks, texts, vecs, lex, strict=True)
+                ],
+            )  # fmt: skip
+
+    def vectors_to_reuse(self, sha256: str, chunks: Sequence[Chunk], previous: int | None = None) -> list[bytes | None]:
+        """As the local writer's: stored vectors (float32 bytes) for chunks embedded the same way."""
+        import numpy as np
+
+        wanted = {(clean(c.text), clean(c.context)) for c in chunks}
+        found: dict[tuple[str | None, str | None], bytes] = {}
+        sources = [previous] if previous is not None else []
+        sources += [
+            int(r[0])
+            for r in self.conn.execute(
+                "SELECT id FROM files WHERE sha256 = %s AND error IS NULL "
+                f"AND (({visible(self.committed)}) OR ({visible(self.working)})) ORDER BY id DESC LIMIT 4",
+                (sha256,),
+            )
+        ]
+        for file_id in dict.fromkeys(sources):
+            for text, context, vector in self.conn.execute(
+                "SELECT text, context, embedding::real[] FROM chunks WHERE file_id = %s", (file_id,)
+            ):
+                if (text, context) in wanted:
+                    found.setdefault((text, context), np.asarray(vector, dtype=np.float32).tobytes())
+            if len(found) == len(wanted):
+                break
+        return [found.get((clean(c.text), clean(c.context))) for c in chunks]
+
+    def live_file_stats(self) -> dict[bytes, tuple[int, int, str]]:
+        query = f"SELECT path, size, mtime_ns, kind FROM files WHERE {visible(self.working)}"
+        return {bytes(r[0]): (int(r[1]), int(r[2]), str(r[3])) for r in self.conn.execute(query)}
+
+    def live_files(self) -> Iterator[tuple[int, bytes]]:
+        rows = self.conn.execute(f"SELECT id, path FROM files WHERE {visible(self.working)}").fetchall()
+        yield from ((int(r[0]), bytes(r[1])) for r in rows)
+
+    # -- settings kept with the index ----------------------------------------------------------
+
+    def set_roots(self, roots: Sequence[str]) -> None:
+        self._set_meta("roots", json.dumps(list(roots)))
+
+    def roots(self) -> list[str]:
+        value = self._meta("roots")
+        return list(json.loads(value)) if value else []
+
+    def set_walk_settings(self, settings: dict[str, Any]) -> None:
+        self._set_meta("walk", json.dumps(settings))
+
+    def walk_settings(self) -> dict[str, Any]:
+        return decode_walk_settings(self._meta("walk"))
+
+    def set_reader_signatures(self, signatures: dict[str, str]) -> None:
+        self._set_meta("readers", json.dumps(signatures))
+
+    def reader_signatures(self) -> dict[str, str] | None:
+        value = self._meta("readers")
+        try:
+            data = json.loads(value) if value else None
+        except ValueError:
+            return None
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else None
+
+    def previous_state(self) -> tuple[list[str], dict[str, Any]]:
+        """The roots and walk settings of the project's current build (a rebuild keeps them)."""
+        from semsearch.pgstore.schema import REGISTRY
+
+        row = self.conn.execute(
+            f"SELECT live_schema FROM {REGISTRY}.projects WHERE name = %s", (self.target.project,)
+        ).fetchone()
+        if row is None or not row[0] or row[0] == self.schema:
+            return [], {}
+        meta = dict(self.conn.execute(f'SELECT key, value FROM "{row[0]}".meta').fetchall())
+        return list(json.loads(meta.get("roots", "[]"))), decode_walk_settings(meta.get("walk"))
+
+    def live_chunk_count(self) -> int:
+        return int(self._meta("vector_count") or 0)
+
+    def pending_changes(self) -> tuple[int, int]:
+        row = self.conn.execute(
+            "SELECT count(*) FILTER (WHERE gen_added = %s AND gen_removed IS NULL), "
+            "count(*) FILTER (WHERE gen_removed = %s AND gen_added < %s) FROM chunks "
+            "WHERE gen_added = %s OR gen_removed = %s",
+            (self.working, self.working, self.working, self.working, self.working),
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    # -- the commit point --------------------------------------------------------------------
+
+    def finalize(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        force: bool = False,
+        before_switch: Callable[[], None] | None = None,
+        merge: bool = True,
+    ) -> FinalizeReport | None:
+        """Make the next generation current, in one transaction. None when nothing changed."""
+        started = time.perf_counter()
+        self.commit()
+        added, removed = self.pending_changes()
+        if not (added or removed or force or self.new_build):
+            return None
+        params = self.manifest.vector_params
+        built = self.conn.execute("SELECT to_regclass('chunks_embedding')").fetchone()
+        if built is None or built[0] is None:
+            # A first build: the graph over every row at once (pgvector's parallel build).
+            if progress is not None:
+                progress(0, added)
+            self.conn.execute("SET maintenance_work_mem = '1GB'")
+            self.conn.execute(
+                hnsw_index_sql(self.vector_type, int(params.get("m", 16)), int(params.get("ef_construction", 64)))
+            )
+            self.conn.commit()
+            if progress is not None:
+                progress(added, added)
+        self._count_terms(+1, f"gen_added = {self.working} AND gen_removed IS NULL")
+        self._count_terms(-1, f"gen_removed = {self.working} AND gen_added < {self.working}")
+        self.conn.execute("DELETE FROM lexemes WHERE df <= 0")
+        # Rows removed by an earlier generation go now: a reader still on the last one sees them.
+        self.conn.execute(f"DELETE FROM chunks WHERE gen_removed IS NOT NULL AND gen_removed <= {self.committed}")
+        self.conn.execute(f"DELETE FROM files WHERE gen_removed IS NOT NULL AND gen_removed <= {self.committed}")
+        row = self.conn.execute(
+            f"SELECT count(*), coalesce(sum(lex_len), 0) FROM chunks WHERE {visible(self.working)}"
+        ).fetchone()
+        assert row is not None
+        self._set_meta("vector_count", str(int(row[0])))
+        self._set_meta("lex_total", str(int(row[1])))
+        self._set_meta("generation", str(self.working))
+        self._set_meta("updated_at", repr(time.time()))
+        if before_switch is not None:
+            before_switch()
+        if self.new_build:
+            from semsearch.pgstore.registry import publish
+
+            publish(self.conn, self.target, self.schema)  # in the same transaction as its generation
+        self.conn.execute("SELECT pg_notify('semsearch', %s)", (self.target.project,))
+        self.conn.commit()
+        self.committed, self.working = self.working, self.working + 1
+        return FinalizeReport(self.committed, added, removed, self.new_build, time.perf_counter() - started)
+
+    def _count_terms(self, sign: int, where: str) -> None:
+        """Add (or take away) the chunks matched by *where* from each term's document count."""
+        self.conn.execute(
+            "INSERT INTO lexemes (term, df) "
+            f"SELECT t, {int(sign)} * count(*) FROM chunks, unnest(tsvector_to_array(lex)) AS t WHERE {where} "
+            "GROUP BY t ON CONFLICT (term) DO UPDATE SET df = lexemes.df + excluded.df"
+        )
+
+    def merge_segments(self, progress: Callable[[int, int], None] | None = None) -> bool:
+        """Nothing to merge: PostgreSQL keeps one vector index, updated in place."""
+        return False
