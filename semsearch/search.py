@@ -355,9 +355,9 @@ def bm25_ceiling(reader: IndexReader, match: str) -> float:
     occurrences, 3 (k1 + 1) / (3 + k1). A chunk matching only the query's common words scores a
     small share of it, one holding its rare words about all of it. 0 when unknown. Reads FTS5's
     own term counts (``reader.term_docs``): a few index lookups."""
-    from semsearch.lexicon import stemmed
-
     import sqlite3
+
+    from semsearch.lexicon import stemmed
 
     total = max(reader.count, 1)
     idf = 0.0
