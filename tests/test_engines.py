@@ -1,0 +1,254 @@
+"""The storage-engine seam: the same behaviour on the local folder (SQLite + hnswlib) and on
+PostgreSQL + pgvector (a real server: tests/pg_server.py). Each test runs on both engines through
+the public API with the fake model; the cross-engine tests compare their answers directly."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FakeModel, write
+from test_seams import QUERIES, TOPICS, topic_text
+
+from semsearch.api import Index
+from semsearch.errors import InvalidOptionError
+
+ENGINES = ("local", "postgres")
+CHUNKING: dict[str, Any] = {"chunk_tokens": 32, "overlap_tokens": 4}
+
+
+def make_project(root: Path, salt: int = 0) -> Path:
+    """Twelve topics in three folders, with a Markdown, text and Python mix."""
+    for i, topic in enumerate(TOPICS):
+        folder = ("notes", "papers", "code")[i % 3]
+        suffix = (".md", ".txt", ".py")[i % 3]
+        text = topic_text(topic, salt)
+        if suffix == ".py":
+            text = '"""' + text + '"""\n'
+        write(root / "docs" / folder / f"{topic}{suffix}", text)
+    return root / "docs"
+
+
+@pytest.fixture(params=ENGINES)
+def where(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The index location of each engine (the test runs in its project folder)."""
+    monkeypatch.chdir(tmp_path)
+    if request.param == "local":
+        yield str(tmp_path / ".semsearch")
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+def _build(where: str, fake_model: FakeModel, paths: list[Path] | None = None, **settings: Any) -> Index:
+    index = Index.create(where, exist_ok=True, provider=fake_model, **{**CHUNKING, **settings})
+    index.update(paths or [Path("docs")])
+    return index
+
+
+def _paths(hits: list[Any]) -> list[str]:
+    return [h.chunk.path.relative_to(Path.cwd()).as_posix() for h in hits]
+
+
+def test_build_search_and_modes(where: str, fake_model: FakeModel) -> None:
+    make_project(Path.cwd())
+    with _build(where, fake_model) as index:
+        for topic, query in QUERIES.items():
+            for mode in ("semantic", "lexical", "hybrid"):
+                hits = index.search(query, k=3, mode=mode)
+                assert hits and hits[0].chunk.path.stem == topic, (mode, topic)
+        assert index.status(check_disk=False).files == len(TOPICS)
+
+
+def test_filters_fill_k(where: str, fake_model: FakeModel) -> None:
+    make_project(Path.cwd())
+    with _build(where, fake_model) as index:
+        total = index.status(check_disk=False).chunks
+        for kwargs in (
+            {"paths": ["docs/notes"]},
+            {"globs": ["*.py"]},
+            {"types": ["md"]},
+            {"paths": ["docs/notes/chess.md"]},
+        ):
+            every = index.search("river violin bread", k=total, mode="semantic", **kwargs)
+            assert every, kwargs
+            for k in (1, 3, len(every)):
+                hits = index.search("river violin bread", k=k, mode="semantic", **kwargs)
+                assert len(hits) == min(k, len(every)), (kwargs, k)
+            allowed = {h.chunk.path for h in every}
+            lexical = index.search("river violin bread dough", k=5, mode="lexical", **kwargs)
+            assert {h.chunk.path for h in lexical} <= allowed
+        with pytest.raises(InvalidOptionError):
+            index.search("x", paths=["/elsewhere/entirely"])
+
+
+def test_update_matches_a_fresh_build(where: str, fake_model: FakeModel, tmp_path: Path) -> None:
+    docs = make_project(Path.cwd())
+    with _build(where, fake_model) as index:
+        (docs / "notes" / "rivers.md").unlink()
+        write(
+            docs / "notes" / "tides.md",
+            topic_text("rivers", 9, words=["tide", "lunar", "neap", "ebb", "flood", "surge"]),
+        )
+        (docs / "papers" / "violin.txt").write_text(topic_text("violin", 5))
+        summary = index.update()
+        assert (summary.indexed, summary.removed) == (2, 1)
+        assert summary.chunks_reused == 0 or summary.chunks_reused > 0
+        assert index.search("tide lunar neap ebb", k=1)[0].chunk.path.name == "tides.md"
+        assert all(h.chunk.path.name != "rivers.md" for h in index.search("river delta estuary", k=20))
+        status = index.status()
+        assert (status.changed_since, status.missing_since, status.new_since) == (0, 0, 0)
+        updated = {q: _paths(index.search(q, k=5, mode="hybrid")) for q in QUERIES.values()}
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    os.chdir(fresh)
+    (fresh / "docs").symlink_to(docs)
+    with _build(str(fresh / ".semsearch"), fake_model, [fresh / "docs"]) as other:
+        rebuilt = {q: _paths(other.search(q, k=5, mode="hybrid")) for q in QUERIES.values()}
+    assert updated == rebuilt
+
+
+def test_similar_duplicates_status_and_eval(where: str, fake_model: FakeModel) -> None:
+    docs = make_project(Path.cwd())
+    write(docs / "notes" / "copy.md", topic_text("chess", 0))  # the same text as chess.py's docstring
+    with _build(where, fake_model) as index:
+        like = index.similar("docs/notes/rivers.md", k=3)
+        assert like and all(h.chunk.path.name != "rivers.md" for h in like)
+        groups = index.duplicates().groups
+        assert any({c.path.name for c in g.chunks} >= {"copy.md", "chess.md"} for g in groups)
+        status = index.status(verify=True)
+        assert status.problems == [] and status.files == len(TOPICS) + 1
+        queries = {str(i): q for i, q in enumerate(QUERIES.values())}
+        qrels = {str(i): {topic: 1} for i, topic in enumerate(QUERIES)}  # documents by file stem
+        report = index.evaluate(queries, qrels)
+        assert report.report.ndcg_at_10 > 0.9 and report.ids_matched > 0
+
+
+def test_a_long_lived_index_sees_another_writers_update(where: str, fake_model: FakeModel) -> None:
+    docs = make_project(Path.cwd())
+    with _build(where, fake_model) as reader_side:
+        assert reader_side.search("tide lunar neap ebb", k=1, mode="lexical") == []
+        with Index.open(where, provider=fake_model) as writer_side:
+            write(docs / "notes" / "tides.md", topic_text("rivers", 9, words=["tide", "lunar", "neap", "ebb", "surge"]))
+            writer_side.update()
+        if where.startswith("postgresql"):  # a local Index is refreshed by its owner (mcp, watch)
+            hits = reader_side.search("tide lunar neap ebb", k=1, mode="lexical")
+            assert hits and hits[0].chunk.path.name == "tides.md"
+
+
+def test_readers_see_the_old_state_or_the_new_one(where: str, fake_model: FakeModel) -> None:
+    docs = make_project(Path.cwd())
+    with _build(where, fake_model) as index:
+        before = _paths(index.search("violin bow rosin", k=50, mode="lexical"))
+        seen: list[list[str]] = []
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def read() -> None:
+            with Index.open(where, provider=fake_model) as mine:
+                while not stop.is_set():
+                    try:
+                        seen.append(_paths(mine.search("violin bow rosin", k=50, mode="lexical")))
+                    except BaseException as exc:  # noqa: BLE001 - reported below
+                        errors.append(exc)
+                        return
+                    mine.close()
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        try:
+            for n in range(3):
+                write(docs / "papers" / f"violin{n}.txt", topic_text("violin", 20 + n))
+                with Index.open(where, provider=fake_model) as writer:
+                    writer.update()
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            thread.join()
+        assert not errors, errors
+        states = [before]
+        with Index.open(where, provider=fake_model) as fresh:
+            final = _paths(fresh.search("violin bow rosin", k=50, mode="lexical"))
+        assert {f"docs/papers/violin{n}.txt" for n in range(3)} <= set(final)
+        for got in seen:  # each is one whole state: only complete files' chunks, never a mix
+            names = set(got)
+            assert names <= set(final) | set(states[0])
+
+
+def test_watch_keeps_it_fresh(where: str, fake_model: FakeModel) -> None:
+    docs = make_project(Path.cwd())
+    _build(where, fake_model).close()
+    index = Index.open(where, provider=fake_model)
+    updates: list[Any] = []
+    ready = threading.Event()
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=index.watch, kwargs={"on_update": updates.append, "stop": stop, "on_ready": ready.set}
+    )
+    thread.start()
+    try:
+        assert ready.wait(60)
+        write(docs / "notes" / "tides.md", topic_text("rivers", 9, words=["tide", "lunar", "neap", "ebb", "surge"]))
+        deadline = time.monotonic() + 60
+        while not updates and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert updates and updates[0].indexed == 1
+    with Index.open(where, provider=fake_model) as fresh:
+        assert fresh.search("tide lunar neap ebb", k=1, mode="lexical")[0].chunk.path.name == "tides.md"
+
+
+def test_rebuild_on_new_chunking_keeps_the_old_until_done(where: str, fake_model: FakeModel) -> None:
+    make_project(Path.cwd())
+    _build(where, fake_model).close()
+    with Index.create(where, exist_ok=True, provider=fake_model, chunk_tokens=48, overlap_tokens=8) as index:
+        summary = index.update()
+        assert "chunk" in summary.rebuild_reason
+        assert index.manifest().chunking.chunk_tokens == 48
+        assert index.search(QUERIES["chess"], k=1)[0].chunk.path.stem == "chess"
+        assert index.status(check_disk=False).files == len(TOPICS)
+
+
+def test_both_engines_rank_alike(
+    fake_model: FakeModel, tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    make_project(tmp_path)
+    _build(str(tmp_path / ".semsearch"), fake_model).close()
+    os.rename(tmp_path / ".semsearch", tmp_path / "local-index")
+    remote = _build(pg_url, fake_model)
+    local = Index.open(str(tmp_path / "local-index"), provider=fake_model)
+    try:
+        queries = [*QUERIES.values(), "river violin", "dough oven crust loaf", "nebula galaxy"]
+        for q in queries:
+            for mode in ("semantic", "lexical", "hybrid"):
+                a = [(h.chunk.path.name, h.chunk.ordinal) for h in local.search(q, k=5, mode=mode)]
+                b = [(h.chunk.path.name, h.chunk.ordinal) for h in remote.search(q, k=5, mode=mode)]
+                assert a == b, (q, mode)
+                sa = [round(h.score, 3) for h in local.search(q, k=5, mode=mode)]
+                sb = [round(h.score, 3) for h in remote.search(q, k=5, mode=mode)]
+                assert sa == pytest.approx(sb, abs=2e-3), (q, mode)
+    finally:
+        local.close()
+        remote.close()
+
+
+def test_several_projects_share_one_database(
+    fake_model: FakeModel, tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder, topic in ((one, "chess"), (two, "coffee")):
+        write(folder / "docs" / f"{topic}.md", topic_text(topic))
+        monkeypatch.chdir(folder)
+        _build(f"{pg_url}?project={folder.name}", fake_model).close()
+    for folder, topic in ((one, "chess"), (two, "coffee")):
+        monkeypatch.chdir(folder)
+        with Index.open(provider=fake_model) as index:  # found by the folder's pointer
+            paths = {h.chunk.path.name for h in index.search("gambit espresso castling crema", k=10)}
+            assert paths == {f"{topic}.md"}
