@@ -145,6 +145,10 @@ def install(
         (os, "unlink", "unlink"),
     ]:
         _hook(owner, attr, event)
+    from semsearch.pgstore.writer import PgWriter
+
+    for attr in ("commit", "add_file", "remove_file", "finalize"):
+        _hook(PgWriter, attr, f"pg_{attr}")
     if commit_seconds is not None:
         indexing.DEFAULT_TUNING.commit_seconds = commit_seconds
     if group_chunks is not None:
@@ -159,10 +163,13 @@ def main() -> None:
     from semsearch import cli
 
     env = os.environ.get
-    install(env("HARNESS_KILL_AT"), env("HARNESS_PAUSE_AT"),
-            Path(env("HARNESS_PAUSE_FILE")) if env("HARNESS_PAUSE_FILE") else None,
-            float(env("HARNESS_COMMIT_SECONDS")) if env("HARNESS_COMMIT_SECONDS") else None,
-            int(env("HARNESS_GROUP_CHUNKS")) if env("HARNESS_GROUP_CHUNKS") else None)
+    install(
+        env("HARNESS_KILL_AT"),
+        env("HARNESS_PAUSE_AT"),
+        Path(env("HARNESS_PAUSE_FILE")) if env("HARNESS_PAUSE_FILE") else None,
+        float(env("HARNESS_COMMIT_SECONDS")) if env("HARNESS_COMMIT_SECONDS") else None,
+        int(env("HARNESS_GROUP_CHUNKS")) if env("HARNESS_GROUP_CHUNKS") else None,
+    )
     if env("HARNESS_EMBED_LOG"):
         log = Path(env("HARNESS_EMBED_LOG"))
         atexit.register(lambda: log.open("a").write(f"{embedded()}\n"))

@@ -1,0 +1,245 @@
+"""A team's index on a real PostgreSQL server: roles, credentials, locks, failures said in one line,
+publishing a local index without embedding, and writers killed mid-update (the crash harness)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import crash_harness as harness
+import pytest
+from conftest import FakeModel, write
+from test_crash import QUERIES, change_corpus, run_forked, write_corpus
+from test_seams import topic_text
+from typer.testing import CliRunner
+
+from semsearch.api import Index
+from semsearch.cli.app import app
+from semsearch.errors import SemsearchError
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def _admin(pg_server: Any, database: str = "postgres") -> Any:
+    import psycopg
+
+    return psycopg.connect(pg_server.url(database), autocommit=True, password=pg_server.password)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cli: FakeModel) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for topic in ("chess", "coffee", "violin", "bread"):
+        write(tmp_path / "docs" / f"{topic}.md", topic_text(topic))
+    return tmp_path
+
+
+def test_index_and_query_by_url_then_by_pointer(project: Path, pg_url: str) -> None:
+    result = run("index", "docs", "--index", pg_url, "-q")
+    assert result.exit_code == 0, result.output
+    pointer = json.loads((project / ".semsearch" / "postgres.json").read_text())
+    assert pointer["url"] == pg_url
+    result = run("query", "gambit castling", "-l", "-k", "1")  # found through the pointer
+    assert result.exit_code == 0 and result.stdout.strip() == "docs/chess.md", result.output
+    result = run("status")
+    assert result.exit_code == 0 and "files    4" in result.stdout, result.output
+
+
+def test_a_password_in_the_url_is_used_never_kept(project: Path, pg_url: str, pg_server: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.delenv("PGPASSWORD")
+    secret = pg_server.password
+    with_password = pg_url.replace("postgres@", f"postgres:{secret}@")
+    result = run("index", "docs", "--index", with_password, "-q")
+    assert result.exit_code == 0, result.output
+    for path in (project / ".semsearch").rglob("*"):
+        assert secret.encode() not in path.read_bytes()
+    wrong_db = with_password.rsplit("/", 1)[0] + "/no_such_database"
+    result = run("query", "x", "--index", wrong_db)
+    assert result.exit_code == 2 and secret not in result.output
+    assert result.output.count("\n") == 1 and "no_such_database" in result.output
+    result = run("query", "gambit")  # the pointer names no password: libpq's ways give it
+    assert result.exit_code == 2 and "PGPASSWORD" in result.output
+
+
+@pytest.mark.parametrize(
+    ("mangle", "says"),
+    [
+        (lambda url: url.rsplit(":", 1)[0] + ":1/db", "cannot connect"),
+        (lambda url: url.replace("postgres@", "nobody@"), "nobody"),
+        (lambda url: "postgresql://[bad", "not a PostgreSQL URL"),
+    ],
+)
+def test_connection_failures_are_one_line(project: Path, pg_url: str, mangle: Any, says: str) -> None:
+    for args in (("index", "docs"), ("query", "x")):
+        result = run(*args, "--index", mangle(pg_url))
+        assert result.exit_code == 2, result.output
+        assert says in result.output and result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_wrong_password_is_one_line(project: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", "wrong")
+    result = run("index", "docs", "--index", pg_url)
+    assert result.exit_code == 2 and "password authentication failed" in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_read_only_role_queries_but_cannot_index(project: Path, pg_url: str, pg_server: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    assert run("index", "docs", "--index", pg_url, "-q").exit_code == 0
+    database = pg_url.rsplit("/", 1)[1]
+    schema = Index.open(pg_url).manifest().database
+    with _admin(pg_server, database) as conn:  # the README's SQL for a read-only role
+        conn.execute("DROP ROLE IF EXISTS reader_ro")
+        conn.execute("CREATE ROLE reader_ro LOGIN PASSWORD 'ro-secret'")
+        conn.execute(f"GRANT CONNECT ON DATABASE {database} TO reader_ro")
+        conn.execute("GRANT USAGE ON SCHEMA semsearch TO reader_ro")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA semsearch TO reader_ro")
+        conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO reader_ro')
+        conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO reader_ro')
+    monkeypatch.setenv("PGPASSWORD", "ro-secret")
+    ro = pg_url.replace("postgres@", "reader_ro@")
+    other = project / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    result = run("query", "gambit castling", "--index", ro, "-l", "-k", "1")
+    assert result.exit_code == 0 and result.stdout.strip() == "docs/chess.md", result.output
+    monkeypatch.chdir(project)
+    write(project / "docs" / "new.md", topic_text("sailing"))
+    result = run("index", "docs", "--index", ro)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "permission denied" in result.output or "may not write" in result.output
+
+
+def test_a_second_writer_waits_or_is_told(project: Path, pg_url: str, pg_server: Any) -> None:
+    from semsearch.pgstore import parse_target
+    from semsearch.pgstore.registry import lock_key
+
+    assert run("index", "docs", "--index", pg_url, "-q").exit_code == 0
+    database = pg_url.rsplit("/", 1)[1]
+    with _admin(pg_server, database) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock_key(parse_target(pg_url)),))
+        result = run("index", "-q")
+        assert result.exit_code == 2 and "another `semsearch index` is updating postgresql://" in result.output
+        result = run("index", "-q", "--wait", "0.5")
+        assert result.exit_code == 2 and "within --wait 0.5" in result.output
+        result = run("query", "gambit", "-l", "-k", "1")  # readers are never blocked
+        assert result.exit_code == 0 and result.stdout.strip() == "docs/chess.md"
+    assert run("index", "-q").exit_code == 0
+
+
+def test_no_pgvector_and_no_right_to_create_it(project: Path, pg_url: str, pg_server: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    database = pg_url.rsplit("/", 1)[1]
+    with _admin(pg_server, database) as conn:
+        conn.execute("DROP ROLE IF EXISTS plain_user")
+        conn.execute("CREATE ROLE plain_user LOGIN PASSWORD 'plain'")
+        conn.execute(f"GRANT CONNECT, CREATE ON DATABASE {database} TO plain_user")
+    monkeypatch.setenv("PGPASSWORD", "plain")
+    result = run("index", "docs", "--index", pg_url.replace("postgres@", "plain_user@"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "pgvector" in result.output and "CREATE EXTENSION vector" in result.output
+
+
+def test_a_newer_schema_is_refused(project: Path, pg_url: str, pg_server: Any) -> None:
+    assert run("index", "docs", "--index", pg_url, "-q").exit_code == 0
+    schema = Index.open(pg_url).manifest().database
+    with _admin(pg_server, pg_url.rsplit("/", 1)[1]) as conn:
+        conn.execute(f"UPDATE \"{schema}\".meta SET value = '99' WHERE key = 'schema_version'")
+    result = run("query", "gambit")
+    assert result.exit_code == 2 and "newer semsearch" in result.output
+
+
+def test_publish_a_local_index_without_embedding(project: Path, pg_url: str, fake_cli: FakeModel) -> None:
+    assert run("index", "docs", "-q").exit_code == 0
+    local = {q: run("query", q, "--json").stdout for q in ("gambit castling", "espresso crema", "violin bow")}
+    os.rename(project / ".semsearch", project / "built")
+    embedded_before = fake_cli.embedder().documents_embedded
+    assert embedded_before > 0
+    result = run("index", "--index", pg_url, "--from", "built")
+    assert result.exit_code == 0, result.output
+    assert "published 4 files" in result.output and "nothing embedded" in result.output
+    assert fake_cli.embedder().documents_embedded == embedded_before  # nothing embedded again
+    for q, expected in local.items():
+        got = run("query", q, "--json").stdout
+        assert [json.loads(line)["path"] for line in got.splitlines()] == [
+            json.loads(line)["path"] for line in expected.splitlines()
+        ]
+    result = run("index", "--index", pg_url, "--from", "nowhere")
+    assert result.exit_code == 2 and "no local index" in result.output
+
+
+def test_library_errors_carry_no_password(pg_url: str, pg_server: Any) -> None:
+    url = pg_url.replace("postgres@", f"postgres:{pg_server.password}@").rsplit("/", 1)[0] + "/nope"
+    with pytest.raises(SemsearchError) as caught:
+        Index.open(url).search("x")
+    assert pg_server.password not in str(caught.value)
+
+
+# -- writers killed mid-update (tests/crash_harness.py) ----------------------------------------
+
+
+def _signature(url: str, work: Path) -> object:
+    from semsearch.errors import IndexNotFoundError
+    from semsearch.pgstore import parse_target
+    from semsearch.pgstore.reader import PgReader
+    from semsearch.search import Searcher, SearchOptions
+
+    try:
+        reader = PgReader(parse_target(url), work / ".semsearch")
+    except IndexNotFoundError:
+        return "no index"
+    with reader:
+        searcher = Searcher(reader, harness.FakeEmbedder)
+        result: list[object] = [reader.stats().files, reader.count]
+        for query in QUERIES:
+            for mode in ("semantic", "lexical"):
+                hits = searcher.search(query, SearchOptions(top_k=6, mode=mode))
+                result.append(sorted((os.path.relpath(h.chunk.path, work), h.chunk.ordinal, round(h.score, 4))
+                                     for h in hits))  # fmt: skip
+        return result
+
+
+def _copy_database(pg_server: Any, source: str, name: str) -> str:
+    with _admin(pg_server) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {source}")
+    return pg_server.url(name)
+
+
+@pytest.mark.parametrize("first_build", [True, False], ids=["first-build", "update"])
+def test_kills_mid_update_lose_nothing(tmp_path: Path, pg_url: str, pg_server: Any, first_build: bool) -> None:
+    work = tmp_path / "work"
+    write_corpus(work / "corpus", 16, seed=1)
+    base_db = pg_url.rsplit("/", 1)[1]
+    args = ["index", "corpus", "--index", pg_url, "-q"]
+    if not first_build:
+        assert run_forked(work, args).code == 0  # type: ignore[union-attr]
+        change_corpus(work / "corpus")
+    before = _signature(pg_url, work)
+    full_url = _copy_database(pg_server, base_db, f"{base_db}_full")
+    done = run_forked(work, ["index", "corpus", "--index", full_url, "-q"])
+    assert done.code == 0, done.output  # type: ignore[union-attr]
+    after = _signature(full_url, work)
+    assert after != before
+    failures = []
+    points = ["pg_add_file:1", "pg_add_file:5", "pg_commit:2", "pg_finalize:1", "pg_finalize+:1"]
+    if not first_build:
+        points.append("pg_remove_file:2")
+    for n, point in enumerate(points):
+        url = _copy_database(pg_server, base_db, f"{base_db}_k{n}")
+        killed = run_forked(work, ["index", "corpus", "--index", url, "-q"], kill_at=point)
+        if not killed.killed:  # type: ignore[union-attr]
+            failures.append(f"{point}: not reached")
+            continue
+        seen = _signature(url, work)
+        if seen not in (before, after) and not (first_build and seen == "no index"):
+            failures.append(f"{point}: a reader saw a state that is neither the old nor the new one")
+        again = run_forked(work, ["index", "corpus", "--index", url, "-q"])
+        if again.code != 0 or _signature(url, work) != after:  # type: ignore[union-attr]
+            failures.append(f"{point}: the next run did not finish the update: {again.output}")  # type: ignore[union-attr]
+    assert not failures, "\n".join(failures)
