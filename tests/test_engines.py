@@ -252,3 +252,28 @@ def test_several_projects_share_one_database(
         with Index.open(provider=fake_model) as index:  # found by the folder's pointer
             paths = {h.chunk.path.name for h in index.search("gambit espresso castling crema", k=10)}
             assert paths == {f"{topic}.md"}
+
+
+def test_a_local_query_never_imports_psycopg(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    write(tmp_path / "docs" / "chess.md", topic_text("chess"))
+    probe = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from conftest import FakeModel\n"
+        "from semsearch.api import Index\n"
+        "from semsearch.models import register_model\n"
+        "model = FakeModel()\n"
+        "register_model(model.info().name, lambda options: model)\n"
+        "with Index.create('.semsearch', provider=model) as index:\n"
+        "    index.update(['docs'])\n"
+        "from semsearch.cli import main\n"
+        "sys.argv = ['semsearch', 'query', 'gambit castling', '-l']\n"
+        "try:\n    main(fast_exit=False)\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('psycopg', 'pgvector') if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, timeout=120)
+    assert result.stderr.decode().strip().splitlines()[-1] == "[]", result.stderr.decode()
+    assert result.stdout.decode().strip() == "docs/chess.md"
