@@ -21,7 +21,7 @@ Measured (all in-process, warm unless said otherwise):
    vectors restricted to the filter's chunks; goal >= 0.98), the hits returned (k=10 expected
    whenever the scope holds 10 candidates), and that every hit is in scope;
 2. the first (cold) filtered query after ``Index.open``, with a breakdown of what it loads;
-3. the crossover between the two vector paths (``HnswIndex._exact`` vs hnswlib's filtered
+3. the crossover between the two vector paths (``SavedVectors.exact`` vs hnswlib's filtered
    search, and the sketched search where the index has sketches) at subset sizes around the engine's
    threshold (``hnsw._scoped_way``);
 4. the lexical filter: ``rowid IN (SELECT value FROM json_each(?))`` (chunk ids, what the reader
@@ -80,7 +80,7 @@ from semsearch import Index, Scope, store
 from semsearch.chunk import Chunk
 from semsearch.models.base import ModelInfo
 from semsearch.search import fts_query
-from semsearch.vectors import Subset
+from semsearch.vectors import Subset, hnsw_search
 from semsearch.vectors import hnsw as hnsw_mod
 from semsearch.vectors.hnsw import HnswParams
 
@@ -374,7 +374,7 @@ def cold_breakdown(index_dir: Path, scope: Scope | None, query: np.ndarray) -> d
     exact = way != "graph"
     s = time.perf_counter()
     if exact:
-        idx._map().slot_of()
+        idx._saved.map().slot_of()
         t[f"map vectors ({way} path)"] = time.perf_counter() - s
     else:
         idx._graph()
@@ -388,8 +388,8 @@ def cold_breakdown(index_dir: Path, scope: Scope | None, query: np.ndarray) -> d
 
 
 def exact_einsum(idx, query: np.ndarray, k: int, within: Subset) -> list[tuple[int, float]]:
-    """HnswIndex._exact with the scores computed by numpy's einsum (its own loop, no BLAS threads)."""
-    mapped = idx._map()
+    """SavedVectors.exact with the scores computed by numpy's einsum (its own loop, no BLAS threads)."""
+    mapped = idx._saved.map()
     vectors, slot_of = mapped.vectors, mapped.slot_of()
     ids = within.ids[within.ids < len(slot_of)]
     slots = slot_of[ids]
@@ -404,13 +404,13 @@ def exact_einsum(idx, query: np.ndarray, k: int, within: Subset) -> list[tuple[i
 
 def crossover(reader, layout: Layout, vectors_by_id: np.ndarray, queries: np.ndarray, sizes: list[int],
               seed: int) -> list[dict]:
-    """Exact path (HnswIndex._exact) vs the graph path (hnswlib filter) at several subset sizes."""
+    """Exact path (SavedVectors.exact) vs the graph path (hnswlib filter) at several subset sizes."""
     idx = reader._vector_index()
     total = idx.count
     rng = np.random.default_rng(seed + 300)
     idx._graph()
-    idx._map().slot_of()
-    saved = (hnsw_mod.EXACT_ALWAYS, hnsw_mod.GRAPH_US)
+    idx._saved.map().slot_of()
+    saved = (hnsw_search.EXACT_ALWAYS, hnsw_search.GRAPH_US)
     out = []
     try:
         for size in sizes:
@@ -418,10 +418,10 @@ def crossover(reader, layout: Layout, vectors_by_id: np.ndarray, queries: np.nda
             ids = layout.chunk_ids(files)  # in file order, as the catalog gives them: runs of a file's chunks
             sub = Subset(ids, total)
             picks = hnsw_mod._scoped_way(sub, total, idx._asked(K, None, sub)[2], idx._sketched() is not None)
-            hnsw_mod.EXACT_ALWAYS, hnsw_mod.GRAPH_US = 0, 0.0  # idx.search takes the graph path
+            hnsw_search.EXACT_ALWAYS, hnsw_search.GRAPH_US = 0, 0.0  # idx.search takes the graph path
             truth = exact_truth(vectors_by_id, ids, queries)
             for q in queries[:3]:  # warm-up
-                idx._exact(q, K, Subset(ids, total))
+                idx._saved.exact(q, K, Subset(ids, total))
                 idx.search(q, K, within=Subset(ids, total))
             exact_t, exact1_t, einsum_t, graph_t, exact_hits, graph_hits = [], [], [], [], [], []
             sketch_t, sketch_hits = [], []
@@ -430,12 +430,12 @@ def crossover(reader, layout: Layout, vectors_by_id: np.ndarray, queries: np.nda
                     for q in queries:
                         sub = Subset(ids, total)
                         s = time.perf_counter()
-                        idx._exact(q, K, sub)
+                        idx._saved.exact(q, K, sub)
                         exact1_t.append(time.perf_counter() - s)
             for q in queries:
                 sub = Subset(ids, total)  # a new subset per query, as each search makes one
                 s = time.perf_counter()
-                got = idx._exact(q, K, sub)
+                got = idx._saved.exact(q, K, sub)
                 exact_t.append(time.perf_counter() - s)
                 exact_hits.append({i for i, _ in got})
                 sub = Subset(ids, total)
@@ -450,7 +450,7 @@ def crossover(reader, layout: Layout, vectors_by_id: np.ndarray, queries: np.nda
                 if idx._sketched() is not None:
                     sub = Subset(ids, total)
                     s = time.perf_counter()
-                    got = idx._sketched_search(q, K, None, sub)
+                    got = idx._saved.sketched_search(q, K, None, sub)
                     sketch_t.append(time.perf_counter() - s)
                     sketch_hits.append({i for i, _ in got})
             denom = sum(len(t) for t in truth)
@@ -473,9 +473,9 @@ def crossover(reader, layout: Layout, vectors_by_id: np.ndarray, queries: np.nda
                   f"graph {fmt_s(row['graph_p50'])} (recall {row['graph_recall']:.3f}), "
                   f"sketch {fmt_s(row['sketch_p50'])} (recall {row['sketch_recall']:.3f}); "
                   f"engine picks {row['engine_picks']}", flush=True)
-            hnsw_mod.EXACT_ALWAYS, hnsw_mod.GRAPH_US = saved
+            hnsw_search.EXACT_ALWAYS, hnsw_search.GRAPH_US = saved
     finally:
-        hnsw_mod.EXACT_ALWAYS, hnsw_mod.GRAPH_US = saved
+        hnsw_search.EXACT_ALWAYS, hnsw_search.GRAPH_US = saved
     return out
 
 
@@ -719,7 +719,7 @@ def synthetic_part(args, results: dict) -> None:
         results["crossover"] = {"rows": cross, "total": n, "point": crossover_point(cross, n),
                                 "point_1thread": crossover_point(cross, n, "exact_1thread_p50"),
                                 "point_einsum": crossover_point(cross, n, "exact_einsum_p50"),
-                                "GRAPH_US": hnsw_mod.GRAPH_US, "EXACT_ALWAYS": hnsw_mod.EXACT_ALWAYS,
+                                "GRAPH_US": hnsw_search.GRAPH_US, "EXACT_ALWAYS": hnsw_search.EXACT_ALWAYS,
                                 "threshold_size": engine_threshold(n, per_file, hnsw_mod.search_ef(HnswParams().ef_search, n),
                                                                   reader._vector_index()._sketched() is not None)}
         # (4) lexical filter alternatives (path filters at 50 / 10 / 1 %).
@@ -766,7 +766,7 @@ def report_synthetic(results: dict, n: int) -> None:
                  f"{pte['size']:,.0f} chunks" if pte.get("size") else pte.get("note", ""), "", ""))
     rows.append(("engine threshold now (subsets of whole files)", f"{cross['threshold_size']:,.0f} chunks",
                  f"GRAPH_US={cross['GRAPH_US']}, EXACT_ALWAYS={cross['EXACT_ALWAYS']}", ""))
-    print_table(f"vector paths at {n:,} chunks: HnswIndex._exact vs hnswlib filtered search (k=10, ef 128)", rows)
+    print_table(f"vector paths at {n:,} chunks: SavedVectors.exact vs hnswlib filtered search (k=10, ef 128)", rows)
 
     rows = []
     for r in results["lexical_alternatives"]:

@@ -102,6 +102,11 @@ def recall_and_ways(index, scopes: dict[str, dict], queries: int, out: dict[str,
     from semsearch.api import _scope
     from semsearch.vectors import hnsw
 
+    try:  # where the tree reads the scoped search's tunables (hnsw.py itself before hnsw_search.py)
+        from semsearch.vectors import hnsw_search as tunables
+    except ImportError:
+        tunables = hnsw
+
     reader = index._open_searcher().reader
     rng = np.random.default_rng(5)
     anchors = reader.vectors(rng.choice(reader.count, queries, replace=False).tolist())
@@ -129,11 +134,11 @@ def recall_and_ways(index, scopes: dict[str, dict], queries: int, out: dict[str,
         finally:
             if chooser is not None:
                 hnsw._scoped_way = chooser
-        saved, hnsw.EXACT_ALWAYS = hnsw.EXACT_ALWAYS, 1 << 62  # every scope read exactly
+        saved, tunables.EXACT_ALWAYS = tunables.EXACT_ALWAYS, 1 << 62  # every scope read exactly
         try:
             truth = [{cid for cid, _ in reader.vector_search(q, 10, within=within)} for q in near]
         finally:
-            hnsw.EXACT_ALWAYS = saved
+            tunables.EXACT_ALWAYS = saved
         shares = [len(f & t) / max(1, len(t)) for f, t in zip(found, truth, strict=True)]
         taken = sorted(set(ways)) or ["n/a"]
         out[f"semantic / {name}"] |= {"recall_at_10": statistics.mean(shares), "worst_recall": min(shares),

@@ -12,7 +12,7 @@ from test_segments import corpus
 
 from semsearch import Index
 from semsearch.errors import IndexCorruptError
-from semsearch.vectors import Subset, hnsw
+from semsearch.vectors import Subset, hnsw, hnsw_search
 from semsearch.vectors.hnswfile import HEADER, MappedGraph
 from semsearch.vectors.sketch import Sketch
 
@@ -127,8 +127,8 @@ def test_a_big_saved_graph_answers_first_searches_unloaded(tmp_path: Path, monke
         labels, _ = reference.knn_query(q, k=13)
         expected = [int(x) for x in labels[0] if x not in (1, 2, 3)][:10]
         assert len(set(expected) & {label for label, _ in got}) >= 9
-    monkeypatch.setattr(hnsw, "EXACT_ALWAYS", 0)
-    monkeypatch.setattr(hnsw, "GRAPH_US", 0.0)  # scoped searches by the graph, filtered
+    monkeypatch.setattr(hnsw_search, "EXACT_ALWAYS", 0)
+    monkeypatch.setattr(hnsw_search, "GRAPH_US", 0.0)  # scoped searches by the graph, filtered
     within = Subset(np.arange(1, n, 2, dtype=np.int64), n)
     scoped = opened.search(queries[-1], 10, within=within)
     assert len(scoped) == 10 and all(label % 2 == 1 for label, _ in scoped)
@@ -240,7 +240,7 @@ def test_a_sketched_search_finds_the_exact_neighbours_in_scope(sketched_file, mo
     inside[:2] = False  # the removed ones are not live: a subset never names them
     within = Subset(labels[inside], len(data) - 2)
     monkeypatch.setattr(hnsw, "_scoped_way", lambda *_args: "sketch")
-    monkeypatch.setattr(hnsw, "RERANK_MIN", 200)  # 5 % of this scope scored exactly
+    monkeypatch.setattr(hnsw_search, "RERANK_MIN", 200)  # 5 % of this scope scored exactly
     found = []
     for q in queries:
         got = opened.search(q, 10, within=within)

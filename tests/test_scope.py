@@ -20,7 +20,7 @@ from semsearch.cli import app
 from semsearch.cli.messages import describe
 from semsearch.scope import parse_duration, parse_when, type_of
 from semsearch.store import IndexReader
-from semsearch.vectors import hnsw
+from semsearch.vectors import hnsw_search
 
 MODES = ("semantic", "lexical", "hybrid")
 OLD = dt.datetime(2020, 1, 1).timestamp()  # mtime of the files under old/
@@ -172,7 +172,7 @@ def test_semantic_filtered_search_equals_exact_search_over_the_filter(
     exact = index.search("yeast crust honey", k=10, mode="semantic", globs=["notes/n1*"])
     assert [h.chunk.id for h in exact] == expected
     # Short runs are copied out a block at a time: blocks of 3 give the same ranking.
-    monkeypatch.setattr(hnsw, "GATHER_BLOCK", 3)
+    monkeypatch.setattr(hnsw_search, "GATHER_BLOCK", 3)
     blocks = index.search("yeast crust honey", k=10, mode="semantic", globs=["notes/n1*"])
     assert [(h.chunk.id, h.score) for h in blocks] == [(h.chunk.id, h.score) for h in exact]
     # A subset of long runs of chunks (one file of 40) is scored run by run: the same ranking.
@@ -180,8 +180,8 @@ def test_semantic_filtered_search_equals_exact_search_over_the_filter(
     runs = index.search("yeast crust honey", k=10, mode="semantic", paths=["notes/long.md", "notes/n007.md"])
     assert [h.chunk.id for h in runs] == _exact(tree, qvec, in_long, 10)
     # The graph's own filtered search (taken for wide filters) keeps the same promise.
-    monkeypatch.setattr(hnsw, "EXACT_ALWAYS", 0)
-    monkeypatch.setattr(hnsw, "GRAPH_US", 0.0)
+    monkeypatch.setattr(hnsw_search, "EXACT_ALWAYS", 0)
+    monkeypatch.setattr(hnsw_search, "GRAPH_US", 0.0)
     with Index.open(tree / ".semsearch", provider=FakeModel()) as fresh:
         graph = fresh.search("yeast crust honey", k=10, mode="semantic", globs=["notes/n1*"])
     assert len(graph) == 10 and all(keep(h.chunk) for h in graph)

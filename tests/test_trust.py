@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from semsearch import Index
 from semsearch.errors import IndexCorruptError
 from semsearch.store import IndexReader
-from semsearch.vectors import hnsw, segments
+from semsearch.vectors import hnsw, hnsw_search, segments
 from semsearch.vectors.hnswfile import HEADER, _Mapped
 
 
@@ -123,9 +123,9 @@ def test_a_merge_never_carries_damage_into_a_new_base(built, fake_model: FakeMod
 
 def test_a_sketch_with_swapped_labels_changes_no_answer(tmp_path: Path, fake_model: FakeModel, monkeypatch) -> None:
     monkeypatch.setattr(hnsw, "EXACT_SLOTS", 0)  # searched as a big index is
-    monkeypatch.setattr(hnsw, "EXACT_ALWAYS", 0)
+    monkeypatch.setattr(hnsw_search, "EXACT_ALWAYS", 0)
     monkeypatch.setattr(hnsw, "_scoped_way", lambda within, total, ef, sketch: "sketch" if sketch else "exact")
-    monkeypatch.setattr(hnsw, "RERANK_MIN", 20)
+    monkeypatch.setattr(hnsw_search, "RERANK_MIN", 20)
     docs = tmp_path / "docs"
     corpus(docs, 40, chunks_each=3)
     with Index.create(tmp_path / ".semsearch", provider=fake_model) as index:

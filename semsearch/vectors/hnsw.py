@@ -1,5 +1,7 @@
 """The HNSW engine (hnswlib): every hnswlib call and its parameters live here; the saved file's
-layout, its checks and the search of a file left unloaded live in :mod:`semsearch.vectors.hnswfile`.
+layout, its links' check and the search of a file left unloaded live in
+:mod:`semsearch.vectors.hnswfile`, its checks against its state in :mod:`.hnsw_checks`, and the
+searches that read it in place (exact, sketched) and their costs in :mod:`.hnsw_search`.
 
 A saved index is one hnswlib file (space "cosine", labels = chunk ids). Its state: ``vector_file``,
 ``vector_count`` (live vectors), ``vector_slots`` (elements in the file, removed ones included),
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import math
 import os
 import threading
@@ -23,15 +24,55 @@ from typing import TYPE_CHECKING, Any
 
 from semsearch import files
 from semsearch.errors import IndexCorruptError
-from semsearch.vectors import sketch
 from semsearch.vectors.base import Subset, VectorState
-from semsearch.vectors.hnswfile import HEADER, MappedGraph, check_links, ranked, records, unit, unreachable
+from semsearch.vectors.hnsw_checks import (
+    ORPHANS_KEY,
+    _orphans,
+    _slots,
+    check_reachable,
+    check_sketch,
+    check_vector_file,
+    verify_checksum,
+    write_sketch,
+)
+from semsearch.vectors.hnsw_search import (
+    EXACT_ALWAYS,
+    EXACT_US_RUN,
+    EXACT_US_VECTOR,
+    GATHER_BLOCK,
+    GATHER_US_VECTOR,
+    GRAPH_US,
+    RERANK_MIN,
+    RERANK_SHARE,
+    RERANK_US,
+    SCORE_BLOCK,
+    SKETCH_US_SEARCH,
+    SKETCH_US_VECTOR,
+    SavedVectors,
+    _allowed,
+    _best,
+    _scoped_way,
+    _SketchLabelsWrong,
+    rerank,
+)
+from semsearch.vectors.hnswfile import check_links, ranked, records, unit, unreachable
 from semsearch.vectors.sketch import Sketch
 
 if TYPE_CHECKING:
     import numpy as np
 
 NAME = "hnsw"
+
+# The file checks and the searches that need no graph have modules of their own; their names stay
+# importable from here. Their tunables (EXACT_ALWAYS, GRAPH_US, RERANK_MIN ...) are read where
+# they are defined: set them on semsearch.vectors.hnsw_search, not here.
+__all__ = [
+    "BACKEND", "BATCH_EF", "EF_SIZE", "EXACT_ALWAYS", "EXACT_SLOTS", "EXACT_US_RUN", "EXACT_US_VECTOR",
+    "GATHER_BLOCK", "GATHER_US_VECTOR", "GRAPH_US", "LOAD_BYTES", "MAPPED_SEARCHES", "NAME", "ORPHANS_KEY",
+    "RERANK_MIN", "RERANK_SHARE", "RERANK_US", "SCORE_BLOCK", "SEARCH_EF_FLOOR", "SKETCH_US_SEARCH",
+    "SKETCH_US_VECTOR", "HnswBackend", "HnswIndex", "HnswParams", "check_links", "check_vector_file", "rerank",
+    "search_ef", "verify_checksum", "write_sketch",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -49,65 +90,6 @@ class HnswParams:
     def from_mapping(cls, params: Mapping[str, Any]) -> HnswParams:
         known = {k: params[k] for k in ("space", "M", "ef_construction", "ef_search") if k in params}
         return cls(**known)
-
-
-def check_vector_file(
-    path: Path, state: Mapping[str, str], dim: int, shown: Path | None = None, *, checksum: bool = True
-) -> None:
-    """Validate a vector file before hnswlib reads it: size, header fields and (with *checksum*)
-    its sha256.
-
-    ``shown`` is the name for messages when ``path`` is another way to the file (an open fd).
-    """
-    name = shown or path
-    expected_count = _slots(state)
-    size = int(state.get("vector_size", "0"))
-    try:
-        actual = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(HEADER.size)
-    except FileNotFoundError:
-        raise IndexCorruptError(f"{name} is missing", path=Path(name), remedy="repair") from None
-    except OSError as exc:
-        raise IndexCorruptError(f"cannot read {name}: {exc.strerror}", path=Path(name), remedy="repair") from None
-    if actual != size or len(head) < HEADER.size:
-        raise IndexCorruptError(
-            f"{name} has the wrong size ({actual} bytes, expected {size})", path=Path(name), remedy="repair"
-        )
-    if not _plausible_header(HEADER.unpack(head), expected_count, dim, actual):
-        raise IndexCorruptError(f"{name} is not the vector file this index expects", path=Path(name), remedy="repair")
-    if checksum:
-        verify_checksum(path, state, shown)
-
-
-def verify_checksum(
-    path: Path, state: Mapping[str, str], shown: Path | None = None, key: str = "vector_sha256"
-) -> None:
-    """The whole file against the sha256 recorded under *key* when it was written
-    (``status --verify``): the vector file's, or its sketch's (``vector_sketch_sha256``)."""
-    name = shown or path
-    if files.sha256_file(path) != state.get(key, ""):
-        raise IndexCorruptError(f"{name} fails its checksum", path=Path(name), remedy="repair")
-
-
-def _slots(state: Mapping[str, str]) -> int:
-    """The elements a saved file holds, removed ones included (its count, for older states)."""
-    return int(state.get("vector_slots", state.get("vector_count", "0")))
-
-
-def _plausible_header(fields: tuple[Any, ...], expected_count: int, dim: int, actual: int) -> bool:
-    (offset0, max_el, count, per_element, label_off, data_off, _maxlevel, enter, _maxm, maxm0, m, _mult, _efc) = fields
-    return bool(
-        count == expected_count
-        and max_el >= count
-        and per_element == data_off + dim * 4 + 8
-        and label_off == data_off + dim * 4
-        and offset0 == 0
-        and maxm0 == 2 * m
-        and 0 < m < 10_000
-        and (count == 0 or enter < count)
-        and HEADER.size + count * per_element <= actual
-    )
 
 
 class HnswIndex:
@@ -129,16 +111,16 @@ class HnswIndex:
     ) -> None:  # fmt: skip
         self._index = index
         self._orphans = orphans  # slots of elements the graph cannot reach (searched exactly)
-        self._sha256 = sha256  # a small file is checked whole before its first exact search
         self._load = load
-        self._file = file  # the saved file the views read (None: a new, unsaved graph)
-        self._shown = shown
-        self._dim = dim
+        # The saved file the views read (None: a new, unsaved graph); a small one (*sha256*
+        # given) is checked whole before its first exact search.
+        self._saved = (
+            SavedVectors(file, dim, shown=shown, sketch=sketch, slots=slots, sha256=sha256)
+            if file is not None
+            else None
+        )
         self._ef_search = ef_search  # the recorded ef_search (the graph's own ef), widened per search
-        self._mapped: MappedGraph | None = None  # the saved file, mapped (its vectors, its graph)
-        self._sketch_file, self._slots = sketch, slots  # the saved file's sketch, and its elements
-        self._sketch: Sketch | None = None
-        self._sketch_lock = threading.Lock()
+        self._slots = slots  # the saved file's elements
         # A saved file this big (*size*: its bytes) answers its first searches unloaded.
         self._mapped_left = MAPPED_SEARCHES if file is not None and size > LOAD_BYTES else 0
         self._removed: np.ndarray | None = None  # the pending removals as a bitmap over ids
@@ -219,35 +201,29 @@ class HnswIndex:
     ) -> list[tuple[int, float]]:
         if self._live <= 0 or (within is not None and len(within) == 0):
             return []
-        if self._file is not None and self._slots <= EXACT_SLOTS:
-            return self._exact_all(query, k, within)
-        if within is not None and self._file is not None:
+        saved = self._saved
+        if saved is not None and self._slots <= EXACT_SLOTS:
+            return saved.exact_all(query, k, within, self._removed_bitmap())
+        if within is not None and saved is not None:
             # within holds live chunks only: an exact or sketched search needs no tombstones.
-            way = _scoped_way(within, self._live, self._asked(k, ef, within)[2], self._sketched() is not None)
+            way = _scoped_way(within, self._live, self._asked(k, ef, within)[2], saved.sketched() is not None)
             try:
                 if way == "exact":
-                    return self._exact(query, k, within)
+                    return saved.exact(query, k, within)
                 if way == "sketch":
-                    return self._sketched_search(query, k, ef, within)
+                    return saved.sketched_search(query, k, ef, within)
             except _SketchLabelsWrong:
-                self._drop_sketch()
+                saved.drop_sketch()
                 return self.search(query, k, ef=ef, within=within)
-        if self._orphans is not None and len(self._orphans):
+        if saved is not None and self._orphans is not None and len(self._orphans):
             # Elements the graph cannot reach, scored beside its search.
-            return _best(self._graph_search(query, k, ef, within) + self._orphan_hits(query, within), k)
+            orphans = saved.orphan_hits(self._orphans, query, within, self._removed_bitmap())
+            return _best(self._graph_search(query, k, ef, within) + orphans, k)
         return self._graph_search(query, k, ef, within)
 
-    def _orphan_hits(self, query: np.ndarray, within: Subset | None) -> list[tuple[int, float]]:
-        """The saved file's unreachable elements (its state's list) that a search may return, scored."""
-        import numpy as np
-
-        assert self._orphans is not None
-        mapped = self._map()
-        slots = self._orphans[self._orphans < mapped.count]
-        slots = slots[mapped.live()[slots]]
-        labels = mapped.labels[slots].astype(np.int64)
-        keep = _allowed(labels, self._removed_bitmap(), within.bitmap() if within is not None else None)
-        return ranked(labels[keep], mapped.vectors[slots[keep]], unit(query))
+    def _sketched(self) -> Sketch | None:
+        """The saved file's sketch (None: none, or damaged)."""
+        return self._saved.sketched() if self._saved is not None else None
 
     def _graph_search(
         self, query: np.ndarray, k: int, ef: int | None, within: Subset | None
@@ -299,18 +275,9 @@ class HnswIndex:
             self._mapped_left -= 1
             return True
 
-    def _map(self) -> MappedGraph:
-        """The saved file, mapped read-only (once): what exact and unloaded searches read."""
-        with self._lock:
-            if self._mapped is None:
-                assert self._file is not None
-                self._mapped = MappedGraph(self._file, self._dim, self._shown)
-            return self._mapped
-
     def _mapped_search(
         self, query: np.ndarray, k: int, ef: int | None, within: Subset | None
     ) -> list[tuple[int, float]]:
-
         removed = self._removed_bitmap()
         inside = within.bitmap() if within is not None else None
 
@@ -319,7 +286,8 @@ class HnswIndex:
 
         need = removed is not None or inside is not None
         k, wanted, explore = self._asked(k, ef, within)  # as hnswlib is asked: then the best k
-        return self._map().search(query, wanted, explore, allowed if need else None)[:k]
+        assert self._saved is not None  # (only a saved file's graph is searched unloaded)
+        return self._saved.map().search(query, wanted, explore, allowed if need else None)[:k]
 
     def _removed_bitmap(self) -> np.ndarray | None:
         import numpy as np
@@ -331,109 +299,6 @@ class HnswIndex:
                 bits[gone[gone >= 0]] = 1
                 self._removed = bits
             return self._removed
-
-    def _sketched(self) -> Sketch | None:
-        """The saved file's sketch, mapped (once); None when it has none or it is damaged: a
-        sketch is only a shortcut, and ``semsearch status --verify`` names a damaged one."""
-        with self._sketch_lock:
-            if self._sketch_file is not None:
-                with contextlib.suppress(IndexCorruptError):
-                    self._sketch = Sketch(self._sketch_file, self._dim, self._slots)
-                self._sketch_file = None
-            return self._sketch
-
-    def _drop_sketch(self) -> None:
-        """Stop using a sketch whose labels are not the file's (damaged): the id-to-slot map is
-        made again from the vector file's own labels, and no search reads the sketch again."""
-        with self._sketch_lock:
-            self._sketch, self._sketch_file = None, None
-        self._map().forget_slots()
-
-    def _check_labels(self, ids: np.ndarray, slots: np.ndarray) -> None:
-        """The file's own labels at *slots* (read with their vectors) must be *ids*: the slots
-        came from the sketch's copy of the labels."""
-        import numpy as np
-
-        if len(slots) and not np.array_equal(self._map().labels[slots].astype(np.int64), ids):
-            raise _SketchLabelsWrong
-
-    def _in_file(self, within: Subset) -> tuple[np.ndarray, np.ndarray]:
-        """The ids of *within* this file holds, and their slots."""
-        sketched = self._sketched()
-        slot_of = self._map().slot_of(sketched.labels if sketched is not None else None)
-        ids = within.ids[within.ids < len(slot_of)]
-        slots = slot_of[ids]
-        present = slots >= 0
-        return ids[present], slots[present]
-
-    def _sketched_search(self, query: np.ndarray, k: int, ef: int | None, within: Subset) -> list[tuple[int, float]]:
-        """The subset's nearest sketches, then those vectors scored exactly: the best *k*."""
-        sketched = self._sketched()
-        assert sketched is not None
-        ids, slots = self._in_file(within)
-        if len(ids) == 0:
-            return []
-        q = unit(query)
-        near = sketched.nearest(q, slots, max(k, ef or 0, rerank(len(ids))))
-        near = near[slots[near].argsort()]  # read in file order
-        self._check_labels(ids[near], slots[near])
-        return ranked(ids[near], self._map().vectors[slots[near]], q)[:k]
-
-    def _exact_all(self, query: np.ndarray, k: int, within: Subset | None) -> list[tuple[int, float]]:
-        """Every vector of the file scored (a small segment): the true nearest, whatever the
-        graph's links. A graph does not promise that: an element added to a built graph far
-        from the rest (a merge's new passage on a subject of its own) may get a single link,
-        which a search at any ef can pass by (benchmarks/RESULTS.md, issue 23)."""
-        import numpy as np
-
-        with self._lock:
-            if self._sha256:  # once: a small file costs a few ms to hash (a query reads it all)
-                assert self._file is not None
-                verify_checksum(self._file, {"vector_sha256": self._sha256}, self._shown)
-                self._sha256 = ""
-        mapped = self._map()
-        if mapped.count == 0:
-            return []
-        q = unit(query)
-        labels = mapped.labels.astype(np.int64)
-        keep = mapped.live() & _allowed(labels, self._removed_bitmap(), within.bitmap() if within is not None else None)
-        slots = np.flatnonzero(keep)
-        if not len(slots):
-            return []
-        scores = _scores(mapped.vectors, q)[slots]  # in place, one pass over the file
-        k = min(k, len(slots))
-        # A margin past the k-th score: the top is then scored as every search scores it
-        # (ranked: the same bits whichever way found a vector), ties broken by id.
-        bar = np.partition(scores, len(scores) - k)[len(scores) - k] - 1e-4 if k < len(slots) else -np.inf
-        near = slots[scores >= bar]
-        return ranked(labels[near], mapped.vectors[near], q)[:k]
-
-    def _exact(self, query: np.ndarray, k: int, within: Subset) -> list[tuple[int, float]]:
-        import numpy as np
-
-        vectors = self._map().vectors
-        ids, slots = self._in_file(within)
-        if len(ids) == 0:
-            return []
-        q = np.asarray(query, dtype=np.float32).reshape(-1)
-        starts = np.flatnonzero(np.diff(slots) != 1) + 1
-        if _in_place_is_cheaper(len(slots), len(starts) + 1):
-            # Runs of neighbouring slots (a file's chunks are added together): each run scored
-            # in place, where it lies in the file.
-            bounds = [0, *starts.tolist(), len(slots)]
-            scores = np.concatenate(
-                [_scores(vectors[slots[a] : slots[a] + (b - a)], q) for a, b in itertools.pairwise(bounds)]
-            )
-        else:
-            # Copied out a block at a time: a block stays in the cache while it is scored.
-            scores = np.empty(len(slots), dtype=np.float32)
-            for a in range(0, len(slots), GATHER_BLOCK):
-                scores[a : a + GATHER_BLOCK] = _scores(vectors[slots[a : a + GATHER_BLOCK]], q)
-        k = min(k, len(ids))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
-        top = top[np.lexsort((ids[top], -scores[top]))]
-        self._check_labels(ids[top], slots[top])
-        return [(int(ids[i]), float(scores[i])) for i in top]
 
     def search_batch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np
@@ -464,27 +329,9 @@ class HnswIndex:
         return ids, cos
 
 
-# A scoped search takes the cheapest of three ways, by these costs in microseconds (warm, measured
-# on a 1,000,000-vector file: benchmarks/bench_filter_scale.py; the sketch's also on 100,000 by
-# bench_filter.py's crossover sweep and by bench_sketch.py: benchmarks/RESULTS.md). An exact
-# search reads each vector of the subset: in place, run by run (a file's chunks are neighbours),
-# or copied out. The graph filtered to a share s of the vectors visits about ef / s nodes. A
-# sketched search compares every sketch of the subset and reads the nearest (rerank()).
-EXACT_US_VECTOR = 0.08  # a vector scored in place
-EXACT_US_RUN = 4.0  # a run of neighbouring vectors scored in place (one call)
-GATHER_US_VECTOR = 0.3  # a vector copied out, a block at a time, and scored
-GRAPH_US = 12.0  # one candidate of a filtered graph search's ef, per 1 / share
-SKETCH_US_SEARCH = 1500.0  # a sketched search's own cost (the query's sketch, the partition, the scoring)
-SKETCH_US_VECTOR = 0.05  # a vector's sketch gathered and compared (sketch.Sketch.nearest)
-RERANK_US = 1.0  # one of the nearest sketches' vectors read (anywhere in the file) and scored
-RERANK_SHARE = 0.01  # a sketched search scores this share of its subset exactly,
-RERANK_MIN = 1000  # and at least this many
-EXACT_ALWAYS = 2048  # subsets this small are searched exactly at any size
 # Saved files of at most this many elements are always searched exactly (about 1-2 ms at
 # 10,000, against 0.3-1 ms for the graph): their answers are the true nearest.
 EXACT_SLOTS = 10_000
-SCORE_BLOCK = 512  # rows scored per product in an exact search (see _scores)
-GATHER_BLOCK = 4096  # vectors copied out at a time (6 MB at 384 dimensions)
 BATCH_EF = 32  # search_batch's ef (near-duplicate neighbours)
 EF_SIZE = 100_000  # graphs up to this size are searched at their recorded ef_search
 # Graphs are searched at least this wide: on 20,868 hard vectors (random-word passages, every
@@ -498,47 +345,6 @@ LOAD_BYTES = 32 << 20
 MAPPED_SEARCHES = 8
 
 
-ORPHANS_KEY = "vector_orphans"  # the slots of live elements the graph cannot reach, space-separated
-
-
-def _orphans(state: Mapping[str, str], path: Path) -> np.ndarray | None:
-    import numpy as np
-
-    text = state.get(ORPHANS_KEY, "")
-    if not text:
-        return None
-    try:
-        return np.array([int(word) for word in text.split()], dtype=np.int64)
-    except ValueError:
-        raise IndexCorruptError(
-            f"{path.name}'s list of unreachable elements is damaged", path=path, remedy="repair"
-        ) from None
-
-
-def _allowed(labels: np.ndarray, removed: np.ndarray | None, inside: np.ndarray | None) -> np.ndarray:
-    """Which of *labels* a search may return: not in the *removed* bitmap, and in the *inside*
-    bitmap when given (bitmaps over ids; an id past a bitmap's end is not in it)."""
-    import numpy as np
-
-    good = np.ones(len(labels), dtype=np.bool_)
-    for bits, keep in ((removed, False), (inside, True)):
-        if bits is not None:
-            held = labels < len(bits)
-            good &= np.where(held, bits[np.minimum(labels, len(bits) - 1)] == keep, not keep)
-    return good
-
-
-def _best(hits: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
-    return sorted(dict(hits).items(), key=lambda h: (-h[1], h[0]))[:k]
-
-
-def write_sketch(path: Path, dim: int) -> VectorState:
-    """Write the sketch of the saved file *path* beside it (its vectors and labels, read a block
-    at a time); the state keys that name it."""
-    count, blocks = records(path, dim)
-    return sketch.write_blocks(path.with_name(f"{path.name}{sketch.SUFFIX}"), blocks, count, dim)
-
-
 def search_ef(ef_search: int, elements: int) -> int:
     """The ef a graph of *elements* is searched with: the recorded ef_search up to EF_SIZE
     elements, then wider by log10 of the growth (twice at ten times EF_SIZE); never under
@@ -549,57 +355,11 @@ def search_ef(ef_search: int, elements: int) -> int:
     return max(round(ef_search * (1.0 + math.log10(elements / EF_SIZE))), SEARCH_EF_FLOOR)
 
 
-def _scores(vectors: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``vectors @ q``, a block of rows at a time: OpenBLAS runs a product this size on every
-    core, and on a busy machine its threads wait for each other (0.5-3 ms at 5,000 rows, against
-    0.1-0.3 ms in blocks of SCORE_BLOCK, measured alternating in one process)."""
-    import numpy as np
-
-    out = np.empty(len(vectors), dtype=np.float32)
-    for start in range(0, len(vectors), SCORE_BLOCK):
-        out[start : start + SCORE_BLOCK] = vectors[start : start + SCORE_BLOCK] @ q
-    return out
-
-
 def _cpus() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
-
-
-def _in_place_is_cheaper(n: int, runs: int) -> bool:
-    return _in_place_cost(n, runs) <= GATHER_US_VECTOR * n
-
-
-def _in_place_cost(n: int, runs: int) -> float:
-    return EXACT_US_VECTOR * n + EXACT_US_RUN * runs
-
-
-def _exact_cost(n: int, runs: int) -> float:
-    return min(_in_place_cost(n, runs), GATHER_US_VECTOR * n)
-
-
-def rerank(n: int) -> int:
-    """How many of a subset of *n* a sketched search scores exactly: its nearest sketches."""
-    return max(RERANK_MIN, math.ceil(RERANK_SHARE * n))
-
-
-def _scoped_way(within: Subset, total: int, ef: int, sketch: bool) -> str:
-    """The cheapest way to search *within* out of *total* vectors: "exact" (every vector of the
-    subset read), "sketch" (its sketches compared, the nearest read: only with a sketch) or
-    "graph" (the graph searched at *ef* with the subset as its filter)."""
-    n = len(within)
-    if n <= EXACT_ALWAYS:
-        return "exact"
-    costs = {"exact": _exact_cost(n, within.runs), "graph": GRAPH_US * ef * total / n}
-    if sketch:
-        costs["sketch"] = SKETCH_US_SEARCH + SKETCH_US_VECTOR * n + RERANK_US * min(n, rerank(n))
-    return min(costs, key=costs.__getitem__)  # ties: the first (exact answers are exact)
-
-
-class _SketchLabelsWrong(Exception):
-    """A sketch's labels disagree with its vector file's (the sketch is damaged)."""
 
 
 class _EfGate:
@@ -680,13 +440,7 @@ class HnswBackend:
         check_vector_file(path, state, dim, checksum=True)
         check_links(path, dim)
         if _slots(state) > EXACT_SLOTS:  # a graph searched as one: every live element reachable, or listed
-            listed = _orphans(state, path)
-            lost = set(unreachable(path, dim).tolist()) - set(listed.tolist() if listed is not None else [])
-            if lost:
-                raise IndexCorruptError(
-                    f"{path}: {len(lost)} of its vectors cannot be reached through its graph", path=path,
-                    remedy="repair",
-                )  # fmt: skip
+            check_reachable(path, state, dim)
         if sketch_file is not None:
             self.verify_sketch(sketch_file, state, dim)
 
@@ -700,9 +454,7 @@ class HnswBackend:
     def verify_sketch(self, sketch_file: Path, state: Mapping[str, str], dim: int) -> None:
         """A saved file's sketch whole: there, its size and header, its sha256; named by its own
         name (*sketch_file* may be an open fd's path)."""
-        shown = Path(state.get("vector_sketch", sketch_file.name))
-        Sketch(sketch_file, dim, _slots(state), shown)
-        verify_checksum(sketch_file, state, shown, key="vector_sketch_sha256")
+        check_sketch(sketch_file, state, dim)
 
     def open(
         self,
