@@ -579,6 +579,11 @@ class Index:
                 self._searcher = Searcher(reader, lambda: self._query_embedder(reader.manifest), on_note=self._on_note)
             return self._searcher
 
+    @property
+    def engine(self) -> str:
+        """Where the index lives: "local" (a folder) or "postgresql"."""
+        return "postgresql" if is_postgres(self.path, self.url) else "local"
+
     def _reader(self) -> Any:
         """A reader of the index's current state (either engine)."""
         return open_reader(self.path, self.url)

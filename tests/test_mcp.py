@@ -436,3 +436,33 @@ def test_the_watcher_survives_an_update_that_fails(
     err = capsys.readouterr().err
     assert "the update failed (ValueError: strides is incompatible" in err and "Traceback" not in err
     assert len([line for line in err.splitlines() if "failed" in line]) == 1
+
+
+def test_mcp_on_a_postgresql_index_sees_each_update(tmp_path: Path, project: tuple[Path, dict[str, str]], pg_url: str) -> None:
+    """`semsearch mcp --index postgresql://...` from a folder that is not the project: the next
+    call after another process's update (and rebuild) answers from the new state."""
+    _, env = project
+    env = {**env, "PGPASSWORD": os.environ["PGPASSWORD"]}
+    work = tmp_path / "work"
+    write(work / "a.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
+    assert run(["index", ".", "--index", pg_url], cwd=work, env=env).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    async def body(session: Any) -> list[Any]:
+        out = [await session.call_tool("search", {"query": "volcanic eruption lava", "k": 1, "mode": "lexical"})]
+        write(work / "b.md", "# Volcanoes\n\nLava flows from the eruption buried the village.\n")
+        done = await anyio.to_thread.run_sync(lambda: run(["index"], cwd=work, env=env))
+        assert done.returncode == 0, done.stderr.decode()
+        out.append(await session.call_tool("search", {"query": "volcanic eruption lava", "k": 1, "mode": "lexical"}))
+        rebuilt = await anyio.to_thread.run_sync(lambda: run(["index", "--rebuild"], cwd=work, env=env))
+        assert rebuilt.returncode == 0, rebuilt.stderr.decode()
+        out.append(await session.call_tool("search", {"query": "spring tides moon", "k": 1}))
+        out.append(await session.call_tool("status", {}))
+        return out
+
+    before, updated, after_rebuild, status = with_client(elsewhere, env, body, "--index", pg_url)
+    assert hits(before) == []
+    assert hits(updated)[0]["path"] == "b.md"
+    assert hits(after_rebuild)[0]["path"] == "a.md"
+    assert not status.is_error and status.structured_content["files"] == 2

@@ -712,4 +712,4 @@ def mcp_command(
 
     if not math.isfinite(timeout) or timeout < 0:
         console.fail(f"--timeout must be 0 (no limit) or a number of seconds (got {timeout})")
-    serve(index, allow_index=allow_index, watch=watch, timeout=timeout)  # type: ignore[arg-type]
+    serve(index, allow_index=allow_index, watch=watch, timeout=timeout)

@@ -55,8 +55,9 @@ class IndexService:
     manifest read and the generation compared.
     """
 
-    def __init__(self, index: Path | None) -> None:
+    def __init__(self, index: Path | str | None) -> None:
         self.asked = index
+        self._remote = False  # the index is PostgreSQL's
         self._index: Index | None = None
         self._seen: tuple[Any, ...] | None = None
         self._quick_seen: tuple[Any, ...] | None = None
@@ -131,8 +132,11 @@ class IndexService:
         """The current index (raises the library's errors: not found, damaged ...)."""
         from semsearch.api import Index, find_index
         from semsearch.models.hardware import usable_cpus
+        from semsearch.pgstore import is_url
 
         with self._lock:
+            if self._index is not None and self._remote:
+                return self._index  # a PostgreSQL index: each call asks its server for a newer state
             if self._index is not None:
                 quick = self._quick(self._index.path)
                 if quick is not None and quick == self._quick_seen:
@@ -147,9 +151,12 @@ class IndexService:
                     self._seen = now
                 return self._index
             path = find_index(self.asked)
+            url = str(self.asked) if is_url(self.asked) else None
             # A long-lived server: two threads answer a query sooner (the vectors are the same).
-            index = Index.open(path, query_threads=min(2, usable_cpus()))
-            self._seen, self._quick_seen = self._identity(index.path)
+            index = Index.open(url or path, query_threads=min(2, usable_cpus()))
+            self._remote = index.engine == "postgresql"
+            if not self._remote:
+                self._seen, self._quick_seen = self._identity(index.path)
             self._index = index
             return index
 
@@ -236,7 +243,7 @@ def _plain_logging() -> None:
         root.setLevel(logging.WARNING)
 
 
-def build_server(index: Path | None, *, allow_index: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Any:
+def build_server(index: Path | str | None, *, allow_index: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Any:
     """The MCP server with its tools (``index`` only with *allow_index*); a call that runs over
     *timeout* seconds (0: no limit) is answered with an error, and the server goes on."""
     from semsearch.version import __version__
@@ -286,7 +293,7 @@ def _server_class(timeout: float, allow_index: bool) -> type[Any]:
 
 
 def serve(
-    index: Path | None, *, allow_index: bool = False, watch: bool = False, timeout: float = DEFAULT_TIMEOUT
+    index: Path | str | None, *, allow_index: bool = False, watch: bool = False, timeout: float = DEFAULT_TIMEOUT
 ) -> None:
     """Run the server on stdin/stdout until the client goes away; with *watch*, a thread keeps the
     index fresh meanwhile (one line per update on stderr)."""
@@ -311,13 +318,14 @@ def serve(
 WATCH_RETRY = 5.0  # seconds before the watcher starts again after an error
 
 
-def _watch(index: Path | None, stop: threading.Event) -> None:
+def _watch(index: Path | str | None, stop: threading.Event) -> None:
     """Update the index after each burst of changes until *stop* (errors are reported, not fatal)."""
     import sys
 
     from semsearch.api import Index, find_index
     from semsearch.cli.messages import describe
     from semsearch.cli.report import summary_line
+    from semsearch.pgstore import is_url
 
     def say(line: str) -> None:
         sys.stderr.write(line + "\n")
@@ -325,7 +333,9 @@ def _watch(index: Path | None, stop: threading.Event) -> None:
 
     while not stop.is_set():
         try:
-            with Index.open(find_index(index), on_note=lambda note: say(f"semsearch: watch: {note}")) as target:
+            with Index.open(
+                index if is_url(index) else find_index(index), on_note=lambda note: say(f"semsearch: watch: {note}")
+            ) as target:
                 # watch's first update catches up, with the index's own settings (a plain update
                 # would take the default model and precision)
                 target.watch(
