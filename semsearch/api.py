@@ -808,6 +808,7 @@ class Index:
                 vector_segments=len(reader.layout.segment_states()),
                 vector_tombstones=reader.layout.tombstones,
                 problems=reader.verify() if verify else None,
+                database=f"{reader.target.shown}, schema {reader.schema}" if hasattr(reader, "schema") else "",
             )
 
     def evaluate(

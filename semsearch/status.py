@@ -36,11 +36,13 @@ class IndexStatus:
     vector_segments: int = 1  # the base and its deltas (merged into it by a later update)
     vector_tombstones: int = 0  # removed chunks whose vectors a segment still holds
     problems: list[str] | None = None  # with verify: what the whole check found ([]: nothing)
+    database: str = ""  # a PostgreSQL index: its URL (no password) and the schema of its build
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form `semsearch status --json` prints."""
         return {
             "index": str(self.index),
+            "database": self.database or None,
             "model": self.model,
             "model_fingerprint": self.model_fingerprint,
             "dim": self.dim,

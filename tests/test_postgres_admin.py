@@ -90,29 +90,30 @@ def test_wrong_password_is_one_line(project: Path, pg_url: str, monkeypatch: pyt
 
 def test_read_only_role_queries_but_cannot_index(project: Path, pg_url: str, pg_server: Any,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    assert run("index", "docs", "--index", pg_url, "-q").exit_code == 0
     database = pg_url.rsplit("/", 1)[1]
-    schema = Index.open(pg_url).manifest().database
-    with _admin(pg_server, database) as conn:  # the README's SQL for a read-only role
-        conn.execute("DROP ROLE IF EXISTS reader_ro")
-        conn.execute("CREATE ROLE reader_ro LOGIN PASSWORD 'ro-secret'")
-        conn.execute(f"GRANT CONNECT ON DATABASE {database} TO reader_ro")
-        conn.execute("GRANT USAGE ON SCHEMA semsearch TO reader_ro")
-        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA semsearch TO reader_ro")
-        conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO reader_ro')
-        conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO reader_ro')
+    with _admin(pg_server, database) as conn:  # the README's SQL for a read-only role, before the first index
+        conn.execute("DROP ROLE IF EXISTS search_reader")
+        conn.execute("CREATE ROLE search_reader LOGIN PASSWORD 'ro-secret'")
+        conn.execute(f"GRANT CONNECT ON DATABASE {database} TO search_reader")
+        conn.execute("ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT USAGE ON SCHEMAS TO search_reader")
+        conn.execute("ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT SELECT ON TABLES TO search_reader")
+    assert run("index", "docs", "--index", pg_url, "-q").exit_code == 0
+    assert run("index", "--rebuild", "-q").exit_code == 0  # a new schema: still readable
     monkeypatch.setenv("PGPASSWORD", "ro-secret")
-    ro = pg_url.replace("postgres@", "reader_ro@")
+    ro = pg_url.replace("postgres@", "search_reader@")
     other = project / "elsewhere"
     other.mkdir()
     monkeypatch.chdir(other)
     result = run("query", "gambit castling", "--index", ro, "-l", "-k", "1")
     assert result.exit_code == 0 and result.stdout.strip() == "docs/chess.md", result.output
+    result = run("status", "--index", ro)
+    assert result.exit_code == 0 and "schema semsearch_default_" in result.stdout, result.output
     monkeypatch.chdir(project)
     write(project / "docs" / "new.md", topic_text("sailing"))
-    result = run("index", "docs", "--index", ro)
-    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
-    assert "permission denied" in result.output or "may not write" in result.output
+    for args in (("index", "docs", "--index", ro), ("index", "--index", ro, "--rebuild")):
+        result = run(*args)
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert "permission denied" in result.output or "may not write" in result.output, result.output
 
 
 def test_a_second_writer_waits_or_is_told(project: Path, pg_url: str, pg_server: Any) -> None:
