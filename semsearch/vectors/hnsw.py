@@ -217,8 +217,8 @@ class HnswIndex:
                 return self.search(query, k, ef=ef, within=within)
         if saved is not None and self._orphans is not None and len(self._orphans):
             # Elements the graph cannot reach, scored beside its search.
-            orphans = saved.orphan_hits(self._orphans, query, within, self._removed_bitmap())
-            return _best(self._graph_search(query, k, ef, within) + orphans, k)
+            found = self._graph_search(query, k, ef, within)
+            return _best(found + saved.orphan_hits(self._orphans, query, within, self._removed_bitmap()), k)
         return self._graph_search(query, k, ef, within)
 
     def _sketched(self) -> Sketch | None:

@@ -9,7 +9,7 @@ vector at 384 dimensions: the sign of each component once the segment's mean is 
 follows the angle between the vectors. A query is compared unquantized: a bit that differs
 counts as much as the query's component lies from the mean (in eight levels: three bit planes),
 which is the asymmetric estimate of the inner product from sign bits. The nearest sketches in
-the scope (one in a hundred, at least :data:`hnsw.RERANK_MIN`), scored exactly from the vector
+the scope (one in a hundred, at least :data:`hnsw_search.RERANK_MIN`), scored exactly from the vector
 file, hold its nearest vectors (recall in benchmarks/RESULTS.md).
 
 The file, written beside its vector file when that is saved (``<vector file>.sketch``): a header
