@@ -162,6 +162,23 @@ def check_pgvector(conn: psycopg.Connection[Any], target: Target, *, create: boo
         raise SemsearchError(f"{target.shown} has pgvector {row[0]}: semsearch needs 0.8 or newer")
 
 
+def register_vectors(conn: psycopg.Connection[Any]) -> None:
+    """pgvector's adapter on *conn*: vectors travel in binary (a text vector of 384 floats cost
+    15-20x more to send: benchmarks/RESULTS.md)."""
+    try:
+        from pgvector.psycopg import register_vector
+    except ImportError:
+        raise SemsearchError(f"a PostgreSQL index needs pgvector's Python adapter: {INSTALL_HINT}") from None
+    register_vector(conn)
+
+
+def as_db_vector(vector: Any, kind: str) -> Any:
+    """A numpy vector as pgvector's adapter sends it (halfvec or vector)."""
+    from pgvector import HalfVector, Vector
+
+    return HalfVector(vector) if kind == "halfvec" else Vector(vector)
+
+
 def describe(target: Target, exc: BaseException, doing: str) -> SemsearchError:
     """A database error during *doing* as one line (no password, no SQL)."""
     psycopg = psycopg_module()

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsearch.lexicon import phrase, quote
-from semsearch.pgstore.connection import Target, connect, errors_as_one_line
+from semsearch.pgstore.connection import (
+    Target,
+    as_db_vector,
+    connect,
+    errors_as_one_line,
+    psycopg_module,
+    register_vectors,
+)
 from semsearch.pgstore.registry import current_build
 from semsearch.pgstore.writer import visible
 from semsearch.store.catalog import FileCatalog
@@ -97,6 +104,8 @@ class PgReader:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = connect(self.target, autocommit=True)
+            with contextlib.suppress(psycopg_module().ProgrammingError):
+                register_vectors(conn)  # no pgvector in the database: no index there either (said below)
             with errors_as_one_line(self.target, "read"):
                 conn.execute("SET hnsw.iterative_scan = relaxed_order")
                 conn.execute(f"SET hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}")
@@ -185,11 +194,10 @@ class PgReader:
 
     # -- vectors ---------------------------------------------------------------------------
 
-    def _vec(self, query: np.ndarray) -> str:
+    def _vec(self, query: np.ndarray) -> Any:
         import numpy as np
 
-        q = np.asarray(query, dtype=np.float32).reshape(-1)
-        return "[" + ",".join(repr(float(x)) for x in q) + "]"
+        return as_db_vector(np.asarray(query, dtype=np.float32).reshape(-1), self.vector_type)
 
     def vector_search(
         self, query: np.ndarray, k: int, ef: int | None = None, within: Subset | None = None
@@ -197,15 +205,14 @@ class PgReader:
         """Nearest chunks by cosine: [(chunk id, cosine)], best first; k whenever *within* holds k."""
         if (within is not None and len(within) == 0) or self.vector_count == 0 or k <= 0:
             return []
-        cast = f"{self.vector_type}({self.manifest.model.dim})"
         where, params = self._filter(within)
         q = self._vec(query)
         exact = within is not None and len(within) <= EXACT_ROWS
-        order = "(c.embedding <#> %s::" + cast + ") + 0" if exact else "c.embedding <#> %s::" + cast
+        order = "(c.embedding <#> %s) + 0" if exact else "c.embedding <#> %s"
         if not exact:
             self._set_ef(max(ef or 0, k, SEARCH_EF_FLOOR))
         rows = self._rows(
-            f"SELECT id, score FROM (SELECT c.id, -(c.embedding <#> %s::{cast}) AS score FROM chunks c "
+            "SELECT id, score FROM (SELECT c.id, -(c.embedding <#> %s) AS score FROM chunks c "
             f"WHERE {visible(self.generation, 'c')}{where} ORDER BY {order} LIMIT %s) t ORDER BY score DESC, id",
             [q, *params, q, k],
         )
@@ -237,10 +244,10 @@ class PgReader:
         if not ids:
             return {}
         rows = self._rows(
-            f"SELECT id, embedding::real[] FROM chunks c WHERE id = ANY(%s) AND {visible(self.generation, 'c')}",
+            f"SELECT id, embedding FROM chunks c WHERE id = ANY(%s) AND {visible(self.generation, 'c')}",
             [[int(i) for i in ids]],
         )
-        return {int(i): np.asarray(v, dtype=np.float32) for i, v in rows}
+        return {int(i): np.asarray(v.to_numpy(), dtype=np.float32) for i, v in rows}
 
     def chunk_vectors(
         self, within: Subset | None = None, batch: int = 8192
@@ -251,7 +258,7 @@ class PgReader:
         last = 0
         while True:
             rows = self._rows(
-                f"SELECT c.id, c.file_id, c.embedding::real[], c.text FROM chunks c WHERE c.id > %s AND "
+                f"SELECT c.id, c.file_id, c.embedding, c.text FROM chunks c WHERE c.id > %s AND "
                 f"{visible(self.generation, 'c')}{where} ORDER BY c.id LIMIT %s",
                 [last, *params, batch],
             )
@@ -261,7 +268,7 @@ class PgReader:
             yield (
                 np.array([r[0] for r in rows], dtype=np.int64),
                 np.array([r[1] for r in rows], dtype=np.int64),
-                np.array([r[2] for r in rows], dtype=np.float32),
+                np.array([r[2].to_numpy() for r in rows], dtype=np.float32),
                 [r[3] for r in rows],
             )
 

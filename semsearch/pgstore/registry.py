@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsearch.errors import IndexLockedError, IndexNotFoundError, SemsearchError
-from semsearch.pgstore.connection import Target, check_pgvector, connect, describe, parse_target, psycopg_module
+from semsearch.pgstore.connection import (
+    Target,
+    check_pgvector,
+    connect,
+    describe,
+    parse_target,
+    psycopg_module,
+    register_vectors,
+)
 from semsearch.pgstore.schema import (
     MIGRATIONS,
     REGISTRY,
@@ -121,6 +129,7 @@ def open_writer(
         with _as_one_line(target, "write"):
             check_pgvector(conn, target, create=True)
             conn.commit()
+            register_vectors(conn)
             take_lock(conn, target, wait, index_dir)
             _ensure_registry(conn)
             current = _current_or_none(conn, target)

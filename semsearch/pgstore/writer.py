@@ -148,18 +148,19 @@ class PgWriter:
     def add_chunks(self, file_id: int, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         import numpy as np
 
+        from semsearch.pgstore.connection import as_db_vector
+
         texts = [(clean(c.text) or "", clean(c.context) or "") for c in chunks]
         lex = tsvectors(texts)
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
-        cast = f"{self.vector_type}({self.manifest.model.dim})"
-        with self.conn.cursor() as cur:
+        with self.conn.cursor(binary=True) as cur:  # vectors in binary (pgvector's adapter)
             cur.executemany(
                 "INSERT INTO chunks (file_id, ordinal, text, char_start, char_end, line_start, line_end, page_start, "
-                f"page_end, tokens, context, embedding, lex, lex_len, gen_added) VALUES "
-                f"(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::real[]::{cast},%s::tsvector,%s,%s)",
+                "page_end, tokens, context, embedding, lex, lex_len, gen_added) VALUES "
+                "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::tsvector,%s,%s)",
                 [
                     (file_id, c.ordinal, t, c.char_start, c.char_end, c.line_start, c.line_end, c.page_start,
-                     c.page_end, c.tokens, ctx, v.tolist(), tsv, n, self.working)
+                     c.page_end, c.tokens, ctx, as_db_vector(v, self.vector_type), tsv, n, self.working)
                     for c, (t, ctx), v, (tsv, n) in zip(chunks, texts, vecs, lex, strict=True)
                 ],
             )  # fmt: skip
@@ -181,10 +182,10 @@ class PgWriter:
         ]
         for file_id in dict.fromkeys(sources):
             for text, context, vector in self.conn.execute(
-                "SELECT text, context, embedding::real[] FROM chunks WHERE file_id = %s", (file_id,)
+                "SELECT text, context, embedding FROM chunks WHERE file_id = %s", (file_id,)
             ):
                 if (text, context) in wanted:
-                    found.setdefault((text, context), np.asarray(vector, dtype=np.float32).tobytes())
+                    found.setdefault((text, context), np.asarray(vector.to_numpy(), dtype=np.float32).tobytes())
             if len(found) == len(wanted):
                 break
         return [found.get((clean(c.text), clean(c.context))) for c in chunks]
