@@ -11,7 +11,7 @@ from typing import Any
 import crash_harness as harness
 import pytest
 from conftest import FakeModel, write
-from test_crash import QUERIES, change_corpus, run_forked, write_corpus
+from test_crash import QUERIES, _finish, _pause, change_corpus, run_forked, write_corpus
 from test_seams import topic_text
 from typer.testing import CliRunner
 
@@ -244,3 +244,47 @@ def test_kills_mid_update_lose_nothing(tmp_path: Path, pg_url: str, pg_server: A
         if again.code != 0 or _signature(url, work) != after:  # type: ignore[union-attr]
             failures.append(f"{point}: the next run did not finish the update: {again.output}")  # type: ignore[union-attr]
     assert not failures, "\n".join(failures)
+
+
+def test_a_connection_lost_mid_update_is_one_line_and_the_next_run_resumes(
+    tmp_path: Path, pg_url: str, pg_server: Any
+) -> None:
+    work = tmp_path / "work"
+    write_corpus(work / "corpus", 16, seed=1)
+    args = ["index", "corpus", "--index", pg_url, "-q"]
+    assert run_forked(work, args).code == 0  # type: ignore[union-attr]
+    change_corpus(work / "corpus")
+    before = _signature(pg_url, work)
+    pid, flag = _pause(work, args, "pg_add_file:3")
+    with _admin(pg_server) as admin:  # the server ends the writer's session (a restart, a failover)
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'semsearch' "
+            "AND datname = %s AND state <> 'idle'", (pg_url.rsplit("/", 1)[1],)
+        )  # fmt: skip
+    flag.unlink()
+    lost = _finish(pid, work)
+    assert lost.code == 2, lost.output
+    assert lost.output.count("\n") == 1 and "Traceback" not in lost.output
+    assert "connection" in lost.output and "nothing committed is lost" in lost.output
+    assert _signature(pg_url, work) == before  # readers still see the last state
+    again = run_forked(work, args)
+    assert again.code == 0, again.output  # type: ignore[union-attr]
+    assert _signature(pg_url, work) != before
+
+
+def test_a_server_too_old_is_one_line(project: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    real = psycopg.connect
+
+    class Old:
+        def __init__(self, conn: Any) -> None:
+            self._conn = conn
+            self.info = type("Info", (), {"server_version": 120011})()
+
+        def close(self) -> None:
+            self._conn.close()
+
+    monkeypatch.setattr(psycopg, "connect", lambda *a, **k: Old(real(*a, **k)))
+    result = run("index", "docs", "--index", pg_url)
+    assert result.exit_code == 2 and "PostgreSQL 12: semsearch needs 13 or newer" in result.output
