@@ -288,3 +288,24 @@ def test_a_server_too_old_is_one_line(project: Path, pg_url: str, monkeypatch: p
     monkeypatch.setattr(psycopg, "connect", lambda *a, **k: Old(real(*a, **k)))
     result = run("index", "docs", "--index", pg_url)
     assert result.exit_code == 2 and "PostgreSQL 12: semsearch needs 13 or newer" in result.output
+
+
+def test_a_rebuild_leaves_one_build_and_a_held_old_one_goes_later(project: Path, pg_url: str, pg_server: Any) -> None:
+    def builds() -> list[str]:
+        with _admin(pg_server, pg_url.rsplit("/", 1)[1]) as conn:
+            rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname ~ '^semsearch_default_[0-9]+$'")
+            return sorted(r[0] for r in rows)
+
+    assert run("index", "docs", "--index", pg_url, "-q").exit_code == 0
+    first = builds()
+    assert len(first) == 1
+    with _admin(pg_server, pg_url.rsplit("/", 1)[1]) as reader:  # a reader in the middle of a query
+        reader.autocommit = False
+        reader.execute(f'SELECT count(*) FROM "{first[0]}".chunks')
+        assert run("index", "--rebuild", "-q").exit_code == 0  # not kept waiting by the reader
+        assert len(builds()) == 2 and first[0] in builds()
+        reader.rollback()
+    assert run("query", "gambit", "-l", "-k", "1").stdout.strip() == "docs/chess.md"
+    write(project / "docs" / "more.md", topic_text("sailing"))
+    assert run("index", "-q").exit_code == 0  # the next update drops what is no longer used
+    assert len(builds()) == 1 and first[0] not in builds()

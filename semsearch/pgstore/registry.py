@@ -132,6 +132,7 @@ def open_writer(
             register_vectors(conn)
             take_lock(conn, target, wait, index_dir)
             _ensure_registry(conn)
+            drop_old_builds(conn, target)
             current = _current_or_none(conn, target)
             reason = ""
             if current is not None and not rebuild:
@@ -238,9 +239,9 @@ def _schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is not None
 
 
-def publish(conn: psycopg.Connection[Any], target: Target, schema: str) -> None:
-    """Make *schema* the project's current build and drop the one it replaces (in the caller's
-    transaction: the switch is its commit)."""
+def publish(conn: psycopg.Connection[Any], target: Target, schema: str) -> str | None:
+    """Make *schema* the project's current build (in the caller's transaction: the switch is its
+    commit). Returns the build it replaces, for :func:`drop_old_builds` after the commit."""
     row = conn.execute(
         f"SELECT live_schema FROM {REGISTRY}.projects WHERE name = %s FOR UPDATE", (target.project,)
     ).fetchone()
@@ -249,8 +250,37 @@ def publish(conn: psycopg.Connection[Any], target: Target, schema: str) -> None:
         f"UPDATE {REGISTRY}.projects SET live_schema = %s, building_schema = NULL, updated_at = %s WHERE name = %s",
         (schema, time.time(), target.project),
     )
-    if old and old != schema and _schema_exists(conn, old):
-        conn.execute(f'DROP SCHEMA "{old}" CASCADE')
+    return old if old != schema else None
+
+
+def drop_old_builds(conn: psycopg.Connection[Any], target: Target) -> None:
+    """Drop the project's builds that are neither current nor under way (a replaced one, or one a
+    failed drop left). A reader still on one holds a lock on its tables: the drop waits for it at
+    most a moment, else it is left to the next update (the readers are never kept waiting long)."""
+    psycopg = psycopg_module()
+    row = conn.execute(
+        f"SELECT live_schema, building_schema FROM {REGISTRY}.projects WHERE name = %s", (target.project,)
+    ).fetchone()
+    keep = {r for r in (row or ()) if r}
+    names = [
+        r[0]
+        for r in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname ~ %s", (f"^semsearch_{target.project}_[0-9]+$",)
+        )
+    ]
+    conn.commit()
+    for name in names:
+        if name in keep:
+            continue
+        try:
+            conn.execute("SET lock_timeout = '2s'")
+            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+            conn.commit()
+        except psycopg.errors.LockNotAvailable:
+            conn.rollback()
+        finally:
+            conn.execute("SET lock_timeout = 0")
+            conn.commit()
 
 
 # -- the pointer in the project ----------------------------------------------------------------

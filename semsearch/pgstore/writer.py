@@ -300,6 +300,10 @@ class PgWriter:
             publish(self.conn, self.target, self.schema)  # in the same transaction as its generation
         self.conn.execute("SELECT pg_notify('semsearch', %s)", (self.target.project,))
         self.conn.commit()
+        if self.new_build:
+            from semsearch.pgstore.registry import drop_old_builds
+
+            drop_old_builds(self.conn, self.target)  # the replaced build, once no reader holds it
         self.committed, self.working = self.working, self.working + 1
         return FinalizeReport(self.committed, added, removed, self.new_build, time.perf_counter() - started)
 
