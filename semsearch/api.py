@@ -1,32 +1,35 @@
 """The Python API: :class:`Index` owns an index's whole life (create, update, search, status).
 
 The command line is a thin layer over this module; every rule a library caller needs as much as
-the CLI does (where the index lives, which settings an update keeps, the model export after a
-build) lives here.
+the CLI does lives here or in the modules it delegates to: where the index lives
+(:mod:`semsearch.location`), which settings an update keeps (:mod:`semsearch.index_settings`),
+keeping it fresh (:mod:`semsearch.watching`), its searches (:mod:`semsearch.querying`), the model
+export after a build.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsearch.engines import existing_manifest, is_postgres, open_reader
-from semsearch.errors import IndexExistsError, IndexNotFoundError, InvalidOptionError, SemsearchError
+from semsearch.errors import IndexExistsError, IndexNotFoundError, InvalidOptionError
+from semsearch.index_settings import IndexSettings, checked_settings, index_options, update_provider
+from semsearch.location import INDEX_ENV as INDEX_ENV  # re-exported: these names were defined here
+from semsearch.location import absolute, find_index, url_of
+from semsearch.querying import MAX_HITS as MAX_HITS
+from semsearch.querying import IndexQueries
+from semsearch.querying import _scope as _scope  # benchmarks/bench_filter_scale.py imports it from here
+from semsearch.watching import WATCH_LOCK_RETRY as WATCH_LOCK_RETRY
+from semsearch.watching import WATCH_LOCK_WAIT, WATCH_SETTLE_MS, watch_folders
 
 if TYPE_CHECKING:
-    from semsearch.chunk import ChunkSettings
-    from semsearch.duplicates import Duplicates
-    from semsearch.evalrun import EvalResult
-    from semsearch.evaluate import Query
-    from semsearch.indexing import IndexEvent, IndexOptions, IndexSummary, Tuning
+    from semsearch.indexing import IndexEvent, IndexSummary, Tuning
     from semsearch.models import ModelProvider, QueryEmbedder
-    from semsearch.scope import Scope
-    from semsearch.search import Hit, Searcher
+    from semsearch.search import Searcher
     from semsearch.status import IndexStatus
     from semsearch.store import IndexManifest
 
@@ -41,84 +44,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-INDEX_ENV = "SEMSEARCH_INDEX"
-
-
 def _quiet(message: str) -> None:
     """The default note handler: notes are dropped."""
 
 
-@dataclass(frozen=True)
-class IndexSettings:
-    """How an index is built. ``None``: the index's own setting, else the default."""
-
-    model: str | None = None  # a model name or folder (None: the bundled model, as `semsearch index` without --model)
-    chunk_tokens: int | None = None
-    overlap_tokens: int | None = None
-    context: bool | None = None
-    max_file_size: int | None = None
-    hidden: bool | None = None
-    follow_symlinks: bool | None = None
-    ocr: str | None = None  # "off" | "auto" (PDF pages without text) | "images" (and image files)
-    notebook_outputs: bool | None = None  # index the text outputs of notebook cells
-    precision: str = "auto"  # auto: the index's own, else the best for this machine
-    device: str = "auto"
-    vector_index: str | None = None  # the vector engine (None: the index's own, else hnsw)
-    vector_params: Mapping[str, Any] | None = None
-
-
-# How long the watched folders must stay quiet before an update runs (a burst of saves, a
-# checkout, is one update).
-WATCH_SETTLE_MS = 300
-# A k (or eval's depth) over this returns the same as this: every passage of any index there
-# can be. Larger ones overflowed SQLite's integers (a traceback for -k 99999999999999999999).
-MAX_HITS = 1 << 31
-
-# How long a watcher waits quietly for another run's lock before it says it waits (it then keeps
-# trying, every WATCH_LOCK_RETRY seconds, for as long as that run takes).
-WATCH_LOCK_WAIT = 30.0
-WATCH_LOCK_RETRY = 1.0
-
-
-def _absolute(path: str | os.PathLike[str]) -> Path:
-    return Path(os.path.abspath(os.fspath(path)))
-
-
-def _is_url(path: object) -> bool:
-    from semsearch.pgstore import is_url
-
-    return is_url(path)
-
-
-def _url_of(path: str | os.PathLike[str] | None) -> str | None:
-    """A PostgreSQL URL given as the index (or in $SEMSEARCH_INDEX when no index is given)."""
-    if path is None:
-        path = os.environ.get(INDEX_ENV) or None
-    return str(path) if _is_url(path) else None
-
-
-def find_index(path: str | os.PathLike[str] | None = None) -> Path:
-    """The index a search uses: *path* (an index folder, or the folder that holds ``.semsearch``),
-    else ``$SEMSEARCH_INDEX``, else the nearest ``.semsearch`` in this folder or above."""
-    from semsearch.store import INDEX_DIR_NAME, find_index_dir, is_index_dir, looks_like_index
-
-    if path is None and os.environ.get(INDEX_ENV):
-        path = os.environ[INDEX_ENV]
-    if _is_url(path):
-        return Path.cwd() / INDEX_DIR_NAME  # the project is this folder: paths are shown relative to it
-    if path is not None:
-        given = _absolute(path)
-        inner = given / INDEX_DIR_NAME
-        # The folder that holds an index (a project folder, even one with a manifest.json of its
-        # own) stands for its index.
-        return inner if not is_index_dir(given) and looks_like_index(inner) else given
-    found = find_index_dir()
-    if found is None:
-        raise IndexNotFoundError("no index here or in any parent folder", remedy="index_first")
-    return found
-
-
-class Index:
+class Index(IndexQueries):
     """One index folder: build and update it, search it, describe it.
 
     Get one with :meth:`open` (an existing index), :meth:`create` (a new one, or new settings for
@@ -175,7 +105,7 @@ class Index:
         from semsearch.store import looks_like_index
 
         found = find_index(path)
-        url = _url_of(path)
+        url = url_of(path)
         if url is None and not looks_like_index(found):
             raise IndexNotFoundError(f"no index at {found}", path=found, remedy="index_first")
         if not isinstance(query_threads, int) or isinstance(query_threads, bool) or query_threads < 1:
@@ -184,7 +114,7 @@ class Index:
                 options=("query_threads",),
             )
         return cls(
-            found, _settings(settings), provider=provider, on_note=on_note, query_threads=query_threads,
+            found, checked_settings(settings), provider=provider, on_note=on_note, query_threads=query_threads,
             model_server=model_server, url=url,
         )  # fmt: skip
 
@@ -206,15 +136,17 @@ class Index:
         """
         from semsearch.store import INDEX_DIR_NAME, check_index_folder, is_index_dir
 
-        url = _url_of(path) if path is not None else None
+        url = url_of(path) if path is not None else None
         if url is not None:
             # A PostgreSQL index: this folder's .semsearch keeps its URL (never a password).
-            return cls(Path.cwd() / INDEX_DIR_NAME, _settings(settings), provider=provider, on_note=on_note, url=url)
-        target = _absolute(path) if path is not None else Path.cwd() / INDEX_DIR_NAME
+            return cls(
+                Path.cwd() / INDEX_DIR_NAME, checked_settings(settings), provider=provider, on_note=on_note, url=url
+            )
+        target = absolute(path) if path is not None else Path.cwd() / INDEX_DIR_NAME
         if not exist_ok and target.is_dir() and is_index_dir(target):
             raise IndexExistsError(f"an index already exists at {target} (pass exist_ok=True to use it)", path=target)
         check_index_folder(target)
-        return cls(target, _settings(settings), provider=provider, on_note=on_note)
+        return cls(target, checked_settings(settings), provider=provider, on_note=on_note)
 
     @classmethod
     def for_update(
@@ -231,14 +163,14 @@ class Index:
         from semsearch.store import INDEX_DIR_NAME, find_index_dir, is_index_dir
 
         here = Path.cwd() / INDEX_DIR_NAME
-        if path is None and _url_of(None) is not None:
-            path = _url_of(None)
+        if path is None and url_of(None) is not None:
+            path = url_of(None)
         if path is not None or new_paths or (here.is_dir() and is_index_dir(here)):
             return cls.create(path, exist_ok=True, provider=provider, on_note=on_note, **settings)
         found = find_index_dir()
         if found is None:
             raise InvalidOptionError("nothing to index: give {paths} (later runs remember it)", options=("paths",))
-        return cls(found, _settings(settings), provider=provider, on_note=on_note)
+        return cls(found, checked_settings(settings), provider=provider, on_note=on_note)
 
     def close(self) -> None:
         """Release the open snapshot, the search threads and the query model. The object stays
@@ -312,8 +244,8 @@ class Index:
         with self._lock:
             existing = existing_manifest(self.path, self.url)
             provider = self._provider(existing, settings)
-            options = self._index_options(
-                roots, existing, settings, rebuild=rebuild, wait=wait, tuning=tuning, merge=merge
+            options = index_options(
+                self.path, self.url, roots, existing, settings, rebuild=rebuild, wait=wait, tuning=tuning, merge=merge
             )
             try:
                 summary = build_index(options, provider, on_event or (lambda event: None))
@@ -368,26 +300,8 @@ class Index:
     def _provider(self, existing: IndexManifest | None, settings: IndexSettings) -> ModelProvider:
         if self._provider_override is not None:
             return self._provider_override
-        from semsearch.models import ModelOptions, model_provider
-
-        known = existing.model if existing else None
-        # Later updates of this object (index --watch) keep the model loaded by the first, while
-        # it embeds as the index wants: the same model, in the index's precision unless another
-        # is asked for (another run may have rebuilt the index in another precision meanwhile).
-        cached = self._update_provider
-        if cached is not None and known is not None:
-            info = cached.info()
-            wanted = known.precision if settings.precision == "auto" else settings.precision
-            if info.fingerprint == known.fingerprint and info.precision == wanted:
-                return cached
-        # No model asked for: the index's own (a plain `semsearch index` never rebuilds an index
-        # with another model); the bundled one for a new index.
-        name = settings.model if settings.model is not None else (known.name if known is not None else None)
-        provider = model_provider(
-            name, ModelOptions(device=settings.device, precision=settings.precision, known=known, on_note=self._on_note)
-        )
-        self._update_provider = provider
-        return provider
+        self._update_provider = update_provider(existing, settings, self._update_provider, self._on_note)
+        return self._update_provider
 
     def watch(
         self,
@@ -412,159 +326,24 @@ class Index:
         watchfiles (inotify, FSEvents, ReadDirectoryChangesW); changes inside the index folder
         are not watched.
         """
-        import watchfiles
-
-        from semsearch.errors import IndexLockedError
         from semsearch.store import key_to_path
 
-        with self._reader() as reader:
-            roots = [key_to_path(self.path, os.fsencode(r)) for r in reader.roots]
-        if not any(os.path.exists(r) for r in roots):
-            raise InvalidOptionError("nothing to watch: the index's folders are gone", options=("paths",))
-        ignore = watchfiles.DefaultFilter(ignore_paths=[str(self.path)])
-        stop = stop or threading.Event()
-        ready = False
-        merge_due = look_again = False
-
-        def say(text: str) -> None:
-            if on_event is not None:
-                from semsearch.indexing import IndexEvent
-
-                on_event(IndexEvent("message", text))
-            else:
-                self._on_note(text)
-
-        def run_update(report_empty: bool, paths: list[Path] | None = None) -> None:
-            nonlocal merge_due
-            wait, told = lock_wait, False
-            while True:
-                try:
-                    # The index's own settings (none given: its model too, see _provider): what
-                    # another run made of it meanwhile stays.
-                    following = IndexSettings(device=self.settings.device)
-                    # The change is searchable at once; a merge it makes due waits for a quiet second.
-                    summary = self._update(paths, following, wait=wait, on_event=on_event, merge=False)
-                    break
-                except IndexLockedError as exc:
-                    if stop.is_set():
-                        return
-                    if not told:
-                        say(f"another update (pid {exc.holder}) is writing the index; waiting for it to finish")
-                        told = True
-                    wait = WATCH_LOCK_RETRY  # then look at *stop* between attempts
-            if told:
-                say("the other update finished; the watcher goes on")
-            merge_due = merge_due or summary.merge_due
-            if report_empty or summary.indexed or summary.removed:
-                on_update(summary)
-            if paths is None:
-                # A watched folder that was gone when an update ran was forgotten by it (its files
-                # left the index); made again since, it is a root again.
-                back = [r for r in roots if os.path.exists(r) and r not in remembered()]
-                if back:
-                    run_update(report_empty=False, paths=back)
-
-        def remembered() -> set[Path]:
+        def remembered() -> list[Path]:
             with self._reader() as reader:
-                return {key_to_path(self.path, os.fsencode(r)) for r in reader.roots}
+                return [key_to_path(self.path, os.fsencode(r)) for r in reader.roots]
 
-        def there() -> list[tuple[Path, int, int]]:
-            """The roots there now, each with its identity (one removed and made again is another)."""
-            found = []
-            for root in roots:
-                with contextlib.suppress(OSError):
-                    st = os.stat(root)
-                    found.append((root, st.st_dev, st.st_ino))
-            return found
+        def update(paths: list[Path] | None, wait: float) -> IndexSummary:
+            # The index's own settings (none given: its model too, see _provider): what another
+            # run made of it meanwhile stays.
+            following = IndexSettings(device=self.settings.device)
+            # The change is searchable at once; a merge it makes due waits for a quiet second.
+            return self._update(paths, following, wait=wait, on_event=on_event, merge=False)
 
-        while not stop.is_set():
-            watched = there()
-            present = [r for r, _dev, _ino in watched]
-            if not present:  # every folder gone (a checkout of another branch?): wait for one
-                stop.wait(1.0)
-                continue
-            # Watching again (a folder went or came back): what changed before this watch began
-            # sends no event, so the first quiet second walks the folders once more.
-            look_again = ready
-            for changes in watchfiles.watch(
-                *map(str, present),
-                watch_filter=ignore,
-                debounce=max(settle_ms * 10, 2000),
-                step=settle_ms,
-                stop_event=stop,
-                raise_interrupt=False,
-                recursive=True,
-                yield_on_timeout=True,
-                rust_timeout=1000,
-            ):
-                if stop.is_set():
-                    break
-                if there() != watched:
-                    # A watched folder went away or came back (or both): its old watch is gone, so
-                    # the watcher starts again on the folders there now, after an update. An update
-                    # forgets a folder that is gone; one that comes back is indexed again.
-                    run_update(report_empty=False)
-                    break
-                if not changes:
-                    if ready:
-                        if look_again:
-                            look_again = False
-                            run_update(report_empty=False)
-                        if merge_due:
-                            # Another run holding the index leaves the merge to the next quiet second.
-                            with contextlib.suppress(IndexLockedError):
-                                self.merge(wait=0.0)
-                                merge_due = False
-                        continue
-                    # The first quiet second: the watcher runs. Catch what changed while it
-                    # started (after the caller's last update); a walk over unchanged files
-                    # costs little.
-                    ready = True
-                    run_update(report_empty=False)
-                    on_ready()
-                    continue
-                # A file written into a new folder before the watch on that folder began sends no
-                # event either: the next quiet second walks the folders once more.
-                look_again = look_again or any(k == watchfiles.Change.added and os.path.isdir(p) for k, p in changes)
-                run_update(report_empty=True)
-            else:
-                break  # the watcher ended by itself (stop was set)
-
-    def _index_options(
-        self, roots: list[Path], existing: IndexManifest | None, s: IndexSettings, *, rebuild: bool, wait: float,
-        tuning: Tuning | None, merge: bool = True,
-    ) -> IndexOptions:  # fmt: skip
-        from semsearch import vectors
-        from semsearch.indexing import DEFAULT_TUNING, IndexOptions, WalkChoices
-
-        engine = s.vector_index or (existing.vector_index if existing else vectors.DEFAULT_BACKEND)
-        params = s.vector_params
-        if params is None and existing is not None and existing.vector_index == engine:
-            params = existing.vector_params
-        if is_postgres(self.path, self.url) and s.vector_index is None:
-            engine = "pgvector"
-            params = s.vector_params if s.vector_params is not None else (
-                existing.vector_params if existing is not None and existing.vector_index == engine else None
-            )  # fmt: skip
-        return IndexOptions(
-            roots=roots,
-            index_dir=self.path,
-            postgres=self.url,
-            chunking=_chunk_settings(existing, s),
-            vector_index=engine,
-            vector_params=dict(params) if params is not None else None,
-            walk=WalkChoices(
-                hidden=s.hidden,
-                follow_symlinks=s.follow_symlinks,
-                max_file_size=s.max_file_size,
-                ocr=s.ocr,
-                notebook_outputs=s.notebook_outputs,
-            ),
-            rebuild=rebuild,
-            lock_wait_seconds=wait,
-            tuning=tuning or DEFAULT_TUNING,
-            merge=merge,
-        )
+        watch_folders(
+            self.path, remembered, update, lambda: self.merge(wait=0.0),
+            on_update=on_update, on_event=on_event, on_note=self._on_note, stop=stop or threading.Event(),
+            settle_ms=settle_ms, on_ready=on_ready, lock_wait=lock_wait,
+        )  # fmt: skip
 
     # -- searching ---------------------------------------------------------------------------
 
@@ -607,150 +386,6 @@ class Index:
                 else:
                     self._query_embedders[fingerprint] = load()
         return self._query_embedders[fingerprint]
-
-    def search(
-        self,
-        query: str,
-        *,
-        k: int = 10,
-        mode: str | None = None,
-        min_score: float | None = None,
-        files_only: bool = False,
-        fusion: str | None = None,
-        alpha: float = 0.5,
-        distinct_places: bool = True,
-        paths: Sequence[str | os.PathLike[str]] | None = None,
-        globs: Sequence[str] | None = None,
-        types: Sequence[str] | None = None,
-        types_not: Sequence[str] | None = None,
-        changed_within: Any = None,
-        changed_before: Any = None,
-        scope: Scope | None = None,
-    ) -> list[Hit]:
-        """The *k* passages (or files, with *files_only*) that best match *query*, best first.
-
-        *mode*: "hybrid" (default: cosine blended with BM25), "semantic" or "lexical". Each
-        hit's ``score`` is the one it is ranked by (hybrid: the blend, ``scores["fused"]``);
-        ``scores`` has each side's. *min_score* drops hits under that cosine similarity
-        (``scores["cosine"]``), in every mode. A place is returned once: of hits whose emphasized
-        sentence is at the same place (overlapping chunks), the better is kept (*distinct_places*
-        False: every chunk as ranked). *fusion* ("ceiling", the default: BM25 over what a chunk
-        holding each of the query's words three times would score; "convex": over the best
-        candidate's; or "rrf") and *alpha* (the cosine side's weight) say how hybrid mode blends
-        the two sides.
-
-        Filters (applied before the top-*k* cut, so *k* hits come back whenever *k* chunks pass):
-        *paths*, files or folders (relative to the current folder) the hits must be in; *globs*,
-        gitignore-style patterns on the path below the index's folder (``!`` excludes); *types*
-        and *types_not*, file type names (:data:`semsearch.scope.TYPES`, ``code``, ``docs``);
-        *changed_within*, a duration ("7d", seconds, a timedelta) and *changed_before*, a date
-        ("2026-11-01", a datetime) or a duration back from now, on the modification time
-        recorded at index time; or a ready :class:`semsearch.scope.Scope` as *scope*.
-
-        Raises :class:`InvalidOptionError` for bad arguments, :class:`IndexNotFoundError` /
-        :class:`IndexCorruptError` for the index.
-        """
-        return self._open_searcher().search(
-            query,
-            self._search_options(
-                k,
-                mode=mode,
-                min_score=min_score,
-                files_only=files_only,
-                fusion=fusion,
-                alpha=alpha,
-                distinct_places=distinct_places,
-                scope=_scope(scope, paths, globs, types, types_not, changed_within, changed_before),
-            ),
-        )
-
-    @staticmethod
-    def _search_options(k: int, **given: Any) -> Any:
-        from semsearch.search import DEFAULT_MODE, SearchOptions
-
-        if k < 1:
-            raise InvalidOptionError(f"{{k}} must be at least 1 (got {k})", options=("k",))
-        given["mode"] = given.get("mode") or DEFAULT_MODE
-        if given.get("fusion") is None:
-            given.pop("fusion", None)  # SearchOptions' default
-        options = SearchOptions(top_k=min(k, MAX_HITS), **given)
-        options.validate()
-        return options
-
-    def similar(
-        self,
-        target: str | os.PathLike[str],
-        *,
-        line: int | None = None,
-        page: int | None = None,
-        k: int = 10,
-        min_score: float | None = None,
-        files_only: bool = False,
-        include_self: bool = False,
-        method: str | None = None,
-        paths: Sequence[str | os.PathLike[str]] | None = None,
-        globs: Sequence[str] | None = None,
-        types: Sequence[str] | None = None,
-        types_not: Sequence[str] | None = None,
-        changed_within: Any = None,
-        changed_before: Any = None,
-        scope: Scope | None = None,
-    ) -> list[Hit]:
-        """Passages (or files) like the one at *target*: ``PATH``, ``PATH:LINE`` or ``PATH#PAGE``
-        (or give *line* / *page*). A line means the chunk that holds it, a page that page's
-        chunks, a bare path the whole file. Only the index is read: no model is loaded. The
-        file itself is left out unless *include_self*; filters as for :meth:`search`.
-        *method* ("mean" or "max") says how a start of several chunks becomes one search
-        (:mod:`semsearch.similar`)."""
-        from semsearch.similar import DEFAULT_METHOD, Target, similar
-
-        where = Target.parse(os.fspath(target))
-        if line is not None or page is not None:
-            where = Target(where.path, line=line, page=page)
-        options = self._search_options(
-            k,
-            mode="semantic",
-            min_score=min_score,
-            files_only=files_only,
-            scope=_scope(scope, paths, globs, types, types_not, changed_within, changed_before),
-        )
-        reader = self._open_searcher().reader
-        return similar(reader, where, options, include_self=include_self, method=method or DEFAULT_METHOD)
-
-    def duplicates(
-        self,
-        *,
-        min_score: float | None = None,
-        paths: Sequence[str | os.PathLike[str]] | None = None,
-        globs: Sequence[str] | None = None,
-        types: Sequence[str] | None = None,
-        types_not: Sequence[str] | None = None,
-        changed_within: Any = None,
-        changed_before: Any = None,
-        scope: Scope | None = None,
-    ) -> Duplicates:
-        """Near-duplicate passages of different files (cosine >= *min_score*, default
-        :data:`semsearch.duplicates.DEFAULT_MIN_SCORE`), grouped, most text per file first, and the
-        pairs of files that share them; only among files in the filters' scope."""
-        from semsearch.duplicates import DEFAULT_MIN_SCORE, find_duplicates
-
-        reader = self._open_searcher().reader
-        return find_duplicates(
-            reader,
-            min_score=DEFAULT_MIN_SCORE if min_score is None else min_score,
-            scope=_scope(scope, paths, globs, types, types_not, changed_within, changed_before),
-        )
-
-    def search_many(self, queries: Iterable[str], **options: Any) -> Iterator[tuple[str, list[Hit]]]:
-        """(query, hits) for each query, the model loaded once; *options* as for :meth:`search`."""
-        if isinstance(queries, str):
-            queries = [queries]  # one query, not its characters
-        for query in queries:
-            yield query, self.search(query, **options)
-
-    def load_model(self) -> None:
-        """Load the query model now (a search loads it on first need)."""
-        self._open_searcher().embedder()
 
     # -- describing --------------------------------------------------------------------------
 
@@ -811,50 +446,6 @@ class Index:
                 database=f"{reader.target.shown}, schema {reader.schema}" if hasattr(reader, "schema") else "",
             )
 
-    def evaluate(
-        self,
-        queries: Sequence[Query] | Mapping[str, str],
-        qrels: Mapping[str, Mapping[str, int]],
-        *,
-        mode: str | None = None,
-        id_mode: str = "stem",
-        depth: int = 100,
-        fusion: str | None = None,
-        scope: Scope | None = None,
-    ) -> EvalResult:
-        """Score the index on judged queries (BEIR style): nDCG@10, recall, MRR, latency.
-
-        *queries*: {query id: text}, or :class:`semsearch.evaluate.Query` objects (what
-        :func:`semsearch.evaluate.load_queries` reads from a BEIR file); *qrels*: {query id:
-        {document id: relevance}} (:func:`semsearch.evaluate.load_qrels`). A hit's document id is
-        its file name without extension (*id_mode* "name" keeps it, "relpath" is the path below
-        the index's folder).
-        """
-        from semsearch.evalrun import run_evaluation
-        from semsearch.evaluate import Query
-        from semsearch.search import DEFAULT_FUSION, DEFAULT_MODE
-
-        if isinstance(queries, Mapping):
-            queries = [Query(str(qid), str(text)) for qid, text in queries.items()]
-
-        searcher = self._open_searcher()
-        try:
-            return run_evaluation(
-                searcher.reader,
-                searcher,
-                queries,
-                qrels,
-                mode=mode or DEFAULT_MODE,
-                id_mode=id_mode,
-                depth=min(depth, MAX_HITS),
-                fusion=fusion or DEFAULT_FUSION,
-                scope=scope,
-            )
-        except InvalidOptionError:
-            raise
-        except ValueError as exc:
-            raise InvalidOptionError(str(exc)) from None
-
     def what_an_interruption_leaves(self) -> str:
         """After an update was cut short: what is kept ("" when nothing was stored)."""
         from semsearch.store import BUILDING, MANIFEST
@@ -872,55 +463,3 @@ def _current(reader: Any) -> bool:
     local one is refreshed by its callers)."""
     check = getattr(reader, "is_current", None)
     return True if check is None else bool(check())
-
-
-def _scope(scope: Scope | None, *filters: Any) -> Scope | None:
-    from semsearch.scope import scope_of
-
-    return scope_of(*filters, scope=scope)
-
-
-def _chunk_settings(existing: IndexManifest | None, settings: IndexSettings) -> ChunkSettings:
-    """The settings given, else the index's own, else the defaults. A new chunk size alone keeps
-    the index's overlap when it still fits (at most half a chunk), else takes a quarter chunk."""
-    from semsearch.chunk import ChunkSettings
-
-    base = ChunkSettings()
-    if existing is not None:
-        base = ChunkSettings(
-            chunk_tokens=existing.chunking.chunk_tokens,
-            overlap_tokens=existing.chunking.overlap_tokens,
-            context=existing.chunking.context,
-        )
-    size = settings.chunk_tokens if settings.chunk_tokens is not None else base.chunk_tokens
-    overlap = settings.overlap_tokens
-    if overlap is None:
-        overlap = base.overlap_tokens if base.overlap_tokens <= size // 2 else size // 4
-    return ChunkSettings(
-        chunk_tokens=size,
-        overlap_tokens=overlap,
-        context=base.context if settings.context is None else settings.context,
-    )
-
-
-def _settings(given: Mapping[str, Any]) -> IndexSettings:
-    """The settings asked for, checked before any run uses them."""
-    try:
-        settings = IndexSettings(**given)
-    except TypeError as exc:
-        raise InvalidOptionError(str(exc).replace("IndexSettings.__init__()", "Index")) from None
-    size = settings.max_file_size
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-        raise InvalidOptionError(
-            f"{{max_file_size}} must be a whole number of bytes, at least 1 (got {size!r})", options=("max_file_size",)
-        )
-    if settings.vector_index is not None:
-        from semsearch import vectors
-
-        try:
-            vectors.backend(settings.vector_index)
-        except SemsearchError:
-            raise InvalidOptionError(
-                f"{{vector_index}}: no vector engine called {settings.vector_index!r}", options=("vector_index",)
-            ) from None
-    return settings

@@ -1,10 +1,14 @@
-"""The commands: flags and environment -> one :class:`semsearch.Index` call -> formatted results."""
+"""The commands: flags and environment -> one :class:`semsearch.Index` call -> formatted results.
+
+The typer app is made here and every command registered on it here, in the order ``--help``
+lists them; `index` is written in :mod:`semsearch.cli.index_cmd`, the options several commands
+share in :mod:`semsearch.cli.options`.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -13,16 +17,14 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from semsearch.cli import console
+from semsearch.cli import options as opt
 from semsearch.cli.console import EXIT_FOUND, EXIT_NOT_FOUND
+from semsearch.cli.index_cmd import index
 from semsearch.cli.messages import describe
 from semsearch.errors import InvalidOptionError, SemsearchError
 from semsearch.version import __version__
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
-    from semsearch.api import Index
-    from semsearch.indexing import IndexSummary
     from semsearch.search import SearchOptions
 
 app = typer.Typer(
@@ -34,21 +36,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-INDEX_HELP = "Index folder or PostgreSQL URL [default: nearest .semsearch above]."
-
-
-def parse_size(text: str) -> int:
-    """'20M', '512k', '1.5G', '1000' -> bytes."""
-    match = _SIZE.match(text)
-    if not match:
-        raise InvalidOptionError(f"--max-file-size: cannot read size '{text}' (try 20M)")
-    factor = 1024 ** " kmgt".index(match.group(2).lower() or " ")
-    size = int(float(match.group(1)) * factor)
-    if size < 1:
-        raise InvalidOptionError(f"--max-file-size must be at least 1 byte (got '{text}')")
-    return size
-
 
 @app.callback(invoke_without_command=True)
 def _root(
@@ -59,226 +46,7 @@ def _root(
         raise typer.Exit(0)
 
 
-def _kept(*flags: str, help: str) -> Any:
-    """An option of `index` whose default is the index's own setting (None: not given)."""
-    return typer.Option(None, *flags, show_default=False, help=help)
-
-
-# The options of `index` (declared here to keep the command's signature readable).
-_PATHS = typer.Argument(None, help="Files and folders to index [default: those indexed before].")
-_INDEX_FOR_WRITING = typer.Option(
-    None,
-    "--index",
-    envvar="SEMSEARCH_INDEX",
-    help="Index folder, or a PostgreSQL URL (postgresql://user@host/db; the password from PGPASSWORD or "
-    "~/.pgpass) [default: ./.semsearch; with no PATH, the nearest .semsearch above].",
-)
-_FROM = typer.Option(
-    None,
-    "--from",
-    metavar="INDEX",
-    help="Publish this local index to the PostgreSQL --index as it is (its stored vectors: nothing is embedded).",
-)
-_MODEL = typer.Option(
-    None,
-    "--model",
-    envvar="SEMSEARCH_MODEL",
-    help="sentence-transformers model name or folder [default: bundled all-MiniLM-L6-v2].",
-)
-_CHUNK_TOKENS = _kept("--chunk-tokens", help="Chunk size in cl100k tokens [default: the index's own, else 128].")
-_OVERLAP_TOKENS = _kept(
-    "--overlap-tokens", help="Tokens shared by neighbouring chunks [default: the index's own, else 32]."
-)
-_CONTEXT = _kept(
-    "--context/--no-context",
-    help="Embed each chunk with its document title (Markdown: heading path) in front [default: the index's own, else on].",
-)
-_MAX_FILE_SIZE = _kept("--max-file-size", help="Skip files larger than this [default: the index's own, else 20M].")
-_HIDDEN = _kept("--hidden/--no-hidden", help="Include hidden files and folders [default: the index's own, else no].")
-_FOLLOW_SYMLINKS = _kept(
-    "--follow-symlinks/--no-follow-symlinks",
-    help="Follow links that lead outside the given folders [default: the index's own, else no].",
-)
-_OCR = typer.Option(
-    None,
-    "--ocr",
-    metavar="off|auto|images",
-    help="Read text by OCR: off; auto, PDF pages without a text layer; images, those and image files "
-    "(PNG, JPEG, TIFF...) [default: the index's own, else auto].",
-)
-_NOTEBOOK_OUTPUTS = _kept(
-    "--notebook-outputs/--no-notebook-outputs",
-    help="Index the text outputs of notebook cells too [default: the index's own, else no].",
-)
-_WATCH = typer.Option(
-    False,
-    "--watch",
-    help="After indexing, keep watching the folders and update the index after each burst of changes "
-    "(one line per update; Ctrl-C stops after the update in progress).",
-)
-_REBUILD = typer.Option(False, "--rebuild", help="Re-embed everything into a fresh index.")
-_DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
-_PRECISION = typer.Option(
-    "auto",
-    "--precision",
-    help="auto, fp32, int8, bf16 or fp16 (auto: the index's own, else int8 on CPUs with VNNI, fp16 on CUDA, else fp32).",
-)
-_WAIT = typer.Option(0.0, "--wait", help="Seconds to wait for another index run to finish.")
-_QUIET = typer.Option(False, "-q", "--quiet", help="No progress bar or summary.")
-_VERBOSE = typer.Option(False, "-v", "--verbose", help="Name every skipped file.")
-
-
-@app.command()
-def index(
-    paths: list[Path] = _PATHS,
-    index: str | None = _INDEX_FOR_WRITING,
-    model: str | None = _MODEL,
-    chunk_tokens: int | None = _CHUNK_TOKENS,
-    overlap_tokens: int | None = _OVERLAP_TOKENS,
-    context: bool | None = _CONTEXT,
-    max_file_size: str | None = _MAX_FILE_SIZE,
-    hidden: bool | None = _HIDDEN,
-    follow_symlinks: bool | None = _FOLLOW_SYMLINKS,
-    ocr: str | None = _OCR,
-    notebook_outputs: bool | None = _NOTEBOOK_OUTPUTS,
-    rebuild: bool = _REBUILD,
-    watch: bool = _WATCH,
-    device: str = _DEVICE,
-    precision: str = _PRECISION,
-    wait: float = _WAIT,
-    quiet: bool = _QUIET,
-    verbose: bool = _VERBOSE,
-    source: Path | None = _FROM,
-) -> None:
-    """Index files and folders (re-embeds only what changed).
-
-    Settings not given keep the values the index was built or last updated with.
-    """
-    from semsearch.api import Index
-
-    err = console.stderr()
-    try:
-        size = parse_size(max_file_size) if max_file_size is not None else None
-        target = Index.for_update(
-            index,
-            new_paths=bool(paths),
-            on_note=console.note_printer(err, quiet),
-            model=model,
-            chunk_tokens=chunk_tokens,
-            overlap_tokens=overlap_tokens,
-            context=context,
-            max_file_size=size,
-            hidden=hidden,
-            follow_symlinks=follow_symlinks,
-            ocr=ocr,
-            notebook_outputs=notebook_outputs,
-            precision=precision,
-            device=device,
-        )
-        if source is not None:
-            _publish(target, source, paths, wait=wait, quiet=quiet, err=err)
-            return
-        with target:
-            summary = _update(target, paths, rebuild=rebuild, wait=wait, quiet=quiet, verbose=verbose, err=err)
-            if not quiet or watch:
-                from semsearch.cli.report import summary_line
-
-                err.print(summary_line(summary))
-            if watch:
-                _watch(target, err=err, verbose=verbose)
-    except SemsearchError as exc:
-        console.fail(describe(exc))
-        return
-
-
-def _publish(target: Index, source: Path, paths: list[Path], *, wait: float, quiet: bool, err: Console) -> None:
-    """`index --index postgresql://... --from DIR`: the local index copied as it is."""
-    if paths:
-        console.fail("give either PATHs to index or --from INDEX to publish, not both")
-        return
-    with target:
-        done = target.copy_from(source, wait=wait)
-    if not quiet:
-        err.print(
-            f"published {done.files} files, {done.chunks} chunks ({done.model}) from {source} "
-            f"in {done.seconds:.1f}s; nothing embedded"
-        )
-
-
-def _watch(target: Index, *, err: Console, verbose: bool) -> None:
-    """`index --watch`: one summary line per update until Ctrl-C or SIGTERM, which stop after the
-    update in progress (nothing half done)."""
-    import signal
-    import threading
-
-    from semsearch.cli.report import summary_line
-
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    printer = console.IndexProgress(err, enabled=False, verbose=verbose)
-    try:
-        target.watch(
-            on_update=lambda summary: err.print(summary_line(summary)),
-            on_event=printer.on_event,
-            stop=stop,
-            on_ready=lambda: err.print("semsearch: watching for changes (Ctrl-C to stop)"),
-        )
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    err.print("semsearch: stopped watching")
-
-
-def _update(
-    target: Index, paths: list[Path] | None, *, rebuild: bool, wait: float, quiet: bool, verbose: bool, err: Console
-) -> IndexSummary:
-    """Run the update with a progress bar; an interruption says what it leaves (exit 130 or 143)."""
-    try:
-        with (
-            console.IndexProgress(
-                err, enabled=not quiet and err.is_terminal, verbose=verbose, plain=not quiet
-            ) as progress,
-            console.terminate_as_interrupt(),
-        ):
-            return target.update(paths, rebuild=rebuild, wait=wait, on_event=progress.on_event)
-    except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, console.Terminated)
-        kept = target.what_an_interruption_leaves()
-        err.print(f"semsearch: {'terminated' if terminated else 'interrupted'}{'; ' + kept if kept else ''}")
-        console.STATE.interrupt_reported = True
-        raise typer.Exit(143 if terminated else 130) from None
-
-
-# The filters of `query`, `similar`, `duplicates` and `eval`.
-_SCOPE_PATHS = typer.Argument(
-    None, metavar="[PATH]...", show_default=False, help="Only files under these files or folders."
-)
-_GLOB = typer.Option(
-    None, "-g", "--glob", metavar="GLOB", help="Only paths matching GLOB (gitignore-style; !GLOB excludes). Repeatable."
-)
-_TYPE = typer.Option(
-    None, "-t", "--type", metavar="TYPE", help="Only files of TYPE (md, pdf, py, code...). Repeatable."
-)
-_TYPE_NOT = typer.Option(None, "-T", "--type-not", metavar="TYPE", help="No files of TYPE. Repeatable.")
-_CHANGED_WITHIN = typer.Option(
-    None, "--changed-within", metavar="DURATION", help="Only files modified within DURATION (7d, 12h, 2w)."
-)
-_CHANGED_BEFORE = typer.Option(
-    None,
-    "--changed-before",
-    metavar="DATE",
-    help="Only files modified before DATE (2026-11-01, '2026-11-01 14:30') or DURATION ago (30d).",
-)
-_TYPE_LIST = typer.Option(False, "--type-list", help="List the file types and their patterns, and exit.")
-_INDEX = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP)
-_JSON = typer.Option(False, "--json", help="JSON Lines, one object per hit.")
-_FILES_ONLY = typer.Option(False, "-l", "--files-only", help="Only the distinct files, best first.")
-_NULL = typer.Option(False, "-0", "--null", help="With -l: end each file name with NUL (for xargs -0).")
-_TOP = typer.Option(10, "-k", "--top", help="How many hits.")
+app.command()(index)  # first in --help's list
 
 
 def _scope(*filters: Any) -> Any:
@@ -304,8 +72,8 @@ def query(
         show_default=False,
         help="What to look for, in plain words; '-' reads one query per line from stdin.",
     ),
-    paths: list[Path] = _SCOPE_PATHS,
-    top: int = _TOP,
+    paths: list[Path] = opt.SCOPE_PATHS,
+    top: int = opt.TOP,
     min_score: float | None = typer.Option(
         None,
         "--min-score",
@@ -315,16 +83,16 @@ def query(
     mode: str | None = typer.Option(
         None, "--mode", envvar="SEMSEARCH_MODE", help="semantic, lexical or hybrid [default: hybrid]."
     ),
-    globs: list[str] = _GLOB,
-    types: list[str] = _TYPE,
-    types_not: list[str] = _TYPE_NOT,
-    changed_within: str | None = _CHANGED_WITHIN,
-    changed_before: str | None = _CHANGED_BEFORE,
-    as_json: bool = _JSON,
-    files_only: bool = _FILES_ONLY,
-    null: bool = _NULL,
-    type_list: bool = _TYPE_LIST,
-    index: str | None = _INDEX,
+    globs: list[str] = opt.GLOB,
+    types: list[str] = opt.TYPE,
+    types_not: list[str] = opt.TYPE_NOT,
+    changed_within: str | None = opt.CHANGED_WITHIN,
+    changed_before: str | None = opt.CHANGED_BEFORE,
+    as_json: bool = opt.JSON,
+    files_only: bool = opt.FILES_ONLY,
+    null: bool = opt.NULL,
+    type_list: bool = opt.TYPE_LIST,
+    index: str | None = opt.INDEX,
 ) -> None:
     """Find the passages that mean what you ask (only under PATHs, when given).
 
@@ -364,19 +132,19 @@ def similar(
         metavar="PATH[:LINE|#PAGE]",
         help="An indexed file: PATH:LINE (the passage there), PATH#PAGE (a PDF page) or PATH (the whole file).",
     ),
-    paths: list[Path] = _SCOPE_PATHS,
-    top: int = _TOP,
+    paths: list[Path] = opt.SCOPE_PATHS,
+    top: int = opt.TOP,
     min_score: float | None = typer.Option(None, "--min-score", help="Drop hits under this cosine similarity."),
     include_self: bool = typer.Option(False, "--include-self", help="Let the file's own other passages match."),
-    globs: list[str] = _GLOB,
-    types: list[str] = _TYPE,
-    types_not: list[str] = _TYPE_NOT,
-    changed_within: str | None = _CHANGED_WITHIN,
-    changed_before: str | None = _CHANGED_BEFORE,
-    as_json: bool = _JSON,
-    files_only: bool = _FILES_ONLY,
-    null: bool = _NULL,
-    index: str | None = _INDEX,
+    globs: list[str] = opt.GLOB,
+    types: list[str] = opt.TYPE,
+    types_not: list[str] = opt.TYPE_NOT,
+    changed_within: str | None = opt.CHANGED_WITHIN,
+    changed_before: str | None = opt.CHANGED_BEFORE,
+    as_json: bool = opt.JSON,
+    files_only: bool = opt.FILES_ONLY,
+    null: bool = opt.NULL,
+    index: str | None = opt.INDEX,
 ) -> None:
     """Find passages (or, with -l, files) like the one at PATH:LINE, PATH#PAGE or like a whole
     file PATH, from the index alone (no model is loaded); the file itself is left out unless
@@ -415,18 +183,18 @@ def similar(
 
 @app.command()
 def duplicates(
-    paths: list[Path] = _SCOPE_PATHS,
+    paths: list[Path] = opt.SCOPE_PATHS,
     min_score: float | None = typer.Option(
         None, "--min-score", help="Cosine at which two passages count as copies [default: 0.93]."
     ),
-    globs: list[str] = _GLOB,
-    types: list[str] = _TYPE,
-    types_not: list[str] = _TYPE_NOT,
-    changed_within: str | None = _CHANGED_WITHIN,
-    changed_before: str | None = _CHANGED_BEFORE,
+    globs: list[str] = opt.GLOB,
+    types: list[str] = opt.TYPE,
+    types_not: list[str] = opt.TYPE_NOT,
+    changed_within: str | None = opt.CHANGED_WITHIN,
+    changed_before: str | None = opt.CHANGED_BEFORE,
     as_json: bool = typer.Option(False, "--json", help="JSON Lines, one object per group (with -l: per pair)."),
     files_only: bool = typer.Option(False, "-l", "--files-only", help="Pairs of files that share passages."),
-    index: str | None = _INDEX,
+    index: str | None = opt.INDEX,
 ) -> None:
     """Find near-duplicate passages across files, most text per file first (-l: pairs of files).
 
@@ -532,13 +300,13 @@ def evaluate(
     ),
     depth: int = typer.Option(100, "--depth", help="Distinct documents ranked per query."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    paths: list[Path] = _SCOPE_PATHS,
-    globs: list[str] = _GLOB,
-    types: list[str] = _TYPE,
-    types_not: list[str] = _TYPE_NOT,
-    changed_within: str | None = _CHANGED_WITHIN,
-    changed_before: str | None = _CHANGED_BEFORE,
-    index: str | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+    paths: list[Path] = opt.SCOPE_PATHS,
+    globs: list[str] = opt.GLOB,
+    types: list[str] = opt.TYPE,
+    types_not: list[str] = opt.TYPE_NOT,
+    changed_within: str | None = opt.CHANGED_WITHIN,
+    changed_before: str | None = opt.CHANGED_BEFORE,
+    index: str | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=opt.INDEX_HELP),
 ) -> None:
     """Score the index on judged queries: nDCG@10, Recall@10/100, MRR@10, latency (only files under PATHs, when given)."""
     from semsearch.api import Index
@@ -585,7 +353,7 @@ def evaluate(
 
 @app.command()
 def status(
-    index: str | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+    index: str | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=opt.INDEX_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     verify: bool = typer.Option(
         False, "--verify", help="Also check the whole index: database pages, vector files' checksums and links."
@@ -686,7 +454,7 @@ def _duration(seconds: float) -> str:
 
 @app.command("mcp")
 def mcp_command(
-    index: str | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=INDEX_HELP),
+    index: str | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=opt.INDEX_HELP),
     allow_index: bool = typer.Option(
         False, "--allow-index", help="Offer the `index` tool, which updates the index (it writes)."
     ),
