@@ -220,6 +220,7 @@ def test_both_engines_rank_alike(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     make_project(tmp_path)
+    write(tmp_path / "docs" / "notes" / "copy.md", topic_text("chess", 0) + topic_text("coffee", 3))
     _build(str(tmp_path / ".semsearch"), fake_model).close()
     os.rename(tmp_path / ".semsearch", tmp_path / "local-index")
     remote = _build(pg_url, fake_model)
@@ -234,6 +235,20 @@ def test_both_engines_rank_alike(
                 sa = [round(h.score, 3) for h in local.search(q, k=5, mode=mode)]
                 sb = [round(h.score, 3) for h in remote.search(q, k=5, mode=mode)]
                 assert sa == pytest.approx(sb, abs=2e-3), (q, mode)
+        for min_score in (0.3, 0.9):
+            groups = [
+                sorted(
+                    sorted((c.path.name, c.ordinal) for c in g.chunks)
+                    for g in idx.duplicates(min_score=min_score).groups
+                )
+                for idx in (local, remote)
+            ]
+            assert groups[0] == groups[1] and groups[0], min_score
+        like = [
+            [(h.chunk.path.name, h.chunk.ordinal) for h in idx.similar("docs/notes/rivers.md", k=5)]
+            for idx in (local, remote)
+        ]
+        assert like[0] == like[1] and like[0]
     finally:
         local.close()
         remote.close()

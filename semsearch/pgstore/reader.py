@@ -50,6 +50,7 @@ EXACT_ROWS = 20_000  # a scope of at most this many chunks is scored exactly (no
 SEARCH_EF_FLOOR = 100  # hnsw.ef_search at least this (k more when asked for more)
 MAX_SCAN_TUPLES = 200_000  # how far an iterative scan may go to fill k under a filter
 BM25_K1, BM25_B = 1.2, 0.75
+NEIGHBOUR_BATCH = 256  # vectors whose neighbours one statement finds (duplicates)
 
 _SELECT = (
     "SELECT c.id, c.file_id, f.path, f.display, f.kind, f.title, c.ordinal, c.text, c.char_start, c.char_end, "
@@ -227,15 +228,31 @@ class PgReader:
             self._local.ef = ef
 
     def neighbours(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each of *vectors*' k nearest chunks (ids, cosines; -1 where fewer)."""
+        """Each of *vectors*' k nearest chunks (ids, cosines; -1 where fewer): one statement per
+        batch of NEIGHBOUR_BATCH vectors (a lateral search each), not one per vector."""
         import numpy as np
 
         ids = np.full((len(vectors), k), -1, dtype=np.int64)
         cos = np.zeros((len(vectors), k), dtype=np.float32)
-        for row, vec in enumerate(vectors):
-            found = self.vector_search(vec, k)
-            for col, (cid, score) in enumerate(found[:k]):
-                ids[row, col], cos[row, col] = cid, score
+        if self.vector_count == 0 or k <= 0 or not len(vectors):
+            return ids, cos
+        self._set_ef(max(k, SEARCH_EF_FLOOR))
+        kind = f"{self.vector_type}({self.manifest.model.dim})"
+        for start in range(0, len(vectors), NEIGHBOUR_BATCH):
+            part = vectors[start : start + NEIGHBOUR_BATCH]
+            rows = self._rows(
+                f"SELECT q.i, n.id, n.score FROM unnest(%s::int[], %s::{kind}[]) AS q(i, v) CROSS JOIN LATERAL "
+                f"(SELECT c.id, -(c.embedding <#> q.v) AS score FROM chunks c WHERE {visible(self.generation, 'c')} "
+                "ORDER BY c.embedding <#> q.v LIMIT %s) AS n",
+                [list(range(len(part))), [self._vec(v) for v in part], k],
+            )
+            by_row: dict[int, list[tuple[float, int]]] = {}
+            for i, cid, score in rows:
+                by_row.setdefault(int(i), []).append((float(score), int(cid)))
+            for i, found in by_row.items():
+                found.sort(key=lambda sc: (-sc[0], sc[1]))
+                for col, (score, cid) in enumerate(found[:k]):
+                    ids[start + i, col], cos[start + i, col] = cid, score
         return ids, cos
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
