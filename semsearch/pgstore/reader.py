@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -187,11 +186,12 @@ class PgReader:
         return catalog.select(scope)
 
     @staticmethod
-    def _filter(within: Subset | None) -> tuple[str, list[Any]]:
+    def _filter(within: Subset | None) -> tuple[str, dict[str, Any]]:
+        """A scope as SQL on the chunks' file ids (named parameter ``files``)."""
         if within is None:
-            return "", []
+            return "", {}
         assert within.file_ids is not None
-        return " AND c.file_id = ANY(%s)", [[int(i) for i in within.file_ids]]
+        return " AND c.file_id = ANY(%(files)s)", {"files": [int(i) for i in within.file_ids]}
 
     # -- vectors ---------------------------------------------------------------------------
 
@@ -206,18 +206,25 @@ class PgReader:
         """Nearest chunks by cosine: [(chunk id, cosine)], best first; k whenever *within* holds k."""
         if (within is not None and len(within) == 0) or self.vector_count == 0 or k <= 0:
             return []
+        sql, params = self._semantic_sql(query, k, ef, within)
+        rows = self._rows(f"SELECT id, score FROM ({sql}) t ORDER BY score DESC, id", params)
+        return [(int(i), float(s)) for i, s in rows]
+
+    def _semantic_sql(
+        self, query: np.ndarray, k: int, ef: int | None, within: Subset | None
+    ) -> tuple[str, dict[str, Any]]:
+        """The k nearest chunks' (id, score) as one SELECT: pgvector's HNSW index with iterative
+        scans, or exact scoring for a scope of at most EXACT_ROWS chunks."""
         where, params = self._filter(within)
-        q = self._vec(query)
         exact = within is not None and len(within) <= EXACT_ROWS
-        order = "(c.embedding <#> %s) + 0" if exact else "c.embedding <#> %s"
+        order = "(c.embedding <#> %(q)s) + 0" if exact else "c.embedding <#> %(q)s"  # + 0: no index
         if not exact:
             self._set_ef(max(ef or 0, k, SEARCH_EF_FLOOR))
-        rows = self._rows(
-            "SELECT id, score FROM (SELECT c.id, -(c.embedding <#> %s) AS score FROM chunks c "
-            f"WHERE {visible(self.generation, 'c')}{where} ORDER BY {order} LIMIT %s) t ORDER BY score DESC, id",
-            [q, *params, q, k],
+        sql = (
+            f"SELECT c.id, -(c.embedding <#> %(q)s) AS score FROM chunks c WHERE {visible(self.generation, 'c')}"
+            f"{where} ORDER BY {order} LIMIT %(k_sem)s"
         )
-        return [(int(i), float(s)) for i, s in rows]
+        return sql, {**params, "q": self._vec(query), "k_sem": k}
 
     def _set_ef(self, ef: int) -> None:
         ef = min(ef, 1000)
@@ -275,9 +282,9 @@ class PgReader:
         last = 0
         while True:
             rows = self._rows(
-                f"SELECT c.id, c.file_id, c.embedding, c.text FROM chunks c WHERE c.id > %s AND "
-                f"{visible(self.generation, 'c')}{where} ORDER BY c.id LIMIT %s",
-                [last, *params, batch],
+                f"SELECT c.id, c.file_id, c.embedding, c.text FROM chunks c WHERE c.id > %(last)s AND "
+                f"{visible(self.generation, 'c')}{where} ORDER BY c.id LIMIT %(batch)s",
+                {**params, "last": last, "batch": batch},
             )
             if not rows:
                 return
@@ -299,47 +306,89 @@ class PgReader:
 
     def lexical_search(self, match: str, k: int, within: Subset | None = None) -> list[tuple[int, float]]:
         """Chunks matching *match* (an FTS5 query of quoted words joined by OR), ranked by the
-        local index's BM25: [(chunk id, score)], best first."""
-        if (within is not None and len(within) == 0) or not match or self.vector_count == 0:
+        local index's BM25: [(chunk id, score)], best first (one statement: the terms' document
+        counts are read inside it)."""
+        if (within is not None and len(within) == 0) or self.vector_count == 0:
             return []
-        groups = [t for t in (phrase(w.strip().strip('"')) for w in match.split(" OR ")) if t]
+        built = self._bm25_sql(match, k, within)
+        if built is None:
+            return []
+        ctes, params = built
+        rows = self._rows(f"WITH {ctes} SELECT id, s FROM lex ORDER BY s DESC, id", params)
+        return [(int(i), float(s)) for i, s in rows]
+
+    def _bm25_sql(self, match: str, k: int, within: Subset | None) -> tuple[str, dict[str, Any]] | None:
+        """CTEs ending in ``lex(id, s)``: the k best BM25 matches (FTS5's formula: k1 1.2, b 0.75,
+        IDF log((N - n + 0.5) / (n + 0.5)) at least 1e-6, a word of several terms a phrase whose n
+        is its rarest term's) and ``w(grp, n, idf)``, each query word's document count and IDF."""
+        groups = [t for t in (phrase(w.strip().strip('"')) for w in match.split(" OR ")) if t] if match else []
         if not groups:
-            return []
-        flat = sorted({t for g in groups for t in g})
-        docs = dict(zip(flat, self.term_docs(flat), strict=True))
-        total = max(self.vector_count, 1)
-        avg = max(self._lex_total / total, 1e-9)
+            return None
         grp: list[int] = []
         lex: list[str] = []
-        idf: list[float] = []
         size: list[int] = []
         parts = []
         for g, terms in enumerate(groups):
-            n = min(docs.get(t, 0) for t in terms)
-            if n == 0:
-                continue
-            weight = max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6)
-            for t in dict.fromkeys(terms):
+            distinct = list(dict.fromkeys(terms))
+            for t in distinct:
                 grp.append(g)
                 lex.append(t)
-                idf.append(weight)
-                size.append(len(dict.fromkeys(terms)))
+                size.append(len(distinct))
             parts.append("(" + " <-> ".join(quote(t) for t in terms) + ")")
-        if not parts:
-            return []
         where, params = self._filter(within)
-        sql = (
-            "WITH q AS (SELECT * FROM unnest(%s::int[], %s::text[], %s::float8[], %s::int[]) AS q(grp, term, idf, size)), "
-            f"hit AS (SELECT c.id, c.lex, c.lex_len FROM chunks c WHERE c.lex @@ %s::tsquery "
+        total = max(self.vector_count, 1)
+        ctes = (
+            "q0 AS (SELECT * FROM unnest(%(grp)s::int[], %(term)s::text[], %(size)s::int[]) AS q0(grp, term, size)), "
+            "w AS (SELECT q0.grp, min(coalesce(l.df, 0)) AS n FROM q0 LEFT JOIN lexemes l ON l.term = q0.term "
+            "GROUP BY q0.grp), "
+            "wi AS (SELECT grp, n, greatest(ln((%(total)s - n + 0.5) / (n + 0.5)), 1e-6) AS idf FROM w WHERE n > 0), "
+            "q AS (SELECT q0.grp, q0.term, q0.size, wi.idf FROM q0 JOIN wi USING (grp)), "
+            "hit AS (SELECT c.id, c.lex, c.lex_len FROM chunks c WHERE c.lex @@ %(tsq)s::tsquery "
             f"AND {visible(self.generation, 'c')}{where}), "
             "g AS (SELECT h.id, h.lex_len, q.grp, max(q.idf) AS idf, min(array_length(u.positions, 1)) AS tf, "
             "count(*) AS n, max(q.size) AS size FROM hit h CROSS JOIN LATERAL unnest(h.lex) AS u "
-            "JOIN q ON q.term = u.lexeme GROUP BY h.id, h.lex_len, q.grp) "
-            f"SELECT id, sum(idf * tf * {BM25_K1 + 1} / (tf + {BM25_K1} * ({1 - BM25_B} + {BM25_B} * lex_len / %s))) AS s "
-            "FROM g WHERE n = size GROUP BY id ORDER BY s DESC, id LIMIT %s"
+            "JOIN q ON q.term = u.lexeme GROUP BY h.id, h.lex_len, q.grp), "
+            f"lex AS (SELECT id, sum(idf * tf * {BM25_K1 + 1} / (tf + {BM25_K1} * ({1 - BM25_B} + {BM25_B} "
+            "* lex_len / %(avg)s))) AS s FROM g WHERE n = size GROUP BY id ORDER BY s DESC, id LIMIT %(k_lex)s)"
         )
-        rows = self._rows(sql, [grp, lex, idf, size, " | ".join(parts), *params, avg, k])
-        return [(int(i), float(s)) for i, s in rows]
+        params = {
+            **params, "grp": grp, "term": lex, "size": size, "total": float(total), "tsq": " | ".join(parts),
+            "avg": max(self._lex_total / total, 1e-9), "k_lex": k,
+        }  # fmt: skip
+        return ctes, params
+
+    def hybrid_candidates(
+        self, query: np.ndarray, match: str, k: int, within: Subset | None, thrice: float
+    ) -> tuple[dict[int, float], dict[int, float], float]:
+        """Both sides of a hybrid search in one round trip: {id: cosine} of the k nearest chunks and
+        of the lexical candidates they miss, {id: bm25} of the k best matches, and the query's
+        BM25 ceiling (the sum of its matchable words' IDF times *thrice*)."""
+        if (within is not None and len(within) == 0) or self.vector_count == 0:
+            return {}, {}, 0.0
+        sem_sql, params = self._semantic_sql(query, k, None, within)
+        built = self._bm25_sql(match, k, within)
+        if built is None:
+            return dict(self.vector_search(query, k, within=within)), {}, 0.0
+        ctes, lex_params = built
+        rows = self._rows(
+            f"WITH {ctes}, sem AS MATERIALIZED ({sem_sql}) "
+            "SELECT 0, id, score FROM sem UNION ALL SELECT 1, id, s FROM lex "
+            "UNION ALL SELECT 2, c.id, -(c.embedding <#> %(q)s) FROM chunks c "
+            "WHERE c.id IN (SELECT id FROM lex) AND c.id NOT IN (SELECT id FROM sem) "
+            "UNION ALL SELECT 3, 0, coalesce(sum(idf), 0) FROM wi",
+            {**params, **lex_params},
+        )
+        cosines: dict[int, float] = {}
+        bm25: dict[int, float] = {}
+        ceiling = 0.0
+        for side, cid, score in rows:
+            if side == 1:
+                bm25[int(cid)] = float(score)
+            elif side == 3:
+                ceiling = float(score) * thrice
+            else:
+                cosines[int(cid)] = float(score)
+        return cosines, bm25, ceiling if bm25 else 0.0
 
     # -- chunks and files ------------------------------------------------------------------
 
