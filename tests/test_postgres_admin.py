@@ -309,3 +309,16 @@ def test_a_rebuild_leaves_one_build_and_a_held_old_one_goes_later(project: Path,
     write(project / "docs" / "more.md", topic_text("sailing"))
     assert run("index", "-q").exit_code == 0  # the next update drops what is no longer used
     assert len(builds()) == 1 and first[0] not in builds()
+
+
+def test_semsearch_index_takes_the_url(project: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEMSEARCH_INDEX", pg_url)
+    result = run("index", "docs", "-q")
+    assert result.exit_code == 0, result.output
+    elsewhere = project / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = run("query", "espresso crema", "-l", "-k", "1")
+    assert result.exit_code == 0 and result.stdout.strip() == "docs/coffee.md", result.output
+    with Index.open() as index:  # the API reads it too
+        assert index.engine == "postgresql" and index.status(check_disk=False).files == 4
