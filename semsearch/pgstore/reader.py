@@ -160,11 +160,11 @@ class PgReader:
     def catalog(self) -> FileCatalog:
         with self._catalog_lock:
             if self._catalog is None:
-                rows = self._rows(
-                    "SELECT f.id, f.path, f.kind, f.mtime_ns, f.chunk_count, min(c.id), max(c.id) "
-                    f"FROM files f JOIN chunks c ON c.file_id = f.id WHERE {visible(self.generation, 'f')} "
-                    f"AND f.chunk_count > 0 AND {visible(self.generation, 'c')} "
-                    "GROUP BY f.id ORDER BY f.path"
+                rows = self._rows(  # a file's chunks are written together: one id range (two index probes)
+                    "SELECT f.id, f.path, f.kind, f.mtime_ns, f.chunk_count, "
+                    "(SELECT min(c.id) FROM chunks c WHERE c.file_id = f.id), "
+                    "(SELECT max(c.id) FROM chunks c WHERE c.file_id = f.id) "
+                    f"FROM files f WHERE {visible(self.generation, 'f')} AND f.chunk_count > 0 ORDER BY f.path"
                 )
                 rows = [(r[0], bytes(r[1]), *r[2:]) for r in rows]
                 self._catalog = FileCatalog(rows, self._file_chunk_ids, self.index_dir, self.roots)

@@ -76,7 +76,7 @@ CREATE TABLE chunks (
     gen_added integer NOT NULL,
     gen_removed integer
 );
-CREATE INDEX chunks_file ON chunks (file_id);
+CREATE INDEX chunks_file ON chunks (file_id, id);  -- a file's chunk id range from the index alone
 CREATE INDEX chunks_added ON chunks (gen_added);
 CREATE INDEX chunks_removed ON chunks (gen_removed) WHERE gen_removed IS NOT NULL;
 CREATE INDEX chunks_lex ON chunks USING gin (lex);

@@ -271,7 +271,14 @@ class PgWriter:
             # A first build: the graph over every row at once (pgvector's parallel build).
             if progress is not None:
                 progress(0, added)
-            self.conn.execute("SET maintenance_work_mem = '1GB'")
+            # The graph is built fastest in memory: about twice the vectors' bytes (never lowered).
+            need = int(added * (self.manifest.model.dim * (2 if self.vector_type == "halfvec" else 4) + 256) * 2)
+            need_mb = max(64, min(need >> 20, 8192))
+            self.conn.execute(
+                "SELECT set_config('maintenance_work_mem', %s, false) "
+                "WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < %s",
+                (f"{need_mb}MB", need_mb << 20),
+            )
             self.conn.execute(
                 hnsw_index_sql(self.vector_type, int(params.get("m", 16)), int(params.get("ef_construction", 64)))
             )
@@ -284,12 +291,17 @@ class PgWriter:
         # Rows removed by an earlier generation go now: a reader still on the last one sees them.
         self.conn.execute(f"DELETE FROM chunks WHERE gen_removed IS NOT NULL AND gen_removed <= {self.committed}")
         self.conn.execute(f"DELETE FROM files WHERE gen_removed IS NOT NULL AND gen_removed <= {self.committed}")
+        # The live chunks and their terms, counted by what changed (not a scan of the table).
         row = self.conn.execute(
-            f"SELECT count(*), coalesce(sum(lex_len), 0) FROM chunks WHERE {visible(self.working)}"
+            "SELECT coalesce(sum(lex_len) FILTER (WHERE gen_added = %s AND gen_removed IS NULL), 0), "
+            "coalesce(sum(lex_len) FILTER (WHERE gen_removed = %s AND gen_added < %s), 0) FROM chunks "
+            "WHERE gen_added = %s OR gen_removed = %s",
+            (self.working, self.working, self.working, self.working, self.working),
         ).fetchone()
         assert row is not None
-        self._set_meta("vector_count", str(int(row[0])))
-        self._set_meta("lex_total", str(int(row[1])))
+        count = int(self._meta("vector_count") or 0) + added - removed
+        self._set_meta("vector_count", str(count))
+        self._set_meta("lex_total", str(int(self._meta("lex_total") or 0) + int(row[0]) - int(row[1])))
         self._set_meta("generation", str(self.working))
         self._set_meta("updated_at", repr(time.time()))
         if before_switch is not None:
