@@ -322,3 +322,30 @@ def test_semsearch_index_takes_the_url(project: Path, pg_url: str, monkeypatch: 
     assert result.exit_code == 0 and result.stdout.strip() == "docs/coffee.md", result.output
     with Index.open() as index:  # the API reads it too
         assert index.engine == "postgresql" and index.status(check_disk=False).files == 4
+
+
+def test_a_numbered_migration_upgrades_a_build_in_place(
+    project: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from semsearch.pgstore import registry, schema
+
+    assert run("index", "docs", "--index", pg_url, "-q").exit_code == 0
+    before = Index.open(pg_url).manifest().database
+    # A later version of semsearch: schema 2 adds a column (what a real migration would do).
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(registry, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(schema.MIGRATIONS, 2, ["ALTER TABLE files ADD COLUMN note text"])
+    write(project / "docs" / "more.md", topic_text("sailing"))
+    assert run("index", "-q").exit_code == 0
+    with Index.open(pg_url) as index:
+        assert index.manifest().database == before  # the same build, upgraded in place: no rebuild
+        assert index.status(check_disk=False).files == 5
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        version = conn.execute(f'SELECT value FROM "{before}".meta WHERE key = %s', ("schema_version",)).fetchone()
+        column = conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'files' "
+            "AND column_name = 'note'", (before,)
+        ).fetchone()  # fmt: skip
+    assert version == ("2",) and column is not None
