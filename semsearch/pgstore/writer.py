@@ -287,6 +287,10 @@ class PgWriter:
             f"SELECT count(*), coalesce(sum(lex_len), 0) FROM chunks WHERE {visible(self.working)}"
         ).fetchone()
         assert row is not None
+        if self.new_build or 10 * (added + removed) >= int(row[0]):
+            # Statistics now, not when autovacuum gets to it: without them the planner guesses the
+            # visibility and scope filters' selectivity and may scan every row (seconds at 1M).
+            self.conn.execute("ANALYZE chunks, files, lexemes")
         self._set_meta("vector_count", str(int(row[0])))
         self._set_meta("lex_total", str(int(row[1])))
         self._set_meta("generation", str(self.working))
