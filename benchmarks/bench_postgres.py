@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import statistics
 import sys
 import time
@@ -248,32 +249,59 @@ def engine_queries(
 
 
 def strategies(reader: Any, truth: tuple[np.ndarray, np.ndarray], qvecs: np.ndarray, scopes: dict[str, Any]) -> dict:
-    """Each scope searched both ways a PostgreSQL scoped search can go: exact scoring of the
-    scope's rows, and the HNSW index with iterative scans (EXACT_ROWS forced each way)."""
+    """Each scope searched the ways a PostgreSQL scoped search can go: "exact" (EXACT_ROWS above
+    the scope: its rows scored, no index), "hnsw" (the HNSW index with iterative scans, forced:
+    EXACT_ROWS 0 and the planner's sort disabled, so only an index scan can give the order) and
+    "default" (this tree's EXACT_ROWS, the planner's own choice), with whether its plan used the
+    HNSW index (EXPLAIN of the first query)."""
     from semsearch.pgstore import reader as pgreader
 
     ids, vecs = truth
     saved = pgreader.EXACT_ROWS
+    conn = reader._conn()
     out: dict[str, Any] = {}
     try:
         for name, within in scopes.items():
             mask = np.isin(ids, np.asarray(within.ids))
             row: dict[str, Any] = {"chunks": len(within)}
-            for way, threshold in (("exact", 1 << 62), ("hnsw", 0)):
+            for way, threshold in (("exact", 1 << 62), ("hnsw", 0), ("default", saved)):
                 pgreader.EXACT_ROWS = threshold
+                conn.execute(f"SET enable_sort = {'off' if way == 'hnsw' else 'on'}")
+                row[way] = {"uses_hnsw": uses_hnsw(reader, qvecs[0], within)}
                 reader.vector_search(qvecs[0], K, within=within)
                 times, found = timed(lambda q, w=within: reader.vector_search(q, K, within=w), list(qvecs))
                 shares = [len({c for c, _ in f} & exact_top(ids, vecs, q, mask)) / K
                           for f, q in zip(found, qvecs, strict=True)]  # fmt: skip
-                row[way] = {"p50_ms": median(times) * 1000, "p95_ms": float(np.percentile(times, 95)) * 1000,
-                            "recall_at_10": statistics.mean(shares), "min_hits": min(len(f) for f in found)}  # fmt: skip
+                row[way] |= {"p50_ms": median(times) * 1000, "p95_ms": float(np.percentile(times, 95)) * 1000,
+                             "recall_at_10": statistics.mean(shares), "min_hits": min(len(f) for f in found)}  # fmt: skip
             out[name] = row
-            print(f"#   strategy {name:>22s} ({len(within):,} chunks): exact {row['exact']['p50_ms']:.1f} ms, "
+            print(f"#   strategy {name:>5s} ({len(within):,} chunks): exact {row['exact']['p50_ms']:.1f} ms, "
                   f"hnsw {row['hnsw']['p50_ms']:.1f} ms (recall {row['hnsw']['recall_at_10']:.3f}, "
-                  f"hits >= {row['hnsw']['min_hits']})", flush=True)
+                  f"hits >= {row['hnsw']['min_hits']}, index {row['hnsw']['uses_hnsw']}), default "
+                  f"{row['default']['p50_ms']:.1f} ms (index {row['default']['uses_hnsw']})", flush=True)
     finally:
         pgreader.EXACT_ROWS = saved
+        conn.execute("SET enable_sort = on")
     return out
+
+
+def uses_hnsw(reader: Any, query: np.ndarray, within: Any) -> bool:
+    """Whether the plan of this search reads the HNSW index (its SQL caught and EXPLAINed)."""
+    caught: list[tuple[str, Any]] = []
+    original = reader._rows
+
+    def catch(sql: str, params: Any = ()) -> Any:
+        caught.append((sql, params))
+        return original(sql, params)
+
+    reader._rows = catch
+    try:
+        reader.vector_search(query, K, within=within)
+    finally:
+        del reader._rows
+    sql, params = caught[-1]
+    plan = original("EXPLAIN " + sql, params)
+    return any("chunks_embedding" in str(line[0]) for line in plan)
 
 
 def pg_sizes(reader: Any) -> dict[str, int]:
@@ -389,17 +417,22 @@ def synthetic(n: int, args: argparse.Namespace, server: Any) -> dict[str, Any]:
         live[name]["cold_query_p50_s"] = median(cold[name])
 
     edits: dict[str, list[float]] = {name: [] for name in live}
+    commits: dict[str, list[float]] = {name: [] for name in live}
+    idle: dict[str, list[float]] = {name: [] for name in live}
     for i in range(args.edits):
         edit(project, (7919 * (i + 1)) % n_files, f"edit{i}")
         for name in list(live) if i % 2 == 0 else list(live)[::-1]:
-            started = time.perf_counter()
-            with Index.open(live[name]["where"], provider=SyntheticModel(gen, 1000 + i)) as ix:
-                summary = ix.update()
-            edits[name].append(time.perf_counter() - started)
-            assert summary.indexed == 1, (name, summary)
+            for changed in (True, False):  # the edit, then an update with nothing to do (the walk's floor)
+                started = time.perf_counter()
+                with Index.open(live[name]["where"], provider=SyntheticModel(gen, 1000 + i)) as ix:
+                    summary = ix.update()
+                (edits if changed else idle)[name].append(time.perf_counter() - started)
+                if changed:
+                    commits[name].append(summary.graph_seconds)
+                assert summary.indexed == (1 if changed else 0), (name, summary)
     for name in live:
-        live[name]["edit_update_s"] = median(edits[name])
-        live[name]["edit_updates_s"] = edits[name]
+        live[name] |= {"edit_update_s": median(edits[name]), "edit_updates_s": edits[name],
+                       "edit_commit_s": median(commits[name]), "nothing_changed_update_s": median(idle[name])}  # fmt: skip
     os.chdir(REPO)
     return {"n": n, "files": n_files, "indexes": indexes}
 
@@ -446,6 +479,8 @@ def report(result: dict[str, Any]) -> None:
             line("recall@10 (vs exact)", lambda d: d["engine"]["none"]["recall_at_10"], lambda v: f"{v:.4f}"),
             line("cold `semsearch query` p50", lambda d: d["cold_query_p50_s"], lambda v: fmt_s(v)),
             line("one-file edit update", lambda d: d["edit_update_s"], lambda v: fmt_s(v)),
+            line("  of which the commit (finalize)", lambda d: d["edit_commit_s"], lambda v: fmt_s(v)),
+            line("update with nothing changed", lambda d: d["nothing_changed_update_s"], lambda v: fmt_s(v)),
         ]
         for s in idx["local"]["filtered"]:
             rows += [
@@ -461,9 +496,11 @@ def report(result: dict[str, Any]) -> None:
         strat = pgh.get("strategies")
         if strat:
             rows = [(s, f"{r['chunks']:,}", f"{r['exact']['p50_ms']:.1f} ms", f"{r['hnsw']['p50_ms']:.1f} ms",
-                     f"{r['hnsw']['recall_at_10']:.4f}", str(r["hnsw"]["min_hits"])) for s, r in strat.items()]  # fmt: skip
+                     f"{r['hnsw']['recall_at_10']:.4f}", str(r["hnsw"]["min_hits"]), str(r["hnsw"]["uses_hnsw"]),
+                     f"{r['default']['p50_ms']:.1f} ms", str(r["default"]["uses_hnsw"])) for s, r in strat.items()]  # fmt: skip
             print_table(f"scoped search on pg-halfvec, {size['n']:,} chunks: exact vs HNSW", rows,
-                        ("scope", "chunks", "exact p50", "hnsw p50", "hnsw recall@10", "hnsw fewest hits"))  # fmt: skip
+                        ("scope", "chunks", "exact p50", "hnsw p50", "hnsw recall@10", "hnsw fewest hits",
+                         "hnsw plan used index", "default p50", "default used index"))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -475,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scifact-only", action="store_true")
     ap.add_argument("--no-vector", action="store_true", help="skip the vector-column build (halfvec only)")
     ap.add_argument("--no-strategies", dest="strategies", action="store_false")
-    ap.add_argument("--queries", type=int, default=40)
+    ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--strategy-queries", type=int, default=30)
     ap.add_argument("--cold-runs", type=int, default=5)
     ap.add_argument("--edits", type=int, default=3)
@@ -491,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"machine": machine_note(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}  # fmt: skip
     print(result["machine"], flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the server is stopped on the way out
     server = start_server(args.work)
     try:
         result["server"] = server_versions(server.url())
