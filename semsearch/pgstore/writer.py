@@ -300,6 +300,10 @@ class PgWriter:
         ).fetchone()
         assert row is not None
         count = int(self._meta("vector_count") or 0) + added - removed
+        if self.new_build or 10 * (added + removed) >= count:
+            # Statistics now, not when autovacuum gets to it: without them the planner guesses the
+            # visibility and scope filters' selectivity and may scan every row (seconds at 1M).
+            self.conn.execute("ANALYZE chunks, files, lexemes")
         self._set_meta("vector_count", str(count))
         self._set_meta("lex_total", str(int(self._meta("lex_total") or 0) + int(row[0]) - int(row[1])))
         self._set_meta("generation", str(self.working))

@@ -1,0 +1,44 @@
+"""The PostgreSQL engine's query plans: statistics after a bulk load, a plan for each search's own
+scope (found by benchmarks/bench_postgres.py: both made scoped searches score every row)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import FakeModel, write
+
+from semsearch import Index
+
+
+def _build(tmp_path: Path, url: str, model: FakeModel, monkeypatch: pytest.MonkeyPatch) -> Index:
+    monkeypatch.chdir(tmp_path)
+    for i in range(12):
+        write(tmp_path / "docs" / f"f{i:02d}.txt", f"gasket harbour lantern {i}\n\nriver copper garden {i}\n")
+    index = Index.create(url, provider=model)
+    index.update([tmp_path / "docs"])
+    return index
+
+
+def test_a_first_build_leaves_statistics_for_the_planner(
+    tmp_path: Path, pg_url: str, fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _build(tmp_path, pg_url, fake_model, monkeypatch) as index:
+        reader = index._open_searcher().reader
+        analysed = reader._rows(
+            "SELECT DISTINCT tablename FROM pg_stats WHERE schemaname = %s AND tablename IN ('chunks', 'files')",
+            [reader.schema],
+        )
+    assert sorted(r[0] for r in analysed) == ["chunks", "files"]
+
+
+def test_a_reader_plans_each_search_with_its_own_scope(
+    tmp_path: Path, pg_url: str, fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _build(tmp_path, pg_url, fake_model, monkeypatch) as index:
+        reader = index._open_searcher().reader
+        assert reader._rows("SHOW plan_cache_mode") == [("force_custom_plan",)]
+        # Past psycopg's prepare threshold (5), every scoped search still finds its scope's best.
+        for i in range(8):
+            hits = index.search(f"gasket {i}", k=3, mode="semantic", paths=[tmp_path / "docs" / f"f{i:02d}.txt"])
+            assert hits and all(h.chunk.path.name == f"f{i:02d}.txt" for h in hits)
