@@ -136,6 +136,19 @@ def test_query_path_imports_no_torch_and_embeds_only_the_query(corpus) -> None:
     assert json.loads(result.stdout.decode())["path"] == "docs/baking.md"
 
 
+def test_a_reader_without_the_export_makes_it_once(corpus, tmp_path: Path) -> None:
+    """A reader who never ran `index` on this machine (a team index's reader, a cleared cache):
+    its first query makes the ONNX export; later ones run without torch."""
+    root, env, _ = corpus
+    env = {**env, "SEMSEARCH_CACHE": str(tmp_path / "fresh-cache")}
+    first = run(["query", "sourdough starter", "-l", "-k", "1"], cwd=root, env=env)
+    assert first.returncode == 0 and first.stdout.decode().strip() == "docs/baking.md", first.stderr.decode()
+    assert "exporting the model to ONNX" in first.stderr.decode()
+    second = run(["query", "sourdough starter", "-l", "-k", "1"], cwd=root, env=env)
+    assert second.returncode == 0 and second.stdout.decode().strip() == "docs/baking.md"
+    assert "ONNX" not in second.stderr.decode() and "sentence-transformers" not in second.stderr.decode()
+
+
 def test_batch_mode_loads_model_once(corpus) -> None:
     root, env, _ = corpus
     queries = b"https certificate renewal\nexponential backoff\n\xff\xfe garbage \x00 bytes\n"

@@ -349,3 +349,17 @@ def test_a_numbered_migration_upgrades_a_build_in_place(
             "AND column_name = 'note'", (before,)
         ).fetchone()  # fmt: skip
     assert version == ("2",) and column is not None
+
+
+def test_a_local_index_is_never_hidden_by_a_pointer(project: Path, pg_url: str) -> None:
+    assert run("index", "docs", "-q").exit_code == 0  # a local index in ./.semsearch
+    result = run("index", "docs", "--index", pg_url)
+    assert result.exit_code == 2 and "holds a local index" in result.output and "--from" in result.output
+    result = run("index", "--index", pg_url, "--from", ".semsearch", "-q")  # publishing from the project itself
+    assert result.exit_code == 0, result.output
+    assert not (project / ".semsearch" / "postgres.json").exists()
+    assert run("query", "gambit", "-l", "-k", "1").stdout.strip() == "docs/chess.md"  # still the local one
+    with Index.open() as index:
+        assert index.engine == "local"
+    result = run("query", "gambit", "-l", "-k", "1", "--index", pg_url)
+    assert result.exit_code == 0 and result.stdout.strip() == "docs/chess.md"

@@ -95,7 +95,14 @@ def _postgres_run(
     """An update of a PostgreSQL index: the same run, its writer the database's (the lock a
     session advisory lock, the commit point one transaction)."""
     from semsearch.pgstore.connection import errors_as_one_line
-    from semsearch.pgstore.registry import ENGINE, open_writer, write_pointer
+    from semsearch.pgstore.registry import ENGINE, holds_local_index, open_writer, write_pointer
+
+    if holds_local_index(options.index_dir):
+        raise InvalidOptionError(
+            f"{options.index_dir} holds a local index: publish it as it is with `--from {options.index_dir}`, "
+            "or index from another folder",
+            path=options.index_dir,
+        )
 
     if options.vector_index not in (vectors.DEFAULT_BACKEND, ENGINE):
         raise InvalidOptionError(f"a PostgreSQL index keeps its vectors in pgvector, not {options.vector_index!r}")

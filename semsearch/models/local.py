@@ -229,10 +229,10 @@ def load_query_embedder(
     *threads*: onnxruntime's threads for one query (1 suits a one-shot query; a long-lived
     process on an idle machine answers sooner on 2; the vectors are the same).
     """
+    target = export_dir_for(model.fingerprint)
     if os.environ.get("SEMSEARCH_BACKEND", "auto") != "torch":
         from semsearch.models.onnx_runtime import OnnxEmbedder, OnnxExportError
 
-        target = export_dir_for(model.fingerprint)
         if (target / "export.json").is_file():
             try:
                 # One thread by default: a short query runs faster on one core than split over
@@ -243,10 +243,21 @@ def load_query_embedder(
                 on_note("the ONNX export does not match the index's model; using sentence-transformers")
             except OnnxExportError as exc:
                 on_note(f"{exc}; using sentence-transformers")
-        else:
-            on_note("no ONNX export of this model yet (run `semsearch index` to make it); using sentence-transformers")
     local = LocalModel(model.name, known=model)
     info = local.info()
     if info.fingerprint != model.fingerprint:
         raise ModelError(f"the index was built with a different version of {model.name}", remedy="rebuild")
+    if os.environ.get("SEMSEARCH_BACKEND", "auto") != "torch" and not (target / "export.json").is_file():
+        # No export here yet (a reader of a team's index, which never runs `index`; a cleared
+        # cache): made once, as `index` would, and every later query runs without torch.
+        made = local.ensure_export(on_note)
+        if made is not None:
+            from semsearch.models.onnx_runtime import OnnxEmbedder, OnnxExportError
+
+            try:
+                onnx = OnnxEmbedder.load(made, threads=max(1, threads))
+                if onnx.dim == model.dim:
+                    return onnx
+            except OnnxExportError as exc:
+                on_note(f"{exc}; using sentence-transformers")
     return local.torch_embedder()

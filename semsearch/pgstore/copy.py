@@ -13,7 +13,7 @@ from typing import Any
 
 from semsearch.errors import SemsearchError
 from semsearch.pgstore.connection import Target, errors_as_one_line
-from semsearch.pgstore.registry import ENGINE, open_writer, write_pointer
+from semsearch.pgstore.registry import ENGINE, holds_local_index, open_writer, write_pointer
 from semsearch.vectors import backend
 
 BATCH = 2000  # chunks a statement
@@ -40,7 +40,8 @@ def copy_local(
         writer, _previous, _reason = open_writer(target, index_dir, manifest, rebuild=True, wait=wait)
         try:
             with errors_as_one_line(target, "write"):
-                write_pointer(index_dir, target)
+                if not holds_local_index(index_dir):  # publishing from the project's own index: kept as it is
+                    write_pointer(index_dir, target)
                 files, chunks = _copy_rows(local, writer, progress)
                 writer.set_roots(local.roots)
                 writer.set_walk_settings(local.walk_settings)

@@ -286,6 +286,13 @@ def drop_old_builds(conn: psycopg.Connection[Any], target: Target) -> None:
 # -- the pointer in the project ----------------------------------------------------------------
 
 
+def holds_local_index(index_dir: Path) -> bool:
+    """Whether the folder holds a local index (a pointer there would hide it)."""
+    from semsearch.store import BUILDING, MANIFEST
+
+    return (index_dir / MANIFEST).exists() or (index_dir / BUILDING).exists()
+
+
 def write_pointer(index_dir: Path, target: Target) -> None:
     """Record *target*'s URL (no password) in the project's index folder."""
     from semsearch.files import write_atomic
