@@ -149,10 +149,26 @@ class PgReader:
         self.close()
 
     def is_current(self) -> bool:
-        """Whether this reader's build and generation are still the index's current ones."""
-        with errors_as_one_line(self.target, "read"):
-            build = current_build(self._conn(), self.target, manifest=False)
-        return (build.schema, build.generation) == (self.schema, self.generation)
+        """Whether this reader's build and generation are still the index's current ones (one
+        statement: asked before each call of a long-lived Index)."""
+        psycopg = psycopg_module()
+        try:
+            row = (
+                self._conn()
+                .execute(
+                    f'SELECT p.live_schema = %s AND (SELECT m.value FROM "{self.schema}".meta m '
+                    "WHERE m.key = 'generation') = %s FROM semsearch.projects p WHERE p.name = %s",
+                    (self.schema, str(self.generation), self.target.project),
+                )
+                .fetchone()
+            )
+        except psycopg.errors.UndefinedTable:  # the build was dropped: a newer one is current
+            return False
+        except psycopg.Error as exc:
+            from semsearch.pgstore.connection import describe
+
+            raise describe(self.target, exc, "read") from None
+        return bool(row and row[0])
 
     @property
     def count(self) -> int:
