@@ -42,3 +42,24 @@ def test_a_reader_plans_each_search_with_its_own_scope(
         for i in range(8):
             hits = index.search(f"gasket {i}", k=3, mode="semantic", paths=[tmp_path / "docs" / f"f{i:02d}.txt"])
             assert hits and all(h.chunk.path.name == f"f{i:02d}.txt" for h in hits)
+
+
+def test_the_live_counts_follow_adds_edits_and_removals(
+    tmp_path: Path, pg_url: str, fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk count and the BM25 term total are kept from each update's changes, not counted
+    again over the whole table: they must still equal a count of the live rows."""
+    with _build(tmp_path, pg_url, fake_model, monkeypatch) as index:
+        docs = tmp_path / "docs"
+        write(docs / "f03.txt", "gasket harbour\n\nlantern river\n\ncopper garden meadow engine\n")
+        (docs / "f05.txt").unlink()
+        write(docs / "new.txt", "signal vector benchmark\n")
+        index.update()
+        (docs / "f07.txt").unlink()
+        index.update()
+        assert index.status(check_disk=False, verify=True).problems == []
+        reader = index._open_searcher().reader
+        live = f"gen_added <= {reader.generation} AND (gen_removed IS NULL OR gen_removed > {reader.generation})"
+        count, total = reader._rows(f"SELECT count(*), sum(lex_len) FROM chunks WHERE {live}")[0]
+        assert (reader.count, reader._lex_total) == (count, total)
+        assert index.search("harbour", k=3, mode="lexical")

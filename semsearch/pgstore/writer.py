@@ -291,7 +291,8 @@ class PgWriter:
         # Rows removed by an earlier generation go now: a reader still on the last one sees them.
         self.conn.execute(f"DELETE FROM chunks WHERE gen_removed IS NOT NULL AND gen_removed <= {self.committed}")
         self.conn.execute(f"DELETE FROM files WHERE gen_removed IS NOT NULL AND gen_removed <= {self.committed}")
-        # The live chunks and their terms, counted by what changed (not a scan of the table).
+        # The live count and term total from the last generation's and this one's changes: counting
+        # every live row read the whole table at each update (70 ms at 100,000 chunks).
         row = self.conn.execute(
             "SELECT coalesce(sum(lex_len) FILTER (WHERE gen_added = %s AND gen_removed IS NULL), 0), "
             "coalesce(sum(lex_len) FILTER (WHERE gen_removed = %s AND gen_added < %s), 0) FROM chunks "
@@ -300,12 +301,13 @@ class PgWriter:
         ).fetchone()
         assert row is not None
         count = int(self._meta("vector_count") or 0) + added - removed
+        lex_total = int(self._meta("lex_total") or 0) + int(row[0]) - int(row[1])
         if self.new_build or 10 * (added + removed) >= count:
             # Statistics now, not when autovacuum gets to it: without them the planner guesses the
             # visibility and scope filters' selectivity and may scan every row (seconds at 1M).
             self.conn.execute("ANALYZE chunks, files, lexemes")
         self._set_meta("vector_count", str(count))
-        self._set_meta("lex_total", str(int(self._meta("lex_total") or 0) + int(row[0]) - int(row[1])))
+        self._set_meta("lex_total", str(lex_total))
         self._set_meta("generation", str(self.working))
         self._set_meta("updated_at", repr(time.time()))
         if before_switch is not None:
