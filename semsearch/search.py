@@ -198,13 +198,6 @@ class Searcher:
             found = self.reader.lexical_search(match, fetch, within)
             return found, (bm25_ceiling(self.reader, match) if ceiling and found else 0.0)
 
-        both = getattr(self.reader, "hybrid_candidates", None)
-        if both is not None and match and options.mode == "hybrid":
-            # An engine that answers both sides in one round trip (PostgreSQL): the same candidates.
-            if qvec is None:
-                qvec = self.embed(query)
-            cosines, bm25, top = both(qvec, match, fetch, within, _THRICE if ceiling else 0.0)
-            return cosines, bm25, fetch, qvec, top
         pending: Future[tuple[list[tuple[int, float]], float]] | None = None
         top = 0.0
         if match and options.mode == "hybrid" and _CORES > 1:

@@ -292,3 +292,41 @@ def test_a_local_query_never_imports_psycopg(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, timeout=120)
     assert result.stderr.decode().strip().splitlines()[-1] == "[]", result.stderr.decode()
     assert result.stdout.decode().strip() == "docs/chess.md"
+
+
+def test_bm25_pruning_keeps_the_exact_top_k(fake_model: FakeModel, tmp_path: Path, pg_url: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """MaxScore's pruning (pgstore/bm25.py) scores the chunks of the rarest words first and takes
+    in more words only while the k-th score could still be beaten: the same top k as scoring
+    every match, here forced to prune from the first word on."""
+    from semsearch.pgstore import bm25
+
+    monkeypatch.chdir(tmp_path)
+    make_project(tmp_path)
+    for n in range(40):  # a common word in many chunks, rarer ones in few
+        write(tmp_path / "docs" / "notes" / f"common{n}.md", f"Note {n}: the river and the bread. " * (1 + n % 3))
+    early: list[bool] = []
+    real_enough = bm25.enough
+
+    def enough(found: Any, k: int, words: Any, taken: int) -> bool:
+        done = real_enough(found, k, words, taken)
+        early.append(done and taken < len(words))
+        return done
+
+    monkeypatch.setattr(bm25, "enough", enough)
+    with _build(pg_url, fake_model) as index:
+        queries = ["river violin", "note river bread", "bread dough yeast river note", "gambit note", "river"]
+        for q in queries:
+            for k in (1, 3, 10):
+                monkeypatch.setattr(bm25, "FIRST_ROWS", 10**9)
+                index.close()
+                full = [(h.chunk.id, round(h.score, 6)) for h in index.search(q, k=k, mode="lexical")]
+                monkeypatch.setattr(bm25, "FIRST_ROWS", 1)
+                index.close()
+                pruned = [(h.chunk.id, round(h.score, 6)) for h in index.search(q, k=k, mode="lexical")]
+                assert [s for _, s in pruned] == [s for _, s in full], (q, k)  # the same scores
+                if full:  # the same chunks, but for ties at the k-th score (either may be kept)
+                    last = full[-1][1]
+                    assert {i for i, s in pruned if s > last} == {i for i, s in full if s > last}, (q, k)
+                    assert {i for i, s in pruned if s == last} <= {i for i, s in full if s == last} or len(full) == k
+    assert any(early) and not all(early)  # some searches stopped before scoring every word's chunks

@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semsearch.lexicon import phrase, quote
 from semsearch.pgstore.connection import (
     Target,
     as_db_vector,
@@ -46,9 +45,8 @@ if TYPE_CHECKING:
     from semsearch.vectors import Subset
 
 EXACT_ROWS = 20_000  # a scope of at most this many chunks is scored exactly (no index)
-SEARCH_EF_FLOOR = 100  # hnsw.ef_search at least this (k more when asked for more)
+SEARCH_EF_FLOOR = 200  # hnsw.ef_search at least this: recall@10 0.9977 at 100, 0.9987 at 200 (RESULTS.md)
 MAX_SCAN_TUPLES = 200_000  # how far an iterative scan may go to fill k under a filter
-BM25_K1, BM25_B = 1.2, 0.75
 NEIGHBOUR_BATCH = 256  # vectors whose neighbours one statement finds (duplicates)
 
 _SELECT = (
@@ -80,6 +78,7 @@ class PgReader:
         self._conns_lock = threading.Lock()
         self._catalog: FileCatalog | None = None
         self._catalog_lock = threading.Lock()
+        self._docs: dict[str, int] = {}  # term -> chunks holding it, in this generation
         conn = self._conn()
         with errors_as_one_line(target, "read"):
             build = current_build(conn, target)
@@ -318,96 +317,38 @@ class PgReader:
     # -- words -----------------------------------------------------------------------------
 
     def term_docs(self, terms: Sequence[str]) -> list[int]:
-        if not terms:
-            return []
-        found = dict(self._rows("SELECT term, df FROM lexemes WHERE term = ANY(%s)", [list(terms)]))
-        return [int(found.get(t, 0)) for t in terms]
+        """How many chunks hold each term (the counts of this generation, kept once read)."""
+        missing = [t for t in dict.fromkeys(terms) if t not in self._docs]
+        if missing:
+            found = dict(self._rows("SELECT term, df FROM lexemes WHERE term = ANY(%s)", [missing]))
+            with self._catalog_lock:
+                if len(self._docs) > 100_000:
+                    self._docs.clear()
+                self._docs.update({t: int(found.get(t, 0)) for t in missing})
+        return [self._docs.get(t, 0) for t in terms]
 
     def lexical_search(self, match: str, k: int, within: Subset | None = None) -> list[tuple[int, float]]:
         """Chunks matching *match* (an FTS5 query of quoted words joined by OR), ranked by the
-        local index's BM25: [(chunk id, score)], best first (one statement: the terms' document
-        counts are read inside it)."""
-        if (within is not None and len(within) == 0) or self.vector_count == 0:
-            return []
-        built = self._bm25_sql(match, k, within)
-        if built is None:
-            return []
-        ctes, params = built
-        rows = self._rows(f"WITH {ctes} SELECT id, s FROM lex ORDER BY s DESC, id", params)
-        return [(int(i), float(s)) for i, s in rows]
+        local index's BM25: [(chunk id, score)], best first (pgstore/bm25.py: MaxScore's pruning,
+        the same top k as scoring every match)."""
+        from semsearch.pgstore import bm25
 
-    def _bm25_sql(self, match: str, k: int, within: Subset | None) -> tuple[str, dict[str, Any]] | None:
-        """CTEs ending in ``lex(id, s)``: the k best BM25 matches (FTS5's formula: k1 1.2, b 0.75,
-        IDF log((N - n + 0.5) / (n + 0.5)) at least 1e-6, a word of several terms a phrase whose n
-        is its rarest term's) and ``w(grp, n, idf)``, each query word's document count and IDF."""
-        groups = [t for t in (phrase(w.strip().strip('"')) for w in match.split(" OR ")) if t] if match else []
-        if not groups:
-            return None
-        grp: list[int] = []
-        lex: list[str] = []
-        size: list[int] = []
-        parts = []
-        for g, terms in enumerate(groups):
-            distinct = list(dict.fromkeys(terms))
-            for t in distinct:
-                grp.append(g)
-                lex.append(t)
-                size.append(len(distinct))
-            parts.append("(" + " <-> ".join(quote(t) for t in terms) + ")")
-        where, params = self._filter(within)
+        if (within is not None and len(within) == 0) or self.vector_count == 0 or k <= 0:
+            return []
         total = max(self.vector_count, 1)
-        ctes = (
-            "q0 AS (SELECT * FROM unnest(%(grp)s::int[], %(term)s::text[], %(size)s::int[]) AS q0(grp, term, size)), "
-            "w AS (SELECT q0.grp, min(coalesce(l.df, 0)) AS n FROM q0 LEFT JOIN lexemes l ON l.term = q0.term "
-            "GROUP BY q0.grp), "
-            "wi AS (SELECT grp, n, greatest(ln((%(total)s - n + 0.5) / (n + 0.5)), 1e-6) AS idf FROM w WHERE n > 0), "
-            "q AS (SELECT q0.grp, q0.term, q0.size, wi.idf FROM q0 JOIN wi USING (grp)), "
-            "hit AS (SELECT c.id, c.lex, c.lex_len FROM chunks c WHERE c.lex @@ %(tsq)s::tsquery "
-            f"AND {visible(self.generation, 'c')}{where}), "
-            "g AS (SELECT h.id, h.lex_len, q.grp, max(q.idf) AS idf, min(array_length(u.positions, 1)) AS tf, "
-            "count(*) AS n, max(q.size) AS size FROM hit h CROSS JOIN LATERAL unnest(h.lex) AS u "
-            "JOIN q ON q.term = u.lexeme GROUP BY h.id, h.lex_len, q.grp), "
-            f"lex AS (SELECT id, sum(idf * tf * {BM25_K1 + 1} / (tf + {BM25_K1} * ({1 - BM25_B} + {BM25_B} "
-            "* lex_len / %(avg)s))) AS s FROM g WHERE n = size GROUP BY id ORDER BY s DESC, id LIMIT %(k_lex)s)"
-        )
-        params = {
-            **params, "grp": grp, "term": lex, "size": size, "total": float(total), "tsq": " | ".join(parts),
-            "avg": max(self._lex_total / total, 1e-9), "k_lex": k,
-        }  # fmt: skip
-        return ctes, params
-
-    def hybrid_candidates(
-        self, query: np.ndarray, match: str, k: int, within: Subset | None, thrice: float
-    ) -> tuple[dict[int, float], dict[int, float], float]:
-        """Both sides of a hybrid search in one round trip: {id: cosine} of the k nearest chunks and
-        of the lexical candidates they miss, {id: bm25} of the k best matches, and the query's
-        BM25 ceiling (the sum of its matchable words' IDF times *thrice*)."""
-        if (within is not None and len(within) == 0) or self.vector_count == 0:
-            return {}, {}, 0.0
-        sem_sql, params = self._semantic_sql(query, k, None, within)
-        built = self._bm25_sql(match, k, within)
-        if built is None:
-            return dict(self.vector_search(query, k, within=within)), {}, 0.0
-        ctes, lex_params = built
-        rows = self._rows(
-            f"WITH {ctes}, sem AS MATERIALIZED ({sem_sql}) "
-            "SELECT 0, id, score FROM sem UNION ALL SELECT 1, id, s FROM lex "
-            "UNION ALL SELECT 2, c.id, -(c.embedding <#> %(q)s) FROM chunks c "
-            "WHERE c.id IN (SELECT id FROM lex) AND c.id NOT IN (SELECT id FROM sem) "
-            "UNION ALL SELECT 3, 0, coalesce(sum(idf), 0) FROM wi",
-            {**params, **lex_params},
-        )
-        cosines: dict[int, float] = {}
-        bm25: dict[int, float] = {}
-        ceiling = 0.0
-        for side, cid, score in rows:
-            if side == 1:
-                bm25[int(cid)] = float(score)
-            elif side == 3:
-                ceiling = float(score) * thrice
-            else:
-                cosines[int(cid)] = float(score)
-        return cosines, bm25, ceiling if bm25 else 0.0
+        words = bm25.words_of(match, self.term_docs, total)
+        if not words:
+            return []
+        where, extra = self._filter(within)
+        sql = bm25.statement(visible(self.generation, "c"), where)
+        avg = max(self._lex_total / total, 1e-9)
+        taken = bm25.first_taken(words)
+        while True:
+            rows = self._rows(sql, bm25.params(words, taken, k, avg, extra))
+            found = [(int(i), float(s)) for i, s in rows]
+            if bm25.enough(found, k, words, taken):
+                return found
+            taken = bm25.more(words, taken)
 
     # -- chunks and files ------------------------------------------------------------------
 
