@@ -330,3 +330,18 @@ def test_bm25_pruning_keeps_the_exact_top_k(fake_model: FakeModel, tmp_path: Pat
                     assert {i for i, s in pruned if s > last} == {i for i, s in full if s > last}, (q, k)
                     assert {i for i, s in pruned if s == last} <= {i for i, s in full if s == last} or len(full) == k
     assert any(early) and not all(early)  # some searches stopped before scoring every word's chunks
+
+
+def test_words_of_the_same_stem_count_twice_on_both_engines(fake_model: FakeModel, tmp_path: Path, pg_url: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "docs" / "a.md", "The runner runs. " * 3 + "A quiet harbour.")
+    write(tmp_path / "docs" / "b.md", "Running water in the harbour harbour harbour.")
+    write(tmp_path / "docs" / "c.md", "Nothing here at all.")
+    _build(str(tmp_path / ".semsearch"), fake_model, [Path("docs")]).close()
+    os.rename(tmp_path / ".semsearch", tmp_path / "local-index")
+    with _build(pg_url, fake_model) as remote, Index.open(str(tmp_path / "local-index"), provider=fake_model) as local:
+        for q in ("runs running harbour", "harbour", "running runs"):
+            a = [(h.chunk.path.name, round(h.score, 4)) for h in local.search(q, k=3, mode="lexical")]
+            b = [(h.chunk.path.name, round(h.score, 4)) for h in remote.search(q, k=3, mode="lexical")]
+            assert a == b, q

@@ -48,7 +48,7 @@ def words_of(match: str, term_docs: Callable[[Sequence[str]], list[int]], total:
     flat = sorted({t for g in groups for t in g})
     docs = dict(zip(flat, term_docs(flat), strict=True))
     words = []
-    for terms in dict.fromkeys(groups):
+    for terms in groups:  # two words of the same terms ("runs running") count twice, as in FTS5
         n = min(docs.get(t, 0) for t in terms)
         if n > 0:
             words.append(Word(terms, n, max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6)))
