@@ -61,29 +61,51 @@ def tsvectors(rows: Sequence[tuple[str, str]]) -> list[tuple[str, int]]:
             [(i + 1, text, context) for i, (text, context) in enumerate(part)],
         )
         try:
-            spots = conn.execute("SELECT doc, col, offset, term FROM spots ORDER BY doc, col, offset").fetchall()  # type: ignore[attr-defined]
+            # Each document's text terms, then its context's ("text" > "context": DESC), in order.
+            spots = conn.execute("SELECT doc, col, offset, term FROM spots ORDER BY doc, col DESC, offset").fetchall()  # type: ignore[attr-defined]
         finally:
             conn.execute("DELETE FROM docs")  # type: ignore[attr-defined]
         by_doc: list[dict[str, list[int]]] = [{} for _ in part]
         lengths = [0] * len(part)
-        text_len = [0] * len(part)
-        for doc, col, offset, _term in spots:
-            if col == "text":
-                text_len[doc - 1] = max(text_len[doc - 1], offset + 1)
+        text_end = 0  # the current document's text length in terms
+        current = 0
         for doc, col, offset, term in spots:
-            i = doc - 1
-            position = offset + 1 if col == "text" else text_len[i] + 2 + offset
-            by_doc[i].setdefault(term, []).append(min(position, MAX_POSITION))
-            lengths[i] += 1
-        for terms, length in zip(by_doc, lengths, strict=True):
-            out.append((literal(terms), length))
+            if doc != current:
+                current, text_end = doc, 0
+            if col == "text":
+                position = offset + 1
+                text_end = position
+            else:
+                position = text_end + 2 + offset
+            found = by_doc[doc - 1].get(term)
+            if found is None:
+                by_doc[doc - 1][term] = [min(position, MAX_POSITION)]
+            else:
+                found.append(min(position, MAX_POSITION))
+            lengths[doc - 1] += 1
+        out.extend((literal(terms), length) for terms, length in zip(by_doc, lengths, strict=True))
     return out
 
 
+_QUOTED: dict[str, str] = {}
+
+
 def quote(term: str) -> str:
-    return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
+    """A term as a quoted tsvector / tsquery lexeme."""
+    quoted = _QUOTED.get(term)
+    if quoted is None:
+        quoted = "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
+        if len(_QUOTED) < 200_000:
+            _QUOTED[term] = quoted
+    return quoted
 
 
 def literal(terms: dict[str, list[int]]) -> str:
-    """A tsvector's text form: 'term':1,5 ... (at most 256 positions a term, as PostgreSQL keeps)."""
-    return " ".join(f"{quote(t)}:{','.join(str(p) for p in sorted(set(ps))[:256])}" for t, ps in terms.items())
+    """A tsvector's text form: 'term':1,5 ... (positions ascending and distinct; at most 256 a
+    term, as PostgreSQL keeps)."""
+    parts = []
+    for term, positions in terms.items():
+        if positions[-1] == MAX_POSITION:  # clamped: several may have become the same
+            positions = sorted(set(positions))
+        parts.append(f"{quote(term)}:{','.join(map(str, positions[:256]))}")
+    return " ".join(parts)

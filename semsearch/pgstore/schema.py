@@ -79,7 +79,6 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_file ON chunks (file_id, id);  -- a file's chunk id range from the index alone
 CREATE INDEX chunks_added ON chunks (gen_added);
 CREATE INDEX chunks_removed ON chunks (gen_removed) WHERE gen_removed IS NOT NULL;
-CREATE INDEX chunks_lex ON chunks USING gin (lex);
 CREATE TABLE lexemes (term text PRIMARY KEY, df integer NOT NULL);
 """
 
@@ -88,6 +87,11 @@ def create_build(dim: int, vector_type: str) -> str:
     """The SQL of a new build's tables at SCHEMA_VERSION (run with the build's schema first on the
     search path). Its vector index is built once its first rows are in (faster than row by row)."""
     return _tables(dim, vector_type)
+
+
+# Built once the first rows are in, with the HNSW index (a GIN index filled row by row made a
+# bulk load several times slower): queries see a build only after both exist.
+GIN_INDEX_SQL = "CREATE INDEX IF NOT EXISTS chunks_lex ON chunks USING gin (lex)"
 
 
 def hnsw_index_sql(vector_type: str, m: int, ef_construction: int) -> str:

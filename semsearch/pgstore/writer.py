@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsearch.lexicon import tsvectors
-from semsearch.pgstore.schema import hnsw_index_sql
+from semsearch.pgstore.schema import GIN_INDEX_SQL, hnsw_index_sql
 from semsearch.store.database import decode_walk_settings
 from semsearch.store.writer import FileRow, FinalizeReport
 
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from semsearch.chunk import Chunk
     from semsearch.pgstore.connection import Target
     from semsearch.store import IndexManifest
+
+
+FLUSH_FILES = 256  # files, or
+FLUSH_CHUNKS = 4096  # chunks, sent together
 
 
 def visible(gen: int, alias: str = "") -> str:
@@ -63,6 +67,10 @@ class PgWriter:
         self.committed = int(self._meta("generation") or 0)
         self.working = self.committed + 1
         self.vector_type = str(manifest.vector_params.get("type", "halfvec"))
+        self._ids: list[int] = []  # file ids taken from the sequence, not used yet
+        self._files: list[tuple[Any, ...]] = []  # rows added since the last flush
+        self._chunks: list[tuple[int, Sequence[Chunk], np.ndarray]] = []
+        self._buffered = 0  # chunks in self._chunks
 
     # -- meta and transactions ---------------------------------------------------------------
 
@@ -77,7 +85,54 @@ class PgWriter:
 
     def commit(self) -> None:
         """Make the work so far durable (not yet visible to readers)."""
+        self.flush()
         self.conn.commit()
+
+    def flush(self) -> None:
+        """Send the files and chunks added since the last flush: one pipeline for many files (a
+        round trip a file made loading slow: benchmarks/RESULTS.md). Every read flushes first."""
+        if not self._files:
+            return
+        import numpy as np
+
+        from semsearch.pgstore.connection import as_db_vector
+
+        files, chunks = self._files, self._chunks
+        self._files, self._chunks, self._buffered = [], [], 0
+        texts = [(clean(c.text) or "", clean(c.context) or "") for _, part, _ in chunks for c in part]
+        lex = iter(tsvectors(texts))
+        text_of = iter(texts)
+        rows = []
+        for file_id, part, vectors in chunks:
+            vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+            for c, v in zip(part, vecs, strict=True):
+                t, ctx = next(text_of)
+                tsv, n = next(lex)
+                rows.append((file_id, c.ordinal, t, c.char_start, c.char_end, c.line_start, c.line_end, c.page_start,
+                             c.page_end, c.tokens, ctx, as_db_vector(v, self.vector_type), tsv, n, self.working))  # fmt: skip
+        with self.conn.pipeline(), self.conn.cursor(binary=True) as cur:  # vectors in binary (pgvector's adapter)
+            cur.executemany(
+                "INSERT INTO files (id, path, display, size, mtime_ns, sha256, kind, encoding, title, error, "
+                "chunk_count, gen_added, parts) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                files,
+            )
+            if rows:
+                cur.executemany(
+                    "INSERT INTO chunks (file_id, ordinal, text, char_start, char_end, line_start, line_end, "
+                    "page_start, page_end, tokens, context, embedding, lex, lex_len, gen_added) VALUES "
+                    "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::tsvector,%s,%s)",
+                    rows,
+                )
+
+    def _file_id(self) -> int:
+        if not self._ids:
+            self._ids = [
+                int(r[0])
+                for r in self.conn.execute(
+                    "SELECT nextval(pg_get_serial_sequence('files', 'id')) FROM generate_series(1, %s)", (FLUSH_FILES,)
+                )
+            ]
+        return self._ids.pop(0)
 
     def close(self) -> None:
         import contextlib
@@ -90,6 +145,7 @@ class PgWriter:
     # -- files -------------------------------------------------------------------------------
 
     def lookup_file(self, key: bytes) -> FileRow | None:
+        self.flush()
         row = self.conn.execute(
             "SELECT id, size, mtime_ns, sha256, gen_added, error, kind FROM files "
             f"WHERE path = %s AND {visible(self.working)}",
@@ -98,10 +154,12 @@ class PgWriter:
         return FileRow(*row) if row else None
 
     def touch_file(self, file_id: int, size: int, mtime_ns: int) -> None:
+        self.flush()
         self.conn.execute("UPDATE files SET size = %s, mtime_ns = %s WHERE id = %s", (size, mtime_ns, file_id))
 
     def remove_file(self, file_id: int) -> None:
         """Drop a file from the next generation (at once if it was never visible)."""
+        self.flush()
         row = self.conn.execute("SELECT gen_added FROM files WHERE id = %s", (file_id,)).fetchone()
         if row is None:
             return
@@ -131,44 +189,26 @@ class PgWriter:
         vectors: np.ndarray | None,
         part_lines: Sequence[int] | None = None,
     ) -> int:
-        """Add a file and its chunks with their vectors to the next generation."""
-        row = self.conn.execute(
-            "INSERT INTO files (path, display, size, mtime_ns, sha256, kind, encoding, title, error, chunk_count, "
-            "gen_added, parts) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
-            (key, clean(display), size, mtime_ns, sha256, kind, clean(encoding), clean(title), clean(error),
-             len(chunks), self.working, json.dumps(list(part_lines)) if part_lines else None),
-        ).fetchone()  # fmt: skip
-        assert row is not None
-        file_id = int(row[0])
+        """Add a file and its chunks with their vectors to the next generation (sent with the
+        next flush: at a read, a commit, or every FLUSH_FILES files / FLUSH_CHUNKS chunks)."""
+        file_id = self._file_id()
+        self._files.append(
+            (file_id, key, clean(display), size, mtime_ns, sha256, kind, clean(encoding), clean(title), clean(error),
+             len(chunks), self.working, json.dumps(list(part_lines)) if part_lines else None)
+        )  # fmt: skip
         if chunks:
             assert vectors is not None and len(vectors) == len(chunks)
-            self.add_chunks(file_id, chunks, vectors)
+            self._chunks.append((file_id, chunks, vectors))
+            self._buffered += len(chunks)
+        if len(self._files) >= FLUSH_FILES or self._buffered >= FLUSH_CHUNKS:
+            self.flush()
         return file_id
-
-    def add_chunks(self, file_id: int, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
-        import numpy as np
-
-        from semsearch.pgstore.connection import as_db_vector
-
-        texts = [(clean(c.text) or "", clean(c.context) or "") for c in chunks]
-        lex = tsvectors(texts)
-        vecs = np.ascontiguousarray(vectors, dtype=np.float32)
-        with self.conn.cursor(binary=True) as cur:  # vectors in binary (pgvector's adapter)
-            cur.executemany(
-                "INSERT INTO chunks (file_id, ordinal, text, char_start, char_end, line_start, line_end, page_start, "
-                "page_end, tokens, context, embedding, lex, lex_len, gen_added) VALUES "
-                "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::tsvector,%s,%s)",
-                [
-                    (file_id, c.ordinal, t, c.char_start, c.char_end, c.line_start, c.line_end, c.page_start,
-                     c.page_end, c.tokens, ctx, as_db_vector(v, self.vector_type), tsv, n, self.working)
-                    for c, (t, ctx), v, (tsv, n) in zip(chunks, texts, vecs, lex, strict=True)
-                ],
-            )  # fmt: skip
 
     def vectors_to_reuse(self, sha256: str, chunks: Sequence[Chunk], previous: int | None = None) -> list[bytes | None]:
         """As the local writer's: stored vectors (float32 bytes) for chunks embedded the same way."""
         import numpy as np
 
+        self.flush()
         wanted = {(clean(c.text), clean(c.context)) for c in chunks}
         found: dict[tuple[str | None, str | None], bytes] = {}
         sources = [previous] if previous is not None else []
@@ -191,10 +231,12 @@ class PgWriter:
         return [found.get((clean(c.text), clean(c.context))) for c in chunks]
 
     def live_file_stats(self) -> dict[bytes, tuple[int, int, str]]:
+        self.flush()
         query = f"SELECT path, size, mtime_ns, kind FROM files WHERE {visible(self.working)}"
         return {bytes(r[0]): (int(r[1]), int(r[2]), str(r[3])) for r in self.conn.execute(query)}
 
     def live_files(self) -> Iterator[tuple[int, bytes]]:
+        self.flush()
         rows = self.conn.execute(f"SELECT id, path FROM files WHERE {visible(self.working)}").fetchall()
         yield from ((int(r[0]), bytes(r[1])) for r in rows)
 
@@ -240,6 +282,7 @@ class PgWriter:
         return int(self._meta("vector_count") or 0)
 
     def pending_changes(self) -> tuple[int, int]:
+        self.flush()
         row = self.conn.execute(
             "SELECT count(*) FILTER (WHERE gen_added = %s AND gen_removed IS NULL), "
             "count(*) FILTER (WHERE gen_removed = %s AND gen_added < %s) FROM chunks "
@@ -279,6 +322,7 @@ class PgWriter:
                 "WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < %s",
                 (f"{need_mb}MB", need_mb << 20),
             )
+            self.conn.execute(GIN_INDEX_SQL)
             self.conn.execute(
                 hnsw_index_sql(self.vector_type, int(params.get("m", 16)), int(params.get("ef_construction", 64)))
             )
