@@ -3,8 +3,8 @@ log((N - n + 0.5) / (n + 0.5)) at least 1e-6, document length the chunk's terms 
 a query word of several terms (``err_disk_4711``) a phrase whose n is its rarest term's.
 
 Candidates come from the GIN index on each chunk's ``tsvector`` (FTS5's own terms, with
-positions: phrases match with ``<->``); each candidate's term counts are read from its ``tfs``
-array (stored beside the tsvector, in the order of its terms) in one expression a row.
+positions: phrases match with ``<->``); each candidate's term frequencies are read from its
+tsvector, reduced first to the query's terms (``ts_filter(setweight(...))``).
 
 Common words match a large share of the chunks, and scoring every match is what made the words
 side slow (benchmarks/RESULTS.md). The top k are found as MaxScore does (Turtle and Flood 1995):
@@ -60,29 +60,35 @@ def ceiling(words: Sequence[Word]) -> float:
     return sum(w.idf for w in words)
 
 
-def statement(words: Sequence[Word], visible: str, where: str) -> str:
-    """The k best chunks holding one of the words taken (``tsq``), scored over all *words*: a
-    term's count read from the chunk's ``tfs`` where its term list has it (one expression a row:
-    no unnesting, no join), a phrase's as its rarest term's."""
-    counts = []
-    for w, word in enumerate(words):
-        tfs = [f"coalesce(c.tfs[array_position(x.a, %(t{w}_{i})s::text)], 0)" for i in range(len(word.terms))]
-        counts.append(tfs[0] if len(tfs) == 1 else f"least({', '.join(tfs)})")
-    norm = f"{K1} * ({1 - B} + {B} * c.lex_len / %(avg)s)"
-    score = " + ".join(f"%(idf{w})s * {tf} * {K1 + 1} / ({tf} + {norm})" for w, tf in enumerate(counts))
+def statement(visible: str, where: str) -> str:
+    """The k best chunks holding one of the words taken (``tsq``), scored over all the query's
+    words (``grp``/``term``/``idf``/``size``: see :func:`params`)."""
     return (
-        f"SELECT c.id, {score} AS s FROM chunks c CROSS JOIN LATERAL (SELECT tsvector_to_array(c.lex) AS a) AS x "
-        f"WHERE c.lex @@ %(tsq)s::tsquery AND {visible}{where} ORDER BY s DESC, c.id LIMIT %(k)s"
+        "WITH q AS (SELECT * FROM unnest(%(grp)s::int[], %(term)s::text[], %(idf)s::float8[], %(size)s::int[]) "
+        "AS q(grp, term, idf, size)), "
+        f"hit AS (SELECT c.id, c.lex_len, ts_filter(setweight(c.lex, 'A', %(terms)s), '{{a}}') AS lex "
+        f"FROM chunks c WHERE c.lex @@ %(tsq)s::tsquery AND {visible}{where}), "
+        "g AS (SELECT h.id, h.lex_len, q.grp, max(q.idf) AS idf, min(array_length(u.positions, 1)) AS tf, "
+        "count(*) AS n, max(q.size) AS size FROM hit h CROSS JOIN LATERAL unnest(h.lex) AS u "
+        "JOIN q ON q.term = u.lexeme GROUP BY h.id, h.lex_len, q.grp) "
+        f"SELECT id, sum(idf * tf * {K1 + 1} / (tf + {K1} * ({1 - B} + {B} * lex_len / %(avg)s))) AS s "
+        "FROM g WHERE n = size GROUP BY id ORDER BY s DESC, id LIMIT %(k)s"
     )
 
 
 def params(words: Sequence[Word], taken: int, k: int, avg: float, extra: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {**extra, "tsq": " | ".join(w.tsquery() for w in words[:taken]), "avg": avg, "k": k}
-    for w, word in enumerate(words):
-        out[f"idf{w}"] = word.idf
-        for i, term in enumerate(word.terms):
-            out[f"t{w}_{i}"] = term
-    return out
+    grp, term, idf, size = [], [], [], []
+    for g, word in enumerate(words):
+        distinct = list(dict.fromkeys(word.terms))
+        for t in distinct:
+            grp.append(g)
+            term.append(t)
+            idf.append(word.idf)
+            size.append(len(distinct))
+    return {
+        **extra, "grp": grp, "term": term, "idf": idf, "size": size, "terms": sorted(set(term)),
+        "tsq": " | ".join(w.tsquery() for w in words[:taken]), "avg": avg, "k": k,
+    }  # fmt: skip
 
 
 def first_taken(words: Sequence[Word]) -> int:

@@ -340,7 +340,7 @@ class PgReader:
         if not words:
             return []
         where, extra = self._filter(within)
-        sql = bm25.statement(words, visible(self.generation, "c"), where)
+        sql = bm25.statement(visible(self.generation, "c"), where)
         avg = max(self._lex_total / total, 1e-9)
         taken = bm25.first_taken(words)
         while True:

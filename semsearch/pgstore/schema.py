@@ -72,7 +72,6 @@ CREATE TABLE chunks (
     context text NOT NULL DEFAULT '',
     embedding {vector_type}({dim}) NOT NULL,
     lex tsvector NOT NULL,
-    tfs smallint[] NOT NULL,  -- each term's count, in the order of tsvector_to_array(lex) (BM25's tf)
     lex_len integer NOT NULL,
     gen_added integer NOT NULL,
     gen_removed integer

@@ -28,17 +28,6 @@ if TYPE_CHECKING:
     from semsearch.store import IndexManifest
 
 
-# A chunk's row, with each of its terms' counts in the order tsvector_to_array gives its terms
-# (unnest walks the same order): BM25 reads a term's count with array_position, not by unnesting.
-_INSERT_CHUNK = (
-    "INSERT INTO chunks (file_id, ordinal, text, char_start, char_end, line_start, line_end, page_start, page_end, "
-    "tokens, context, embedding, lex, tfs, lex_len, gen_added) "
-    "SELECT v.f, v.o, v.t, v.cs, v.ce, v.ls, v.le, v.ps, v.pe, v.tk, v.cx, v.e, v.lx, "
-    "coalesce((SELECT array_agg(coalesce(array_length(u.positions, 1), 1)::smallint) FROM unnest(v.lx) AS u), "
-    "'{}'), v.n, v.g FROM (SELECT %s::bigint AS f, %s::int AS o, %s::text AS t, %s::int AS cs, %s::int AS ce, "
-    "%s::int AS ls, %s::int AS le, %s::int AS ps, %s::int AS pe, %s::int AS tk, %s::text AS cx, %s AS e, "
-    "%s::tsvector AS lx, %s::int AS n, %s::int AS g) AS v"
-)
 FLUSH_FILES = 256  # files, or
 FLUSH_CHUNKS = 4096  # chunks, sent together
 
@@ -128,7 +117,12 @@ class PgWriter:
                 files,
             )
             if rows:
-                cur.executemany(_INSERT_CHUNK, rows)
+                cur.executemany(
+                    "INSERT INTO chunks (file_id, ordinal, text, char_start, char_end, line_start, line_end, "
+                    "page_start, page_end, tokens, context, embedding, lex, lex_len, gen_added) VALUES "
+                    "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::tsvector,%s,%s)",
+                    rows,
+                )
 
     def _file_id(self) -> int:
         if not self._ids:
