@@ -14,6 +14,7 @@ from typing import Any
 from semsearch.errors import SemsearchError
 from semsearch.pgstore.connection import Target, errors_as_one_line
 from semsearch.pgstore.registry import ENGINE, holds_local_index, open_writer, write_pointer
+from semsearch.store.database import decode_signatures
 from semsearch.vectors import backend
 
 BATCH = 2000  # chunks a statement
@@ -45,7 +46,8 @@ def copy_local(
                 files, chunks = _copy_rows(local, writer, progress)
                 writer.set_roots(local.roots)
                 writer.set_walk_settings(local.walk_settings)
-                signatures = _reader_signatures(local)
+                row = local.conn.execute("SELECT value FROM state WHERE key = 'readers'").fetchone()
+                signatures = decode_signatures(row[0] if row else None)
                 if signatures is not None:
                     writer.set_reader_signatures(signatures)
                 writer.commit()
@@ -60,17 +62,6 @@ def copy_local(
         finally:
             writer.close()
     return CopySummary(files, chunks, manifest.model.name, time.perf_counter() - started)
-
-
-def _reader_signatures(local: Any) -> dict[str, str] | None:
-    import json
-
-    row = local.conn.execute("SELECT value FROM state WHERE key = 'readers'").fetchone()
-    try:
-        value = json.loads(row[0]) if row else None
-    except ValueError:
-        return None
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
 
 
 def _copy_rows(local: Any, writer: Any, progress: Callable[[int, int], None] | None) -> tuple[int, int]:

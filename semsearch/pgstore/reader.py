@@ -31,10 +31,10 @@ from semsearch.pgstore.connection import (
     register_vectors,
 )
 from semsearch.pgstore.registry import current_build
-from semsearch.pgstore.writer import visible
 from semsearch.store.catalog import FileCatalog
+from semsearch.store.database import visible
 from semsearch.store.layout import key_to_path, path_key, within_project
-from semsearch.store.reader import ChunkRecord, IndexStats, part_lines_of
+from semsearch.store.reader import ChunkRecord, IndexStats, chunk_record, scoped_subset
 
 if TYPE_CHECKING:
     import numpy as np
@@ -94,7 +94,6 @@ class PgReader:
         from semsearch.store.database import decode_walk_settings
 
         self.walk_settings = decode_walk_settings(meta.get("walk"))
-        self.db_path = Path(target.shown)
 
     # -- connections -----------------------------------------------------------------------
 
@@ -193,15 +192,7 @@ class PgReader:
         return [int(r[0]) for r in rows]
 
     def subset(self, scope: Scope | None) -> Subset | None:
-        if not scope:
-            return None
-        catalog = self.catalog()
-        if scope.paths:
-            from dataclasses import replace
-
-            scope = replace(scope, paths=tuple(within_project(self.index_dir, p) for p in scope.paths))
-        catalog.check_paths(scope.paths)
-        return catalog.select(scope)
+        return scoped_subset(self.catalog, self.index_dir, scope)
 
     @staticmethod
     def _filter(within: Subset | None) -> tuple[str, dict[str, Any]]:
@@ -353,15 +344,7 @@ class PgReader:
     # -- chunks and files ------------------------------------------------------------------
 
     def _record(self, row: Sequence[Any], paths: dict[int, Path]) -> ChunkRecord:
-        path = paths.get(row[1])
-        if path is None:
-            path = paths[row[1]] = key_to_path(self.index_dir, bytes(row[2]))
-        return ChunkRecord(
-            id=int(row[0]), file_id=int(row[1]), path=path, display=row[3], kind=row[4], title=row[5] or "",
-            ordinal=row[6], text=row[7], char_start=row[8], char_end=row[9], line_start=row[10],
-            line_end=row[11], page_start=row[12], page_end=row[13], context=row[14], mtime_ns=int(row[15]),
-            part_lines=part_lines_of(row[16]),
-        )  # fmt: skip
+        return chunk_record(self.index_dir, row, paths)
 
     def fetch_chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
         ids = list(dict.fromkeys(int(i) for i in ids))

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from semsearch.pgstore.connection import (
     Target,
     check_pgvector,
     connect,
-    describe,
+    errors_as_one_line,
     parse_target,
     psycopg_module,
     register_vectors,
@@ -126,7 +125,7 @@ def open_writer(
 
     conn = connect(target)
     try:
-        with _as_one_line(target, "write"):
+        with errors_as_one_line(target, "write"):
             check_pgvector(conn, target, create=True)
             conn.commit()
             register_vectors(conn)
@@ -154,15 +153,6 @@ def open_writer(
         with contextlib.suppress(Exception):
             conn.close()
         raise
-
-
-@contextlib.contextmanager
-def _as_one_line(target: Target, doing: str) -> Iterator[None]:
-    psycopg = psycopg_module()
-    try:
-        yield
-    except psycopg.Error as exc:
-        raise describe(target, exc, doing) from None
 
 
 def _change_reason(current: IndexManifest, wanted: IndexManifest) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from semsearch.lexicon import tsvectors
 from semsearch.pgstore.schema import GIN_INDEX_SQL, hnsw_index_sql
-from semsearch.store.database import decode_walk_settings
+from semsearch.store.database import decode_signatures, decode_walk_settings, visible
 from semsearch.store.writer import FileRow, FinalizeReport
 
 if TYPE_CHECKING:
@@ -30,11 +30,6 @@ if TYPE_CHECKING:
 
 FLUSH_FILES = 256  # files, or
 FLUSH_CHUNKS = 4096  # chunks, sent together
-
-
-def visible(gen: int, alias: str = "") -> str:
-    p = f"{alias}." if alias else ""
-    return f"{p}gen_added <= {int(gen)} AND ({p}gen_removed IS NULL OR {p}gen_removed > {int(gen)})"
 
 
 def clean(text: str | None) -> str | None:
@@ -259,12 +254,7 @@ class PgWriter:
         self._set_meta("readers", json.dumps(signatures))
 
     def reader_signatures(self) -> dict[str, str] | None:
-        value = self._meta("readers")
-        try:
-            data = json.loads(value) if value else None
-        except ValueError:
-            return None
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else None
+        return decode_signatures(self._meta("readers"))
 
     def previous_state(self) -> tuple[list[str], dict[str, Any]]:
         """The roots and walk settings of the project's current build (a rebuild keeps them)."""

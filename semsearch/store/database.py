@@ -166,6 +166,15 @@ def visible(gen: int, alias: str = "") -> str:
     return f"{p}gen_added <= {int(gen)} AND ({p}gen_removed IS NULL OR {p}gen_removed > {int(gen)})"
 
 
+def decode_signatures(value: str | None) -> dict[str, str] | None:
+    """The ``readers`` state value (kind -> reader signature); None when absent or not a JSON object."""
+    try:
+        data = json.loads(value) if value else None
+    except ValueError:
+        return None
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else None
+
+
 def decode_walk_settings(value: str | None) -> dict[str, Any]:
     """The ``walk`` state value as a dict ({} when absent or not a JSON object)."""
     try:

@@ -297,15 +297,7 @@ class IndexReader:
     def subset(self, scope: Scope | None) -> Subset | None:
         """The chunks a search in *scope* may return (None: all). Paths outside the indexed
         folders, or that neither exist nor hold indexed files, raise InvalidOptionError."""
-        if not scope:
-            return None
-        catalog = self.catalog()
-        if scope.paths:  # paths given through a link to the project: the same places below it
-            from dataclasses import replace
-
-            scope = replace(scope, paths=tuple(within_project(self.index_dir, p) for p in scope.paths))
-        catalog.check_paths(scope.paths)
-        return catalog.select(scope)
+        return scoped_subset(self.catalog, self.index_dir, scope)
 
     def vector_search(
         self, query: np.ndarray, k: int, ef: int | None = None, within: Subset | None = None
@@ -521,28 +513,7 @@ class IndexReader:
             yield self._record(row, paths)
 
     def _record(self, row: Sequence[Any], paths: dict[int, Path]) -> ChunkRecord:
-        path = paths.get(row[1])
-        if path is None:
-            path = paths[row[1]] = key_to_path(self.index_dir, row[2])
-        return ChunkRecord(
-            id=row[0],
-            file_id=row[1],
-            path=path,
-            display=row[3],
-            kind=row[4],
-            title=row[5] or "",
-            ordinal=row[6],
-            text=row[7],
-            char_start=row[8],
-            char_end=row[9],
-            line_start=row[10],
-            line_end=row[11],
-            page_start=row[12],
-            page_end=row[13],
-            context=row[14],
-            mtime_ns=row[15],
-            part_lines=part_lines_of(row[16]),
-        )
+        return chunk_record(self.index_dir, row, paths)
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored vectors by chunk id (to score hits that came from the lexical side)."""
@@ -569,6 +540,48 @@ class IndexReader:
             roots=list(self.roots),
             disk_bytes=disk,
         )
+
+
+def chunk_record(index_dir: Path, row: Sequence[Any], paths: dict[int, Path]) -> ChunkRecord:
+    """A row of the chunk select (id, file id, path key, display, kind, title, ordinal, text, char
+    and line spans, pages, context, mtime, parts) as a ChunkRecord; *paths* caches each file's path."""
+    path = paths.get(row[1])
+    if path is None:
+        path = paths[row[1]] = key_to_path(index_dir, bytes(row[2]))
+    return ChunkRecord(
+        id=int(row[0]),
+        file_id=int(row[1]),
+        path=path,
+        display=row[3],
+        kind=row[4],
+        title=row[5] or "",
+        ordinal=row[6],
+        text=row[7],
+        char_start=row[8],
+        char_end=row[9],
+        line_start=row[10],
+        line_end=row[11],
+        page_start=row[12],
+        page_end=row[13],
+        context=row[14],
+        mtime_ns=int(row[15]),
+        part_lines=part_lines_of(row[16]),
+    )
+
+
+def scoped_subset(catalog: Callable[[], FileCatalog], index_dir: Path, scope: Scope | None) -> Subset | None:
+    """The chunks a search in *scope* may return (None: all), from the snapshot's *catalog* (loaded
+    only for a scope). Paths outside the indexed folders, or that neither exist nor hold indexed
+    files, raise InvalidOptionError."""
+    if not scope:
+        return None
+    files = catalog()
+    if scope.paths:  # paths given through a link to the project: the same places below it
+        from dataclasses import replace
+
+        scope = replace(scope, paths=tuple(within_project(index_dir, p) for p in scope.paths))
+    files.check_paths(scope.paths)
+    return files.select(scope)
 
 
 def stored_vectors(conn: sqlite3.Connection, generation: int, ids: Sequence[int]) -> dict[int, np.ndarray]:

@@ -17,6 +17,7 @@ from semsearch.store.database import (
     FTS_SCHEMA,
     SCHEMA,
     connect,
+    decode_signatures,
     decode_walk_settings,
     get_state,
     has_column,
@@ -270,11 +271,7 @@ class IndexWriter(SegmentWriter):
     def reader_signatures(self) -> dict[str, str] | None:
         """The readers of the last run (None: an index from before they were recorded)."""
         row = self.conn.execute("SELECT value FROM state WHERE key = 'readers'").fetchone()
-        try:
-            value = json.loads(row[0]) if row else None
-        except ValueError:
-            return None
-        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
+        return decode_signatures(row[0] if row else None)
 
     def live_chunk_count(self) -> int:
         """Chunks the committed generation holds (its vector count: counting the rows would read
