@@ -345,3 +345,23 @@ def test_words_of_the_same_stem_count_twice_on_both_engines(fake_model: FakeMode
             a = [(h.chunk.path.name, round(h.score, 4)) for h in local.search(q, k=3, mode="lexical")]
             b = [(h.chunk.path.name, round(h.score, 4)) for h in remote.search(q, k=3, mode="lexical")]
             assert a == b, q
+
+
+def test_identifiers_match_as_phrases_on_both_engines(fake_model: FakeModel, tmp_path: Path, pg_url: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A word of several terms (``err_disk_4711``) matches where its terms stand in order, on both
+    engines alike (PostgreSQL: the postings, then the phrase checked against the tsvector)."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "docs" / "a.md", "The log says err_disk_4711 twice: err_disk_4711.")
+    write(tmp_path / "docs" / "b.md", "A disk err was logged; code 4711 followed. The disk failed.")
+    write(tmp_path / "docs" / "c.md", "Nothing about failures here, only a quiet harbour.")
+    write(tmp_path / "docs" / "d.md", "The disk failure report: err_disk_4711 once.")
+    _build(str(tmp_path / ".semsearch"), fake_model, [Path("docs")]).close()
+    os.rename(tmp_path / ".semsearch", tmp_path / "local-index")
+    with _build(pg_url, fake_model) as remote, Index.open(str(tmp_path / "local-index"), provider=fake_model) as local:
+        for q in ("err_disk_4711", "err_disk_4711 failure", "disk err 4711", "harbour err_disk_4711"):
+            a = [(h.chunk.path.name, round(h.score, 4)) for h in local.search(q, k=4, mode="lexical")]
+            b = [(h.chunk.path.name, round(h.score, 4)) for h in remote.search(q, k=4, mode="lexical")]
+            assert a == b, q
+        only = [h.chunk.path.name for h in remote.search("err_disk_4711", k=4, mode="lexical")]
+        assert only == ["a.md", "d.md"]  # b.md holds the three terms, not in order

@@ -63,3 +63,12 @@ def test_the_live_counts_follow_adds_edits_and_removals(
         count, total = reader._rows(f"SELECT count(*), sum(lex_len) FROM chunks WHERE {live}")[0]
         assert (reader.count, reader._lex_total) == (count, total)
         assert index.search("harbour", k=3, mode="lexical")
+        # The postings of the live chunks, and only theirs (the removed ones' went with them).
+        posted = reader._rows(
+            "SELECT count(*) FROM postings p WHERE p.chunk <= %s AND p.chunk <> ALL(%s::bigint[])",
+            [reader._ceiling, reader._removed],
+        )[0][0]
+        assert posted == reader._rows(f"SELECT sum(length(lex)) FROM chunks WHERE {live}")[0][0]
+        assert reader._rows("SELECT count(*) FROM postings WHERE chunk NOT IN (SELECT id FROM chunks)")[0][0] == 0
+        reader._rows("DELETE FROM postings WHERE term = 'harbour' RETURNING 1")  # a damaged index
+        assert index.status(check_disk=False, verify=True).problems == ["1 terms' chunk counts differ from their postings"]

@@ -331,10 +331,11 @@ def test_a_numbered_migration_upgrades_a_build_in_place(
 
     assert run("index", "docs", "--index", pg_url, "-q").exit_code == 0
     before = Index.open(pg_url).manifest().database
-    # A later version of semsearch: schema 2 adds a column (what a real migration would do).
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(registry, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(schema.MIGRATIONS, 2, ["ALTER TABLE files ADD COLUMN note text"])
+    # A later version of semsearch: its next schema adds a column.
+    later = schema.SCHEMA_VERSION + 1
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", later)
+    monkeypatch.setattr(registry, "SCHEMA_VERSION", later)
+    monkeypatch.setitem(schema.MIGRATIONS, later, ["ALTER TABLE files ADD COLUMN note text"])
     write(project / "docs" / "more.md", topic_text("sailing"))
     assert run("index", "-q").exit_code == 0
     with Index.open(pg_url) as index:
@@ -348,7 +349,42 @@ def test_a_numbered_migration_upgrades_a_build_in_place(
             "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'files' "
             "AND column_name = 'note'", (before,)
         ).fetchone()  # fmt: skip
-    assert version == ("2",) and column is not None
+    assert version == (str(later),) and column is not None
+
+
+def test_a_schema_1_build_is_read_as_it_is_and_upgraded_by_its_next_update(project: Path, pg_url: str) -> None:
+    """Migration 2 (postings for BM25): a build of schema 1 answers queries from its tsvectors
+    until its next update writes the postings, and ranks the same either way."""
+    import psycopg
+
+    assert run("index", "docs", "--index", pg_url, "-q").exit_code == 0
+    queries = ["espresso crema", "gambit opening", "river"]
+
+    def ranked() -> list[list[tuple[str, float]]]:
+        with Index.open(pg_url) as index:
+            return [[(h.chunk.path.name, round(h.score, 4)) for h in index.search(q, k=5, mode="lexical")]
+                    for q in queries]  # fmt: skip
+
+    before = ranked()
+    build = Index.open(pg_url).manifest().database
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as semsearch with schema 1 left it
+        conn.execute(f'SET search_path = "{build}", public')
+        conn.execute("DROP TABLE postings")
+        conn.execute("CREATE INDEX chunks_lex ON chunks USING gin (lex)")
+        conn.execute("DELETE FROM meta WHERE key IN ('chunk_ceiling', 'posted')")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    assert ranked() == before and any(before)  # read as it is (no postings)
+    result = run("index", "-q")  # nothing changed: the update only migrates
+    assert result.exit_code == 0, result.output
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'SET search_path = "{build}", public')
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        postings = conn.execute("SELECT count(*), count(DISTINCT chunk) FROM postings").fetchone()
+        chunks = conn.execute("SELECT count(*) FROM chunks WHERE gen_removed IS NULL").fetchone()
+        gin = conn.execute("SELECT to_regclass('chunks_lex')").fetchone()
+    assert version == ("2",) and gin == (None,)
+    assert postings is not None and chunks is not None and postings[1] == chunks[0] and postings[0] > chunks[0]
+    assert ranked() == before  # the same ranking and scores, from the postings
 
 
 def test_a_local_index_is_never_hidden_by_a_pointer(project: Path, pg_url: str) -> None:

@@ -89,6 +89,16 @@ class PgReader:
         meta = dict(self._rows("SELECT key, value FROM meta"))
         self.vector_count = int(meta.get("vector_count", 0))
         self._lex_total = int(meta.get("lex_total", 0))
+        # BM25's postings (schema 2): those of this generation's chunks are the ones up to its
+        # ceiling, less the chunks it removed (kept one generation longer, with their postings).
+        self._postings = int(meta.get("schema_version", 1)) >= 2
+        self._ceiling = int(meta.get("chunk_ceiling", 0))
+        self._removed = [
+            int(r[0])
+            for r in self._rows(
+                "SELECT id FROM chunks WHERE gen_removed IS NOT NULL AND gen_removed <= %s", [self.generation]
+            )
+        ] if self._postings else []  # fmt: skip
         self.updated_at = float(meta.get("updated_at", 0))
         self.roots: list[str] = json.loads(meta.get("roots", "[]"))
         from semsearch.store.database import decode_walk_settings
@@ -331,15 +341,22 @@ class PgReader:
         if not words:
             return []
         where, extra = self._filter(within)
-        sql = bm25.statement(visible(self.generation, "c"), where)
         avg = max(self._lex_total / total, 1e-9)
-        taken = bm25.first_taken(words)
+        budget = bm25.FIRST_ROWS if self._postings else bm25.TSVECTOR_ROWS
+        taken = bm25.first_taken(words, budget)
         while True:
+            if self._postings:
+                scope = " AND p.chunk IN (SELECT c.id FROM chunks c WHERE c.file_id = ANY(%(files)s))" if where else ""
+                read = " AND p.chunk <= %(ceiling)s AND p.chunk <> ALL(%(removed)s::bigint[])" + scope
+                sql = bm25.postings_statement(read, words, taken)
+                extra = {**extra, "ceiling": self._ceiling, "removed": self._removed}
+            else:
+                sql = bm25.statement(visible(self.generation, "c"), where)
             rows = self._rows(sql, bm25.params(words, taken, k, avg, extra))
             found = [(int(i), float(s)) for i, s in rows]
             if bm25.enough(found, k, words, taken):
                 return found
-            taken = bm25.more(words, taken)
+            taken = bm25.more(words, taken, budget)
 
     # -- chunks and files ------------------------------------------------------------------
 
@@ -393,7 +410,8 @@ class PgReader:
         )  # fmt: skip
 
     def verify(self) -> list[str]:
-        """The stored rows against what the index records: counts, dimensions, term counts."""
+        """The stored rows against what the index records: counts, dimensions, each file's chunks,
+        each term's chunk count against its postings."""
         problems: list[str] = []
         (chunks,) = self._rows(f"SELECT count(*) FROM chunks c WHERE {visible(self.generation, 'c')}")[0]
         if int(chunks) != self.vector_count:
@@ -410,4 +428,13 @@ class PgReader:
         )[0]
         if files:
             problems.append(f"{files} files do not hold the chunks they list")
+        if self._postings:  # BM25's counts: each term's chunks, as the postings hold them
+            (terms,) = self._rows(
+                "SELECT count(*) FROM (SELECT term, count(*) AS n FROM postings WHERE chunk <= %s "
+                "AND chunk <> ALL(%s::bigint[]) GROUP BY term) p FULL JOIN lexemes l USING (term) "
+                "WHERE p.n IS DISTINCT FROM l.df",
+                [self._ceiling, self._removed],
+            )[0]
+            if terms:
+                problems.append(f"{terms} terms' chunk counts differ from their postings")
         return problems

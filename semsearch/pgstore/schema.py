@@ -21,7 +21,7 @@ from typing import Any
 
 from semsearch.errors import IndexVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: postings (BM25 reads a term's chunks from an index, not each chunk's tsvector)
 REGISTRY = "semsearch"
 
 REGISTRY_SQL = f"""
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS {REGISTRY}.projects (
 
 
 def _tables(dim: int, vector_type: str) -> str:
-    return f"""
+    return (
+        f"""
 CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE files (
     id bigserial PRIMARY KEY,
@@ -81,17 +82,42 @@ CREATE INDEX chunks_added ON chunks (gen_added);
 CREATE INDEX chunks_removed ON chunks (gen_removed) WHERE gen_removed IS NOT NULL;
 CREATE TABLE lexemes (term text PRIMARY KEY, df integer NOT NULL);
 """
+        + POSTINGS_TABLE_SQL
+    )
+
+
+# BM25's postings: each term of each visible chunk, with its count there and the chunk's length
+# (FTS5 reads the same from its own posting lists). Rows are written by the update that makes their
+# chunk visible, in its generation flip, and deleted when their chunk is purged: a reader excludes
+# the chunks removed since (few) and any above the generation's ceiling (PgReader).
+POSTINGS_TABLE_SQL = """
+CREATE TABLE postings (term text NOT NULL, chunk bigint NOT NULL, tf integer NOT NULL, len integer NOT NULL);
+"""
+# A query's terms are read from the index alone (index-only scans): built after a first build's rows.
+POSTINGS_INDEX_SQL = "CREATE INDEX IF NOT EXISTS postings_term ON postings (term, chunk) INCLUDE (tf, len)"
+
+
+def post_chunks(where: str) -> str:
+    """The SQL that writes the postings of the chunks *where* selects (``c``)."""
+    return (
+        "INSERT INTO postings (term, chunk, tf, len) SELECT u.lexeme, c.id, array_length(u.positions, 1), c.lex_len "
+        f"FROM chunks c, unnest(c.lex) AS u WHERE {where}"
+    )
+
+
+def unpost_chunks(where: str) -> str:
+    """The SQL that deletes the postings of the chunks *where* selects (``c``): one index probe a
+    posting (the chunk's terms are in its tsvector), no index on the chunk needed."""
+    return (
+        "DELETE FROM postings p USING (SELECT c.id, u.lexeme FROM chunks c, unnest(c.lex) AS u "
+        f"WHERE {where}) d WHERE p.term = d.lexeme AND p.chunk = d.id"
+    )
 
 
 def create_build(dim: int, vector_type: str) -> str:
     """The SQL of a new build's tables at SCHEMA_VERSION (run with the build's schema first on the
     search path). Its vector index is built once its first rows are in (faster than row by row)."""
     return _tables(dim, vector_type)
-
-
-# Built once the first rows are in, with the HNSW index (a GIN index filled row by row made a
-# bulk load several times slower): queries see a build only after both exist.
-GIN_INDEX_SQL = "CREATE INDEX IF NOT EXISTS chunks_lex ON chunks USING gin (lex)"
 
 
 def hnsw_index_sql(vector_type: str, m: int, ef_construction: int) -> str:
@@ -102,7 +128,21 @@ def hnsw_index_sql(vector_type: str, m: int, ef_construction: int) -> str:
 
 
 # MIGRATIONS[n]: the statements that take a build from version n - 1 to n (1 is create_build).
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    # 2: postings for BM25, written for the chunks of the committed generation (a later one's are
+    # written by its own flip); schema 1's GIN index on the tsvectors is no longer read.
+    2: [
+        POSTINGS_TABLE_SQL,
+        post_chunks("c.gen_added <= (SELECT value::integer FROM meta WHERE key = 'generation')"),
+        POSTINGS_INDEX_SQL,
+        "INSERT INTO meta SELECT k, coalesce(max(id), 0)::text FROM chunks, "
+        "unnest(ARRAY['chunk_ceiling', 'posted']) AS k "
+        "WHERE gen_added <= (SELECT value::integer FROM meta WHERE key = 'generation') GROUP BY k "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        "DROP INDEX IF EXISTS chunks_lex",
+        "ANALYZE postings",
+    ],
+}
 
 
 def check_version(version: int, where: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsearch.lexicon import tsvectors
-from semsearch.pgstore.schema import GIN_INDEX_SQL, hnsw_index_sql
+from semsearch.pgstore.schema import POSTINGS_INDEX_SQL, hnsw_index_sql, post_chunks, unpost_chunks
 from semsearch.store.database import decode_signatures, decode_walk_settings, visible
 from semsearch.store.writer import FileRow, FinalizeReport
 
@@ -159,6 +159,7 @@ class PgWriter:
         if row is None:
             return
         if row[0] >= self.working:
+            self.conn.execute(unpost_chunks(f"c.file_id = {int(file_id)}"))  # posted by a first build's finalize
             self.conn.execute("DELETE FROM chunks WHERE file_id = %s", (file_id,))
             self.conn.execute("DELETE FROM files WHERE id = %s", (file_id,))
         else:
@@ -312,18 +313,23 @@ class PgWriter:
                 "WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < %s",
                 (f"{need_mb}MB", need_mb << 20),
             )
-            self.conn.execute(GIN_INDEX_SQL)
             self.conn.execute(
                 hnsw_index_sql(self.vector_type, int(params.get("m", 16)), int(params.get("ef_construction", 64)))
             )
+            self._post()  # and their index, over every row at once
+            self.conn.execute(POSTINGS_INDEX_SQL)
             self.conn.commit()
+            self._vacuum()
             if progress is not None:
                 progress(added, added)
         self._count_terms(+1, f"gen_added = {self.working} AND gen_removed IS NULL")
         self._count_terms(-1, f"gen_removed = {self.working} AND gen_added < {self.working}")
         self.conn.execute("DELETE FROM lexemes WHERE df <= 0")
+        self._post()
         # Rows removed by an earlier generation go now: a reader still on the last one sees them.
-        self.conn.execute(f"DELETE FROM chunks WHERE gen_removed IS NOT NULL AND gen_removed <= {self.committed}")
+        purged = f"c.gen_removed IS NOT NULL AND c.gen_removed <= {self.committed}"
+        self.conn.execute(unpost_chunks(purged))
+        self.conn.execute(f"DELETE FROM chunks c WHERE {purged}")
         self.conn.execute(f"DELETE FROM files WHERE gen_removed IS NOT NULL AND gen_removed <= {self.committed}")
         # The live count and term total from the last generation's and this one's changes: counting
         # every live row read the whole table at each update (70 ms at 100,000 chunks).
@@ -336,10 +342,11 @@ class PgWriter:
         assert row is not None
         count = int(self._meta("vector_count") or 0) + added - removed
         lex_total = int(self._meta("lex_total") or 0) + int(row[0]) - int(row[1])
-        if self.new_build or 10 * (added + removed) >= count:
+        large = self.new_build or 10 * (added + removed) >= count
+        if large:
             # Statistics now, not when autovacuum gets to it: without them the planner guesses the
             # visibility and scope filters' selectivity and may scan every row (seconds at 1M).
-            self.conn.execute("ANALYZE chunks, files, lexemes")
+            self.conn.execute("ANALYZE chunks, files, lexemes, postings")
         self._set_meta("vector_count", str(count))
         self._set_meta("lex_total", str(lex_total))
         self._set_meta("generation", str(self.working))
@@ -352,12 +359,36 @@ class PgWriter:
             publish(self.conn, self.target, self.schema)  # in the same transaction as its generation
         self.conn.execute("SELECT pg_notify('semsearch', %s)", (self.target.project,))
         self.conn.commit()
+        if large and not self.new_build:
+            self._vacuum()
         if self.new_build:
             from semsearch.pgstore.registry import drop_old_builds
 
             drop_old_builds(self.conn, self.target)  # the replaced build, once no reader holds it
         self.committed, self.working = self.working, self.working + 1
         return FinalizeReport(self.committed, added, removed, self.new_build, time.perf_counter() - started)
+
+    def _post(self) -> None:
+        """Write the postings of this generation's chunks not posted yet (those above the
+        ``posted`` mark: chunk ids only grow), and move the mark. Readers see them at the flip,
+        which sets the ceiling of the chunk ids it makes visible (PgReader)."""
+        posted = int(self._meta("posted") or 0)
+        row = self.conn.execute("SELECT coalesce(max(id), 0) FROM chunks").fetchone()
+        top = int(row[0]) if row else 0
+        if top > posted:
+            self.conn.execute(post_chunks(f"c.id > {posted} AND c.gen_added = {self.working}"))
+            self._set_meta("posted", str(top))
+        self._set_meta("chunk_ceiling", str(top))
+
+    def _vacuum(self) -> None:
+        """Mark the postings' pages all-visible (outside a transaction), so that BM25 reads them
+        from their index alone: 4x faster than visiting the table (benchmarks/RESULTS.md)."""
+        self.conn.commit()
+        self.conn.autocommit = True
+        try:
+            self.conn.execute("VACUUM (ANALYZE) postings")
+        finally:
+            self.conn.autocommit = False
 
     def _count_terms(self, sign: int, where: str) -> None:
         """Add (or take away) the chunks matched by *where* from each term's document count."""
