@@ -135,13 +135,17 @@ class PgReader:
 
         conn.execute(search_path(conn, schema))
 
-    def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
+    def _rows(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = (), *, binary: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """The rows of one statement; *binary*: results in binary (vectors: parsing 50 of them as
+        text cost 3 ms, 15x the statement)."""
         conn = self._conn()
         if getattr(self._local, "schema", None) != self.schema:
             self._use(conn, self.schema)
             self._local.schema = self.schema
-        with errors_as_one_line(self.target, "read"):
-            return list(conn.execute(sql, params).fetchall())
+        with errors_as_one_line(self.target, "read"), conn.cursor(binary=binary) as cur:
+            return list(cur.execute(sql, params).fetchall())
 
     def close(self) -> None:
         with self._conns_lock:
@@ -289,6 +293,7 @@ class PgReader:
         rows = self._rows(
             f"SELECT id, embedding FROM chunks c WHERE id = ANY(%s) AND {visible(self.generation, 'c')}",
             [[int(i) for i in ids]],
+            binary=True,
         )
         return {int(i): np.asarray(v.to_numpy(), dtype=np.float32) for i, v in rows}
 
@@ -304,6 +309,7 @@ class PgReader:
                 f"SELECT c.id, c.file_id, c.embedding, c.text FROM chunks c WHERE c.id > %(last)s AND "
                 f"{visible(self.generation, 'c')}{where} ORDER BY c.id LIMIT %(batch)s",
                 {**params, "last": last, "batch": batch},
+                binary=True,
             )
             if not rows:
                 return
