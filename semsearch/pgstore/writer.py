@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from semsearch.lexicon import tsvectors
 from semsearch.pgstore.schema import POSTINGS_INDEX_SQL, hnsw_index_sql, post_chunks, unpost_chunks
-from semsearch.store.database import decode_signatures, decode_walk_settings, visible
+from semsearch.store.database import decode_signatures, decode_walk_settings, reusable_vectors, visible
 from semsearch.store.writer import FileRow, FinalizeReport
 
 if TYPE_CHECKING:
@@ -205,8 +205,6 @@ class PgWriter:
         import numpy as np
 
         self.flush()
-        wanted = {(clean(c.text), clean(c.context)) for c in chunks}
-        found: dict[tuple[str | None, str | None], bytes] = {}
         sources = [previous] if previous is not None else []
         sources += [
             int(r[0])
@@ -216,15 +214,16 @@ class PgWriter:
                 (sha256,),
             )
         ]
-        for file_id in dict.fromkeys(sources):
-            for text, context, vector in self.conn.execute(
-                "SELECT text, context, embedding FROM chunks WHERE file_id = %s", (file_id,)
-            ):
-                if (text, context) in wanted:
-                    found.setdefault((text, context), np.asarray(vector.to_numpy(), dtype=np.float32).tobytes())
-            if len(found) == len(wanted):
-                break
-        return [found.get((clean(c.text), clean(c.context))) for c in chunks]
+
+        def rows_of(file_id: int) -> Iterator[tuple[str, str, bytes | None]]:
+            with self.conn.cursor(binary=True) as cur:
+                for text, context, vector in cur.execute(
+                    "SELECT text, context, embedding FROM chunks WHERE file_id = %s", (file_id,)
+                ):
+                    yield text, context, np.asarray(vector.to_numpy(), dtype=np.float32).tobytes()
+
+        wanted = [(clean(c.text) or "", clean(c.context) or "") for c in chunks]
+        return reusable_vectors(wanted, sources, rows_of)
 
     def live_file_stats(self) -> dict[bytes, tuple[int, int, str]]:
         self.flush()

@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,26 @@ def open_error(db_path: Path, exc: sqlite3.Error, *, writing: bool) -> Semsearch
 def visible(gen: int, alias: str = "") -> str:
     p = f"{alias}." if alias else ""
     return f"{p}gen_added <= {int(gen)} AND ({p}gen_removed IS NULL OR {p}gen_removed > {int(gen)})"
+
+
+def reusable_vectors(
+    wanted: Sequence[tuple[str, str]],
+    sources: Iterable[int],
+    rows_of: Callable[[int], Iterable[tuple[str, str, bytes | None]]],
+) -> list[bytes | None]:
+    """For each (text, context) of *wanted*, a stored vector made from the same embedding input,
+    or None: looked for in the files *sources* in order (``rows_of(file id)`` gives a file's
+    chunks as (text, context, float32 bytes or None)), until every one is found. Both engines'
+    writers answer ``vectors_to_reuse`` with it."""
+    keys = set(wanted)
+    found: dict[tuple[str, str], bytes] = {}
+    for file_id in dict.fromkeys(sources):
+        for text, context, vector in rows_of(file_id):
+            if vector is not None and (text, context) in keys:
+                found.setdefault((text, context), vector)
+        if len(found) == len(keys):
+            break
+    return [found.get(w) for w in wanted]
 
 
 def decode_signatures(value: str | None) -> dict[str, str] | None:

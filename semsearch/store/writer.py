@@ -22,6 +22,7 @@ from semsearch.store.database import (
     get_state,
     has_column,
     open_error,
+    reusable_vectors,
     visible,
 )
 from semsearch.store.format import IndexManifest
@@ -214,8 +215,6 @@ class IndexWriter(SegmentWriter):
         file) still lends its vectors before they are purged.
         """
         size = self.manifest.model.dim * 4
-        wanted = {(c.text, c.context) for c in chunks}
-        found: dict[tuple[str, str], bytes] = {}
         sources = [previous] if previous is not None else []
         sources += [
             file_id
@@ -225,15 +224,14 @@ class IndexWriter(SegmentWriter):
                 (sha256,),
             )
         ]
-        for file_id in dict.fromkeys(sources):
+
+        def rows_of(file_id: int) -> Iterator[tuple[str, str, bytes | None]]:
             for text, context, vector in self.conn.execute(
                 "SELECT text, context, vector FROM chunks WHERE file_id = ?", (file_id,)
             ):
-                if (text, context) in wanted and len(vector) == size:
-                    found.setdefault((text, context), vector)
-            if len(found) == len(wanted):
-                break
-        return [found.get((c.text, c.context)) for c in chunks]
+                yield text, context, (vector if len(vector) == size else None)
+
+        return reusable_vectors([(c.text, c.context) for c in chunks], sources, rows_of)
 
     def live_file_stats(self) -> dict[bytes, tuple[int, int, str]]:
         """(size, mtime_ns, kind) of every file of the next generation by path key: what an
