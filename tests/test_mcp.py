@@ -121,26 +121,40 @@ def test_a_missing_index_is_reported_per_call_and_a_new_one_is_picked_up(
     assert hits(after)[0]["path"] == os.path.join("notes", "kiln.md")
 
 
-def test_an_index_updated_and_rebuilt_under_the_running_server(tmp_path: Path, project: tuple[Path, dict[str, str]]) -> None:
+@pytest.mark.parametrize("engine", ["local", "postgres"])
+def test_an_index_updated_and_rebuilt_under_the_running_server(
+    tmp_path: Path, project: tuple[Path, dict[str, str]], engine: str, request: pytest.FixtureRequest
+) -> None:
+    """The next call after another process's update (and rebuild) answers from the new state; on
+    PostgreSQL, `semsearch mcp --index postgresql://...` from a folder that is not the project."""
     _, env = project
-    write(tmp_path / "a.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
-    assert run(["index", "."], cwd=tmp_path, env=env).returncode == 0
+    work = tmp_path / "work"
+    write(work / "a.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
+    where: list[str] = []
+    if engine == "postgres":
+        where = ["--index", request.getfixturevalue("pg_url")]  # sets PGPASSWORD
+        env = {**env, "PGPASSWORD": os.environ["PGPASSWORD"]}
+    assert run(["index", ".", *where], cwd=work, env=env).returncode == 0
+    served_from = tmp_path / "elsewhere" if where else work
+    served_from.mkdir(exist_ok=True)
 
     async def body(session: Any) -> list[Any]:
         out = [await session.call_tool("search", {"query": "volcanic eruption lava", "k": 1, "mode": "lexical"})]
-        write(tmp_path / "b.md", "# Volcanoes\n\nLava flows from the eruption buried the village.\n")
-        done = await anyio.to_thread.run_sync(lambda: run(["index"], cwd=tmp_path, env=env))
+        write(work / "b.md", "# Volcanoes\n\nLava flows from the eruption buried the village.\n")
+        done = await anyio.to_thread.run_sync(lambda: run(["index"], cwd=work, env=env))
         assert done.returncode == 0, done.stderr.decode()
         out.append(await session.call_tool("search", {"query": "volcanic eruption lava", "k": 1, "mode": "lexical"}))
-        rebuilt = await anyio.to_thread.run_sync(lambda: run(["index", "--rebuild"], cwd=tmp_path, env=env))
+        rebuilt = await anyio.to_thread.run_sync(lambda: run(["index", "--rebuild"], cwd=work, env=env))
         assert rebuilt.returncode == 0, rebuilt.stderr.decode()
         out.append(await session.call_tool("search", {"query": "spring tides moon", "k": 1}))
+        out.append(await session.call_tool("status", {}))
         return out
 
-    before, updated, after_rebuild = with_client(tmp_path, env, body)
+    before, updated, after_rebuild, status = with_client(served_from, env, body, *where)
     assert hits(before) == []
     assert hits(updated)[0]["path"] == "b.md"
     assert hits(after_rebuild)[0]["path"] == "a.md"
+    assert not status.is_error and status.structured_content["files"] == 2
 
 
 def test_index_tool_only_with_allow_index(tmp_path: Path, project: tuple[Path, dict[str, str]]) -> None:
@@ -436,33 +450,3 @@ def test_the_watcher_survives_an_update_that_fails(
     err = capsys.readouterr().err
     assert "the update failed (ValueError: strides is incompatible" in err and "Traceback" not in err
     assert len([line for line in err.splitlines() if "failed" in line]) == 1
-
-
-def test_mcp_on_a_postgresql_index_sees_each_update(tmp_path: Path, project: tuple[Path, dict[str, str]], pg_url: str) -> None:
-    """`semsearch mcp --index postgresql://...` from a folder that is not the project: the next
-    call after another process's update (and rebuild) answers from the new state."""
-    _, env = project
-    env = {**env, "PGPASSWORD": os.environ["PGPASSWORD"]}
-    work = tmp_path / "work"
-    write(work / "a.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
-    assert run(["index", ".", "--index", pg_url], cwd=work, env=env).returncode == 0
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-
-    async def body(session: Any) -> list[Any]:
-        out = [await session.call_tool("search", {"query": "volcanic eruption lava", "k": 1, "mode": "lexical"})]
-        write(work / "b.md", "# Volcanoes\n\nLava flows from the eruption buried the village.\n")
-        done = await anyio.to_thread.run_sync(lambda: run(["index"], cwd=work, env=env))
-        assert done.returncode == 0, done.stderr.decode()
-        out.append(await session.call_tool("search", {"query": "volcanic eruption lava", "k": 1, "mode": "lexical"}))
-        rebuilt = await anyio.to_thread.run_sync(lambda: run(["index", "--rebuild"], cwd=work, env=env))
-        assert rebuilt.returncode == 0, rebuilt.stderr.decode()
-        out.append(await session.call_tool("search", {"query": "spring tides moon", "k": 1}))
-        out.append(await session.call_tool("status", {}))
-        return out
-
-    before, updated, after_rebuild, status = with_client(elsewhere, env, body, "--index", pg_url)
-    assert hits(before) == []
-    assert hits(updated)[0]["path"] == "b.md"
-    assert hits(after_rebuild)[0]["path"] == "a.md"
-    assert not status.is_error and status.structured_content["files"] == 2
