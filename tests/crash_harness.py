@@ -147,7 +147,7 @@ def install(
         _hook(owner, attr, event)
     from semsearch.pgstore.writer import PgWriter
 
-    for attr in ("commit", "add_file", "remove_file", "finalize"):
+    for attr in ("commit", "add_file", "remove_file", "finalize", "_post", "_vacuum"):
         _hook(PgWriter, attr, f"pg_{attr}")
     if commit_seconds is not None:
         indexing.DEFAULT_TUNING.commit_seconds = commit_seconds
