@@ -72,10 +72,10 @@ HNSW_SECONDS: list[float] = []  # the CREATE INDEX of each PostgreSQL build, rec
 # -- the server ---------------------------------------------------------------------------------
 
 
-def start_server(work: Path) -> Any:
+def start_server(work: Path, shared_buffers: str) -> Any:
     import pg_server
 
-    server = pg_server.own_server() or pg_server.start()
+    server = pg_server.own_server() or pg_server.start(settings={"shared_buffers": shared_buffers})
     os.environ["PGPASSWORD"] = server.password
     return server
 
@@ -440,20 +440,26 @@ def synthetic(n: int, args: argparse.Namespace, server: Any) -> dict[str, Any]:
     edits: dict[str, list[float]] = {name: [] for name in live}
     commits: dict[str, list[float]] = {name: [] for name in live}
     idle: dict[str, list[float]] = {name: [] for name in live}
-    for i in range(args.edits):
-        edit(project, (7919 * (i + 1)) % n_files, f"edit{i}")
+    named: dict[str, list[float]] = {name: [] for name in live}
+    for i in range(2 * args.edits):
+        file_no = (7919 * (i + 1)) % n_files
+        path = edit(project, file_no, f"edit{i}")
         for name in list(live) if i % 2 == 0 else list(live)[::-1]:
-            for changed in (True, False):  # the edit, then an update with nothing to do (the walk's floor)
+            # The edit found by a walk of every file (then an update with nothing to do: the walk's
+            # floor), or, every other edit, the file named (`semsearch index FILE`: no walk).
+            for changed in (True, False) if i < args.edits else (True,):
                 started = time.perf_counter()
                 with Index.open(live[name]["where"], provider=SyntheticModel(gen, 1000 + i)) as ix:
-                    summary = ix.update()
-                (edits if changed else idle)[name].append(time.perf_counter() - started)
-                if changed:
+                    summary = ix.update([path] if i >= args.edits else None)
+                took = time.perf_counter() - started
+                (named if i >= args.edits else edits if changed else idle)[name].append(took)
+                if changed and i < args.edits:
                     commits[name].append(summary.graph_seconds)
                 assert summary.indexed == (1 if changed else 0), (name, summary)
     for name in live:
         live[name] |= {"edit_update_s": median(edits[name]), "edit_updates_s": edits[name],
-                       "edit_commit_s": median(commits[name]), "nothing_changed_update_s": median(idle[name])}  # fmt: skip
+                       "edit_commit_s": median(commits[name]), "nothing_changed_update_s": median(idle[name]),
+                       "named_edit_update_s": median(named[name])}  # fmt: skip
     os.chdir(REPO)
     return {"n": n, "files": n_files, "indexes": indexes}
 
@@ -504,6 +510,8 @@ def report(result: dict[str, Any]) -> None:
             line("one-file edit update", lambda d: d["edit_update_s"], lambda v: fmt_s(v)),
             line("  of which the commit (finalize)", lambda d: d["edit_commit_s"], lambda v: fmt_s(v)),
             line("update with nothing changed", lambda d: d["nothing_changed_update_s"], lambda v: fmt_s(v)),
+            line("one-file edit, the file named (no walk)", lambda d: d.get("named_edit_update_s"),
+                 lambda v: fmt_s(v) if v else "n/a"),
         ]
         for s in idx["local"]["filtered"]:
             rows += [
@@ -540,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold-runs", type=int, default=5)
     ap.add_argument("--edits", type=int, default=3)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--shared-buffers", default="256MB",
+                    help="the server's shared_buffers (its HNSW index should fit: 4GB for a million chunks)")
     ap.add_argument("--json", dest="json_out", type=Path, default=None)
     args = ap.parse_args(argv)
     args.work = args.work.resolve()
@@ -552,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
                               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}  # fmt: skip
     print(result["machine"], flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the server is stopped on the way out
-    server = start_server(args.work)
+    server = start_server(args.work, args.shared_buffers)
     try:
         result["server"] = server_versions(server.url())
         print(f"# server: {result['server']}", flush=True)

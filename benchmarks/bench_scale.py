@@ -273,13 +273,14 @@ class Design:
         return self.run("index", "--quiet")
 
 
-def edit(project: Path, file_no: int, word: str) -> None:
+def edit(project: Path, file_no: int, word: str) -> Path:
     """An editor's atomic save of one file (also breaks a hard link to the other design's copy)."""
     path = project / "synthetic" / f"g{file_no // FILES_PER_FOLDER:05d}" / f"{file_no:07d}.txt"
     text = path.read_text() + f"\nAn added line about the {word} gasket, edited for the benchmark.\n"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+    return path
 
 
 def run_size(n: int, args: argparse.Namespace, env: dict[str, str], baseline_src: Path | None) -> dict:

