@@ -72,3 +72,12 @@ def test_the_live_counts_follow_adds_edits_and_removals(
         assert reader._rows("SELECT count(*) FROM postings WHERE chunk NOT IN (SELECT id FROM chunks)")[0][0] == 0
         reader._rows("DELETE FROM postings WHERE term = 'harbour' RETURNING 1")  # a damaged index
         assert index.status(check_disk=False, verify=True).problems == ["1 terms' chunk counts differ from their postings"]
+
+
+def test_bigger_indexes_are_searched_wider() -> None:
+    from semsearch.pgstore.reader import SEARCH_EF_FLOOR, search_ef
+
+    assert search_ef(5_000) == search_ef(100_000) == SEARCH_EF_FLOOR
+    assert search_ef(1_000_000) == 2 * SEARCH_EF_FLOOR
+    sizes = [10**5, 3 * 10**5, 10**6, 10**7]
+    assert [search_ef(n) for n in sizes] == sorted(search_ef(n) for n in sizes)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 
 EXACT_ROWS = 20_000  # a scope of at most this many chunks is scored exactly (no index)
 SEARCH_EF_FLOOR = 200  # hnsw.ef_search at least this: recall@10 0.9977 at 100, 0.9987 at 200 (RESULTS.md)
+# Beyond EF_SIZE chunks, wider by log10 of the growth (as the local engine's search_ef): at a
+# million, ef 400 took recall@10 from 0.80 to 0.87 at no more time (RESULTS.md).
+EF_SIZE = 100_000
 MAX_SCAN_TUPLES = 200_000  # how far an iterative scan may go to fill k under a filter
 NEIGHBOUR_BATCH = 256  # vectors whose neighbours one statement finds (duplicates)
 
@@ -54,6 +58,13 @@ _SELECT = (
     "c.line_start, c.line_end, c.page_start, c.page_end, c.context, f.mtime_ns, f.parts "
     "FROM chunks c JOIN files f ON f.id = c.file_id"
 )
+
+
+def search_ef(chunks: int) -> int:
+    """The ef_search an index of *chunks* is searched with (at least SEARCH_EF_FLOOR)."""
+    if chunks <= EF_SIZE:
+        return SEARCH_EF_FLOOR
+    return round(SEARCH_EF_FLOOR * (1.0 + math.log10(chunks / EF_SIZE)))
 
 
 class _Segments:
@@ -242,7 +253,7 @@ class PgReader:
         exact = within is not None and len(within) <= EXACT_ROWS
         order = "(c.embedding <#> %(q)s) + 0" if exact else "c.embedding <#> %(q)s"  # + 0: no index
         if not exact:
-            self._set_ef(max(ef or 0, k, SEARCH_EF_FLOOR))
+            self._set_ef(max(ef or 0, k, search_ef(self.vector_count)))
         sql = (
             f"SELECT c.id, -(c.embedding <#> %(q)s) AS score FROM chunks c WHERE {visible(self.generation, 'c')}"
             f"{where} ORDER BY {order} LIMIT %(k_sem)s"
@@ -266,7 +277,7 @@ class PgReader:
         cos = np.zeros((len(vectors), k), dtype=np.float32)
         if self.vector_count == 0 or k <= 0 or not len(vectors):
             return ids, cos
-        self._set_ef(max(k, SEARCH_EF_FLOOR))
+        self._set_ef(max(k, search_ef(self.vector_count)))
         kind = f"{self.vector_type}({self.manifest.model.dim})"
         for start in range(0, len(vectors), NEIGHBOUR_BATCH):
             part = vectors[start : start + NEIGHBOUR_BATCH]
