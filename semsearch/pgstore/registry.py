@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 from semsearch.store.layout import POSTGRES_POINTER as POINTER  # the URL, never a password
 
 ENGINE = "pgvector"  # the manifest's vector_index for PostgreSQL builds
-DEFAULT_PARAMS: dict[str, Any] = {"type": "halfvec", "m": 16, "ef_construction": 64}
 
 
 @dataclass(frozen=True)
