@@ -11,19 +11,32 @@ TOKENIZE = "porter unicode61 remove_diacritics 2"
 MAX_POSITION = 16383  # a tsvector's largest position
 
 _LOCAL = threading.local()  # per thread: in-memory FTS5 tables
+RENEW_AFTER = 10_000  # words tokenized by one thread's tables before they are made afresh
+
+
+def _fresh() -> object:
+    """An in-memory database with the FTS5 tables the tokenizer runs in."""
+    import sqlite3
+
+    conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    conn.execute(f"CREATE VIRTUAL TABLE words USING fts5(x, tokenize='{TOKENIZE}')")
+    conn.execute("CREATE VIRTUAL TABLE terms USING fts5vocab(words, row)")
+    conn.execute(f"CREATE VIRTUAL TABLE docs USING fts5(text, context, tokenize='{TOKENIZE}')")
+    conn.execute("CREATE VIRTUAL TABLE spots USING fts5vocab(docs, instance)")
+    return conn
 
 
 def _conn() -> object:
-    import sqlite3
-
+    """This thread's tables for one query word at a time, made afresh now and then: FTS5 keeps
+    traces of deleted rows, and every later read goes through them."""
     conn = getattr(_LOCAL, "conn", None)
-    if conn is None:
-        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        conn.execute(f"CREATE VIRTUAL TABLE words USING fts5(x, tokenize='{TOKENIZE}')")
-        conn.execute("CREATE VIRTUAL TABLE terms USING fts5vocab(words, row)")
-        conn.execute(f"CREATE VIRTUAL TABLE docs USING fts5(text, context, tokenize='{TOKENIZE}')")
-        conn.execute("CREATE VIRTUAL TABLE spots USING fts5vocab(docs, instance)")
+    uses = getattr(_LOCAL, "uses", 0)
+    if conn is None or uses >= RENEW_AFTER:
+        if conn is not None:
+            conn.close()
+        conn, uses = _fresh(), 0
         _LOCAL.conn = conn
+    _LOCAL.uses = uses + 1
     return conn
 
 
@@ -52,19 +65,22 @@ def tsvectors(rows: Sequence[tuple[str, str]]) -> list[tuple[str, int]]:
     """For each (text, context), a tsvector literal of its terms with their positions (the context's
     after the text's, one position apart, so no phrase spans the two) and its number of terms:
     FTS5's document length, which BM25 divides by."""
-    conn = _conn()
     out: list[tuple[str, int]] = []
     for start in range(0, len(rows), 512):
         part = rows[start : start + 512]
-        conn.executemany(  # type: ignore[attr-defined]
-            "INSERT INTO docs(rowid, text, context) VALUES (?, ?, ?)",
-            [(i + 1, text, context) for i, (text, context) in enumerate(part)],
-        )
+        # Tables of their own for each batch, dropped after: deleting the rows instead left FTS5's
+        # traces of them, and the query words tokenized later in the same thread took 1.4 ms each
+        # instead of 0.01 after a 20,000-chunk load (a hybrid search 100 ms instead of 15).
+        conn = _fresh()
         try:
+            conn.executemany(  # type: ignore[attr-defined]
+                "INSERT INTO docs(rowid, text, context) VALUES (?, ?, ?)",
+                [(i + 1, text, context) for i, (text, context) in enumerate(part)],
+            )
             # Each document's text terms, then its context's ("text" > "context": DESC), in order.
             spots = conn.execute("SELECT doc, col, offset, term FROM spots ORDER BY doc, col DESC, offset").fetchall()  # type: ignore[attr-defined]
         finally:
-            conn.execute("DELETE FROM docs")  # type: ignore[attr-defined]
+            conn.close()  # type: ignore[attr-defined]
         by_doc: list[dict[str, list[int]]] = [{} for _ in part]
         lengths = [0] * len(part)
         text_end = 0  # the current document's text length in terms
