@@ -18,10 +18,11 @@ class PgvectorParameters:
     rebuild_fraction = 1.0
 
     def default_params(self) -> dict[str, Any]:
-        # halfvec: half the table and index of vector, the same ranking. ef_construction 128, not
-        # 64: recall@10 at a million chunks 0.94 instead of 0.80 (ef 200) for a 1.5x longer graph
-        # build (benchmarks/RESULTS.md); an index keeps the parameters it was built with.
-        return {"type": "halfvec", "m": 16, "ef_construction": 128}
+        # halfvec: half the table and index of vector, the same ranking. ef_construction 64: at
+        # 100,000 chunks 128 searched 1.4x slower for the same recall (1.0) and built 2x longer;
+        # at a million it took recall@10 from 0.80 to 0.94 (benchmarks/RESULTS.md): pass it in
+        # vector_params for an index that big. An index keeps the parameters it was built with.
+        return {"type": "halfvec", "m": 16, "ef_construction": 64}
 
     def build_identity(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         kind = params.get("type", "halfvec")
