@@ -114,6 +114,10 @@ def test_read_only_role_queries_but_cannot_index(project: Path, pg_url: str, pg_
         result = run(*args)
         assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
         assert "permission denied" in result.output or "may not write" in result.output, result.output
+    # Tried from a folder of its own, the refused index leaves no pointer there to the database.
+    monkeypatch.chdir(other)
+    assert run("index", str(project / "docs"), "--index", ro).exit_code == 2
+    assert not (other / ".semsearch").exists()
 
 
 def test_a_second_writer_waits_or_is_told(project: Path, pg_url: str, pg_server: Any) -> None:

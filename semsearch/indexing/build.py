@@ -115,11 +115,13 @@ def _postgres_run(
     )
     try:
         with errors_as_one_line(target, "write"):
-            write_pointer(options.index_dir, target)  # `semsearch query` here finds it again
             summary.rebuild_reason = reason
             if reason and previous is not None:
                 on_event(IndexEvent("message", f"rebuilding the index: {reason}"))
             _Run(options, model, writer, summary, on_event).run(previous)  # type: ignore[arg-type]
+            # `semsearch query` here finds it again; only once this role has written it (a role
+            # that may only read would leave a pointer behind in whatever folder it tried from).
+            write_pointer(options.index_dir, target)
     finally:
         writer.close()
 

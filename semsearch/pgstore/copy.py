@@ -41,8 +41,6 @@ def copy_local(
         writer, _previous, _reason = open_writer(target, index_dir, manifest, rebuild=True, wait=wait)
         try:
             with errors_as_one_line(target, "write"):
-                if not holds_local_index(index_dir):  # publishing from the project's own index: kept as it is
-                    write_pointer(index_dir, target)
                 files, chunks = _copy_rows(local, writer, progress)
                 writer.set_roots(local.roots)
                 writer.set_walk_settings(local.walk_settings)
@@ -59,6 +57,8 @@ def copy_local(
                 if writer.manifest.model.fingerprint != local.manifest.model.fingerprint:
                     raise SemsearchError("the copy's model is not the local index's: nothing was published")
                 writer.finalize()
+                if not holds_local_index(index_dir):  # publishing from the project's own index: kept as it is
+                    write_pointer(index_dir, target)
         finally:
             writer.close()
     return CopySummary(files, chunks, manifest.model.name, time.perf_counter() - started)
