@@ -368,13 +368,17 @@ def test_an_edited_file_embeds_only_the_chunks_that_changed(tmp_path: Path, fake
 @pytest.mark.parametrize(("signal_name", "code", "word"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
 def test_a_stopped_index_run_says_what_is_kept(docs: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str], signal_name: str, code: int,
-                                               word: str) -> None:
+                                               word: str, request: pytest.FixtureRequest) -> None:
     import signal
 
     from semsearch.api import Index
 
     assert run("index", "docs").exit_code == 0
     before = signal.getsignal(signal.SIGTERM)
+    # Ctrl-C as a terminal delivers it, whatever this process inherited (a job started in the
+    # background by a shell without job control starts with SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
 
     def stopped(*args: object, **kwargs: object) -> None:
         # Delivered to this (main) thread at once: Ctrl-C as KeyboardInterrupt, SIGTERM through
