@@ -131,10 +131,13 @@ def collect(pid: int, status: int, out: Path, info: Path) -> Run:
     return Run(code, killed, text, embedded, counts)
 
 
-def signature(work: Path) -> object:
-    """What queries answer from the index in ``work``: hits of several queries in two modes."""
+def signature(work: Path, url: str | None = None) -> object:
+    """What queries answer from the index in ``work`` (or at *url*, a PostgreSQL index): hits of
+    several queries in two modes."""
+    from semsearch.engines import open_reader
+
     try:
-        reader = IndexReader(work / INDEX_DIR_NAME)
+        reader = open_reader(work / INDEX_DIR_NAME, url)
     except IndexNotFoundError:
         return "no index"
     with reader:

@@ -8,10 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import crash_harness as harness
 import pytest
 from conftest import FakeModel, write
-from test_crash import QUERIES, _finish, _pause, change_corpus, run_forked, write_corpus
+from test_crash import _finish, _pause, change_corpus, run_forked, signature, write_corpus
 from test_seams import topic_text
 from typer.testing import CliRunner
 
@@ -188,27 +187,6 @@ def test_library_errors_carry_no_password(pg_url: str, pg_server: Any) -> None:
 # -- writers killed mid-update (tests/crash_harness.py) ----------------------------------------
 
 
-def _signature(url: str, work: Path) -> object:
-    from semsearch.errors import IndexNotFoundError
-    from semsearch.pgstore import parse_target
-    from semsearch.pgstore.reader import PgReader
-    from semsearch.search import Searcher, SearchOptions
-
-    try:
-        reader = PgReader(parse_target(url), work / ".semsearch")
-    except IndexNotFoundError:
-        return "no index"
-    with reader:
-        searcher = Searcher(reader, harness.FakeEmbedder)
-        result: list[object] = [reader.stats().files, reader.count]
-        for query in QUERIES:
-            for mode in ("semantic", "lexical"):
-                hits = searcher.search(query, SearchOptions(top_k=6, mode=mode))
-                result.append(sorted((os.path.relpath(h.chunk.path, work), h.chunk.ordinal, round(h.score, 4))
-                                     for h in hits))  # fmt: skip
-        return result
-
-
 def _copy_database(pg_server: Any, source: str, name: str) -> str:
     with _admin(pg_server) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
@@ -225,11 +203,11 @@ def test_kills_mid_update_lose_nothing(tmp_path: Path, pg_url: str, pg_server: A
     if not first_build:
         assert run_forked(work, args).code == 0  # type: ignore[union-attr]
         change_corpus(work / "corpus")
-    before = _signature(pg_url, work)
+    before = signature(work, pg_url)
     full_url = _copy_database(pg_server, base_db, f"{base_db}_full")
     done = run_forked(work, ["index", "corpus", "--index", full_url, "-q"])
     assert done.code == 0, done.output  # type: ignore[union-attr]
-    after = _signature(full_url, work)
+    after = signature(work, full_url)
     assert after != before
     failures = []
     points = ["pg_add_file:1", "pg_add_file:5", "pg_commit:2", "pg_finalize:1", "pg_finalize+:1",
@@ -242,11 +220,11 @@ def test_kills_mid_update_lose_nothing(tmp_path: Path, pg_url: str, pg_server: A
         if not killed.killed:  # type: ignore[union-attr]
             failures.append(f"{point}: not reached")
             continue
-        seen = _signature(url, work)
+        seen = signature(work, url)
         if seen not in (before, after) and not (first_build and seen == "no index"):
             failures.append(f"{point}: a reader saw a state that is neither the old nor the new one")
         again = run_forked(work, ["index", "corpus", "--index", url, "-q"])
-        if again.code != 0 or _signature(url, work) != after:  # type: ignore[union-attr]
+        if again.code != 0 or signature(work, url) != after:  # type: ignore[union-attr]
             failures.append(f"{point}: the next run did not finish the update: {again.output}")  # type: ignore[union-attr]
     assert not failures, "\n".join(failures)
 
@@ -259,7 +237,7 @@ def test_a_connection_lost_mid_update_is_one_line_and_the_next_run_resumes(
     args = ["index", "corpus", "--index", pg_url, "-q"]
     assert run_forked(work, args).code == 0  # type: ignore[union-attr]
     change_corpus(work / "corpus")
-    before = _signature(pg_url, work)
+    before = signature(work, pg_url)
     pid, flag = _pause(work, args, "pg_add_file:3")
     with _admin(pg_server) as admin:  # the server ends the writer's session (a restart, a failover)
         admin.execute(
@@ -271,10 +249,10 @@ def test_a_connection_lost_mid_update_is_one_line_and_the_next_run_resumes(
     assert lost.code == 2, lost.output
     assert lost.output.count("\n") == 1 and "Traceback" not in lost.output
     assert "connection" in lost.output and "nothing committed is lost" in lost.output
-    assert _signature(pg_url, work) == before  # readers still see the last state
+    assert signature(work, pg_url) == before  # readers still see the last state
     again = run_forked(work, args)
     assert again.code == 0, again.output  # type: ignore[union-attr]
-    assert _signature(pg_url, work) != before
+    assert signature(work, pg_url) != before
 
 
 def test_a_server_too_old_is_one_line(project: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
