@@ -359,14 +359,16 @@ class PgReader:
             return []
         where, extra = self._filter(within)
         avg = max(self._lex_total / total, 1e-9)
+        if self._postings:
+            read, posted = self._live_postings()
+            if where:
+                read += " AND p.chunk IN (SELECT c.id FROM chunks c WHERE c.file_id = ANY(%(files)s))"
+            extra |= posted
         budget = bm25.FIRST_ROWS if self._postings else bm25.TSVECTOR_ROWS
         taken = bm25.first_taken(words, budget)
         while True:
             if self._postings:
-                scope = " AND p.chunk IN (SELECT c.id FROM chunks c WHERE c.file_id = ANY(%(files)s))" if where else ""
-                read = " AND p.chunk <= %(ceiling)s AND p.chunk <> ALL(%(removed)s::bigint[])" + scope
-                sql = bm25.postings_statement(read, words, taken)
-                extra = {**extra, "ceiling": self._ceiling, "removed": self._removed}
+                sql = bm25.postings_statement(" AND " + read, words, taken)
             else:
                 sql = bm25.statement(visible(self.generation, "c"), where)
             rows = self._rows(sql, bm25.params(words, taken, k, avg, extra))
@@ -374,6 +376,11 @@ class PgReader:
             if bm25.enough(found, k, words, taken):
                 return found
             taken = bm25.more(words, taken, budget)
+
+    def _live_postings(self) -> tuple[str, dict[str, Any]]:
+        """The postings (``p``) of this generation's chunks: SQL and its named parameters."""
+        sql = "p.chunk <= %(ceiling)s AND p.chunk <> ALL(%(removed)s::bigint[])"
+        return sql, {"ceiling": self._ceiling, "removed": self._removed}
 
     # -- chunks and files ------------------------------------------------------------------
 
@@ -446,11 +453,11 @@ class PgReader:
         if files:
             problems.append(f"{files} files do not hold the chunks they list")
         if self._postings:  # BM25's counts: each term's chunks, as the postings hold them
+            live, posted = self._live_postings()
             (terms,) = self._rows(
-                "SELECT count(*) FROM (SELECT term, count(*) AS n FROM postings WHERE chunk <= %s "
-                "AND chunk <> ALL(%s::bigint[]) GROUP BY term) p FULL JOIN lexemes l USING (term) "
-                "WHERE p.n IS DISTINCT FROM l.df",
-                [self._ceiling, self._removed],
+                f"SELECT count(*) FROM (SELECT term, count(*) AS n FROM postings p WHERE {live} GROUP BY term) p "
+                "FULL JOIN lexemes l USING (term) WHERE p.n IS DISTINCT FROM l.df",
+                posted,
             )[0]
             if terms:
                 problems.append(f"{terms} terms' chunk counts differ from their postings")
