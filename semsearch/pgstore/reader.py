@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -47,9 +46,7 @@ if TYPE_CHECKING:
 
 EXACT_ROWS = 20_000  # a scope of at most this many chunks is scored exactly (no index)
 SEARCH_EF_FLOOR = 200  # hnsw.ef_search at least this: recall@10 0.9977 at 100, 0.9987 at 200 (RESULTS.md)
-# Beyond EF_SIZE chunks, wider by log10 of the growth (as the local engine's search_ef): at a
-# million, ef 400 took recall@10 from 0.80 to 0.87 at no more time (RESULTS.md).
-EF_SIZE = 100_000
+
 MAX_SCAN_TUPLES = 200_000  # how far an iterative scan may go to fill k under a filter
 NEIGHBOUR_BATCH = 256  # vectors whose neighbours one statement finds (duplicates)
 
@@ -61,10 +58,12 @@ _SELECT = (
 
 
 def search_ef(chunks: int) -> int:
-    """The ef_search an index of *chunks* is searched with (at least SEARCH_EF_FLOOR)."""
-    if chunks <= EF_SIZE:
-        return SEARCH_EF_FLOOR
-    return round(SEARCH_EF_FLOOR * (1.0 + math.log10(chunks / EF_SIZE)))
+    """The ef_search an index of *chunks* is searched with: SEARCH_EF_FLOOR, and beyond 100,000
+    chunks wider by log10 of the growth, as the local engine's graphs (at a million, ef 400 took
+    recall@10 from 0.80 to 0.87 at no more time: RESULTS.md)."""
+    from semsearch.vectors.hnsw import search_ef as graph_ef
+
+    return graph_ef(SEARCH_EF_FLOOR, chunks, floor=SEARCH_EF_FLOOR)
 
 
 class _Segments:
