@@ -112,6 +112,30 @@ def test_update_matches_a_fresh_build(where: str, fake_model: FakeModel, tmp_pat
     assert updated == rebuilt
 
 
+def test_an_update_of_named_paths_reads_and_drops_only_theirs(where: str, fake_model: FakeModel) -> None:
+    """`semsearch index FILE` (and a watch event) compares only the named paths' files with the
+    index: a file gone elsewhere, even in a folder whose name starts the same, is not dropped."""
+    docs = make_project(Path.cwd())
+    write(docs / "notes-old" / "tides.md", topic_text("rivers", 3, words=["tide", "lunar", "neap", "ebb", "surge"]))
+    write(docs / "notes0" / "moons.md", topic_text("rivers", 4, words=["moon", "crater", "orbit", "apogee", "lunar"]))
+    with _build(where, fake_model) as index:
+        files = index.status(check_disk=False).files
+        (docs / "notes-old" / "tides.md").unlink()
+        (docs / "notes0" / "moons.md").unlink()
+        (docs / "notes" / "chess.md").unlink()
+        (docs / "notes" / "rivers.md").write_text(topic_text("rivers", 8))
+        summary = index.update([docs / "notes"])
+        assert (summary.indexed, summary.removed) == (1, 1)
+        assert index.status(check_disk=False).files == files - 1
+        assert index.search("tide lunar neap ebb", k=1, mode="lexical")[0].chunk.path.name == "tides.md"
+        summary = index.update([docs / "notes0"])
+        assert (summary.indexed, summary.removed) == (0, 1)
+        assert index.status(check_disk=False).files == files - 2
+        summary = index.update()
+        assert (summary.indexed, summary.removed) == (0, 1)
+        assert index.status(check_disk=False).files == files - 3
+
+
 def test_similar_duplicates_status_and_eval(where: str, fake_model: FakeModel) -> None:
     docs = make_project(Path.cwd())
     write(docs / "notes" / "copy.md", topic_text("chess", 0))  # the same text as chess.py's docstring

@@ -365,7 +365,9 @@ def test_a_schema_1_build_is_read_as_it_is_and_upgraded_by_its_next_update(proje
         postings = conn.execute("SELECT count(*), count(DISTINCT chunk) FROM postings").fetchone()
         chunks = conn.execute("SELECT count(*) FROM chunks WHERE gen_removed IS NULL").fetchone()
         gin = conn.execute("SELECT to_regclass('chunks_lex')").fetchone()
-    assert version == ("2",) and gin == (None,)
+    from semsearch.pgstore.schema import SCHEMA_VERSION
+
+    assert version == (str(SCHEMA_VERSION),) and gin == (None,)
     assert postings is not None and chunks is not None and postings[1] == chunks[0] and postings[0] > chunks[0]
     assert ranked() == before  # the same ranking and scores, from the postings
 

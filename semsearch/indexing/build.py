@@ -285,8 +285,10 @@ class _Run:
         """Which files there are, and which of them changed (size and mtime first, hash later)."""
         todo: list[Todo] = []
         seen: set[bytes] = set()
-        stats = self.writer.live_file_stats()  # one query, not one per file
         index_dir = self.index_dir
+        # One query, not one per file; for the files under this run's roots only (a file named
+        # by `semsearch index FILE` or a watch event reads its own row, not every file's).
+        stats = self.writer.live_file_stats([store.path_key(index_dir, r) for r in roots])
 
         key_of = store.path_keys(index_dir)  # the walker's paths are absolute and normal
         last: list[tuple[str, bytes]] = []  # the key known() made, for the entry it yields next
@@ -333,7 +335,7 @@ class _Run:
 
     def _drop_missing(self, roots: list[Path], seen: set[bytes]) -> None:
         """Files gone from disk (or now excluded) under the roots of this run."""
-        for file_id, key in self.writer.live_files():
+        for file_id, key in self.writer.live_files([store.path_key(self.index_dir, r) for r in roots]):
             if key in seen:
                 continue
             path = store.key_to_path(self.index_dir, key)

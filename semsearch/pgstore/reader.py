@@ -103,12 +103,17 @@ class PgReader:
         # ceiling, less the chunks it removed (kept one generation longer, with their postings).
         self._postings = int(meta.get("schema_version", 1)) >= 2
         self._ceiling = int(meta.get("chunk_ceiling", 0))
-        self._removed = [
+        # The files this generation removed (or an earlier one, not purged yet): their chunks'
+        # rows stay as they were (schema 3: updating them re-inserted each into the HNSW graph).
+        self._gone = [
             int(r[0])
             for r in self._rows(
-                "SELECT id FROM chunks WHERE gen_removed IS NOT NULL AND gen_removed <= %s", [self.generation]
+                "SELECT id FROM files WHERE gen_removed IS NOT NULL AND gen_removed <= %s", [self.generation]
             )
-        ] if self._postings else []  # fmt: skip
+        ]
+        self._removed = [
+            int(r[0]) for r in self._rows("SELECT id FROM chunks WHERE file_id = ANY(%s)", [self._gone])
+        ] if self._postings and self._gone else []  # fmt: skip
         self.updated_at = float(meta.get("updated_at", 0))
         self.roots: list[str] = json.loads(meta.get("roots", "[]"))
         from semsearch.store.database import decode_walk_settings
@@ -212,7 +217,7 @@ class PgReader:
             return self._catalog
 
     def _file_chunk_ids(self, file_id: int) -> list[int]:
-        rows = self._rows(f"SELECT id FROM chunks WHERE file_id = %s AND {visible(self.generation)}", (file_id,))
+        rows = self._rows(f"SELECT id FROM chunks c WHERE c.file_id = %s AND {self._live('c')}", (file_id,))
         return [int(r[0]) for r in rows]
 
     def subset(self, scope: Scope | None) -> Subset | None:
@@ -254,7 +259,7 @@ class PgReader:
         if not exact:
             self._set_ef(max(ef or 0, k, search_ef(self.vector_count)))
         sql = (
-            f"SELECT c.id, -(c.embedding <#> %(q)s) AS score FROM chunks c WHERE {visible(self.generation, 'c')}"
+            f"SELECT c.id, -(c.embedding <#> %(q)s) AS score FROM chunks c WHERE {self._live('c')}"
             f"{where} ORDER BY {order} LIMIT %(k_sem)s"
         )
         return sql, {**params, "q": self._vec(query), "k_sem": k}
@@ -282,7 +287,7 @@ class PgReader:
             part = vectors[start : start + NEIGHBOUR_BATCH]
             rows = self._rows(
                 f"SELECT q.i, n.id, n.score FROM unnest(%s::int[], %s::{kind}[]) AS q(i, v) CROSS JOIN LATERAL "
-                f"(SELECT c.id, -(c.embedding <#> q.v) AS score FROM chunks c WHERE {visible(self.generation, 'c')} "
+                f"(SELECT c.id, -(c.embedding <#> q.v) AS score FROM chunks c WHERE {self._live('c')} "
                 "ORDER BY c.embedding <#> q.v LIMIT %s) AS n",
                 [list(range(len(part))), [self._vec(v) for v in part], k],
             )
@@ -301,7 +306,7 @@ class PgReader:
         if not ids:
             return {}
         rows = self._rows(
-            f"SELECT id, embedding FROM chunks c WHERE id = ANY(%s) AND {visible(self.generation, 'c')}",
+            f"SELECT id, embedding FROM chunks c WHERE id = ANY(%s) AND {self._live('c')}",
             [[int(i) for i in ids]],
             binary=True,
         )
@@ -317,7 +322,7 @@ class PgReader:
         while True:
             rows = self._rows(
                 f"SELECT c.id, c.file_id, c.embedding, c.text FROM chunks c WHERE c.id > %(last)s AND "
-                f"{visible(self.generation, 'c')}{where} ORDER BY c.id LIMIT %(batch)s",
+                f"{self._live('c')}{where} ORDER BY c.id LIMIT %(batch)s",
                 {**params, "last": last, "batch": batch},
                 binary=True,
             )
@@ -369,12 +374,18 @@ class PgReader:
             if self._postings:
                 sql = bm25.postings_statement(" AND " + read, words, taken)
             else:
-                sql = bm25.statement(visible(self.generation, "c"), where)
+                sql = bm25.statement(self._live("c"), where)
             rows = self._rows(sql, bm25.params(words, taken, k, avg, extra))
             found = [(int(i), float(s)) for i, s in rows]
             if bm25.enough(found, k, words, taken):
                 return found
             taken = bm25.more(words, taken, budget)
+
+    def _live(self, alias: str) -> str:
+        """SQL: the chunk row *alias* is in this generation (added by it or before, and its file
+        not removed)."""
+        gone = f" AND {alias}.file_id <> ALL('{{{','.join(map(str, self._gone))}}}'::bigint[])" if self._gone else ""
+        return visible(self.generation, alias) + gone
 
     def _live_postings(self) -> tuple[str, dict[str, Any]]:
         """The postings (``p``) of this generation's chunks: SQL and its named parameters."""
@@ -391,7 +402,7 @@ class PgReader:
         if not ids:
             return {}
         paths: dict[int, Path] = {}
-        rows = self._rows(f"{_SELECT} WHERE c.id = ANY(%s) AND {visible(self.generation, 'c')}", [ids])
+        rows = self._rows(f"{_SELECT} WHERE c.id = ANY(%s) AND {self._live('c')}", [ids])
         return {int(r[0]): self._record(r, paths) for r in rows}
 
     def file_chunks(self, path: Path) -> list[ChunkRecord] | None:
@@ -400,9 +411,7 @@ class PgReader:
         if not found:
             return None
         paths: dict[int, Path] = {}
-        rows = self._rows(
-            f"{_SELECT} WHERE c.file_id = %s AND {visible(self.generation, 'c')} ORDER BY c.ordinal", [found[0][0]]
-        )
+        rows = self._rows(f"{_SELECT} WHERE c.file_id = %s AND {self._live('c')} ORDER BY c.ordinal", [found[0][0]])
         return [self._record(r, paths) for r in rows]
 
     def file_chunk_counts(self, file_ids: set[int]) -> dict[int, tuple[Path, int]]:
@@ -411,7 +420,7 @@ class PgReader:
 
     def chunks(self) -> Iterator[ChunkRecord]:
         paths: dict[int, Path] = {}
-        for row in self._rows(f"{_SELECT} WHERE {visible(self.generation, 'c')} ORDER BY c.file_id, c.ordinal"):
+        for row in self._rows(f"{_SELECT} WHERE {self._live('c')} ORDER BY c.file_id, c.ordinal"):
             yield self._record(row, paths)
 
     def files(self) -> Iterator[tuple[Path, int, int, str | None]]:
@@ -436,18 +445,18 @@ class PgReader:
         """The stored rows against what the index records: counts, dimensions, each file's chunks,
         each term's chunk count against its postings."""
         problems: list[str] = []
-        (chunks,) = self._rows(f"SELECT count(*) FROM chunks c WHERE {visible(self.generation, 'c')}")[0]
+        (chunks,) = self._rows(f"SELECT count(*) FROM chunks c WHERE {self._live('c')}")[0]
         if int(chunks) != self.vector_count:
             problems.append(f"the database lists {chunks} chunks and its state {self.vector_count}")
         (bad,) = self._rows(
-            f"SELECT count(*) FROM chunks c WHERE vector_dims(c.embedding) <> %s AND {visible(self.generation, 'c')}",
+            f"SELECT count(*) FROM chunks c WHERE vector_dims(c.embedding) <> %s AND {self._live('c')}",
             [self.manifest.model.dim],
         )[0]
         if bad:
             problems.append(f"{bad} stored vectors are not of the model's {self.manifest.model.dim} dimensions")
         (files,) = self._rows(
             f"SELECT count(*) FROM files f WHERE {visible(self.generation, 'f')} AND f.chunk_count <> "
-            f"(SELECT count(*) FROM chunks c WHERE c.file_id = f.id AND {visible(self.generation, 'c')})"
+            f"(SELECT count(*) FROM chunks c WHERE c.file_id = f.id AND {self._live('c')})"
         )[0]
         if files:
             problems.append(f"{files} files do not hold the chunks they list")

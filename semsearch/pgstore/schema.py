@@ -21,7 +21,9 @@ from typing import Any
 
 from semsearch.errors import IndexVersionError
 
-SCHEMA_VERSION = 2  # 2: postings (BM25 reads a term's chunks from an index, not each chunk's tsvector)
+# 2: postings (BM25 reads a term's chunks from an index, not each chunk's tsvector).
+# 3: a removed file's chunks are removed by its row alone (their own rows are no longer updated).
+SCHEMA_VERSION = 3
 REGISTRY = "semsearch"
 
 REGISTRY_SQL = f"""
@@ -142,6 +144,10 @@ MIGRATIONS: dict[int, list[str]] = {
         "DROP INDEX IF EXISTS chunks_lex",
         "ANALYZE postings",
     ],
+    # 3: no statement: schema 2 marked a removed file's chunks and the file together, so its rows
+    # read the same; the version keeps readers of schema 2 (which look at the chunks' marks only)
+    # away from a build whose chunks are no longer marked.
+    3: [],
 }
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from semsearch.lexicon import tsvectors
 from semsearch.pgstore.schema import POSTINGS_INDEX_SQL, hnsw_index_sql, post_chunks, unpost_chunks
-from semsearch.store.database import decode_signatures, decode_walk_settings, reusable_vectors, visible
+from semsearch.store.database import decode_signatures, decode_walk_settings, reusable_vectors, under_keys, visible
 from semsearch.store.writer import FileRow, FinalizeReport
 
 if TYPE_CHECKING:
@@ -43,6 +43,13 @@ def clean(text: str | None) -> str | None:
     except UnicodeEncodeError:
         text = text.encode("utf-8", "replace").decode("utf-8")
     return text
+
+
+def removed_at(generation: str) -> str:
+    """SQL: the chunk ``c`` was removed by a generation *generation* (``"= 5"``, ``"<= %s"``): its
+    file's row says so (schema 3; schema 2 marked the chunks' rows too). A file removed by the
+    generation that added it is deleted at once (remove_file), so these chunks are older."""
+    return f"c.file_id IN (SELECT f.id FROM files f WHERE f.gen_removed IS NOT NULL AND f.gen_removed {generation})"
 
 
 class PgWriter:
@@ -163,11 +170,9 @@ class PgWriter:
             self.conn.execute("DELETE FROM chunks WHERE file_id = %s", (file_id,))
             self.conn.execute("DELETE FROM files WHERE id = %s", (file_id,))
         else:
+            # The file's row says it (schema 3): its chunks' rows are left as they are, as a new
+            # row version of a chunk is a new entry in the HNSW graph (109 ms for 10 at 1M).
             self.conn.execute("UPDATE files SET gen_removed = %s WHERE id = %s", (self.working, file_id))
-            self.conn.execute(
-                "UPDATE chunks SET gen_removed = %s WHERE file_id = %s AND gen_removed IS NULL",
-                (self.working, file_id),
-            )
 
     def add_file(
         self,
@@ -225,15 +230,17 @@ class PgWriter:
         wanted = [(clean(c.text) or "", clean(c.context) or "") for c in chunks]
         return reusable_vectors(wanted, sources, rows_of)
 
-    def live_file_stats(self) -> dict[bytes, tuple[int, int, str]]:
+    def live_file_stats(self, under: Sequence[bytes] | None = None) -> dict[bytes, tuple[int, int, str]]:
         self.flush()
-        query = f"SELECT path, size, mtime_ns, kind FROM files WHERE {visible(self.working)}"
-        return {bytes(r[0]): (int(r[1]), int(r[2]), str(r[3])) for r in self.conn.execute(query)}
+        where, params = under_keys(under, "%s")
+        query = f"SELECT path, size, mtime_ns, kind FROM files WHERE {visible(self.working)} AND {where}"
+        return {bytes(r[0]): (int(r[1]), int(r[2]), str(r[3])) for r in self.conn.execute(query, params)}
 
-    def live_files(self) -> Iterator[tuple[int, bytes]]:
+    def live_files(self, under: Sequence[bytes] | None = None) -> Iterator[tuple[int, bytes]]:
         self.flush()
-        rows = self.conn.execute(f"SELECT id, path FROM files WHERE {visible(self.working)}").fetchall()
-        yield from ((int(r[0]), bytes(r[1])) for r in rows)
+        where, params = under_keys(under, "%s")
+        rows = self.conn.execute(f"SELECT id, path FROM files WHERE {visible(self.working)} AND {where}", params)
+        yield from ((int(r[0]), bytes(r[1])) for r in rows.fetchall())
 
     # -- settings kept with the index ----------------------------------------------------------
 
@@ -274,10 +281,9 @@ class PgWriter:
     def pending_changes(self) -> tuple[int, int]:
         self.flush()
         row = self.conn.execute(
-            "SELECT count(*) FILTER (WHERE gen_added = %s AND gen_removed IS NULL), "
-            "count(*) FILTER (WHERE gen_removed = %s AND gen_added < %s) FROM chunks "
-            "WHERE gen_added = %s OR gen_removed = %s",
-            (self.working, self.working, self.working, self.working, self.working),
+            "SELECT (SELECT count(*) FROM chunks WHERE gen_added = %s AND gen_removed IS NULL), "
+            f"(SELECT count(*) FROM chunks c WHERE {removed_at('= %s')})",
+            (self.working, self.working),
         ).fetchone()
         assert row is not None
         return int(row[0]), int(row[1])
@@ -321,22 +327,21 @@ class PgWriter:
             self._vacuum()
             if progress is not None:
                 progress(added, added)
-        self._count_terms(+1, f"gen_added = {self.working} AND gen_removed IS NULL")
-        self._count_terms(-1, f"gen_removed = {self.working} AND gen_added < {self.working}")
+        self._count_terms(+1, f"c.gen_added = {self.working} AND c.gen_removed IS NULL")
+        self._count_terms(-1, removed_at(f"= {self.working}"))
         self.conn.execute("DELETE FROM lexemes WHERE df <= 0")
         self._post()
         # Rows removed by an earlier generation go now: a reader still on the last one sees them.
-        purged = f"c.gen_removed IS NOT NULL AND c.gen_removed <= {self.committed}"
+        purged = removed_at(f"<= {self.committed}")
         self.conn.execute(unpost_chunks(purged))
         self.conn.execute(f"DELETE FROM chunks c WHERE {purged}")
         self.conn.execute(f"DELETE FROM files WHERE gen_removed IS NOT NULL AND gen_removed <= {self.committed}")
         # The live count and term total from the last generation's and this one's changes: counting
         # every live row read the whole table at each update (70 ms at 100,000 chunks).
         row = self.conn.execute(
-            "SELECT coalesce(sum(lex_len) FILTER (WHERE gen_added = %s AND gen_removed IS NULL), 0), "
-            "coalesce(sum(lex_len) FILTER (WHERE gen_removed = %s AND gen_added < %s), 0) FROM chunks "
-            "WHERE gen_added = %s OR gen_removed = %s",
-            (self.working, self.working, self.working, self.working, self.working),
+            "SELECT (SELECT coalesce(sum(lex_len), 0) FROM chunks WHERE gen_added = %s AND gen_removed IS NULL), "
+            f"(SELECT coalesce(sum(lex_len), 0) FROM chunks c WHERE {removed_at('= %s')})",
+            (self.working, self.working),
         ).fetchone()
         assert row is not None
         count = int(self._meta("vector_count") or 0) + added - removed
@@ -390,10 +395,10 @@ class PgWriter:
             self.conn.autocommit = False
 
     def _count_terms(self, sign: int, where: str) -> None:
-        """Add (or take away) the chunks matched by *where* from each term's document count."""
+        """Add (or take away) the chunks matched by *where* (``c``) from each term's document count."""
         self.conn.execute(
             "INSERT INTO lexemes (term, df) "
-            f"SELECT t, {int(sign)} * count(*) FROM chunks, unnest(tsvector_to_array(lex)) AS t WHERE {where} "
+            f"SELECT t, {int(sign)} * count(*) FROM chunks c, unnest(tsvector_to_array(c.lex)) AS t WHERE {where} "
             "GROUP BY t ON CONFLICT (term) DO UPDATE SET df = lexemes.df + excluded.df"
         )
 

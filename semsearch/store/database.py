@@ -167,6 +167,21 @@ def visible(gen: int, alias: str = "") -> str:
     return f"{p}gen_added <= {int(gen)} AND ({p}gen_removed IS NULL OR {p}gen_removed > {int(gen)})"
 
 
+def under_keys(keys: Sequence[bytes] | None, mark: str) -> tuple[str, list[bytes]]:
+    """SQL on ``path`` for the files at or under the path *keys* (a whole-project key, or None:
+    every file), with its parameters; *mark* is the driver's placeholder. Range conditions, so
+    the path index answers a one-file update without reading every file's row."""
+    if keys is None or b"." in keys:
+        return "1 = 1", []
+    terms, params = [], []
+    for key in keys:
+        # Below key/: from "key/" up to "key0" ("0" follows "/"): the path index reads a range.
+        below = key if key.endswith(b"/") else key + b"/"
+        terms.append(f"path = {mark} OR (path >= {mark} AND path < {mark})")
+        params += [key, below, below[:-1] + b"0"]
+    return "(" + " OR ".join(terms) + ")" if terms else "1 = 0", params
+
+
 def reusable_vectors(
     wanted: Sequence[tuple[str, str]],
     sources: Iterable[int],

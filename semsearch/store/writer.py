@@ -23,6 +23,7 @@ from semsearch.store.database import (
     has_column,
     open_error,
     reusable_vectors,
+    under_keys,
     visible,
 )
 from semsearch.store.format import IndexManifest
@@ -233,15 +234,20 @@ class IndexWriter(SegmentWriter):
 
         return reusable_vectors([(c.text, c.context) for c in chunks], sources, rows_of)
 
-    def live_file_stats(self) -> dict[bytes, tuple[int, int, str]]:
-        """(size, mtime_ns, kind) of every file of the next generation by path key: what an
-        update compares each file on disk with (one query, and no object per file)."""
-        query = f"SELECT path, size, mtime_ns, kind FROM files WHERE {visible(self.working)}"
-        return {row[0]: row[1:] for row in self.conn.execute(query)}
+    def live_file_stats(self, under: Sequence[bytes] | None = None) -> dict[bytes, tuple[int, int, str]]:
+        """(size, mtime_ns, kind) of every file of the next generation (or those at or under the
+        path keys *under*) by path key: what an update compares each file on disk with (one
+        query, and no object per file)."""
+        where, params = under_keys(under, "?")
+        query = f"SELECT path, size, mtime_ns, kind FROM files WHERE {visible(self.working)} AND {where}"
+        return {row[0]: row[1:] for row in self.conn.execute(query, params)}
 
-    def live_files(self) -> Iterator[tuple[int, bytes]]:
-        """(id, path key) of every file in the next generation."""
-        yield from self.conn.execute(f"SELECT id, path FROM files WHERE {visible(self.working)}").fetchall()
+    def live_files(self, under: Sequence[bytes] | None = None) -> Iterator[tuple[int, bytes]]:
+        """(id, path key) of every file in the next generation (or those at or under *under*)."""
+        where, params = under_keys(under, "?")
+        yield from self.conn.execute(
+            f"SELECT id, path FROM files WHERE {visible(self.working)} AND {where}", params
+        ).fetchall()
 
     def set_roots(self, roots: Sequence[str]) -> None:
         self._begin()
