@@ -370,7 +370,7 @@ def synthetic(n: int, args: argparse.Namespace, server: Any) -> dict[str, Any]:
         started = time.perf_counter()
         try:
             with Index.create(url, provider=SyntheticModel(gen, args.seed + 1), vector_index="pgvector",
-                              vector_params={"type": "vector", "m": 16, "ef_construction": 64}) as pg:  # fmt: skip
+                              vector_params={"type": "vector"}) as pg:  # fmt: skip
                 s = pg.update([project / "synthetic"])
             indexes["pg-vector"] = {"where": url, "build_s": time.perf_counter() - started,
                                     "hnsw_s": HNSW_SECONDS[-1] if HNSW_SECONDS else s.graph_seconds,

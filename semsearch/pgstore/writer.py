@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from semsearch.lexicon import tsvectors
 from semsearch.pgstore.schema import POSTINGS_INDEX_SQL, hnsw_index_sql, post_chunks, unpost_chunks
 from semsearch.store.database import decode_signatures, decode_walk_settings, reusable_vectors, under_keys, visible
+from semsearch.vectors.pgvector import BACKEND
 from semsearch.store.writer import FileRow, FinalizeReport
 
 if TYPE_CHECKING:
@@ -319,7 +320,7 @@ class PgWriter:
                 (f"{need_mb}MB", need_mb << 20),
             )
             self.conn.execute(
-                hnsw_index_sql(self.vector_type, int(params.get("m", 16)), int(params.get("ef_construction", 64)))
+                hnsw_index_sql(self.vector_type, *BACKEND.build_identity(params)[1:])
             )
             self._post()  # and their index, over every row at once
             self.conn.execute(POSTINGS_INDEX_SQL)

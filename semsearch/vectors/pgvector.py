@@ -11,6 +11,11 @@ from typing import Any
 from semsearch.errors import InvalidOptionError
 
 TYPES = ("halfvec", "vector")
+# The local engine's graph (hnswlib's M 32, ef_construction 100). At a million chunks of clustered
+# synthetic vectors, m 16 / ef_construction 64 left recall@10 at 0.87 (ef_search 400) and 0.90
+# even at 1,600; m 32 reached 0.99 (benchmarks/RESULTS.md), for about twice the graph's build.
+M = 32
+EF_CONSTRUCTION = 100
 
 
 class PgvectorParameters:
@@ -18,17 +23,15 @@ class PgvectorParameters:
     rebuild_fraction = 1.0
 
     def default_params(self) -> dict[str, Any]:
-        # halfvec: half the table and index of vector, the same ranking. ef_construction 64: at
-        # 100,000 chunks 128 searched 1.4x slower for the same recall (1.0) and built 2x longer;
-        # at a million it took recall@10 from 0.80 to 0.94 (benchmarks/RESULTS.md): pass it in
-        # vector_params for an index that big. An index keeps the parameters it was built with.
-        return {"type": "halfvec", "m": 16, "ef_construction": 64}
+        # halfvec: half the table and index of vector, the same ranking. An index keeps the
+        # parameters it was built with (builds made before this default: m 16, ef_construction 64).
+        return {"type": "halfvec", "m": M, "ef_construction": EF_CONSTRUCTION}
 
     def build_identity(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         kind = params.get("type", "halfvec")
         if kind not in TYPES:
             raise InvalidOptionError(f"pgvector's type is one of {', '.join(TYPES)} (got {kind!r})")
-        return (kind, int(params.get("m", 16)), int(params.get("ef_construction", 64)))
+        return (kind, int(params.get("m", M)), int(params.get("ef_construction", EF_CONSTRUCTION)))
 
     def _in_database(self, *args: object, **kwargs: object) -> Any:
         raise InvalidOptionError("a pgvector index lives in PostgreSQL: open it by its URL")
