@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from semsearch.engines import existing_manifest, is_postgres, open_reader
 from semsearch.errors import IndexExistsError, IndexNotFoundError, InvalidOptionError
-from semsearch.index_settings import IndexSettings, checked_settings, index_options, update_provider
+from semsearch.index_settings import (
+    REMOTE_FIELDS,
+    IndexSettings,
+    checked_settings,
+    index_options,
+    remote_settings,
+    update_provider,
+)
 from semsearch.location import INDEX_ENV as INDEX_ENV  # re-exported: these names were defined here
 from semsearch.location import absolute, find_index, url_of
 from semsearch.querying import MAX_HITS as MAX_HITS
@@ -335,7 +342,9 @@ class Index(IndexQueries):
         def update(paths: list[Path] | None, wait: float) -> IndexSummary:
             # The index's own settings (none given: its model too, see _provider): what another
             # run made of it meanwhile stays.
-            following = IndexSettings(device=self.settings.device)
+            following = IndexSettings(
+                device=self.settings.device, **{name: getattr(self.settings, name) for name in REMOTE_FIELDS}
+            )
             # The change is searchable at once; a merge it makes due waits for a quiet second.
             return self._update(paths, following, wait=wait, on_event=on_event, merge=False)
 
@@ -374,12 +383,21 @@ class Index(IndexQueries):
                 self._query_embedders[fingerprint] = self._provider_override.query_embedder()
             else:
                 from semsearch.models import query_embedder, registered_models
+                from semsearch.models.remote import is_remote
+
+                remote = remote_settings(self.settings)
 
                 def load() -> QueryEmbedder:
-                    return query_embedder(manifest.model, self._on_note, threads=self.query_threads)
+                    return query_embedder(manifest.model, self._on_note, threads=self.query_threads, remote=remote)
 
-                # The server loads a local model's export on one thread: not a registered model's.
-                if self.model_server and self.query_threads == 1 and manifest.model.name not in registered_models():
+                # The server loads a local model's export on one thread: not a registered or served model's.
+                name = manifest.model.name
+                if (
+                    self.model_server
+                    and self.query_threads == 1
+                    and name not in registered_models()
+                    and not is_remote(name)
+                ):
                     from semsearch.models.resident import resident_embedder
 
                     self._query_embedders[fingerprint] = resident_embedder(manifest.model, load, self._on_note)

@@ -18,10 +18,13 @@ from semsearch.errors import InvalidOptionError, SemsearchError
 if TYPE_CHECKING:
     from semsearch.chunk import ChunkSettings
     from semsearch.indexing import IndexOptions, Tuning
-    from semsearch.models import ModelProvider
+    from semsearch.models import ModelProvider, RemoteSettings
     from semsearch.store import IndexManifest
 
-__all__ = ["IndexSettings", "checked_settings", "chunk_settings", "index_options", "update_provider"]
+__all__ = [
+    "REMOTE_FIELDS", "IndexSettings", "checked_settings", "chunk_settings", "index_options", "remote_settings",
+    "update_provider",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,39 @@ class IndexSettings:
     device: str = "auto"
     vector_index: str | None = None  # the vector engine (None: the index's own, else hnsw)
     vector_params: Mapping[str, Any] | None = None
+    # A served model (model="openai:NAME"): its endpoint (None: the index's recorded one, else
+    # OPENAI_BASE_URL, else OpenAI's), the variable holding its key (never stored), requests at
+    # once, texts per request, and prompts (None: those its family is known to need).
+    api_base: str | None = None
+    api_key_env: str | None = None
+    api_concurrency: int | None = None
+    api_batch: int | None = None
+    api_timeout: float | None = None  # seconds a request may take
+    api_retries: int | None = None  # attempts after the first (429, 5xx, timeouts, lost connections)
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+
+
+REMOTE_FIELDS = (
+    "api_base", "api_key_env", "api_concurrency", "api_batch", "api_timeout", "api_retries", "query_prompt", "document_prompt",
+)  # fmt: skip
+
+
+def remote_settings(s: IndexSettings) -> RemoteSettings:
+    """What a served model's requests use, from *s* (the defaults where it names nothing)."""
+    from semsearch.models import RemoteSettings
+
+    base = RemoteSettings()
+    return RemoteSettings(
+        api_base=s.api_base,
+        api_key_env=s.api_key_env or base.api_key_env,
+        batch=s.api_batch or base.batch,
+        concurrency=s.api_concurrency or base.concurrency,
+        timeout=float(s.api_timeout) if s.api_timeout else base.timeout,
+        retries=base.retries if s.api_retries is None else s.api_retries,
+        query_prompt=s.query_prompt,
+        document_prompt=s.document_prompt,
+    )
 
 
 def checked_settings(given: Mapping[str, Any]) -> IndexSettings:
@@ -49,6 +85,16 @@ def checked_settings(given: Mapping[str, Any]) -> IndexSettings:
         settings = IndexSettings(**given)
     except TypeError as exc:
         raise InvalidOptionError(str(exc).replace("IndexSettings.__init__()", "Index")) from None
+    for name, least in (("api_concurrency", 1), ("api_batch", 1), ("api_retries", 0)):
+        value = getattr(settings, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+            raise InvalidOptionError(
+                f"{{{name}}} must be a whole number, at least {least} (got {value!r})", options=(name,)
+            )
+    timeout = settings.api_timeout
+    if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0):
+        raise InvalidOptionError(f"{{api_timeout}} must be a number of seconds above 0 (got {timeout!r})",
+                                 options=("api_timeout",))  # fmt: skip
     size = settings.max_file_size
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
         raise InvalidOptionError(
@@ -150,6 +196,8 @@ def update_provider(
     # No model asked for: the index's own (a plain `semsearch index` never rebuilds an index
     # with another model); the bundled one for a new index.
     name = settings.model if settings.model is not None else (known.name if known is not None else None)
-    return model_provider(
-        name, ModelOptions(device=settings.device, precision=settings.precision, known=known, on_note=on_note)
-    )
+    options = ModelOptions(
+        device=settings.device, precision=settings.precision, known=known, on_note=on_note,
+        remote=remote_settings(settings),
+    )  # fmt: skip
+    return model_provider(name, options)

@@ -293,7 +293,7 @@ def test_several_projects_share_one_database(
             assert paths == {f"{topic}.md"}
 
 
-def test_a_local_query_never_imports_psycopg(tmp_path: Path) -> None:
+def test_a_local_query_never_imports_psycopg_or_httpx(tmp_path: Path) -> None:
     import subprocess
     import sys
 
@@ -311,7 +311,7 @@ def test_a_local_query_never_imports_psycopg(tmp_path: Path) -> None:
         "from semsearch.cli import main\n"
         "sys.argv = ['semsearch', 'query', 'gambit castling', '-l']\n"
         "try:\n    main(fast_exit=False)\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('psycopg', 'pgvector') if m in sys.modules), file=sys.stderr)\n"
+        "print(sorted(m for m in ('psycopg', 'pgvector', 'httpx') if m in sys.modules), file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, timeout=120)
     assert result.stderr.decode().strip().splitlines()[-1] == "[]", result.stderr.decode()

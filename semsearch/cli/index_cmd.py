@@ -58,8 +58,39 @@ _MODEL = typer.Option(
     None,
     "--model",
     envvar="SEMSEARCH_MODEL",
-    help="sentence-transformers model name or folder [default: bundled all-MiniLM-L6-v2].",
+    help="sentence-transformers model name or folder, or openai:NAME for a model served by an "
+    "OpenAI-compatible endpoint (see --api-base) [default: bundled all-MiniLM-L6-v2].",
 )
+_API_BASE = typer.Option(
+    None,
+    "--api-base",
+    metavar="URL",
+    help="For --model openai:NAME: the OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (Ollama) "
+    "[default: the index's own, else $OPENAI_BASE_URL, else OpenAI's].",
+)
+_API_KEY_ENV = typer.Option(
+    None,
+    "--api-key-env",
+    metavar="VAR",
+    help="The environment variable holding the endpoint's key (its name is kept, never the key) "
+    "[default: the index's own, else OPENAI_API_KEY].",
+)
+_API_CONCURRENCY = typer.Option(None, "--api-concurrency", min=1, help="Requests at once [default: 4].")
+_API_BATCH = typer.Option(None, "--api-batch", min=1, help="Texts per request [default: 64; halved on 413].")
+_API_TIMEOUT = typer.Option(None, "--api-timeout", min=0.001, help="Seconds a request may take [default: 120].")
+_API_RETRIES = typer.Option(
+    None,
+    "--api-retries",
+    min=0,
+    help="Attempts after the first on 429, 5xx, timeouts and lost connections [default: 6].",
+)
+_QUERY_PROMPT = typer.Option(
+    None, "--query-prompt", help="Text put before each query, as some models need (e.g. 'query: ') "
+    "[default: the model family's known one].",
+)  # fmt: skip
+_DOCUMENT_PROMPT = typer.Option(
+    None, "--document-prompt", help="Text put before each chunk (e.g. 'passage: ') [default: the family's known one].",
+)  # fmt: skip
 _CHUNK_TOKENS = _kept("--chunk-tokens", help="Chunk size in cl100k tokens [default: the index's own, else 128].")
 _OVERLAP_TOKENS = _kept(
     "--overlap-tokens", help="Tokens shared by neighbouring chunks [default: the index's own, else 32]."
@@ -123,6 +154,14 @@ def index(
     quiet: bool = _QUIET,
     verbose: bool = _VERBOSE,
     source: Path | None = _FROM,
+    api_base: str | None = _API_BASE,
+    api_key_env: str | None = _API_KEY_ENV,
+    api_concurrency: int | None = _API_CONCURRENCY,
+    api_batch: int | None = _API_BATCH,
+    api_timeout: float | None = _API_TIMEOUT,
+    api_retries: int | None = _API_RETRIES,
+    query_prompt: str | None = _QUERY_PROMPT,
+    document_prompt: str | None = _DOCUMENT_PROMPT,
 ) -> None:
     """Index files and folders (re-embeds only what changed).
 
@@ -148,6 +187,14 @@ def index(
             notebook_outputs=notebook_outputs,
             precision=precision,
             device=device,
+            api_base=api_base,
+            api_key_env=api_key_env,
+            api_concurrency=api_concurrency,
+            api_batch=api_batch,
+            api_timeout=api_timeout,
+            api_retries=api_retries,
+            query_prompt=query_prompt,
+            document_prompt=document_prompt,
         )
         if source is not None:
             _publish(target, source, paths, wait=wait, quiet=quiet, err=err)

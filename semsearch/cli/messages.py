@@ -31,6 +31,13 @@ FLAGS = {
     "changed_before": "--changed-before",
     "target": "PATH[:LINE]",
     "ocr": "--ocr",
+    "model": "--model",
+    "api_base": "--api-base",
+    "api_key_env": "--api-key-env",
+    "api_concurrency": "--api-concurrency",
+    "api_batch": "--api-batch",
+    "api_timeout": "--api-timeout",
+    "api_retries": "--api-retries",
 }
 REMEDIES = {
     "rebuild": "{message}; run `semsearch index --rebuild`",

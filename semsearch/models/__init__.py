@@ -2,7 +2,8 @@
 
 A model name resolves, in order, to a model registered with :func:`register_model` (a plugin, or a
 test's small fake), else to a local sentence-transformers model (:class:`LocalModel`: the bundled
-default, a folder, or the local Hugging Face cache). Nothing heavy is imported here: torch,
+default, a folder, or the local Hugging Face cache), or for ``openai:NAME`` to a model served by an
+OpenAI-compatible embeddings endpoint (:class:`semsearch.models.remote.RemoteModel`). Nothing heavy is imported here: torch,
 sentence-transformers and onnxruntime load inside the embedders that use them.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from semsearch.models.base import Embedder, ModelInfo, ModelProvider, QueryEmbedder
+from semsearch.models.remote import RemoteSettings, is_remote
 from semsearch.models.resolve import DEFAULT_MODEL
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "ModelOptions",
     "ModelProvider",
     "QueryEmbedder",
+    "RemoteSettings",
     "model_provider",
     "query_embedder",
     "register_model",
@@ -41,6 +44,7 @@ class ModelOptions:
     precision: str = "auto"
     known: ModelInfo | None = None  # the model an existing index recorded (keeps its precision)
     on_note: Callable[[str], None] = field(default=_quiet, compare=False)
+    remote: RemoteSettings | None = None  # a served model's (``openai:NAME``) endpoint and limits
 
 
 ModelFactory = Callable[[ModelOptions], ModelProvider]
@@ -66,6 +70,10 @@ def model_provider(name: str | None, options: ModelOptions | None = None) -> Mod
     factory = _REGISTRY.get(name or "")
     if factory is not None:
         return factory(options)
+    if is_remote(name):
+        from semsearch.models.remote import RemoteModel
+
+        return RemoteModel(str(name), options.remote, known=options.known, on_note=options.on_note)
     from semsearch.models.local import LocalModel
 
     return LocalModel(
@@ -73,13 +81,23 @@ def model_provider(name: str | None, options: ModelOptions | None = None) -> Mod
     )
 
 
-def query_embedder(info: ModelInfo, on_note: Callable[[str], None] = _quiet, threads: int = 1) -> QueryEmbedder:
+def query_embedder(
+    info: ModelInfo,
+    on_note: Callable[[str], None] = _quiet,
+    threads: int = 1,
+    remote: RemoteSettings | None = None,
+) -> QueryEmbedder:
     """The embedder for the queries of an index built with *info*'s model (the fastest that
-    reproduces it: the ONNX export when it is there, else sentence-transformers); *threads*, the
-    CPU threads one query may use (the bundled models' ONNX path)."""
+    reproduces it: the ONNX export when it is there, else sentence-transformers; a served model's
+    endpoint, as recorded unless *remote* names another); *threads*, the CPU threads one query
+    may use (the bundled models' ONNX path)."""
     factory = _REGISTRY.get(info.name)
     if factory is not None:
         return factory(ModelOptions(known=info, on_note=on_note)).query_embedder()
+    if is_remote(info.name):
+        from semsearch.models.remote import RemoteModel
+
+        return RemoteModel(info.name, remote, known=info, on_note=on_note).query_embedder()
     from semsearch.models.local import load_query_embedder
 
     return load_query_embedder(info, on_note, threads)

@@ -21,7 +21,10 @@ class ModelInfo:
     query_prompt: str = ""
     document_prompt: str = ""
     stamp: str = ""  # sizes and mtimes of the model files when the fingerprint was taken
-    precision: str = "fp32"  # how documents were embedded: fp32, int8 (ONNX), bf16 or fp16 (autocast)
+    precision: str = "fp32"  # how documents were embedded: fp32, int8 (ONNX), bf16 or fp16 (autocast), remote
+    endpoint: str = ""  # a served model's URL (models/remote.py), without credentials
+    key_env: str = ""  # the environment variable its key is read from (the name only, never the key)
+    probe: str = ""  # a served model's vectors of fixed texts (float16, base64): the model's identity check
 
 
 class QueryEmbedder(Protocol):

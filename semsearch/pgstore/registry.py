@@ -137,7 +137,7 @@ def open_writer(
                 if current.manifest.same_build(wanted):
                     _use(conn, current.schema)
                     _migrate(conn, current.schema)
-                    manifest = replace(current.manifest, vector_params=wanted.vector_params)
+                    manifest = replace(_reached(conn, current.manifest, wanted), vector_params=wanted.vector_params)
                     writer = PgWriter(conn, target, current.schema, manifest, index_dir, new_build=False)
                     return writer, current.manifest, ""
                 reason = _change_reason(current.manifest, wanted)
@@ -152,6 +152,16 @@ def open_writer(
         with contextlib.suppress(Exception):
             conn.close()
         raise
+
+
+def _reached(conn: psycopg.Connection[Any], manifest: IndexManifest, wanted: IndexManifest) -> IndexManifest:
+    """*manifest* with a served model's endpoint as given on this run, stored in the build the
+    search path names (later runs and queries use it)."""
+    reached = manifest.with_access(wanted)
+    if reached is not manifest:
+        conn.execute("UPDATE meta SET value = %s WHERE key = 'manifest'", (reached.to_json(),))
+        conn.commit()
+    return reached
 
 
 def _change_reason(current: IndexManifest, wanted: IndexManifest) -> str:
@@ -202,7 +212,7 @@ def _new_build(
             if pending.same_build(wanted):
                 conn.commit()
                 _use(conn, building)
-                return building, pending, True
+                return building, _reached(conn, pending, wanted), True
         if _schema_exists(conn, building):
             conn.execute(f'DROP SCHEMA "{building}" CASCADE')
     epoch = int(time.time() * 1000)

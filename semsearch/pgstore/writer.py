@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from semsearch.lexicon import tsvectors
 from semsearch.pgstore.schema import POSTINGS_INDEX_SQL, hnsw_index_sql, post_chunks, unpost_chunks
 from semsearch.store.database import decode_signatures, decode_walk_settings, reusable_vectors, under_keys, visible
-from semsearch.vectors.pgvector import BACKEND
 from semsearch.store.writer import FileRow, FinalizeReport
+from semsearch.vectors.pgvector import BACKEND
 
 if TYPE_CHECKING:
     import numpy as np
@@ -319,9 +319,7 @@ class PgWriter:
                 "WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < %s",
                 (f"{need_mb}MB", need_mb << 20),
             )
-            self.conn.execute(
-                hnsw_index_sql(self.vector_type, *BACKEND.build_identity(params)[1:])
-            )
+            self.conn.execute(hnsw_index_sql(self.vector_type, *BACKEND.build_identity(params)[1:]))
             self._post()  # and their index, over every row at once
             self.conn.execute(POSTINGS_INDEX_SQL)
             self.conn.commit()

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,9 @@ class IndexManifest:
     def to_json(self) -> str:
         data = asdict(self)
         data[self.vector_index] = data.pop("vector_params")
+        for key in ("endpoint", "key_env", "probe"):  # a served model's only (older versions read the rest)
+            if not data["model"][key]:
+                del data["model"][key]
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def same_build(self, other: IndexManifest) -> bool:
@@ -116,6 +119,22 @@ class IndexManifest:
             other.chunking,
             engine.build_identity(other.vector_params),
         )
+
+    def with_access(self, wanted: IndexManifest) -> IndexManifest:
+        """This manifest with *wanted*'s way to reach a served model (its endpoint and key's
+        variable, given on this run): the build is the same, and later runs and queries use them."""
+        mine, theirs = self.model, wanted.model
+        if (
+            mine.name != theirs.name
+            or not theirs.endpoint
+            or (mine.endpoint, mine.key_env)
+            == (
+                theirs.endpoint,
+                theirs.key_env,
+            )
+        ):
+            return self
+        return replace(self, model=replace(mine, endpoint=theirs.endpoint, key_env=theirs.key_env))
 
     @classmethod
     def from_json(cls, text: str, source: Path) -> IndexManifest:

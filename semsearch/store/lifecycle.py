@@ -51,10 +51,11 @@ def open_writer(
     if current is not None and not rebuild:
         if current.same_build(wanted):
             check_current_database(index_dir, current)  # never a new empty database in its place
-            manifest = replace(current, vector_params=wanted.vector_params, format_version=FORMAT_VERSION)
+            reached = current.with_access(wanted)  # a served model's endpoint given anew is kept
+            manifest = replace(reached, vector_params=wanted.vector_params, format_version=FORMAT_VERSION)
             writer = IndexWriter(index_dir, manifest, new_build=False)  # upgrades an older chunks_fts
-            if current.format_version != FORMAT_VERSION:
-                current = replace(current, format_version=FORMAT_VERSION)
+            if current.format_version != FORMAT_VERSION or reached is not current:
+                current = replace(reached, format_version=FORMAT_VERSION)
                 files.write_atomic(index_dir / MANIFEST, current.to_json().encode())
             return writer, current, ""
         reason = _change_reason(current, wanted)
@@ -66,7 +67,10 @@ def open_writer(
     except SemsearchError:
         pending = None
     if pending is not None and pending.same_build(wanted) and not rebuild and (index_dir / pending.database).exists():
-        pending = replace(pending, format_version=FORMAT_VERSION)
+        reached = pending.with_access(wanted)
+        if reached is not pending:
+            files.write_atomic(index_dir / BUILDING, reached.to_json().encode())
+        pending = replace(reached, format_version=FORMAT_VERSION)
         return IndexWriter(index_dir, pending, new_build=True), current, reason or "resuming an interrupted build"
     # Past every database in the folder too: one of an unreadable manifest may still hold the roots.
     found = [int(m.group(1)) for p in own_files(index_dir, DATABASE_FILE) if (m := DATABASE_FILE.fullmatch(p.name))]
