@@ -108,6 +108,8 @@ class IndexProgress:
         self.progress: Any = None
         self.task: Any = None
         self.ocr_task: Any = None  # a second bar while a scanned file is read (from the reading thread)
+        self.requests_task: Any = None  # a served model's requests and tokens so far
+        self._requests = ""
         self.plain = plain and not enabled
         self.clock = clock
         self._phase = ""
@@ -168,6 +170,10 @@ class IndexProgress:
             self.progress.update(
                 self.task, description="vector graph", total=event.total, completed=event.done, unit="chunks"
             )
+        elif event.kind == "requests":  # a served model: what was sent so far
+            if self.requests_task is None:
+                self.requests_task = self.progress.add_task("", total=None, unit="")
+            self.progress.update(self.requests_task, description=f"embedding server: {event.text}")
         elif event.kind == "ocr":
             from semsearch.output import display_path, escape_name
 
@@ -184,6 +190,9 @@ class IndexProgress:
 
     def _plain_line(self, event: IndexEvent) -> None:
         """A plain line when a phase starts, then at most one per PLAIN_EVERY seconds."""
+        if event.kind == "requests":
+            self._requests = event.text  # said with the next indexing line
+            return
         phases = {"scan": "scanning", "plan": "indexing", "file": "indexing", "ocr": "indexing", "graph": "graph"}
         phase = phases.get(event.kind)
         if phase is None:
@@ -209,7 +218,10 @@ class IndexProgress:
             rate = event.done / elapsed
             left = f", about {_minutes((event.total - event.done) / rate)} left" if rate > 0 else ""
             share = f"{100 * event.done / event.total:.0f}%"
-            self._say(f"indexing: {share} ({_megabytes(event.done)} of {_megabytes(event.total)}), {_rate(rate)}{left}")
+            sent = f"; embedding server: {self._requests}" if self._requests else ""
+            self._say(
+                f"indexing: {share} ({_megabytes(event.done)} of {_megabytes(event.total)}), {_rate(rate)}{left}{sent}"
+            )
         elif event.kind == "graph":
             self._say(f"vector graph: {event.done} of {event.total} chunks")
         elif event.kind == "ocr":

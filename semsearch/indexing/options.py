@@ -95,7 +95,7 @@ class IndexOptions:
 class IndexEvent:
     """Progress reported to the caller (the library never prints)."""
 
-    kind: str  # "message" | "warning" | "skip" | "scan" | "plan" | "file" | "embed" | "graph" | "ocr"
+    kind: str  # "message" | "warning" | "skip" | "scan" | "plan" | "file" | "embed" | "graph" | "ocr" | "requests"
     text: str = ""
     done: int = 0
     total: int = 0

@@ -352,10 +352,14 @@ class Pipeline:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.empty((len(texts), dim), dtype=np.float32)
         step = self.tuning.embed_slice
+        traffic = getattr(embedder, "traffic", None)  # a served model's requests and tokens
         for start in range(0, len(order), step):
             idx = order[start : start + step]
             out[idx] = embedder.embed_documents([texts[i] for i in idx])
             tick((start + len(idx)) / len(order))
+            if traffic is not None:
+                tokens = f", {traffic.tokens:,} tokens" if traffic.tokens else ""
+                self.on_event(IndexEvent("requests", f"{traffic.requests:,} requests{tokens}", traffic.requests))
         self.summary.embed_seconds += time.perf_counter() - started
         self.summary.tokens_embedded += int(sum(lengths))
         return out

@@ -283,6 +283,11 @@ class RemoteEmbedder:
         compare(self._check[None, :], out[:1], self.info, self.client.base)
         return out[1:]
 
+    @property
+    def traffic(self) -> Traffic:
+        """Requests, texts and tokens sent so far (the progress bar shows them)."""
+        return self.client.traffic
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [max(1, len(t) // 4) for t in texts]  # the server's tokenizer is not at hand
 
