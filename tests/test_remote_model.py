@@ -219,10 +219,10 @@ def test_a_server_dying_mid_build_loses_nothing_and_the_next_run_resends_only_th
     server = Server("--fake", "--name", "fake-embed")
     try:
         server.control(die_after=6)  # the probe, then 5 batches of 4 chunks
-        with Index.create(tmp_path / ".semsearch", model="openai:fake-embed", api_base=server.base,
-                          api_batch=4, api_concurrency=1, api_retries=1, chunk_tokens=48) as index:  # fmt: skip
-            with pytest.raises(ModelError, match="connection refused"):
-                index.update([tmp_path / "notes"], tuning=Tuning(group_chunks=8, embed_slice=8, commit_seconds=0))
+        index = Index.create(tmp_path / ".semsearch", model="openai:fake-embed", api_base=server.base,
+                             api_batch=4, api_concurrency=1, api_retries=1, chunk_tokens=48)  # fmt: skip
+        with index, pytest.raises(ModelError, match="connection refused"):
+            index.update([tmp_path / "notes"], tuning=Tuning(group_chunks=8, embed_slice=8, commit_seconds=0))
 
     finally:
         server.stop()
