@@ -4,6 +4,7 @@ scope (found by benchmarks/bench_postgres.py: both made scoped searches score ev
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FakeModel, write
@@ -85,3 +86,61 @@ def test_bigger_indexes_are_searched_wider() -> None:
     assert search_ef(1_000_000) == 2 * SEARCH_EF_FLOOR
     sizes = [10**5, 3 * 10**5, 10**6, 10**7]
     assert [search_ef(n) for n in sizes] == sorted(search_ef(n) for n in sizes)
+
+
+def _graph(reader: Any) -> tuple[int, int] | None:
+    from semsearch.pgstore import graph
+
+    return graph.current(reader._conn())
+
+
+def test_the_graph_is_sized_by_the_index_and_grows_with_it(
+    tmp_path: Path, pg_url: str, fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """m 16 for a small first build; once the index passes LARGE_ROWS, the next update builds the
+    bigger graph beside the old one (CREATE INDEX CONCURRENTLY: readers search the old one
+    meanwhile) and swaps it in."""
+    from semsearch.pgstore import graph
+
+    monkeypatch.setattr(graph, "LARGE_ROWS", 30)
+    with _build(tmp_path, pg_url, fake_model, monkeypatch) as index:
+        reader = index._open_searcher().reader
+        assert _graph(reader) == graph.SMALL
+        before = [h.chunk.path.name for h in index.search("gasket harbour", k=5, mode="semantic")]
+        for i in range(12, 40):
+            write(tmp_path / "docs" / f"f{i:02d}.txt", f"lantern copper {i}\n\nmeadow engine signal {i}\n")
+        index.update()
+        reader = index._open_searcher().reader
+        assert _graph(reader) == graph.LARGE
+        assert reader._rows("SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'chunks_embedding%%'")[0][0] == 1
+        assert [h.chunk.path.name for h in index.search("gasket harbour", k=5, mode="semantic")][:3] == before[:3]
+        assert index.status(check_disk=False, verify=True).problems == []
+
+
+def test_a_graph_left_half_grown_is_settled_by_the_next_update(
+    tmp_path: Path, pg_url: str, fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer killed while the bigger graph was built leaves it invalid (dropped next time) or
+    complete beside the old one (swapped in next time); queries work throughout."""
+    from semsearch.pgstore import graph
+
+    with _build(tmp_path, pg_url, fake_model, monkeypatch) as index:
+        reader = index._open_searcher().reader
+        conn = reader._conn()
+        # Complete beside the old one, as after a kill between the build and the swap.
+        conn.execute(graph.index_sql("halfvec", 24, 80, name=graph.NEXT))
+        assert index.search("river copper", k=3, mode="semantic")
+        write(tmp_path / "docs" / "extra.txt", "gasket lantern meadow\n")
+        index.update()
+        assert _graph(index._open_searcher().reader) == (24, 80)
+        # An invalid one (a concurrent build cut short) is dropped.
+        reader = index._open_searcher().reader
+        conn = reader._conn()
+        conn.execute(graph.index_sql("halfvec", 24, 80, name=graph.NEXT))
+        conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass(%s)", (graph.NEXT,))
+        write(tmp_path / "docs" / "extra2.txt", "harbour signal engine\n")
+        index.update()
+        reader = index._open_searcher().reader
+        names = reader._rows("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'chunks_embedding%%'")
+        assert names == [("chunks_embedding",)]
+        assert index.search("harbour signal engine", k=1, mode="semantic")[0].chunk.path.name == "extra2.txt"

@@ -122,13 +122,6 @@ def create_build(dim: int, vector_type: str) -> str:
     return _tables(dim, vector_type)
 
 
-def hnsw_index_sql(vector_type: str, m: int, ef_construction: int) -> str:
-    return (
-        f"CREATE INDEX IF NOT EXISTS chunks_embedding ON chunks USING hnsw (embedding {vector_type}_ip_ops) "
-        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
-    )
-
-
 # MIGRATIONS[n]: the statements that take a build from version n - 1 to n (1 is create_build).
 MIGRATIONS: dict[int, list[str]] = {
     # 2: postings for BM25, written for the chunks of the committed generation (a later one's are

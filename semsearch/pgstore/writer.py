@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsearch.lexicon import tsvectors
-from semsearch.pgstore.schema import POSTINGS_INDEX_SQL, hnsw_index_sql, post_chunks, unpost_chunks
+from semsearch.pgstore import graph
+from semsearch.pgstore.schema import POSTINGS_INDEX_SQL, post_chunks, unpost_chunks
 from semsearch.store.database import decode_signatures, decode_walk_settings, reusable_vectors, under_keys, visible
 from semsearch.store.writer import FileRow, FinalizeReport
-from semsearch.vectors.pgvector import BACKEND
 
 if TYPE_CHECKING:
     import numpy as np
@@ -306,20 +306,13 @@ class PgWriter:
         if not (added or removed or force or self.new_build):
             return None
         params = self.manifest.vector_params
-        built = self.conn.execute("SELECT to_regclass('chunks_embedding')").fetchone()
-        if built is None or built[0] is None:
-            # A first build: the graph over every row at once (pgvector's parallel build).
+        self._autocommit(graph.settle)  # a graph growing when a writer was killed
+        if graph.current(self.conn) is None:
+            # A first build: the graph over every row at once (pgvector's parallel build), in memory.
             if progress is not None:
                 progress(0, added)
-            # The graph is built fastest in memory: about twice the vectors' bytes (never lowered).
-            need = int(added * (self.manifest.model.dim * (2 if self.vector_type == "halfvec" else 4) + 256) * 2)
-            need_mb = max(64, min(need >> 20, 8192))
-            self.conn.execute(
-                "SELECT set_config('maintenance_work_mem', %s, false) "
-                "WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < %s",
-                (f"{need_mb}MB", need_mb << 20),
-            )
-            self.conn.execute(hnsw_index_sql(self.vector_type, *BACKEND.build_identity(params)[1:]))
+            graph.memory_for(self.conn, added, self.manifest.model.dim, self.vector_type)
+            self.conn.execute(graph.index_sql(self.vector_type, *graph.chosen(params, added)))
             self._post()  # and their index, over every row at once
             self.conn.execute(POSTINGS_INDEX_SQL)
             self.conn.commit()
@@ -364,6 +357,14 @@ class PgWriter:
         self.conn.commit()
         if large and not self.new_build:
             self._vacuum()
+        bigger = graph.outgrown(params, graph.current(self.conn), count)
+        if bigger is not None:
+            self.conn.commit()
+            if progress is not None:
+                progress(0, count)
+            self._autocommit(lambda conn: graph.grow(conn, self.vector_type, self.manifest.model.dim, count, bigger))
+            if progress is not None:
+                progress(count, count)
         if self.new_build:
             from semsearch.pgstore.registry import drop_old_builds
 
@@ -386,10 +387,14 @@ class PgWriter:
     def _vacuum(self) -> None:
         """Mark the postings' pages all-visible (outside a transaction), so that BM25 reads them
         from their index alone: 4x faster than visiting the table (benchmarks/RESULTS.md)."""
+        self._autocommit(lambda conn: conn.execute("VACUUM (ANALYZE) postings"))
+
+    def _autocommit(self, work: Callable[[Any], object]) -> None:
+        """*work(conn)* outside a transaction (what VACUUM and concurrent index builds need)."""
         self.conn.commit()
         self.conn.autocommit = True
         try:
-            self.conn.execute("VACUUM (ANALYZE) postings")
+            work(self.conn)
         finally:
             self.conn.autocommit = False
 
