@@ -4,10 +4,33 @@ the same terms, so both engines rank by the same BM25."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 
 TOKENIZE = "porter unicode61 remove_diacritics 2"
+# Chinese, Japanese and Korean are written without spaces between words, and FTS5's unicode61
+# reads a whole run of such characters as one token: no word inside it could be found. Each run
+# is read as its overlapping pairs of characters instead (Lucene's CJK bigrams): "图书馆" holds
+# "图书" and "书馆", and a query word is the phrase of its pairs.
+CJK = re.compile("[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff66-\uff9f]+")
+
+
+def _pairs(run: re.Match[str]) -> str:
+    text = run.group()
+    if len(text) == 1:
+        return f" {text} "
+    return " " + " ".join(text[i : i + 2] for i in range(len(text) - 1)) + " "
+
+
+def words(text: str) -> str:
+    """*text* as the lexical index reads it: each run of CJK characters as its overlapping pairs
+    (every other text unchanged)."""
+    if not text or not CJK.search(text):
+        return text
+    return CJK.sub(_pairs, text)
+
+
 MAX_POSITION = 16383  # a tsvector's largest position
 
 _LOCAL = threading.local()  # per thread: in-memory FTS5 tables
@@ -40,10 +63,10 @@ def _conn() -> object:
     return conn
 
 
-def stemmed(words: str) -> list[str]:
-    """The distinct terms FTS5 makes of *words* (in no particular order)."""
+def stemmed(text: str) -> list[str]:
+    """The distinct terms FTS5 makes of *text* (in no particular order)."""
     conn = _conn()
-    conn.execute("INSERT INTO words(rowid, x) VALUES (1, ?)", (words,))  # type: ignore[attr-defined]
+    conn.execute("INSERT INTO words(rowid, x) VALUES (1, ?)", (words(text),))  # type: ignore[attr-defined]
     try:
         return [term for (term,) in conn.execute("SELECT term FROM terms")]  # type: ignore[attr-defined]
     finally:
@@ -53,7 +76,7 @@ def stemmed(words: str) -> list[str]:
 def phrase(word: str) -> list[str]:
     """The terms of one query word in order (``err_disk_4711`` -> err, disk, 4711: a phrase)."""
     conn = _conn()
-    conn.execute("INSERT INTO docs(rowid, text, context) VALUES (1, ?, '')", (word,))  # type: ignore[attr-defined]
+    conn.execute("INSERT INTO docs(rowid, text, context) VALUES (1, ?, '')", (words(word),))  # type: ignore[attr-defined]
     try:
         rows = conn.execute("SELECT term, offset FROM spots ORDER BY offset").fetchall()  # type: ignore[attr-defined]
     finally:
@@ -75,7 +98,7 @@ def tsvectors(rows: Sequence[tuple[str, str]]) -> list[tuple[str, int]]:
         try:
             conn.executemany(  # type: ignore[attr-defined]
                 "INSERT INTO docs(rowid, text, context) VALUES (?, ?, ?)",
-                [(i + 1, text, context) for i, (text, context) in enumerate(part)],
+                [(i + 1, words(text), words(context)) for i, (text, context) in enumerate(part)],
             )
             # Each document's text terms, then its context's ("text" > "context": DESC), in order.
             spots = conn.execute("SELECT doc, col, offset, term FROM spots ORDER BY doc, col DESC, offset").fetchall()  # type: ignore[attr-defined]

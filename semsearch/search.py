@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from semsearch.errors import InvalidOptionError
+from semsearch.lexicon import CJK
+from semsearch.lexicon import words as lexicon_words
 from semsearch.models.hardware import usable_cpus
 from semsearch.store import ChunkRecord, IndexReader
 
@@ -44,7 +46,8 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _NON_SPACE = re.compile(r"\S")  # where a chunk's first line (line_start) is
 # A sentence ends at . ! ? followed by space and a capital, digit, quote or bracket; or at a
 # newline. ("e.g. this" and "v1.2" do not end one.)
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[*#])|\n+")
+# Chinese and Japanese sentences end at 。！？ with no space after.
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[*#])|(?<=[。！？])\s*|\n+")
 
 
 @dataclass
@@ -419,7 +422,8 @@ def fts_query(query: str) -> str:
     """
     words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
     words = ([w for w in words if w not in STOPWORDS] or words)[:64]
-    return " OR ".join(f'"{w}"' for w in words)
+    # A word of CJK characters is the phrase of its pairs, as the index reads it (lexicon.words).
+    return " OR ".join('"' + " ".join(lexicon_words(w).split()) + '"' for w in words)
 
 
 def best_sentence(text: str, query: str) -> tuple[int, int] | None:
@@ -427,7 +431,7 @@ def best_sentence(text: str, query: str) -> tuple[int, int] | None:
 
     Lexical on purpose: a query must not embed any document text.
     """
-    terms = {w.lower() for w in _WORD.findall(query) if len(w) > 2}
+    terms = {w.lower() for w in _WORD.findall(lexicon_words(query)) if len(w) > 2 or CJK.match(w)}
     if not terms:
         return None
     prefixes = {t[:5] for t in terms if len(t) > 5}  # w.startswith(t[:5]) <=> w[:5] == t[:5]
@@ -436,7 +440,7 @@ def best_sentence(text: str, query: str) -> tuple[int, int] | None:
     for cut in [*_SENTENCE_BREAK.finditer(text), None]:
         end = cut.start() if cut is not None else len(text)
         sentence = text[start:end]
-        words = {w.lower() for w in _WORD.findall(sentence)}
+        words = {w.lower() for w in _WORD.findall(lexicon_words(sentence))}
         score = sum(len(w) for w in words if w in terms or w[:5] in prefixes)
         if score and (best is None or score > best[0]):
             lead = len(sentence) - len(sentence.lstrip())

@@ -28,6 +28,9 @@ def check_fts(index_dir: Path) -> None:
     with IndexReader(index_dir) as reader:
         db_path = reader.db_path
     conn = sqlite3.connect(db_path)
+    from semsearch.lexicon import words
+
+    conn.create_function("semsearch_words", 1, words, deterministic=True)  # chunks_fts's content reads it
     try:
         conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)")
         live = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]

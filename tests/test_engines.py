@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeModel, write
+from conftest import FakeModel, check_fts, write
 from test_seams import QUERIES, TOPICS, topic_text
 
 from semsearch.api import Index
@@ -389,3 +389,34 @@ def test_identifiers_match_as_phrases_on_both_engines(fake_model: FakeModel, tmp
             assert a == b, q
         only = [h.chunk.path.name for h in remote.search("err_disk_4711", k=4, mode="lexical")]
         assert only == ["a.md", "d.md"]  # b.md holds the three terms, not in order
+
+
+MULTILINGUAL = {
+    "de.md": "# Bäckerei\n\nDie Bäckerei öffnet um sechs Uhr. Der Bäckermeister knetet den Sauerteig und backt "
+    "Roggenbrot.\n\nDie Straßenbahnhaltestelle liegt vor der Tür.\n",
+    "fr.md": "# Boulangerie\n\nLa boulangerie ouvre à six heures. Le boulanger pétrit la pâte et fait cuire des "
+    "baguettes dorées.\n\nLes élèves du lycée achètent des croissants.\n",
+    "zh.md": "# 面包店\n\n面包店早上六点开门。面包师傅揉面团，烤制全麦面包。学生们在上课前购买牛角面包。\n\n"
+    "图书馆位于市中心，藏书丰富。\n",
+    "ja.md": "# パン屋\n\nパン屋は朝六時に開店します。パン職人が生地をこねて、ライ麦パンを焼きます。\n\n"
+    "図書館は駅の近くにあり、静かに勉強できます。\n",
+}
+
+
+def test_words_in_german_french_chinese_and_japanese_are_found(where: str, fake_model: FakeModel) -> None:
+    """Accents fold (pâte finds pate), and Chinese and Japanese words are found inside the runs of
+    characters written without spaces (read as pairs: 图书馆 = 图书 + 书馆)."""
+    for name, text in MULTILINGUAL.items():
+        write(Path.cwd() / "notes" / name, text)
+    with _build(where, fake_model, [Path("notes")]) as index:
+        for query, expected in [("Sauerteig", "de.md"), ("bäckerei", "de.md"), ("pate", "fr.md"),
+                                ("eleves lycée", "fr.md"), ("图书馆", "zh.md"), ("牛角面包", "zh.md"),
+                                ("面包", "zh.md"), ("図書館", "ja.md"), ("パン職人", "ja.md"), ("生地", "ja.md")]:  # fmt: skip
+            hits = index.search(query, k=3, mode="lexical")
+            assert hits and hits[0].chunk.path.name == expected, (query, [h.chunk.path.name for h in hits])
+        # Not a pair of the text: 馆位 is, 书市 is not.
+        assert [h.chunk.path.name for h in index.search("书市", k=3, mode="lexical")] == []
+        hit = index.search("图书馆", k=1, mode="hybrid")[0]
+        assert hit.chunk.path.name == "zh.md"
+    if where.endswith(".semsearch"):
+        check_fts(Path(where))

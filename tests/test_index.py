@@ -209,6 +209,40 @@ def test_format_2_index_is_upgraded_in_place_without_reembedding(tmp_path: Path,
     check_fts(index_dir)
 
 
+def test_an_index_from_before_cjk_pairs_is_read_again_once(tmp_path: Path, fake_model) -> None:
+    """Format 4 read runs of Chinese or Japanese characters as one word each: its next update
+    reads chunks_fts again as pairs (nothing re-embedded), then 图书馆 is found inside its run."""
+    write(tmp_path / "notes" / "zh.md", "# 面包店\n\n面包店早上六点开门。图书馆位于市中心，藏书丰富。\n")
+    write(tmp_path / "notes" / "en.md", "# Bakery\n\nThe bakery opens at six.\n")
+    _build(tmp_path, fake_model)
+    index_dir = tmp_path / ".semsearch"
+    with IndexReader(index_dir) as reader:
+        db_path = reader.db_path
+    conn = sqlite3.connect(db_path)  # as format 4 wrote it: the whole text, runs and all
+    conn.execute("DROP TABLE chunks_fts")
+    conn.execute("CREATE VIRTUAL TABLE chunks_fts USING fts5(text, context, content='chunks', content_rowid='id', "
+                 "tokenize='porter unicode61 remove_diacritics 2')")  # fmt: skip
+    conn.execute("INSERT INTO chunks_fts(rowid, text, context) SELECT id, text, context FROM chunks")
+    conn.execute("DELETE FROM state WHERE key = 'words'")
+    conn.commit()
+    conn.close()
+    manifest = index_dir / "manifest.json"
+    manifest.write_text(manifest.read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 4'))
+    assert _top(tmp_path, fake_model, "bakery", mode="lexical")  # read as it is
+    assert _top(tmp_path, fake_model, "图书馆", mode="lexical") == []  # not inside the run yet
+    embedded = fake_model.embedder_instance.documents_embedded
+    summary = _build(tmp_path, fake_model)
+    assert (summary.indexed, summary.unchanged) == (0, 2)
+    assert fake_model.embedder_instance.documents_embedded == embedded
+    assert json.loads(manifest.read_text())["format_version"] == FORMAT_VERSION
+    assert _top(tmp_path, fake_model, "图书馆", mode="lexical") == ["zh.md"]
+    check_fts(index_dir)
+    (tmp_path / "notes" / "zh.md").unlink()  # deleted with the words it was read with
+    _build(tmp_path, fake_model)
+    assert _top(tmp_path, fake_model, "图书馆", mode="lexical") == []
+    check_fts(index_dir)
+
+
 def test_an_index_from_before_the_vector_engine_was_recorded_is_used_as_it_is(tmp_path: Path, fake_model) -> None:
     """Indexes made before the manifest named its vector engine (format 3 without "vector_index")
     read as hnsw indexes and update in place: nothing is embedded again, nothing is rebuilt."""

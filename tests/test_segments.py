@@ -13,7 +13,7 @@ import pytest
 from conftest import FakeModel, check_fts, write
 
 from semsearch import Index
-from semsearch.store import IndexReader
+from semsearch.store import FORMAT_VERSION, IndexReader
 from semsearch.vectors import segments
 
 WORDS = ["harbour", "lantern", "glacier", "orchard", "meadow", "canyon", "thunder", "violin", "pepper", "marble", "falcon", "saddle", "quartz", "lagoon", "ember", "willow", "copper", "pylon", "riddle", "tundra", "bramble", "cobalt", "fresco", "gondola"]
@@ -318,7 +318,7 @@ def test_an_index_from_before_segments_is_read_and_then_updated(built) -> None:
     assert index.search("harbour lantern", mode="semantic", k=3)  # read as one base, no tombstones
     write(docs / "f005.md", "# File 5\n\nThe zeppelin.\n")  # a word no other file holds
     assert index.update().indexed == 1
-    assert json.loads(manifest.read_text())["format_version"] == 4  # older versions now refuse it
+    assert json.loads(manifest.read_text())["format_version"] == FORMAT_VERSION  # older versions now refuse it
     assert index.search("zeppelin", mode="semantic", k=1)[0].chunk.path.name == "f005.md"
     assert index.status(verify=True).problems == []
     index.close()

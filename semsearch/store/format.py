@@ -57,13 +57,15 @@ from semsearch.version import __version__
 
 FORMAT_NAME = "semsearch-index"
 # 2: chunks.context, model.precision, chunking.context; 3: chunks_fts.context; 4: vector
-# segments (delta files and the vector_tombstones table: semsearch.vectors.segments).
-FORMAT_VERSION = 4
+# segments (delta files and the vector_tombstones table: semsearch.vectors.segments); 5: chunks_fts
+# reads runs of CJK characters as pairs (lexicon.words; an older writer would delete such rows with
+# other words than it inserted them with).
+FORMAT_VERSION = 5
 # Older formats a reader still reads and a writer upgrades in place (no re-embedding): 2 -> 3
 # differs only in chunks_fts, which is rebuilt from the chunks table; a format 3 index is a
-# format 4 one with a base segment only. Upgraded, an index is refused by older versions (which
-# would miss its deltas).
-UPGRADABLE_FORMATS = (2, 3)
+# format 4 one with a base segment only; 4 -> 5 reads chunks_fts's CJK text again, if it has any.
+# Upgraded, an index is refused by older versions (which would miss its deltas, or its pairs).
+UPGRADABLE_FORMATS = (2, 3, 4)
 MANIFEST = "manifest.json"
 BUILDING = "building.json"
 

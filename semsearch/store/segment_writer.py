@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from semsearch import files, vectors
 from semsearch.errors import IndexCorruptError
-from semsearch.store.database import get_state, vector_state, visible
+from semsearch.store.database import FTS_ROWS, get_state, vector_state, visible
 from semsearch.store.format import IndexManifest
 from semsearch.store.layout import is_own_file
 from semsearch.store.reader import unlike_database
@@ -371,14 +371,12 @@ class SegmentWriter:
         # chunks_fts follows the flip in the same transaction: BM25 statistics never count rows
         # a reader cannot see (pending rows of an interrupted run, removed rows not yet purged).
         self.conn.execute(
-            "INSERT INTO chunks_fts(rowid, text, context) SELECT id, text, context FROM chunks "
-            "WHERE gen_added = ? AND gen_removed IS NULL",
+            f"INSERT INTO chunks_fts(rowid, text, context) {FTS_ROWS} WHERE gen_added = ? AND gen_removed IS NULL",
             (self.working,),
         )
         self.conn.execute(
             "INSERT INTO chunks_fts(chunks_fts, rowid, text, context) "
-            "SELECT 'delete', id, text, context FROM chunks "
-            "WHERE gen_removed = ? AND gen_added < ?",
+            f"SELECT 'delete', * FROM ({FTS_ROWS} WHERE gen_removed = ? AND gen_added < ?)",
             (self.working, self.working),
         )
         self.conn.execute("DELETE FROM state WHERE key LIKE 'vector\\_%' ESCAPE '\\'")

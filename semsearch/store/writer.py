@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from semsearch.errors import IndexCorruptError
 from semsearch.store.database import (
+    CJK_GLOB,
+    FTS_ROWS,
     FTS_SCHEMA,
     SCHEMA,
+    WORDS,
     connect,
     decode_signatures,
     decode_walk_settings,
@@ -78,18 +81,28 @@ class IndexWriter(SegmentWriter):
             self.conn.execute("ALTER TABLE files ADD COLUMN parts TEXT")
 
     def _upgrade_fts(self) -> None:
-        """Rebuild a format-2 chunks_fts (text only) with the context column, in one transaction."""
+        """Bring chunks_fts to this version's words, in one transaction: a format-2 one (text only)
+        gets the context column; one that holds CJK text read as whole runs (before format 5) is
+        read again as pairs (lexicon.words). Done once: the state says so."""
         row = self.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'chunks_fts'").fetchone()
-        if row is None or "context" in row[0]:
+        if row is not None and "context" in row[0] and get_state(self.conn).get("words") == WORDS:
             return
         self._begin()
-        self.conn.execute("DROP TABLE chunks_fts")
-        self.conn.execute(FTS_SCHEMA)
-        self.conn.execute(
-            "INSERT INTO chunks_fts(rowid, text, context) SELECT id, text, context FROM chunks "
-            f"WHERE {visible(self.committed)}"
-        )
+        if row is None or "context" not in row[0] or ("chunks_words" not in row[0] and self._holds_cjk()):
+            self.conn.execute("DROP TABLE IF EXISTS chunks_fts")
+            for statement in FTS_SCHEMA.split(";"):  # in this transaction (executescript would commit it)
+                self.conn.execute(statement)
+            self.conn.execute(
+                f"INSERT INTO chunks_fts(rowid, text, context) {FTS_ROWS} WHERE {visible(self.committed)}"
+            )
+        self.conn.execute("INSERT OR REPLACE INTO state VALUES ('words', ?)", (WORDS,))
         self.commit()
+
+    def _holds_cjk(self) -> bool:
+        found = self.conn.execute(
+            "SELECT 1 FROM chunks WHERE text GLOB ? OR context GLOB ? LIMIT 1", (CJK_GLOB, CJK_GLOB)
+        ).fetchone()
+        return found is not None
 
     # -- transactions ------------------------------------------------------------------------
 
