@@ -277,3 +277,20 @@ def test_a_moved_server_is_given_once_and_remembered(engine: str, tmp_path: Path
         assert result.exit_code == 0 and "tide.md" in result.output, result.output
     finally:
         moved.stop()
+
+
+def test_openai_base_url_is_honoured_for_a_new_index(fake_server: Server, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """As the official SDK: OPENAI_BASE_URL when no --api-base is given; the index then records it."""
+    notes(tmp_path, 2)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_server.base + "/")
+    result = run("index", "notes", "--model", "openai:fake-embed", "-q")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / ".semsearch" / "manifest.json").read_text())
+    assert manifest["model"]["endpoint"] == fake_server.base and manifest["model"]["key_env"] == "OPENAI_API_KEY"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # the index's own endpoint comes first
+    assert run("query", "bread", "-k", "1").exit_code == 0
+    result = run("index", "notes", "--model", "openai:fake-embed", "--api-base", "ftp://example.org/v1")
+    assert result.exit_code == 2 and "--api-base must be an http(s) URL" in result.output
+    result = run("index", "notes", "--model", "openai:fake-embed", "--api-base", "http://user:s3cret@127.0.0.1:9/v1")
+    assert result.exit_code == 2 and "s3cret" not in result.output
