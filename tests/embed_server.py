@@ -63,6 +63,9 @@ class State:
 def handler(state: State) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body in one write, flushed after each answer: written apart, Nagle's delay
+        # against the client's delayed ACK added 40 ms to every request.
+        wbufsize = 1 << 16
 
         def log_message(self, *args: Any) -> None:
             pass
