@@ -37,7 +37,7 @@ DEFAULT_DATA = HERE.parent.parent / "shared/data/scifact"
 
 
 def build(files: Path, index_dir: Path, chunk_tokens: int, overlap_tokens: int, precision: str = "auto",
-          context: bool = True) -> None:
+          context: bool = True, model: str | None = None) -> None:
     from semsearch import Index
 
     def note(message: str) -> None:
@@ -46,7 +46,7 @@ def build(files: Path, index_dir: Path, chunk_tokens: int, overlap_tokens: int, 
     started = time.perf_counter()
     # update() also makes the model's ONNX export the query path loads (when it is missing).
     with Index.create(index_dir, exist_ok=True, on_note=note, chunk_tokens=chunk_tokens,
-                      overlap_tokens=overlap_tokens, context=context, precision=precision) as index:
+                      overlap_tokens=overlap_tokens, context=context, precision=precision, model=model) as index:
         summary = index.update([files])
         used = index.status(check_disk=False).precision
     print(f"# index {index_dir}: {summary.indexed} files indexed, {summary.unchanged} unchanged, "
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="use WORK/idx-<chunk>-<overlap> as it is (no conversion, no index update)")
     parser.add_argument("--fusion", choices=("default", "convex", "ceiling", "rrf"), default="default",
                         help="hybrid fusion to measure (default: SearchOptions' default fusion)")
+    parser.add_argument("--model", default=None, help="the embedding model (default: the bundled one)")
     parser.add_argument("--latency-queries", type=int, default=200,
                         help="also time this many plain top-10 chunk queries per mode (0: skip)")
     args = parser.parse_args(argv)
@@ -123,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
 
     files = args.work / "files"
     index_dir = args.work / (f"idx-{chunk}-{overlap}" + ("" if args.precision == "auto" else f"-{args.precision}")
+                             + ("" if args.model is None else f"-{args.model.replace('/', '_').replace(':', '_')}")
                              + ("-nocontext" if args.no_context else ""))
     if not args.no_update:
         if scifact_to_files.main(["--corpus", str(corpus), str(files)]) != 0:
             return 1
-        build(files, index_dir, chunk, overlap, args.precision, not args.no_context)
+        build(files, index_dir, chunk, overlap, args.precision, not args.no_context, args.model)
 
     queries = load_queries(queries_path)
     qrels = load_qrels(qrels_path)

