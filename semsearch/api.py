@@ -439,6 +439,7 @@ class Index(IndexQueries):
                 index=reader.index_dir,
                 model=m.model.name,
                 model_fingerprint=m.model.fingerprint,
+                model_endpoint=m.model.endpoint,
                 dim=m.model.dim,
                 precision=m.model.precision,
                 files=stats.files,

@@ -37,6 +37,7 @@ class IndexStatus:
     vector_tombstones: int = 0  # removed chunks whose vectors a segment still holds
     problems: list[str] | None = None  # with verify: what the whole check found ([]: nothing)
     database: str = ""  # a PostgreSQL index: its URL (no password) and the schema of its build
+    model_endpoint: str = ""  # a served model's URL (no credentials)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form `semsearch status --json` prints."""
@@ -45,6 +46,7 @@ class IndexStatus:
             "database": self.database or None,
             "model": self.model,
             "model_fingerprint": self.model_fingerprint,
+            "model_endpoint": self.model_endpoint or None,
             "dim": self.dim,
             "files": self.files,
             "files_without_text": self.files_without_text,

@@ -109,6 +109,8 @@ def test_index_and_query_through_a_served_bundled_model(model_server: Server, tm
     assert manifest["model"]["name"] == "openai:all-minilm"
     assert manifest["model"]["endpoint"] == model_server.base and manifest["model"]["dim"] == 384
     assert manifest["model"]["precision"] == "remote" and manifest["model"]["probe"]
+    status = run("status")
+    assert "openai:all-minilm (384-d, remote, remote:" in status.output and f"at {model_server.base}" in status.output
     result = run("query", "a ship entering port at sunrise", "--json", "-k", "3")
     assert result.exit_code == 0, result.output
     hits = [json.loads(line) for line in result.output.splitlines() if line.strip()]

@@ -40,7 +40,11 @@ def status_lines(st: IndexStatus) -> list[tuple[str, str]]:
     changed, missing, new = st.changed_since or 0, st.missing_since or 0, st.new_since or 0
     return [
         ("index", st.database or str(st.index)),
-        ("model", f"{st.model} ({st.dim}-d, {st.precision or 'fp32'}, {st.model_fingerprint[:19]}…)"),
+        (
+            "model",
+            f"{st.model} ({st.dim}-d, {st.precision or 'fp32'}, {st.model_fingerprint[:19]}…)"
+            + (f" at {st.model_endpoint}" if st.model_endpoint else ""),
+        ),
         ("files", f"{st.files}" + (f" ({st.files_without_text} without text)" if st.files_without_text else "")),
         (
             "chunks",
