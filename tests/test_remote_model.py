@@ -296,3 +296,19 @@ def test_openai_base_url_is_honoured_for_a_new_index(fake_server: Server, tmp_pa
     assert result.exit_code == 2 and "--api-base must be an http(s) URL" in result.output
     result = run("index", "notes", "--model", "openai:fake-embed", "--api-base", "http://user:s3cret@127.0.0.1:9/v1")
     assert result.exit_code == 2 and "s3cret" not in result.output
+
+
+def test_an_index_of_a_served_model_is_published_to_postgres_as_it_is(
+    fake_server: Server, tmp_path: Path, pg_url: str
+) -> None:
+    """`index --from` copies the stored vectors and the model's record (endpoint, probes): the team's
+    index then queries the same server, and the copy sent no document to it."""
+    notes(tmp_path, 6)
+    assert run("index", "notes", "--model", "openai:fake-embed", "--api-base", fake_server.base, "-q").exit_code == 0
+    fake_server.control(reset=True)
+    result = run("index", "--index", pg_url, "--from", str(tmp_path / ".semsearch"))
+    assert result.exit_code == 0, result.output
+    assert fake_server.stats()["texts"] == 0  # nothing embedded again
+    result = run("query", "glacier valley moraines", "--index", pg_url, "-k", "1", "-l", "--mode", "semantic")
+    assert result.exit_code == 0 and result.output.startswith("notes/glacier"), result.output
+    assert fake_server.stats()["requests"] == 1  # the query (with its probe), at the recorded endpoint
