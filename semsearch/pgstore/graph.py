@@ -9,7 +9,7 @@ million synthetic chunks m 16 stayed under recall@10 0.90 at any ef_search, m 32
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -71,11 +71,10 @@ def settle(conn: psycopg.Connection[Any]) -> None:
     valid, old_there = row
     if not valid:
         conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {NEXT}")
-    elif old_there:
+        return
+    if old_there:
         conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {NAME}")
-        conn.execute(f"ALTER INDEX {NEXT} RENAME TO {NAME}")
-    else:
-        conn.execute(f"ALTER INDEX {NEXT} RENAME TO {NAME}")
+    conn.execute(f"ALTER INDEX {NEXT} RENAME TO {NAME}")
 
 
 def outgrown(params: Mapping[str, Any], graph: tuple[int, int] | None, rows: int) -> tuple[int, int] | None:
@@ -87,15 +86,10 @@ def outgrown(params: Mapping[str, Any], graph: tuple[int, int] | None, rows: int
     return wanted if wanted[0] > graph[0] else None
 
 
-def grow(
-    conn: psycopg.Connection[Any], vector_type: str, dim: int, rows: int, wanted: tuple[int, int],
-    note: Callable[[str], None] | None = None,
-) -> None:  # fmt: skip
+def grow(conn: psycopg.Connection[Any], vector_type: str, dim: int, rows: int, wanted: tuple[int, int]) -> None:
     """Build the bigger graph beside the current one (CREATE INDEX CONCURRENTLY: readers go on
     with the old one meanwhile), then put it in its place. Runs in autocommit, after the update's
     commit; a writer killed meanwhile leaves the old graph, settled by the next run."""
-    if note is not None:
-        note(f"the index has outgrown its vector graph: building a bigger one (m {wanted[0]}), once")
     memory_for(conn, rows, dim, vector_type)
     conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {NEXT}")
     conn.execute(index_sql(vector_type, *wanted, name=NEXT, concurrently=True))

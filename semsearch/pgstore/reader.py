@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 EXACT_ROWS = 20_000  # a scope of at most this many chunks is scored exactly (no index)
 SEARCH_EF_FLOOR = 200  # hnsw.ef_search at least this: recall@10 0.9977 at 100, 0.9987 at 200 (RESULTS.md)
-
 MAX_SCAN_TUPLES = 200_000  # how far an iterative scan may go to fill k under a filter
 NEIGHBOUR_BATCH = 256  # vectors whose neighbours one statement finds (duplicates)
 
@@ -114,6 +113,8 @@ class PgReader:
         self._removed = [
             int(r[0]) for r in self._rows("SELECT id FROM chunks WHERE file_id = ANY(%s)", [self._gone])
         ] if self._postings and self._gone else []  # fmt: skip
+        # Their ids as a literal, made once: every chunk read of this reader excludes them.
+        self._gone_sql = f"'{{{','.join(map(str, self._gone))}}}'::bigint[]" if self._gone else ""
         self.updated_at = float(meta.get("updated_at", 0))
         self.roots: list[str] = json.loads(meta.get("roots", "[]"))
         from semsearch.store.database import decode_walk_settings
@@ -384,7 +385,7 @@ class PgReader:
     def _live(self, alias: str) -> str:
         """SQL: the chunk row *alias* is in this generation (added by it or before, and its file
         not removed)."""
-        gone = f" AND {alias}.file_id <> ALL('{{{','.join(map(str, self._gone))}}}'::bigint[])" if self._gone else ""
+        gone = f" AND {alias}.file_id <> ALL({self._gone_sql})" if self._gone_sql else ""
         return visible(self.generation, alias) + gone
 
     def _live_postings(self) -> tuple[str, dict[str, Any]]:
