@@ -13,7 +13,8 @@ TOKENIZE = "porter unicode61 remove_diacritics 2"
 # reads a whole run of such characters as one token: no word inside it could be found. Each run
 # is read as its overlapping pairs of characters instead (Lucene's CJK bigrams): "图书馆" holds
 # "图书" and "书馆", and a query word is the phrase of its pairs.
-CJK = re.compile("[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff66-\uff9f]+")
+CJK_RANGES = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff66-\uff9f"
+CJK = re.compile(f"[{CJK_RANGES}]+")
 
 
 def _pairs(run: re.Match[str]) -> str:

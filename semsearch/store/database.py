@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from semsearch.errors import IndexCorruptError, SemsearchError
+from semsearch.lexicon import CJK_RANGES, words
 
 # BM25 over each chunk's text and its context line (title or heading path, file name for code):
 # a title's words count for every chunk of its document, as in BM25F (better on SciFact, in both
@@ -27,7 +28,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 FTS_ROWS = "SELECT id, semsearch_words(text), semsearch_words(context) FROM chunks"
 WORDS = "cjk-pairs"  # state "words": chunks_fts holds its rows as FTS_ROWS reads them
 # Text with a character lexicon.CJK reads in pairs (SQLite's GLOB compares code points).
-CJK_GLOB = "*[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff66-\uff9f]*"
+CJK_GLOB = f"*[{CJK_RANGES}]*"
 
 SCHEMA = (
     """
@@ -109,8 +110,6 @@ def connect(db_path: Path, readonly: bool) -> sqlite3.Connection:
 def _open(db_path: Path, target: str, *, readonly: bool) -> sqlite3.Connection:
     """Open and probe *target*: OperationalError for what the environment refuses, IndexCorruptError for damage."""
     conn = sqlite3.connect(target, uri=readonly, isolation_level=None, check_same_thread=False)
-    from semsearch.lexicon import words
-
     conn.create_function("semsearch_words", 1, words, deterministic=True)
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
