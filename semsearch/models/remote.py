@@ -24,9 +24,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from semsearch.errors import ModelError, ModelOptionError
@@ -256,6 +254,8 @@ def retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
+        from email.utils import parsedate_to_datetime  # not at import: `semsearch --help` imports this module
+
         try:
             seconds = parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError, IndexError, OverflowError):
@@ -302,6 +302,8 @@ class RemoteEmbedder:
         if workers == 1:
             parts = [self.client.embed(b) for b in batches]
         else:
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(workers, thread_name_prefix="semsearch-remote") as pool:
                 parts = list(pool.map(self.client.embed, batches))
         out = np.asarray([v for part in parts for v in part], dtype=np.float32)
@@ -331,16 +333,21 @@ def decode_probe(text: str, dim: int) -> np.ndarray | None:
         return None
 
 
+def same_dim(recorded: int, now: int, info: ModelInfo, base: str) -> None:
+    """Refuse a server whose vectors are not of the recorded dimension."""
+    if now != recorded:
+        raise ModelError(
+            f"the model '{model_of(info.name)}' at {shown(base)} now gives {now}-d vectors, not the "
+            f"{recorded}-d ones this index holds: it is another model",
+            remedy="rebuild",
+        )
+
+
 def compare(recorded: np.ndarray, now: np.ndarray, info: ModelInfo, base: str) -> None:
     """Refuse a server whose vectors of the probe texts are not the recorded ones."""
     import numpy as np
 
-    if now.shape[1] != recorded.shape[1]:
-        raise ModelError(
-            f"the model '{model_of(info.name)}' at {shown(base)} now gives {now.shape[1]}-d vectors, not the "
-            f"{recorded.shape[1]}-d ones this index holds: it is another model",
-            remedy="rebuild",
-        )
+    same_dim(recorded.shape[1], now.shape[1], info, base)
     a = recorded / np.maximum(np.linalg.norm(recorded, axis=1, keepdims=True), 1e-12)
     b = now / np.maximum(np.linalg.norm(now, axis=1, keepdims=True), 1e-12)
     cosine = float(np.min(np.sum(a * b, axis=1)))
@@ -408,8 +415,8 @@ class RemoteModel:
             recorded = decode_probe(known.probe, known.dim)
             if recorded is not None:
                 compare(recorded, probes, known, self.base)
-            elif dim != known.dim:
-                compare(np.zeros((1, known.dim), np.float32), probes, known, self.base)
+            else:
+                same_dim(known.dim, dim, known, self.base)
             self._info = replace(known, endpoint=self.base, key_env=self.key_env)
             return self._info
         query, document = family_prompts(self.model)
