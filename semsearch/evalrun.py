@@ -7,6 +7,7 @@ Intended CLI (wired in ``semsearch/cli.py``)::
                    [--id-mode stem|name|relpath]      (how a hit's file maps to a document id;
                                                        default stem: file name without extension)
                    [--depth 100]                      (distinct documents ranked per query)
+                   [--rerank [--rerank-model M] [--rerank-depth N]]
                    [--index DIR] [--json]
 
 It prints nDCG@10, Recall@10, Recall@100, MRR@10, the number of evaluated queries and the
@@ -25,6 +26,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from semsearch.errors import InvalidOptionError
 from semsearch.evaluate import EvalReport, Query, distinct_in_order, doc_id_from_path, evaluate_run, latency_summary
@@ -48,6 +50,7 @@ class EvalResult:
     run: dict[str, list[str]] = field(default_factory=dict)  # query id -> ranked distinct doc ids
     not_asked: int = 0  # judged queries (with a relevant document) that the queries file lacks
     ids_matched: int = -1  # distinct ranked document ids found among the judged ones (0: wrong --id-mode?)
+    reranker: str = ""  # the re-ranking model, when the hits were re-ranked
 
     @property
     def latency(self) -> dict[str, float]:
@@ -60,7 +63,7 @@ class EvalResult:
         """The headline figures (what the CLI prints)."""
         r = self.report
         return {
-            "mode": self.mode,
+            "mode": self.mode + (" + rerank" if self.reranker else ""),
             "ndcg@10": r.ndcg_at_10,
             "recall@10": r.recall_at_10,
             "recall@100": r.recall_at_100,
@@ -75,6 +78,7 @@ class EvalResult:
             **self.summary(),
             "depth": self.depth,
             "id_mode": self.id_mode,
+            **({"reranker": self.reranker} if self.reranker else {}),
             "queries_run": self.queries_run,
             "judged_not_asked": self.not_asked,
             "metrics": dict(self.report.metrics),
@@ -94,9 +98,12 @@ def ranked_documents(
     depth: int = 100,
     fusion: str = DEFAULT_FUSION,
     scope: Scope | None = None,
+    rerank: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Distinct document ids for one query, best first (at most ``depth``)."""
-    hits = searcher.search(text, SearchOptions(top_k=depth, mode=mode, files_only=True, fusion=fusion, scope=scope))
+    """Distinct document ids for one query, best first (at most ``depth``); *rerank*: the
+    SearchOptions fields of a re-ranking."""
+    options = SearchOptions(top_k=depth, mode=mode, files_only=True, fusion=fusion, scope=scope, **(rerank or {}))
+    hits = searcher.search(text, options)
     root = reader.index_dir.parent
     ids = []
     for hit in hits:
@@ -118,6 +125,7 @@ def run_evaluation(
     depth: int = 100,
     fusion: str = DEFAULT_FUSION,
     scope: Scope | None = None,
+    rerank: Mapping[str, Any] | None = None,
     only_judged: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
@@ -128,6 +136,8 @@ def run_evaluation(
     from ``queries`` (e.g. a held-out subset of the query file) are counted in ``not_asked``,
     not scored as failures (BEIR and trec_eval without -c do the same). Raises ValueError for
     an unknown mode or id mode, or a depth below 10 (InvalidOptionError, a ValueError).
+    *rerank*: re-rank each query's hits (the SearchOptions fields ``rerank``, ``rerank_model``,
+    ``rerank_depth``); the re-ranker is loaded before the timed part too.
     """
     if mode not in MODES:
         raise InvalidOptionError(f"{{mode}} must be one of {', '.join(MODES)} (got {mode})", options=("mode",))
@@ -138,6 +148,9 @@ def run_evaluation(
     todo = [q for q in queries if not only_judged or q.id in relevant]
     if todo and mode != "lexical":
         searcher.embed(todo[0].text)  # load the query model outside the timed part
+    reranker = ""
+    if rerank:
+        reranker = searcher.reranker(rerank.get("rerank_model")).name  # loaded outside the timed part too
     run: dict[str, list[str]] = {}
     latencies: list[float] = []
     for number, query in enumerate(todo, 1):
@@ -146,8 +159,9 @@ def run_evaluation(
             continue
         started = time.perf_counter()
         run[query.id] = ranked_documents(
-            reader, searcher, query.text, mode=mode, id_mode=id_mode, depth=depth, fusion=fusion, scope=scope
-        )
+            reader, searcher, query.text, mode=mode, id_mode=id_mode, depth=depth, fusion=fusion, scope=scope,
+            rerank=rerank,
+        )  # fmt: skip
         latencies.append(time.perf_counter() - started)
         if on_progress is not None:
             on_progress(number, len(todo))
@@ -155,4 +169,6 @@ def run_evaluation(
     report = evaluate_run(run, {qid: judged for qid, judged in qrels.items() if qid in asked})
     judged_ids = {doc for judged in qrels.values() for doc in judged}
     matched = len({doc for docs in run.values() for doc in docs} & judged_ids)
-    return EvalResult(report, latencies, mode, depth, id_mode, len(todo), run, len(relevant - asked), matched)
+    return EvalResult(
+        report, latencies, mode, depth, id_mode, len(todo), run, len(relevant - asked), matched, reranker
+    )  # fmt: skip

@@ -49,6 +49,9 @@ class IndexQueries:
         changed_within: Any = None,
         changed_before: Any = None,
         scope: Scope | None = None,
+        rerank: bool = False,
+        rerank_model: str | None = None,
+        rerank_depth: int | None = None,
     ) -> list[Hit]:
         """The *k* passages (or files, with *files_only*) that best match *query*, best first.
 
@@ -70,8 +73,15 @@ class IndexQueries:
         ("2026-11-01", a datetime) or a duration back from now, on the modification time
         recorded at index time; or a ready :class:`semsearch.scope.Scope` as *scope*.
 
+        *rerank*: score the best *rerank_depth* hits (default
+        :data:`semsearch.search.DEFAULT_RERANK_DEPTH`) again with a cross-encoder, *rerank_model*
+        (a sentence-transformers CrossEncoder folder or cached name, or a ``/rerank`` URL; None:
+        ``SEMSEARCH_RERANK_MODEL``, else :data:`semsearch.models.rerank.DEFAULT_RERANK_MODEL`), and
+        order them by it (``score`` and ``scores["rerank"]``); :mod:`semsearch.models.rerank`.
+
         Raises :class:`InvalidOptionError` for bad arguments, :class:`IndexNotFoundError` /
-        :class:`IndexCorruptError` for the index.
+        :class:`IndexCorruptError` for the index, :class:`ModelError` for a re-ranker that cannot
+        be loaded or reached.
         """
         return self._open_searcher().search(
             query,
@@ -84,6 +94,7 @@ class IndexQueries:
                 alpha=alpha,
                 distinct_places=distinct_places,
                 scope=_scope(scope, paths, globs, types, types_not, changed_within, changed_before),
+                **_rerank_options(rerank, rerank_model, rerank_depth),
             ),
         )
 
@@ -185,6 +196,9 @@ class IndexQueries:
         depth: int = 100,
         fusion: str | None = None,
         scope: Scope | None = None,
+        rerank: bool = False,
+        rerank_model: str | None = None,
+        rerank_depth: int | None = None,
     ) -> EvalResult:
         """Score the index on judged queries (BEIR style): nDCG@10, recall, MRR, latency.
 
@@ -192,7 +206,7 @@ class IndexQueries:
         :func:`semsearch.evaluate.load_queries` reads from a BEIR file); *qrels*: {query id:
         {document id: relevance}} (:func:`semsearch.evaluate.load_qrels`). A hit's document id is
         its file name without extension (*id_mode* "name" keeps it, "relpath" is the path below
-        the index's folder).
+        the index's folder). *rerank*, *rerank_model* and *rerank_depth* as for :meth:`search`.
         """
         from semsearch.evalrun import run_evaluation
         from semsearch.evaluate import Query
@@ -213,11 +227,24 @@ class IndexQueries:
                 depth=min(depth, MAX_HITS),
                 fusion=fusion or DEFAULT_FUSION,
                 scope=scope,
+                rerank=_rerank_options(rerank, rerank_model, rerank_depth),
             )
         except InvalidOptionError:
             raise
         except ValueError as exc:
             raise InvalidOptionError(str(exc)) from None
+
+
+def _rerank_options(rerank: bool, model: str | None, depth: int | None) -> dict[str, Any]:
+    """The SearchOptions fields of a re-ranking (none when *rerank* is off)."""
+    if not rerank:
+        if model is not None or depth is not None:
+            raise InvalidOptionError("{rerank_model} and {rerank_depth} need {rerank}", options=("rerank",))
+        return {}
+    given: dict[str, Any] = {"rerank": True, "rerank_model": model}
+    if depth is not None:
+        given["rerank_depth"] = depth
+    return given
 
 
 def _scope(scope: Scope | None, *filters: Any) -> Scope | None:

@@ -7,7 +7,7 @@ import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from semsearch.errors import InvalidOptionError
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from semsearch.models import QueryEmbedder
+    from semsearch.models.rerank import Reranker
     from semsearch.scope import Scope
     from semsearch.vectors import Subset
 
@@ -43,6 +44,10 @@ CANDIDATES_PER_HIT = 2  # each side of a hybrid search fetches this many candida
 MAX_QUERY_CHARS = 10_000
 _CORES = usable_cpus()  # hybrid runs BM25 beside the embedding only with a second core
 _WORD = re.compile(r"\w+", re.UNICODE)
+# Re-ranking scores this many first-stage hits with a cross-encoder; when more are asked for,
+# those below keep their first-stage order. Chosen by measurement (benchmarks/RESULTS.md).
+DEFAULT_RERANK_DEPTH = 30
+MAX_RERANK_DEPTH = 1000
 _NON_SPACE = re.compile(r"\S")  # where a chunk's first line (line_start) is
 # A sentence ends at . ! ? followed by space and a capital, digit, quote or bracket; or at a
 # newline. ("e.g. this" and "v1.2" do not end one.)
@@ -64,6 +69,11 @@ class SearchOptions:
     # One hit per place: a chunk whose emphasized sentence is at a better hit's place (overlapping
     # chunks share sentences) is left out. False: every chunk as ranked.
     distinct_places: bool = True
+    # Re-rank the first *rerank_depth* hits with a cross-encoder (models/rerank.py): rerank_model
+    # names it (None: SEMSEARCH_RERANK_MODEL, else the default).
+    rerank: bool = False
+    rerank_model: str | None = None
+    rerank_depth: int = DEFAULT_RERANK_DEPTH
 
     def validate(self) -> None:
         if self.top_k < 1:
@@ -86,6 +96,11 @@ class SearchOptions:
             )
         if not 0.0 <= self.alpha <= 1.0:
             raise InvalidOptionError(f"{{alpha}} must be between 0 and 1 (got {self.alpha})", options=("alpha",))
+        if not 1 <= self.rerank_depth <= MAX_RERANK_DEPTH:
+            raise InvalidOptionError(
+                f"{{rerank_depth}} must be between 1 and {MAX_RERANK_DEPTH} (got {self.rerank_depth})",
+                options=("rerank_depth",),
+            )
 
 
 @dataclass
@@ -123,6 +138,7 @@ class Searcher:
         self.reader = reader
         self._load_embedder = load_embedder
         self._embedder: QueryEmbedder | None = None
+        self._rerankers: dict[str, Reranker] = {}
         self._on_note = on_note
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -146,6 +162,16 @@ class Searcher:
                 self._embedder = self._load_embedder()
             return self._embedder
 
+    def reranker(self, name: str | None) -> Reranker:
+        """The re-ranking model called *name* (None: the default), loaded once."""
+        from semsearch.models.rerank import load_reranker
+
+        with self._lock:
+            found = self._rerankers.get(name or "")
+            if found is None:
+                found = self._rerankers[name or ""] = load_reranker(name, on_note=self._on_note)
+            return found
+
     def embed(self, query: str) -> np.ndarray:
         embedder = self.embedder()
         count = getattr(embedder, "count_tokens", None)
@@ -162,6 +188,8 @@ class Searcher:
         if not query:
             raise InvalidOptionError("empty {query}", options=("query",))
         query = query[:MAX_QUERY_CHARS]
+        if options.rerank:
+            return self._reranked(query, options)
         # With files_only, each wanted file asks for several chunks; when a few files' chunks
         # fill every candidate slot, ask again for more (the filter is applied inside each search).
         per_hit = 8 if options.files_only else 1
@@ -183,6 +211,23 @@ class Searcher:
                 break
             per_hit *= 4 if options.files_only else 2
         return hits
+
+    def _reranked(self, query: str, options: SearchOptions) -> list[Hit]:
+        """The first stage's best ``rerank_depth`` hits (or k) ordered by the re-ranker's score of
+        (query, passage); the hits below keep their order. Each re-ranked hit's ``score`` is the
+        re-ranker's (``scores["rerank"]``); the first stage's stay in ``scores``."""
+        depth = max(options.top_k, options.rerank_depth)
+        hits = self.search(query, replace(options, rerank=False, top_k=depth))
+        head, tail = hits[: options.rerank_depth], hits[options.rerank_depth :]
+        reranker = self.reranker(options.rerank_model)
+        scores = reranker.score(query, [_passage(hit.chunk) for hit in head])
+        for hit, score in zip(head, scores, strict=True):
+            hit.scores["rerank"] = hit.score = float(score)
+        head.sort(key=lambda hit: -hit.score)  # stable: ties keep the first stage's order
+        ranked = (head + tail)[: options.top_k]
+        for rank, hit in enumerate(ranked, 1):
+            hit.rank = rank
+        return ranked
 
     def _candidates(
         self, query: str, options: SearchOptions, per_hit: int, within: Subset | None, qvec: np.ndarray | None
@@ -296,6 +341,11 @@ def _collect(
     for rank, hit in enumerate(hits, 1):
         hit.rank = rank
     return hits, merged
+
+
+def _passage(chunk: ChunkRecord) -> str:
+    """A chunk's text as it was embedded: with its title / heading line when it has one."""
+    return f"{chunk.context}\n{chunk.text}" if chunk.context else chunk.text
 
 
 def snippet_line(chunk: ChunkRecord, highlight: tuple[int, int] | None) -> int:

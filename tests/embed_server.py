@@ -8,7 +8,10 @@ words (no model: for tests of the wire, fast). What a test needs of a misbehavin
 with ``POST /control`` (JSON): ``fail`` (a list of {"status", "retry_after", "count"} answers to
 give before serving again), ``delay`` (seconds per request), ``max_batch`` (more inputs get 413),
 ``key`` (the Bearer token required), ``rotate`` (another model behind the same name: the vectors
-turned), ``die_after`` (exit after that many served requests), ``names`` (the model names served).
+turned), ``die_after`` (exit after that many served requests), ``names`` (the model names served),
+``rerank_form`` ("cohere": ``POST /rerank`` takes {"query", "documents"} and answers {"results"}, as
+Infinity, vLLM and Jina do; "tei": it takes {"query", "texts"} and answers a list, as TEI does). A
+re-ranking score is the share of the query's words in the passage.
 ``GET /stats`` says what it saw: requests, texts, the largest batch, the most requests at once, each
 request's arrival time and its first input.
 """
@@ -20,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -37,7 +41,7 @@ class State:
         self.fake = fake
         self.embedder: Any = None
         self.control: dict[str, Any] = {"fail": [], "delay": 0.0, "max_batch": 0, "key": "", "rotate": False,
-                                        "die_after": 0, "names": names}  # fmt: skip
+                                        "die_after": 0, "names": names, "rerank_form": "cohere"}  # fmt: skip
         self.stats: dict[str, Any] = {"requests": 0, "served": 0, "texts": 0, "largest_batch": 0, "in_flight": 0,
                                       "most_at_once": 0, "arrivals": [], "first_inputs": []}  # fmt: skip
 
@@ -100,6 +104,9 @@ def handler(state: State) -> type[BaseHTTPRequestHandler]:
                                            arrivals=[], first_inputs=[])  # fmt: skip
                 self._send(200, {"ok": True})
                 return
+            if self.path.rstrip("/") in ("/v1/rerank", "/rerank"):
+                self._rerank(self._body())
+                return
             if self.path.rstrip("/") not in ("/v1/embeddings", "/embeddings"):
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return
@@ -155,6 +162,43 @@ def handler(state: State) -> type[BaseHTTPRequestHandler]:
             finally:
                 with state.lock:
                     stats["in_flight"] -= 1
+
+        def _rerank(self, body: dict[str, Any]) -> None:
+            with state.lock:
+                control = dict(state.control)
+                state.stats["requests"] += 1
+                failure = control["fail"][0] if control["fail"] else None
+                if failure is not None:
+                    state.control["fail"] = control["fail"][1:]
+            if control["key"] and self.headers.get("Authorization") != f"Bearer {control['key']}":
+                self._send(401, {"error": {"message": "Incorrect API key provided"}})
+                return
+            if failure is not None:
+                headers = {"Retry-After": str(failure["retry_after"])} if failure.get("retry_after") else {}
+                self._send(int(failure["status"]), {"error": {"message": "injected failure"}}, headers)
+                return
+            tei = control["rerank_form"] == "tei"
+            texts = body.get("texts" if tei else "documents")
+            if not isinstance(texts, list):
+                self._send(
+                    422,
+                    {
+                        "error": f"Failed to deserialize the JSON body: missing field `{'texts' if tei else 'documents'}`"
+                    },
+                )
+                return
+            words = set(re.findall(r"\w+", str(body.get("query", "")).lower()))
+            scores = [len(words & set(re.findall(r"\w+", str(t).lower()))) / max(1, len(words)) for t in texts]
+            with state.lock:
+                state.stats["served"] += 1
+                state.stats["texts"] += len(texts)
+            if tei:
+                self._send(
+                    200, sorted(({"index": i, "score": v} for i, v in enumerate(scores)), key=lambda d: -d["score"])
+                )
+            else:
+                results = [{"index": i, "relevance_score": v} for i, v in enumerate(scores)]
+                self._send(200, {"model": body.get("model"), "results": results[::-1]})
 
     return Handler
 

@@ -56,6 +56,14 @@ def _scope(*filters: Any) -> Any:
     return scope_of(*filters)
 
 
+def _rerank_args(rerank: bool, model: str | None, depth: int | None) -> dict[str, Any]:
+    """Index.search's re-ranking arguments, as the flags ask (SEMSEARCH_RERANK_MODEL alone does
+    not turn it on)."""
+    if depth is not None and not rerank:
+        raise InvalidOptionError("--rerank-depth needs --rerank")
+    return {"rerank": True, "rerank_model": model, "rerank_depth": depth} if rerank else {}
+
+
 def _print_type_list() -> None:
     from semsearch.scope import GROUPS, type_globs, type_names
 
@@ -92,6 +100,9 @@ def query(
     files_only: bool = opt.FILES_ONLY,
     null: bool = opt.NULL,
     type_list: bool = opt.TYPE_LIST,
+    rerank: bool = opt.RERANK,
+    rerank_model: str | None = opt.RERANK_MODEL,
+    rerank_depth: int | None = opt.RERANK_DEPTH,
     index: str | None = opt.INDEX,
 ) -> None:
     """Find the passages that mean what you ask (only under PATHs, when given).
@@ -110,6 +121,7 @@ def query(
         if text is None:
             raise InvalidOptionError("Missing argument 'QUERY' (what to look for, or - to read queries from stdin)")
         options = SearchOptions(top_k=top, min_score=min_score, mode=mode or DEFAULT_MODE, files_only=files_only)
+        reranking = _rerank_args(rerank, rerank_model, rerank_depth)
         _check_mode_from_environment(mode)
         _check_null(null, files_only=files_only, as_json=as_json)
         options.validate()
@@ -120,7 +132,7 @@ def query(
             if not text.strip():
                 raise InvalidOptionError("empty query")
             queries = [text]
-        return _run_queries(queries, options, as_json=as_json, null=null, index=index)
+        return _run_queries(queries, options, as_json=as_json, null=null, index=index, reranking=reranking)
 
     _answer(run)
 
@@ -265,7 +277,13 @@ def _stdin_queries() -> Iterator[str]:
 
 
 def _run_queries(
-    queries: Iterable[str], options: SearchOptions, *, as_json: bool, null: bool, index: str | None
+    queries: Iterable[str],
+    options: SearchOptions,
+    *,
+    as_json: bool,
+    null: bool,
+    index: str | None,
+    reranking: dict[str, Any],
 ) -> bool:
     from semsearch.api import Index
 
@@ -280,6 +298,7 @@ def _run_queries(
             min_score=options.min_score,
             files_only=options.files_only,
             scope=options.scope,
+            **reranking,
         ):
             found = found or bool(hits)
             view.write(query_text, hits)
@@ -299,6 +318,9 @@ def evaluate(
         "stem", "--id-mode", help="Hit file -> document id: stem (name without extension), name, relpath."
     ),
     depth: int = typer.Option(100, "--depth", help="Distinct documents ranked per query."),
+    rerank: bool = opt.RERANK,
+    rerank_model: str | None = opt.RERANK_MODEL,
+    rerank_depth: int | None = opt.RERANK_DEPTH,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     paths: list[Path] = opt.SCOPE_PATHS,
     globs: list[str] = opt.GLOB,
@@ -324,7 +346,8 @@ def evaluate(
             raise InvalidOptionError(str(exc).splitlines()[0]) from None
         with Index.open(index, on_note=console.note_printer(err)) as target:
             scope = _scope(paths, globs, types, types_not, changed_within, changed_before)
-            result = target.evaluate(asked, judged, mode=mode, id_mode=id_mode, depth=depth, scope=scope)
+            reranking = _rerank_args(rerank, rerank_model, rerank_depth)
+            result = target.evaluate(asked, judged, mode=mode, id_mode=id_mode, depth=depth, scope=scope, **reranking)
     except SemsearchError as exc:
         console.fail(describe(exc))
         return
@@ -468,11 +491,13 @@ def mcp_command(
         metavar="SECONDS",
         help="Answer a tool call that runs longer with an error (0: no limit); other calls go on meanwhile.",
     ),
+    rerank_model: str | None = opt.RERANK_MODEL,
 ) -> None:
     """Serve the index to coding agents and editors: a Model Context Protocol server on stdio.
 
     Tools: search, similar, status (and index with --allow-index). The index is opened once and
-    the query model stays loaded; an index updated or rebuilt meanwhile is picked up.
+    the query model stays loaded; an index updated or rebuilt meanwhile is picked up. A search
+    asking for rerank uses --rerank-model.
     """
     import math
 
@@ -480,4 +505,4 @@ def mcp_command(
 
     if not math.isfinite(timeout) or timeout < 0:
         console.fail(f"--timeout must be 0 (no limit) or a number of seconds (got {timeout})")
-    serve(index, allow_index=allow_index, watch=watch, timeout=timeout)
+    serve(index, allow_index=allow_index, watch=watch, timeout=timeout, rerank_model=rerank_model)

@@ -55,8 +55,9 @@ class IndexService:
     manifest read and the generation compared.
     """
 
-    def __init__(self, index: Path | str | None) -> None:
+    def __init__(self, index: Path | str | None, *, rerank_model: str | None = None) -> None:
         self.asked = index
+        self.rerank_model = rerank_model  # the cross-encoder a search with rerank uses (None: the default)
         self._remote = False  # the index is PostgreSQL's
         self._index: Index | None = None
         self._seen: tuple[Any, ...] | None = None
@@ -243,13 +244,20 @@ def _plain_logging() -> None:
         root.setLevel(logging.WARNING)
 
 
-def build_server(index: Path | str | None, *, allow_index: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Any:
+def build_server(
+    index: Path | str | None,
+    *,
+    allow_index: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    rerank_model: str | None = None,
+) -> Any:
     """The MCP server with its tools (``index`` only with *allow_index*); a call that runs over
-    *timeout* seconds (0: no limit) is answered with an error, and the server goes on."""
+    *timeout* seconds (0: no limit) is answered with an error, and the server goes on. A search
+    with ``rerank`` uses *rerank_model* (None: the default)."""
     from semsearch.version import __version__
 
     _plain_logging()
-    service = IndexService(index)
+    service = IndexService(index, rerank_model=rerank_model)
     server = _server_class(timeout, allow_index)(
         name="semsearch",
         version=__version__,
@@ -293,7 +301,12 @@ def _server_class(timeout: float, allow_index: bool) -> type[Any]:
 
 
 def serve(
-    index: Path | str | None, *, allow_index: bool = False, watch: bool = False, timeout: float = DEFAULT_TIMEOUT
+    index: Path | str | None,
+    *,
+    allow_index: bool = False,
+    watch: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    rerank_model: str | None = None,
 ) -> None:
     """Run the server on stdin/stdout until the client goes away; with *watch*, a thread keeps the
     index fresh meanwhile (one line per update on stderr)."""
@@ -301,7 +314,7 @@ def serve(
 
     from semsearch.cli.mcp_stdio import run_guarded
 
-    server = build_server(index, allow_index=allow_index, timeout=timeout)
+    server = build_server(index, allow_index=allow_index, timeout=timeout, rerank_model=rerank_model)
     stop = threading.Event()
     watcher = threading.Thread(target=_watch, args=(index, stop), name="semsearch-watch", daemon=True)
     if watch:

@@ -211,6 +211,7 @@ def _add_search(server: Any, service: IndexService) -> None:
         changed_within: str | None = None,
         changed_before: str | None = None,
         files_only: bool = False,
+        rerank: bool = False,
     ) -> Annotated[CallToolResult, dict[str, Any]]:
         """Search the project's files for passages that mean what the query asks.
 
@@ -223,7 +224,8 @@ def _add_search(server: Any, service: IndexService) -> None:
         page, cell, slide or section in documents of parts); score (what ranks them: the
         cosine/BM25 blend; cosine in semantic mode, BM25 in lexical); scores (cosine, bm25,
         fused); title; context (the headings above the passage); text (the passage); type (md,
-        pdf, py ...); mtime (Unix seconds when indexed).
+        pdf, py ...); mtime (Unix seconds when indexed). rerank: score the best 30 hits again
+        with a cross-encoder (more precise, slower: tens to hundreds of ms); score is then its.
         """
         _check_search(query, k, {"paths": paths, "globs": globs, "types": types, "types_not": types_not})
         try:
@@ -240,6 +242,8 @@ def _add_search(server: Any, service: IndexService) -> None:
                 types_not=types_not,
                 changed_within=changed_within,
                 changed_before=changed_before,
+                rerank=rerank,
+                rerank_model=service.rerank_model if rerank else None,
             )
         except SemsearchError as exc:
             raise _failing(service, exc) from None

@@ -30,3 +30,22 @@ JSON = typer.Option(False, "--json", help="JSON Lines, one object per hit.")
 FILES_ONLY = typer.Option(False, "-l", "--files-only", help="Only the distinct files, best first.")
 NULL = typer.Option(False, "-0", "--null", help="With -l: end each file name with NUL (for xargs -0).")
 TOP = typer.Option(10, "-k", "--top", help="How many hits.")
+# Re-ranking (`query`, `eval`; `mcp` and `serve` take the model).
+RERANK = typer.Option(
+    False,
+    "--rerank",
+    envvar="SEMSEARCH_RERANK",
+    help="Score the best hits again with a cross-encoder and order them by it (slower; see --rerank-model).",
+)
+RERANK_MODEL = typer.Option(
+    None,
+    "--rerank-model",
+    envvar="SEMSEARCH_RERANK_MODEL",
+    metavar="NAME_OR_PATH",
+    help="The cross-encoder: a sentence-transformers CrossEncoder folder, a name in the local Hugging Face "
+    "cache, or a /rerank URL (#MODEL after it names the server's model) "
+    "[default: cross-encoder/ms-marco-MiniLM-L6-v2].",
+)
+RERANK_DEPTH = typer.Option(
+    None, "--rerank-depth", metavar="N", help="How many of the first hits to re-rank [default: 30]."
+)

@@ -80,7 +80,7 @@ def export_onnx(model: SentenceTransformer, dest_dir: Path, *, min_cosine: float
                 f"ONNX export does not match the model: lowest cosine {verification['min_cosine']:.6f} "
                 f"< {min_cosine} on {verification['texts']} sample texts"
             )
-        _move_into_place(tmp_dir, dest_dir)
+        move_into_place(tmp_dir, dest_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
@@ -174,7 +174,7 @@ def _write_export(model: SentenceTransformer, spec: _ModelSpec, out_dir: Path) -
         raise OnnxExportError(f"cannot export: tokenizer inputs {input_names} lack input_ids/attention_mask")
 
     model_path = out_dir / MODEL_FILE
-    _export_graph(spec.transformer.auto_model, hf_tokenizer, input_names, model_path)
+    export_graph(spec.transformer.auto_model, hf_tokenizer, input_names, model_path)
     extra = sorted(p.name for p in out_dir.iterdir() if p.name != MODEL_FILE)
     if extra:  # external weight files (models over 2 GB) would escape the checksum
         raise OnnxExportError(f"ONNX export wrote unexpected files {extra}; models over 2 GB are not supported")
@@ -205,13 +205,13 @@ def _write_export(model: SentenceTransformer, spec: _ModelSpec, out_dir: Path) -
         model_sha256=sha256_file(model_path),
         tokenizer_sha256=sha256_file(tokenizer_path),
         onnx_opset=_ONNX_OPSET,
-        versions=_library_versions(onnxruntime.__version__, tokenizers.__version__),
+        versions=library_versions(onnxruntime.__version__, tokenizers.__version__),
     )
     (out_dir / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     return manifest
 
 
-def _library_versions(onnxruntime_version: str, tokenizers_version: str) -> dict[str, str]:
+def library_versions(onnxruntime_version: str, tokenizers_version: str) -> dict[str, str]:
     import sentence_transformers
     import torch
     import transformers
@@ -225,12 +225,22 @@ def _library_versions(onnxruntime_version: str, tokenizers_version: str) -> dict
     }
 
 
-def _export_graph(auto_model: Any, hf_tokenizer: Any, input_names: list[str], path: Path) -> None:
-    """Trace the Hugging Face model with torch's TorchScript-based ONNX exporter into *path*."""
+def export_graph(
+    auto_model: Any,
+    hf_tokenizer: Any,
+    input_names: list[str],
+    path: Path,
+    *,
+    output_name: str = _OUTPUT_NAME,
+    pairs: bool = False,
+) -> None:
+    """Trace the Hugging Face model with torch's TorchScript-based ONNX exporter into *path*: its
+    first output (the last hidden state, or a classifier's logits) as *output_name*. *pairs*:
+    trace it on text pairs (a cross-encoder's input)."""
     import torch
 
     class _TokenEmbeddings(torch.nn.Module):
-        """Call the model with named inputs and return only the last hidden state."""
+        """Call the model with named inputs and return only its first output."""
 
         def __init__(self, inner: torch.nn.Module) -> None:
             super().__init__()
@@ -243,16 +253,15 @@ def _export_graph(auto_model: Any, hf_tokenizer: Any, input_names: list[str], pa
     if param.dtype != torch.float32:
         raise OnnxExportError(f"cannot export a {param.dtype} model; load it in float32")
     # Two rows of different lengths so the traced graph takes the padded-attention-mask path.
-    sample = hf_tokenizer(
-        ["semsearch onnx export", "a longer second sample sentence, so that the first row is padded"],
-        padding=True,
-        return_tensors="pt",
-    )
+    texts = ["semsearch onnx export", "a longer second sample sentence, so that the first row is padded"]
+    second = ["a passage", "a second passage of the pair"] if pairs else None
+    sample = hf_tokenizer(texts, second, padding=True, return_tensors="pt")
     args = tuple(sample[name].to(param.device) for name in input_names)
-    axes = {name: {0: "batch", 1: "sequence"} for name in [*input_names, _OUTPUT_NAME]}
+    axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
+    axes[output_name] = {0: "batch"} if pairs else {0: "batch", 1: "sequence"}
     was_training = auto_model.training
     auto_model.eval()
-    previous_attention = _use_eager_attention(auto_model)
+    previous_attention = use_eager_attention(auto_model)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and deprecation warnings about the legacy exporter
@@ -262,7 +271,7 @@ def _export_graph(auto_model: Any, hf_tokenizer: Any, input_names: list[str], pa
                 str(path),
                 dynamo=False,
                 input_names=input_names,
-                output_names=[_OUTPUT_NAME],
+                output_names=[output_name],
                 dynamic_axes=axes,
                 opset_version=_ONNX_OPSET,
                 do_constant_folding=True,
@@ -277,7 +286,7 @@ def _export_graph(auto_model: Any, hf_tokenizer: Any, input_names: list[str], pa
             auto_model.set_attn_implementation(previous_attention)
 
 
-def _use_eager_attention(auto_model: Any) -> str | None:
+def use_eager_attention(auto_model: Any) -> str | None:
     """Switch a Hugging Face model to eager attention for tracing; return the setting to restore, if changed.
 
     The traced eager graph is smaller than the SDPA one (no data-dependent mask branches) and runs
@@ -377,7 +386,7 @@ def _verify(model: SentenceTransformer, embedder: OnnxEmbedder, manifest: OnnxEx
     }
 
 
-def _move_into_place(tmp_dir: Path, dest_dir: Path) -> None:
+def move_into_place(tmp_dir: Path, dest_dir: Path) -> None:
     """Rename the finished export to *dest_dir*, replacing (then deleting) any export already there."""
     if not dest_dir.exists():
         os.replace(tmp_dir, dest_dir)

@@ -191,9 +191,9 @@ class OnnxEmbedder:
         model_check = _ChecksumThread(model_path, model_sha256)
         model_check.start()
         try:
-            _check_sha256(tokenizer_path, manifest.tokenizer_sha256)
+            check_sha256(tokenizer_path, manifest.tokenizer_sha256)
             tokenizer = _load_tokenizer(tokenizer_path, manifest)
-            session = _create_session(model_path, threads)
+            session = create_session(model_path, threads)
         except OnnxExportError:
             model_check.join()
             model_check.raise_if_failed()  # a damaged model is better reported as such
@@ -336,7 +336,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_sha256(path: Path, expected: str) -> None:
+def check_sha256(path: Path, expected: str) -> None:
     """Raise :class:`OnnxExportError` if *path* is missing, unreadable or not the file with that checksum."""
     try:
         actual = sha256_file(path)
@@ -349,7 +349,7 @@ def _check_sha256(path: Path, expected: str) -> None:
 
 
 class _ChecksumThread(threading.Thread):
-    """Run :func:`_check_sha256` in the background and keep its error for the caller's thread."""
+    """Run :func:`check_sha256` in the background and keep its error for the caller's thread."""
 
     def __init__(self, path: Path, expected: str) -> None:
         super().__init__(name="semsearch-sha256", daemon=True)
@@ -359,7 +359,7 @@ class _ChecksumThread(threading.Thread):
 
     def run(self) -> None:
         try:
-            _check_sha256(self._path, self._expected)
+            check_sha256(self._path, self._expected)
         except OnnxExportError as exc:
             self._error = exc
 
@@ -383,7 +383,7 @@ def _load_tokenizer(path: Path, manifest: OnnxExportManifest) -> tokenizers.Toke
     return tokenizer
 
 
-def _create_session(model_path: Path, threads: int | None = None) -> onnxruntime.InferenceSession:
+def create_session(model_path: Path, threads: int | None = None) -> onnxruntime.InferenceSession:
     """Create a CPU onnxruntime session with full graph optimisation (default: a thread per usable core)."""
     import onnxruntime as ort
 

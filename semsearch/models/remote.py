@@ -157,14 +157,14 @@ class Client:
                 if not isinstance(exc, httpx.ConnectTimeout):
                     self._reached = True  # connected: a slow server, not a wrong address
             except httpx.HTTPError as exc:
-                wait, why = None, _connection_problem(exc)
+                wait, why = None, connection_problem(exc)
                 if not self._reached:
                     attempts = min(attempts, 3)
             else:
                 self._reached = True
                 if reply.status_code == 200:
                     return self._vectors(reply, len(texts), where)
-                message = _server_message(reply)
+                message = server_message(reply)
                 if reply.status_code in RETRY_STATUS:
                     wait, why = retry_after(reply.headers.get("retry-after")), f"{reply.status_code} {message}"
                 else:
@@ -225,7 +225,7 @@ def _decode(value: Any) -> list[float]:
     return [float(x) for x in value]
 
 
-def _server_message(reply: Any) -> str:
+def server_message(reply: Any) -> str:
     """The server's own words about an error, on one line and short."""
     text = ""
     try:
@@ -238,7 +238,7 @@ def _server_message(reply: Any) -> str:
     return text[:200] + ("..." if len(text) > 200 else "")
 
 
-def _connection_problem(exc: Exception) -> str:
+def connection_problem(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     if "refused" in text.lower():
         return "connection refused"
