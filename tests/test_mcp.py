@@ -445,7 +445,7 @@ def test_the_watcher_survives_an_update_that_fails(
 
     monkeypatch.setattr(Index, "watch", watch)
     monkeypatch.setattr(mcp_server, "WATCH_RETRY", 0.01)
-    mcp_server._watch(tmp_path / ".semsearch", stop)
+    mcp_server.watch_index(tmp_path / ".semsearch", stop)
     assert len(calls) == 2
     err = capsys.readouterr().err
     assert "the update failed (ValueError: strides is incompatible" in err and "Traceback" not in err

@@ -495,7 +495,7 @@ def mcp_command(
 ) -> None:
     """Serve the index to coding agents and editors: a Model Context Protocol server on stdio.
 
-    Tools: search, similar, status (and index with --allow-index). The index is opened once and
+    Tools: search, similar, status, duplicates (and index with --allow-index). The index is opened once and
     the query model stays loaded; an index updated or rebuilt meanwhile is picked up. A search
     asking for rerank uses --rerank-model.
     """
@@ -506,3 +506,87 @@ def mcp_command(
     if not math.isfinite(timeout) or timeout < 0:
         console.fail(f"--timeout must be 0 (no limit) or a number of seconds (got {timeout})")
     serve(index, allow_index=allow_index, watch=watch, timeout=timeout, rerank_model=rerank_model)
+
+
+@app.command("serve")
+def serve_command(
+    index: str | None = typer.Option(None, "--index", envvar="SEMSEARCH_INDEX", help=opt.INDEX_HELP),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; any but a loopback one needs a token."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free one)."),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        metavar="TOKEN",
+        help="The token callers must give (visible to `ps`: prefer the file or the variable).",
+    ),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", metavar="FILE", help="Read the token from the first line of FILE."
+    ),
+    allow_index: bool = typer.Option(
+        False, "--allow-index", help="Offer POST /index and the MCP index tool (it writes)."
+    ),
+    watch: bool = typer.Option(
+        False, "--watch", help="Also keep the index fresh: update it after each burst of changes to its folders."
+    ),
+    timeout: float = typer.Option(
+        30.0, "--timeout", metavar="SECONDS", help="Answer a call that runs longer with 504 (0: no limit)."
+    ),
+    rerank_model: str | None = opt.RERANK_MODEL,
+) -> None:
+    """Serve the index over HTTP: a search page at /, a JSON API (/search, /similar, /status,
+    /duplicates; /openapi.json describes it) and MCP over streamable HTTP at /mcp.
+
+    Binds to 127.0.0.1 unless --host says otherwise, which needs a token (--token, --token-file or
+    SEMSEARCH_SERVE_TOKEN): callers give it as "Authorization: Bearer TOKEN", the page asks for it
+    once. The query model stays loaded; an index updated or rebuilt meanwhile is picked up.
+    """
+    import math
+
+    from semsearch.cli.serve_app import ServeSettings, is_loopback, run
+
+    try:
+        secret = _serve_token(token, token_file)
+        if not math.isfinite(timeout) or timeout < 0:
+            raise InvalidOptionError(f"--timeout must be 0 (no limit) or a number of seconds (got {timeout})")
+        if not 0 <= port <= 65535:
+            raise InvalidOptionError(f"--port must be between 0 and 65535 (got {port})")
+        if secret is None and not is_loopback(host):
+            raise InvalidOptionError(
+                f"serving on {host} needs a token (--token-file FILE or SEMSEARCH_SERVE_TOKEN); "
+                "without one, only 127.0.0.1"
+            )
+        settings = ServeSettings(index, host=host, port=port, token=secret, allow_index=allow_index,
+                                 timeout=timeout, rerank_model=rerank_model)  # fmt: skip
+        err = console.stderr()
+
+        def ready(url: str) -> None:
+            guard = "a token is required" if secret else "loopback only, no token"
+            err.print(f"semsearch: serving at {url} ({guard}): the page at /, the API at /search "
+                      f"(/openapi.json), MCP at /mcp; Ctrl-C stops", markup=False, highlight=False)  # fmt: skip
+
+        run(settings, on_ready=ready, watch=watch)
+    except SemsearchError as exc:
+        console.fail(describe(exc))
+
+
+MIN_TOKEN = 16
+
+
+def _serve_token(token: str | None, token_file: Path | None) -> str | None:
+    """The token from the flag, else the file, else SEMSEARCH_SERVE_TOKEN (None: none given)."""
+    if token is None and token_file is not None:
+        try:
+            token = (token_file.read_text(encoding="utf-8").splitlines() or [""])[0]
+        except OSError as exc:
+            raise InvalidOptionError(f"--token-file {token_file}: {exc.strerror}") from None
+    if token is None:
+        token = os.environ.get("SEMSEARCH_SERVE_TOKEN")
+    if token is None:
+        return None
+    token = token.strip()
+    if len(token) < MIN_TOKEN or any(c.isspace() or not c.isprintable() for c in token):
+        raise InvalidOptionError(
+            f"the token must be at least {MIN_TOKEN} printable characters without spaces "
+            '(make one with: python -c "import secrets; print(secrets.token_urlsafe(32))")'
+        )
+    return token

@@ -29,6 +29,7 @@ from semsearch.cli.mcp_tools import (
     Mode,
     Scores,
     add_tools,
+    status_error,
     threaded,
 )
 from semsearch.errors import SemsearchError
@@ -287,15 +288,18 @@ def _server_class(timeout: float, allow_index: bool) -> type[Any]:
                     return await super().call_tool(name, arguments, context)
             except TimeoutError:
                 after = "; the update goes on (see the status tool)" if name == "index" else ""
-                raise ToolError(
-                    f"the call ran over its time limit of {timeout:g} s (semsearch mcp --timeout){after}"
-                ) from None
+                message = f"the call ran over its time limit of {timeout:g} s (--timeout){after}"
+                raise status_error(message, 504) from None
             except UnexpectedToolError as exc:
                 if not _is_argument_error(exc):
-                    raise ToolError(_unexpected(exc, name)) from None
-                raise ToolError(_one_line(exc, name, allow_index)) from None
+                    raise status_error(_unexpected(exc, name), 500) from None
+                raise status_error(_one_line(exc, name, allow_index)) from None
             except ToolError as exc:
-                raise ToolError(_one_line(exc, name, allow_index)) from None
+                message = _one_line(exc, name, allow_index)
+                # The SDK may wrap the tool's own error: its status is on the cause then.
+                status = getattr(exc, "status", None) or getattr(exc.__cause__, "status", None) or 422
+                status = 404 if message.startswith("Unknown tool") else status
+                raise status_error(message, status) from None
 
     return Server
 
@@ -316,7 +320,7 @@ def serve(
 
     server = build_server(index, allow_index=allow_index, timeout=timeout, rerank_model=rerank_model)
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(index, stop), name="semsearch-watch", daemon=True)
+    watcher = threading.Thread(target=watch_index, args=(index, stop), name="semsearch-watch", daemon=True)
     if watch:
         watcher.start()
     try:
@@ -331,7 +335,7 @@ def serve(
 WATCH_RETRY = 5.0  # seconds before the watcher starts again after an error
 
 
-def _watch(index: Path | str | None, stop: threading.Event) -> None:
+def watch_index(index: Path | str | None, stop: threading.Event) -> None:
     """Update the index after each burst of changes until *stop* (errors are reported, not fatal)."""
     import sys
 

@@ -1,4 +1,5 @@
-"""The tools `semsearch mcp` offers (search, similar, status, and index on request): their
+"""The tools `semsearch mcp` and `semsearch serve` offer (search, similar, status, duplicates, and
+index on request): their
 arguments' bounds and checks, their results as JSON, each call in a worker thread.
 
 The server around them (the index kept open and fresh, the time limit, errors as one line) is
@@ -63,6 +64,7 @@ class Scores(TypedDict, total=False):
     cosine: float
     bm25: float
     fused: float
+    rerank: float  # the cross-encoder's, when the search asked for rerank
 
 
 class HitResult(TypedDict):
@@ -76,6 +78,7 @@ class HitResult(TypedDict):
     title: str | None  # the document's title, when it has one
     context: str | None  # the title and headings the passage sits under
     text: str  # the passage
+    highlight: list[int] | None  # [start, end): the sentence of text closest to the query
     type: str  # its file type (md, pdf, word, py ...)
     mtime: float  # the file's modification time when indexed (Unix seconds)
 
@@ -117,6 +120,7 @@ def _hit(hit: Hit, project: str) -> HitResult:
         "title": display_name(c.title),
         "context": display_name(c.context),
         "text": c.text,
+        "highlight": list(hit.highlight) if hit.highlight else None,
         "type": type_of(c.display, c.kind),
         "mtime": c.mtime_ns / 1e9,
     }
@@ -152,6 +156,7 @@ def add_tools(server: Any, service: IndexService, *, allow_index: bool) -> None:
     _add_search(server, service)
     _add_similar(server, service)
     _add_status(server, service)
+    _add_duplicates(server, service)
     if allow_index:
         _add_index(server, service)
 
@@ -159,7 +164,6 @@ def add_tools(server: Any, service: IndexService, *, allow_index: bool) -> None:
 def _failing(service: IndexService, exc: SemsearchError) -> ToolError:
     """The CLI's one-line message, naming the tools' own arguments (not the CLI's flags), with
     paths relative to the project as the tools take them."""
-    from mcp.server.mcpserver.exceptions import ToolError
 
     from semsearch.cli.messages import REMEDIES
 
@@ -167,18 +171,50 @@ def _failing(service: IndexService, exc: SemsearchError) -> ToolError:
     project = service.asked_project()
     if project is not None:
         message = message.replace(folder_prefix(project), "")
-    return ToolError(message)
+    return status_error(message, error_status(exc, message))
+
+
+def error_status(exc: SemsearchError, message: str) -> int:
+    """The HTTP status `semsearch serve` answers a tool's failure with."""
+    from semsearch.errors import IndexLockedError, InvalidOptionError, ModelError
+
+    if isinstance(exc, InvalidOptionError):
+        return 404 if "is not in the index" in message else 422
+    if isinstance(exc, IndexLockedError):
+        return 409
+    if isinstance(exc, ModelError):
+        return 502
+    return 503  # no index, or one that cannot be read now
+
+
+def status_error(message: str, status: int = 422) -> ToolError:
+    """A ToolError that carries the HTTP status `semsearch serve` answers it with (422: the
+    arguments)."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    error = ToolError(message)
+    error.status = status  # type: ignore[attr-defined]
+    return error
 
 
 def _absolute(paths: list[str] | None, project: Path) -> list[str] | None:
-    return None if paths is None else [str(project / p) for p in paths]
+    return None if paths is None else [inside(p, project) for p in paths]
 
 
-def _check_k(k: int) -> None:
+def inside(path: str, project: Path) -> str:
+    """*path* (relative to the project) as an absolute path, refused when it leads out of the
+    project: the tools answer about the index's files only."""
+    full = os.path.normpath(project / path)
+    if full != str(project) and not full.startswith(folder_prefix(project)):
+        raise status_error(f"{path} is outside the project", 403)
+    return full
+
+
+def _check_k(k: int, name: str = "k") -> None:
     from mcp.server.mcpserver.exceptions import ToolError
 
     if not 1 <= k <= MAX_K:
-        raise ToolError(f"k must be between 1 and {MAX_K} (got {k})")
+        raise ToolError(f"{name} must be between 1 and {MAX_K} (got {k})")
 
 
 def _check_search(query: str, k: int, lists: dict[str, list[str] | None]) -> None:
@@ -267,7 +303,7 @@ def _add_similar(server: Any, service: IndexService) -> None:
         try:
             idx = service.index()
             project = idx.base_folder()
-            hits = idx.similar(str(project / path), line=line, k=k, files_only=files_only)
+            hits = idx.similar(inside(path, project), line=line, k=k, files_only=files_only)
         except SemsearchError as exc:
             raise _failing(service, exc) from None
         target = f"{path}:{line}" if line is not None else path
@@ -284,6 +320,57 @@ def _add_status(server: Any, service: IndexService) -> None:
         except SemsearchError as exc:
             raise _failing(service, exc) from None
         return _result(info.to_dict())
+
+
+def _add_duplicates(server: Any, service: IndexService) -> None:
+    @server.tool()
+    @threaded
+    def duplicates(
+        min_score: float | None = None,
+        paths: list[str] | None = None,
+        globs: list[str] | None = None,
+        types: list[str] | None = None,
+        types_not: list[str] | None = None,
+        changed_within: str | None = None,
+        changed_before: str | None = None,
+        limit: int = 50,
+    ) -> Annotated[CallToolResult, dict[str, Any]]:
+        """Near-duplicate passages of different files (cosine >= min_score, default 0.93), filters
+        as for search. Returns {"groups", "files", "chunks_checked"}: groups, most text per file
+        first (at most limit), each {"size", "files", "score", "min_score", "passages"} with the
+        passages as search's hits (score: the passage's best cosine to another of the group);
+        files, the pairs of files that share passages: {"files": [a, b], "shared", "chunks",
+        "score"}."""
+        from semsearch.search import Hit
+
+        _check_k(limit, "limit")
+        lists = {"paths": paths, "globs": globs, "types": types, "types_not": types_not}
+        _check_search("-", 1, lists)
+        try:
+            idx = service.index()
+            project = idx.base_folder()
+            found = idx.duplicates(
+                min_score=min_score, paths=_absolute(paths, project), globs=globs, types=types,
+                types_not=types_not, changed_within=changed_within, changed_before=changed_before,
+            )  # fmt: skip
+        except SemsearchError as exc:
+            raise _failing(service, exc) from None
+        prefix = folder_prefix(project)
+        groups = [
+            {
+                "size": len(group.chunks), "files": group.files, "score": round(group.score, 6),
+                "min_score": round(group.min_score, 6),
+                "passages": [_hit(Hit(rank, score, chunk, {"cosine": score}), prefix)
+                             for rank, (chunk, score) in enumerate(zip(group.chunks, group.scores, strict=True), 1)],
+            }
+            for group in found.groups[:limit]
+        ]  # fmt: skip
+        pairs = [
+            {"files": [_relative(pair.a, project), _relative(pair.b, project)], "shared": pair.shared,
+             "chunks": pair.chunks, "score": round(pair.score, 6)}
+            for pair in found.files[:limit]
+        ]  # fmt: skip
+        return _result({"groups": groups, "files": pairs, "chunks_checked": found.chunks_checked})
 
 
 def _add_index(server: Any, service: IndexService) -> None:
