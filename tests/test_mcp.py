@@ -76,11 +76,14 @@ def test_tools_search_filters_similar_status_and_bad_calls(project: tuple[Path, 
         out["bad_mode"] = await session.call_tool("search", {"query": "x", "mode": "fuzzy"})
         out["no_query"] = await session.call_tool("search", {})
         out["no_index_tool"] = await session.call_tool("index", {})
+        out["dups"] = await session.call_tool("duplicates", {"min_score": 0.1, "limit": 1})
+        out["bad_limit"] = await session.call_tool("duplicates", {"limit": 0})
+        out["outside"] = await session.call_tool("similar", {"path": "../elsewhere.md"})
         out["after"] = await session.call_tool("search", {"query": "sourdough starter", "k": 1})
         return out
 
     out = with_client(root, env, body)
-    assert set(out["tools"]) == {"search", "similar", "status"}  # no index tool without --allow-index
+    assert set(out["tools"]) == {"search", "similar", "status", "duplicates"}  # no index tool without --allow-index
     schema = out["tools"]["search"].input_schema["properties"]
     assert {"query", "k", "mode", "paths", "globs", "types", "changed_within"} <= set(schema)
     # The text content is the structured content as JSON (for clients that read text only).
@@ -101,6 +104,13 @@ def test_tools_search_filters_similar_status_and_bad_calls(project: tuple[Path, 
         text = out[key].content[0].text
         assert out[key].is_error and text.startswith(start) and "\n" not in text, text
     assert "--allow-index" in out["no_index_tool"].content[0].text
+    dups = out["dups"].structured_content
+    assert set(dups) == {"groups", "files", "chunks_checked"} and len(dups["groups"]) == 1  # at most limit
+    group = dups["groups"][0]
+    assert group["size"] == len(group["passages"]) >= 2 and group["files"] >= 2 and group["min_score"] >= 0.1
+    assert all(not os.path.isabs(p["path"]) for p in group["passages"])
+    assert out["bad_limit"].is_error and "limit must be between 1 and" in out["bad_limit"].content[0].text
+    assert out["outside"].is_error and out["outside"].content[0].text == "../elsewhere.md is outside the project"
     assert hits(out["after"])[0]["path"] == os.path.join("docs", "baking.md")  # the server lived on
 
 

@@ -327,3 +327,63 @@ def test_the_page_in_a_real_browser(
         finally:
             browser.close()
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_two_servers_over_one_postgres_index_answer_alike_while_a_writer_updates_it(
+    project: tuple[Path, dict[str, str]], pg_url: str, tmp_path: Path
+) -> None:
+    _, env = project
+    env = {**env, "PGPASSWORD": os.environ["PGPASSWORD"]}
+    work = tmp_path / "work"
+    write(work / "tides.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
+    assert run(["index", ".", "--index", pg_url], cwd=work, env=env).returncode == 0
+    away = tmp_path / "elsewhere"  # the servers run from a folder of no index of their own
+    away.mkdir()
+    servers = [Served(away, env, "--index", pg_url), Served(away, env, "--index", pg_url)]
+    try:
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def reader(url: str) -> None:
+            with httpx.Client(base_url=url, timeout=60) as http:
+                while not stop.is_set():
+                    reply = http.get("/search", params={"query": "moon tides", "k": 3})
+                    if reply.status_code != 200:
+                        failures.append(reply.text)
+
+        threads = [threading.Thread(target=reader, args=(s.url,)) for s in servers for _ in range(2)]
+        for t in threads:
+            t.start()
+        write(work / "volcano.md", "# Volcanoes\n\nLava flows from the eruption buried the village.\n")
+        done = run(["index", "volcano.md", "--index", pg_url], cwd=work, env=env)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        assert done.returncode == 0, done.stderr.decode()
+        assert failures == []
+        answers = []
+        for server in servers:
+            with httpx.Client(base_url=server.url, timeout=60) as http:
+                body = http.get("/search", params={"query": "volcanic eruption lava", "k": 1, "mode": "lexical"}).json()
+                answers.append([h["path"] for h in body["hits"]])
+                assert http.get("/status").json()["files"] == 2
+        assert answers[0] == answers[1] == ["volcano.md"]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_index_over_http_only_with_allow_index(project: tuple[Path, dict[str, str]], open_server: Served) -> None:
+    root, env = project
+    server = Served(root, env, "--allow-index")
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as http:
+            assert http.get("/index").status_code == 405  # a write is a POST
+            done = http.post("/index")
+            assert done.status_code == 200 and done.json()["unchanged"] == 4 and done.json()["indexed"] == 0
+            assert "/index" in http.get("/openapi.json").json()["paths"]
+    finally:
+        server.stop()
+    with httpx.Client(base_url=open_server.url, timeout=60) as http:
+        assert http.post("/index").status_code in (404, 405)
+        assert "/index" not in http.get("/openapi.json").json()["paths"]
