@@ -123,11 +123,14 @@ class Guard:
             if path == "/" and scope["method"] == "GET":
                 await _answer(send, 303, None, [("location", "/login")])
             else:
-                error = "a token is required" if _given(headers) is None else "the token is not valid"
+                error = "a token is required" if _given(headers) == (None, None) else "the token is not valid"
                 await _answer(send, 401, {"error": error}, [("www-authenticate", 'Bearer realm="semsearch"')])
             return
         length = headers.get("content-length", "0")
-        if not length.isdigit() or int(length) > MAX_BODY:
+        if not length.isdigit():
+            await _answer(send, 400, {"error": "the Content-Length is not a number"})
+            return
+        if int(length) > MAX_BODY:
             await _answer(send, 413, {"error": f"the request body is over {MAX_BODY} bytes"})
             return
         await self._forward(scope, receive, send)
@@ -167,20 +170,30 @@ class Guard:
         await self.app(scope, replay, send)
 
     def _allowed(self, headers: dict[str, str]) -> bool:
-        given = _given(headers)
-        return given is not None and self.token is not None and hmac.compare_digest(given.encode(), self.token.encode())
+        """The bearer token is the token; the cookie is a value derived from it (a cookie that
+        leaks does not give the token away)."""
+        if self.token is None:
+            return False
+        bearer, cookie = _given(headers)
+        if bearer is not None:
+            return hmac.compare_digest(bearer.encode(), self.token.encode())
+        return cookie is not None and hmac.compare_digest(cookie.encode(), cookie_value(self.token).encode())
 
 
-def _given(headers: dict[str, str]) -> str | None:
-    """The token a request carries: its bearer token, else the login cookie."""
+def _given(headers: dict[str, str]) -> tuple[str | None, str | None]:
+    """What a request carries: its bearer token, and the login cookie."""
     auth = headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
+    bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
     for part in headers.get("cookie", "").split(";"):
         name, _, value = part.strip().partition("=")
         if name == COOKIE:
-            return value
-    return None
+            return bearer, value
+    return bearer, None
+
+
+def cookie_value(token: str) -> str:
+    """The login cookie's value: an HMAC of a fixed text under the token."""
+    return hmac.new(token.encode(), b"semsearch page login", "sha256").hexdigest()
 
 
 async def _answer(send: Send, status: int, body: Any, extra: list[tuple[str, str]] | None = None) -> None:
@@ -230,10 +243,13 @@ class _Api:
     async def page_facts(self, request: Any) -> Any:
         """What the page shows besides hits: the project's folder for links that open a file
         (only to a browser on the same machine: the server is on loopback)."""
+        import anyio
+
         project = None
         if is_loopback(self.settings.host):
-            with contextlib.suppress(Exception):
-                project = str(self.server._semsearch_service.index().base_folder())
+            service = self.server._semsearch_service
+            with contextlib.suppress(Exception):  # no index yet: no links, the page still works
+                project = str(await anyio.to_thread.run_sync(lambda: service.index().base_folder()))
         return _json({"project": project, "allow_index": self.settings.allow_index,
                       "rerank": True, "token": bool(self.settings.token)}, 200)  # fmt: skip
 
@@ -254,7 +270,7 @@ class _Api:
             page = page.replace("<form", '<p class="failed" role="alert">That is not the token.</p>\n  <form', 1)
             return _page(page.encode(), "text/html", 401)
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, given, httponly=True, samesite="strict", path="/")
+        response.set_cookie(COOKIE, cookie_value(token), httponly=True, samesite="strict", path="/")
         return response
 
     async def logout(self, request: Any) -> Any:
