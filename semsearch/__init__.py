@@ -14,9 +14,16 @@ Names are imported on first use: ``import semsearch`` stays cheap for the comman
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from semsearch.version import __version__
+
+# onnxruntime (1.32 at least, on Linux too) records events in ~/.cache/Microsoft/DeveloperTools
+# and tries to send them to Microsoft: a DNS lookup that, on a machine without a network, held a
+# first import for seconds. semsearch never sends anything anywhere; set before any import of
+# onnxruntime by semsearch (a user who set the variable keeps their value).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 if TYPE_CHECKING:
     from semsearch.api import Index, IndexSettings

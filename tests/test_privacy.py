@@ -122,3 +122,22 @@ def test_model_files_are_verified_against_a_known_hash(tmp_path: Path) -> None:
         assert "model.safetensors" in str(exc) or "hash" in str(exc).lower()
     else:
         assert changed != fingerprint
+
+
+@pytest.mark.model
+def test_onnxruntime_records_and_sends_nothing(tmp_path: Path) -> None:
+    """onnxruntime (1.32) queues usage events under ~/.cache/Microsoft and tries to send them to
+    Microsoft unless ORT_DISABLE_TELEMETRY is set: semsearch sets it, in every process it runs."""
+    from test_e2e import run as run_process
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "SEMSEARCH_RUNTIME_DIR": str(tmp_path / "rt")}
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    env.pop("SEMSEARCH_INDEX", None)
+    write(tmp_path / "docs" / "a.txt", "The heron waits in the shallows for fish.")
+    assert run_process(["index", "docs"], cwd=tmp_path, env=env).returncode == 0
+    for _ in range(2):  # the first query starts the model server (a process of its own), the second asks it
+        assert run_process(["query", "a bird catching fish", "-k", "1"], cwd=tmp_path, env=env).returncode == 0
+    assert not (home / ".cache" / "Microsoft").exists()
+    run_process(["model-server", "--stop"], cwd=tmp_path, env=env)
