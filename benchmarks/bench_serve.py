@@ -85,6 +85,7 @@ async def load(urls: list[str], clients: int, seconds: float) -> dict[str, Any]:
 
     latencies: list[float] = []
     errors = 0
+    samples: list[str] = []  # what the first failures were
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
@@ -96,10 +97,13 @@ async def load(urls: list[str], clients: int, seconds: float) -> dict[str, Any]:
             try:
                 reply = await http.get(urls[i % len(urls)] + "search", params={"query": QUESTIONS[i % len(QUESTIONS)]})
                 ok = reply.status_code == 200 and "hits" in reply.json()
-            except httpx.HTTPError:
-                ok = False
+                why = f"{reply.status_code} {reply.text[:200]}"
+            except httpx.HTTPError as exc:
+                ok, why = False, f"{type(exc).__name__}: {exc}"
             latencies.append(time.perf_counter() - started)
             errors += not ok
+            if not ok and len(samples) < 5:
+                samples.append(why)
             i += clients
 
     started = time.perf_counter()
@@ -108,7 +112,7 @@ async def load(urls: list[str], clients: int, seconds: float) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     return {"clients": clients, "requests": len(latencies), "errors": errors, "rps": len(latencies) / elapsed,
             "p50_ms": pct(latencies, 50) * 1e3, "p95_ms": pct(latencies, 95) * 1e3,
-            "p99_ms": pct(latencies, 99) * 1e3}  # fmt: skip
+            "p99_ms": pct(latencies, 99) * 1e3, "error_samples": samples}  # fmt: skip
 
 
 def warm(url: str) -> None:
@@ -125,7 +129,8 @@ def run_levels(name: str, url: str, seconds: float) -> list[dict[str, Any]]:
         row = asyncio.run(load([url], clients, seconds))
         rows.append(row)
         print(f"{name:>10}  {clients:3d} clients  {row['rps']:7.1f} req/s  p50 {row['p50_ms']:7.1f} ms  "
-              f"p95 {row['p95_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  errors {row['errors']}", flush=True)  # fmt: skip
+              f"p95 {row['p95_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  errors {row['errors']} {row['error_samples']}",
+              flush=True)  # fmt: skip
     return rows
 
 
@@ -161,7 +166,7 @@ def scale_out(url: str, docs: Path, env: dict[str, str], seconds: float) -> dict
         b.stop()
     same = answers[0] == answers[1] and answers[0] is not None and answers[0].endswith(new.name)
     print(f"two servers over one PostgreSQL index, a writer adding a file meanwhile: {loaded['rps']:.1f} req/s, "
-          f"p50 {loaded['p50_ms']:.1f} ms, errors {loaded['errors']}; both answer the new file: {same} {answers}")
+          f"p50 {loaded['p50_ms']:.1f} ms, errors {loaded['errors']} {loaded['error_samples']}; both answer the new file: {same} {answers}")
     return {**loaded, "answers": answers, "consistent": same}
 
 
