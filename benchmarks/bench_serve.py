@@ -12,7 +12,7 @@ PostgreSQL index while a writer updates it (issue 26).
    file's passage: both must answer it, and no request may fail meanwhile.
 
 Usage:
-    python benchmarks/bench_serve.py [--seconds 15] [--json FILE]
+    python benchmarks/bench_serve.py [--seconds 15] [--levels 1,8,64] [--repeat N] [--no-scale-out] [--json FILE]
 """
 
 from __future__ import annotations
@@ -122,10 +122,10 @@ def warm(url: str) -> None:
         httpx.get(url + "search", params={"query": question}, timeout=120).raise_for_status()
 
 
-def run_levels(name: str, url: str, seconds: float) -> list[dict[str, Any]]:
+def run_levels(name: str, url: str, seconds: float, levels: list[int]) -> list[dict[str, Any]]:
     warm(url)
     rows = []
-    for clients in (1, 8, 64):
+    for clients in levels:
         row = asyncio.run(load([url], clients, seconds))
         rows.append(row)
         print(f"{name:>10}  {clients:3d} clients  {row['rps']:7.1f} req/s  p50 {row['p50_ms']:7.1f} ms  "
@@ -175,8 +175,12 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK / "serve")
     ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--levels", default="1,8,64", help="clients at once, one run each")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each level")
+    ap.add_argument("--no-scale-out", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    levels = [int(n) for n in args.levels.split(",") for _ in range(args.repeat)]
     print(machine_note())
     source = require_data(args.data, "fastapi-docs")
     docs = args.work / "docs"
@@ -187,7 +191,7 @@ def main() -> int:
     result: dict[str, Any] = {"machine": machine_note(), "seconds": args.seconds}
     local = Served([], args.work, env)
     try:
-        result["local"] = run_levels("local", local.url, args.seconds)
+        result["local"] = run_levels("local", local.url, args.seconds, levels)
     finally:
         local.stop()
 
@@ -208,10 +212,11 @@ def main() -> int:
                        cwd=away, env=env, check=True)  # fmt: skip
         served = Served(["--index", url], away, env)
         try:
-            result["postgres"] = run_levels("postgres", served.url, args.seconds)
+            result["postgres"] = run_levels("postgres", served.url, args.seconds, levels)
         finally:
             served.stop()
-        result["scale_out"] = scale_out(url, docs, env, args.seconds)
+        if not args.no_scale_out:
+            result["scale_out"] = scale_out(url, docs, env, args.seconds)
     finally:
         server.stop()
     write_json(args.json, result)
