@@ -260,7 +260,7 @@ def _add_search(server: Any, service: IndexService) -> None:
         page, cell, slide or section in documents of parts); score (what ranks them: the
         cosine/BM25 blend; cosine in semantic mode, BM25 in lexical); scores (cosine, bm25,
         fused); title; context (the headings above the passage); text (the passage); type (md,
-        pdf, py ...); mtime (Unix seconds when indexed). rerank: score the best 30 hits again
+        pdf, py ...); mtime (Unix seconds when indexed). rerank: score the best 20 hits again
         with a cross-encoder (more precise, slower: tens to hundreds of ms); score is then its.
         """
         _check_search(query, k, {"paths": paths, "globs": globs, "types": types, "types_not": types_not})

@@ -47,5 +47,5 @@ RERANK_MODEL = typer.Option(
     "[default: cross-encoder/ms-marco-MiniLM-L6-v2].",
 )
 RERANK_DEPTH = typer.Option(
-    None, "--rerank-depth", metavar="N", help="How many of the first hits to re-rank [default: 30]."
+    None, "--rerank-depth", metavar="N", help="How many of the first hits to re-rank [default: 20]."
 )
