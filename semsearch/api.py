@@ -209,6 +209,7 @@ class Index(IndexQueries):
         on_event: Callable[[IndexEvent], None] | None = None,
         tuning: Tuning | None = None,
         merge: bool = True,
+        executor: Any = None,
     ) -> IndexSummary:
         """Index *paths* (files and folders; None: those indexed before), embedding only what changed.
 
@@ -221,10 +222,15 @@ class Index(IndexQueries):
         of the base merges them into it after its change is committed (a few seconds at a million
         chunks). *merge* False leaves that merge due (``summary.merge_due``) for :meth:`merge`,
         at a time the caller chooses (:meth:`watch` merges once the folders are quiet).
+
+        *executor* reads, cuts and embeds the changed files elsewhere:
+        ``semsearch.indexing.cluster.RayExecutor(address)`` on a Ray cluster (``pip install
+        'semsearch[ray]'``). What changed, the reuse of stored vectors and the writing stay here.
         """
         return self._update(
-            paths, self.settings, rebuild=rebuild, wait=wait, on_event=on_event, tuning=tuning, merge=merge
-        )
+            paths, self.settings, rebuild=rebuild, wait=wait, on_event=on_event, tuning=tuning, merge=merge,
+            executor=executor,
+        )  # fmt: skip
 
     def _update(
         self,
@@ -236,6 +242,7 @@ class Index(IndexQueries):
         on_event: Callable[[IndexEvent], None] | None = None,
         tuning: Tuning | None = None,
         merge: bool = True,
+        executor: Any = None,
     ) -> IndexSummary:
         """:meth:`update` with *settings* (the watcher's: the index's own)."""
         from semsearch.indexing import build_index
@@ -252,8 +259,9 @@ class Index(IndexQueries):
             existing = existing_manifest(self.path, self.url)
             provider = self._provider(existing, settings)
             options = index_options(
-                self.path, self.url, roots, existing, settings, rebuild=rebuild, wait=wait, tuning=tuning, merge=merge
-            )
+                self.path, self.url, roots, existing, settings, rebuild=rebuild, wait=wait, tuning=tuning, merge=merge,
+                executor=executor,
+            )  # fmt: skip
             try:
                 summary = build_index(options, provider, on_event or (lambda event: None))
             finally:

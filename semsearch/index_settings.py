@@ -137,7 +137,7 @@ def chunk_settings(existing: IndexManifest | None, settings: IndexSettings) -> C
 
 def index_options(
     index_dir: Path, url: str | None, roots: list[Path], existing: IndexManifest | None, s: IndexSettings, *,
-    rebuild: bool, wait: float, tuning: Tuning | None, merge: bool = True,
+    rebuild: bool, wait: float, tuning: Tuning | None, merge: bool = True, executor: Any = None,
 ) -> IndexOptions:  # fmt: skip
     """What an update of the index at *index_dir* (or *url*) runs with: *s*, else the index's own
     settings (*existing*), else the defaults."""
@@ -171,6 +171,7 @@ def index_options(
         lock_wait_seconds=wait,
         tuning=tuning or DEFAULT_TUNING,
         merge=merge,
+        executor=executor,
     )
 
 

@@ -123,6 +123,14 @@ _WATCH = typer.Option(
     "(one line per update; Ctrl-C stops after the update in progress).",
 )
 _REBUILD = typer.Option(False, "--rebuild", help="Re-embed everything into a fresh index.")
+_RAY = typer.Option(
+    None,
+    "--ray",
+    envvar="SEMSEARCH_RAY",
+    metavar="ADDRESS",
+    help="Read, OCR, chunk and embed the changed files on a Ray cluster: HOST:PORT, ray://HOST:PORT, "
+    "or 'local' for a Ray instance started here (pip install 'semsearch[ray]').",
+)
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 _PRECISION = typer.Option(
     "auto",
@@ -162,6 +170,7 @@ def index(
     api_retries: int | None = _API_RETRIES,
     query_prompt: str | None = _QUERY_PROMPT,
     document_prompt: str | None = _DOCUMENT_PROMPT,
+    ray: str | None = _RAY,
 ) -> None:
     """Index files and folders (re-embeds only what changed).
 
@@ -199,8 +208,15 @@ def index(
         if source is not None:
             _publish(target, source, paths, wait=wait, quiet=quiet, err=err)
             return
+        executor = None
+        if ray is not None:
+            from semsearch.indexing.cluster import RayExecutor
+
+            executor = RayExecutor(ray)
         with target:
-            summary = _update(target, paths, rebuild=rebuild, wait=wait, quiet=quiet, verbose=verbose, err=err)
+            summary = _update(
+                target, paths, rebuild=rebuild, wait=wait, quiet=quiet, verbose=verbose, err=err, executor=executor
+            )
             if not quiet or watch:
                 from semsearch.cli.report import summary_line
 
@@ -255,7 +271,15 @@ def _watch(target: Index, *, err: Console, verbose: bool) -> None:
 
 
 def _update(
-    target: Index, paths: list[Path] | None, *, rebuild: bool, wait: float, quiet: bool, verbose: bool, err: Console
+    target: Index,
+    paths: list[Path] | None,
+    *,
+    rebuild: bool,
+    wait: float,
+    quiet: bool,
+    verbose: bool,
+    err: Console,
+    executor: object = None,
 ) -> IndexSummary:
     """Run the update with a progress bar; an interruption says what it leaves (exit 130 or 143)."""
     try:
@@ -265,7 +289,7 @@ def _update(
             ) as progress,
             console.terminate_as_interrupt(),
         ):
-            return target.update(paths, rebuild=rebuild, wait=wait, on_event=progress.on_event)
+            return target.update(paths, rebuild=rebuild, wait=wait, on_event=progress.on_event, executor=executor)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, console.Terminated)
         kept = target.what_an_interruption_leaves()

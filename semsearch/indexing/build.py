@@ -211,6 +211,7 @@ class _Run:
                 read_options=walk_options.read_options(),
                 ocr_cache=cache,
                 stale_kinds=self.stale,
+                executor=self.options.executor,
             ).run(todo)
         finally:
             self.summary.pages_ocr_cached = cache.hits

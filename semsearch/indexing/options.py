@@ -89,6 +89,9 @@ class IndexOptions:
     # A PostgreSQL index (postgresql://...; None: the one index_dir's pointer names, else the local
     # folder). index_dir is then the project's pointer folder (its OCR cache, the URL without a password).
     postgres: str | None = None
+    # Reads, cuts and embeds the changed files elsewhere (indexing.pipeline.Executor: a Ray
+    # cluster); None: here.
+    executor: Any = None
 
 
 @dataclass

@@ -9,10 +9,10 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from semsearch.chunk import Chunk, ChunkSettings, chunk_document
 from semsearch.errors import ExtractError, NoTextError
@@ -25,7 +25,7 @@ from semsearch.walk import FileEntry
 if TYPE_CHECKING:
     import numpy as np
 
-    from semsearch.models import ModelProvider
+    from semsearch.models import ModelInfo, ModelProvider
 
 # How the summary counts files that could not be read as their kind (broken, encrypted, hostile).
 BROKEN = "broken or refused"
@@ -33,7 +33,7 @@ Todo = tuple[FileEntry, bytes, FileRow | None]  # a file to read, its path key, 
 
 
 @dataclass
-class _Prepared:
+class Prepared:
     entry: FileEntry
     key: bytes
     sha256: str
@@ -47,6 +47,22 @@ class _Prepared:
     reused: list[bytes | None] | None = None  # per chunk: a stored vector of the same input, None: embed it
     part_lines: list[int] | None = None  # where each part begins, when chunks may span parts
     notes: list[str] | None = None  # what the reader passed over (one warning line)
+    vectors: np.ndarray | None = None  # every chunk's vector, when a cluster embedded them
+
+
+class Executor(Protocol):
+    """Reads, cuts and embeds an update's changed files elsewhere (a Ray cluster:
+    :mod:`semsearch.indexing.cluster`); the run still decides, reuses and stores here."""
+
+    def takes(self, todo: list[Todo]) -> bool:
+        """Whether this run's files go to it (a small run may stay here)."""
+        ...
+
+    def prepare(
+        self, todo: list[Todo], plan: ReadPlan, model: ModelInfo, on_event: Callable[[IndexEvent], None]
+    ) -> Iterator[tuple[Todo, Prepared | Exception]]:
+        """Each file read and cut, its chunks' vectors in ``Prepared.vectors``, in any order."""
+        ...
 
 
 class _TooLarge(Exception):
@@ -83,7 +99,7 @@ def _read_file(entry: FileEntry, max_size: int) -> bytes:
 
 
 @dataclass(frozen=True)
-class _ReadPlan:
+class ReadPlan:
     """How the reading thread reads and cuts every file of a run."""
 
     settings: ChunkSettings
@@ -94,38 +110,48 @@ class _ReadPlan:
     stale_kinds: frozenset[str]
 
 
-def _prepare(item: Todo, plan: _ReadPlan) -> _Prepared | Exception:
-    entry, key, row = item
-    settings, measure, limit, max_size = plan.settings, plan.measure, plan.limit, plan.max_size
+def read_todo(item: Todo, max_size: int) -> bytes | Exception:
+    """A file's bytes as the walk chose it, or what went wrong."""
     try:
-        data = _read_file(entry, max_size)
+        return _read_file(item[0], max_size)
     except FileNotFoundError:
         return ExtractError("vanished before it could be read")
     except OSError as exc:
         return ExtractError(f"unreadable ({exc.strerror or exc})")
     except (ExtractError, _TooLarge) as exc:
         return exc
+
+
+def _prepare(item: Todo, plan: ReadPlan) -> Prepared | Exception:
+    data = read_todo(item, plan.max_size)
+    return data if isinstance(data, Exception) else prepare_data(item, data, plan)
+
+
+def prepare_data(item: Todo, data: bytes, plan: ReadPlan) -> Prepared | Exception:
+    """Read a file's bytes as its kind and cut them into chunks (here, or on a cluster's worker)."""
+    entry, key, row = item
+    settings, measure, limit = plan.settings, plan.measure, plan.limit
     digest = hashlib.sha256(data).hexdigest()
     replaces = row.id if row is not None else None
     if row is not None and row.sha256 == digest and row.kind == entry.kind and entry.kind not in plan.stale_kinds:
         # Same content, same reader: only size/mtime moved. Nothing to embed.
-        return _Prepared(entry, key, digest, entry.kind, None, "", None, [], replaces)
+        return Prepared(entry, key, digest, entry.kind, None, "", None, [], replaces)
     try:
         doc = read_document(entry.path, data, entry.kind, plan.read_options)
         chunks = chunk_document(doc, settings, measure, limit)
         error = None if chunks else reader_for(entry.kind).no_text
-        prepared = _Prepared(entry, key, digest, doc.kind, doc.encoding, doc.title, error, chunks, replaces)
+        prepared = Prepared(entry, key, digest, doc.kind, doc.encoding, doc.title, error, chunks, replaces)
         prepared.notes = doc.notes or None
         if doc.part_starts and not doc.split_parts:
             lines = LineIndex(doc.text)
             prepared.part_lines = [lines.line_at(start) for start in doc.part_starts]
         return prepared
     except NoTextError as exc:
-        return _Prepared(entry, key, digest, entry.kind, None, "", str(exc), [], replaces)
+        return Prepared(entry, key, digest, entry.kind, None, "", str(exc), [], replaces)
     except ExtractError as exc:
-        return _Prepared(entry, key, digest, entry.kind, None, "", str(exc), [], replaces, damaged=True)
+        return Prepared(entry, key, digest, entry.kind, None, "", str(exc), [], replaces, damaged=True)
     except RecursionError:
-        return _Prepared(
+        return Prepared(
             entry, key, digest, entry.kind, None, "", "too deeply nested to read", [], replaces, damaged=True
         )
 
@@ -146,8 +172,10 @@ class Pipeline:
         read_options: ReadOptions | None = None,
         ocr_cache: OcrCache | None = None,
         stale_kinds: frozenset[str] = frozenset(),
+        executor: Executor | None = None,
     ) -> None:
         self.model = model
+        self.executor = executor
         self.writer = writer
         self.summary = summary
         self.on_event = on_event
@@ -159,7 +187,7 @@ class Pipeline:
         self._ocr_started: float | None = None
         self.total_bytes = 0
         self.stored_bytes = 0  # bytes of the files already stored (or passed over)
-        self.group: list[_Prepared] = []
+        self.group: list[Prepared] = []
         self.group_chunks = self.group_bytes = 0
 
     def run(self, todo: list[Todo]) -> None:
@@ -167,7 +195,7 @@ class Pipeline:
         self.on_event(IndexEvent("plan", f"{len(todo)} files to read", 0, self.total_bytes))
         if not todo:
             return
-        plan = _ReadPlan(
+        plan = ReadPlan(
             self.chunking,
             self.model.measure(),
             self.model.info().max_tokens,
@@ -175,6 +203,14 @@ class Pipeline:
             self.read_options,
             self.stale_kinds,
         )
+        if self.executor is not None and self.executor.takes(todo):
+            # Read, cut and embedded elsewhere (a cluster); decided, reused and stored here.
+            self._consume(self.executor.prepare(todo, plan, self.model.info(), self.on_event))
+        else:
+            self._consume(self._read_in_thread(todo, plan))
+
+    def _read_in_thread(self, todo: list[Todo], plan: ReadPlan) -> Iterator[tuple[Todo, Prepared | Exception]]:
+        """The files read and cut in a thread, ahead of the embedding here."""
         results: queue.Queue[Any] = queue.Queue(maxsize=64)
         stop = threading.Event()
         done_marker = object()
@@ -193,22 +229,20 @@ class Pipeline:
         thread = threading.Thread(target=producer, name="semsearch-reader", daemon=True)
         thread.start()
         try:
-            self._consume(results, done_marker)
+            while (got := results.get()) is not done_marker:
+                item, prepared = got
+                if item is None:
+                    raise prepared
+                yield item, prepared
         finally:
             stop.set()
             while thread.is_alive():
                 with contextlib.suppress(queue.Empty):
                     results.get(timeout=0.1)
 
-    def _consume(self, results: queue.Queue[Any], done_marker: object) -> None:
+    def _consume(self, stream: Iterable[tuple[Todo, Prepared | Exception]]) -> None:
         last_commit = time.monotonic()
-        while True:
-            got = results.get()
-            if got is done_marker:
-                break
-            item, prepared = got
-            if item is None:
-                raise prepared
+        for item, prepared in stream:
             if self._take(item, prepared) and self.group_chunks >= self.tuning.group_chunks:
                 self._flush()
             if time.monotonic() - last_commit > self.tuning.commit_seconds:
@@ -217,7 +251,7 @@ class Pipeline:
         self._flush()
         self.writer.commit()
 
-    def _take(self, item: Todo, prepared: _Prepared | Exception) -> bool:
+    def _take(self, item: Todo, prepared: Prepared | Exception) -> bool:
         """Add a prepared file to the group to store, or account for it; whether it joined the group."""
         entry, _, old = item
         if isinstance(prepared, _TooLarge):
@@ -296,10 +330,16 @@ class Pipeline:
             return
         import numpy as np
 
-        def reused(prepared: _Prepared) -> list[bytes | None]:
+        def reused(prepared: Prepared) -> list[bytes | None]:
             return prepared.reused or [None] * len(prepared.chunks)
 
-        pending = [c for p in self.group for c, vector in zip(p.chunks, reused(p), strict=True) if vector is None]
+        pending = [
+            c
+            for p in self.group
+            if p.vectors is None
+            for c, vector in zip(p.chunks, reused(p), strict=True)
+            if vector is None
+        ]
         vectors = self._embed_sorted(
             [c.embedding_text() for c in pending], [c.model_tokens or c.tokens for c in pending], tick
         )
@@ -309,14 +349,16 @@ class Pipeline:
             n = len(prepared.chunks)
             own = np.empty((n, dim), dtype=np.float32)
             for i, vector in enumerate(reused(prepared)):
-                if vector is None:
+                if vector is not None:  # a stored vector of the same input: as a local run keeps it
+                    own[i] = np.frombuffer(vector, dtype=np.float32)
+                elif prepared.vectors is not None:
+                    own[i] = prepared.vectors[i]
+                else:
                     own[i] = vectors[offset]
                     offset += 1
-                else:
-                    own[i] = np.frombuffer(vector, dtype=np.float32)
             self._store_file(prepared, own if n else None)
 
-    def _store_file(self, prepared: _Prepared, vectors: np.ndarray | None) -> None:
+    def _store_file(self, prepared: Prepared, vectors: np.ndarray | None) -> None:
         if prepared.replaces is not None:
             self.writer.remove_file(prepared.replaces)
         self.writer.add_file(

@@ -1,0 +1,330 @@
+"""An update's expensive work on a Ray cluster: reading (OCR of scans included), chunking and
+embedding, as Ray Data stages.
+
+The driver (the process that runs ``semsearch index --ray``) still walks, decides what changed,
+reuses stored vectors and writes the index, with the same crash safety: only the changed files go
+to the cluster, and what comes back is stored and committed here as a local run stores it. The
+files' bytes travel through Ray's object store (the workers need not see the driver's disk); the
+stages are
+
+1. read and cut: a task per file (``num_cpus=1``), the driver's reader and chunker;
+2. embed: an actor pool of one actor up to one per node (Ray Data grows it while the embedding
+   is behind), each loading the index's model once (a GPU
+   each with ``gpus_per_actor``), the same model and precision as the index records.
+
+Ray Data's streaming executor bounds what is in flight (backpressure); results come back in any
+order as they are done. Files go in windows of at most :data:`WINDOW_BYTES` (the bytes in the
+object store at once). A run of fewer than :data:`SMALL_FILES` files (and under
+:data:`SMALL_BYTES`) stays local: a cluster's start costs more than it saves (benchmarks/RESULTS.md).
+Nothing of Ray is imported unless an executor runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from semsearch.errors import InvalidOptionError, SemsearchError
+from semsearch.indexing.options import IndexEvent
+from semsearch.indexing.pipeline import Prepared, ReadPlan, Todo, prepare_data, read_todo
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from semsearch.models import ModelInfo
+
+SMALL_FILES = 8
+SMALL_BYTES = 4 << 20
+WINDOW_BYTES = 256 << 20  # file bytes handed to the cluster at once
+WINDOW_FILES = 2000
+EMBED_BATCH = 4  # files per call of an embedding actor (small: the calls spread over the actors)
+# What each stage asks of a node's CPUs: a file's reading (a task), an embedding actor (onnxruntime
+# uses the node's cores). Half CPUs starved the reading stage (Ray Data's resource budgets).
+STAGE_CPUS = 1
+EMBED_SLICE = 256  # chunks per model call inside it, shortest first (as a local run)
+# What the workers' processes need of the driver's environment.
+FORWARDED_ENV = ("ORT_DISABLE_TELEMETRY", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "SEMSEARCH_CACHE")
+
+
+class ClusterError(SemsearchError):
+    """The Ray cluster cannot be reached or used (a version mismatch, a failed stage)."""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What a worker needs to read and cut as the driver would (no callables, no cache)."""
+
+    plan: ReadPlan
+    model: ModelInfo
+
+
+class RayExecutor:
+    """Send an update's changed files to a Ray cluster (*address*: ``HOST:PORT``, ``ray://...``,
+    or None / "local" for a Ray instance started here)."""
+
+    def __init__(
+        self, address: str | None = None, *, gpus_per_actor: float = 0.0, small_files: int = SMALL_FILES
+    ) -> None:
+        self.address = None if address in (None, "", "local") else address
+        self.gpus_per_actor = gpus_per_actor
+        self.small_files = small_files
+        self.read_on: Counter[str] = Counter()  # files read and cut by each node (its id) this run
+        self.embedded_on: Counter[str] = Counter()  # files embedded by each node's actor
+
+    def takes(self, todo: list[Todo]) -> bool:
+        return len(todo) >= self.small_files or sum(entry.size for entry, _, _ in todo) >= SMALL_BYTES
+
+    def prepare(
+        self, todo: list[Todo], plan: ReadPlan, model: ModelInfo, on_event: Callable[[IndexEvent], None]
+    ) -> Iterator[tuple[Todo, Prepared | Exception]]:
+        ray = connect(self.address, on_event)
+        spec = _Spec(replace(plan, measure=None, read_options=_plain(plan.read_options)), model)
+        nodes = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
+        started, chunks = time.perf_counter(), 0
+        for window in _windows(todo):
+            rows: list[dict[str, Any]] = []
+            for n in window:
+                data = read_todo(todo[n], plan.max_size)  # here: the workers need not see this disk
+                if isinstance(data, Exception):
+                    yield todo[n], data
+                else:
+                    rows.append({"n": n, "item": _objects([todo[n]]), "data": data})  # an object column
+            if not rows:
+                continue
+            for n, prepared, read_on, embedded_on in self._run_window(ray, rows, spec, nodes):
+                if isinstance(prepared, Prepared):
+                    chunks += len(prepared.chunks)
+                self.read_on[read_on] += 1
+                if embedded_on:
+                    self.embedded_on[embedded_on] += 1
+                yield todo[n], prepared
+        seconds = max(time.perf_counter() - started, 1e-9)
+        shares = "; ".join(
+            f"node {node[:8]}: read {self.read_on[node]}, embedded {self.embedded_on[node]}"
+            for node in sorted(set(self.read_on) | set(self.embedded_on))
+        )
+        on_event(IndexEvent("message", f"cluster: {nodes} nodes, {chunks / seconds:.0f} chunks/s; files {shares}"))
+
+    def _run_window(
+        self, ray: Any, rows: list[dict[str, Any]], spec: _Spec, nodes: int
+    ) -> Iterator[tuple[int, Any, str, str]]:
+        import ray.data
+
+        for name in ("ray.data", "ray"):  # its notes are not the user's business: errors only
+            logging.getLogger(name).setLevel(logging.ERROR)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        blocks = min(len(rows), 4 * nodes * 2)
+        ds = ray.data.from_items(rows, override_num_blocks=blocks)
+        ds = ds.map(_cut, fn_kwargs={"spec": spec}, num_cpus=STAGE_CPUS)
+        if not spec.model.endpoint:  # a served model is asked by the driver, as without a cluster
+            # The model travels with the class (no constructor arguments in the object store,
+            # which a restarted actor could find gone).
+            embed = type("Embed", (_Embed,), {"model": spec.model})
+            ds = ds.map_batches(
+                embed,
+                batch_size=EMBED_BATCH,
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=nodes),
+                num_cpus=1,
+                num_gpus=self.gpus_per_actor or None,
+            )  # fmt: skip  (an actor lost with its node is made again elsewhere: Ray Data's default)
+        try:
+            for row in ds.iter_rows():
+                yield int(row["n"]), row["prepared"], str(row["read_on"]), str(row.get("embedded_on", ""))
+        except SemsearchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Ray's errors carry a traceback several screens long
+            raise ClusterError(f"the cluster's run failed: {_first_line(exc)}") from None
+
+
+def connect(address: str | None, on_event: Callable[[IndexEvent], None] = lambda e: None) -> Any:
+    """Ray, connected to *address* (None: a local instance), and checked: the same Ray and
+    semsearch versions on every node."""
+    try:
+        import ray
+    except ImportError:
+        raise InvalidOptionError("--ray needs Ray: pip install 'semsearch[ray]'", options=("ray",)) from None
+    if not ray.is_initialized():
+        if address is not None:
+            _reachable(address)  # ray.init would try for minutes
+        # The driver's own C++ log lines (an actor's restart policy, say) would land on the
+        # user's terminal: they stay in Ray's log files; failures reach us as exceptions.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+        try:
+            with _stderr_closed():  # ray.init's C++ side says where its log level came from
+                ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level=logging.ERROR,
+                         runtime_env={"env_vars": env})  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError (versions), ...
+            where = f"at {address}" if address else "(a local instance)"
+            raise ClusterError(f"cannot use the Ray cluster {where}: {_first_line(exc)}") from None
+    _check_versions(ray)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    on_event(IndexEvent("message", f"cluster: {len(nodes)} nodes, {cpus} CPUs ({address or 'local'})"))
+    return ray
+
+
+def _reachable(address: str) -> None:
+    """A TCP connection to the cluster's address (GCS or Ray Client port), or a one-line error."""
+    import socket
+    import urllib.parse
+
+    where = address if "://" in address else f"tcp://{address}"
+    try:
+        parts = urllib.parse.urlsplit(where)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        if address == "auto":
+            return  # RAY_ADDRESS or a cluster started on this machine: Ray finds it
+        raise InvalidOptionError(f"--ray takes HOST:PORT, ray://HOST:PORT or local (got {address})", options=("ray",))
+    try:
+        with socket.create_connection((host, port), timeout=10):
+            pass
+    except OSError as exc:
+        why = "connection refused" if isinstance(exc, ConnectionRefusedError) else (exc.strerror or str(exc))
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {why}") from None
+
+
+def _check_versions(ray: Any) -> None:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from semsearch.version import __version__
+
+    @ray.remote(num_cpus=0)
+    def versions() -> str:
+        try:
+            from semsearch.version import __version__ as there
+        except ImportError:
+            return "none"
+        return there
+
+    for node in (n for n in ray.nodes() if n.get("Alive")):
+        strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        try:
+            there = ray.get(versions.options(scheduling_strategy=strategy).remote(), timeout=120)
+        except (ray.exceptions.TaskUnschedulableError, ray.exceptions.GetTimeoutError):
+            continue  # a node that died and is not known as dead yet: it will get no work either
+        except ray.exceptions.RayError as exc:
+            raise ClusterError(
+                f"cannot use the Ray cluster's node {node['NodeManagerAddress']}: {_first_line(exc)}"
+            ) from None
+        if there != __version__:
+            what = "no semsearch" if there == "none" else f"semsearch {there}"
+            raise ClusterError(
+                f"the cluster's node {node['NodeManagerAddress']} has {what}, this is {__version__}: "
+                "install the same version on every node"
+            )
+
+
+def _cut(row: dict[str, Any], spec: _Spec) -> dict[str, Any]:
+    """Stage 1, a task: one file's bytes read as its kind and cut into chunks."""
+    plan = replace(spec.plan, measure=_measure(spec.model))
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    return {"n": row["n"], "prepared": prepare_data(row["item"][0], row["data"], plan), "read_on": node}
+
+
+_MEASURES: dict[str, Any] = {}
+
+
+def _measure(model: ModelInfo) -> Any:
+    """The model's token counter, made once per worker process."""
+    if model.fingerprint not in _MEASURES:
+        from semsearch.models import ModelOptions, model_provider
+
+        _MEASURES[model.fingerprint] = model_provider(model.name, ModelOptions(known=model)).measure()
+    return _MEASURES[model.fingerprint]
+
+
+class _Embed:
+    """Stage 2, an actor: the index's model (the subclass's ``model``) loaded once, each batch's
+    chunks embedded."""
+
+    model: ModelInfo
+
+    def __init__(self) -> None:
+        from semsearch.models import ModelOptions, model_provider
+
+        model = self.model
+        self.embedder = model_provider(model.name, ModelOptions(precision=model.precision, known=model)).embedder()
+        self.dim = model.dim
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        prepared = list(batch["prepared"])
+        pending = [(p, i) for p in prepared if isinstance(p, Prepared) for i in range(len(p.chunks))]
+        texts = [p.chunks[i].embedding_text() for p, i in pending]
+        for p in prepared:
+            if isinstance(p, Prepared) and p.chunks:
+                p.vectors = np.empty((len(p.chunks), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda k: len(texts[k]))
+        for start in range(0, len(order), EMBED_SLICE):
+            part = order[start : start + EMBED_SLICE]
+            vectors = self.embedder.embed_documents([texts[k] for k in part])
+            for k, vector in zip(part, vectors, strict=True):
+                p, i = pending[k]
+                assert p.vectors is not None
+                p.vectors[i] = vector
+        return {"n": batch["n"], "prepared": _objects(prepared), "read_on": batch["read_on"],
+                "embedded_on": np.array([self.node] * len(prepared))}  # fmt: skip
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    import numpy as np
+
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _windows(todo: list[Todo]) -> Iterator[list[int]]:
+    window: list[int] = []
+    size = 0
+    for n, (entry, _, _) in enumerate(todo):
+        if window and (size + entry.size > WINDOW_BYTES or len(window) >= WINDOW_FILES):
+            yield window
+            window, size = [], 0
+        window.append(n)
+        size += entry.size
+    if window:
+        yield window
+
+
+def _plain(options: Any) -> Any:
+    """Read options without the driver's OCR cache and progress hook (neither crosses to a worker)."""
+    return replace(options, ocr_cache=None, on_ocr=None)
+
+
+@contextlib.contextmanager
+def _stderr_closed() -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null for a moment (what C++ writes there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

@@ -1,0 +1,258 @@
+"""Indexing on a real Ray cluster: two nodes started here on loopback (`ray start --head` and
+`ray start --address`, one CPU each, each in a process group of its own, stopped by that group's
+PID, never `ray stop`), a real corpus with a scanned PDF page read by OCR, compared with a local
+run; a third node killed mid-run; the CLI and its one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_pdf, write
+from test_e2e import run, semsearch_cmd
+from test_ocr import scanned_pdf
+
+from semsearch import Index
+from semsearch.errors import SemsearchError
+from semsearch.store import IndexReader
+
+pytestmark = pytest.mark.model
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Node:
+    """`ray start ... --block`: the node's processes are its descendants."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([str(RAY), "start", "--block", "--disable-usage-stats", *args], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the node: `ray start`, and every process under it (raylet, GCS, and the workers,
+        which Ray puts in sessions of their own), each by its PID, gathered while they live."""
+        pids = [self.proc.pid, *_descendants(self.proc.pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_running(pid) for pid in pids[1:]):
+            time.sleep(0.2)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=30)
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    if not RAY.exists():
+        if os.environ.get("SEMSEARCH_REQUIRE_RAY"):
+            pytest.fail("SEMSEARCH_REQUIRE_RAY is set but Ray is not installed (pip install '.[ray]')")
+        pytest.skip("Ray is not installed (pip install '.[ray]')")
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    head = Node("--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+                "--include-dashboard=false", env=env)  # fmt: skip
+    worker: Node | None = None
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        worker = Node(f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", env=env)
+        from semsearch.indexing.cluster import connect
+
+        ray = connect(address)
+        while sum(1 for n in ray.nodes() if n.get("Alive")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert sum(1 for n in ray.nodes() if n.get("Alive")) == 2, "the worker node did not join"
+        yield address, env
+    finally:
+        import ray
+
+        ray.shutdown()
+        if worker is not None:
+            worker.stop()
+        head.stop()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cluster") / "docs"
+    for n in range(40):
+        write(root / f"note-{n:02d}.md", f"# Note {n}\n\n" + " ".join(
+            f"Paragraph {k} of note {n} on tides, kilns and compilers." for k in range(30)) + "\n")  # fmt: skip
+    make_pdf(root / "report.pdf", ["Quarterly report on the harbour's dredging works.", "Costs rose by a tenth."])
+    scanned_pdf(root / "scan.pdf", [("THE LIGHTHOUSE KEEPER", "logs the storm at midnight")])
+    write(root / "code.py", 'def retry(func, attempts=5):\n    """Retry with exponential backoff."""\n')
+    return root
+
+
+def contents(index_dir: Path) -> dict[tuple[str, int], tuple[str, np.ndarray]]:
+    """(file, ordinal) -> (text, vector) of every chunk an index holds."""
+    with IndexReader(index_dir) as reader:
+        records = {record.id: record for record in reader.chunks()}
+        vectors = reader.vectors(list(records))
+        return {(r.path.name, r.ordinal): (r.text, vectors[cid]) for cid, r in records.items()}
+
+
+def test_an_update_on_the_cluster_stores_what_a_local_one_does(
+    cluster: tuple[str, dict[str, str]], corpus: Path, tmp_path: Path
+) -> None:
+    from semsearch.indexing.cluster import RayExecutor
+
+    address, _ = cluster
+    events: list[str] = []
+    executor = RayExecutor(address)
+    with Index.create(tmp_path / "on-ray", precision="fp32") as index:
+        summary = index.update([corpus], executor=executor, on_event=lambda e: events.append(e.text))
+    with Index.create(tmp_path / "here", precision="fp32") as index:
+        local = index.update([corpus])
+    assert summary.indexed == local.indexed == 43 and summary.chunks_total == local.chunks_total
+    assert summary.pages_ocr == 0 and local.pages_ocr >= 1  # OCR ran on the cluster's workers
+    assert any(t.startswith("cluster: 2 nodes") and "chunks/s" in t for t in events), events
+    assert sum(executor.read_on.values()) == sum(executor.embedded_on.values()) == 43
+    assert len(set(executor.read_on) | set(executor.embedded_on)) == 2  # both nodes worked
+    ours, theirs = contents(tmp_path / "on-ray"), contents(tmp_path / "here")
+    assert ours.keys() == theirs.keys()
+    assert all(ours[k][0] == theirs[k][0] for k in ours)  # the same chunks
+    worst = max(float(np.abs(ours[k][1] - theirs[k][1]).max()) for k in ours)
+    assert worst < 1e-5, worst  # fp32 on both sides: the same vectors (batches differ: last bits may)
+    assert any("LIGHTHOUSE" in text.upper() for text, _ in ours.values())
+
+
+def test_a_small_update_stays_here_and_changes_reuse_stored_vectors(
+    cluster: tuple[str, dict[str, str]], corpus: Path, tmp_path: Path
+) -> None:
+    from semsearch.indexing.cluster import RayExecutor
+
+    address, _ = cluster
+    work = tmp_path / "docs"
+    write(work / "a.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
+    executor = RayExecutor(address)
+    with Index.create(tmp_path / "idx", precision="fp32") as index:
+        index.update([work], executor=executor)
+        assert not executor.read_on  # one file: not worth the cluster
+        for n in range(10):
+            write(work / f"copy-{n}.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
+        summary = index.update([work], executor=executor)
+    assert sum(executor.read_on.values()) == 10 and summary.chunks_reused == 10  # stored vectors taken
+
+
+def test_a_worker_node_killed_mid_run_loses_nothing(cluster: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    from semsearch.indexing.cluster import RayExecutor
+
+    address, env = cluster
+    import ray
+
+    docs = tmp_path / "many"
+    for n in range(80):
+        write(docs / f"f{n:03d}.md", f"# File {n}\n\n" + " ".join(f"Sentence {k} about item {n}." for k in range(120)))
+    third = Node(f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(1 for n in ray.nodes() if n.get("Alive")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert sum(1 for n in ray.nodes() if n.get("Alive")) == 3
+
+        def kill_third(event: object) -> None:
+            if getattr(event, "kind", "") == "file" and third.proc.poll() is None:
+                third.stop(signal.SIGKILL)  # the node dies mid-run, as a machine does
+
+        with Index.create(tmp_path / "idx", precision="fp32") as index:
+            try:
+                summary = index.update([docs], executor=RayExecutor(address), on_event=kill_third)
+            except SemsearchError as exc:  # the run may fail (one line); the next resumes
+                assert "\n" not in str(exc)
+                summary = index.update([docs], executor=RayExecutor(address))
+            again = index.update([docs])
+        assert third.proc.poll() is not None
+        assert again.indexed == 0 and again.unchanged == 80
+        assert summary.chunks_total == again.chunks_total > 80
+    finally:
+        third.stop(signal.SIGKILL)
+
+
+def test_the_cli_and_its_errors(cluster: tuple[str, dict[str, str]], corpus: Path, tmp_path: Path) -> None:
+    address, env = cluster
+    env = {**env, "NO_COLOR": "1"}
+    env.pop("SEMSEARCH_INDEX", None)
+    done = run(["index", str(corpus), "--ray", address, "--index", str(tmp_path / "idx")], cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "cluster: 2 nodes" in done.stderr.decode()
+    found = run(
+        ["query", "lighthouse keeper storm", "-k", "1", "--index", str(tmp_path / "idx")], cwd=tmp_path, env=env
+    )
+    assert found.returncode == 0 and b"scan.pdf" in found.stdout
+    refused = run(["index", str(corpus), "--ray", f"127.0.0.1:{_free_port()}", "--index", str(tmp_path / "other")],
+                  cwd=tmp_path, env=env)  # fmt: skip
+    lines = refused.stderr.decode().strip().splitlines()  # progress lines, then the error's one line
+    assert refused.returncode == 2 and [line for line in lines if "error" in line] == [lines[-1]], lines
+    assert lines[-1].startswith("semsearch: error: cannot reach the Ray cluster at 127.0.0.1:")
+    assert lines[-1].endswith("connection refused")
+
+
+def test_a_version_mismatch_is_refused(cluster: tuple[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    import semsearch.version
+    from semsearch.indexing.cluster import ClusterError, connect
+
+    address, _ = cluster
+    monkeypatch.setattr(semsearch.version, "__version__", "0.0.0-other")
+    with pytest.raises(ClusterError, match=r"has semsearch \S+, this is 0\.0\.0-other: install the same version"):
+        connect(address)
+
+
+def test_without_ray_installed_the_flag_says_how(tmp_path: Path) -> None:
+    probe = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from semsearch.indexing.cluster import connect\n"
+        "try:\n    connect('127.0.0.1:1')\nexcept Exception as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert "--ray needs Ray: pip install 'semsearch[ray]'" in out.stdout
+    assert semsearch_cmd()
