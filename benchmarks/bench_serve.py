@@ -61,14 +61,23 @@ QUESTIONS = [
 
 
 class Served:
+    """A serve process; its stderr goes to a log file (read for its address, kept for its errors)."""
+
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([*semsearch_cmd(), "serve", "--port", "0", *args], cwd=cwd, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        line = self.proc.stderr.readline() if self.proc.stderr else ""
-        found = re.search(r"serving at (http://\S+/)", line)
+        import tempfile
+
+        self.log = Path(tempfile.mkstemp(prefix="bench-serve-", suffix=".log")[1])
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen([*semsearch_cmd(), "serve", "--port", "0", *args], cwd=cwd, env=env,
+                                         stdout=subprocess.DEVNULL, stderr=log, text=True)  # fmt: skip
+        deadline = time.monotonic() + 120
+        found = None
+        while found is None and time.monotonic() < deadline and self.proc.poll() is None:
+            found = re.search(r"serving at (http://\S+/)", self.log.read_text())
+            time.sleep(0.1)
         if not found:
             self.proc.kill()
-            sys.exit(f"error: serve did not start: {line}")
+            sys.exit(f"error: serve did not start: {self.log.read_text()}")
         self.url = found.group(1)
 
     def stop(self) -> None:
@@ -78,6 +87,9 @@ class Served:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        said = [line for line in self.log.read_text().splitlines()[1:] if line.strip()]
+        if said:
+            print(f"the server said ({len(said)} lines): " + " | ".join(said[:5]), flush=True)
 
 
 async def load(urls: list[str], clients: int, seconds: float) -> dict[str, Any]:

@@ -5,7 +5,6 @@ run; a third node killed mid-run; the CLI and its one-line errors."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_pdf, write
+from ray_cluster import RAY, Node, free_port
 from test_e2e import run, semsearch_cmd
 from test_ocr import scanned_pdf
 
@@ -27,63 +27,6 @@ from semsearch.store import IndexReader
 
 pytestmark = pytest.mark.model
 
-RAY = Path(sys.executable).with_name("ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Node:
-    """`ray start ... --block`: the node's processes are its descendants."""
-
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([str(RAY), "start", "--block", "--disable-usage-stats", *args], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the node: `ray start`, and every process under it (raylet, GCS, and the workers,
-        which Ray puts in sessions of their own), each by its PID, gathered while they live."""
-        pids = [self.proc.pid, *_descendants(self.proc.pid)]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(_running(pid) for pid in pids[1:]):
-            time.sleep(0.2)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=30)
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
@@ -91,7 +34,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
         if os.environ.get("SEMSEARCH_REQUIRE_RAY"):
             pytest.fail("SEMSEARCH_REQUIRE_RAY is set but Ray is not installed (pip install '.[ray]')")
         pytest.skip("Ray is not installed (pip install '.[ray]')")
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     head = Node("--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
@@ -229,7 +172,7 @@ def test_the_cli_and_its_errors(cluster: tuple[str, dict[str, str]], corpus: Pat
         ["query", "lighthouse keeper storm", "-k", "1", "--index", str(tmp_path / "idx")], cwd=tmp_path, env=env
     )
     assert found.returncode == 0 and b"scan.pdf" in found.stdout
-    refused = run(["index", str(corpus), "--ray", f"127.0.0.1:{_free_port()}", "--index", str(tmp_path / "other")],
+    refused = run(["index", str(corpus), "--ray", f"127.0.0.1:{free_port()}", "--index", str(tmp_path / "other")],
                   cwd=tmp_path, env=env)  # fmt: skip
     lines = refused.stderr.decode().strip().splitlines()  # progress lines, then the error's one line
     assert refused.returncode == 2 and [line for line in lines if "error" in line] == [lines[-1]], lines

@@ -1,0 +1,135 @@
+"""Indexing on a Ray cluster against a local run, with one node and with two (issue 27).
+
+A Ray cluster on loopback (tests/ray_cluster.py: `ray start --block`, one CPU per node, stopped by
+its processes' PIDs): first the head alone, then a worker joins. On this 2-core machine each node
+gets one core, so two nodes have what the local run has; the figures say what the cluster's
+machinery costs and how work spreads, not what more machines would add.
+
+Corpora (each indexed fresh, default precision):
+- text: --docs SciFact abstracts as .txt files;
+- scans: --scans PDFs of scanned pages (copies of ../shared/data/formats/scanned-pdf's printout,
+  each made distinct), all read by OCR;
+- small: 10 abstracts (what a cluster costs a small job).
+
+Usage:
+    python benchmarks/bench_cluster.py [--docs 400] [--scans 6] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _bench_common import DEFAULT_DATA, DEFAULT_WORK, REPO, machine_note, require_data, write_json
+
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def corpora(data: Path, work: Path, docs: int, scans: int) -> dict[str, Path]:
+    corpus = require_data(data, "scifact", "corpus.jsonl")
+    scan = require_data(data, "formats", "scanned-pdf", "epson-printout-wikipedia-ocr-article.pdf")
+    out = {"text": work / "text", "scans": work / "scans", "small": work / "small"}
+    for folder in out.values():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    with corpus.open(encoding="utf-8") as f:
+        for n, line in enumerate(f):
+            if n >= docs:
+                break
+            doc = json.loads(line)
+            text = f"{doc['title']}\n\n{doc['text']}\n"
+            (out["text"] / f"{doc['_id']}.txt").write_text(text, encoding="utf-8")
+            if n < 10:
+                (out["small"] / f"{doc['_id']}.txt").write_text(text, encoding="utf-8")
+    data_bytes = scan.read_bytes()
+    for n in range(scans):
+        (out["scans"] / f"scan-{n:02d}.pdf").write_bytes(data_bytes + f"\n% copy {n}\n".encode())
+    return out
+
+
+def index(folder: Path, target: Path, executor: Any) -> dict[str, Any]:
+    from semsearch import Index
+
+    shutil.rmtree(target, ignore_errors=True)
+    started = time.perf_counter()
+    with Index.create(target) as idx:
+        summary = idx.update([folder], executor=executor)
+    seconds = time.perf_counter() - started
+    row = {"seconds": seconds, "files": summary.indexed, "chunks": summary.chunks_total,
+           "files_per_s": summary.indexed / seconds, "chunks_per_s": summary.chunks_total / seconds,
+           "ocr_pages_here": summary.pages_ocr}  # fmt: skip
+    if executor is not None:
+        row["read_on"] = dict(executor.read_on)
+        row["embedded_on"] = dict(executor.embedded_on)
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK / "cluster")
+    ap.add_argument("--docs", type=int, default=400)
+    ap.add_argument("--scans", type=int, default=6)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    import os
+
+    from ray_cluster import Node, free_port
+
+    from semsearch.indexing.cluster import RayExecutor, connect
+
+    print(machine_note())
+    folders = corpora(args.data, args.work, args.docs, args.scans)
+    result: dict[str, Any] = {"machine": machine_note(), "docs": args.docs, "scans": args.scans, "runs": {}}
+
+    def run(name: str, corpus: str, executor: Any) -> None:
+        row = index(folders[corpus], args.work / f"idx-{name}-{corpus}", executor)
+        result["runs"][f"{name} / {corpus}"] = row
+        print(f"{name:>8} {corpus:>6}: {row['seconds']:6.1f} s  {row['files_per_s']:6.2f} files/s  "
+              f"{row['chunks_per_s']:7.1f} chunks/s  {row.get('read_on', '')}", flush=True)  # fmt: skip
+
+    for corpus in folders:
+        run("local", corpus, None)
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    env = dict(os.environ)
+    head = Node("--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+                "--include-dashboard=false", env=env)  # fmt: skip
+    worker = None
+    try:
+        time.sleep(8)
+        ray = connect(address)
+        for corpus in folders:
+            run("1 node", corpus, RayExecutor(address, small_files=1))
+        worker = Node(f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", env=env)
+        deadline = time.monotonic() + 60
+        while sum(1 for n in ray.nodes() if n.get("Alive")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for corpus in folders:
+            run("2 nodes", corpus, RayExecutor(address, small_files=1))
+    finally:
+        import ray as ray_module
+
+        ray_module.shutdown()
+        if worker is not None:
+            worker.stop()
+        head.stop()
+    runs = result["runs"]
+    for corpus in folders:
+        one, two, here = runs[f"1 node / {corpus}"], runs[f"2 nodes / {corpus}"], runs[f"local / {corpus}"]
+        result[f"scaling {corpus}"] = {"two_over_one": one["seconds"] / two["seconds"],
+                                       "efficiency": one["seconds"] / two["seconds"] / 2,
+                                       "cluster_over_local": two["seconds"] / here["seconds"]}  # fmt: skip
+        print(f"{corpus}: 2 nodes {one['seconds'] / two['seconds']:.2f}x 1 node (efficiency "
+              f"{one['seconds'] / two['seconds'] / 2:.0%}); 2 nodes take {two['seconds'] / here['seconds']:.2f}x the local run")  # fmt: skip
+    write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
