@@ -7,8 +7,9 @@ machinery costs and how work spreads, not what more machines would add.
 
 Corpora (each indexed fresh, default precision):
 - text: --docs SciFact abstracts as .txt files;
-- scans: --scans PDFs of scanned pages (copies of ../shared/data/formats/scanned-pdf's printout,
-  each made distinct), all read by OCR;
+- scans: ../shared/data/formats/scanned-pdf's printout and --scans PDFs of two scanned pages
+  rendered from abstracts' titles (each different: the OCR cache would read copies once), all
+  read by OCR;
 - small: 10 abstracts (what a cluster costs a small job).
 
 Usage:
@@ -46,9 +47,15 @@ def corpora(data: Path, work: Path, docs: int, scans: int) -> dict[str, Path]:
             (out["text"] / f"{doc['_id']}.txt").write_text(text, encoding="utf-8")
             if n < 10:
                 (out["small"] / f"{doc['_id']}.txt").write_text(text, encoding="utf-8")
-    data_bytes = scan.read_bytes()
+    # Scans that differ (the OCR cache would read copies of one once): the printout once, then
+    # pages rendered from abstracts' sentences, three lines each, two pages a file.
+    from test_ocr import scanned_pdf
+
+    shutil.copy(scan, out["scans"] / "printout.pdf")
+    lines = [line.strip()[:48] for line in (out["text"].glob("*.txt")) for line in [line.read_text().split("\n")[0]]]
     for n in range(scans):
-        (out["scans"] / f"scan-{n:02d}.pdf").write_bytes(data_bytes + f"\n% copy {n}\n".encode())
+        pick = [lines[(n * 6 + k) % len(lines)] for k in range(6)]
+        scanned_pdf(out["scans"] / f"scan-{n:02d}.pdf", [tuple(pick[:3]), tuple(pick[3:])])
     return out
 
 

@@ -5,10 +5,12 @@ torch and sentence-transformers are imported only inside the functions that need
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,10 +67,7 @@ def export_onnx(model: SentenceTransformer, dest_dir: Path, *, min_cosine: float
     """
     dest_dir = Path(dest_dir)
     spec = _inspect_model(model)
-    parent = dest_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp", dir=parent))
-    try:
+    with staged(dest_dir) as tmp_dir:
         manifest = _write_export(model, spec, tmp_dir)
         embedder = OnnxEmbedder.load(tmp_dir)
         verification = _verify(model, embedder, manifest)
@@ -80,11 +79,21 @@ def export_onnx(model: SentenceTransformer, dest_dir: Path, *, min_cosine: float
                 f"ONNX export does not match the model: lowest cosine {verification['min_cosine']:.6f} "
                 f"< {min_cosine} on {verification['texts']} sample texts"
             )
+    return dest_dir
+
+
+@contextlib.contextmanager
+def staged(dest_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside *dest_dir* to build an export in: moved into *dest_dir*'s place
+    when the block ends (an export already there replaced), deleted when it raises."""
+    dest_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp", dir=dest_dir.parent))
+    try:
+        yield tmp_dir
         move_into_place(tmp_dir, dest_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    return dest_dir
 
 
 def _inspect_model(model: SentenceTransformer) -> _ModelSpec:

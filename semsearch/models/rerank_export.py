@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from semsearch.models.onnx_export import (
-    export_graph,
-    library_versions,
-    move_into_place,
-    verification_texts,
-)
+from semsearch.models.onnx_export import export_graph, library_versions, staged, verification_texts
 from semsearch.models.onnx_runtime import MODEL_FILE, TOKENIZER_FILE, OnnxExportError, sha256_file
 
 if TYPE_CHECKING:
@@ -98,9 +91,7 @@ def export_cross_encoder(model_dir: Path, dest_dir: Path) -> Path:
     except Exception as exc:
         raise OnnxExportError(f"{model_dir}: not a cross-encoder sentence-transformers can load ({exc})") from exc
     transformer = _inspect(model)
-    dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp", dir=dest_dir.parent))
-    try:
+    with staged(dest_dir) as tmp_dir:
         manifest = _write(model, transformer, tmp_dir)
         from semsearch.models.rerank import OnnxReranker
 
@@ -114,10 +105,6 @@ def export_cross_encoder(model_dir: Path, dest_dir: Path) -> Path:
                 f"the ONNX export of {model_dir} does not score as the model does: "
                 f"error {verification['max_error']:.2g} > {MAX_SCORE_ERROR} on {verification['pairs']} sample pairs"
             )
-        move_into_place(tmp_dir, dest_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return dest_dir
 
 
