@@ -52,7 +52,7 @@ def corpora(data: Path, work: Path, docs: int, scans: int) -> dict[str, Path]:
     from test_ocr import scanned_pdf
 
     shutil.copy(scan, out["scans"] / "printout.pdf")
-    lines = [line.strip()[:48] for line in (out["text"].glob("*.txt")) for line in [line.read_text().split("\n")[0]]]
+    lines = [path.read_text(encoding="utf-8").split("\n")[0].strip()[:48] for path in sorted(out["text"].glob("*.txt"))]
     for n in range(scans):
         pick = [lines[(n * 6 + k) % len(lines)] for k in range(6)]
         scanned_pdf(out["scans"] / f"scan-{n:02d}.pdf", [tuple(pick[:3]), tuple(pick[3:])])
