@@ -12,6 +12,9 @@ Corpora (each indexed fresh, default precision):
   read by OCR;
 - small: 10 abstracts (what a cluster costs a small job).
 
+With two nodes, text and scans are indexed once more with the workers reading each file at its
+path (``shared_paths``: here the same disk) instead of its bytes shipped through the object store.
+
 Usage:
     python benchmarks/bench_cluster.py [--docs 400] [--scans 6] [--json FILE]
 """
@@ -119,6 +122,8 @@ def main() -> int:
             time.sleep(0.5)
         for corpus in folders:
             run("2 nodes", corpus, RayExecutor(address, small_files=1))
+        for corpus in ("text", "scans"):  # the workers read the files at their paths (the same disk here)
+            run("2 shared", corpus, RayExecutor(address, small_files=1, shared_paths=True))
     finally:
         import ray as ray_module
 

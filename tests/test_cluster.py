@@ -109,6 +109,22 @@ def test_an_update_on_the_cluster_stores_what_a_local_one_does(
     assert any("LIGHTHOUSE" in text.upper() for text, _ in ours.values())
 
 
+def test_workers_that_see_the_files_read_them_at_their_paths(
+    cluster: tuple[str, dict[str, str]], corpus: Path, tmp_path: Path
+) -> None:
+    from semsearch.indexing.cluster import RayExecutor
+
+    address, _ = cluster
+    executor = RayExecutor(address, shared_paths=True)  # loopback: every node sees this disk
+    with Index.create(tmp_path / "shared", precision="fp32") as index:
+        summary = index.update([corpus], executor=executor)
+    with Index.create(tmp_path / "here", precision="fp32") as index:
+        index.update([corpus])
+    assert summary.indexed == 43 and sum(executor.read_on.values()) == 43
+    ours, theirs = contents(tmp_path / "shared"), contents(tmp_path / "here")
+    assert ours.keys() == theirs.keys() and all(ours[k][0] == theirs[k][0] for k in ours)
+
+
 def test_a_small_update_stays_here_and_changes_reuse_stored_vectors(
     cluster: tuple[str, dict[str, str]], corpus: Path, tmp_path: Path
 ) -> None:

@@ -123,6 +123,12 @@ _WATCH = typer.Option(
     "(one line per update; Ctrl-C stops after the update in progress).",
 )
 _REBUILD = typer.Option(False, "--rebuild", help="Re-embed everything into a fresh index.")
+_RAY_SHARED = typer.Option(
+    False,
+    "--ray-shared-paths",
+    help="With --ray: the workers read each file at its path (a file system every node mounts at the "
+    "same place) instead of its bytes sent from here.",
+)
 _RAY = typer.Option(
     None,
     "--ray",
@@ -171,6 +177,7 @@ def index(
     query_prompt: str | None = _QUERY_PROMPT,
     document_prompt: str | None = _DOCUMENT_PROMPT,
     ray: str | None = _RAY,
+    ray_shared_paths: bool = _RAY_SHARED,
 ) -> None:
     """Index files and folders (re-embeds only what changed).
 
@@ -209,10 +216,12 @@ def index(
             _publish(target, source, paths, wait=wait, quiet=quiet, err=err)
             return
         executor = None
+        if ray_shared_paths and ray is None:
+            raise InvalidOptionError("--ray-shared-paths needs --ray")
         if ray is not None:
             from semsearch.indexing.cluster import RayExecutor
 
-            executor = RayExecutor(ray)
+            executor = RayExecutor(ray, shared_paths=ray_shared_paths)
         with target:
             summary = _update(
                 target, paths, rebuild=rebuild, wait=wait, quiet=quiet, verbose=verbose, err=err, executor=executor

@@ -70,9 +70,17 @@ class RayExecutor:
     or None / "local" for a Ray instance started here)."""
 
     def __init__(
-        self, address: str | None = None, *, gpus_per_actor: float = 0.0, small_files: int = SMALL_FILES
+        self,
+        address: str | None = None,
+        *,
+        gpus_per_actor: float = 0.0,
+        small_files: int = SMALL_FILES,
+        shared_paths: bool = False,
     ) -> None:
+        """*shared_paths*: the workers read each file at its path (every node sees the same
+        files at the same paths: a network file system), instead of its bytes shipped from here."""
         self.address = None if address in (None, "", "local") else address
+        self.shared_paths = shared_paths
         self.gpus_per_actor = gpus_per_actor
         self.small_files = small_files
         self.read_on: Counter[str] = Counter()  # files read and cut by each node (its id) this run
@@ -91,6 +99,9 @@ class RayExecutor:
         for window in _windows(todo):
             rows: list[dict[str, Any]] = []
             for n in window:
+                if self.shared_paths:  # read where the work is
+                    rows.append({"n": n, "item": _objects([todo[n]]), "data": None})
+                    continue
                 data = read_todo(todo[n], plan.max_size)  # here: the workers need not see this disk
                 if isinstance(data, Exception):
                     yield todo[n], data
@@ -228,12 +239,15 @@ def _check_versions(ray: Any) -> None:
 
 
 def _cut(row: dict[str, Any], spec: _Spec) -> dict[str, Any]:
-    """Stage 1, a task: one file's bytes read as its kind and cut into chunks."""
-    plan = replace(spec.plan, measure=_measure(spec.model))
+    """Stage 1, a task: one file's bytes (shipped, or read here from a shared path) read as its
+    kind and cut into chunks."""
     import ray
 
-    node = ray.get_runtime_context().get_node_id()
-    return {"n": row["n"], "prepared": prepare_data(row["item"][0], row["data"], plan), "read_on": node}
+    plan = replace(spec.plan, measure=_measure(spec.model))
+    item = row["item"][0]
+    data = row["data"] if row["data"] is not None else read_todo(item, plan.max_size)
+    prepared = data if isinstance(data, Exception) else prepare_data(item, data, plan)
+    return {"n": row["n"], "prepared": prepared, "read_on": ray.get_runtime_context().get_node_id()}
 
 
 _MEASURES: dict[str, Any] = {}
