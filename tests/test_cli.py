@@ -284,6 +284,7 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal() -> None:
         (0.5, IndexEvent("plan", "736 files to read", 0, 50_000_000)),
         (1.0, IndexEvent("file", "", 1_000_000, 50_000_000)),
         (0.0, IndexEvent("requests", "12 requests, 3,400 tokens", 12)),  # a served model's
+        (0.0, IndexEvent("cluster", "node 1a2b3c4d: read 30, embedded 12")),  # a Ray cluster's nodes
         (PLAIN_EVERY, IndexEvent("file", "", 10_000_000, 50_000_000)),
         (1.0, IndexEvent("ocr", "reading scanned pages", 3, 9, path=Path("scan.pdf"))),
         (PLAIN_EVERY, IndexEvent("ocr", "reading scanned pages", 5, 9, path=Path("scan.pdf"))),
@@ -303,7 +304,7 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal() -> None:
         "semsearch: building the vector graph: 19984 chunks",
     ]
     assert lines[3].startswith("semsearch: indexing: 20% (10.0 MB of 50.0 MB), 909.1 kB/s, about ")  # under 1 MB/s: kB/s
-    assert lines[3].endswith("; embedding server: 12 requests, 3,400 tokens")
+    assert lines[3].endswith("; embedding server: 12 requests, 3,400 tokens; cluster: node 1a2b3c4d: read 30, embedded 12")
 
 
 def test_index_into_a_pipe_says_its_phases_and_quiet_says_nothing(

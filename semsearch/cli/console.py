@@ -86,6 +86,8 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 
 PLAIN_EVERY = 10.0  # seconds between two plain progress lines of one phase
+# Events shown as a line of their own under the bar (and after a plain indexing line).
+SIDE_LINES = {"requests": "embedding server", "cluster": "cluster"}
 
 
 class IndexProgress:
@@ -108,8 +110,8 @@ class IndexProgress:
         self.progress: Any = None
         self.task: Any = None
         self.ocr_task: Any = None  # a second bar while a scanned file is read (from the reading thread)
-        self.requests_task: Any = None  # a served model's requests and tokens so far
-        self._requests = ""
+        self.side_tasks: dict[str, Any] = {}  # a served model's requests, a cluster's nodes: a line each
+        self._side: dict[str, str] = {}  # the same, for plain lines
         self.plain = plain and not enabled
         self.clock = clock
         self._phase = ""
@@ -170,10 +172,10 @@ class IndexProgress:
             self.progress.update(
                 self.task, description="vector graph", total=event.total, completed=event.done, unit="chunks"
             )
-        elif event.kind == "requests":  # a served model: what was sent so far
-            if self.requests_task is None:
-                self.requests_task = self.progress.add_task("", total=None, unit="")
-            self.progress.update(self.requests_task, description=f"embedding server: {event.text}")
+        elif event.kind in SIDE_LINES:  # a served model's requests so far, a cluster's nodes' shares
+            if event.kind not in self.side_tasks:
+                self.side_tasks[event.kind] = self.progress.add_task("", total=None, unit="")
+            self.progress.update(self.side_tasks[event.kind], description=f"{SIDE_LINES[event.kind]}: {event.text}")
         elif event.kind == "ocr":
             from semsearch.output import display_path, escape_name
 
@@ -190,8 +192,8 @@ class IndexProgress:
 
     def _plain_line(self, event: IndexEvent) -> None:
         """A plain line when a phase starts, then at most one per PLAIN_EVERY seconds."""
-        if event.kind == "requests":
-            self._requests = event.text  # said with the next indexing line
+        if event.kind in SIDE_LINES:
+            self._side[event.kind] = event.text  # said with the next indexing line
             return
         phases = {"scan": "scanning", "plan": "indexing", "file": "indexing", "ocr": "indexing", "graph": "graph"}
         phase = phases.get(event.kind)
@@ -218,7 +220,7 @@ class IndexProgress:
             rate = event.done / elapsed
             left = f", about {_minutes((event.total - event.done) / rate)} left" if rate > 0 else ""
             share = f"{100 * event.done / event.total:.0f}%"
-            sent = f"; embedding server: {self._requests}" if self._requests else ""
+            sent = "".join(f"; {SIDE_LINES[kind]}: {text}" for kind, text in self._side.items())
             self._say(
                 f"indexing: {share} ({_megabytes(event.done)} of {_megabytes(event.total)}), {_rate(rate)}{left}{sent}"
             )

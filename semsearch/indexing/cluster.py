@@ -44,6 +44,7 @@ SMALL_FILES = 8
 SMALL_BYTES = 4 << 20
 WINDOW_BYTES = 256 << 20  # file bytes handed to the cluster at once
 WINDOW_FILES = 2000
+PROGRESS_EVERY = 2.0  # seconds between reports of each node's share
 EMBED_BATCH = 4  # files per call of an embedding actor (small: the calls spread over the actors)
 # What each stage asks of a node's CPUs: a file's reading (a task), an embedding actor (onnxruntime
 # uses the node's cores). Half CPUs starved the reading stage (Ray Data's resource budgets).
@@ -95,7 +96,7 @@ class RayExecutor:
         ray = connect(self.address, on_event)
         spec = _Spec(replace(plan, measure=None, read_options=_plain(plan.read_options)), model)
         nodes = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
-        started, chunks = time.perf_counter(), 0
+        started, chunks, said = time.perf_counter(), 0, 0.0
         for window in _windows(todo):
             rows: list[dict[str, Any]] = []
             for n in window:
@@ -115,13 +116,21 @@ class RayExecutor:
                 self.read_on[read_on] += 1
                 if embedded_on:
                     self.embedded_on[embedded_on] += 1
+                if time.perf_counter() - said > PROGRESS_EVERY:  # each node's share so far
+                    said = time.perf_counter()
+                    on_event(IndexEvent("cluster", self._shares()))
                 yield todo[n], prepared
         seconds = max(time.perf_counter() - started, 1e-9)
-        shares = "; ".join(
+        on_event(
+            IndexEvent("message", f"cluster: {nodes} nodes, {chunks / seconds:.0f} chunks/s; files {self._shares()}")
+        )
+
+    def _shares(self) -> str:
+        """Each node's files so far: read (and cut) there, embedded there."""
+        return "; ".join(
             f"node {node[:8]}: read {self.read_on[node]}, embedded {self.embedded_on[node]}"
             for node in sorted(set(self.read_on) | set(self.embedded_on))
         )
-        on_event(IndexEvent("message", f"cluster: {nodes} nodes, {chunks / seconds:.0f} chunks/s; files {shares}"))
 
     def _run_window(
         self, ray: Any, rows: list[dict[str, Any]], spec: _Spec, nodes: int

@@ -98,7 +98,8 @@ class IndexOptions:
 class IndexEvent:
     """Progress reported to the caller (the library never prints)."""
 
-    kind: str  # "message" | "warning" | "skip" | "scan" | "plan" | "file" | "embed" | "graph" | "ocr" | "requests"
+    # "message" | "warning" | "skip" | "scan" | "plan" | "file" | "embed" | "graph" | "ocr" | "requests" | "cluster"
+    kind: str
     text: str = ""
     done: int = 0
     total: int = 0
