@@ -23,6 +23,7 @@ from test_ocr import scanned_pdf
 
 from semsearch import Index
 from semsearch.errors import SemsearchError
+from semsearch.indexing import IndexEvent
 from semsearch.store import IndexReader
 
 pytestmark = pytest.mark.model
@@ -91,14 +92,20 @@ def test_an_update_on_the_cluster_stores_what_a_local_one_does(
 
     address, _ = cluster
     events: list[str] = []
+    shares: list[str] = []
     executor = RayExecutor(address)
+
+    def seen(event: IndexEvent) -> None:
+        (shares if event.kind == "cluster" else events).append(event.text)
+
     with Index.create(tmp_path / "on-ray", precision="fp32") as index:
-        summary = index.update([corpus], executor=executor, on_event=lambda e: events.append(e.text))
+        summary = index.update([corpus], executor=executor, on_event=seen)
     with Index.create(tmp_path / "here", precision="fp32") as index:
         local = index.update([corpus])
     assert summary.indexed == local.indexed == 43 and summary.chunks_total == local.chunks_total
     assert summary.pages_ocr == 0 and local.pages_ocr >= 1  # OCR ran on the cluster's workers
     assert any(t.startswith("cluster: 2 nodes") and "chunks/s" in t for t in events), events
+    assert shares and all(s.startswith("node ") and ", embedded " in s for s in shares)  # while it ran
     assert sum(executor.read_on.values()) == sum(executor.embedded_on.values()) == 43
     assert len(set(executor.read_on) | set(executor.embedded_on)) == 2  # both nodes worked
     ours, theirs = contents(tmp_path / "on-ray"), contents(tmp_path / "here")
