@@ -12,7 +12,7 @@ import platform
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,3 +206,14 @@ def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def scifact_texts(data: Path, count: int) -> Iterator[tuple[str, str]]:
+    """The first *count* SciFact abstracts as (id, "title, a blank line, the text")."""
+    corpus = require_data(data, "scifact", "corpus.jsonl")
+    with corpus.open(encoding="utf-8") as f:
+        for n, line in enumerate(f):
+            if n >= count:
+                return
+            doc = json.loads(line)
+            yield str(doc["_id"]), f"{doc['title']}\n\n{doc['text']}\n"

@@ -22,34 +22,27 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from _bench_common import DEFAULT_DATA, DEFAULT_WORK, REPO, machine_note, require_data, write_json
+from _bench_common import DEFAULT_DATA, DEFAULT_WORK, REPO, machine_note, require_data, scifact_texts, write_json
 
 sys.path.insert(0, str(REPO / "tests"))
 
 
 def corpora(data: Path, work: Path, docs: int, scans: int) -> dict[str, Path]:
-    corpus = require_data(data, "scifact", "corpus.jsonl")
     scan = require_data(data, "formats", "scanned-pdf", "epson-printout-wikipedia-ocr-article.pdf")
     out = {"text": work / "text", "scans": work / "scans", "small": work / "small"}
     for folder in out.values():
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-    with corpus.open(encoding="utf-8") as f:
-        for n, line in enumerate(f):
-            if n >= docs:
-                break
-            doc = json.loads(line)
-            text = f"{doc['title']}\n\n{doc['text']}\n"
-            (out["text"] / f"{doc['_id']}.txt").write_text(text, encoding="utf-8")
-            if n < 10:
-                (out["small"] / f"{doc['_id']}.txt").write_text(text, encoding="utf-8")
+    for n, (doc_id, text) in enumerate(scifact_texts(data, docs)):
+        (out["text"] / f"{doc_id}.txt").write_text(text, encoding="utf-8")
+        if n < 10:
+            (out["small"] / f"{doc_id}.txt").write_text(text, encoding="utf-8")
     # Scans that differ (the OCR cache would read copies of one once): the printout once, then
     # pages rendered from abstracts' sentences, three lines each, two pages a file.
     from test_ocr import scanned_pdf

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _bench_common import DEFAULT_DATA, DEFAULT_WORK, machine_note, pct, require_data, write_json
+from _bench_common import DEFAULT_DATA, DEFAULT_WORK, machine_note, pct, require_data, scifact_texts, write_json
 
 
 def stand_in(folder: Path) -> Path:
@@ -50,17 +50,12 @@ def stand_in(folder: Path) -> Path:
 def small_index(data: Path, work: Path, docs: int) -> Path:
     from semsearch import Index
 
-    corpus = require_data(data, "scifact", "corpus.jsonl")
     files, index_dir = work / f"files-{docs}", work / f"idx-{docs}"
     if not index_dir.exists():
         shutil.rmtree(files, ignore_errors=True)
         files.mkdir(parents=True)
-        with corpus.open(encoding="utf-8") as f:
-            for n, line in enumerate(f):
-                if n >= docs:
-                    break
-                doc = json.loads(line)
-                (files / f"{doc['_id']}.txt").write_text(f"{doc['title']}\n\n{doc['text']}\n", encoding="utf-8")
+        for doc_id, text in scifact_texts(data, docs):
+            (files / f"{doc_id}.txt").write_text(text, encoding="utf-8")
         with Index.create(index_dir) as index:
             index.update([files])
     return index_dir
