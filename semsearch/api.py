@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
     from semsearch.store import IndexManifest
 
 __all__ = ["Index", "IndexSettings", "IndexStatus"]
+
+# A replaced snapshot is closed this long after (longer than a server's call may run: 30-60 s).
+RETIRED_SECONDS = 120.0
 
 
 def __getattr__(name: str) -> Any:
@@ -84,6 +88,9 @@ class Index(IndexQueries):
         self._on_note = on_note
         self._lock = threading.RLock()
         self._searcher: Searcher | None = None
+        # Snapshots replaced while other threads' calls may still read them (a server answers
+        # several at once): closed RETIRED_SECONDS later, or by close().
+        self._retired: list[tuple[float, Searcher]] = []
         self._query_embedders: dict[str, QueryEmbedder] = {}  # by model fingerprint
         self._update_provider: ModelProvider | None = None
 
@@ -184,6 +191,7 @@ class Index(IndexQueries):
         usable: a later call opens the index again (and sees its latest state)."""
         with self._lock:
             self._drop_snapshot()
+            self._close_retired(0.0)
             self._query_embedders.clear()
 
     def __enter__(self) -> Index:
@@ -193,10 +201,25 @@ class Index(IndexQueries):
         self.close()
 
     def _drop_snapshot(self) -> None:
-        if self._searcher is not None:
-            self._searcher.close()
-            self._searcher.reader.close()
-            self._searcher = None
+        """Let the next call open the index's latest state. The snapshot it replaces is closed
+        later: a call in another thread may be reading it (closing it under that call lost its
+        PostgreSQL connection mid-query: tests/test_serve.py)."""
+        with self._lock:
+            if self._searcher is not None:
+                self._retired.append((time.monotonic(), self._searcher))
+                self._searcher = None
+            self._close_retired(RETIRED_SECONDS)
+
+    def _close_retired(self, older_than: float) -> None:
+        now = time.monotonic()
+        keep: list[tuple[float, Searcher]] = []
+        for when, searcher in self._retired:
+            if now - when >= older_than:
+                searcher.close()
+                searcher.reader.close()
+            else:
+                keep.append((when, searcher))
+        self._retired = keep
 
     # -- updating ----------------------------------------------------------------------------
 

@@ -74,3 +74,18 @@ def test_an_index_reopens_after_close_and_sees_updates(index: Index, tmp_path: P
     assert index.update().indexed == 1
     assert index.search("green tea leaves", k=1)[0].chunk.path.name == "tea.md"  # the new generation
     assert index.status().files == 3
+
+
+def test_a_replaced_snapshot_stays_readable_by_calls_under_way(tmp_path: Path, fake_model: FakeModel) -> None:
+    """A server answers several calls at once: a newer state seen by one call must not close the
+    snapshot another call is reading (it lost its PostgreSQL connection mid-query)."""
+    write(tmp_path / "docs" / "a.md", "# Tides\n\nSpring tides come with the new and full moon.\n")
+    with Index.create(tmp_path / ".semsearch", provider=fake_model) as index:
+        index.update([tmp_path / "docs"])
+        reading = index._open_searcher()  # a call under way holds this snapshot
+        write(tmp_path / "docs" / "b.md", "# Kilns\n\nFire the kiln slowly.\n")
+        index.update([tmp_path / "docs"])  # another call's update: the next call opens the new state
+        assert index._open_searcher() is not reading
+        assert reading.reader.fetch_chunks([1])  # still readable
+        assert [h.chunk.path.name for h in index.search("kiln", k=1, mode="lexical")] == ["b.md"]
+    assert index._retired == []  # closed with the index
