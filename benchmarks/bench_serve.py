@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -43,6 +41,15 @@ from _bench_common import (
 
 sys.path.insert(0, str(REPO / "tests"))
 
+from serve_process import Served
+
+
+def stop(server: Served) -> None:
+    """Stop a server, and say what it wrote to stderr besides its address."""
+    said = [line for line in server.stop().splitlines()[1:] if line.strip()]
+    if said:
+        print(f"the server said ({len(said)} lines): " + " | ".join(said[:5]), flush=True)
+
 QUESTIONS = [
     "how do I upload a file", "declare query parameters with defaults", "return a custom status code",
     "dependency injection with yield", "run background tasks after a response", "serve static files",
@@ -58,38 +65,6 @@ QUESTIONS = [
     "security scopes", "HTTP basic auth", "custom request and route classes", "testing dependencies with overrides",
     "query parameter list with multiple values", "JSON compatible encoder",
 ]  # fmt: skip
-
-
-class Served:
-    """A serve process; its stderr goes to a log file (read for its address, kept for its errors)."""
-
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
-        import tempfile
-
-        self.log = Path(tempfile.mkstemp(prefix="bench-serve-", suffix=".log")[1])
-        with self.log.open("w") as log:
-            self.proc = subprocess.Popen([*semsearch_cmd(), "serve", "--port", "0", *args], cwd=cwd, env=env,
-                                         stdout=subprocess.DEVNULL, stderr=log, text=True)  # fmt: skip
-        deadline = time.monotonic() + 120
-        found = None
-        while found is None and time.monotonic() < deadline and self.proc.poll() is None:
-            found = re.search(r"serving at (http://\S+/)", self.log.read_text())
-            time.sleep(0.1)
-        if not found:
-            self.proc.kill()
-            sys.exit(f"error: serve did not start: {self.log.read_text()}")
-        self.url = found.group(1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        said = [line for line in self.log.read_text().splitlines()[1:] if line.strip()]
-        if said:
-            print(f"the server said ({len(said)} lines): " + " | ".join(said[:5]), flush=True)
 
 
 async def load(urls: list[str], clients: int, seconds: float) -> dict[str, Any]:
@@ -150,7 +125,7 @@ def scale_out(url: str, docs: Path, env: dict[str, str], seconds: float) -> dict
     import httpx
 
     away = docs.parent / "elsewhere"
-    a, b = Served(["--index", url], away, env), Served(["--index", url], away, env)
+    a, b = Served(away, env, "--index", url), Served(away, env, "--index", url)
     try:
         warm(a.url)
         warm(b.url)
@@ -174,8 +149,8 @@ def scale_out(url: str, docs: Path, env: dict[str, str], seconds: float) -> dict
         new.unlink()
         subprocess.run([*semsearch_cmd(), "index", str(docs), "--index", url, "-q"], cwd=away, env=env, check=True)
     finally:
-        a.stop()
-        b.stop()
+        stop(a)
+        stop(b)
     same = answers[0] == answers[1] and answers[0] is not None and answers[0].endswith(new.name)
     print(f"two servers over one PostgreSQL index, a writer adding a file meanwhile: {loaded['rps']:.1f} req/s, "
           f"p50 {loaded['p50_ms']:.1f} ms, errors {loaded['errors']} {loaded['error_samples']}; both answer the new file: {same} {answers}")
@@ -201,11 +176,11 @@ def main() -> int:
     env = bench_env()
     subprocess.run([*semsearch_cmd(), "index", str(docs), "-q"], cwd=args.work, env=env, check=True)
     result: dict[str, Any] = {"machine": machine_note(), "seconds": args.seconds}
-    local = Served([], args.work, env)
+    local = Served(args.work, env)
     try:
         result["local"] = run_levels("local", local.url, args.seconds, levels)
     finally:
-        local.stop()
+        stop(local)
 
     import pg_server
 
@@ -222,11 +197,11 @@ def main() -> int:
         away.mkdir(exist_ok=True)
         subprocess.run([*semsearch_cmd(), "index", "--index", url, "--from", str(args.work / ".semsearch"), "-q"],
                        cwd=away, env=env, check=True)  # fmt: skip
-        served = Served(["--index", url], away, env)
+        served = Served(away, env, "--index", url)
         try:
             result["postgres"] = run_levels("postgres", served.url, args.seconds, levels)
         finally:
-            served.stop()
+            stop(served)
         if not args.no_scale_out:
             result["scale_out"] = scale_out(url, docs, env, args.seconds)
     finally:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -20,6 +19,7 @@ import anyio
 import httpx
 import pytest
 from conftest import write
+from serve_process import Served
 from test_e2e import run, semsearch_cmd
 from typer.testing import CliRunner
 
@@ -31,31 +31,6 @@ TOKEN = "tok-3b9f1c7e2a8d4f60b5c1"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]  # fmt: skip
-
-
-class Served:
-    """`semsearch serve --port 0 ...` in its own process, stopped by its PID."""
-
-    def __init__(self, cwd: Path, env: dict[str, str], *args: str) -> None:
-        self.proc = subprocess.Popen([*semsearch_cmd(), "serve", "--port", "0", *args], cwd=cwd, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        line = self.proc.stderr.readline() if self.proc.stderr else ""
-        found = re.search(r"serving at (http://\S+/)", line)
-        if not found:
-            self.proc.kill()
-            raise RuntimeError(f"serve did not start: {line}{self.proc.stderr.read() if self.proc.stderr else ''}")
-        self.url = found.group(1)
-        self.first_line = line
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.stderr.read() if self.proc.stderr else ""
 
 
 @pytest.fixture(scope="module")

@@ -226,6 +226,13 @@ def _check_search(query: str, k: int, lists: dict[str, list[str] | None]) -> Non
     if len(query) > MAX_QUERY_CHARS:
         raise ToolError(f"the query is over {MAX_QUERY_CHARS} characters")
     _check_k(k)
+    _check_lists(lists)
+
+
+def _check_lists(lists: dict[str, list[str] | None]) -> None:
+    """Each filter list within its bound (a ToolError says which is not)."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
     try:
         for name, values in lists.items():
             _check_list(name, values)
@@ -344,8 +351,7 @@ def _add_duplicates(server: Any, service: IndexService) -> None:
         from semsearch.search import Hit
 
         _check_k(limit, "limit")
-        lists = {"paths": paths, "globs": globs, "types": types, "types_not": types_not}
-        _check_search("-", 1, lists)
+        _check_lists({"paths": paths, "globs": globs, "types": types, "types_not": types_not})
         try:
             idx = service.index()
             project = idx.base_folder()

@@ -251,7 +251,7 @@ class _Api:
             with contextlib.suppress(Exception):  # no index yet: no links, the page still works
                 project = str(await anyio.to_thread.run_sync(lambda: service.index().base_folder()))
         return _json({"project": project, "allow_index": self.settings.allow_index,
-                      "rerank": True, "token": bool(self.settings.token)}, 200)  # fmt: skip
+                      "token": bool(self.settings.token)}, 200)  # fmt: skip
 
     async def asset(self, request: Any) -> Any:
         name, kind = ASSETS[request.url.path]
