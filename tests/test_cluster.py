@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
         pytest.skip("Ray is not installed (pip install '.[ray]')")
     port = free_port()
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     head = Node("--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
                 "--include-dashboard=false", env=env)  # fmt: skip
     worker: Node | None = None
@@ -114,6 +115,8 @@ def test_an_update_on_the_cluster_stores_what_a_local_one_does(
     worst = max(float(np.abs(ours[k][1] - theirs[k][1]).max()) for k in ours)
     assert worst < 1e-5, worst  # fp32 on both sides: the same vectors (batches differ: last bits may)
     assert any("LIGHTHOUSE" in text.upper() for text, _ in ours.values())
+    # Ray's usage reporting stayed off: no thread left asking a Prometheus on localhost:9090.
+    assert not [t.name for t in threading.enumerate() if "usage" in t.name], threading.enumerate()
 
 
 def test_workers_that_see_the_files_read_them_at_their_paths(

@@ -51,7 +51,13 @@ EMBED_BATCH = 4  # files per call of an embedding actor (small: the calls spread
 STAGE_CPUS = 1
 EMBED_SLICE = 256  # chunks per model call inside it, shortest first (as a local run)
 # What the workers' processes need of the driver's environment.
-FORWARDED_ENV = ("ORT_DISABLE_TELEMETRY", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "SEMSEARCH_CACHE")
+FORWARDED_ENV = (
+    "ORT_DISABLE_TELEMETRY",
+    "RAY_USAGE_STATS_ENABLED",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "SEMSEARCH_CACHE",
+)
 
 
 class ClusterError(SemsearchError):
@@ -168,6 +174,10 @@ class RayExecutor:
 def connect(address: str | None, on_event: Callable[[IndexEvent], None] = lambda e: None) -> Any:
     """Ray, connected to *address* (None: a local instance), and checked: the same Ray and
     semsearch versions on every node."""
+    # Ray reports usage by default: a local instance's head sends it to ray.io, and Ray Data's
+    # driver starts a thread that asks a Prometheus on localhost:9090 every few seconds for as
+    # long as the process lives. semsearch sends nothing: off unless the user chose otherwise.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
     except ImportError:
