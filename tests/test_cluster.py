@@ -113,7 +113,7 @@ def test_an_update_on_the_cluster_stores_what_a_local_one_does(
     assert ours.keys() == theirs.keys()
     assert all(ours[k][0] == theirs[k][0] for k in ours)  # the same chunks
     worst = max(float(np.abs(ours[k][1] - theirs[k][1]).max()) for k in ours)
-    assert worst < 1e-5, worst  # fp32 on both sides: the same vectors (batches differ: last bits may)
+    assert worst == 0.0, worst  # fp32: bit-equal (a text's fp32 vector does not depend on its batch)
     assert any("LIGHTHOUSE" in text.upper() for text, _ in ours.values())
     # Ray's usage reporting stayed off: no thread left asking a Prometheus on localhost:9090.
     assert not [t.name for t in threading.enumerate() if "usage" in t.name], threading.enumerate()
@@ -126,13 +126,17 @@ def test_workers_that_see_the_files_read_them_at_their_paths(
 
     address, _ = cluster
     executor = RayExecutor(address, shared_paths=True)  # loopback: every node sees this disk
-    with Index.create(tmp_path / "shared", precision="fp32") as index:
+    with Index.create(tmp_path / "shared", precision="int8") as index:  # auto's choice on VNNI CPUs
         summary = index.update([corpus], executor=executor)
-    with Index.create(tmp_path / "here", precision="fp32") as index:
+    with Index.create(tmp_path / "here", precision="int8") as index:
         index.update([corpus])
     assert summary.indexed == 43 and sum(executor.read_on.values()) == 43
     ours, theirs = contents(tmp_path / "shared"), contents(tmp_path / "here")
     assert ours.keys() == theirs.keys() and all(ours[k][0] == theirs[k][0] for k in ours)
+    # int8's dynamic quantization scales by the whole batch, so a vector moves a little with its
+    # batch (down to 0.986 cosine between a text alone and in a batch of 64, measured here).
+    closest = min(float(ours[k][1] @ theirs[k][1]) for k in ours)
+    assert closest > 0.97, closest
 
 
 def test_a_small_update_stays_here_and_changes_reuse_stored_vectors(
