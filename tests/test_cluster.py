@@ -104,10 +104,14 @@ def test_an_update_on_the_cluster_stores_what_a_local_one_does(
     with Index.create(tmp_path / "here", precision="fp32") as index:
         local = index.update([corpus])
     assert summary.indexed == local.indexed == 43 and summary.chunks_total == local.chunks_total
-    assert summary.pages_ocr == 0 and local.pages_ocr >= 1  # OCR ran on the cluster's workers
+    # OCR ran on the cluster's workers, and their pages and tokens are in the run's figures.
+    assert summary.pages_ocr == local.pages_ocr >= 1 and sum(executor.pages_on.values()) == summary.pages_ocr
+    assert summary.tokens_embedded == local.tokens_embedded > 0 and summary.embed_seconds > 0
     assert any(t.startswith("cluster: 2 nodes") and "chunks/s" in t for t in events), events
-    assert shares and all(s.startswith("node ") and ", embedded " in s for s in shares)  # while it ran
+    assert shares and all(s.startswith("node ") and " chunks (" in s for s in shares)  # while it ran
+    assert any("OCR pages" in t for t in events if t.startswith("cluster: 2 nodes")), events
     assert sum(executor.read_on.values()) == sum(executor.embedded_on.values()) == 43
+    assert sum(executor.chunks_on.values()) == summary.chunks_total
     assert len(set(executor.read_on) | set(executor.embedded_on)) == 2  # both nodes worked
     ours, theirs = contents(tmp_path / "on-ray"), contents(tmp_path / "here")
     assert ours.keys() == theirs.keys()
@@ -218,6 +222,17 @@ def test_a_version_mismatch_is_refused(cluster: tuple[str, dict[str, str]], monk
     monkeypatch.setattr(semsearch.version, "__version__", "0.0.0-other")
     with pytest.raises(ClusterError, match=r"has semsearch \S+, this is 0\.0\.0-other: install the same version"):
         connect(address)
+
+
+def test_embedding_actors_follow_the_clusters_cpus_and_gpus() -> None:
+    from semsearch.indexing.cluster import _pool_size
+
+    assert _pool_size({"CPU": 2.0}, "int8", None) == (2, 0.0)  # an actor per CPU, one thread each
+    assert _pool_size({"CPU": 64.0, "GPU": 4.0}, "fp16", None) == (4, 1.0)  # a GPU each
+    assert _pool_size({"CPU": 64.0, "GPU": 4.0}, "int8", None) == (64, 0.0)  # int8 runs on CPUs
+    assert _pool_size({"CPU": 64.0, "GPU": 4.0}, "fp32", 0.5) == (8, 0.5)
+    assert _pool_size({"CPU": 64.0, "GPU": 4.0}, "fp32", 0) == (64, 0.0)
+    assert _pool_size({}, "fp32", None) == (1, 0.0)
 
 
 def test_without_ray_installed_the_flag_says_how(tmp_path: Path) -> None:

@@ -80,18 +80,23 @@ class RayExecutor:
         self,
         address: str | None = None,
         *,
-        gpus_per_actor: float = 0.0,
+        gpus_per_actor: float | None = None,
         small_files: int = SMALL_FILES,
         shared_paths: bool = False,
     ) -> None:
         """*shared_paths*: the workers read each file at its path (every node sees the same
-        files at the same paths: a network file system), instead of its bytes shipped from here."""
+        files at the same paths: a network file system), instead of its bytes shipped from here.
+        *gpus_per_actor*: None, one GPU per embedding actor where the cluster has GPUs and the
+        index's precision runs on one (fp32, fp16, bf16; int8 runs on CPUs); 0: CPUs only."""
         self.address = None if address in (None, "", "local") else address
         self.shared_paths = shared_paths
         self.gpus_per_actor = gpus_per_actor
         self.small_files = small_files
         self.read_on: Counter[str] = Counter()  # files read and cut by each node (its id) this run
-        self.embedded_on: Counter[str] = Counter()  # files embedded by each node's actor
+        self.embedded_on: Counter[str] = Counter()  # files embedded by each node's actors
+        self.pages_on: Counter[str] = Counter()  # pages read by OCR on each node
+        self.chunks_on: Counter[str] = Counter()  # chunks embedded on each node
+        self._started = 0.0
 
     def takes(self, todo: list[Todo]) -> bool:
         return len(todo) >= self.small_files or sum(entry.size for entry, _, _ in todo) >= SMALL_BYTES
@@ -102,7 +107,9 @@ class RayExecutor:
         ray = connect(self.address, on_event)
         spec = _Spec(replace(plan, measure=None, read_options=_plain(plan.read_options)), model)
         nodes = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
-        started, chunks, said = time.perf_counter(), 0, 0.0
+        pool = _pool_size(ray.cluster_resources(), model.precision, self.gpus_per_actor)
+        self._started = started = time.perf_counter()
+        chunks, said = 0, 0.0
         for window in _windows(todo):
             rows: list[dict[str, Any]] = []
             for n in window:
@@ -116,10 +123,13 @@ class RayExecutor:
                     rows.append({"n": n, "item": _objects([todo[n]]), "data": data})  # an object column
             if not rows:
                 continue
-            for n, prepared, read_on, embedded_on in self._run_window(ray, rows, spec, nodes):
+            for n, prepared, read_on, embedded_on in self._run_window(ray, rows, spec, nodes, pool):
+                self.read_on[read_on] += 1
                 if isinstance(prepared, Prepared):
                     chunks += len(prepared.chunks)
-                self.read_on[read_on] += 1
+                    self.pages_on[read_on] += prepared.pages_ocr
+                    if embedded_on:
+                        self.chunks_on[embedded_on] += len(prepared.chunks)
                 if embedded_on:
                     self.embedded_on[embedded_on] += 1
                 if time.perf_counter() - said > PROGRESS_EVERY:  # each node's share so far
@@ -132,14 +142,19 @@ class RayExecutor:
         )
 
     def _shares(self) -> str:
-        """Each node's files so far: read (and cut) there, embedded there."""
-        return "; ".join(
-            f"node {node[:8]}: read {self.read_on[node]}, embedded {self.embedded_on[node]}"
-            for node in sorted(set(self.read_on) | set(self.embedded_on))
-        )
+        """Each node's share so far: files read (and cut) there, pages read by OCR there, chunks
+        embedded there and at what rate."""
+        seconds = max(time.perf_counter() - self._started, 1e-9)
+        shares = []
+        for node in sorted(set(self.read_on) | set(self.embedded_on)):
+            pages = f" ({self.pages_on[node]} OCR pages)" if self.pages_on[node] else ""
+            chunks = self.chunks_on[node]
+            shares.append(f"node {node[:8]}: read {self.read_on[node]} files{pages}, "
+                          f"embedded {chunks} chunks ({chunks / seconds:.0f}/s)")  # fmt: skip
+        return "; ".join(shares)
 
     def _run_window(
-        self, ray: Any, rows: list[dict[str, Any]], spec: _Spec, nodes: int
+        self, ray: Any, rows: list[dict[str, Any]], spec: _Spec, nodes: int, pool: tuple[int, float]
     ) -> Iterator[tuple[int, Any, str, str]]:
         import ray.data
 
@@ -158,9 +173,9 @@ class RayExecutor:
             ds = ds.map_batches(
                 embed,
                 batch_size=EMBED_BATCH,
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=nodes),
-                num_cpus=1,
-                num_gpus=self.gpus_per_actor or None,
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool[0]),
+                num_cpus=STAGE_CPUS,
+                num_gpus=pool[1] or None,
             )  # fmt: skip  (an actor lost with its node is made again elsewhere: Ray Data's default)
         try:
             for row in ds.iter_rows():
@@ -257,15 +272,46 @@ def _check_versions(ray: Any) -> None:
             )
 
 
+def _pool_size(resources: dict[str, float], precision: str, gpus_per_actor: float | None) -> tuple[int, float]:
+    """The embedding actors' most (one per GPU, or one per CPU: each runs one onnxruntime
+    thread per CPU Ray gives it) and the GPUs each asks for."""
+    gpus = float(resources.get("GPU", 0))
+    if gpus_per_actor is None:
+        gpus_per_actor = 1.0 if gpus >= 1 and precision in ("fp32", "fp16", "bf16") else 0.0
+    if gpus_per_actor > 0:
+        return max(1, int(gpus // gpus_per_actor)), gpus_per_actor
+    return max(1, int(resources.get("CPU", 1) // STAGE_CPUS)), 0.0
+
+
+class _Pages:
+    """A worker's OCR of one file: pages and seconds (the driver's own count, done there)."""
+
+    def __init__(self) -> None:
+        self.count, self.seconds = 0, 0.0
+        self._since: float | None = None
+
+    def __call__(self, path: object, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done > 0:
+            self.count += 1
+            if self._since is not None:
+                self.seconds += now - self._since
+        self._since = now if done < total else None
+
+
 def _cut(row: dict[str, Any], spec: _Spec) -> dict[str, Any]:
     """Stage 1, a task: one file's bytes (shipped, or read here from a shared path) read as its
     kind and cut into chunks."""
     import ray
 
-    plan = replace(spec.plan, measure=_measure(spec.model))
+    pages = _Pages()
+    options = replace(spec.plan.read_options, on_ocr=pages)
+    plan = replace(spec.plan, measure=_measure(spec.model), read_options=options)
     item = row["item"][0]
     data = row["data"] if row["data"] is not None else read_todo(item, plan.max_size)
     prepared = data if isinstance(data, Exception) else prepare_data(item, data, plan)
+    if isinstance(prepared, Prepared):
+        prepared.pages_ocr, prepared.ocr_seconds = pages.count, pages.seconds
     return {"n": row["n"], "prepared": prepared, "read_on": ray.get_runtime_context().get_node_id()}
 
 
@@ -288,18 +334,24 @@ class _Embed:
     model: ModelInfo
 
     def __init__(self) -> None:
-        from semsearch.models import ModelOptions, model_provider
-
-        model = self.model
-        self.embedder = model_provider(model.name, ModelOptions(precision=model.precision, known=model)).embedder()
-        self.dim = model.dim
         import ray
 
-        self.node = ray.get_runtime_context().get_node_id()
+        from semsearch.models import ModelOptions, model_provider
+
+        context = ray.get_runtime_context()
+        self.node = context.get_node_id()
+        # As many threads as CPUs Ray gave the actor: the node's other CPUs are other actors' and
+        # reading tasks' (onnxruntime would otherwise take every core of the machine).
+        threads = max(1, int(context.get_assigned_resources().get("CPU", 1)))
+        model = self.model
+        options = ModelOptions(precision=model.precision, known=model, threads=threads)
+        self.embedder = model_provider(model.name, options).embedder()
+        self.dim = model.dim
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
+        started = time.perf_counter()
         prepared = list(batch["prepared"])
         pending = [(p, i) for p in prepared if isinstance(p, Prepared) for i in range(len(p.chunks))]
         texts = [p.chunks[i].embedding_text() for p, i in pending]
@@ -314,6 +366,10 @@ class _Embed:
                 p, i = pending[k]
                 assert p.vectors is not None
                 p.vectors[i] = vector
+        seconds = time.perf_counter() - started
+        for p in prepared:  # the batch's time, shared by chunks
+            if isinstance(p, Prepared) and pending:
+                p.embed_seconds = seconds * len(p.chunks) / len(pending)
         return {"n": batch["n"], "prepared": _objects(prepared), "read_on": batch["read_on"],
                 "embedded_on": np.array([self.node] * len(prepared))}  # fmt: skip
 

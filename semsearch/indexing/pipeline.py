@@ -48,6 +48,10 @@ class Prepared:
     part_lines: list[int] | None = None  # where each part begins, when chunks may span parts
     notes: list[str] | None = None  # what the reader passed over (one warning line)
     vectors: np.ndarray | None = None  # every chunk's vector, when a cluster embedded them
+    # What a cluster's workers spent on it (a local run counts these as it goes).
+    pages_ocr: int = 0
+    ocr_seconds: float = 0.0
+    embed_seconds: float = 0.0
 
 
 class Executor(Protocol):
@@ -292,7 +296,13 @@ class Pipeline:
             else:
                 self.summary.no_text += 1
             self.on_event(IndexEvent("warning", path=entry.path, text=prepared.error))
-        elif prepared.chunks:
+        # Read (and embedded) on a cluster: its workers' figures join the run's (0 for a local read).
+        self.summary.pages_ocr += prepared.pages_ocr
+        self.summary.ocr_seconds += prepared.ocr_seconds
+        if prepared.vectors is not None:
+            self.summary.embed_seconds += prepared.embed_seconds
+            self.summary.tokens_embedded += sum(c.model_tokens or c.tokens for c in prepared.chunks)
+        if prepared.error is None and prepared.chunks:
             reused = self.writer.vectors_to_reuse(prepared.sha256, prepared.chunks, prepared.replaces)
             count = sum(vector is not None for vector in reused)
             if count:

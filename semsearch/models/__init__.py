@@ -50,6 +50,7 @@ class ModelOptions:
     known: ModelInfo | None = None  # the model an existing index recorded (keeps its precision)
     on_note: Callable[[str], None] = field(default=_quiet, compare=False)
     remote: RemoteSettings | None = None  # a served model's (``openai:NAME``) endpoint and limits
+    threads: int | None = None  # CPU threads for documents (None: every core this process may use)
 
 
 ModelFactory = Callable[[ModelOptions], ModelProvider]
@@ -86,8 +87,9 @@ def model_provider(name: str | None, options: ModelOptions | None = None) -> Mod
     from semsearch.models.local import LocalModel
 
     return LocalModel(
-        name, device=options.device, precision=options.precision, known=options.known, on_note=options.on_note
-    )
+        name, device=options.device, precision=options.precision, known=options.known, on_note=options.on_note,
+        threads=options.threads,
+    )  # fmt: skip
 
 
 def query_embedder(

@@ -51,6 +51,7 @@ class LocalModel:
         precision: str = "auto",
         known: ModelInfo | None = None,
         on_note: Callable[[str], None] = lambda message: None,
+        threads: int | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ModelOptionError(
@@ -65,6 +66,7 @@ class LocalModel:
         self.precision = precision
         self._known = known
         self._on_note = on_note
+        self.threads = threads  # onnxruntime's threads for documents (None: every usable core)
         self._info: ModelInfo | None = None
         self._embedder: Embedder | None = None
         self._torch: SentenceTransformerEmbedder | None = None
@@ -174,7 +176,7 @@ class LocalModel:
         try:
             if precision == "int8":
                 quantize_int8(target)
-            return OnnxEmbedder.load(target, precision)
+            return OnnxEmbedder.load(target, precision, threads=self.threads)
         except OnnxExportError as exc:
             raise ModelError(str(exc), remedy="use_fp32") from None
 
