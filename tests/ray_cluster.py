@@ -25,9 +25,12 @@ def free_port() -> int:
 class Node:
     """`ray start ... --block`: the node's processes are its descendants."""
 
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([str(RAY), "start", "--block", "--disable-usage-stats", *args], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    def __init__(self, *args: str, env: dict[str, str], cores: str | None = None) -> None:
+        """*cores*: the CPUs (``taskset -c`` form) the node's processes may run on, as if it were
+        a machine of its own (its workers' onnxruntime and OCR see only those)."""
+        pinned = ["taskset", "-c", cores] if cores else []
+        self.proc = subprocess.Popen([*pinned, str(RAY), "start", "--block", "--disable-usage-stats", *args],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the node: `ray start`, and every process under it (raylet, GCS, and the workers,
