@@ -190,10 +190,10 @@ def json_line(hit: Hit, query: str) -> str:
     a UTF-8 stream cannot encode, become ``\\udcXX`` escapes: JSON allows them, and a path's
     bytes that are not UTF-8 then survive (Python: ``os.fsencode(json.loads(line)["path"])``).
     """
-    return _json_text(hit_to_json(hit, query))
+    return json_text(hit_to_json(hit, query))
 
 
-def _json_text(record: dict) -> str:
+def json_text(record: dict) -> str:
     """A JSON object on one line (see ``json_line``)."""
     text = json.dumps(record, ensure_ascii=False).translate(_LINE_BREAKS)
     # A raw character in json.dumps output is never part of an escape, so escaping it in place
@@ -363,7 +363,7 @@ def write_groups(out: IO[str], groups: Sequence[DuplicateGroup], *, as_json: boo
                 "min_score": round(group.min_score, 6),
                 "passages": [{k: v for k, v in hit_to_json(h, "").items() if k not in ("query", "rank")} for h in hits],
             }
-            out.write(_json_text(record) + "\n")
+            out.write(json_text(record) + "\n")
         elif console is not None:
             console.print(heading, style="bold")
             render_terminal(console, hits, "")
@@ -386,7 +386,7 @@ def write_file_pairs(out: IO[str], pairs: Sequence[FilePair], *, as_json: bool, 
                 "share": round(pair.share, 6),
                 "score": round(pair.score, 6),
             }
-            out.write(_json_text(record) + "\n")
+            out.write(json_text(record) + "\n")
         elif terminal:
             out.write(
                 f"{escape_name(display_path(pair.a))}  {escape_name(display_path(pair.b))}  "

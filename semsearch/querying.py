@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from semsearch.evaluate import Query
     from semsearch.scope import Scope
     from semsearch.search import Hit, Searcher
+    from semsearch.topics import Topic, Topics
 
 __all__ = ["MAX_HITS", "IndexQueries"]
 
@@ -174,6 +175,57 @@ class IndexQueries:
             min_score=DEFAULT_MIN_SCORE if min_score is None else min_score,
             scope=_scope(scope, paths, globs, types, types_not, changed_within, changed_before),
         )
+
+    def topics(
+        self,
+        *,
+        files: bool = False,
+        min_size: int | None = None,
+        depth: int = 1,
+        seed: int | None = None,
+        paths: Sequence[str | os.PathLike[str]] | None = None,
+        globs: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        types_not: Sequence[str] | None = None,
+        changed_within: Any = None,
+        changed_before: Any = None,
+        scope: Scope | None = None,
+    ) -> Topics:
+        """The passages in the filters' scope (or their files, with *files*) grouped into topics,
+        largest first, each named by its distinctive words, with its most central passages and its
+        files; what fits no topic is counted apart. *min_size*: the fewest members of a topic
+        (default: about 1 in 100, 5 to 100); *depth* 2 splits each topic into subtopics; *seed*
+        fixes the random choices (the same index and options give the same topics). Read from
+        the stored vectors: no model is loaded (:mod:`semsearch.topics`)."""
+        from semsearch.topics import SEED, TopicOptions, find_topics
+
+        options = TopicOptions(files=files, min_size=min_size, depth=depth, seed=SEED if seed is None else seed)
+        reader = self._open_searcher().reader
+        return find_topics(
+            reader, options, scope=_scope(scope, paths, globs, types, types_not, changed_within, changed_before)
+        )
+
+    def topic_hits(self, topic: Topic) -> Iterator[Hit]:
+        """A topic's passages (from :meth:`topics`), most central first, as hits whose score is
+        the cosine to the topic's centre (passages removed since are left out)."""
+        from semsearch.search import Hit
+
+        reader = self._open_searcher().reader
+        for start in range(0, len(topic.members), 1000):
+            ids = topic.members[start : start + 1000]
+            records = reader.fetch_chunks(ids)
+            for k, cid in enumerate(ids):
+                if cid in records:
+                    yield Hit(rank=start + k + 1, score=topic.scores[start + k], chunk=records[cid])
+
+    def topic_map(self, topics: Topics, path: str | os.PathLike[str], *, title: str = "Topics") -> int:
+        """Draw *topics* (from :meth:`topics` on this index) to *path*: a self-contained HTML page
+        (hover a point to read it, click to copy ``PATH:LINE``) or an SVG; the points drawn."""
+        from pathlib import Path
+
+        from semsearch.topicmap import write_map
+
+        return write_map(self._open_searcher().reader, topics, Path(path), title=title)
 
     def search_many(self, queries: Iterable[str], **options: Any) -> Iterator[tuple[str, list[Hit]]]:
         """(query, hits) for each query, the model loaded once; *options* as for :meth:`search`."""

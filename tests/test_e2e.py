@@ -128,7 +128,7 @@ def test_query_path_imports_no_torch_and_embeds_only_the_query(corpus) -> None:
         "try:\n    main(fast_exit=False)\nexcept SystemExit as exc:\n    code = exc.code\n"
         "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'pypdf', 'lxml', 'docx', 'pptx',\n"
         "    'odf', 'striprtf', 'selectolax', 'PIL', 'rapidocr', 'cv2', 'pypdfium2', 'ray', 'pyarrow', 'psycopg',\n"
-        "    'starlette', 'uvicorn', 'mcp', 'httpx') if m in sys.modules]\n"
+        "    'starlette', 'uvicorn', 'mcp', 'httpx', 'sklearn', 'scipy', 'umap', 'numba') if m in sys.modules]\n"
         "print(json.dumps({'code': code, 'heavy': heavy}) if (json := __import__('json')) else '', file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, timeout=300)

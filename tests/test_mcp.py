@@ -78,12 +78,14 @@ def test_tools_search_filters_similar_status_and_bad_calls(project: tuple[Path, 
         out["no_index_tool"] = await session.call_tool("index", {})
         out["dups"] = await session.call_tool("duplicates", {"min_score": 0.1, "limit": 1})
         out["bad_limit"] = await session.call_tool("duplicates", {"limit": 0})
+        out["topics"] = await session.call_tool("topics", {"min_size": 2, "passages": 1})
+        out["bad_topics"] = await session.call_tool("topics", {"min_size": 1})
         out["outside"] = await session.call_tool("similar", {"path": "../elsewhere.md"})
         out["after"] = await session.call_tool("search", {"query": "sourdough starter", "k": 1})
         return out
 
     out = with_client(root, env, body)
-    assert set(out["tools"]) == {"search", "similar", "status", "duplicates"}  # no index tool without --allow-index
+    assert set(out["tools"]) == {"search", "similar", "status", "duplicates", "topics"}  # no index without --allow-index
     schema = out["tools"]["search"].input_schema["properties"]
     assert {"query", "k", "mode", "paths", "globs", "types", "changed_within"} <= set(schema)
     # The text content is the structured content as JSON (for clients that read text only).
@@ -95,6 +97,11 @@ def test_tools_search_filters_similar_status_and_bad_calls(project: tuple[Path, 
     assert all(h["path"].startswith("src") for h in hits(out["scoped"]))
     assert all(h["path"] != os.path.join("docs", "tls.md") for h in hits(out["similar"]))
     assert out["status"].structured_content["files"] == 3
+    found = out["topics"].structured_content
+    assert not out["topics"].is_error and found["total"] >= 3
+    assert found["outliers"] + sum(t["size"] for t in found["topics"]) == found["total"]
+    assert all(len(t["passages"]) <= 1 and t["name"] for t in found["topics"])
+    assert out["bad_topics"].is_error and "min_size must be at least 2" in out["bad_topics"].content[0].text
     assert out["bad_k"].is_error and "k must be between 1 and" in out["bad_k"].content[0].text
     assert out["bad_type"].is_error and "unknown file type 'nope' for types" in out["bad_type"].content[0].text
     assert out["wrong_kind"].is_error and out["huge"].is_error and out["missing_file"].is_error

@@ -185,7 +185,7 @@ def test_mcp_over_streamable_http(open_server: Served, token_server: Served) -> 
             return sorted(t.name for t in tools.tools), result
 
     names, result = anyio.run(search, open_server.url, {})
-    assert names == ["duplicates", "search", "similar", "status"]
+    assert names == ["duplicates", "search", "similar", "status", "topics"]
     assert result.structured_content["hits"][0]["path"] in (
         os.path.join("docs", "baking.md"),
         os.path.join("docs", "rye.md"),

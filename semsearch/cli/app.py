@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from semsearch.cli import options as opt
 from semsearch.cli.console import EXIT_FOUND, EXIT_NOT_FOUND
 from semsearch.cli.index_cmd import index
 from semsearch.cli.messages import describe
+from semsearch.cli.topics_cmd import topics
 from semsearch.errors import InvalidOptionError, SemsearchError
 from semsearch.version import __version__
 
@@ -134,7 +135,7 @@ def query(
             queries = [text]
         return _run_queries(queries, options, as_json=as_json, null=null, index=index, reranking=reranking)
 
-    _answer(run)
+    console.answer(run)
 
 
 @app.command()
@@ -190,7 +191,7 @@ def similar(
         _hit_writer(as_json=as_json, null=null, files_only=files_only, batch=False).write(where.label(), hits)
         return bool(hits)
 
-    _answer(run)
+    console.answer(run)
 
 
 @app.command()
@@ -226,22 +227,7 @@ def duplicates(
             output.write_groups(out, found.groups, as_json=as_json, terminal=terminal)
         return bool(found.groups)
 
-    _answer(run)
-
-
-def _answer(run: Callable[[], bool]) -> None:
-    """Run a search command with grep's exit codes: 0 found, 1 nothing found, 2 an error (one
-    line on stderr); a pipe closed early (``| head``) ends it quietly."""
-    try:
-        found = run()
-    except BrokenPipeError:
-        console.quiet_stdout()
-        raise typer.Exit(EXIT_FOUND) from None
-    except SemsearchError as exc:
-        console.fail(describe(exc))
-        return
-    console.STATE.done_early = True
-    raise typer.Exit(EXIT_FOUND if found else EXIT_NOT_FOUND)
+    console.answer(run)
 
 
 def _check_null(null: bool, *, files_only: bool, as_json: bool) -> None:
@@ -303,6 +289,9 @@ def _run_queries(
             found = found or bool(hits)
             view.write(query_text, hits)
     return found
+
+
+app.command()(topics)  # after duplicates in --help
 
 
 @app.command("eval")

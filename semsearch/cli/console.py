@@ -297,3 +297,24 @@ def click_exit_code(exc: Exception) -> int | None:
     if "Abort" in kinds:
         return interrupted()
     return None
+
+
+def answer(run: Callable[[], bool]) -> None:
+    """Run a search command with grep's exit codes: 0 found, 1 nothing found, 2 an error (one
+    line on stderr); a pipe closed early (``| head``) ends it quietly."""
+    import typer
+
+    from semsearch.errors import SemsearchError
+
+    try:
+        found = run()
+    except BrokenPipeError:
+        quiet_stdout()
+        raise typer.Exit(EXIT_FOUND) from None
+    except SemsearchError as exc:
+        from semsearch.cli.messages import describe
+
+        fail(describe(exc))
+        return
+    STATE.done_early = True
+    raise typer.Exit(EXIT_FOUND if found else EXIT_NOT_FOUND)

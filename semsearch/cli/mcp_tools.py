@@ -1,5 +1,5 @@
-"""The tools `semsearch mcp` and `semsearch serve` offer (search, similar, status, duplicates, and
-index on request): their
+"""The tools `semsearch mcp` and `semsearch serve` offer (search, similar, status, duplicates,
+topics, and index on request): their
 arguments' bounds and checks, their results as JSON, each call in a worker thread.
 
 The server around them (the index kept open and fresh, the time limit, errors as one line) is
@@ -157,6 +157,7 @@ def add_tools(server: Any, service: IndexService, *, allow_index: bool) -> None:
     _add_similar(server, service)
     _add_status(server, service)
     _add_duplicates(server, service)
+    _add_topics(server, service)
     if allow_index:
         _add_index(server, service)
 
@@ -377,6 +378,61 @@ def _add_duplicates(server: Any, service: IndexService) -> None:
             for pair in found.files[:limit]
         ]  # fmt: skip
         return _result({"groups": groups, "files": pairs, "chunks_checked": found.chunks_checked})
+
+
+def _add_topics(server: Any, service: IndexService) -> None:
+    @server.tool()
+    @threaded
+    def topics(
+        files: bool = False,
+        min_size: int | None = None,
+        depth: int = 1,
+        paths: list[str] | None = None,
+        globs: list[str] | None = None,
+        types: list[str] | None = None,
+        types_not: list[str] | None = None,
+        changed_within: str | None = None,
+        changed_before: str | None = None,
+        limit: int = 50,
+        passages: int = 3,
+    ) -> Annotated[CallToolResult, dict[str, Any]]:
+        """What the project's passages (files=true: its files) are about: topics, largest first,
+        each named by the words that set it apart (filters as for search). Returns {"topics",
+        "outliers", "total"}: at most limit topics, each {"topic", "name", "words", "size",
+        "passages" (its most central, at most passages of them, as search's hits; score: the
+        cosine to the topic's centre), "files" ([{"path", "passages"}], most first), and with
+        depth 2 "subtopics"}; outliers: how many fit no topic. min_size: the fewest members of a
+        topic (default about 1 in 100)."""
+        from semsearch.search import Hit
+
+        _check_k(limit, "limit")
+        _check_k(passages, "passages")
+        _check_lists({"paths": paths, "globs": globs, "types": types, "types_not": types_not})
+        try:
+            idx = service.index()
+            project = idx.base_folder()
+            found = idx.topics(
+                files=files, min_size=min_size, depth=depth, paths=_absolute(paths, project), globs=globs,
+                types=types, types_not=types_not, changed_within=changed_within, changed_before=changed_before,
+            )  # fmt: skip
+        except SemsearchError as exc:
+            raise _failing(service, exc) from None
+        prefix = folder_prefix(project)
+
+        def one(topic: Any) -> dict[str, Any]:
+            score_of = dict(zip(topic.members, topic.scores, strict=True))
+            out = {
+                "topic": topic.id, "name": topic.name, "words": topic.words, "size": topic.size,
+                "passages": [_hit(Hit(rank, score_of.get(c.id, 0.0), c, {"cosine": score_of.get(c.id, 0.0)}), prefix)
+                             for rank, c in enumerate(topic.central[:passages], 1)],
+                "files": [{"path": _relative(path, project), "passages": n} for path, n in topic.files[:limit]],
+            }  # fmt: skip
+            if topic.subtopics:
+                out["subtopics"] = [one(sub) for sub in topic.subtopics]
+            return out
+
+        return _result({"topics": [one(t) for t in found.topics[:limit]], "outliers": found.outliers,
+                        "total": found.size})  # fmt: skip
 
 
 def _add_index(server: Any, service: IndexService) -> None:

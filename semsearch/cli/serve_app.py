@@ -5,7 +5,7 @@ One process keeps the index open and its query model loaded (the MCP server's
 :class:`~semsearch.cli.mcp_server.IndexService`: updates and rebuilds are picked up) and answers,
 on the MCP SDK's own stack (Starlette, run by uvicorn):
 
-- ``GET|POST /search``, ``/similar``, ``/status``, ``/duplicates`` (``POST /index`` with
+- ``GET|POST /search``, ``/similar``, ``/status``, ``/duplicates``, ``/topics`` (``POST /index`` with
   ``--allow-index``): the MCP tools, called the same way. Their arguments come as query
   parameters (a list as the parameter repeated) or as a JSON body, and their answers are the
   tools' structured results. A failed call answers ``{"error": "one line"}`` with 422 (the
@@ -37,7 +37,7 @@ from urllib.parse import parse_qs
 MAX_BODY = 64 * 1024  # bytes of a request body (a query is at most 4,000 characters)
 BODY_SECONDS = 10.0  # a body that takes longer to arrive is refused (408): a slow client holds nothing
 COOKIE = "semsearch_token"
-TOOLS = ("search", "similar", "status", "duplicates", "index")
+TOOLS = ("search", "similar", "status", "duplicates", "topics", "index")
 # What the page and its login need before a token is given.
 PUBLIC = frozenset({"/login", "/page.css"})
 ASSETS = {"/": ("page.html", "text/html"), "/page.js": ("page.js", "text/javascript"),
