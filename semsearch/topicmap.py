@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from semsearch.errors import InvalidOptionError
 from semsearch.output import escape_name, location, shown_path, snippet
 from semsearch.search import Hit
-from semsearch.topics import SEED, sample_rows
+from semsearch.topics import SEED, sample_rows, umap_embedding
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,7 +55,10 @@ def map_data(reader: IndexReader, topics: Topics, *, title: str, seed: int = SEE
     import numpy as np
 
     rows = sample_rows(topics.size, MAP_POINTS, seed)
-    xy = layout(topics.vectors[rows], topics.labels[rows], seed)
+    knn = None
+    if topics.graph is not None and topics.graph[1] is not None and np.array_equal(topics.graph[0], rows):
+        knn = topics.graph[1]  # the points clustered are the points drawn: their neighbours are known
+    xy = layout(topics.vectors[rows], seed, knn)
     records = reader.fetch_chunks(topics.ids[rows].tolist())
     where, snippets = [], []
     for cid in topics.ids[rows].tolist():
@@ -89,15 +92,15 @@ def map_data(reader: IndexReader, topics: Topics, *, title: str, seed: int = SEE
     }
 
 
-def layout(vectors: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
-    """Each vector's place on the map, in the unit square."""
+def layout(vectors: np.ndarray, seed: int, knn: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Each vector's place on the map, in the unit square: UMAP in two dimensions (what is close
+    in meaning is close on the map), scaled so that the outermost 0.5% do not squeeze the rest."""
     import numpy as np
-    from sklearn.decomposition import PCA
 
     n = len(vectors)
-    if n < 3:
+    if n < 4:
         return np.full((n, 2), 0.5)
-    xy = PCA(n_components=2, random_state=seed).fit_transform(vectors)
+    xy = umap_embedding(vectors, 2, seed, knn)
     low, high = np.percentile(xy, 0.5, axis=0), np.percentile(xy, 99.5, axis=0)
     scaled = (xy - low) / np.maximum(high - low, 1e-9)
     return np.clip(scaled, -0.05, 1.05)

@@ -21,6 +21,7 @@ import hashlib
 import itertools
 import math
 import re
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ NAME_SAMPLE = 400  # passages per topic read for its name (the most central ones
 NAME_WORDS = 4  # words or phrases in a name
 CENTRAL = 5  # central passages (or files) listed per topic
 SEED = 42
+UMAP_NEIGHBOURS = 15
+_LINKS = re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+|\]\([^)\s]*\)|\S+@\S+\.\w+")  # URLs, link targets, mail
 _WORD = re.compile(r"(?u)\b[^\W\d_][\w'-]*[^\W_]\b|\b[^\W\d_]\b")
 
 
@@ -69,6 +72,7 @@ class Topics:
     ids: Any = field(repr=False)  # every point's chunk id (files: its first chunk), as clustered
     vectors: Any = field(repr=False)  # every point's vector, normalised
     labels: Any = field(repr=False)  # every point's topic (its index in topics), -1 for outliers
+    graph: Any = field(repr=False, default=None)  # (rows clustered, their neighbours): reused by the map
 
     @property
     def size(self) -> int:
@@ -99,7 +103,7 @@ def find_topics(reader: IndexReader, options: TopicOptions | None = None, scope:
     if len(ids) == 0:
         return Topics([], 0, [], options.files, ids, vectors, labels)
     min_size = options.min_size or default_min_size(len(ids))
-    raw = cluster(vectors, min_size, options.seed)
+    raw, graph = cluster(vectors, min_size, options.seed)
     order = _by_size(raw)
     for new, old in enumerate(order):
         labels[raw == old] = new
@@ -113,7 +117,7 @@ def find_topics(reader: IndexReader, options: TopicOptions | None = None, scope:
             subtopics = _subtopics(vectors, members, min_size, options.seed, namer)
         topics.append(namer.topic(t + 1, words[t], vectors, members, subtopics))
     noise = np.flatnonzero(labels < 0)
-    return Topics(topics, len(noise), ids[noise].tolist(), options.files, ids, vectors, labels)
+    return Topics(topics, len(noise), ids[noise].tolist(), options.files, ids, vectors, labels, graph)
 
 
 def default_min_size(n: int) -> int:
@@ -122,34 +126,79 @@ def default_min_size(n: int) -> int:
     return max(5, min(100, n // 100))
 
 
-def cluster(vectors: np.ndarray, min_size: int, seed: int) -> np.ndarray:
+def cluster(vectors: np.ndarray, min_size: int, seed: int) -> tuple[np.ndarray, Any]:
     """A topic number per row (-1: an outlier): HDBSCAN on the reduced vectors of a sample, the
-    rest assigned to the nearest topic's centre when close enough."""
+    rest assigned to the nearest topic's centre when close enough; and the sample's rows with
+    their neighbours (None when there was nothing to cluster)."""
     import numpy as np
     from sklearn.cluster import HDBSCAN
 
     n = len(vectors)
     if n < 2 * min_size:
-        return np.full(n, -1, dtype=np.int64)
+        return np.full(n, -1, dtype=np.int64), None
     sample = sample_rows(n, FIT_SAMPLE, seed)
-    reduced = _reduce(vectors[sample], seed)
+    knn = None
+    if len(sample) > UMAP_NEIGHBOURS + 1:  # else too few for a reduction: HDBSCAN on the vectors
+        knn = knn_graph(vectors[sample], UMAP_NEIGHBOURS)
+        reduced = umap_embedding(vectors[sample], 5, seed, knn)
+    else:
+        reduced = np.asarray(vectors[sample], dtype=np.float64)
     found = HDBSCAN(min_cluster_size=min_size, min_samples=min(min_size, 10), copy=True).fit_predict(reduced)
     labels = np.full(n, -1, dtype=np.int64)
     labels[sample] = found
     if len(sample) < n:
         rest = np.setdiff1d(np.arange(n), sample, assume_unique=True)
         labels[rest] = _assign(vectors, sample, found, rest)
-    return labels
+    return labels, (sample, knn)
 
 
-def _reduce(vectors: np.ndarray, seed: int) -> np.ndarray:
-    """Vectors in a few dimensions where density-based clustering works (see RESULTS.md)."""
+def knn_graph(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's *k* nearest rows by cosine (itself first) and their cosine distances: exact,
+    in blocks (a second or two at 20,000 rows), so that UMAP need not search for them itself
+    (its search is compiled by numba on every run: most of its time)."""
     import numpy as np
-    from sklearn.decomposition import PCA
 
-    dims = min(20, vectors.shape[1], max(2, len(vectors) - 1))
-    reduced = PCA(n_components=dims, random_state=seed).fit_transform(vectors)
-    return np.asarray(reduced, dtype=np.float64)
+    n = len(vectors)
+    k = min(k, n)
+    indices = np.empty((n, k), dtype=np.int64)
+    distances = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, 2048):
+        sims = vectors[start : start + 2048] @ vectors.T
+        rows = np.arange(len(sims))
+        sims[rows, start + rows] = np.inf  # itself first
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
+        best = np.take_along_axis(top, order, axis=1)
+        indices[start : start + len(sims)] = best
+        near = np.take_along_axis(sims, best, axis=1)
+        near[:, 0] = 1.0
+        distances[start : start + len(sims)] = np.clip(1.0 - near, 0.0, 2.0)
+    return indices, distances
+
+
+def umap_embedding(
+    vectors: np.ndarray, dims: int, seed: int, knn: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """UMAP of *vectors* (cosine) in *dims* dimensions, reproducible with *seed* (one thread);
+    *knn*: the rows' neighbours (:func:`knn_graph`), made here when not given."""
+    import os
+
+    import numpy as np
+
+    from semsearch.models.resolve import cache_dir
+
+    # numba compiles UMAP's functions on first use (seconds); its cache keeps some for the next run.
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
+    try:
+        import umap
+    except ImportError:
+        raise InvalidOptionError("topics need umap-learn: pip install 'semsearch[topics]'") from None
+    indices, distances = knn if knn is not None else knn_graph(vectors, UMAP_NEIGHBOURS)
+    reducer = umap.UMAP(n_components=dims, n_neighbors=indices.shape[1], min_dist=0.0, metric="cosine",
+                        random_state=seed, n_jobs=1, precomputed_knn=(indices, distances, None))  # fmt: skip
+    with warnings.catch_warnings():  # its notes (a spectral start that fell back, ...) are not the user's
+        warnings.simplefilter("ignore")
+        return np.asarray(reducer.fit_transform(vectors), dtype=np.float64)
 
 
 def sample_rows(n: int, most: int, seed: int) -> np.ndarray:
@@ -197,7 +246,7 @@ def _by_size(labels: np.ndarray) -> list[int]:
 def _subtopics(vectors: np.ndarray, members: np.ndarray, min_size: int, seed: int, namer: _Namer) -> list[Topic]:
     import numpy as np
 
-    inner = cluster(vectors[members], max(2, min_size // 2), seed)
+    inner, _ = cluster(vectors[members], max(2, min_size // 2), seed)
     order = _by_size(inner)
     if len(order) < 2:
         return []
@@ -303,7 +352,7 @@ def distinctive_words(
     stop = (stop_words or _stop_words)()
     counts: list[Counter[str]] = []
     for doc in docs:
-        words = [w.lower() for w in _WORD.findall(doc)]
+        words = [w.lower() for w in _WORD.findall(_LINKS.sub(" ", doc))]
         terms = Counter(w for w in words if w not in stop and len(w) > 2)
         terms.update(f"{a} {b}" for a, b in itertools.pairwise(words)
                      if a not in stop and b not in stop and len(a) > 2 and len(b) > 2)  # fmt: skip
@@ -321,8 +370,9 @@ def distinctive_words(
         )
         chosen: list[str] = []
         for _, term in scored:
-            if any(term in c.split() or c in term.split() or term == c for c in chosen):
-                continue
+            stems = {_stem(w) for w in term.split()}
+            if any(stems & {_stem(w) for w in c.split()} for c in chosen):
+                continue  # a word (or its plural) already in the name
             parts = term.split()
             if len(parts) == 2 and parts[0] == parts[1]:
                 continue
@@ -331,6 +381,15 @@ def distinctive_words(
                 break
         out.append(chosen)
     return out
+
+
+def _stem(word: str) -> str:
+    """A word without its plural ending: "dependencies" and "dependency" are one word in a name."""
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+        return word[:-1]
+    return word
 
 
 def _stop_words() -> frozenset[str]:

@@ -25,7 +25,7 @@
     width = stage.clientWidth; height = stage.clientHeight;
     canvas.width = Math.round(width * dpr); canvas.height = Math.round(height * dpr);
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    base = Math.max(1, Math.min(width, height) - 48);
+    base = Math.max(1, (Math.min(width, height) - 40) / 1.1);  // the layout spans -0.05..1.05
     draw();
   }
 
