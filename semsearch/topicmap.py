@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from semsearch.topics import Topics
 
 MAP_POINTS = 20_000
+MAP_SPREAD = 0.25  # UMAP's min_dist for the map: topics stay apart, their points readable
 SNIPPET = 220
 # Twenty colours apart from each other (Kelly's and Tableau's, minus greys); topics past twenty reuse them.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
@@ -100,7 +101,7 @@ def layout(vectors: np.ndarray, seed: int, knn: tuple[np.ndarray, np.ndarray] | 
     n = len(vectors)
     if n < 4:
         return np.full((n, 2), 0.5)
-    xy = umap_embedding(vectors, 2, seed, knn)
+    xy = umap_embedding(vectors, 2, seed, knn, min_dist=MAP_SPREAD)
     low, high = np.percentile(xy, 0.5, axis=0), np.percentile(xy, 99.5, axis=0)
     scaled = (xy - low) / np.maximum(high - low, 1e-9)
     return np.clip(scaled, -0.05, 1.05)

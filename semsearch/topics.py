@@ -177,10 +177,15 @@ def knn_graph(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def umap_embedding(
-    vectors: np.ndarray, dims: int, seed: int, knn: tuple[np.ndarray, np.ndarray] | None = None
+    vectors: np.ndarray,
+    dims: int,
+    seed: int,
+    knn: tuple[np.ndarray, np.ndarray] | None = None,
+    min_dist: float = 0.0,
 ) -> np.ndarray:
     """UMAP of *vectors* (cosine) in *dims* dimensions, reproducible with *seed* (one thread);
-    *knn*: the rows' neighbours (:func:`knn_graph`), made here when not given."""
+    *knn*: the rows' neighbours (:func:`knn_graph`), made here when not given; *min_dist*: 0
+    packs close points together (for clustering), more spreads them (for the eye)."""
     import os
 
     import numpy as np
@@ -194,7 +199,7 @@ def umap_embedding(
     except ImportError:
         raise InvalidOptionError("topics need umap-learn: pip install 'semsearch[topics]'") from None
     indices, distances = knn if knn is not None else knn_graph(vectors, UMAP_NEIGHBOURS)
-    reducer = umap.UMAP(n_components=dims, n_neighbors=indices.shape[1], min_dist=0.0, metric="cosine",
+    reducer = umap.UMAP(n_components=dims, n_neighbors=indices.shape[1], min_dist=min_dist, metric="cosine",
                         random_state=seed, n_jobs=1, precomputed_knn=(indices, distances, None))  # fmt: skip
     with warnings.catch_warnings():  # its notes (a spectral start that fell back, ...) are not the user's
         warnings.simplefilter("ignore")

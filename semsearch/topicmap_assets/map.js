@@ -11,7 +11,7 @@
   const filter = document.getElementById("filter");
   const n = data.x.length;
   const OUTLIER = "#9aa0a6";
-  const radius = n > 20000 ? 1.6 : n > 4000 ? 2.2 : 3.2;
+  const radius = n > 10000 ? 2 : n > 2000 ? 2.6 : 3.5;
   const view = { zoom: 1, cx: 0.5, cy: 0.5 };
   let width = 0, height = 0, base = 1, grid = new Map(), hovered = -1, alone = null, matching = null;
 
@@ -59,8 +59,9 @@
     place();
   }
 
-  function place() {
+  function place() {  // largest topics first; a name that would cover one already placed waits for a zoom
     labels.replaceChildren();
+    const boxes = [];
     data.topics.forEach((topic, t) => {
       if (!visible(t)) return;
       const div = document.createElement("div");
@@ -69,6 +70,10 @@
       div.style.left = `${sx(topic.x)}px`; div.style.top = `${sy(topic.y)}px`;
       div.style.color = topic.color;
       labels.append(div);
+      const box = div.getBoundingClientRect();
+      if (boxes.some((b) => box.left < b.right && box.right > b.left && box.top < b.bottom && box.bottom > b.top)) {
+        div.classList.add("covered");
+      } else boxes.push(box);
     });
   }
 
