@@ -102,7 +102,7 @@ def find_topics(reader: IndexReader, options: TopicOptions | None = None, scope:
     labels = np.full(len(ids), -1, dtype=np.int64)
     if len(ids) == 0:
         return Topics([], 0, [], options.files, ids, vectors, labels)
-    min_size = options.min_size or default_min_size(len(ids))
+    min_size = options.min_size or default_min_size(min(len(ids), FIT_SAMPLE)) * max(1, len(ids) // FIT_SAMPLE)
     raw, graph = cluster(vectors, min_size, options.seed)
     order = _by_size(raw)
     for new, old in enumerate(order):
@@ -121,15 +121,17 @@ def find_topics(reader: IndexReader, options: TopicOptions | None = None, scope:
 
 
 def default_min_size(n: int) -> int:
-    """The fewest members of a topic: about one point in 100 (5 at least, 100 at most), so a
-    small folder gets a few topics and a large corpus not thousands."""
+    """The fewest members of a topic among *n* points clustered: about one in 100 (5 at least,
+    100 at most), so a small folder gets a few topics and a large corpus not thousands. Above
+    :data:`FIT_SAMPLE` points, the sample's (100) times the points each sampled one stands for."""
     return max(5, min(100, n // 100))
 
 
 def cluster(vectors: np.ndarray, min_size: int, seed: int) -> tuple[np.ndarray, Any]:
     """A topic number per row (-1: an outlier): HDBSCAN on the reduced vectors of a sample, the
     rest assigned to the nearest topic's centre when close enough; and the sample's rows with
-    their neighbours (None when there was nothing to cluster)."""
+    their neighbours (None when there was nothing to cluster). *min_size* counts all the rows:
+    a sample of a tenth of them looks for topics of a tenth of it."""
     import numpy as np
     from sklearn.cluster import HDBSCAN
 
@@ -137,6 +139,7 @@ def cluster(vectors: np.ndarray, min_size: int, seed: int) -> tuple[np.ndarray, 
     if n < 2 * min_size:
         return np.full(n, -1, dtype=np.int64), None
     sample = sample_rows(n, FIT_SAMPLE, seed)
+    min_size = max(2, round(min_size * len(sample) / n))
     knn = None
     if len(sample) > UMAP_NEIGHBOURS + 1:  # else too few for a reduction: HDBSCAN on the vectors
         knn = knn_graph(vectors[sample], UMAP_NEIGHBOURS)
