@@ -6,8 +6,8 @@ Read from the stored vectors alone (no model is loaded):
 2. at most :data:`FIT_SAMPLE` of them (chosen by a hash of their ids, so that a small update
    keeps the rest of the sample) are reduced (:func:`_reduce`) and clustered by HDBSCAN, which
    leaves what fits no topic as outliers rather than forcing it into one;
-3. the rest join the topic whose centre is nearest when they are as close to it as its own
-   members are, else they are outliers too;
+3. the rest join the topic whose centre is nearest when they are at least as close to it as
+   its farthest member, else they are outliers too;
 4. each topic is named by the words and two-word phrases that set it apart from the others
    (class-based TF-IDF, as BERTopic does), and lists its most central passages and its files.
 
@@ -225,8 +225,10 @@ def _hash(value: int, seed: int) -> int:
 
 
 def _assign(vectors: np.ndarray, sample: np.ndarray, found: np.ndarray, rest: np.ndarray) -> np.ndarray:
-    """Each row of *rest* joins the topic of the nearest centre, when its cosine to that centre is
-    at least what the topic's own least central tenth of members have; else it is an outlier."""
+    """Each row of *rest* joins the topic of the nearest centre, when it is at least as close to
+    that centre as the topic's farthest member; else it is an outlier. (A floor at the members'
+    tenth percentile made a tenth of the rest outliers by construction: ARI to the papers 0.64
+    against 0.83 with a quarter sampled; none at all, 0.88, but then nothing left out is an outlier.)"""
     import numpy as np
 
     topics = sorted(set(found.tolist()) - {-1})
@@ -234,7 +236,7 @@ def _assign(vectors: np.ndarray, sample: np.ndarray, found: np.ndarray, rest: np
         return np.full(len(rest), -1, dtype=np.int64)
     centres = np.stack([vectors[sample[found == t]].mean(axis=0) for t in topics])
     centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
-    floors = np.array([np.quantile(vectors[sample[found == t]] @ centres[k], 0.1) for k, t in enumerate(topics)])
+    floors = np.array([(vectors[sample[found == t]] @ centres[k]).min() for k, t in enumerate(topics)])
     out = np.empty(len(rest), dtype=np.int64)
     for start in range(0, len(rest), 65536):
         part = rest[start : start + 65536]
