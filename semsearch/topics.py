@@ -300,7 +300,6 @@ class _Namer:
         self.ids = ids
         self.owners = owners
         self.files = files
-        self._chunks_of: dict[int, list[int]] = {}
 
     def _central(self, vectors: np.ndarray, members: np.ndarray, most: int) -> np.ndarray:
         """*members* (rows), most central first: by cosine to their mean."""
