@@ -4,7 +4,8 @@ A Ray cluster on loopback (tests/ray_cluster.py: `ray start --block`, one CPU pe
 its processes' PIDs): first the head alone, then a worker joins. Each node is pinned to a core of
 its own (`taskset`: its workers' onnxruntime and OCR see one CPU, as on a one-core machine), so one
 node has one core and two nodes two: the scaling is measured, not the sharing of one machine's
-cores. The driver (walk, shipping the bytes, writing the index) runs unpinned beside them; the
+cores. Ray is told each node has --slots CPUs (default 2): with one, a node's CPU is either its
+embedding actor's or a reading task's, and a node can only do one of the two stages at a time. The driver (walk, shipping the bytes, writing the index) runs unpinned beside them; the
 local run has both cores.
 
 Corpora (each indexed fresh, default precision):
@@ -83,6 +84,7 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=400)
     ap.add_argument("--scans", type=int, default=6)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--slots", type=int, default=2, help="CPUs Ray may schedule on each node (its one core)")
     args = ap.parse_args()
     import os
 
@@ -108,7 +110,8 @@ def main() -> int:
     env = dict(os.environ)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     cores = sorted(os.sched_getaffinity(0))
-    head = Node("--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+    slots = f"--num-cpus={args.slots}"
+    head = Node("--head", "--node-ip-address=127.0.0.1", f"--port={port}", slots,
                 "--include-dashboard=false", env=env, cores=str(cores[0]))  # fmt: skip
     worker = None
     try:
@@ -117,7 +120,7 @@ def main() -> int:
         index(folders["small"], args.work / "warm-up", RayExecutor(address, small_files=1))  # workers' imports
         for corpus in folders:
             run("1 node", corpus, RayExecutor(address, small_files=1))
-        worker = Node(f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", env=env,
+        worker = Node(f"--address={address}", "--node-ip-address=127.0.0.1", slots, env=env,
                       cores=str(cores[-1]))  # fmt: skip
         deadline = time.monotonic() + 60
         while sum(1 for n in ray.nodes() if n.get("Alive")) < 2 and time.monotonic() < deadline:
