@@ -227,11 +227,12 @@ def test_a_version_mismatch_is_refused(cluster: tuple[str, dict[str, str]], monk
 def test_embedding_actors_follow_the_clusters_cpus_and_gpus() -> None:
     from semsearch.indexing.cluster import _pool_size
 
-    assert _pool_size({"CPU": 2.0}, "int8", None) == (2, 0.0)  # an actor per CPU, one thread each
-    assert _pool_size({"CPU": 64.0, "GPU": 4.0}, "fp16", None) == (4, 1.0)  # a GPU each
-    assert _pool_size({"CPU": 64.0, "GPU": 4.0}, "int8", None) == (64, 0.0)  # int8 runs on CPUs
-    assert _pool_size({"CPU": 64.0, "GPU": 4.0}, "fp32", 0.5) == (8, 0.5)
-    assert _pool_size({"CPU": 64.0, "GPU": 4.0}, "fp32", 0) == (64, 0.0)
+    assert _pool_size({"CPU": 4.0}, "int8", None, 2) == (2, 0.0)  # an actor per CPU but one per node
+    assert _pool_size({"CPU": 2.0}, "int8", None, 2) == (1, 0.0)
+    assert _pool_size({"CPU": 64.0, "GPU": 4.0}, "fp16", None, 2) == (4, 1.0)  # a GPU each
+    assert _pool_size({"CPU": 64.0, "GPU": 4.0}, "int8", None, 2) == (62, 0.0)  # int8 runs on CPUs
+    assert _pool_size({"CPU": 64.0, "GPU": 4.0}, "fp32", 0.5, 2) == (8, 0.5)
+    assert _pool_size({"CPU": 64.0, "GPU": 4.0}, "fp32", 0, 2) == (62, 0.0)
     assert _pool_size({}, "fp32", None) == (1, 0.0)
 
 

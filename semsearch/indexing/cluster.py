@@ -26,6 +26,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -107,7 +108,7 @@ class RayExecutor:
         ray = connect(self.address, on_event)
         spec = _Spec(replace(plan, measure=None, read_options=_plain(plan.read_options)), model)
         nodes = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
-        pool = _pool_size(ray.cluster_resources(), model.precision, self.gpus_per_actor)
+        pool = _pool_size(ray.cluster_resources(), model.precision, self.gpus_per_actor, nodes)
         self._started = started = time.perf_counter()
         chunks, said = 0, 0.0
         for window in _windows(todo):
@@ -165,7 +166,12 @@ class RayExecutor:
         context.print_on_execution_start = False
         blocks = min(len(rows), 4 * nodes * 2)
         ds = ray.data.from_items(rows, override_num_blocks=blocks)
-        ds = ds.map(_cut, fn_kwargs={"spec": spec}, num_cpus=STAGE_CPUS)
+        with warnings.catch_warnings():
+            # Each file's task placed by SPREAD: left to Ray Data, a handful of heavy files (scans
+            # to OCR) went to one node, 8 of 9 (benchmarks/RESULTS.md). Ray 2.60 warns that
+            # ray_remote_args_fn goes in 2.64, and has no other way to ask for it yet.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = ds.map(_cut, fn_kwargs={"spec": spec}, num_cpus=STAGE_CPUS, ray_remote_args_fn=_spread)
         if not spec.model.endpoint:  # a served model is asked by the driver, as without a cluster
             # The model travels with the class (no constructor arguments in the object store,
             # which a restarted actor could find gone).
@@ -272,15 +278,22 @@ def _check_versions(ray: Any) -> None:
             )
 
 
-def _pool_size(resources: dict[str, float], precision: str, gpus_per_actor: float | None) -> tuple[int, float]:
-    """The embedding actors' most (one per GPU, or one per CPU: each runs one onnxruntime
-    thread per CPU Ray gives it) and the GPUs each asks for."""
+def _pool_size(
+    resources: dict[str, float], precision: str, gpus_per_actor: float | None, nodes: int = 1
+) -> tuple[int, float]:
+    """The embedding actors' most (one per GPU; or one per CPU but one of each node's, left to
+    the reading tasks: each actor runs one onnxruntime thread per CPU Ray gives it) and the
+    GPUs each asks for."""
     gpus = float(resources.get("GPU", 0))
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if gpus >= 1 and precision in ("fp32", "fp16", "bf16") else 0.0
     if gpus_per_actor > 0:
         return max(1, int(gpus // gpus_per_actor)), gpus_per_actor
-    return max(1, int(resources.get("CPU", 1) // STAGE_CPUS)), 0.0
+    return max(1, int(resources.get("CPU", 1) // STAGE_CPUS) - nodes), 0.0
+
+
+def _spread() -> dict[str, Any]:
+    return {"scheduling_strategy": "SPREAD"}
 
 
 class _Pages:
