@@ -105,12 +105,15 @@ def test_the_json_api_answers_as_the_mcp_tools_do(open_server: Served) -> None:
         assert status["files"] == 4 and status["model"] == "all-MiniLM-L6-v2"
         dups = http.get("/duplicates", params={"min_score": 0.5}).json()
         assert set(dups) == {"groups", "files", "chunks_checked"}
+        topics = http.get("/topics", params={"min_size": 2, "files": "true"}).json()
+        assert topics["total"] == 4 and topics["outliers"] + sum(t["size"] for t in topics["topics"]) == 4
         spec = http.get("/openapi.json").json()
         assert spec["openapi"].startswith("3.1") and set(spec["paths"]) == {
             "/search",
             "/similar",
             "/status",
             "/duplicates",
+            "/topics",
         }
         names = {p["name"] for p in spec["paths"]["/search"]["get"]["parameters"]}
         assert {"query", "k", "mode", "paths", "types", "rerank"} <= names
