@@ -214,6 +214,41 @@ def test_the_cli_and_its_errors(cluster: tuple[str, dict[str, str]], corpus: Pat
     assert lines[-1].endswith("connection refused")
 
 
+def test_ray_local_starts_an_instance_of_its_own_and_leaves_nothing_running(
+    cluster: tuple[str, dict[str, str]], corpus: Path, tmp_path: Path
+) -> None:
+    """`--ray local` starts a new Ray instance (never the one /tmp/ray/ray_current_cluster names,
+    which outlives its cluster: a run hung on one gone), and its processes end with the run."""
+    import uuid
+
+    _, env = cluster
+    mark = uuid.uuid4().hex
+    env = {**env, "NO_COLOR": "1", "SEMSEARCH_TEST_MARK": mark}
+    env.pop("RAY_ADDRESS", None)
+    done = run(["index", str(corpus), "--ray", "local", "--index", str(tmp_path / "idx")], cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "cluster: 1 nodes" in done.stderr.decode()  # its own instance, not the test's two nodes
+    deadline = time.monotonic() + 30
+    while (left := _marked(mark)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in left:  # a leak: stop it by PID, then fail
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"--ray local left {len(left)} processes running"
+
+
+def _marked(mark: str) -> list[int]:
+    """Processes whose environment holds *mark* (the run's and its children's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if f"SEMSEARCH_TEST_MARK={mark}".encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def test_a_version_mismatch_is_refused(cluster: tuple[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
     import semsearch.version
     from semsearch.indexing.cluster import ClusterError, connect

@@ -212,7 +212,10 @@ def connect(address: str | None, on_event: Callable[[IndexEvent], None] = lambda
         env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         try:
             with _stderr_closed():  # ray.init's C++ side says where its log level came from
-                ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level=logging.ERROR,
+                # "local": always a new instance here. None would join the cluster named in
+                # /tmp/ray/ray_current_cluster, which outlives its cluster (a run hung on one gone).
+                ray.init(address=address or "local", log_to_driver=False, include_dashboard=False,
+                         logging_level=logging.ERROR,
                          runtime_env={"env_vars": env})  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError (versions), ...
             where = f"at {address}" if address else "(a local instance)"
