@@ -29,18 +29,18 @@ if TYPE_CHECKING:
 MAP_POINTS = 20_000
 MAP_SPREAD = 0.25  # UMAP's min_dist for the map: topics stay apart, their points readable
 SNIPPET = 220
-# Twenty colours apart from each other (Kelly's and Tableau's, minus greys); topics past twenty reuse them.
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
-           "#f5a700", "#00a087", "#3c5488", "#e64b35", "#91d1c2", "#7e6148", "#b09c85", "#8491b4", "#4dbbd5",
-           "#dc0000", "#6a3d9a")  # fmt: skip
+# Twenty colours told apart at a glance (Sasha Trubetskoy's list, without white, black and grey),
+# the darker first; topics past twenty reuse them.
+PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324", "#469990",
+           "#800000", "#808000", "#000075", "#bfef45", "#ffe119", "#fabed4", "#dcbeff", "#aaffc3", "#ffd8b1",
+           "#a9a9a9", "#fffac8")  # fmt: skip
 FORMATS = (".html", ".htm", ".svg")
 
 
 def write_map(reader: IndexReader, topics: Topics, path: Path, *, title: str = "Topics", seed: int = SEED) -> int:
     """Draw *topics* to *path* (``.html`` or ``.svg``); the number of points drawn."""
+    check_map_path(path)
     suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise InvalidOptionError(f"--map writes .html or .svg (got {path.name})", options=("map",))
     data = map_data(reader, topics, title=title, seed=seed)
     text = _svg(data) if suffix == ".svg" else _html(data)
     try:
@@ -48,6 +48,14 @@ def write_map(reader: IndexReader, topics: Topics, path: Path, *, title: str = "
     except OSError as exc:
         raise InvalidOptionError(f"cannot write the map to {path}: {exc.strerror}", options=("map",)) from None
     return len(data["x"])
+
+
+def check_map_path(path: Path) -> None:
+    """A map's file name is one this module writes (.html, .htm, .svg), in a folder that exists."""
+    if path.suffix.lower() not in FORMATS:
+        raise InvalidOptionError(f"--map writes .html or .svg (got {path.name})", options=("map",))
+    if not path.parent.is_dir():
+        raise InvalidOptionError(f"--map: no folder {path.parent}", options=("map",))
 
 
 def map_data(reader: IndexReader, topics: Topics, *, title: str, seed: int = SEED) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import hashlib
 import itertools
 import math
 import re
+import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -361,7 +362,8 @@ def distinctive_words(
     stop = (stop_words or _stop_words)()
     counts: list[Counter[str]] = []
     for doc in docs:
-        words = [w.lower() for w in _WORD.findall(_LINKS.sub(" ", doc))]
+        # NFKC: a PDF's ligatures ("ﬁle") are the letters they stand for ("file").
+        words = [w.lower() for w in _WORD.findall(_LINKS.sub(" ", unicodedata.normalize("NFKC", doc)))]
         terms = Counter(w for w in words if w not in stop and len(w) > 2)
         terms.update(f"{a} {b}" for a, b in itertools.pairwise(words)
                      if a not in stop and b not in stop and len(a) > 2 and len(b) > 2)  # fmt: skip

@@ -24,7 +24,7 @@ _TOPIC = typer.Option(
     "--topic",
     metavar="N",
     help="Print topic N's passages (N.M: a subtopic's), most central first, as query prints hits "
-    "(PATH:LINE:SCORE:SNIPPET; -l: its files; --json: JSON Lines).",
+    "(PATH:LINE:SCORE:SNIPPET; --json: JSON Lines). With -l the topics are of files, and topic N's files are printed.",
 )
 
 
@@ -54,10 +54,14 @@ def topics(
     from semsearch import topic_output
     from semsearch.api import Index
     from semsearch.scope import scope_of
+    from semsearch.topicmap import check_map_path
+    from semsearch.topics import default_min_size
 
     def run() -> bool:
         if null and not (files_only and topic):
             raise InvalidOptionError("-0/--null goes with -l and --topic (a list of files)")
+        if map_file is not None:
+            check_map_path(map_file)  # before minutes of work, not after
         scope = scope_of(paths, globs, types, types_not, changed_within, changed_before)
         out = sys.stdout
         with Index.open(index, on_note=console.note_printer(console.stderr())) as opened:
@@ -72,6 +76,10 @@ def topics(
                 hits = () if files_only else opened.topic_hits(chosen)
                 topic_output.write_topic_members(out, chosen, hits, files=files_only, as_json=as_json, null=null)
                 return True
+        if not found.topics and found.size and min_size is None:
+            unit = "files" if files_only else "passages"
+            console.stderr().print(f"semsearch: {found.size} {unit} make no topic of {default_min_size(found.size)} "
+                                   "or more: try --min-size 2", markup=False)  # fmt: skip
         if as_json:
             topic_output.write_topics_json(out, found)
         else:

@@ -139,7 +139,9 @@ class RayExecutor:
                 yield todo[n], prepared
         seconds = max(time.perf_counter() - started, 1e-9)
         on_event(
-            IndexEvent("message", f"cluster: {nodes} nodes, {chunks / seconds:.0f} chunks/s; files {self._shares()}")
+            IndexEvent(
+                "message", f"cluster: {_count(nodes, 'node')}, {chunks / seconds:.0f} chunks/s; {self._shares()}"
+            )
         )
 
     def _shares(self) -> str:
@@ -150,7 +152,7 @@ class RayExecutor:
         for node in sorted(set(self.read_on) | set(self.embedded_on)):
             pages = f" ({self.pages_on[node]} OCR pages)" if self.pages_on[node] else ""
             chunks = self.chunks_on[node]
-            shares.append(f"node {node[:8]}: read {self.read_on[node]} files{pages}, "
+            shares.append(f"node {node[:8]}: read {_count(self.read_on[node], 'file')}{pages}, "
                           f"embedded {chunks} chunks ({chunks / seconds:.0f}/s)")  # fmt: skip
         return "; ".join(shares)
 
@@ -223,7 +225,7 @@ def connect(address: str | None, on_event: Callable[[IndexEvent], None] = lambda
     _check_versions(ray)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus = int(ray.cluster_resources().get("CPU", 0))
-    on_event(IndexEvent("message", f"cluster: {len(nodes)} nodes, {cpus} CPUs ({address or 'local'})"))
+    on_event(IndexEvent("message", f"cluster: {_count(len(nodes), 'node')}, {cpus} CPUs ({address or 'local'})"))
     return ray
 
 
@@ -428,6 +430,10 @@ def _stderr_closed() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _first_line(exc: BaseException) -> str:
