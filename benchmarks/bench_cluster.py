@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -115,7 +116,13 @@ def main() -> int:
                 "--include-dashboard=false", env=env, cores=str(cores[0]))  # fmt: skip
     worker = None
     try:
-        time.sleep(8)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # the head's port open: it is up
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        time.sleep(2)
         ray = connect(address)
         index(folders["small"], args.work / "warm-up", RayExecutor(address, small_files=1))  # workers' imports
         for corpus in folders:
