@@ -110,6 +110,7 @@ def main() -> int:
     address = f"127.0.0.1:{port}"
     env = dict(os.environ)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_AUTH_MODE"] = env["RAY_AUTH_MODE"] = "disabled"  # the same on the driver and the nodes
     cores = sorted(os.sched_getaffinity(0))
     slots = f"--num-cpus={args.slots}"
     head = Node("--head", "--node-ip-address=127.0.0.1", f"--port={port}", slots,

@@ -38,6 +38,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
         pytest.skip("Ray is not installed (pip install '.[ray]')")
     port = free_port()
     address = f"127.0.0.1:{port}"
+    # One authentication mode everywhere: a local ray.init() on this machine (a user's --ray
+    # local) leaves ~/.ray/auth_token, which turns token auth on for whoever starts next.
+    auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     head = Node("--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
                 "--include-dashboard=false", env=env)  # fmt: skip
@@ -64,6 +68,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
         if worker is not None:
             worker.stop()
         head.stop()
+        if auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth
 
 
 @pytest.fixture(scope="module")

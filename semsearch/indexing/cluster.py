@@ -30,6 +30,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsearch.errors import InvalidOptionError, SemsearchError
@@ -201,10 +202,20 @@ def connect(address: str | None, on_event: Callable[[IndexEvent], None] = lambda
     # driver starts a thread that asks a Prometheus on localhost:9090 every few seconds for as
     # long as the process lives. semsearch sends nothing: off unless the user chose otherwise.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    loopback = _on_loopback(address)
+    if loopback:
+        # Ray swaps 127.0.0.1 (and a local instance's own address) for the machine's address on
+        # its network, where a cluster on loopback does not listen (and where nothing of a
+        # local run should go): this switch makes it keep the loopback address.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:
         import ray
     except ImportError:
         raise InvalidOptionError("--ray needs Ray: pip install 'semsearch[ray]'", options=("ray",)) from None
+    if loopback:
+        import ray._private.ray_constants as constants
+
+        constants.ENABLE_RAY_CLUSTER = False  # read at Ray's import: set too if it was imported before
     if not ray.is_initialized():
         if address is not None:
             _reachable(address)  # ray.init would try for minutes
@@ -221,12 +232,24 @@ def connect(address: str | None, on_event: Callable[[IndexEvent], None] = lambda
                          runtime_env={"env_vars": env})  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError (versions), ...
             where = f"at {address}" if address else "(a local instance)"
-            raise ClusterError(f"cannot use the Ray cluster {where}: {_first_line(exc)}") from None
+            hint = ""
+            if address and "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
+                # A local ray.init() wrote it; from then on Ray connects with token auth.
+                hint = " (~/.ray/auth_token makes Ray use token auth: set RAY_AUTH_MODE as the cluster's nodes have it)"
+            raise ClusterError(f"cannot use the Ray cluster {where}: {_first_line(exc)}{hint}") from None
     _check_versions(ray)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus = int(ray.cluster_resources().get("CPU", 0))
     on_event(IndexEvent("message", f"cluster: {_count(len(nodes), 'node')}, {cpus} CPUs ({address or 'local'})"))
     return ray
+
+
+def _on_loopback(address: str | None) -> bool:
+    """Whether *address* is this machine's loopback (or None: a local instance)."""
+    if address is None or address == "local":
+        return True
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _reachable(address: str) -> None:
