@@ -78,6 +78,23 @@ def index(folder: Path, target: Path, executor: Any) -> dict[str, Any]:
     return row
 
 
+def worker_cpus(ray: Any) -> dict[str, list[int]]:
+    """Each node's id: the CPUs a task there may run on (its affinity), as the worker sees it."""
+    import os
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=1)
+    def affinity() -> list[int]:
+        return sorted(os.sched_getaffinity(0))
+
+    out = {}
+    for node in (n for n in ray.nodes() if n.get("Alive")):
+        strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        out[node["NodeID"][:8]] = ray.get(affinity.options(scheduling_strategy=strategy).remote(), timeout=120)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -133,6 +150,8 @@ def main() -> int:
         deadline = time.monotonic() + 60
         while sum(1 for n in ray.nodes() if n.get("Alive")) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
+        result["worker_cpus"] = worker_cpus(ray)  # what a task on each node may run on
+        print(f"CPUs a task may use, by node: {result['worker_cpus']}", flush=True)
         for corpus in folders:
             run("2 nodes", corpus, RayExecutor(address, small_files=1))
         for corpus in ("text", "scans"):  # the workers read the files at their paths (the same disk here)
