@@ -7,10 +7,11 @@ to the cluster, and what comes back is stored and committed here as a local run 
 files' bytes travel through Ray's object store (the workers need not see the driver's disk); the
 stages are
 
-1. read and cut: a task per file (``num_cpus=1``), the driver's reader and chunker;
-2. embed: an actor pool of one actor up to one per node (Ray Data grows it while the embedding
-   is behind), each loading the index's model once (a GPU
-   each with ``gpus_per_actor``), the same model and precision as the index records.
+1. read and cut: a task per file (``num_cpus=1``, placed by SPREAD), the driver's reader and chunker;
+2. embed: an actor pool of one actor up to one per CPU of the cluster, less one per node left to
+   reading (Ray Data grows it while the embedding is behind), or one per GPU where the cluster
+   has GPUs (:func:`_pool_size`); each loads the index's model once, the same model and
+   precision as the index records, and runs one onnxruntime thread per CPU Ray gives it.
 
 Ray Data's streaming executor bounds what is in flight (backpressure); results come back in any
 order as they are done. Files go in windows of at most :data:`WINDOW_BYTES` (the bytes in the
@@ -48,8 +49,8 @@ WINDOW_BYTES = 256 << 20  # file bytes handed to the cluster at once
 WINDOW_FILES = 2000
 PROGRESS_EVERY = 2.0  # seconds between reports of each node's share
 EMBED_BATCH = 4  # files per call of an embedding actor (small: the calls spread over the actors)
-# What each stage asks of a node's CPUs: a file's reading (a task), an embedding actor (onnxruntime
-# uses the node's cores). Half CPUs starved the reading stage (Ray Data's resource budgets).
+# What each stage asks of a node's CPUs: a file's reading (a task), an embedding actor (which runs
+# that many onnxruntime threads). Half CPUs starved the reading stage (Ray Data's resource budgets).
 STAGE_CPUS = 1
 EMBED_SLICE = 256  # chunks per model call inside it, shortest first (as a local run)
 # What the workers' processes need of the driver's environment.
