@@ -148,7 +148,7 @@ def at_scale(base: Any, sizes: list[int], full_at: int) -> dict[str, Any]:
     for n in sizes:
         vectors = grown(base, n)
         started = time.perf_counter()
-        min_size = topics.default_min_size(topics.FIT_SAMPLE) * max(1, n // topics.FIT_SAMPLE)  # Index.topics's
+        min_size = topics.default_min_size(n)  # Index.topics's
         labels, _ = topics.cluster(vectors, min_size, topics.SEED)
         row = {"seconds": time.perf_counter() - started, "topics": int(labels.max()) + 1,
                "outliers": float((labels < 0).mean()),

@@ -139,8 +139,13 @@ def format_line(hit: Hit) -> str:
     Control characters in the path are escaped (one hit stays one line); bytes of the name that
     are not UTF-8 stay lone surrogates, as in ``shown_path``, for ``write_lines`` to write raw.
     """
-    path = escape_name(shown_path(hit.chunk.path))
-    return f"{path}:{location(hit)}:{hit.score:.4f}:{_no_surrogates(snippet(hit))}"
+    return f"{place(hit)}:{hit.score:.4f}:{_no_surrogates(snippet(hit))}"
+
+
+def place(hit: Hit) -> str:
+    """``PATH:LINE`` (or ``PATH:PAGE``...): where a hit is, as ``format_line`` begins (the path as
+    ``shown_path`` gives it, control characters escaped)."""
+    return f"{escape_name(shown_path(hit.chunk.path))}:{location(hit)}"
 
 
 def hit_to_json(hit: Hit, query: str) -> dict:

@@ -10,7 +10,7 @@ from semsearch.output import (
     escape_name,
     hit_to_json,
     json_text,
-    location,
+    place,
     shown_path,
     snippet,
     write_lines,
@@ -28,13 +28,10 @@ def topic_json(topic: Topic, files: bool) -> dict[str, Any]:
     """A topic as JSON: id, name, words, size, its most central passages (or, grouped by file,
     its files), its files with their passages in it, and its subtopics."""
     out: dict[str, Any] = {"topic": topic.id, "name": topic.name, "words": topic.words, "size": topic.size}
-    score_of = dict(zip(topic.members, topic.scores, strict=True))
     if files:
         out["files"] = [shown_path(path) for path, _ in topic.files]
     else:
-        out["passages"] = [
-            _passage(Hit(rank=k + 1, score=score_of.get(c.id, 0.0), chunk=c)) for k, c in enumerate(topic.central)
-        ]
+        out["passages"] = [_passage(hit) for hit in topic.central_hits()]
         out["files"] = [{"path": shown_path(path), "passages": n} for path, n in topic.files]
     if topic.subtopics:
         out["subtopics"] = [topic_json(sub, files) for sub in topic.subtopics]
@@ -78,7 +75,7 @@ def _topic_lines(topic: Topic, files: bool, prefix: str, indent: str) -> list[An
     if topic.central and not files:
         hit = Hit(rank=1, score=0.0, chunk=topic.central[0])
         line = Text(f"{indent}   ")
-        line.append(f"{escape_name(shown_path(hit.chunk.path))}:{location(hit)}", style="magenta")
+        line.append(place(hit), style="magenta")
         line.append(f"  {snippet(hit, 100)}")
         lines.append(line)
     shown = topic.files[:FILES_SHOWN]

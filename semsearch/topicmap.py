@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semsearch.errors import InvalidOptionError
-from semsearch.output import escape_name, location, shown_path, snippet
+from semsearch.output import escape_name, place, shown_path, snippet
 from semsearch.search import Hit
 from semsearch.topics import SEED, sample_rows, umap_embedding
 
@@ -77,8 +77,7 @@ def map_data(reader: IndexReader, topics: Topics, *, title: str, seed: int = SEE
             snippets.append("")
             continue
         hit = Hit(rank=0, score=0.0, chunk=record)
-        shown = escape_name(shown_path(record.path))
-        where.append(shown if topics.files else f"{shown}:{location(hit)}")
+        where.append(escape_name(shown_path(record.path)) if topics.files else place(hit))
         snippets.append(snippet(hit, SNIPPET))
     labels = topics.labels[rows]
     out_topics = []

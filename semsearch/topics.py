@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from semsearch.scope import Scope
+    from semsearch.search import Hit
     from semsearch.store import ChunkRecord, IndexReader
 
 FIT_SAMPLE = 20_000  # points clustered; the rest are assigned to the nearest topic
@@ -61,6 +62,14 @@ class Topic:
     scores: list[float] = field(repr=False)  # each member's cosine to the topic's centre
     subtopics: list[Topic] = field(default_factory=list)
 
+    def central_hits(self) -> list[Hit]:
+        """Its central passages as hits, the score (and ``scores["cosine"]``) their cosine to its centre."""
+        from semsearch.search import Hit
+
+        score_of = dict(zip(self.members, self.scores, strict=True))
+        return [Hit(rank, score_of.get(c.id, 0.0), c, {"cosine": score_of.get(c.id, 0.0)})
+                for rank, c in enumerate(self.central, 1)]  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -68,7 +77,6 @@ class Topics:
 
     topics: list[Topic]
     outliers: int  # passages (files) in no topic
-    outlier_ids: list[int] = field(repr=False)  # their chunk ids (files: a chunk of each)
     files: bool  # grouped by file
     ids: Any = field(repr=False)  # every point's chunk id (files: its first chunk), as clustered
     vectors: Any = field(repr=False)  # every point's vector, normalised
@@ -78,6 +86,11 @@ class Topics:
     @property
     def size(self) -> int:
         return len(self.ids)
+
+    @property
+    def outlier_ids(self) -> list[int]:
+        """The chunk ids of what fits no topic (files: a chunk of each)."""
+        return [int(i) for i in self.ids[self.labels < 0]]
 
 
 @dataclass(frozen=True)
@@ -102,30 +115,29 @@ def find_topics(reader: IndexReader, options: TopicOptions | None = None, scope:
         ids, owners, vectors = _file_vectors(ids, owners, vectors)
     labels = np.full(len(ids), -1, dtype=np.int64)
     if len(ids) == 0:
-        return Topics([], 0, [], options.files, ids, vectors, labels)
-    min_size = options.min_size or default_min_size(min(len(ids), FIT_SAMPLE)) * max(1, len(ids) // FIT_SAMPLE)
+        return Topics([], 0, options.files, ids, vectors, labels)
+    min_size = options.min_size or default_min_size(len(ids))
     raw, graph = cluster(vectors, min_size, options.seed)
     order = _by_size(raw)
     for new, old in enumerate(order):
         labels[raw == old] = new
     namer = _Namer(reader, ids, owners, options.files)
-    rows = [np.flatnonzero(labels == t) for t in range(len(order))]
-    words = namer.names(vectors, rows)
+    groups = [_by_centrality(vectors, np.flatnonzero(labels == t)) for t in range(len(order))]
+    words = namer.names(groups)
     topics = []
-    for t, members in enumerate(rows):
+    for t, (members, cosines) in enumerate(groups):
         subtopics: list[Topic] = []
         if options.depth == 2 and len(members) >= 4 * min_size:
-            subtopics = _subtopics(vectors, members, min_size, options.seed, namer)
-        topics.append(namer.topic(t + 1, words[t], vectors, members, subtopics))
-    noise = np.flatnonzero(labels < 0)
-    return Topics(topics, len(noise), ids[noise].tolist(), options.files, ids, vectors, labels, graph)
+            subtopics = _subtopics(vectors, np.sort(members), min_size, options.seed, namer)
+        topics.append(namer.topic(t + 1, words[t], members, cosines, subtopics))
+    return Topics(topics, int((labels < 0).sum()), options.files, ids, vectors, labels, graph)
 
 
 def default_min_size(n: int) -> int:
-    """The fewest members of a topic among *n* points clustered: about one in 100 (5 at least,
-    100 at most), so a small folder gets a few topics and a large corpus not thousands. Above
-    :data:`FIT_SAMPLE` points, the sample's (100) times the points each sampled one stands for."""
-    return max(5, min(100, n // 100))
+    """The fewest members of a topic among *n* points: about one in 100 of those clustered (5 at
+    least, 100 at most), so a small folder gets a few topics and a large corpus not thousands.
+    Above :data:`FIT_SAMPLE` points, the sample's (100) times the points each sampled one stands for."""
+    return max(5, min(100, min(n, FIT_SAMPLE) // 100)) * max(1, n // FIT_SAMPLE)
 
 
 def cluster(vectors: np.ndarray, min_size: int, seed: int) -> tuple[np.ndarray, Any]:
@@ -255,15 +267,24 @@ def _by_size(labels: np.ndarray) -> list[int]:
 
 
 def _subtopics(vectors: np.ndarray, members: np.ndarray, min_size: int, seed: int, namer: _Namer) -> list[Topic]:
-    import numpy as np
-
     inner, _ = cluster(vectors[members], max(2, min_size // 2), seed)
     order = _by_size(inner)
     if len(order) < 2:
         return []
-    rows = [members[inner == old] for old in order]
-    words = namer.names(vectors, rows)
-    return [namer.topic(k + 1, words[k], vectors, np.asarray(r), []) for k, r in enumerate(rows)]
+    groups = [_by_centrality(vectors, members[inner == old]) for old in order]
+    words = namer.names(groups)
+    return [namer.topic(k + 1, words[k], rows, cosines, []) for k, (rows, cosines) in enumerate(groups)]
+
+
+def _by_centrality(vectors: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """*members* (rows), most central first, and their cosines to the topic's centre (their mean)."""
+    import numpy as np
+
+    centre = vectors[members].mean(axis=0)
+    centre /= max(float(np.linalg.norm(centre)), 1e-12)
+    cosines = vectors[members] @ centre
+    order = np.argsort(-cosines, kind="stable")
+    return members[order], cosines[order]
 
 
 def _vectors(reader: IndexReader, scope: Scope | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -302,38 +323,30 @@ class _Namer:
         self.owners = owners
         self.files = files
 
-    def _central(self, vectors: np.ndarray, members: np.ndarray, most: int) -> np.ndarray:
-        """*members* (rows), most central first: by cosine to their mean."""
-        import numpy as np
-
-        centre = vectors[members].mean(axis=0)
-        return members[np.argsort(-(vectors[members] @ centre), kind="stable")[:most]]
-
     def _texts(self, rows: np.ndarray) -> list[str]:
         if not self.files:
             records = self.reader.fetch_chunks(self.ids[rows].tolist())
             return [records[int(i)].text for i in self.ids[rows] if int(i) in records]
+        # A file: its first passages (the name and the opening), all the files' in one fetch.
+        records = self.reader.fetch_chunks([int(self.ids[row]) + k for row in rows.tolist() for k in range(3)])
         texts = []
-        for row in rows.tolist():  # a file: its first passages (the name and the opening)
-            records = self.reader.fetch_chunks([int(self.ids[row]) + k for k in range(3)])
-            texts.append(" ".join(r.text for r in records.values() if r.file_id == int(self.owners[row])))
+        for row in rows.tolist():
+            first, owner = int(self.ids[row]), int(self.owners[row])
+            parts = (records.get(first + k) for k in range(3))
+            texts.append(" ".join(r.text for r in parts if r is not None and r.file_id == owner))
         return texts
 
-    def names(self, vectors: np.ndarray, groups: list[np.ndarray]) -> list[list[str]]:
-        """Each group's distinctive words and phrases, against the other groups."""
+    def names(self, groups: list[tuple[np.ndarray, np.ndarray]]) -> list[list[str]]:
+        """Each group's distinctive words and phrases (from its most central members' texts),
+        against the other groups; *groups* as :func:`_by_centrality` gives them."""
         per = max(20, NAME_SAMPLE if not self.files else NAME_SAMPLE // 4)
-        docs = [" ".join(self._texts(self._central(vectors, rows, per))) for rows in groups]
+        docs = [" ".join(self._texts(rows[:per])) for rows, _ in groups]
         return distinctive_words(docs, NAME_WORDS)
 
-    def topic(self, number: int, words: list[str], vectors: np.ndarray, members: np.ndarray,
+    def topic(self, number: int, words: list[str], members: np.ndarray, cosines: np.ndarray,
               subtopics: list[Topic]) -> Topic:  # fmt: skip
-        import numpy as np
-
-        centre = vectors[members].mean(axis=0)
-        centre /= max(float(np.linalg.norm(centre)), 1e-12)
-        cosines = vectors[members] @ centre
-        order = np.argsort(-cosines, kind="stable")
-        central_rows = members[order[:CENTRAL]]
+        """A topic of *members* (rows, most central first) with their *cosines* to its centre."""
+        central_rows = members[:CENTRAL]
         records = self.reader.fetch_chunks(self.ids[central_rows].tolist())
         central = [records[int(i)] for i in self.ids[central_rows] if int(i) in records]
         counts = Counter(int(f) for f in self.owners[members].tolist())
@@ -346,8 +359,8 @@ class _Namer:
             size=len(members),
             central=central,
             files=files,
-            members=self.ids[members[order]].tolist(),
-            scores=[round(float(c), 4) for c in cosines[order]],
+            members=self.ids[members].tolist(),
+            scores=[round(float(c), 4) for c in cosines],
             subtopics=subtopics,
         )
 

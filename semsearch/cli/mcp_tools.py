@@ -403,8 +403,6 @@ def _add_topics(server: Any, service: IndexService) -> None:
         cosine to the topic's centre), "files" ([{"path", "passages"}], most first), and with
         depth 2 "subtopics"}; outliers: how many fit no topic. min_size: the fewest members of a
         topic (default about 1 in 100)."""
-        from semsearch.search import Hit
-
         _check_k(limit, "limit")
         _check_k(passages, "passages")
         _check_lists({"paths": paths, "globs": globs, "types": types, "types_not": types_not})
@@ -420,11 +418,9 @@ def _add_topics(server: Any, service: IndexService) -> None:
         prefix = folder_prefix(project)
 
         def one(topic: Any) -> dict[str, Any]:
-            score_of = dict(zip(topic.members, topic.scores, strict=True))
             out = {
                 "topic": topic.id, "name": topic.name, "words": topic.words, "size": topic.size,
-                "passages": [_hit(Hit(rank, score_of.get(c.id, 0.0), c, {"cosine": score_of.get(c.id, 0.0)}), prefix)
-                             for rank, c in enumerate(topic.central[:passages], 1)],
+                "passages": [_hit(hit, prefix) for hit in topic.central_hits()[:passages]],
                 "files": [{"path": _relative(path, project), "passages": n} for path, n in topic.files[:limit]],
             }  # fmt: skip
             if topic.subtopics:
