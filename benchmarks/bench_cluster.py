@@ -19,7 +19,7 @@ With two nodes, text and scans are indexed once more with the workers reading ea
 path (``shared_paths``: here the same disk) instead of its bytes shipped through the object store.
 
 Usage:
-    python benchmarks/bench_cluster.py [--docs 400] [--scans 6] [--json FILE]
+    python benchmarks/bench_cluster.py [--docs 400] [--scans 6] [--corpora text,scans,small] [--json FILE]
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def main() -> int:
     ap.add_argument("--scans", type=int, default=6)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--slots", type=int, default=2, help="CPUs Ray may schedule on each node (its one core)")
+    ap.add_argument("--corpora", default="text,scans,small", help="which corpora to index (comma-separated)")
     args = ap.parse_args()
     import os
 
@@ -111,7 +112,8 @@ def main() -> int:
     from semsearch.indexing.cluster import RayExecutor, connect
 
     print(machine_note())
-    folders = corpora(args.data, args.work, args.docs, args.scans)
+    every = corpora(args.data, args.work, args.docs, args.scans)
+    folders = {name: path for name, path in every.items() if name in args.corpora.split(",")}
     result: dict[str, Any] = {"machine": machine_note(), "docs": args.docs, "scans": args.scans, "runs": {}}
 
     def run(name: str, corpus: str, executor: Any) -> None:
@@ -142,7 +144,7 @@ def main() -> int:
             time.sleep(0.5)
         time.sleep(2)
         ray = connect(address)
-        index(folders["small"], args.work / "warm-up", RayExecutor(address, small_files=1))  # workers' imports
+        index(every["small"], args.work / "warm-up", RayExecutor(address, small_files=1))  # workers' imports
         for corpus in folders:
             run("1 node", corpus, RayExecutor(address, small_files=1))
         worker = Node(f"--address={address}", "--node-ip-address=127.0.0.1", slots, env=env,
@@ -154,7 +156,7 @@ def main() -> int:
         print(f"CPUs a task may use, by node: {result['worker_cpus']}", flush=True)
         for corpus in folders:
             run("2 nodes", corpus, RayExecutor(address, small_files=1))
-        for corpus in ("text", "scans"):  # the workers read the files at their paths (the same disk here)
+        for corpus in (c for c in ("text", "scans") if c in folders):  # the workers read the files at their paths (the same disk here)
             run("2 shared", corpus, RayExecutor(address, small_files=1, shared_paths=True))
     finally:
         import ray as ray_module
