@@ -19,7 +19,7 @@ With two nodes, text and scans are indexed once more with the workers reading ea
 path (``shared_paths``: here the same disk) instead of its bytes shipped through the object store.
 
 Usage:
-    python benchmarks/bench_cluster.py [--docs 400] [--scans 6] [--corpora text,scans,small] [--json FILE]
+    python benchmarks/cluster/bench_cluster.py [--docs 400] [--scans 6] [--corpora text,scans,small] [--json FILE]
 """
 
 from __future__ import annotations
@@ -32,7 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _bench_common import DEFAULT_DATA, DEFAULT_WORK, REPO, machine_note, require_data, scifact_texts, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
+from benchmarks._bench_common import (
+    DEFAULT_DATA,
+    DEFAULT_WORK,
+    REPO,
+    machine_note,
+    require_data,
+    scifact_texts,
+    write_json,
+)
 
 sys.path.insert(0, str(REPO / "tests"))
 
