@@ -33,17 +33,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
-from benchmarks._bench_common import (
+from benchmarks.harness import (
     DEFAULT_DATA,
     DEFAULT_WORK,
-    REPO,
     machine_note,
     require_data,
     scifact_texts,
     write_json,
 )
-
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def corpora(data: Path, work: Path, docs: int, scans: int) -> dict[str, Path]:
