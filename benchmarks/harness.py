@@ -1,33 +1,240 @@
-"""Helpers shared by the benchmark scripts (not part of the semsearch package).
+"""The benchmarks' harness: paths, the machine note, arguments and JSON, repeated timings, children.
 
-Child processes are timed by wall clock and reaped with ``os.wait4`` so each one's own peak RSS is
-known (``resource.getrusage(RUSAGE_CHILDREN)`` only gives the maximum over all children).
+A script runs from the repository root as ``python benchmarks/TOPIC/SCRIPT.py``; its first lines
+put the repository on ``sys.path`` and import this module::
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
+    from benchmarks.harness import ...
+
+What a script then has at hand:
+
+- ``arguments(__doc__, work="NAME")``: a parser with ``--data`` (../shared/data), ``--work``
+  (/tmp/bench-work/NAME) and ``--json FILE`` (alias ``--json-out``);
+- ``start(args)``: prints the machine note (CPU model and features, load average) and makes the
+  work folder; ``write_json(args.json, figures)`` adds the command, the date and the machine;
+- ``require_data(args.data, "scifact")``: the path, or exit 2 with one line when it is missing;
+- ``repeat(fn, runs)`` / ``interleave({"a": fa, "b": fb}, runs)``: ``Timings`` (median, p50, p95)
+  of repeated calls, variants taken in turn so that machine noise falls on each; ``ratio(a, b)``;
+- ``run_child(cmd)``: a command's wall time and its own peak RSS.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# A script runs as `python benchmarks/TOPIC/SCRIPT.py`: it puts the repository first on sys.path to
-# import this module (and this tree's semsearch); the tests' helpers (pg_server, ray_cluster,
-# serve_process, test_ocr's scanned_pdf) come from tests/, last so that they shadow nothing.
+# The script put the repository first on sys.path (this module, this tree's semsearch); the tests'
+# helpers (pg_server, ray_cluster, serve_process, embed_server, test_ocr) come from tests/, last so
+# that they shadow nothing.
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 if str(REPO / "tests") not in sys.path:
     sys.path.append(str(REPO / "tests"))
-BUNDLED_DATA = REPO / "benchmarks" / "data"  # small data sets kept in the repository
 DEFAULT_DATA = REPO.parent / "shared" / "data"
+BUNDLED_DATA = REPO / "benchmarks" / "data"  # the small data sets kept in the repository
 DEFAULT_WORK = Path("/tmp/bench-work")
 PYTHON = sys.executable
+
+
+# -- the machine ------------------------------------------------------------------------------------
+
+# The CPU features the figures depend on: AVX-512 VNNI makes --precision auto pick int8; bf16 units
+# (AVX-512 BF16, AMX) make bf16 fast; AVX2 is the floor of onnxruntime's fast kernels.
+FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+@dataclass(frozen=True)
+class Machine:
+    host: str
+    cpu: str
+    cpus: int
+    features: tuple[str, ...]
+    load: tuple[float, ...]
+
+    def note(self) -> str:
+        bf16 = "yes" if {"avx512_bf16", "amx_bf16"} & set(self.features) else "no"
+        return (
+            f"{self.host}: {self.cpu}, {self.cpus} CPUs, {' '.join(self.features) or 'no AVX2'}, bf16 units: {bf16}, "
+            f"load average {self.load[0]:.2f} {self.load[1]:.2f} {self.load[2]:.2f} "
+            f"(a load above the CPU count means noisy timings)"
+        )
+
+
+def machine() -> Machine:
+    """This machine now: CPU model and count, which of :data:`FEATURES` it has, the load average."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    cpu, flags = "?", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name") and cpu == "?":
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return Machine(platform.node(), cpu, os.cpu_count() or 0, tuple(f for f in FEATURES if f in flags), tuple(load))
+
+
+def machine_note() -> str:
+    return machine().note()
+
+
+# -- arguments, the start and the JSON --------------------------------------------------------------
+
+
+def arguments(doc: str | None, *, work: str | None = "", data: bool = True, json: bool = True) -> argparse.ArgumentParser:
+    """A parser with *doc* as its description and the options the benchmarks share: ``--data`` (the
+    shared data folder), ``--work`` (DEFAULT_WORK/*work*; None: no such option) and ``--json FILE``
+    (also spelt ``--json-out``; ``args.json``)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if data:
+        ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"the shared data folder (default {DEFAULT_DATA})")
+    if work is not None:
+        folder = DEFAULT_WORK / work if work else DEFAULT_WORK
+        ap.add_argument("--work", type=Path, default=folder, help=f"scratch folder (default {folder})")
+    if json:
+        ap.add_argument("--json", "--json-out", dest="json", type=Path, default=None, help="also write the figures as JSON here")
+    return ap
+
+
+def start(args: argparse.Namespace | None = None) -> str:
+    """Print the machine note (flushed: the runs are long) and make ``args.work``; the note."""
+    note = machine_note()
+    print(f"machine: {note}", flush=True)
+    work = getattr(args, "work", None)
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+    return note
+
+
+def write_json(path: Path | None, data: dict) -> None:
+    """*data* as JSON at *path* (nothing without a path), after the command, the UTC date and, unless
+    *data* has its own, the machine note (taken now: at the end of the run)."""
+    if path is None:
+        return
+    head = {"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}  # fmt: skip
+    if "machine" not in data:
+        head["machine"] = machine_note()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**head, **data}, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"\nwrote {path}")
+
+
+def require_data(data: Path, *parts: str) -> Path:
+    """The path under the shared data folder, or exit 2 with one line when it is missing."""
+    path = data.joinpath(*parts)
+    if not path.exists():
+        sys.stderr.write(f"error: shared data not found: {path} (pass --data PATH; see benchmarks/README.md)\n")
+        sys.exit(2)
+    return path
+
+
+def scifact_texts(data: Path, count: int) -> Iterator[tuple[str, str]]:
+    """The first *count* SciFact abstracts as (id, "title, a blank line, the text")."""
+    corpus = require_data(data, "scifact", "corpus.jsonl")
+    with corpus.open(encoding="utf-8") as f:
+        for n, line in enumerate(f):
+            if n >= count:
+                return
+            doc = json.loads(line)
+            yield str(doc["_id"]), f"{doc['title']}\n\n{doc['text']}\n"
+
+
+# -- repeated timings -------------------------------------------------------------------------------
+
+
+@dataclass
+class Timings:
+    """The seconds of repeated runs of one thing."""
+
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return median(self.seconds)
+
+    @property
+    def p50(self) -> float:
+        return pct(self.seconds, 50)
+
+    @property
+    def p95(self) -> float:
+        return pct(self.seconds, 95)
+
+    def stats(self, scale: float = 1.0) -> dict[str, float]:
+        return stats(self.seconds, scale)
+
+
+def repeat(fn: Callable[[], object], runs: int, *, warmup: int = 0) -> Timings:
+    """Call *fn* *warmup* times untimed, then *runs* times, each timed."""
+    for _ in range(warmup):
+        fn()
+    out = Timings([])
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        out.seconds.append(time.perf_counter() - started)
+    return out
+
+
+def interleave(variants: Mapping[str, Callable[[], object]], runs: int, *, warmup: int = 0) -> dict[str, Timings]:
+    """Each variant *runs* times, taken in turn (a, b, a, b, ...): a slow minute of a shared machine
+    falls on every variant, so their ratio holds where their absolute figures do not."""
+    for _ in range(warmup):
+        for fn in variants.values():
+            fn()
+    out = {name: Timings([]) for name in variants}
+    for _ in range(runs):
+        for name, fn in variants.items():
+            started = time.perf_counter()
+            fn()
+            out[name].seconds.append(time.perf_counter() - started)
+    return out
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    """a / b as "1.23x"; "n/a" when either is missing or zero."""
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def stats(values: Sequence[float], scale: float = 1.0) -> dict[str, float]:
+    """n, p50, p95, max and mean of *values*, each times *scale* (1000: milliseconds)."""
+    vals = [v * scale for v in values]
+    nan = float("nan")
+    return {"n": len(vals), "p50": pct(vals, 50), "p95": pct(vals, 95), "max": max(vals) if vals else nan,
+            "mean": sum(vals) / len(vals) if vals else nan}  # fmt: skip
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Percentile by linear interpolation (q in 0..100)."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    if len(s) == 1:
+        return s[0]
+    pos = (len(s) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# -- child processes --------------------------------------------------------------------------------
 
 
 def semsearch_cmd() -> list[str]:
@@ -36,17 +243,21 @@ def semsearch_cmd() -> list[str]:
     return [str(script)] if script.is_file() else [PYTHON, "-m", "semsearch"]
 
 
-def require_data(data: Path, *parts: str) -> Path:
-    """The path under the shared data folder, or exit 2 with a clear message when it is missing."""
-    path = data.joinpath(*parts)
-    if not path.exists():
-        sys.stderr.write(
-            f"error: shared data not found: {path}\n"
-            f"  These benchmarks read ../shared/data beside the repository (see its README.md);\n"
-            f"  pass --data PATH to point at another copy.\n"
-        )
-        sys.exit(2)
-    return path
+def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment for a child: offline, no index or mode of the user's, no model server."""
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.pop("SEMSEARCH_INDEX", None)
+    env.pop("SEMSEARCH_MODE", None)
+    env.pop("SEMSEARCH_BACKEND", None)
+    # Every cold query loads its own model (as the figures before the model server did, and as an
+    # older revision run beside this tree does); bench_query.py measures the server on purpose.
+    env["SEMSEARCH_MODEL_SERVER"] = "0"
+    if extra:
+        env.update(extra)
+    return env
 
 
 @dataclass
@@ -115,21 +326,7 @@ def run_child(
     return result
 
 
-def pct(values: list[float], q: float) -> float:
-    """Percentile by linear interpolation (q in 0..100)."""
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    if len(s) == 1:
-        return s[0]
-    pos = (len(s) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+# -- printing --------------------------------------------------------------------------------------
 
 
 def fmt_s(seconds: float) -> str:
@@ -170,58 +367,3 @@ def print_table(title: str, rows: Sequence[Sequence[object]], head: Sequence[str
     print(line)
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
-
-
-def machine_note() -> str:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    cpu = "?"
-    flags = ""
-    try:
-        info = Path("/proc/cpuinfo").read_text(errors="replace")
-        for line in info.splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line
-    except OSError:
-        pass
-    bf16 = "yes" if (" avx512_bf16" in flags or " amx_bf16" in flags) else "no"
-    return (
-        f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs, bf16 units: {bf16}, "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (a load above the CPU count means noisy timings)"
-    )
-
-
-def write_json(path: Path | None, data: dict) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    print(f"\nwrote {path}")
-
-
-def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.pop("SEMSEARCH_INDEX", None)
-    env.pop("SEMSEARCH_MODE", None)
-    env.pop("SEMSEARCH_BACKEND", None)
-    # Every cold query loads its own model (as the figures before the model server did, and as an
-    # older revision run beside this tree does); bench_query.py measures the server on purpose.
-    env["SEMSEARCH_MODEL_SERVER"] = "0"
-    if extra:
-        env.update(extra)
-    return env
-
-
-def scifact_texts(data: Path, count: int) -> Iterator[tuple[str, str]]:
-    """The first *count* SciFact abstracts as (id, "title, a blank line, the text")."""
-    corpus = require_data(data, "scifact", "corpus.jsonl")
-    with corpus.open(encoding="utf-8") as f:
-        for n, line in enumerate(f):
-            if n >= count:
-                return
-            doc = json.loads(line)
-            yield str(doc["_id"]), f"{doc['title']}\n\n{doc['text']}\n"
