@@ -66,11 +66,15 @@ class FilePair:
 
     @property
     def share(self) -> float:
+        """The share of the smaller file's passages that have a copy in the other (0 to 1)."""
         return self.shared / self.chunks if self.chunks else 0.0
 
 
 @dataclass(frozen=True)
 class Duplicates:
+    """Near-duplicate passages grouped (most text per file first), and the pairs of files that
+    share them (the largest share of the smaller file first)."""
+
     groups: list[DuplicateGroup]
     files: list[FilePair]
     chunks_checked: int

@@ -32,29 +32,29 @@ class IndexSettings:
     """How an index is built. ``None``: the index's own setting, else the default."""
 
     model: str | None = None  # a model name or folder (None: the bundled model, as `semsearch index` without --model)
-    chunk_tokens: int | None = None
-    overlap_tokens: int | None = None
-    context: bool | None = None
-    max_file_size: int | None = None
-    hidden: bool | None = None
-    follow_symlinks: bool | None = None
+    chunk_tokens: int | None = None  # chunk size in cl100k tokens (default 128)
+    overlap_tokens: int | None = None  # tokens shared by neighbouring chunks (default 32)
+    context: bool | None = None  # embed each chunk with its title or heading path in front (default on)
+    max_file_size: int | None = None  # bytes: larger files are skipped (default 20M)
+    hidden: bool | None = None  # include hidden files and folders (default off)
+    follow_symlinks: bool | None = None  # follow links that lead outside the given folders (default off)
     ocr: str | None = None  # "off" | "auto" (PDF pages without text) | "images" (and image files)
     notebook_outputs: bool | None = None  # index the text outputs of notebook cells
-    precision: str = "auto"  # auto: the index's own, else the best for this machine
-    device: str = "auto"
+    precision: str = "auto"  # "fp32", "int8", "bf16", "fp16"; auto: the index's own, else the best for this machine
+    device: str = "auto"  # "cpu", "cuda", "cuda:N", "mps"; auto picks a GPU when there is one
     vector_index: str | None = None  # the vector engine (None: the index's own, else hnsw)
-    vector_params: Mapping[str, Any] | None = None
+    vector_params: Mapping[str, Any] | None = None  # the engine's parameters (None: its defaults)
     # A served model (model="openai:NAME"): its endpoint (None: the index's recorded one, else
     # OPENAI_BASE_URL, else OpenAI's), the variable holding its key (never stored), requests at
     # once, texts per request, and prompts (None: those its family is known to need).
     api_base: str | None = None
-    api_key_env: str | None = None
-    api_concurrency: int | None = None
-    api_batch: int | None = None
+    api_key_env: str | None = None  # the variable that holds the key (default OPENAI_API_KEY)
+    api_concurrency: int | None = None  # requests at once (default 4)
+    api_batch: int | None = None  # texts per request (default 64)
     api_timeout: float | None = None  # seconds a request may take
     api_retries: int | None = None  # attempts after the first (429, 5xx, timeouts, lost connections)
-    query_prompt: str | None = None
-    document_prompt: str | None = None
+    query_prompt: str | None = None  # put before each query
+    document_prompt: str | None = None  # put before each chunk
 
 
 REMOTE_FIELDS = (

@@ -77,6 +77,8 @@ class SearchOptions:
     rerank_depth: int = DEFAULT_RERANK_DEPTH
 
     def validate(self) -> None:
+        """Raise :class:`InvalidOptionError` for a value out of range or options that do not go
+        together (*min_score* with the lexical mode)."""
         if self.top_k < 1:
             raise InvalidOptionError(f"{{top_k}} must be at least 1 (got {self.top_k})", options=("top_k",))
         if self.mode not in MODES:
@@ -108,7 +110,7 @@ class SearchOptions:
 class Hit:
     """One ranked result: a chunk and how it scored."""
 
-    rank: int
+    rank: int  # 1 for the best
     # The score the hits are ranked by, so it never rises down the list: the cosine similarity
     # (semantic), the BM25 score (lexical) or the fused score (hybrid; 0-1, 1 = the best cosine
     # with a full keyword match). ``scores`` keeps each side's own: cosine (what min_score

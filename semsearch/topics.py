@@ -85,6 +85,7 @@ class Topics:
 
     @property
     def size(self) -> int:
+        """How many passages (files) were grouped, in topics or in none."""
         return len(self.ids)
 
     @property

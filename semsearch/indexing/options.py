@@ -113,24 +113,27 @@ class IndexEvent:
 
 @dataclass
 class IndexSummary:
-    indexed: int = 0
-    unchanged: int = 0
-    removed: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-    no_text: int = 0
+    """What an update did: files indexed, unchanged, removed and skipped (by reason), chunks
+    added (of them reused), removed and in all, pages read by OCR, and where the time went."""
+
+    indexed: int = 0  # files read and stored (new or changed)
+    unchanged: int = 0  # files whose content had not changed
+    removed: int = 0  # files gone from disk (or from the indexed folders), dropped
+    skipped: Counter[str] = field(default_factory=Counter)  # files left out, by reason ("ignored", "too large", ...)
+    no_text: int = 0  # files read that hold no text (a scanned PDF with OCR off)
     chunks_added: int = 0
     chunks_reused: int = 0  # of the chunks added: vectors taken from another copy of the same content
     chunks_removed: int = 0
     pages_ocr: int = 0  # pages and images read by OCR on this run
     pages_ocr_cached: int = 0  # of those: text taken from the OCR cache
     ocr_seconds: float = 0.0
-    chunks_total: int = 0
-    tokens_embedded: int = 0
-    seconds: float = 0.0
-    embed_seconds: float = 0.0
-    graph_seconds: float = 0.0
-    rebuild_reason: str = ""
-    index_dir: Path = Path()
+    chunks_total: int = 0  # chunks in the index after the run
+    tokens_embedded: int = 0  # the model's word-pieces embedded on this run
+    seconds: float = 0.0  # the whole run
+    embed_seconds: float = 0.0  # of which embedding
+    graph_seconds: float = 0.0  # of which writing the vector index
+    rebuild_reason: str = ""  # why the index was rebuilt ("" when it was not)
+    index_dir: Path = Path()  # the index written
     merged: bool = False  # the vector segments were merged into a new base after the change
     merge_due: bool = False  # a merge is due and was left for later (IndexOptions.merge False)
     repaired: list[str] = field(default_factory=list)  # damaged vector files found, rebuilt from the database
