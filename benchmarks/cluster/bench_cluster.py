@@ -24,7 +24,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import socket
 import sys
@@ -33,14 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
-from benchmarks.harness import (
-    DEFAULT_DATA,
-    DEFAULT_WORK,
-    machine_note,
-    require_data,
-    scifact_texts,
-    write_json,
-)
+from benchmarks.harness import arguments, require_data, scifact_texts, start, write_json
 
 
 def corpora(data: Path, work: Path, docs: int, scans: int) -> dict[str, Path]:
@@ -102,12 +94,9 @@ def worker_cpus(ray: Any) -> dict[str, list[int]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK / "cluster")
+    ap = arguments(__doc__, work="cluster")
     ap.add_argument("--docs", type=int, default=400)
     ap.add_argument("--scans", type=int, default=6)
-    ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--slots", type=int, default=2, help="CPUs Ray may schedule on each node (its one core)")
     ap.add_argument("--corpora", default="text,scans,small", help="which corpora to index (comma-separated)")
     args = ap.parse_args()
@@ -117,10 +106,10 @@ def main() -> int:
 
     from semsearch.indexing.cluster import RayExecutor, connect
 
-    print(machine_note())
+    note = start(args)
     every = corpora(args.data, args.work, args.docs, args.scans)
     folders = {name: path for name, path in every.items() if name in args.corpora.split(",")}
-    result: dict[str, Any] = {"machine": machine_note(), "docs": args.docs, "scans": args.scans, "runs": {}}
+    result: dict[str, Any] = {"machine": note, "docs": args.docs, "scans": args.scans, "runs": {}}
 
     def run(name: str, corpus: str, executor: Any) -> None:
         row = index(folders[corpus], args.work / f"idx-{name}-{corpus}", executor)
