@@ -30,7 +30,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -42,19 +41,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks.harness import (
-    DEFAULT_DATA,
-    DEFAULT_WORK,
     PYTHON,
+    arguments,
     bench_env,
     fmt_bytes,
     fmt_s,
-    machine_note,
     median,
     pct,
     print_table,
+    ratio,
     require_data,
     run_child,
     semsearch_cmd,
+    start,
+    stats,
     verdict,
     write_json,
 )
@@ -322,15 +322,8 @@ def fmt_diff(seconds: float) -> str:
     return ("-" if seconds < 0 else "+") + fmt_s(abs(seconds))
 
 
-def stats(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50": pct(values, 50), "p95": pct(values, 95), "max": max(values) if values else float("nan"),
-            "mean": sum(values) / len(values) if values else float("nan")}
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"shared data folder (default {DEFAULT_DATA})")
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"scratch folder (default {DEFAULT_WORK})")
+    ap = arguments(__doc__.split("\n\n")[0])
     ap.add_argument("--index", type=Path, default=None, help="use this index instead of building fastapi-docs")
     ap.add_argument("--calls", type=int, default=200, help="timed search calls per search kind per round (default 200)")
     ap.add_argument("--similar-calls", type=int, default=40, help="timed calls per similar kind per round (default 40)")
@@ -338,12 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ping-calls", type=int, default=100, help="timed pings per round (default 100)")
     ap.add_argument("--rounds", type=int, default=2, help="MCP / in-process rounds, ABBA order (default 2)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 40 search calls per kind, 10 of the others, one round")
-    ap.add_argument("--json-out", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args(argv)
     if args.quick:
         args.calls, args.similar_calls, args.status_calls, args.ping_calls, args.rounds = 40, 10, 10, 20, 1
 
-    print(f"machine: {machine_note()}", flush=True)
+    start()
     env = bench_env()
     index_dir, build_seconds = ensure_index(args.data, args.work, args.index)
     index_dir = index_dir.resolve()
@@ -401,16 +393,15 @@ def main(argv: list[str] | None = None) -> int:
                          "mean_payload_bytes": median([m["bytes"].get(name, 0) for m in mcp_runs])}
         value = f"{fmt_s(s['p50'])} / {fmt_s(s['p95'])} / {fmt_s(s['max'])}"
         if ref is None:
-            ratio = "no tool: JSON-RPC round trip only"
+            against = "no tool: JSON-RPC round trip only"
         else:
-            ratio = (f"in-proc p50 {fmt_s(ref['p50'])}: {s['p50'] / ref['p50']:.2f}x, "
-                     f"{fmt_diff(s['p50'] - ref['p50'])}")
+            against = f"in-proc p50 {fmt_s(ref['p50'])}: {ratio(s['p50'], ref['p50'])}, {fmt_diff(s['p50'] - ref['p50'])}"
         ok: bool | None = None
         if name.startswith("search"):
             ok = s["p50"] <= TARGET_P50_S
             all_ok = all_ok and ok
-            ratio += f"; target p50 <= {fmt_s(TARGET_P50_S)}"
-        rows.append((f"{name} p50/p95/max (n={s['n']})", value, ratio, verdict(ok)))
+            against += f"; target p50 <= {fmt_s(TARGET_P50_S)}"
+        rows.append((f"{name} p50/p95/max (n={s['n']})", value, against, verdict(ok)))
     hwm = [m["rss_end_kb"].get("VmHWM", 0) for m in mcp_runs]
     warm_rss = [m["rss_after_warmup_kb"].get("VmRSS", 0) for m in mcp_runs]
     end_rss = [m["rss_end_kb"].get("VmRSS", 0) for m in mcp_runs]
@@ -458,8 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  | {ln[:200]}")
 
     print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    write_json(args.json_out, {
-        "machine": machine_note(),
+    write_json(args.json, {
         "load_average_end": list(os.getloadavg()),
         "index": str(index_dir),
         "build_seconds": build_seconds,

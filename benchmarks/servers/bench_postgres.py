@@ -47,17 +47,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks.harness import (
-    DEFAULT_WORK,
     REPO,
+    arguments,
     bench_env,
     dir_bytes,
     fmt_bytes,
     fmt_s,
-    machine_note,
     median,
     print_table,
+    ratio,
     run_child,
     semsearch_cmd,
+    start,
     write_json,
 )
 
@@ -462,10 +463,6 @@ def synthetic(n: int, args: argparse.Namespace, server: Any) -> dict[str, Any]:
 # -- the report ---------------------------------------------------------------------------------
 
 
-def ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a and b else "n/a"
-
-
 def report(result: dict[str, Any]) -> None:
     if "scifact" in result:
         sf = result["scifact"]
@@ -530,9 +527,7 @@ def report(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK / "postgres")
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap = arguments(__doc__.split("\n\n")[0], work="postgres")
     ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",") if x], default=[5_000, 100_000])
     ap.add_argument("--skip-scifact", action="store_true")
     ap.add_argument("--scifact-only", action="store_true")
@@ -545,17 +540,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--shared-buffers", default="256MB",
                     help="the server's shared_buffers (its HNSW index should fit: 4GB for a million chunks)")
-    ap.add_argument("--json", dest="json_out", type=Path, default=None)
     args = ap.parse_args(argv)
     args.work = args.work.resolve()
-    args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ["SEMSEARCH_MODEL_SERVER"] = "0"
     _time_hnsw()
-    result: dict[str, Any] = {"machine": machine_note(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                              "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}  # fmt: skip
-    print(result["machine"], flush=True)
+    result: dict[str, Any] = {"machine": start(args)}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the server is stopped on the way out
     server = start_server(args.work, args.shared_buffers)
     try:
@@ -563,18 +554,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# server: {result['server']}", flush=True)
         if not args.skip_scifact:
             result["scifact"] = scifact(args, server)
-            write_json(args.json_out, result)
+            write_json(args.json, result)
         if not args.scifact_only:
             result["synthetic"] = []
             for n in sorted(args.sizes):
                 result["synthetic"].append(synthetic(n, args, server))
-                write_json(args.json_out, result)
+                write_json(args.json, result)
     finally:
         with contextlib.suppress(Exception):
             os.chdir(REPO)
         server.stop()
     report(result)
-    write_json(args.json_out, result)
+    write_json(args.json, result)
     return 0
 
 

@@ -17,11 +17,10 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
+import itertools
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -30,23 +29,29 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
-from benchmarks.harness import DEFAULT_DATA, DEFAULT_WORK, REPO, machine_note, require_data, semsearch_cmd, write_json
+from benchmarks.harness import (
+    REPO,
+    arguments,
+    median,
+    repeat,
+    require_data,
+    scifact_texts,
+    semsearch_cmd,
+    start,
+    write_json,
+)
 
 SERVER = REPO / "tests" / "embed_server.py"
 
 
 def write_docs(data: Path, folder: Path, count: int) -> int:
-    corpus = require_data(data, "scifact", "corpus.jsonl")
+    require_data(data, "scifact", "corpus.jsonl")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     n = 0
-    with corpus.open(encoding="utf-8") as f:
-        for line in f:
-            doc = json.loads(line)
-            (folder / f"{doc['_id']}.txt").write_text(f"{doc['title']}\n\n{doc['text']}\n", encoding="utf-8")
-            n += 1
-            if n >= count:
-                break
+    for doc_id, text in scifact_texts(data, count):
+        (folder / f"{doc_id}.txt").write_text(text, encoding="utf-8")
+        n += 1
     return n
 
 
@@ -95,21 +100,18 @@ def cold_queries(index: Path, queries: list[str], runs: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK / "remote")
+    ap = arguments(__doc__, work="remote")
     ap.add_argument("--docs", type=int, default=1000)
     ap.add_argument("--concurrency", default="1,2,4")
     ap.add_argument("--api-batch", type=int, default=32)
     ap.add_argument("--cold-runs", type=int, default=7)
-    ap.add_argument("--json", dest="json_out", type=Path, default=None)
     args = ap.parse_args(argv)
-    print(machine_note(), flush=True)
+    start(args)
     docs = args.work / "docs"
     n = write_docs(args.data, docs, args.docs)
     print(f"# {n} SciFact abstracts in {docs}", flush=True)
     proc, base = start_server()
-    result: dict[str, Any] = {"machine": machine_note(), "docs": n, "api_batch": args.api_batch, "builds": {}}
+    result: dict[str, Any] = {"docs": n, "api_batch": args.api_batch, "builds": {}}
     try:
         for c in [int(x) for x in args.concurrency.split(",")]:
             server_stats(base, reset=True)
@@ -134,16 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         model = RemoteModel("openai:all-minilm", RemoteSettings(api_base=base))
         embedder = model.query_embedder()
         embedder.embed_queries(["warm"])
-        warm = []
-        for i in range(30):
-            started = time.perf_counter()
-            embedder.embed_queries([queries[i % len(queries)]])
-            warm.append(time.perf_counter() - started)
-        result["cold_query_p50_s"] = {"served": statistics.median(served), "in-process": statistics.median(local)}
-        result["served_query_request_p50_ms"] = statistics.median(warm) * 1000
-        print(f"cold `semsearch query` p50: served {statistics.median(served):.3f} s, in-process "
-              f"{statistics.median(local):.3f} s; a served query's request p50 {statistics.median(warm) * 1000:.1f} ms",
-              flush=True)  # fmt: skip
+        asked = itertools.cycle(queries)
+        warm = repeat(lambda: embedder.embed_queries([next(asked)]), 30).median
+        result["cold_query_p50_s"] = {"served": median(served), "in-process": median(local)}
+        result["served_query_request_p50_ms"] = warm * 1000
+        print(f"cold `semsearch query` p50: served {median(served):.3f} s, in-process "
+              f"{median(local):.3f} s; a served query's request p50 {warm * 1000:.1f} ms", flush=True)  # fmt: skip
     finally:
         proc.kill()
         proc.wait()
@@ -152,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if one:
             r["ratio_to_one_at_once"] = r["chunks_per_s"] / one
     print(json.dumps({k: round(v["chunks_per_s"], 1) for k, v in result["builds"].items()}))
-    write_json(args.json_out, result)
+    write_json(args.json, result)
     return 0
 
 

@@ -17,7 +17,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shutil
@@ -28,16 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
-from benchmarks.harness import (
-    DEFAULT_DATA,
-    DEFAULT_WORK,
-    bench_env,
-    machine_note,
-    pct,
-    require_data,
-    semsearch_cmd,
-    write_json,
-)
+from benchmarks.harness import arguments, bench_env, pct, require_data, semsearch_cmd, start, write_json
 
 if TYPE_CHECKING:
     from serve_process import Served  # tests/, on the path through the harness
@@ -158,24 +148,21 @@ def scale_out(url: str, docs: Path, env: dict[str, str], seconds: float) -> dict
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK / "serve")
+    ap = arguments(__doc__, work="serve")
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--levels", default="1,8,64", help="clients at once, one run each")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each level")
     ap.add_argument("--no-scale-out", action="store_true")
-    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     levels = [int(n) for n in args.levels.split(",") for _ in range(args.repeat)]
-    print(machine_note())
+    start(args)
     source = require_data(args.data, "fastapi-docs")
     docs = args.work / "docs"
     if not docs.exists():
         shutil.copytree(source, docs)
     env = bench_env()
     subprocess.run([*semsearch_cmd(), "index", str(docs), "-q"], cwd=args.work, env=env, check=True)
-    result: dict[str, Any] = {"machine": machine_note(), "seconds": args.seconds}
+    result: dict[str, Any] = {"seconds": args.seconds}
     from serve_process import Served
 
     local = Served(args.work, env)

@@ -21,7 +21,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -30,15 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
-from benchmarks.harness import (
-    DEFAULT_DATA,
-    DEFAULT_WORK,
-    bench_env,
-    machine_note,
-    require_data,
-    semsearch_cmd,
-    write_json,
-)
+from benchmarks.harness import arguments, bench_env, require_data, semsearch_cmd, start, write_json
 
 
 def build(folder: Path, index: Path) -> None:
@@ -183,22 +174,18 @@ def at_scale(base: Any, sizes: list[int], full_at: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK / "topics")
+    ap = arguments(__doc__, work="topics")
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--full-at", type=int, default=100_000)
-    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     import numpy as np
 
-    print(machine_note())
-    args.work.mkdir(parents=True, exist_ok=True)
+    start(args)
     pdfs = require_data(args.data, "pdfs")
     docs = require_data(args.data, "fastapi-docs")
     build(pdfs, args.work / "idx-pdfs")
     build(docs, args.work / "idx-fastapi")
-    result: dict[str, Any] = {"machine": machine_note(), "quality": {}}
+    result: dict[str, Any] = {"quality": {}}
     for name, index, root, by, files in (("pdfs (passages by paper)", "idx-pdfs", pdfs, "file", False),
                                          ("fastapi (passages by section)", "idx-fastapi", docs, "section", False),
                                          ("fastapi (files by section)", "idx-fastapi", docs, "section", True)):  # fmt: skip
