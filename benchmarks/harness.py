@@ -13,8 +13,9 @@ What a script then has at hand:
 - ``start(args)``: prints the machine note (CPU model and features, load average) and makes the
   work folder; ``write_json(args.json, figures)`` adds the command, the date and the machine;
 - ``require_data(args.data, "scifact")``: the path, or exit 2 with one line when it is missing;
-- ``repeat(fn, runs)`` / ``interleave({"a": fa, "b": fb}, runs)``: ``Timings`` (median, p50, p95)
-  of repeated calls, variants taken in turn so that machine noise falls on each; ``ratio(a, b)``;
+- ``repeat(fn, runs)``, ``each(fn, queries)``, ``interleave({"a": fa, "b": fb}, queries)``:
+  ``Timings`` (median, p50, p95) of repeated calls, variants taken in turn so that machine noise
+  falls on each alike; ``ratio(a, b)``;
 - ``run_child(cmd)``: a command's wall time and its own peak RSS.
 """
 
@@ -29,10 +30,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 # The script put the repository first on sys.path (this module, this tree's semsearch); the tests'
 # helpers (pg_server, ray_cluster, serve_process, embed_server, test_ocr) come from tests/, last so
@@ -93,15 +96,15 @@ def machine_note() -> str:
 # -- arguments, the start and the JSON --------------------------------------------------------------
 
 
-def arguments(doc: str | None, *, work: str | None = "", data: bool = True, json: bool = True) -> argparse.ArgumentParser:
+def arguments(doc: str | None, *, work: str | Path | None = "", data: bool = True, json: bool = True) -> argparse.ArgumentParser:
     """A parser with *doc* as its description and the options the benchmarks share: ``--data`` (the
-    shared data folder), ``--work`` (DEFAULT_WORK/*work*; None: no such option) and ``--json FILE``
-    (also spelt ``--json-out``; ``args.json``)."""
+    shared data folder), ``--work`` (DEFAULT_WORK/*work*, or *work* itself when a Path; None: no such
+    option) and ``--json FILE`` (also spelt ``--json-out``; ``args.json``)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if data:
         ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"the shared data folder (default {DEFAULT_DATA})")
     if work is not None:
-        folder = DEFAULT_WORK / work if work else DEFAULT_WORK
+        folder = work if isinstance(work, Path) else DEFAULT_WORK / work
         ap.add_argument("--work", type=Path, default=folder, help=f"scratch folder (default {folder})")
     if json:
         ap.add_argument("--json", "--json-out", dest="json", type=Path, default=None, help="also write the figures as JSON here")
@@ -189,17 +192,25 @@ def repeat(fn: Callable[[], object], runs: int, *, warmup: int = 0) -> Timings:
     return out
 
 
-def interleave(variants: Mapping[str, Callable[[], object]], runs: int, *, warmup: int = 0) -> dict[str, Timings]:
-    """Each variant *runs* times, taken in turn (a, b, a, b, ...): a slow minute of a shared machine
-    falls on every variant, so their ratio holds where their absolute figures do not."""
-    for _ in range(warmup):
+def each(fn: Callable[[T], object], inputs: Iterable[T]) -> Timings:
+    """One timed call of *fn* per input (a query each, say)."""
+    return interleave({"": fn}, inputs)[""]
+
+
+def interleave(variants: Mapping[str, Callable[[T], object]], inputs: Iterable[T], *, warmup: int = 0) -> dict[str, Timings]:
+    """Each variant called on each input, the variants in turn (a(x1), b(x1), a(x2), b(x2), ...): a
+    slow minute of a shared machine falls on every variant alike, so their ratio holds where their
+    absolute figures do not. ``range(n)`` as *inputs* for n runs of functions that ignore theirs;
+    *warmup* untimed rounds on the first input."""
+    inputs = list(inputs)
+    for _ in range(warmup if inputs else 0):
         for fn in variants.values():
-            fn()
+            fn(inputs[0])
     out = {name: Timings([]) for name in variants}
-    for _ in range(runs):
+    for x in inputs:
         for name, fn in variants.items():
             started = time.perf_counter()
-            fn()
+            fn(x)
             out[name].seconds.append(time.perf_counter() - started)
     return out
 

@@ -19,16 +19,14 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
-from benchmarks.harness import DEFAULT_DATA, DEFAULT_WORK, machine_note, pct, require_data, scifact_texts, write_json
+from benchmarks.harness import arguments, interleave, pct, require_data, scifact_texts, start, write_json
 
 
 def stand_in(folder: Path) -> Path:
@@ -71,17 +69,14 @@ def latency(index_dir: Path, model: str, queries: list[str], depths: list[int]) 
         reranker = index._open_searcher().reranker(model)
         tokens = [len(reranker._tokenizer.encode(q, h.chunk.text).ids) for q in queries[:20]  # type: ignore[attr-defined]
                   for h in index.search(q, k=10)] if hasattr(reranker, "_tokenizer") else []  # fmt: skip
-        variants = [("off", {})] + [(f"depth {d}", {"rerank": True, "rerank_model": model, "rerank_depth": d})
-                                    for d in depths]  # fmt: skip
-        times: dict[str, list[float]] = {name: [] for name, _ in variants}
-        for query in queries:  # interleaved: the machine's noise falls on every variant alike
-            for name, extra in variants:
-                started = time.perf_counter()
-                index.search(query, k=10, **extra)
-                times[name].append(time.perf_counter() - started)
-    base = pct(times["off"], 50)
+        variants: dict[str, dict[str, Any]] = {"off": {}}
+        for d in depths:
+            variants[f"depth {d}"] = {"rerank": True, "rerank_model": model, "rerank_depth": d}
+        times = interleave({name: lambda q, e=extra: index.search(q, k=10, **e) for name, extra in variants.items()},
+                           queries)  # fmt: skip
+    base = times["off"].p50
     for name, values in times.items():
-        p50, p95 = pct(values, 50), pct(values, 95)
+        p50, p95 = values.p50, values.p95
         out[name] = {"p50_ms": p50 * 1e3, "p95_ms": p95 * 1e3, "added_p50_ms": (p50 - base) * 1e3,
                      "ratio_p50": p50 / base}  # fmt: skip
     if tokens:
@@ -114,24 +109,20 @@ def quality(data: Path, work: Path, model: str, depths: list[int]) -> dict[str, 
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK / "rerank")
+    ap = arguments(__doc__, work="rerank")
     ap.add_argument("--rerank-model", default=None, help="a real cross-encoder (default: the MiniLM-L6-size stand-in)")
     ap.add_argument("--depths", default="10,20,30,50,100")
     ap.add_argument("--docs", type=int, default=2000)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--quality", action="store_true", help="nDCG@10 on SciFact (a real model only)")
-    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     depths = [int(d) for d in args.depths.split(",")]
-    args.work.mkdir(parents=True, exist_ok=True)
-    print(machine_note())
+    start(args)
     model = args.rerank_model or str(stand_in(args.work / "minilm-l6-cross-encoder-shape"))
     queries_file = require_data(args.data, "scifact", "queries.jsonl")
     queries = [json.loads(line)["text"] for line in queries_file.read_text(encoding="utf-8").splitlines()][: args.queries]
     index_dir = small_index(args.data, args.work, args.docs)
-    result: dict[str, Any] = {"machine": machine_note(), "model": args.rerank_model or "stand-in (MiniLM-L6 shape)",
+    result: dict[str, Any] = {"model": args.rerank_model or "stand-in (MiniLM-L6 shape)",
                               "docs": args.docs, "queries": len(queries)}  # fmt: skip
     result["latency"] = latency(index_dir, model, queries, depths)
     print(f"\nre-ranker: {result['model']}; {len(queries)} queries over {args.docs} SciFact abstracts, hybrid, k 10")

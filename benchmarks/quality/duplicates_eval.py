@@ -27,7 +27,6 @@ The planted tree is made once (``--fresh`` plants again); a second seed goes in 
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import shutil
@@ -38,13 +37,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks.harness import (
-    DEFAULT_DATA,
+    arguments,
     bench_env,
     fmt_s,
-    machine_note,
+    print_table,
+    repeat,
     require_data,
     run_child,
     semsearch_cmd,
+    start,
     write_json,
 )
 
@@ -266,18 +267,15 @@ def index_tree(work: Path, folder: str, index_dir: Path) -> tuple[float, str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/simdup"))
+    ap = arguments(__doc__, work=Path("/tmp/simdup"))
     ap.add_argument("--copies", type=int, default=20)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--name", default="dups", help="folder of the copied tree under --work (its index: NAME-index)")
     ap.add_argument("--fresh", action="store_true", help="plant the copies again (a new dups tree and index)")
-    ap.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     args = ap.parse_args()
 
     src = require_data(args.data, "fastapi-docs")
-    print(machine_note())
+    start()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     control_tree, dups_tree = work / "fastapi", work / args.name
@@ -373,12 +371,8 @@ def main() -> int:
         t = time.perf_counter()
         found = ix.duplicates()
         first = time.perf_counter() - t
-        again = []
-        for _ in range(3):
-            t = time.perf_counter()
-            ix.duplicates()
-            again.append(time.perf_counter() - t)
-        timings[name] = {"first_s": first, "median_s": statistics.median(again), "chunks": found.chunks_checked}
+        again = repeat(ix.duplicates, 3)
+        timings[name] = {"first_s": first, "median_s": again.median, "chunks": found.chunks_checked}
 
     kinds_all = (*KINDS, "section-host")
     rows = []
@@ -462,10 +456,6 @@ def main() -> int:
             }
     control_reader.close()
 
-    print(
-        f"\n== duplicates, file pairs: planted copies ({len(planted)} files, {len(truth)} planted pairs) "
-        "vs the plain tree =="
-    )
     head = (
         "min",
         "recall",
@@ -495,14 +485,14 @@ def main() -> int:
         )
         for r in rows
     ]
-    print_rows(head, table)
+    print_table(f"duplicates, file pairs: planted copies ({len(planted)} files, {len(truth)} planted pairs) "
+                "vs the plain tree", table, head)  # fmt: skip
     print(
         "(P strict: planted / pairs with a copy; P expl.: also a copy paired with a page its original is paired"
         " with; orig pairs: pairs among the originals in the copied tree; control: pairs in the plain tree, ctl"
         " repeated: of those, whose closest passages share >= 50% of word 5-grams; share: median share of the"
         " found planted pairs)"
     )
-    print("\n== duplicates, passages ==")
     head = (
         "min",
         "passage recall",
@@ -526,7 +516,7 @@ def main() -> int:
         )
         for r in rows
     ]
-    print_rows(head, table)
+    print_table("duplicates, passages", table, head)
     print(
         "(passage recall: copy chunks whose group holds a chunk of their original; largest: chunks in the control's"
         " largest group; same file twice: control groups holding two or more chunks of one file)"
@@ -557,7 +547,6 @@ def main() -> int:
     write_json(
         args.json,
         {
-            "machine": machine_note(),
             "seed": args.seed,
             "planted": planted,
             "timings": timings,
@@ -566,14 +555,6 @@ def main() -> int:
         },
     )
     return 0
-
-
-def print_rows(head: tuple[str, ...], table: list[tuple[str, ...]]) -> None:
-    widths = [max(len(x[i]) for x in [head, *table]) for i in range(len(head))]
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for x in table:
-        print("  ".join(c.ljust(w) for c, w in zip(x, widths, strict=True)))
 
 
 if __name__ == "__main__":

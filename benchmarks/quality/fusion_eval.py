@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
+from benchmarks.harness import write_json
 
 K1 = 1.2  # FTS5's bm25() constants
 T3 = 3 * (K1 + 1) / (3 + K1)  # semsearch's ceiling: BM25's part for a word three times
@@ -531,9 +532,7 @@ def compare(sets: list[tuple[str, Path]], only: list[str] | None, samples: int, 
                 print(f"  {variant}: {sum(values) / len(values):.4f} ({p:.3f}) / {top3}/{len(ids)}")
         results["sets"][name] = {"by_kind": by_kind, "path": str(path), "queries": len(qids), "chunks": data["chunks"], "table": table,
                                  "per_query_ndcg": {v: {q: metrics[v][q]["ndcg@10"] for q in qids} for v in names}}
-    if out_json is not None:
-        out_json.write_text(json.dumps(results, indent=1))
-        print(f"\n# written {out_json}", file=sys.stderr)
+    write_json(out_json, results)
     return 0
 
 

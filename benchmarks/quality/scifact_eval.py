@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks import harness
+from benchmarks.harness import each, require_data
 
 DEFAULT_DATA = harness.DEFAULT_DATA / "scifact"
 
@@ -107,12 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from semsearch.evaluate import latency_summary, load_qrels, load_queries
     from semsearch.search import DEFAULT_MODE
 
-    corpus, queries_path, qrels_path = args.data / "corpus.jsonl", args.data / "queries.jsonl", args.data / "qrels/train.tsv"
-    missing = [p for p in (corpus, queries_path, qrels_path) if not p.is_file()]
-    if missing:
-        print(f"error: SciFact data missing: {', '.join(map(str, missing))}\n"
-              "  Expected BEIR SciFact (see ../shared/data/README.md); pass --data PATH.", file=sys.stderr)
-        return 2
+    corpus, queries_path, qrels_path = (require_data(args.data, name) for name in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv"))
     chunk = args.chunk_tokens or DEFAULT_CHUNK_TOKENS
     overlap = DEFAULT_OVERLAP_TOKENS if args.overlap_tokens is None else args.overlap_tokens
 
@@ -154,12 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
                 if args.latency_queries > 0:
                     # What a user's `semsearch query` costs (top 10 chunks), model already loaded.
-                    times = []
-                    for query in queries[: args.latency_queries]:
-                        started = time.perf_counter()
-                        index.search(query.text, k=10, mode=mode.strip(), fusion=fusion)
-                        times.append(time.perf_counter() - started)
-                    plain[result.mode] = latency_summary(times)
+                    times = each(lambda q, m=mode.strip(): index.search(q.text, k=10, mode=m, fusion=fusion),
+                                 queries[: args.latency_queries])  # fmt: skip
+                    plain[result.mode] = latency_summary(times.seconds)
                 if args.json:
                     print(json.dumps({**result.to_dict(), "chunks": chunks, "chunk_tokens": chunk,
                                       "overlap_tokens": overlap, "split": args.split, "fusion": fusion,

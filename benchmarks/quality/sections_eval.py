@@ -30,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks import harness
+from benchmarks.harness import require_data
 
 DEFAULT_DATA = harness.DEFAULT_DATA / "scifact"
 
@@ -83,12 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="prefer,strict")
     parser.add_argument("--modes", default="semantic,lexical,hybrid")
     args = parser.parse_args(argv)
-    corpus, queries_path, qrels_path = (args.data / "corpus.jsonl", args.data / "queries.jsonl",
-                                        args.data / "qrels" / "train.tsv")
-    missing = [p for p in (corpus, queries_path, qrels_path) if not p.is_file()]
-    if missing:
-        print(f"error: SciFact data missing: {', '.join(map(str, missing))}", file=sys.stderr)
-        return 2
+    corpus, queries_path, qrels_path = (require_data(args.data, name) for name in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv"))
 
     from benchmarks.quality.scifact_eval import ndcg_half
     from semsearch import Index

@@ -20,7 +20,6 @@ The tree is copied to ``--work``/fastapi and indexed with the real CLI from ``--
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import re
@@ -33,14 +32,15 @@ from urllib.parse import unquote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks.harness import (
-    DEFAULT_DATA,
+    arguments,
     bench_env,
     fmt_s,
-    machine_note,
     pct,
+    print_table,
     require_data,
     run_child,
     semsearch_cmd,
+    start,
     write_json,
 )
 
@@ -154,18 +154,15 @@ def exact_rankers(index_dir: Path, tree: Path, truth: dict[Path, set[Path]], eva
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/simdup"))
+    ap = arguments(__doc__, work=Path("/tmp/simdup"))
     ap.add_argument("--k", type=int, default=20, help="files asked per call (metrics use the top 10)")
     ap.add_argument("--no-title", action="store_true", help="skip the title-query baseline (loads the model)")
     ap.add_argument("--repeat", type=int, default=3, help="calls per page; latency is their median")
     ap.add_argument("--no-exact", action="store_true", help="skip the exact (numpy, whole-index) variants")
-    ap.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     args = ap.parse_args()
 
     src = require_data(args.data, "fastapi-docs")
-    print(machine_note())
+    start()
     work = args.work.resolve()
     tree = work / "fastapi"
     if not tree.is_dir():
@@ -258,7 +255,6 @@ def main() -> int:
         exact_rankers(work / ".semsearch", tree, truth, evaluate, k=args.k)
 
     print(f"\nfirst similar() call (opens the index): {fmt_s(open_s)}; query model load: {fmt_s(model_s)}")
-    print(f"\n== similar PATH on the FastAPI docs: linked pages in the top 10 ({len(truth)} pages, k={args.k}) ==")
     head = (
         "system",
         "recall@10",
@@ -286,11 +282,7 @@ def main() -> int:
         )
         for name, s in systems.items()
     ]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    print_table(f"similar PATH on the FastAPI docs: linked pages in the top 10 ({len(truth)} pages, k={args.k})", rows, head)
 
     comparison: dict[str, dict] = {}
     base = systems["similar mean"]["pages"]
@@ -314,7 +306,6 @@ def main() -> int:
     write_json(
         args.json,
         {
-            "machine": machine_note(),
             "index_seconds": run.seconds,
             "index_summary": summary[-1] if summary else "",
             "pages": len(pages),
