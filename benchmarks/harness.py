@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 REPO = Path(__file__).resolve().parents[1]
 # The script put the repository first on sys.path (this module, this tree's semsearch); the tests'
 # helpers (pg_server, ray_cluster, serve_process, embed_server, test_ocr) come from tests/, last so
@@ -197,22 +198,34 @@ def each(fn: Callable[[T], object], inputs: Iterable[T]) -> Timings:
     return interleave({"": fn}, inputs)[""]
 
 
+def take_turns(variants: Mapping[str, Callable[[T], R]], inputs: Iterable[T]) -> dict[str, list[R]]:
+    """Each variant called on each input, the variants taking turns (a(x1), b(x1), a(x2), b(x2), ...):
+    a slow minute of a shared machine falls on every variant alike, so their ratio holds where their
+    absolute figures do not. What each call returned, by variant."""
+    out: dict[str, list[R]] = {name: [] for name in variants}
+    for x in inputs:
+        for name, fn in variants.items():
+            out[name].append(fn(x))
+    return out
+
+
 def interleave(variants: Mapping[str, Callable[[T], object]], inputs: Iterable[T], *, warmup: int = 0) -> dict[str, Timings]:
-    """Each variant called on each input, the variants in turn (a(x1), b(x1), a(x2), b(x2), ...): a
-    slow minute of a shared machine falls on every variant alike, so their ratio holds where their
-    absolute figures do not. ``range(n)`` as *inputs* for n runs of functions that ignore theirs;
-    *warmup* untimed rounds on the first input."""
+    """:func:`take_turns`, timed: the seconds of each call by variant. ``range(n)`` as *inputs* for n
+    runs of functions that ignore theirs; *warmup* untimed rounds on the first input."""
     inputs = list(inputs)
     for _ in range(warmup if inputs else 0):
         for fn in variants.values():
             fn(inputs[0])
-    out = {name: Timings([]) for name in variants}
-    for x in inputs:
-        for name, fn in variants.items():
+
+    def timed(fn: Callable[[T], object]) -> Callable[[T], float]:
+        def call(x: T) -> float:
             started = time.perf_counter()
             fn(x)
-            out[name].seconds.append(time.perf_counter() - started)
-    return out
+            return time.perf_counter() - started
+
+        return call
+
+    return {name: Timings(seconds) for name, seconds in take_turns({n: timed(f) for n, f in variants.items()}, inputs).items()}
 
 
 def ratio(a: float | None, b: float | None) -> str:

@@ -29,7 +29,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -42,18 +41,23 @@ from pathlib import Path
 from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
+from benchmarks import harness
 from benchmarks.harness import (
     DEFAULT_DATA,
     PYTHON,
     REPO,
     Run,
+    arguments,
     bench_env,
     fmt_s,
     machine_note,
     median,
     pct,
+    print_table,
     require_data,
     run_child,
+    start,
+    take_turns,
     write_json,
 )
 
@@ -78,14 +82,6 @@ class Tree:
     label: str  # what it is: a commit or the working tree
     env: dict[str, str]
     cwd: Path  # an empty folder: `python -m` puts the working folder first on sys.path
-
-
-def cpu_info() -> tuple[str, bool]:
-    """The CPU model name and whether it has AVX-512 VNNI (int8 units: --precision auto picks int8)."""
-    text = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return model, "avx512_vnni" in flags
 
 
 def git(*args: str) -> str:
@@ -137,11 +133,7 @@ def summary(tree: Tree, run: Run) -> dict[str, float]:
 
 def interleaved(trees: list[Tree], runs: int, measure: Callable[[Tree, int], T]) -> dict[str, list[T]]:
     """measure(tree, i) for i in range(runs), the trees taking turns (old, new, old, new, ...)."""
-    results: dict[str, list[T]] = {t.name: [] for t in trees}
-    for i in range(runs):
-        for tree in trees:
-            results[tree.name].append(measure(tree, i))
-    return results
+    return take_turns({t.name: lambda i, t=t: measure(t, i) for t in trees}, range(runs))
 
 
 def warm_up(trees: list[Tree], corpus: Path, work: Path) -> None:
@@ -258,12 +250,7 @@ def print_report(figs: dict[str, dict[str, float]], compat: dict[str, object]) -
     for name, f in figs.items():
         rows.append((name, cell(name, f["old"], f["old_runs"]), cell(name, f["new"], f["new_runs"]),
                      f"{f['ratio']:.3f}", "yes" if abs(f["ratio"] - 1) <= NOISE else "NO"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    print("\n== old vs new (median, unless named p50 or best; min-max of the runs in brackets) ==")
-    for i, row in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table("old vs new (median, unless named p50 or best; min-max of the runs in brackets)", rows[1:], rows[0])
     print("index_chunks_per_s is chunks added per second of process wall time (the CLI gives no token count)")
     print("\n== the new tree on the old tree's index ==")
     for key, value in compat.items():
@@ -295,14 +282,13 @@ def copy_corpus(source: Path, dest: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = arguments(__doc__.split("\n\n")[0], work=None, data=False)
     ap.add_argument("--old-rev", default=DEFAULT_OLD_REV, help=f"old tree: this commit (default {DEFAULT_OLD_REV})")
     ap.add_argument("--new-rev", default=None, help="new tree: this commit instead of the working tree")
     ap.add_argument("--corpus", type=Path, default=None, help="folder to index (default ../shared/data/fastapi-docs)")
     ap.add_argument("--index-runs", type=int, default=3, help="full builds per tree (default 3)")
     ap.add_argument("--noop-runs", type=int, default=5, help="no-op re-index runs per tree (default 5)")
     ap.add_argument("--query-runs", type=int, default=15, help="cold query runs per tree (default 15)")
-    ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args(argv)
     if min(args.index_runs, args.noop_runs, args.query_runs) < 1:
@@ -310,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     corpus_src = args.corpus or require_data(DEFAULT_DATA, "fastapi-docs")
     if not corpus_src.is_dir():
         ap.error(f"--corpus {corpus_src}: no such folder")
-    cpu, vnni = cpu_info()
-    machine = machine_note()
-    print(f"machine: {machine}\ncpu: {cpu}, avx512_vnni: {'yes' if vnni else 'no'}")
+    machine = start()
+    here = harness.machine()
+    cpu, vnni = here.cpu, "avx512_vnni" in here.features
     work = Path(tempfile.mkdtemp(prefix="semsearch-compare-"))
     print(f"work folder: {work}{' (kept)' if args.keep else ''}")
     try:

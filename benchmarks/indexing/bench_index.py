@@ -23,7 +23,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -32,17 +31,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks.harness import (
-    DEFAULT_DATA,
-    DEFAULT_WORK,
     PYTHON,
+    arguments,
     bench_env,
     dir_bytes,
     fmt_bytes,
     fmt_s,
-    machine_note,
+    median,
     print_table,
     require_data,
     run_child,
+    start,
     verdict,
     write_json,
 )
@@ -172,9 +171,7 @@ def write_corpus(data: Path, out_dir: Path, limit: int | None) -> tuple[int, int
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"shared data folder (default {DEFAULT_DATA})")
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"scratch folder (default {DEFAULT_WORK})")
+    ap = arguments(__doc__.split("\n\n")[0])
     ap.add_argument("--docs", type=int, default=0, help="index only the first N SciFact documents (default all)")
     ap.add_argument("--precision", default="auto", help="passed to `semsearch index --precision` (default auto)")
     ap.add_argument("--batch-size", type=int, default=32, help="reference encode batch size (default 32)")
@@ -182,12 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--onnx-probe", action="store_true",
                     help="also time the fp32 ONNX export embedding the same chunks (OnnxEmbedder.embed_documents)")
     ap.add_argument("--quick", action="store_true", help="smoke run over the first 300 documents")
-    ap.add_argument("--json-out", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args(argv)
     if args.quick and not args.docs:
         args.docs = 300
 
-    print(f"machine: {machine_note()}")
+    start()
     env = bench_env()
     tag = f"scifact-{args.docs}" if args.docs else "scifact-all"
     files_dir = args.work / f"{tag}-files"
@@ -219,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {fmt_s(first.seconds)}; precision {s1['precision']}, device {s1['device']}, {s1['backend']}", flush=True)
     print("no-op re-index ...", flush=True)
     noop_runs = [run_child(cmd, env=env) for _ in range(3 if not args.quick else 1)]
-    noop = sorted(r.seconds for r in noop_runs)[len(noop_runs) // 2]
+    noop = median([r.seconds for r in noop_runs])
     s2 = json.loads(summary_path.read_text())
     index_bytes = dir_bytes(index_dir)
 
@@ -297,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{tokens / onnx['encode_seconds'] / ref_tps:.2f}x reference; min cos vs index "
                          f"{onnx['min_cosine_vs_index']:.5f}", ""))
     print_table(f"indexing SciFact as files ({n_files} docs)", rows)
-    write_json(args.json_out, {"machine": machine_note(), "files": n_files, "source_bytes": src_bytes, "chunks": chunks,
+    write_json(args.json, {"files": n_files, "source_bytes": src_bytes, "chunks": chunks,
                                "first_build_wall": wall, "first_build_rss_kb": first.max_rss_kb, "summary": s1,
                                "noop_seconds": [r.seconds for r in noop_runs], "noop_summary": s2,
                                "index_bytes": index_bytes, "reference": ref, "onnx_probe": onnx})

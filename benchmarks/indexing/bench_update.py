@@ -28,7 +28,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -39,15 +38,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks.harness import (
-    DEFAULT_DATA,
-    DEFAULT_WORK,
+    arguments,
     bench_env,
     fmt_s,
     machine_note,
     print_table,
+    ratio,
     require_data,
     run_child,
     semsearch_cmd,
+    start,
     write_json,
 )
 
@@ -166,16 +166,12 @@ def vector_agreement(updated: Path, fresh: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"shared data folder (default {DEFAULT_DATA})")
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"scratch folder (default {DEFAULT_WORK})")
+    ap = arguments(__doc__.split("\n\n")[0])
     ap.add_argument("--edit-files", type=int, default=92, help="edit the N largest Markdown files (default 92)")
-    ap.add_argument("--json-out", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args(argv)
 
     source = require_data(args.data, "fastapi-docs")
-    machine = machine_note()
-    print(f"machine: {machine}")
+    machine = start()
     env = bench_env()
     tree, index, reference, fresh = (args.work / f"update-{name}" for name in ("tree", "idx", "ref-idx", "fresh-idx"))
     for path in (tree, index, reference, fresh):
@@ -216,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         ("  chunks added / reused / embedded", f"{edit.added} / {edit.reused} / {edit.embedded}",
          f"{edit.embedded / max(edit.added, 1):.1%} of the edited files' chunks embedded", ""),
         ("reference: edited files, fresh index", fmt_s(ref.seconds), f"{ref.embedded} chunks embedded", ""),
-        ("ratio edit / reference", f"{edit.seconds / ref.seconds:.2f}x", "", ""),
+        ("ratio edit / reference", ratio(edit.seconds, ref.seconds), "", ""),
         moved_row(f"rename {MOVED[0]}/ ({rename.indexed} files)", rename),
         moved_row(f"copy {COPIED[0]}/ ({copy.indexed} files)", copy),
         ("fresh build of the final tree, wall", fmt_s(final.seconds), f"{final.total} chunks (updated index: "
@@ -237,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                "edit_over_reference": edit.seconds / ref.seconds, "queries": QUERIES, "top_k_overlap": quality,
                "vectors_updated_vs_fresh": vectors}
     print(json.dumps(figures))
-    write_json(args.json_out, figures)
+    write_json(args.json, figures)
     return 0
 
 

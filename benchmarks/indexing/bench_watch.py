@@ -29,7 +29,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import secrets
@@ -43,16 +42,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks.harness import (
-    DEFAULT_DATA,
-    DEFAULT_WORK,
+    arguments,
     bench_env,
     fmt_s,
-    machine_note,
     median,
     pct,
     print_table,
     require_data,
     semsearch_cmd,
+    start,
     verdict,
     write_json,
 )
@@ -129,15 +127,12 @@ def change(kind: str, docs: Path, pages: list[Path], trial: int, made: list[Path
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"shared data folder (default {DEFAULT_DATA})")
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"scratch folder (default {DEFAULT_WORK})")
+    ap = arguments(__doc__)
     ap.add_argument("--rounds", type=int, default=4, help="rounds of the six kinds of change (default 4)")
     ap.add_argument("--burst", type=int, default=40, help="pages saved at once in the last trial (default 40)")
-    ap.add_argument("--json-out", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args()
 
-    print(machine_note())
+    start()
     env = bench_env({"NO_COLOR": "1"})
     project = prepare(args.data, args.work, env)
     docs = project / "docs"
@@ -273,9 +268,8 @@ def main() -> None:
     if misses:
         print("not found within 60 s:", ", ".join(misses))
     write_json(
-        args.json_out,
+        args.json,
         {
-            "machine": machine_note(),
             "seconds_by_kind": results,
             "p50_s": p50,
             "p95_s": pct(every, 95),
