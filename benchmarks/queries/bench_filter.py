@@ -37,7 +37,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import itertools
 import json
@@ -54,10 +53,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks.harness import (
-    DEFAULT_DATA,
-    DEFAULT_WORK,
     PYTHON,
     REPO,
+    arguments,
     bench_env,
     fmt_s,
     machine_note,
@@ -65,6 +63,7 @@ from benchmarks.harness import (
     print_table,
     run_child,
     semsearch_cmd,
+    start,
     verdict,
     write_json,
 )
@@ -582,12 +581,7 @@ def print_matrix(title: str, rows: list[dict]) -> None:
                      fmt_s(r["p95"]), f"{r['ratio']:.2f}x", f"{r['recall10']:.4f}" if "recall10" in r else "",
                      f"{r['hits_min']}/{r['expected_min']}", str(r["queries_short_of_k"]), str(r["hits_outside_scope"]),
                      str(r["queries_timed"]), verdict(ok)])
-    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
-    print(f"\n== {title} ==")
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for b in body:
-        print("  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)))
+    print_table(title, body, head)
     print(f"(ratio goal <= {RATIO_GOAL}x of the same mode unfiltered; recall@10 goal >= {RECALL_GOAL}; "
           "short = queries with fewer hits than min(k, candidates in scope); out = hits outside the scope; "
           "n = queries timed)")
@@ -930,9 +924,7 @@ def scifact_part(args, results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"scratch folder (default {DEFAULT_WORK}; the store goes to WORK/filter)")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data (SciFact queries and corpus)")
+    ap = arguments(__doc__.split("\n\n")[0])  # the store goes to WORK/filter
     ap.add_argument("--n", type=int, default=100_000, help="chunks of the synthetic store (default 100000)")
     ap.add_argument("--per-file", type=int, default=20, help="chunks per file (default 20)")
     ap.add_argument("--queries", type=int, default=50, help="timed queries per mode and filter (default 50)")
@@ -954,15 +946,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scifact-index", type=Path, default=None, help="an existing SciFact index (default: look for one)")
     ap.add_argument("--no-scifact-build", action="store_true", help="skip SciFact when no index exists")
     ap.add_argument("--quick", action="store_true", help="smoke run: 10,000 chunks (10 per file), 20 queries, no SciFact")
-    ap.add_argument("--json", "--json-out", dest="json_out", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.per_file, args.queries, args.skip_scifact = 10_000, 10, 20, True
         args.work = args.work / "quick"
 
-    print(f"machine: {machine_note()}")
     started = time.perf_counter()
-    results: dict = {"machine": machine_note(), "args": {k: str(v) for k, v in vars(args).items()}, "errors": []}
+    results: dict = {"machine": start(), "args": {k: str(v) for k, v in vars(args).items()}, "errors": []}
     if not args.skip_synthetic:
         try:
             synthetic_part(args, results)
@@ -980,7 +970,7 @@ def main(argv: list[str] | None = None) -> int:
     results["bench_seconds"] = time.perf_counter() - started
     results["machine_at_end"] = machine_note()
     print(f"\nbenchmark took {results['bench_seconds'] / 60:.1f} min; machine at the end: {results['machine_at_end']}")
-    write_json(args.json_out, results)
+    write_json(args.json, results)
     return 1 if results["errors"] else 0
 
 

@@ -29,7 +29,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -39,18 +38,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks.harness import (
-    DEFAULT_DATA,
-    DEFAULT_WORK,
     PYTHON,
+    arguments,
     bench_env,
     fmt_s,
-    machine_note,
     median,
     pct,
     print_table,
     require_data,
     run_child,
     semsearch_cmd,
+    start,
     verdict,
     write_json,
 )
@@ -230,9 +228,7 @@ def import_check(index_dir: Path, query: str, env: dict[str, str], top: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"shared data folder (default {DEFAULT_DATA})")
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"scratch folder (default {DEFAULT_WORK})")
+    ap = arguments(__doc__.split("\n\n")[0])
     ap.add_argument("--index", type=Path, default=None, help="query this index instead of building fastapi-docs")
     ap.add_argument("--query", default=DEFAULT_QUERY)
     ap.add_argument("--runs", type=int, default=15, help="cold semsearch runs (default 15)")
@@ -240,12 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=200, help="queries in the stdin batch (default 200)")
     ap.add_argument("--batch-runs", type=int, default=3, help="repetitions of the 1-query and N-query batch runs")
     ap.add_argument("--quick", action="store_true", help="smoke run: 3 cold runs, 2 reference runs, batch of 40")
-    ap.add_argument("--json-out", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args(argv)
     if args.quick:
         args.runs, args.ref_runs, args.batch, args.batch_runs = 3, 2, 40, 1
 
-    print(f"machine: {machine_note()}")
+    start()
     # The model server of this run: its own folder, gone 60 s after the last query.
     runtime = args.work / "runtime"
     shutil.rmtree(runtime, ignore_errors=True)
@@ -370,8 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in phase_keys:
         print(f"  {fmt_s(phase_med[k]):>9}  {k}")
     print("  (process start-up and interpreter init come on top: compare with the CLI p50 above)")
-    write_json(args.json_out, {
-        "machine": machine_note(), "index": str(index_dir), "query": args.query,
+    write_json(args.json, {
+        "index": str(index_dir), "query": args.query,
         "semsearch_cold_seconds": ours_t, "reference_cold_seconds": ref_t, "ratio_p50": ratio,
         "no_model_server_cold_seconds": alone_t, "bare_import_seconds": bare_t,
         "semsearch_rss_kb": ours_rss, "reference_rss_kb": ref_rss, "top10_overlap": overlap,

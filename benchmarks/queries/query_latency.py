@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks import harness
+from benchmarks.harness import each
 
 DEFAULT_QUERIES = harness.DEFAULT_DATA / "scifact" / "queries.jsonl"
 
@@ -80,15 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             for number in (1, 2):
                 figures = []
                 for mode, label in [*((m, m) for m in MODES), ("hybrid", "hybrid one thread")]:
-                    times = []
-                    for text in texts:
-                        started = time.perf_counter()
-                        if label == "hybrid one thread":
-                            one_thread.search(text, SearchOptions(top_k=10, mode=mode))
-                        else:
-                            index.search(text, k=10, mode=mode)
-                        times.append((time.perf_counter() - started) * 1000)
-                    times.sort()
+                    if label == "hybrid one thread":
+                        run = lambda t, m=mode: one_thread.search(t, SearchOptions(top_k=10, mode=m))  # noqa: E731
+                    else:
+                        run = lambda t, m=mode: index.search(t, k=10, mode=m)  # noqa: E731
+                    times = sorted(seconds * 1000 for seconds in each(run, texts).seconds)
                     figures.append(f"{label} {times[len(times) // 2]:.1f} / {times[int(len(times) * 0.95)]:.1f}")
                 print(f"pass {number}, {chunks} chunks, {len(texts)} queries, p50 / p95 ms: " + "; ".join(figures))
         finally:
