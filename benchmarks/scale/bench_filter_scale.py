@@ -21,25 +21,33 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
-from benchmarks.harness import machine_note
+from benchmarks.harness import arguments, interleave, start, write_json
 
 WORDS = ["gasket", "harbour", "lantern", "edited", "benchmark", "signal", "vector", "river", "copper", "garden", "meadow", "engine"]
 
 
+def scoped_search(index: Any, mode: str, scope: dict, fewest: dict[str, int], name: str) -> Callable[[str], None]:
+    """A search of *scope* in *mode* that keeps in ``fewest[name]`` the fewest hits a query got."""
+
+    def run(q: str) -> None:
+        fewest[name] = min(fewest[name], len(index.search(q, k=10, mode=mode, **scope)))
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = arguments(__doc__, work=None, data=False)
     ap.add_argument("--project", type=Path, required=True, help="a project kept by bench_scale.py --keep")
     ap.add_argument("--folder", default="g00400", help="the folder of the 0.1%% scope")
     ap.add_argument("--queries", type=int, default=30)
-    ap.add_argument("--json", dest="json_out", type=Path, default=None)
     args = ap.parse_args(argv)
     from semsearch import Index
 
@@ -57,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "glob 30% (files *[0-2])": {"globs": ["synthetic/*/*[0-2].txt"]},
         "glob 50% (files *[0-4])": {"globs": ["synthetic/*/*[0-4].txt"]},
     }
-    print(machine_note(), flush=True)
+    start()
     out: dict[str, dict] = {}
     with Index.open(root / ".semsearch") as index:
         started = time.perf_counter()
@@ -71,24 +79,18 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(10):
             index.search(f"warm up {i}", k=10, mode="semantic")  # past the mapped searches
         for mode in ("semantic", "hybrid"):
-            times: dict[str, list[float]] = {name: [] for name in scopes}
             fewest: dict[str, int] = {name: 10 for name in scopes}
-            for q in queries:
-                for name, scope in scopes.items():
-                    started = time.perf_counter()
-                    hits = index.search(q, k=10, mode=mode, **scope)
-                    times[name].append(time.perf_counter() - started)
-                    fewest[name] = min(fewest[name], len(hits))
-            base = statistics.median(times["none"])
+            runs = {name: scoped_search(index, mode, scope, fewest, name) for name, scope in scopes.items()}
+            times = interleave(runs, queries)
+            base = times["none"].median
             for name in scopes:
-                p50 = statistics.median(times[name])
+                p50 = times[name].median
                 out[f"{mode} / {name}"] = {"p50_ms": p50 * 1000, "ratio": p50 / base, "min_hits": fewest[name],
                                            "first_s": firsts[name]}
                 print(f"{mode:8s} {name:28s} p50 {p50 * 1000:7.1f} ms  {p50 / base:5.2f}x  "
                       f"hits >= {fewest[name]}  first {firsts[name]:.3f} s", flush=True)
         recall_and_ways(index, scopes, args.queries, out)
-    if args.json_out:
-        args.json_out.write_text(json.dumps(out, indent=1))
+    write_json(args.json, out)
     return 0
 
 

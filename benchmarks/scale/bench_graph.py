@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
-from benchmarks.harness import DEFAULT_DATA, DEFAULT_WORK, fmt_s, machine_note, print_table, require_data, write_json
+from benchmarks.harness import DEFAULT_WORK, arguments, fmt_s, print_table, require_data, start, write_json
 from benchmarks.scale.bench_scale import Generator
 
 GRID = [(16, 100), (16, 200), (24, 100), (24, 200), (32, 100), (32, 200), (48, 200)]
@@ -120,20 +120,16 @@ def sweep(name: str, vectors: np.ndarray, queries: np.ndarray, grid: list[tuple[
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    ap = arguments(__doc__)
     ap.add_argument("--fastapi-index", type=Path, default=DEFAULT_WORK / "mcp-fastapi-idx",
                     help="an index of the FastAPI docs to take real chunk vectors from")
     ap.add_argument("--size", type=int, default=100_000)
     ap.add_argument("--grid", default=",".join(f"{m}:{e}" for m, e in GRID), help="M:efc pairs, comma-separated")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--json", dest="json_out", type=Path, default=None)
     args = ap.parse_args()
     grid = [tuple(int(x) for x in pair.split(":")) for pair in args.grid.split(",")]
-    print(machine_note())
+    start(args)
     print(f"threads: hnswlib num_threads=-1 ({os.cpu_count()} CPUs here)")
-    args.work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     real, real_queries = real_vectors(args)
     print(f"real vectors: {len(real):,}; real queries: {len(real_queries)}", flush=True)
@@ -152,7 +148,7 @@ def main() -> int:
         for r in results
     ]
     print_table("HNSW build time and recall@10 against exact search", rows, head=("graph", "build", "recall@10", ""))
-    write_json(args.json_out, {"machine": machine_note(), "size": args.size, "results": results})
+    write_json(args.json, {"size": args.size, "results": results})
     return 0
 
 

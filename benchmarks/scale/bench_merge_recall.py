@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
-from benchmarks.harness import DEFAULT_WORK, machine_note, print_table, write_json
+from benchmarks.harness import arguments, machine_note, print_table, write_json
 from benchmarks.scale.bench_scale import Generator
 from semsearch.vectors import hnsw
 
@@ -73,18 +73,16 @@ def recall(index: hnsw.HnswIndex, queries: np.ndarray, ids: np.ndarray, live: np
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments(__doc__, data=False)
     parser.add_argument("--size", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--churn", type=float, default=0.05)
     parser.add_argument("--grow", type=float, default=0.05)
     parser.add_argument("--outlier-share", type=float, default=0.05)
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument(
         "--vectors-from", type=Path, default=None, help="an index folder whose stored vectors to draw around"
     )
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     rng = np.random.default_rng(7)
     args.real = real_vectors(args)
@@ -159,9 +157,7 @@ def main() -> None:
             ],
         )
     print(machine_note())
-    write_json(
-        args.json, {"machine": machine_note(), "args": {k: str(v) for k, v in vars(args).items()}, "rounds": results}
-    )
+    write_json(args.json, {"args": {k: str(v) for k, v in vars(args).items()}, "rounds": results})
 
 
 if __name__ == "__main__":

@@ -52,16 +52,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks.harness import (
-    DEFAULT_WORK,
     PYTHON,
     REPO,
+    arguments,
     bench_env,
     fmt_bytes,
     fmt_s,
-    machine_note,
     median,
     print_table,
     run_child,
+    start,
     write_json,
 )
 
@@ -411,8 +411,7 @@ def report(results: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"scratch folder (default {DEFAULT_WORK})")
+    ap = arguments(__doc__.split("\n\n")[0], data=False)
     ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[5_000, 100_000],
                     help="comma-separated chunk counts (default 5000,100000)")
     ap.add_argument("--baseline", default=None, help="a git revision to run beside this tree (a worktree of it)")
@@ -423,10 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-file", type=int, default=10, help="paragraphs per synthetic file (default 10)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", action="store_true", help="keep the projects under --work")
-    ap.add_argument("--json", "--json-out", dest="json_out", type=Path, default=None, help="write the figures as JSON")
     args = ap.parse_args(argv)
-    print(f"machine: {machine_note()}")
-    args.work.mkdir(parents=True, exist_ok=True)
+    start(args)
     env = bench_env({"NO_COLOR": "1"})
     baseline_src = None
     if args.baseline:
@@ -445,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             r = run_size(n, args, env, baseline_src)
             r["bench_seconds"] = time.perf_counter() - started
             results.append(r)
-            write_json(args.json_out, {"machine": machine_note(), "baseline": args.baseline, "results": results})
+            write_json(args.json, {"baseline": args.baseline, "results": results})
     finally:
         if baseline_src is not None:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(baseline_src)],

@@ -14,32 +14,29 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
-from benchmarks.harness import REPO, bench_env, machine_note, median
+from benchmarks.harness import REPO, arguments, bench_env, median, start, write_json
 from benchmarks.scale import bench_scale as scale
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = arguments(__doc__, work=None, data=False)
     ap.add_argument("--small", type=Path, required=True, help="the kept project of the reference size")
     ap.add_argument("--large", type=Path, required=True, help="the kept project of the large size")
     ap.add_argument("--small-edits", default="7,14,21", help="file numbers to edit in the small project")
     ap.add_argument("--large-edits", default="60007,70014,80021", help="file numbers to edit in the large project")
     ap.add_argument("--folder", default="g00003", help="the folder deleted (and put back) in each project")
     ap.add_argument("--cold-runs", type=int, default=6)
-    ap.add_argument("--json", dest="json_out", type=Path, default=None)
     args = ap.parse_args(argv)
     env = bench_env()
     projects = {"small": args.small, "large": args.large}
     edits = {"small": [int(x) for x in args.small_edits.split(",")], "large": [int(x) for x in args.large_edits.split(",")]}
     designs = {name: scale.Design(name, path, REPO, env) for name, path in projects.items()}
     fig: dict[str, dict[str, list[float]]] = {name: {"query": [], "query_rss": [], "edit": [], "delete": []} for name in projects}
-    print(machine_note(), flush=True)
+    start()
     order = list(projects)
     for d in designs.values():
         d.query()  # warm-up: the page cache, the ONNX export read once
@@ -66,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}: small {small:.3f} s, large {large:.3f} s = {large / small:.2f}x "
               f"(large {[round(x, 2) for x in fig['large'][key]]}, small {[round(x, 2) for x in fig['small'][key]]})")
     print(f"query peak RSS: small {max(fig['small']['query_rss']):.0f} MB, large {max(fig['large']['query_rss']):.0f} MB")
-    if args.json_out:
-        args.json_out.write_text(json.dumps(out, indent=1))
+    write_json(args.json, out)
     return 0
 
 

@@ -23,16 +23,14 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
-from benchmarks.harness import DEFAULT_DATA, DEFAULT_WORK, machine_note, print_table, write_json
+from benchmarks.harness import arguments, each, print_table, start, write_json
 from benchmarks.scale.bench_graph import around, real_vectors
 from benchmarks.scale.bench_scale import Generator
 
@@ -67,13 +65,8 @@ def measure(name: str, pool: np.ndarray, queries: np.ndarray, share: float, work
             if planes:
                 sketch.PLANES = planes
             nearest = made.nearest if planes else lambda q, s, r: plain_nearest(made, q, s, r)
-            times = []
-            for q in queries[:20]:
-                started = time.perf_counter()
-                nearest(q, slots, RERANKS[0])
-                times.append(time.perf_counter() - started)
-            row = {"set": name, "share": share, "scope": len(slots), "planes": planes,
-                   "compare_ms": statistics.median(times) * 1000}
+            times = each(lambda q, near=nearest: near(q, slots, RERANKS[0]), queries[:20])
+            row = {"set": name, "share": share, "scope": len(slots), "planes": planes, "compare_ms": times.median * 1000}
             for r in RERANKS:
                 found = []
                 for q, t in zip(queries, truth, strict=True):
@@ -93,17 +86,13 @@ def measure(name: str, pool: np.ndarray, queries: np.ndarray, share: float, work
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap = arguments(__doc__)
     ap.add_argument("--fastapi-index", type=Path, default=None, help="(as bench_graph.py) an index of the FastAPI docs")
     ap.add_argument("--size", type=int, default=1_000_000)
     ap.add_argument("--shares", type=lambda s: [float(x) for x in s.split(",")], default=[0.01, 0.1, 0.3])
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--json", dest="json_out", type=Path, default=None)
     args = ap.parse_args(argv)
-    args.work.mkdir(parents=True, exist_ok=True)
-    print(machine_note(), flush=True)
+    start(args)
     rng = np.random.default_rng(1)
     passages, claims = real_vectors(args)
     pool = around(passages, args.size, rng)
@@ -128,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
           *[f"{r[f'recall_R{x}']:.4f}" for x in RERANKS]] for r in rows],
         head=["set", "share", "planes", "compare", *[f"recall R={r}" for r in RERANKS]],
     )
-    write_json(args.json_out, {"machine": machine_note(), "size": args.size, "rows": rows})
+    write_json(args.json, {"size": args.size, "rows": rows})
     return 0
 
 
