@@ -25,7 +25,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import shutil
@@ -37,15 +36,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks.harness import (
-    DEFAULT_DATA,
-    DEFAULT_WORK,
+    arguments,
     bench_env,
     fmt_s,
-    machine_note,
     print_table,
     require_data,
     run_child,
     semsearch_cmd,
+    start,
     write_json,
 )
 
@@ -128,9 +126,7 @@ def cache_texts(index: Path) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    ap = arguments(__doc__)
     ap.add_argument("--cache", type=Path, help="SEMSEARCH_CACHE shared by all runs (default: the user's cache)")
     ap.add_argument("--sample", type=int, default=30)
     ap.add_argument("--seed", type=int, default=4)
@@ -138,11 +134,9 @@ def main() -> int:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--full", action="store_true", help="always run --ocr images in full")
     mode.add_argument("--sample-only", action="store_true", help="never run --ocr images in full")
-    ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
 
-    note = machine_note()
-    print(note)
+    note = start()
     source = require_data(args.data, "fastapi-docs")
     base = args.work / "ocr-default"
     shutil.rmtree(base, ignore_errors=True)
@@ -236,7 +230,7 @@ def main() -> int:
         print(f"  {Path(r['path']).relative_to(tree)} ({r['chars']} chars): {flat[:160]!r}")
 
     write_json(
-        args.json_out,
+        args.json,
         {
             "machine": note,
             "images": len(images),

@@ -31,7 +31,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -43,18 +42,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks.harness import (
-    DEFAULT_DATA,
-    DEFAULT_WORK,
     PYTHON,
     REPO,
+    arguments,
     bench_env,
     fmt_bytes,
     fmt_s,
-    machine_note,
     median,
     print_table,
     require_data,
     run_child,
+    start,
     write_json,
 )
 
@@ -372,19 +370,13 @@ def _fmt_import(seconds: float) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    ap = arguments(__doc__)
     ap.add_argument("--reps", type=int, default=3, help="timed passes after the warm-up (median)")
     ap.add_argument("--import-runs", type=int, default=5)
     ap.add_argument("--no-ocr", action="store_true")
     ap.add_argument("--no-imports", action="store_true")
-    ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-
-    note = machine_note()
-    print(note)
+    note = start(args)
     groups = files_of(args.data)
     print("extraction (cold in a fresh process each, then warm here):", flush=True)
     fmt_rows, file_rows = bench_formats(groups, args.reps)
@@ -505,7 +497,7 @@ def main() -> int:
         )
 
     write_json(
-        args.json_out,
+        args.json,
         {
             "machine": note,
             "load_average_end": list(os.getloadavg()),

@@ -30,7 +30,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -42,16 +41,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
 from benchmarks.harness import (
     BUNDLED_DATA,
-    DEFAULT_DATA,
-    DEFAULT_WORK,
     REPO,
+    arguments,
     bench_env,
     fmt_s,
-    machine_note,
     print_table,
     require_data,
     run_child,
     semsearch_cmd,
+    start,
     write_json,
 )
 
@@ -134,8 +132,8 @@ def best_window(truth: str, hyp: str) -> str:
     words = hyp.split(" ")
     n = len(truth.split(" "))
     best, best_score = hyp, -1
-    for start in range(0, max(1, len(words) - n + 1)):
-        chunk = words[start : start + n + n // 10]
+    for first in range(0, max(1, len(words) - n + 1)):
+        chunk = words[first : first + n + n // 10]
         score = lcs_len(truth.split(" "), chunk)
         if score > best_score:
             best, best_score = " ".join(chunk), score
@@ -312,9 +310,7 @@ def run_retrieval(data: Path, work: Path, cache: Path | None, neutral: bool) -> 
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    ap = arguments(__doc__)
     ap.add_argument("--cache", type=Path, help="SEMSEARCH_CACHE for the CLI runs (ONNX export); default: the user's")
     ap.add_argument("--no-retrieval", action="store_true")
     ap.add_argument(
@@ -325,10 +321,8 @@ def main() -> int:
     )
     ap.add_argument("--no-variants", action="store_true", help="skip the orientation-classifier on/off comparison")
     ap.add_argument("--show-text", action="store_true", help="print each OCR text")
-    ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
-    note = machine_note()
-    print(note)
+    note = start()
 
     acc = run_accuracy(args.data)
     head = [
@@ -399,7 +393,7 @@ def main() -> int:
                 ],
                 ["question", "right file", "file rank", "chunk rank", "top files"],
             )
-    write_json(args.json_out, {"machine": note, "accuracy": acc, "engine_variants": variants, "retrieval": retrieval})
+    write_json(args.json, {"machine": note, "accuracy": acc, "engine_variants": variants, "retrieval": retrieval})
     return 0
 
 
