@@ -26,6 +26,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -143,6 +144,15 @@ def require_data(data: Path, *parts: str) -> Path:
         sys.stderr.write(f"error: shared data not found: {path} (pass --data PATH; see benchmarks/README.md)\n")
         sys.exit(2)
     return path
+
+
+def writable_copy(source: Path, dest: Path) -> Path:
+    """*source* copied to *dest*, every file and folder writable by this user (the shared data is
+    read-only: a benchmark that edits its copy must be able to)."""
+    shutil.copytree(source, dest)
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+    return dest
 
 
 def scifact_texts(data: Path, count: int) -> Iterator[tuple[str, str]]:

@@ -46,6 +46,7 @@ from benchmarks.harness import (
     run_child,
     semsearch_cmd,
     start,
+    writable_copy,
     write_json,
 )
 
@@ -253,12 +254,6 @@ def plant(tree: Path, n: int, seed: int) -> list[dict]:
     return planted
 
 
-def copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst)
-    for p in [dst, *dst.rglob("*")]:  # the shared copy is read-only
-        p.chmod(p.stat().st_mode | 0o200)
-
-
 def index_tree(work: Path, folder: str, index_dir: Path) -> tuple[float, str]:
     cmd = [*semsearch_cmd(), "index", folder, "--index", str(index_dir)]
     run = run_child(cmd, cwd=work, env=bench_env())
@@ -281,7 +276,7 @@ def main() -> int:
     control_tree, dups_tree = work / "fastapi", work / args.name
     control_idx, dups_idx = work / ".semsearch", work / f"{args.name}-index"
     if not control_tree.is_dir():
-        copy_tree(src, control_tree)
+        writable_copy(src, control_tree)
     if args.fresh and dups_tree.exists():
         shutil.rmtree(dups_tree)
         shutil.rmtree(dups_idx, ignore_errors=True)
@@ -289,7 +284,7 @@ def main() -> int:
 
     manifest = work / f"{args.name}-planted.json"
     if not dups_tree.is_dir():
-        copy_tree(src, dups_tree)
+        writable_copy(src, dups_tree)
         planted = plant(dups_tree, args.copies, args.seed)
         manifest.write_text(json.dumps(planted, indent=2) + "\n", encoding="utf-8")
     else:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import random
 import re
-import shutil
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ from benchmarks.harness import (
     run_child,
     semsearch_cmd,
     start,
+    writable_copy,
     write_json,
 )
 
@@ -167,9 +167,7 @@ def main() -> int:
     tree = work / "fastapi"
     if not tree.is_dir():
         work.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src, tree)
-        for p in [tree, *tree.rglob("*")]:  # the shared copy is read-only
-            p.chmod(p.stat().st_mode | 0o200)
+        writable_copy(src, tree)
     run = run_child([*semsearch_cmd(), "index", "fastapi"], cwd=work, env=bench_env())
     summary = run.stderr.decode(errors="replace").strip().splitlines()
     print(f"semsearch index fastapi: {fmt_s(run.seconds)}  ({summary[-1] if summary else ''})")
