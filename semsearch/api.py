@@ -30,7 +30,7 @@ from semsearch.location import INDEX_ENV as INDEX_ENV  # re-exported: these name
 from semsearch.location import absolute, find_index, url_of
 from semsearch.querying import MAX_HITS as MAX_HITS
 from semsearch.querying import IndexQueries
-from semsearch.querying import _scope as _scope  # benchmarks/bench_filter_scale.py imports it from here
+from semsearch.querying import _scope as _scope  # benchmarks/scale/bench_filter_scale.py imports it from here
 from semsearch.watching import WATCH_LOCK_RETRY as WATCH_LOCK_RETRY
 from semsearch.watching import WATCH_LOCK_WAIT, WATCH_SETTLE_MS, watch_folders
 

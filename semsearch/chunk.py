@@ -39,7 +39,7 @@ class ChunkSettings:
     context: bool = True
     # "prefer": a heading is the strongest cut a window looks for in its back half. "strict" also
     # cuts at a heading in the front half and starts the next chunk there without overlap, so no
-    # chunk spans two sections (an experiment: benchmarks/sections_eval.py; not recorded in an index).
+    # chunk spans two sections (an experiment: benchmarks/quality/sections_eval.py; not recorded in an index).
     section_cuts: str = "prefer"
 
     def validate(self) -> None:

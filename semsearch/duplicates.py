@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from semsearch.store import ChunkRecord, IndexReader
 
 # Cosine at which two passages count as copies, measured on the FastAPI docs with 20 pages copied
-# and edited (benchmarks/duplicates_eval.py): at 0.93 every reported pair that involves a planted
+# and edited (benchmarks/quality/duplicates_eval.py): at 0.93 every reported pair that involves a planted
 # copy is one, 22 of the 25 planted file pairs are found, and 9 of the 11 pairs reported in the
 # docs without copies are real repeated text; below it false alarms grow fast (15 pairs at 0.92,
 # 27 at 0.90), above it edited passages are missed (passage recall 0.88 at 0.93, 0.84 at 0.95).

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 METHODS = ("mean", "max")
 # "mean", measured on the FastAPI docs (a page's links to other pages as what is related):
 # nDCG@10 0.458 against 0.446 for "max" (a difference inside the noise), at a fifth of the cost
-# (benchmarks/similar_eval.py, benchmarks/RESULTS.md).
+# (benchmarks/quality/similar_eval.py, benchmarks/RESULTS.md).
 DEFAULT_METHOD = "mean"
 MAX_START_CHUNKS = 64  # "max" searches at most this many of a long file's chunks (evenly spread)
 MAX_NUMBER_DIGITS = 18  # a line or page number longer than this is no line (and Python's int() refuses 4,300)

@@ -1,5 +1,5 @@
 """The PostgreSQL engine's query plans: statistics after a bulk load, a plan for each search's own
-scope (found by benchmarks/bench_postgres.py: both made scoped searches score every row)."""
+scope (found by benchmarks/servers/bench_postgres.py: both made scoped searches score every row)."""
 
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ class HnswParams:
     space: str = "cosine"
     M: int = 32
     # 100, not 200: half the build time for recall@10 0.9925 against 0.9943 at ef 128 on real and
-    # near-real embeddings at 100,000 (benchmarks/bench_graph.py). Indexes keep their own.
+    # near-real embeddings at 100,000 (benchmarks/scale/bench_graph.py). Indexes keep their own.
     ef_construction: int = 100
     ef_search: int = 128
 

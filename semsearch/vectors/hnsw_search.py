@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 # A scoped search takes the cheapest of three ways, by these costs in microseconds (warm, measured
-# on a 1,000,000-vector file: benchmarks/bench_filter_scale.py; the sketch's also on 100,000 by
+# on a 1,000,000-vector file: benchmarks/scale/bench_filter_scale.py; the sketch's also on 100,000 by
 # bench_filter.py's crossover sweep and by bench_sketch.py: benchmarks/RESULTS.md). An exact
 # search reads each vector of the subset: in place, run by run (a file's chunks are neighbours),
 # or copied out. The graph filtered to a share s of the vectors visits about ef / s nodes. A
