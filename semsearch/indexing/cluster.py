@@ -346,6 +346,10 @@ def _cut(row: dict[str, Any], spec: _Spec) -> dict[str, Any]:
     kind and cut into chunks."""
     import ray
 
+    from semsearch.readers import ocr
+
+    # OCR on the CPUs Ray gave the task (the node's others are other tasks' and actors').
+    ocr.set_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     pages = _Pages()
     options = replace(spec.plan.read_options, on_ocr=pages)
     plan = replace(spec.plan, measure=_measure(spec.model), read_options=options)
