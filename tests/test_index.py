@@ -243,6 +243,55 @@ def test_an_index_from_before_cjk_pairs_is_read_again_once(tmp_path: Path, fake_
     check_fts(index_dir)
 
 
+def test_an_index_with_float32_vectors_is_converted_in_place_once(tmp_path: Path, fake_model) -> None:
+    """Format 5 kept each chunk's vector as float32 in the database: it is read as it is, and its
+    next update converts the vectors to float16 in place (nothing embedded again; the freed pages
+    given back, so the database shrinks) with the same search results."""
+    import numpy as np
+
+    from semsearch import Index
+
+    for n in range(40):
+        write(tmp_path / "docs" / f"note{n:02d}.md", f"# Note {n}\n\n" + f"Heron {n} waits by the reeds. " * 40 + "\n")
+    index_dir = tmp_path / ".semsearch"
+    with Index.create(index_dir, provider=fake_model) as index:
+        index.update([tmp_path / "docs"])
+        before = [(h.chunk.id, round(h.score, 4)) for h in index.search("heron waits", k=5, mode="semantic")]
+    with IndexReader(index_dir) as reader:
+        db_path, dim = reader.db_path, reader.manifest.model.dim
+    conn = sqlite3.connect(db_path)  # as format 5 wrote it: float32 blobs
+    rows = conn.execute("SELECT id, vector FROM chunks").fetchall()
+    assert rows and all(len(blob) == 2 * dim for _, blob in rows)
+    for cid, blob in rows:
+        wide = np.frombuffer(blob, dtype="<f2").astype("<f4").tobytes()
+        conn.execute("UPDATE chunks SET vector = ? WHERE id = ?", (wide, cid))
+    conn.execute("DELETE FROM state WHERE key = 'vector_blob'")
+    conn.commit()
+    conn.execute("VACUUM")
+    conn.close()
+    manifest = index_dir / "manifest.json"
+    manifest.write_text(manifest.read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 5'))
+    wide_size = db_path.stat().st_size
+    embedded = fake_model.embedder_instance.documents_embedded
+
+    with Index.open(index_dir, provider=fake_model) as index:  # read as it is
+        assert [(h.chunk.id, round(h.score, 4)) for h in index.search("heron waits", k=5, mode="semantic")] == before
+        assert len(index.similar(tmp_path / "docs" / "note01.md", k=3)) == 3  # stored vectors read by length
+        write(tmp_path / "docs" / "note00.md", "# Note 0\n\n" + "Heron 0 waits by the reeds. " * 40 + "\nA new line.\n")
+        summary = index.update()
+        assert [(h.chunk.id, round(h.score, 4)) for h in index.search("heron waits", k=5, mode="semantic")][1:] == before[1:]
+    assert summary.rebuild_reason == "" and summary.indexed == 1
+    assert fake_model.embedder_instance.documents_embedded - embedded < summary.chunks_added  # some reused (float32 read)
+    assert json.loads(manifest.read_text())["format_version"] == FORMAT_VERSION
+    conn = sqlite3.connect(db_path)
+    assert {len(blob) for (blob,) in conn.execute("SELECT vector FROM chunks")} == {2 * dim}
+    assert conn.execute("SELECT value FROM state WHERE key = 'vector_blob'").fetchone() == ("float16",)
+    conn.close()
+    assert db_path.stat().st_size < wide_size
+    with Index.open(index_dir, provider=fake_model) as index:
+        assert index.status(verify=True).problems == []
+
+
 def test_an_index_from_before_the_vector_engine_was_recorded_is_used_as_it_is(tmp_path: Path, fake_model) -> None:
     """Indexes made before the manifest named its vector engine (format 3 without "vector_index")
     read as hnsw indexes and update in place: nothing is embedded again, nothing is rebuilt."""

@@ -14,6 +14,7 @@ from conftest import FakeModel, check_fts, write
 
 from semsearch import Index
 from semsearch.store import FORMAT_VERSION, IndexReader
+from semsearch.store.database import decode_vectors
 from semsearch.vectors import segments
 
 WORDS = ["harbour", "lantern", "glacier", "orchard", "meadow", "canyon", "thunder", "violin", "pepper", "marble", "falcon", "saddle", "quartz", "lagoon", "ember", "willow", "copper", "pylon", "riddle", "tundra", "bramble", "cobalt", "fresco", "gondola"]
@@ -68,7 +69,7 @@ def exact_top(index_dir: Path, query: np.ndarray, k: int) -> list[int]:
             (reader.generation, reader.generation),
         ).fetchall()
     ids = np.array([r[0] for r in rows])
-    vecs = np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+    vecs = decode_vectors([r[1] for r in rows], query.shape[0])
     order = np.argsort(-(vecs @ query), kind="stable")[:k]
     return sorted(int(i) for i in ids[order])
 

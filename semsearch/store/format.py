@@ -1,13 +1,13 @@
 """The index folder's format: the contract every reader and writer keeps, versioned and checked on load.
 
-Layout of an index folder (default ``.semsearch/``), format version 3::
+Layout of an index folder (default ``.semsearch/``), format version 6::
 
     manifest.json              what the current index is: format version, model, chunking, the
                                vector engine ("vector_index", default "hnsw") with its parameters
                                under its own name ("hnsw": M, ef_construction, ef_search, space),
                                and which database file holds it (replaced atomically)
     meta-<E>.sqlite            SQLite (WAL): files, chunks (text, location, context line embedded
-                               in front of the text, float32 vector),
+                               in front of the text, float16 vector),
                                chunks_fts (FTS5 over the text and context line of generation G's
                                chunks, changed only with the flip), state (generation, the vector
                                engine's ``vector_*`` keys: its file, count, size and sha256;
@@ -59,13 +59,15 @@ FORMAT_NAME = "semsearch-index"
 # 2: chunks.context, model.precision, chunking.context; 3: chunks_fts.context; 4: vector
 # segments (delta files and the vector_tombstones table: semsearch.vectors.segments); 5: chunks_fts
 # reads runs of CJK characters as pairs (lexicon.words; an older writer would delete such rows with
-# other words than it inserted them with).
-FORMAT_VERSION = 5
+# other words than it inserted them with); 6: chunks.vector is float16 (store.database.VECTOR_DTYPE).
+FORMAT_VERSION = 6
 # Older formats a reader still reads and a writer upgrades in place (no re-embedding): 2 -> 3
 # differs only in chunks_fts, which is rebuilt from the chunks table; a format 3 index is a
-# format 4 one with a base segment only; 4 -> 5 reads chunks_fts's CJK text again, if it has any.
-# Upgraded, an index is refused by older versions (which would miss its deltas, or its pairs).
-UPGRADABLE_FORMATS = (2, 3, 4)
+# format 4 one with a base segment only; 4 -> 5 reads chunks_fts's CJK text again, if it has any;
+# 5 -> 6 converts the chunks' vectors to float16 (readers read either, by length).
+# Upgraded, an index is refused by older versions (which would miss its deltas, or its pairs, or
+# read its float16 vectors as float32).
+UPGRADABLE_FORMATS = (2, 3, 4, 5)
 MANIFEST = "manifest.json"
 BUILDING = "building.json"
 

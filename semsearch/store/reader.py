@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 from semsearch import vectors
 from semsearch.errors import IndexCorruptError
 from semsearch.store.catalog import FileCatalog
-from semsearch.store.database import connect, decode_walk_settings, get_state, has_column, vector_state, visible
+from semsearch.store.database import (
+    connect,
+    decode_vectors,
+    decode_walk_settings,
+    get_state,
+    has_column,
+    vector_state,
+    visible,
+)
 from semsearch.store.format import read_manifest
 from semsearch.store.layout import key_to_path, path_key, within_project
 from semsearch.vectors import segments
@@ -487,7 +495,7 @@ class IndexReader:
                     continue
             ids = np.array([r[0] for r in rows], dtype=np.int64)
             owners = np.array([r[1] for r in rows], dtype=np.int64)
-            vecs = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            vecs = decode_vectors([r[2] for r in rows], self.manifest.model.dim)
             yield ids, owners, vecs, [r[3] for r in rows]
 
     def file_chunk_counts(self, file_ids: set[int]) -> dict[int, tuple[Path, int]]:
@@ -517,7 +525,7 @@ class IndexReader:
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored vectors by chunk id (to score hits that came from the lexical side)."""
-        return stored_vectors(self.conn, self.generation, ids)
+        return stored_vectors(self.conn, self.generation, ids, self.manifest.model.dim)
 
     def files(self) -> Iterator[tuple[Path, int, int, str | None]]:
         """Indexed files: (path, size, mtime_ns, error)."""
@@ -584,19 +592,16 @@ def scoped_subset(catalog: Callable[[], FileCatalog], index_dir: Path, scope: Sc
     return files.select(scope)
 
 
-def stored_vectors(conn: sqlite3.Connection, generation: int, ids: Sequence[int]) -> dict[int, np.ndarray]:
-    """The vectors the database keeps for chunks *ids* of *generation*, by chunk id."""
-    import numpy as np
-
+def stored_vectors(conn: sqlite3.Connection, generation: int, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+    """The vectors the database keeps for chunks *ids* of *generation*, by chunk id (float32)."""
     out: dict[int, np.ndarray] = {}
     ids = list(dict.fromkeys(int(i) for i in ids))
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
         marks = ",".join("?" * len(part))
-        for cid, blob in conn.execute(
-            f"SELECT id, vector FROM chunks WHERE id IN ({marks}) AND {visible(generation)}", part
-        ):
-            out[cid] = np.frombuffer(blob, dtype=np.float32)
+        rows = conn.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks}) AND {visible(generation)}", part)
+        for cid, blob in rows:
+            out[cid] = decode_vectors([blob], dim)[0]
     return out
 
 
@@ -619,8 +624,8 @@ def unlike_database(
         ids = labels[keep]
         if not len(ids):
             continue
-        stored = stored_vectors(conn, generation, ids.tolist())
-        own = np.stack([v if len(v) == dim else missing for v in (stored.get(i, missing) for i in ids.tolist())])
+        stored = stored_vectors(conn, generation, ids.tolist(), dim)
+        own = np.stack([stored.get(i, missing) for i in ids.tolist()])
         own = own / np.maximum(np.linalg.norm(own, axis=1, keepdims=True), 1e-30)
         mine = vecs[keep] / np.maximum(np.linalg.norm(vecs[keep], axis=1, keepdims=True), 1e-30)
         wrong += int(np.count_nonzero((own * mine).sum(axis=1) < 1.0 - SCORE_TOLERANCE))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from semsearch import files, vectors
 from semsearch.errors import IndexCorruptError
-from semsearch.store.database import FTS_ROWS, get_state, vector_state, visible
+from semsearch.store.database import FTS_ROWS, decode_vectors, get_state, vector_state, visible
 from semsearch.store.format import IndexManifest
 from semsearch.store.layout import is_own_file
 from semsearch.store.reader import unlike_database
@@ -83,8 +83,7 @@ class SegmentWriter:
             if not rows:
                 return
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-            yield ids, vecs
+            yield ids, decode_vectors([r[1] for r in rows], dim)
 
     # -- the commit point --------------------------------------------------------------------
 

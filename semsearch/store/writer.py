@@ -21,8 +21,11 @@ from semsearch.store.database import (
     WORDS,
     connect,
     decode_signatures,
+    decode_vectors,
     decode_walk_settings,
+    encode_vector,
     get_state,
+    half_vector,
     has_column,
     open_error,
     reusable_vectors,
@@ -76,6 +79,8 @@ class IndexWriter(SegmentWriter):
         self.working = self.committed + 1
         self._in_tx = False
         self._upgrade_fts()
+        if not new_build:
+            self._upgrade_vectors()
         if not has_column(self.conn, "files", "parts"):
             # Added without a format change: NULL (no part lines) is what older versions left.
             self.conn.execute("ALTER TABLE files ADD COLUMN parts TEXT")
@@ -97,6 +102,26 @@ class IndexWriter(SegmentWriter):
             )
         self.conn.execute("INSERT OR REPLACE INTO state VALUES ('words', ?)", (WORDS,))
         self.commit()
+
+    def _upgrade_vectors(self) -> None:
+        """Convert the float32 vectors of an index from before format 6 to float16, in one
+        transaction, then give the freed pages back to the file system (VACUUM: about half the
+        database). Nothing is embedded again; the vector files keep their float32 copies until
+        rewritten. Done once: the state says so."""
+        if get_state(self.conn).get("vector_blob") == "float16":
+            return
+        width = 4 * self.manifest.model.dim
+        self._begin()
+        self.conn.create_function("semsearch_half", 1, half_vector, deterministic=True)
+        converted = self.conn.execute(
+            "UPDATE chunks SET vector = semsearch_half(vector) WHERE length(vector) = ?", (width,)
+        ).rowcount
+        self.conn.execute("INSERT OR REPLACE INTO state VALUES ('vector_blob', 'float16')")
+        self.commit()
+        if converted:
+            with contextlib.suppress(sqlite3.OperationalError):  # busy or a full disk: the space waits
+                self.conn.execute("VACUUM")
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _holds_cjk(self) -> bool:
         found = self.conn.execute(
@@ -213,7 +238,7 @@ class IndexWriter(SegmentWriter):
                         chunk.page_end,
                         chunk.tokens,
                         chunk.context,
-                        vec.tobytes(),
+                        encode_vector(vec),
                         self.working,
                     ),
                 )
@@ -228,7 +253,7 @@ class IndexWriter(SegmentWriter):
         committed generation counts too, so a file removed by this run (the old name of a renamed
         file) still lends its vectors before they are purged.
         """
-        size = self.manifest.model.dim * 4
+        dim = self.manifest.model.dim
         sources = [previous] if previous is not None else []
         sources += [
             file_id
@@ -243,7 +268,8 @@ class IndexWriter(SegmentWriter):
             for text, context, vector in self.conn.execute(
                 "SELECT text, context, vector FROM chunks WHERE file_id = ?", (file_id,)
             ):
-                yield text, context, (vector if len(vector) == size else None)
+                ok = len(vector) in (2 * dim, 4 * dim)
+                yield text, context, (decode_vectors([vector], dim)[0].tobytes() if ok else None)
 
         return reusable_vectors([(c.text, c.context) for c in chunks], sources, rows_of)
 
