@@ -135,12 +135,13 @@ ONNX_SCRIPT = textwrap.dedent('''
     import numpy as np
     from semsearch.models.onnx_runtime import OnnxEmbedder
     from semsearch.models.resolve import export_dir_for
+    from semsearch.store.database import decode_vectors
     t0 = time.perf_counter()
     emb = OnnxEmbedder.load(export_dir_for(manifest["model"]["fingerprint"]))
     t1 = time.perf_counter()
     vecs = emb.embed_documents(texts, batch_size=batch_size)
     t2 = time.perf_counter()
-    stored = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    stored = decode_vectors([r[1] for r in rows], vecs.shape[1])  # float16 (format 6) or float32
     cos = np.sum(vecs * stored, axis=1)
     print(json.dumps({"load_seconds": t1 - t0, "encode_seconds": t2 - t1, "min_cosine_vs_index": float(cos.min())}))
 ''')

@@ -141,7 +141,7 @@ def overlaps(updated: Path, fresh: Path, mode: str, env: dict[str, str]) -> list
 
 
 def stored_vectors(index_dir: Path) -> dict[tuple[str, int, str, str], bytes]:
-    """Every live chunk's stored vector (float32 bytes), by (path, ordinal, text, context line)."""
+    """Every live chunk's stored vector (its bytes as stored), by (path, ordinal, text, context line)."""
     database = json.loads((index_dir / "manifest.json").read_text())["database"]
     conn = sqlite3.connect(f"file:{index_dir / database}?mode=ro", uri=True)
     try:
@@ -157,9 +157,13 @@ def vector_agreement(updated: Path, fresh: Path) -> dict[str, float]:
     """Cosine between each chunk's vector in the updated and in the fresh index (same chunk, same input)."""
     import numpy as np
 
+    from semsearch.store import read_manifest
+    from semsearch.store.database import decode_vectors
+
     a, b = stored_vectors(updated), stored_vectors(fresh)
     common = sorted(a.keys() & b.keys())
-    cos = np.array([np.frombuffer(a[k], np.float32) @ np.frombuffer(b[k], np.float32) for k in common])
+    dim = read_manifest(updated).model.dim
+    cos = np.array([decode_vectors([a[k]], dim)[0] @ decode_vectors([b[k]], dim)[0] for k in common])
     return {"chunks_in_both": len(common), "only_updated": len(a) - len(common), "only_fresh": len(b) - len(common),
             "cosine_min": float(cos.min()), "cosine_median": float(np.median(cos)),
             "identical_share": float(np.mean([a[k] == b[k] for k in common]))}

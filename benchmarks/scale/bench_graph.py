@@ -46,12 +46,13 @@ def real_vectors(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
         return data["passages"], data["queries"]
     from semsearch.models import model_provider
     from semsearch.store import IndexReader
+    from semsearch.store.database import decode_vectors
 
     parts = []
     if args.fastapi_index and (args.fastapi_index / "manifest.json").exists():
         with IndexReader(args.fastapi_index) as reader:
             rows = reader.conn.execute("SELECT vector FROM chunks").fetchall()
-        parts.append(np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(len(rows), -1))
+            parts.append(decode_vectors([r[0] for r in rows], reader.manifest.model.dim))
         print(f"  {len(rows):,} FastAPI chunk vectors from {args.fastapi_index}", flush=True)
     scifact = require_data(args.data, "scifact")
     docs = [json.loads(line) for line in (scifact / "corpus.jsonl").open()]

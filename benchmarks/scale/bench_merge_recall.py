@@ -41,12 +41,14 @@ def real_vectors(args: argparse.Namespace) -> np.ndarray | None:
         import sqlite3
 
         from semsearch.store import read_manifest
+        from semsearch.store.database import decode_vectors
 
-        db = args.vectors_from / read_manifest(args.vectors_from).database
+        manifest = read_manifest(args.vectors_from)
+        db = args.vectors_from / manifest.database
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         rows = conn.execute("SELECT vector FROM chunks WHERE gen_removed IS NULL").fetchall()
         conn.close()
-        return np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        return decode_vectors([r[0] for r in rows], manifest.model.dim)
     cache = args.work / "graph-real-vectors.npz"
     return np.load(cache)["passages"].astype(np.float32) if cache.exists() else None
 

@@ -204,6 +204,7 @@ def write_project(root: Path, n: int, per_file: int, seed: int) -> None:
 def index_vectors(index_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Every live chunk's id and vector, from the database (the truth for recall)."""
     from semsearch.store import IndexReader
+    from semsearch.store.database import decode_vectors
 
     with IndexReader(index_dir) as reader:
         g = reader.generation
@@ -211,7 +212,7 @@ def index_vectors(index_dir: Path) -> tuple[np.ndarray, np.ndarray]:
             "SELECT id, vector FROM chunks WHERE gen_added <= ? AND (gen_removed IS NULL OR gen_removed > ?)", (g, g)
         ).fetchall()
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    return ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), DIM)
+    return ids, decode_vectors([r[1] for r in rows], DIM)  # float16 (format 6) or float32
 
 
 def recall(index_dir: Path, queries: np.ndarray, efs: list[int]) -> dict[int, float]:
