@@ -166,6 +166,36 @@ def scifact_texts(data: Path, count: int) -> Iterator[tuple[str, str]]:
             yield str(doc["_id"]), f"{doc['title']}\n\n{doc['text']}\n"
 
 
+def scifact_files(data: Path, folder: Path, count: int) -> int:
+    """The first *count* SciFact abstracts as FOLDER/ID.txt (the folder made afresh); how many."""
+    require_data(data, "scifact", "corpus.jsonl")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    n = 0
+    for doc_id, text in scifact_texts(data, count):
+        (folder / f"{doc_id}.txt").write_text(text, encoding="utf-8")
+        n += 1
+    return n
+
+
+def fastapi_index(data: Path, work: Path, given: Path | None = None, name: str = "fastapi-idx") -> tuple[Path, float | None]:
+    """The index to query: *given* (checked), else WORK/NAME of the FastAPI docs, built with the CLI
+    the first time (its seconds returned; it also makes the model's ONNX export if missing)."""
+    if given is not None:
+        if not (given / "manifest.json").is_file():
+            sys.exit(f"error: no semsearch index at {given}")
+        return given.resolve(), None
+    docs = require_data(data, "fastapi-docs")
+    index_dir = work / name
+    if (index_dir / "manifest.json").is_file():
+        return index_dir, None
+    print(f"building the fastapi-docs index at {index_dir} (once; the first index also makes the ONNX export) ...",
+          flush=True)  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
+    built = run_child([*semsearch_cmd(), "index", str(docs), "--index", str(index_dir), "-q"], env=bench_env())
+    return index_dir, built.seconds
+
+
 # -- repeated timings -------------------------------------------------------------------------------
 
 

@@ -20,13 +20,12 @@ Usage:
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
-from benchmarks.harness import arguments, interleave, pct, require_data, scifact_texts, start, write_json
+from benchmarks.harness import arguments, interleave, pct, require_data, scifact_files, start, write_json
 
 
 def stand_in(folder: Path) -> Path:
@@ -51,10 +50,7 @@ def small_index(data: Path, work: Path, docs: int) -> Path:
 
     files, index_dir = work / f"files-{docs}", work / f"idx-{docs}"
     if not index_dir.exists():
-        shutil.rmtree(files, ignore_errors=True)
-        files.mkdir(parents=True)
-        for doc_id, text in scifact_texts(data, docs):
-            (files / f"{doc_id}.txt").write_text(text, encoding="utf-8")
+        scifact_files(data, files, docs)
         with Index.create(index_dir) as index:
             index.update([files])
     return index_dir

@@ -41,11 +41,11 @@ from benchmarks.harness import (
     PYTHON,
     arguments,
     bench_env,
+    fastapi_index,
     fmt_s,
     median,
     pct,
     print_table,
-    require_data,
     run_child,
     semsearch_cmd,
     start,
@@ -166,22 +166,6 @@ WARM_REFERENCE_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def ensure_index(data: Path, work: Path, index_dir: Path | None) -> tuple[Path, float | None]:
-    """The fastapi-docs index to query: the given one, or one built under work (timed once)."""
-    if index_dir is not None:
-        if not (index_dir / "manifest.json").is_file():
-            sys.exit(f"error: no semsearch index at {index_dir}")
-        return index_dir, None
-    docs = require_data(data, "fastapi-docs")
-    index_dir = work / "fastapi-idx"
-    if (index_dir / "manifest.json").is_file():
-        return index_dir, None
-    print(f"building the fastapi-docs index at {index_dir} (once) ...", flush=True)
-    work.mkdir(parents=True, exist_ok=True)
-    built = run_child([*semsearch_cmd(), "index", str(docs), "--index", str(index_dir), "-q"], env=bench_env())
-    return index_dir, built.seconds
-
-
 def export_status(index_dir: Path) -> str:
     """Whether the ONNX export the query path needs exists for this index's model."""
     from semsearch import Index
@@ -248,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     env = bench_env({"SEMSEARCH_RUNTIME_DIR": str(runtime), "SEMSEARCH_MODEL_SERVER_IDLE": "60",
                      "SEMSEARCH_MODEL_SERVER": "1"})
     alone_env = {**env, "SEMSEARCH_MODEL_SERVER": "0"}
-    index_dir, build_seconds = ensure_index(args.data, args.work, args.index)
+    index_dir, build_seconds = fastapi_index(args.data, args.work, args.index)
     print(f"index: {index_dir}" + (f" (built in {fmt_s(build_seconds)})" if build_seconds else ""))
     print(f"ONNX export for the index's model: {export_status(index_dir)}")
     args.work.mkdir(parents=True, exist_ok=True)

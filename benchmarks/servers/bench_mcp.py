@@ -44,14 +44,13 @@ from benchmarks.harness import (
     PYTHON,
     arguments,
     bench_env,
+    fastapi_index,
     fmt_bytes,
     fmt_s,
     median,
     pct,
     print_table,
     ratio,
-    require_data,
-    run_child,
     semsearch_cmd,
     start,
     stats,
@@ -127,23 +126,6 @@ if plan.get("server_pass"):
     server._semsearch_service.close()
 print(json.dumps({"open_s": opened, "first_search_s": first, "times": times, "server_times": server_times}))
 '''
-
-
-def ensure_index(data: Path, work: Path, index_dir: Path | None) -> tuple[Path, float | None]:
-    """The given index, or the fastapi-docs one under work (built once, timed)."""
-    if index_dir is not None:
-        if not (index_dir / "manifest.json").is_file():
-            sys.exit(f"error: no semsearch index at {index_dir}")
-        return index_dir.resolve(), None
-    docs = require_data(data, "fastapi-docs")
-    index_dir = work / "mcp-fastapi-idx"
-    if (index_dir / "manifest.json").is_file():
-        return index_dir, None
-    print(f"building the fastapi-docs index at {index_dir} (once; the first index also makes the ONNX export) ...",
-          flush=True)
-    work.mkdir(parents=True, exist_ok=True)
-    built = run_child([*semsearch_cmd(), "index", str(docs), "--index", str(index_dir), "-q"], env=bench_env())
-    return index_dir, built.seconds
 
 
 def docs_root(index_dir: Path, data: Path) -> Path:
@@ -337,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start()
     env = bench_env()
-    index_dir, build_seconds = ensure_index(args.data, args.work, args.index)
+    index_dir, build_seconds = fastapi_index(args.data, args.work, args.index, "mcp-fastapi-idx")
     index_dir = index_dir.resolve()
     print(f"index: {index_dir}" + (f" (built in {fmt_s(build_seconds)})" if build_seconds else ""))
     print(f"ONNX export for the index's model: {export_status(index_dir)}")

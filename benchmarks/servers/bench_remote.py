@@ -29,30 +29,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: benchmarks.harness, semsearch
-from benchmarks.harness import (
-    REPO,
-    arguments,
-    median,
-    repeat,
-    require_data,
-    scifact_texts,
-    semsearch_cmd,
-    start,
-    write_json,
-)
+from benchmarks.harness import REPO, arguments, median, repeat, scifact_files, semsearch_cmd, start, write_json
 
 SERVER = REPO / "tests" / "embed_server.py"
-
-
-def write_docs(data: Path, folder: Path, count: int) -> int:
-    require_data(data, "scifact", "corpus.jsonl")
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    n = 0
-    for doc_id, text in scifact_texts(data, count):
-        (folder / f"{doc_id}.txt").write_text(text, encoding="utf-8")
-        n += 1
-    return n
 
 
 def start_server() -> tuple[subprocess.Popen[str], str]:
@@ -108,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     start(args)
     docs = args.work / "docs"
-    n = write_docs(args.data, docs, args.docs)
+    n = scifact_files(args.data, docs, args.docs)
     print(f"# {n} SciFact abstracts in {docs}", flush=True)
     proc, base = start_server()
     result: dict[str, Any] = {"docs": n, "api_batch": args.api_batch, "builds": {}}
