@@ -127,6 +127,10 @@ def test_an_update_on_the_cluster_stores_what_a_local_one_does(
     worst = max(float(np.abs(ours[k][1] - theirs[k][1]).max()) for k in ours)
     assert worst == 0.0, worst  # fp32: bit-equal (a text's fp32 vector does not depend on its batch)
     assert any("LIGHTHOUSE" in text.upper() for text, _ in ours.values())
+    # The pages the workers recognized are in this index's OCR cache: a local read takes them.
+    with Index.open(tmp_path / "on-ray") as index:
+        again = index.update(rebuild=True)
+    assert again.pages_ocr == summary.pages_ocr and again.pages_ocr_cached == again.pages_ocr
     # Ray's usage reporting stayed off: no thread left asking a Prometheus on localhost:9090.
     assert not [t.name for t in threading.enumerate() if "usage" in t.name], threading.enumerate()
 

@@ -21,7 +21,7 @@ quality figures are skipped and cold queries use the real query model).
 
 Usage:
     python benchmarks/scale/bench_space.py --corpus scifact --baseline REV [--json FILE]
-    python benchmarks/scale/bench_space.py --corpus synthetic --size 1000000 --baseline REV   # about an hour
+    python benchmarks/scale/bench_space.py --corpus synthetic --size 1000000 --baseline REV --skip-new   # about an hour
 """
 
 from __future__ import annotations
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=100_000, help="synthetic: about this many chunks")
     ap.add_argument("--baseline", required=True, help="the older revision (its index format is upgraded)")
     ap.add_argument("--turns", type=int, default=5, help="cold queries and edits per design")
+    ap.add_argument("--skip-new", action="store_true", help="no build by this tree (at 1M: the upgraded one is its size)")
     args = ap.parse_args(argv)
     start(args)
     env = bench_env()
@@ -179,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old_src), args.baseline], check=True)
     files, queries, qrels, questions = corpus_files(args)
     trees = {"old": old_src, "upgraded": REPO, "new": REPO}
+    if args.skip_new:
+        del trees["new"]
     result: dict[str, Any] = {"corpus": args.corpus, "baseline": args.baseline, "designs": {}}
-    for name, tree in (("old", old_src), ("new", REPO)):
+    for name, tree in ((n, t) for n, t in trees.items() if n != "upgraded"):
         target = work / f"idx-{name}"
         shutil.rmtree(target, ignore_errors=True)
         extra = [str(args.size)] if args.corpus == "synthetic" else []
@@ -253,7 +256,7 @@ def report(result: dict) -> None:
     parts = sorted(set().union(*(d["size"]["parts"] for d in designs.values())))
     print_table("database parts", [(p, *(fmt_bytes(d["size"]["parts"].get(p, 0)) for d in designs.values()))
                                    for p in parts], head=("part", *designs))  # fmt: skip
-    for name in ("upgraded", "new"):
+    for name in (n for n in designs if n != "old"):
         for mode in ("semantic", "hybrid"):
             same = overlap(designs[name]["results"]["top"][mode], old["results"]["top"][mode])
             ndcg = designs[name]["results"]["ndcg"].get(mode)

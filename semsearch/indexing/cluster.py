@@ -341,6 +341,20 @@ class _Pages:
         self._since = now if done < total else None
 
 
+class _Recognized:
+    """A worker's OCR cache: empty (the driver's cache stays on the driver), keeping each page it
+    recognizes for the driver to store in its own."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        return self.pages.get(key)
+
+    def put(self, key: str, text: str) -> None:
+        self.pages[key] = text
+
+
 def _cut(row: dict[str, Any], spec: _Spec) -> dict[str, Any]:
     """Stage 1, a task: one file's bytes (shipped, or read here from a shared path) read as its
     kind and cut into chunks."""
@@ -351,13 +365,15 @@ def _cut(row: dict[str, Any], spec: _Spec) -> dict[str, Any]:
     # OCR on the CPUs Ray gave the task (the node's others are other tasks' and actors').
     ocr.set_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     pages = _Pages()
-    options = replace(spec.plan.read_options, on_ocr=pages)
+    recognized = _Recognized()
+    options = replace(spec.plan.read_options, on_ocr=pages, ocr_cache=recognized)
     plan = replace(spec.plan, measure=_measure(spec.model), read_options=options)
     item = row["item"][0]
     data = row["data"] if row["data"] is not None else read_todo(item, plan.max_size)
     prepared = data if isinstance(data, Exception) else prepare_data(item, data, plan)
     if isinstance(prepared, Prepared):
         prepared.pages_ocr, prepared.ocr_seconds = pages.count, pages.seconds
+        prepared.ocr_texts = recognized.pages or None
     return {"n": row["n"], "prepared": prepared, "read_on": ray.get_runtime_context().get_node_id()}
 
 

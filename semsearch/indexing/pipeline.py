@@ -52,6 +52,7 @@ class Prepared:
     pages_ocr: int = 0
     ocr_seconds: float = 0.0
     embed_seconds: float = 0.0
+    ocr_texts: dict[str, str] | None = None  # page image key -> the text a worker recognized
 
 
 class Executor(Protocol):
@@ -296,7 +297,12 @@ class Pipeline:
             else:
                 self.summary.no_text += 1
             self.on_event(IndexEvent("warning", path=entry.path, text=prepared.error))
-        # Read (and embedded) on a cluster: its workers' figures join the run's (0 for a local read).
+        # Read (and embedded) on a cluster: its workers' figures join the run's (0 for a local read),
+        # and the pages they recognized this index's OCR cache (a later local read takes them).
+        cache = self.read_options.ocr_cache
+        if cache is not None:
+            for key, text in (prepared.ocr_texts or {}).items():
+                cache.put(key, text)
         self.summary.pages_ocr += prepared.pages_ocr
         self.summary.ocr_seconds += prepared.ocr_seconds
         if prepared.vectors is not None:
