@@ -150,10 +150,11 @@ def sizes(index_dir: Path) -> dict[str, Any]:
     found = json.loads(run_child([PYTHON, "-c", PARTS, str(database)]).stdout)
     files = {p.name: p.stat().st_size for p in index_dir.iterdir() if p.is_file()}
     vectors = sum(v for k, v in files.items() if k.startswith("vectors-"))
+    sketches = sum(v for k, v in files.items() if k.startswith("vectors-") and k.endswith(".sketch"))
     database_bytes = sum(v for k, v in files.items() if k.startswith(manifest["database"]))  # with -wal
     total = sum(v for k, v in files.items() if k != "ocr-cache.sqlite")
     least = found["text_bytes"] + found["chunks"] * DIM * 4
-    return {"total": total, "database": database_bytes, "vector_files": vectors, "least": least,
+    return {"total": total, "database": database_bytes, "vector_files": vectors, "sketches": sketches, "least": least,
             "ratio": total / least, "per_chunk": total / max(1, found["chunks"]), **found}  # fmt: skip
 
 
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", required=True, help="the older revision (its index format is upgraded)")
     ap.add_argument("--turns", type=int, default=5, help="cold queries and edits per design")
     ap.add_argument("--skip-new", action="store_true", help="no build by this tree (at 1M: the upgraded one is its size)")
+    ap.add_argument("--again", action="store_true", help="measure the indexes a run left in --work again (no builds)")
     args = ap.parse_args(argv)
     start(args)
     env = bench_env()
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_new:
         del trees["new"]
     result: dict[str, Any] = {"corpus": args.corpus, "baseline": args.baseline, "designs": {}}
-    for name, tree in ((n, t) for n, t in trees.items() if n != "upgraded"):
+    for name, tree in ((n, t) for n, t in trees.items() if n != "upgraded" and not args.again):
         target = work / f"idx-{name}"
         shutil.rmtree(target, ignore_errors=True)
         extra = [str(args.size)] if args.corpus == "synthetic" else []
@@ -191,11 +193,14 @@ def main(argv: list[str] | None = None) -> int:
                         env={**env, "PYTHONPATH": str(tree)})  # fmt: skip
         result["designs"][name] = {"build": json.loads(run.stdout), "build_peak_rss_mb": run.max_rss_kb / 1024}
         print(f"{name}: built in {fmt_s(result['designs'][name]['build']['seconds'])}", flush=True)
-    shutil.rmtree(work / "idx-upgraded", ignore_errors=True)
-    shutil.copytree(work / "idx-old", work / "idx-upgraded")
-    run = run_child([PYTHON, "-c", UPGRADE, str(REPO), str(work / "idx-upgraded")], env={**env, "PYTHONPATH": str(REPO)})
-    result["designs"]["upgraded"] = {"upgrade": json.loads(run.stdout), "upgrade_peak_rss_mb": run.max_rss_kb / 1024}
-    print(f"upgraded in place: {result['designs']['upgraded']['upgrade']}", flush=True)
+    if args.again:
+        result["designs"] = {name: {} for name in trees}
+    else:
+        shutil.rmtree(work / "idx-upgraded", ignore_errors=True)
+        shutil.copytree(work / "idx-old", work / "idx-upgraded")
+        run = run_child([PYTHON, "-c", UPGRADE, str(REPO), str(work / "idx-upgraded")], env={**env, "PYTHONPATH": str(REPO)})
+        result["designs"]["upgraded"] = {"upgrade": json.loads(run.stdout), "upgrade_peak_rss_mb": run.max_rss_kb / 1024}
+        print(f"upgraded in place: {result['designs']['upgraded']['upgrade']}", flush=True)
     for name in trees:
         result["designs"][name]["size"] = sizes(work / f"idx-{name}")
     measure_turns(args, work, trees, files, env, result)
@@ -254,8 +259,9 @@ def report(result: dict) -> None:
                 rows, head=("index", "total", "database", "vector files", "/ least", "/ old", "cold query p50",
                             "edit + index p50"))  # fmt: skip
     parts = sorted(set().union(*(d["size"]["parts"] for d in designs.values())))
-    print_table("database parts", [(p, *(fmt_bytes(d["size"]["parts"].get(p, 0)) for d in designs.values()))
-                                   for p in parts], head=("part", *designs))  # fmt: skip
+    rows = [(p, *(fmt_bytes(d["size"]["parts"].get(p, 0)) for d in designs.values())) for p in parts]
+    rows.append(("(vector files: sketches)", *(fmt_bytes(d["size"]["sketches"]) for d in designs.values())))
+    print_table("database parts", rows, head=("part", *designs))
     for name in (n for n in designs if n != "old"):
         for mode in ("semantic", "hybrid"):
             same = overlap(designs[name]["results"]["top"][mode], old["results"]["top"][mode])
