@@ -377,7 +377,7 @@ class IndexReader:
             )
         # A narrow one: passed to SQLite as one JSON array of ids, kept as a filter on FTS5's
         # matches (the "+" keeps SQLite from making it one FTS5 lookup per id, which cost
-        # seconds at 50 %: benchmarks/bench_filter.py).
+        # seconds at 50 %: benchmarks/queries/bench_filter.py).
         import numpy as np
 
         ids = json.dumps(np.asarray(within.ids, dtype=np.int64).tolist())
