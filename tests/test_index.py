@@ -259,25 +259,33 @@ def test_an_index_with_float32_vectors_is_converted_in_place_once(tmp_path: Path
         before = [(h.chunk.id, round(h.score, 4)) for h in index.search("heron waits", k=5, mode="semantic")]
     with IndexReader(index_dir) as reader:
         db_path, dim = reader.db_path, reader.manifest.model.dim
-    conn = sqlite3.connect(db_path)  # as format 5 wrote it: float32 blobs
+    conn = sqlite3.connect(db_path)  # as format 5 wrote it: float32 blobs, in 4 KB pages
+    assert conn.execute("PRAGMA page_size").fetchone() == (8192,)  # a new database's
     rows = conn.execute("SELECT id, vector FROM chunks").fetchall()
     assert rows and all(len(blob) == 2 * dim for _, blob in rows)
     for cid, blob in rows:
         wide = np.frombuffer(blob, dtype="<f2").astype("<f4").tobytes()
         conn.execute("UPDATE chunks SET vector = ? WHERE id = ?", (wide, cid))
-    conn.execute("DELETE FROM state WHERE key = 'vector_blob'")
+    conn.execute("DELETE FROM state WHERE key = 'chunk_vectors'")
     conn.commit()
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.execute("PRAGMA page_size = 4096")
     conn.execute("VACUUM")
+    conn.execute("PRAGMA journal_mode = WAL")
     conn.close()
     manifest = index_dir / "manifest.json"
     manifest.write_text(manifest.read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 5'))
-    wide_size = db_path.stat().st_size
+    payload = "SELECT sum(payload) FROM dbstat WHERE name = 'chunks'"
+    conn = sqlite3.connect(db_path)
+    wide = conn.execute(payload).fetchone()[0]
+    conn.close()
     embedded = fake_model.embedder_instance.documents_embedded
 
     with Index.open(index_dir, provider=fake_model) as index:  # read as it is
         assert [(h.chunk.id, round(h.score, 4)) for h in index.search("heron waits", k=5, mode="semantic")] == before
         assert len(index.similar(tmp_path / "docs" / "note01.md", k=3)) == 3  # stored vectors read by length
-        write(tmp_path / "docs" / "note00.md", "# Note 0\n\n" + "Heron 0 waits by the reeds. " * 40 + "\nA new line.\n")
+    write(tmp_path / "docs" / "note00.md", "# Note 0\n\n" + "Heron 0 waits by the reeds. " * 40 + "\nA new line.\n")
+    with Index.open(index_dir, provider=fake_model) as index:  # the only connection: 8 KB pages too
         summary = index.update()
         assert [(h.chunk.id, round(h.score, 4)) for h in index.search("heron waits", k=5, mode="semantic")][1:] == before[1:]
     assert summary.rebuild_reason == "" and summary.indexed == 1
@@ -285,9 +293,17 @@ def test_an_index_with_float32_vectors_is_converted_in_place_once(tmp_path: Path
     assert json.loads(manifest.read_text())["format_version"] == FORMAT_VERSION
     conn = sqlite3.connect(db_path)
     assert {len(blob) for (blob,) in conn.execute("SELECT vector FROM chunks")} == {2 * dim}
-    assert conn.execute("SELECT value FROM state WHERE key = 'vector_blob'").fetchone() == ("float16",)
+    assert conn.execute("PRAGMA page_size").fetchone() == (8192,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert conn.execute(payload).fetchone()[0] <= wide - len(rows) * dim  # two bytes a number, not four
+    assert conn.execute("PRAGMA freelist_count").fetchone() == (0,)  # the freed pages given back
     conn.close()
-    assert db_path.stat().st_size < wide_size
+    write(tmp_path / "docs" / "note01.md", "# Note 1\n\nA heron again.\n")
+    with Index.open(index_dir, provider=fake_model) as index:
+        index.update()
+    conn = sqlite3.connect(db_path)  # said once, kept by later updates (their flips rewrite the engine's keys)
+    assert conn.execute("SELECT value FROM state WHERE key = 'chunk_vectors'").fetchone() == ("float16",)
+    conn.close()
     with Index.open(index_dir, provider=fake_model) as index:
         assert index.status(verify=True).problems == []
 

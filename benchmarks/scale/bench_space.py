@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", required=True, help="the older revision (its index format is upgraded)")
     ap.add_argument("--turns", type=int, default=5, help="cold queries and edits per design")
     ap.add_argument("--skip-new", action="store_true", help="no build by this tree (at 1M: the upgraded one is its size)")
-    ap.add_argument("--again", action="store_true", help="measure the indexes a run left in --work again (no builds)")
+    ap.add_argument("--again", action="store_true",
+                    help="keep the builds a run left in --work (the upgrade of a copy of the old one is made again)")
     args = ap.parse_args(argv)
     start(args)
     env = bench_env()
@@ -185,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_new:
         del trees["new"]
     result: dict[str, Any] = {"corpus": args.corpus, "baseline": args.baseline, "designs": {}}
-    for name, tree in ((n, t) for n, t in trees.items() if n != "upgraded" and not args.again):
+    for name, tree in ((n, t) for n, t in trees.items() if n != "upgraded"):
+        if args.again and (work / f"idx-{name}" / "manifest.json").is_file():
+            result["designs"][name] = {}
+            continue
         target = work / f"idx-{name}"
         shutil.rmtree(target, ignore_errors=True)
         extra = [str(args.size)] if args.corpus == "synthetic" else []
@@ -193,14 +197,11 @@ def main(argv: list[str] | None = None) -> int:
                         env={**env, "PYTHONPATH": str(tree)})  # fmt: skip
         result["designs"][name] = {"build": json.loads(run.stdout), "build_peak_rss_mb": run.max_rss_kb / 1024}
         print(f"{name}: built in {fmt_s(result['designs'][name]['build']['seconds'])}", flush=True)
-    if args.again:
-        result["designs"] = {name: {} for name in trees}
-    else:
-        shutil.rmtree(work / "idx-upgraded", ignore_errors=True)
-        shutil.copytree(work / "idx-old", work / "idx-upgraded")
-        run = run_child([PYTHON, "-c", UPGRADE, str(REPO), str(work / "idx-upgraded")], env={**env, "PYTHONPATH": str(REPO)})
-        result["designs"]["upgraded"] = {"upgrade": json.loads(run.stdout), "upgrade_peak_rss_mb": run.max_rss_kb / 1024}
-        print(f"upgraded in place: {result['designs']['upgraded']['upgrade']}", flush=True)
+    shutil.rmtree(work / "idx-upgraded", ignore_errors=True)
+    shutil.copytree(work / "idx-old", work / "idx-upgraded")
+    run = run_child([PYTHON, "-c", UPGRADE, str(REPO), str(work / "idx-upgraded")], env={**env, "PYTHONPATH": str(REPO)})
+    result["designs"]["upgraded"] = {"upgrade": json.loads(run.stdout), "upgrade_peak_rss_mb": run.max_rss_kb / 1024}
+    print(f"upgraded in place: {result['designs']['upgraded']['upgrade']}", flush=True)
     for name in trees:
         result["designs"][name]["size"] = sizes(work / f"idx-{name}")
     measure_turns(args, work, trees, files, env, result)

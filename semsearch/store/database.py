@@ -85,6 +85,15 @@ CREATE TABLE IF NOT EXISTS vector_tombstones (id INTEGER PRIMARY KEY);
 # An index of format 5 or older keeps float32 here until its next update converts it in place
 # (IndexWriter): readers tell the two apart by a blob's length.
 VECTOR_DTYPE = "<f2"
+# The state that says every vector blob is VECTOR_DTYPE (no vector_ prefix: those keys are the
+# vector engine's, rewritten by every generation flip).
+VECTOR_BLOB_KEY, VECTOR_BLOB = "chunk_vectors", "float16"
+# A new database's page size. A chunk row (text, context line, float16 vector) is 1-1.5 KB: two
+# or three to a 4 KB page, which leaves a fifth to a quarter of it empty. The chunks table of a
+# million synthetic chunks took 1,368 MB in 4 KB pages, 1,171 MB in 8 KB and 1,170 MB in 16 KB;
+# SciFact's 32.6 / 29.4 / 28.1 MB (benchmarks/RESULTS.md, "Scale"). 8 KB: nearly all of the
+# gain, and half the least size of 16 KB pages for the tables of a small index.
+PAGE_SIZE = 8192
 
 
 def encode_vector(vector: Any) -> bytes:
@@ -155,6 +164,7 @@ def _open(db_path: Path, target: str, *, readonly: bool) -> sqlite3.Connection:
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
         if not readonly:
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new database's; an existing one keeps its own
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()

@@ -17,7 +17,10 @@ from semsearch.store.database import (
     CJK_GLOB,
     FTS_ROWS,
     FTS_SCHEMA,
+    PAGE_SIZE,
     SCHEMA,
+    VECTOR_BLOB,
+    VECTOR_BLOB_KEY,
     WORDS,
     connect,
     decode_signatures,
@@ -79,8 +82,7 @@ class IndexWriter(SegmentWriter):
         self.working = self.committed + 1
         self._in_tx = False
         self._upgrade_fts()
-        if not new_build:
-            self._upgrade_vectors()
+        self._upgrade_vectors()
         if not has_column(self.conn, "files", "parts"):
             # Added without a format change: NULL (no part lines) is what older versions left.
             self.conn.execute("ALTER TABLE files ADD COLUMN parts TEXT")
@@ -105,10 +107,10 @@ class IndexWriter(SegmentWriter):
 
     def _upgrade_vectors(self) -> None:
         """Convert the float32 vectors of an index from before format 6 to float16, in one
-        transaction, then give the freed pages back to the file system (VACUUM: about half the
-        database). Nothing is embedded again; the vector files keep their float32 copies until
-        rewritten. Done once: the state says so."""
-        if get_state(self.conn).get("vector_blob") == "float16":
+        transaction, then give the freed pages back to the file system (:meth:`_compact`).
+        Nothing is embedded again; the vector files keep their float32 copies until rewritten.
+        Done once: the state says so (a new database's first writer says it at once)."""
+        if get_state(self.conn).get(VECTOR_BLOB_KEY) == VECTOR_BLOB:
             return
         width = 4 * self.manifest.model.dim
         self._begin()
@@ -116,12 +118,28 @@ class IndexWriter(SegmentWriter):
         converted = self.conn.execute(
             "UPDATE chunks SET vector = semsearch_half(vector) WHERE length(vector) = ?", (width,)
         ).rowcount
-        self.conn.execute("INSERT OR REPLACE INTO state VALUES ('vector_blob', 'float16')")
+        self.conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (VECTOR_BLOB_KEY, VECTOR_BLOB))
         self.commit()
         if converted:
-            with contextlib.suppress(sqlite3.OperationalError):  # busy or a full disk: the space waits
+            self._compact()
+
+    def _compact(self) -> None:
+        """VACUUM, in pages of PAGE_SIZE when this is the only connection to the database (the page
+        size changes only outside write-ahead logging, which SQLite leaves only for a database no
+        one else has open), else in the pages it has. Busy or a full disk: the space waits."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            try:
+                alone = self.conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+            except sqlite3.OperationalError:
+                alone = False
+            try:
+                if alone:
+                    self.conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
                 self.conn.execute("VACUUM")
-                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                if alone:
+                    self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _holds_cjk(self) -> bool:
         found = self.conn.execute(
