@@ -484,7 +484,7 @@ def mcp_command(
 ) -> None:
     """Serve the index to coding agents and editors: a Model Context Protocol server on stdio.
 
-    Tools: search, similar, status, duplicates (and index with --allow-index). The index is opened once and
+    Tools: search, similar, status, duplicates, topics (and index with --allow-index). The index is opened once and
     the query model stays loaded; an index updated or rebuilt meanwhile is picked up. A search
     asking for rerank uses --rerank-model.
     """
@@ -523,7 +523,7 @@ def serve_command(
     rerank_model: str | None = opt.RERANK_MODEL,
 ) -> None:
     """Serve the index over HTTP: a search page at /, a JSON API (/search, /similar, /status,
-    /duplicates; /openapi.json describes it) and MCP over streamable HTTP at /mcp.
+    /duplicates, /topics; /openapi.json describes it) and MCP over streamable HTTP at /mcp.
 
     Binds to 127.0.0.1 unless --host says otherwise, which needs a token (--token, --token-file or
     SEMSEARCH_SERVE_TOKEN): callers give it as "Authorization: Bearer TOKEN", the page asks for it
