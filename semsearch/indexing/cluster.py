@@ -155,7 +155,7 @@ class RayExecutor:
             pages = f" ({self.pages_on[node]} OCR pages)" if self.pages_on[node] else ""
             chunks = self.chunks_on[node]
             shares.append(f"node {node[:8]}: read {_count(self.read_on[node], 'file')}{pages}, "
-                          f"embedded {chunks} chunks ({chunks / seconds:.0f}/s)")  # fmt: skip
+                          f"embedded {_count(chunks, 'chunk')} ({chunks / seconds:.0f}/s)")  # fmt: skip
         return "; ".join(shares)
 
     def _run_window(
