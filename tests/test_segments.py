@@ -424,3 +424,37 @@ def test_check_links_catches_a_neighbour_id_past_the_graph(tmp_path: Path) -> No
     path.write_bytes(bytes(broken))
     with pytest.raises(IndexCorruptError, match="upper-layer"):
         check_links(path, 16)
+
+
+def test_a_copied_index_is_checked_whole_once_not_by_every_update(
+    tmp_path: Path, fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy (a backup restored, a folder moved across disks) gives every vector file a new
+    inode: the next update checks them whole, against the database's vectors too, and stamps
+    the sound ones anew, so the update after it trusts them again."""
+    import shutil
+
+    from semsearch.store import segment_writer
+
+    corpus(tmp_path / "docs", 30)
+    with Index.create(tmp_path / "first" / ".semsearch", provider=fake_model) as index:
+        index.update([tmp_path / "docs"])
+    copy = tmp_path / "copy" / ".semsearch"
+    shutil.copytree(tmp_path / "first" / ".semsearch", copy)
+    compared: list[str] = []
+    real = segment_writer.unlike_database
+
+    def counting(conn, generation, engine, path, dim, gone):  # type: ignore[no-untyped-def]
+        compared.append(path.name)
+        return real(conn, generation, engine, path, dim, gone)
+
+    monkeypatch.setattr(segment_writer, "unlike_database", counting)
+    for n in range(2):
+        write(tmp_path / "docs" / f"new{n}.txt", f"a new note number {n} about lanterns\n")
+        with Index.open(copy, provider=fake_model) as index:
+            summary = index.update()
+        assert summary.indexed == 1
+        assert bool(compared) == (n == 0), compared  # the first update after the copy only
+        compared.clear()
+    with Index.open(copy, provider=fake_model) as index:
+        assert index.status(verify=True).problems == []

@@ -111,6 +111,7 @@ class SegmentWriter:
         """
         started = time.perf_counter()
         self.commit()
+        self._restamp: set[str] = set()
         added, removed = self.pending_changes()
         damaged, sketch_dropped = ((), False) if self.new_build else self._check_kept()
         force = force or sketch_dropped  # a dropped sketch is written again below, as a missing one is
@@ -119,6 +120,9 @@ class SegmentWriter:
         state = get_state(self.conn)
         old_count = int(state.get("vector_count", "0"))
         layout = segments.Layout.from_state(vector_state(state))
+        for segment in (layout.base, *layout.deltas):  # checked whole and sound: trusted again
+            if segment.get("vector_file") in self._restamp:
+                segment[STAT_KEY] = _stat_of(self.index_dir, segment)
         live = old_count + added - removed
         rebuild = (
             self.new_build
@@ -155,7 +159,9 @@ class SegmentWriter:
         disk since it was written (its inode, size or change time, which no tool sets back), else
         trusted: one line per damaged vector file (a file changed on disk is also compared with
         the database's vectors), and whether a damaged sketch was deleted (semsearch's own file,
-        named by the state), so that the update writes it again from its vector file."""
+        named by the state), so that the update writes it again from its vector file. A changed
+        file found sound is stamped anew at the next flip (a copied or restored index would
+        otherwise be checked whole, against the database too, by every update)."""
         layout = segments.Layout.from_state(vector_state(get_state(self.conn)))
         check = getattr(self._engine, "verify", None)
         check_sketch = getattr(self._engine, "verify_sketch", None)
@@ -186,14 +192,16 @@ class SegmentWriter:
                     continue
                 self._sound.add(name)
             sketch = state.get("vector_sketch", "")
-            if check_sketch is None or not sketch or "/" in sketch or not (self.index_dir / sketch).is_file():
-                continue
-            try:
-                check_sketch(self.index_dir / sketch, state, dim)
-            except IndexCorruptError:
-                with contextlib.suppress(OSError):
-                    (self.index_dir / sketch).unlink()
-                dropped = True
+            if check_sketch is not None and sketch and "/" not in sketch and (self.index_dir / sketch).is_file():
+                try:
+                    check_sketch(self.index_dir / sketch, state, dim)
+                except IndexCorruptError:
+                    with contextlib.suppress(OSError):
+                        (self.index_dir / sketch).unlink()
+                    dropped = True
+                    continue
+            if changed and check is not None:
+                self._restamp.add(name)
         return tuple(found), dropped
 
     def merge_segments(self, progress: Callable[[int, int], None] | None = None) -> bool:
