@@ -286,7 +286,9 @@ def test_an_index_with_float32_vectors_is_converted_in_place_once(tmp_path: Path
         assert len(index.similar(tmp_path / "docs" / "note01.md", k=3)) == 3  # stored vectors read by length
     write(tmp_path / "docs" / "note00.md", "# Note 0\n\n" + "Heron 0 waits by the reeds. " * 40 + "\nA new line.\n")
     with Index.open(index_dir, provider=fake_model) as index:  # the only connection: 8 KB pages too
-        summary = index.update()
+        said: list[str] = []
+        summary = index.update(on_event=lambda event: said.append(event.text))
+        assert any(t.startswith("index upgraded in place to format 6") for t in said), said
         assert [(h.chunk.id, round(h.score, 4)) for h in index.search("heron waits", k=5, mode="semantic")][1:] == before[1:]
     assert summary.rebuild_reason == "" and summary.indexed == 1
     assert fake_model.embedder_instance.documents_embedded - embedded < summary.chunks_added  # some reused (float32 read)

@@ -206,7 +206,7 @@ class IndexProgress:
                 if event.total:  # else nothing to read: the summary says so
                     self._say(f"indexing: {event.text}, {_megabytes(event.total)}")
             elif event.kind == "graph":
-                self._say(f"building the vector graph: {event.total} chunks")
+                self._say(f"building the vector graph: {event.total} chunk{'' if event.total == 1 else 's'}")
             else:
                 self._say(f"{phase}...")
             return

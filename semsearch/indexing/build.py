@@ -133,6 +133,8 @@ def _locked_run(
     with _writing(options.index_dir), store.IndexLock(options.index_dir, options.lock_wait_seconds):
         writer, previous, reason = store.open_writer(options.index_dir, wanted, rebuild=options.rebuild)
         try:
+            for note in writer.upgraded:
+                on_event(IndexEvent("message", note))
             summary.rebuild_reason = reason
             if reason and (previous is not None or reason == store.OUTDATED_REASON):
                 on_event(IndexEvent("message", f"rebuilding the index: {reason}"))

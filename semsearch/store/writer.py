@@ -81,6 +81,7 @@ class IndexWriter(SegmentWriter):
         self.committed = int(state.get("generation", "0"))
         self.working = self.committed + 1
         self._in_tx = False
+        self.upgraded: list[str] = []  # what opening it changed in place: one line each, for the user
         self._upgrade_fts()
         self._upgrade_vectors()
         if not has_column(self.conn, "files", "parts"):
@@ -122,6 +123,10 @@ class IndexWriter(SegmentWriter):
         self.commit()
         if converted:
             self._compact()
+            self.upgraded.append(
+                f"index upgraded in place to format 6: {converted:,} stored vectors now float16, nothing embedded "
+                "again (semsearch versions before it cannot read this index)"
+            )
 
     def _compact(self) -> None:
         """VACUUM, in pages of PAGE_SIZE when this is the only connection to the database (the page
