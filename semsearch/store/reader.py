@@ -599,9 +599,11 @@ def stored_vectors(conn: sqlite3.Connection, generation: int, ids: Sequence[int]
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
         marks = ",".join("?" * len(part))
-        rows = conn.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks}) AND {visible(generation)}", part)
-        for cid, blob in rows:
-            out[cid] = decode_vectors([blob], dim)[0]
+        rows = conn.execute(
+            f"SELECT id, vector FROM chunks WHERE id IN ({marks}) AND {visible(generation)}", part
+        ).fetchall()
+        if rows:
+            out.update(zip((r[0] for r in rows), decode_vectors([r[1] for r in rows], dim), strict=True))
     return out
 
 
