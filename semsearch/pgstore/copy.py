@@ -14,7 +14,7 @@ from typing import Any
 from semsearch.errors import SemsearchError
 from semsearch.pgstore.connection import Target, errors_as_one_line
 from semsearch.pgstore.registry import ENGINE, holds_local_index, open_writer, write_pointer
-from semsearch.store.database import decode_signatures
+from semsearch.store.database import decode_signatures, decode_vectors
 from semsearch.vectors import backend
 
 BATCH = 2000  # chunks a statement
@@ -66,7 +66,6 @@ def copy_local(
 
 def _copy_rows(local: Any, writer: Any, progress: Callable[[int, int], None] | None) -> tuple[int, int]:
     """Every visible file of *local* with its chunks and their stored vectors."""
-    import numpy as np
 
     from semsearch.chunk import Chunk
     from semsearch.store.database import visible
@@ -89,7 +88,7 @@ def _copy_rows(local: Any, writer: Any, progress: Callable[[int, int], None] | N
                   page_start=r[6], page_end=r[7], tokens=r[8], model_tokens=None, context=r[9])
             for r in stored
         ]  # fmt: skip
-        vectors = np.frombuffer(b"".join(r[10] for r in stored), dtype=np.float32).reshape(len(stored), dim)
+        vectors = decode_vectors([r[10] for r in stored], dim)  # float16 (format 6) or float32
         writer.add_file(
             bytes(key), display, size=size, mtime_ns=mtime_ns, sha256=sha256, kind=kind, encoding=encoding,
             title=title or "", error=error, chunks=chunks, vectors=vectors if stored else None,
