@@ -364,3 +364,32 @@ def test_a_plain_update_keeps_the_index_own_model(tmp_path: Path, monkeypatch: p
         assert other.embedder_instance.documents_embedded == 2  # nothing embedded again
     finally:
         unregister_model("fake-other-model")
+
+
+def test_a_reused_vector_is_stored_as_the_same_bytes(tmp_path: Path, fake_model) -> None:
+    """An edit re-embeds only the chunks whose input changed; the others take their stored
+    float16 vectors, stored again bit for bit (read back at unit length, they would not be)."""
+    from semsearch import Index
+
+    text = "# Herons\n\n" + "".join(f"Paragraph {n}: a heron waits in the reeds for fish. " * 12 + "\n\n" for n in range(6))
+    write(tmp_path / "docs" / "heron.md", text)
+    index_dir = tmp_path / ".semsearch"
+    with Index.create(index_dir, provider=fake_model) as index:
+        index.update([tmp_path / "docs"])
+
+    def blobs() -> dict[str, bytes]:
+        with IndexReader(index_dir) as reader:
+            g = reader.generation
+            rows = reader.conn.execute(
+                "SELECT text, vector FROM chunks WHERE gen_added <= ? AND (gen_removed IS NULL OR gen_removed > ?)", (g, g)
+            ).fetchall()
+        return dict(rows)
+
+    before = blobs()
+    write(tmp_path / "docs" / "heron.md", text + "A last line about the heron's nest.\n")
+    with Index.open(index_dir, provider=fake_model) as index:
+        summary = index.update()
+    after = blobs()
+    kept = before.keys() & after.keys()
+    assert summary.chunks_reused >= 1 and len(kept) >= 1
+    assert all(after[t] == before[t] for t in kept)

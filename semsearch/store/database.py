@@ -104,10 +104,11 @@ def encode_vector(vector: Any) -> bytes:
     return np.asarray(vector, dtype=VECTOR_DTYPE).tobytes()
 
 
-def decode_vectors(blobs: Sequence[bytes], dim: int) -> Any:
+def decode_vectors(blobs: Sequence[bytes], dim: int, *, unit: bool = True) -> Any:
     """Stored vector blobs as a float32 array of shape (len(blobs), dim), each of unit length
     again (float16 rounding leaves a norm within 2e-4 of 1: renormalized, a dot product is the
-    cosine the vector files' search gives): float16 ones and the float32 ones of an index not yet
+    cosine the vector files' search gives; *unit* False: the stored numbers as they are, which
+    store again as the same float16): float16 ones and the float32 ones of an index not yet
     converted, by their length. A blob of neither length (damage) is a row of zeros, unlike
     every vector."""
     import numpy as np
@@ -121,6 +122,8 @@ def decode_vectors(blobs: Sequence[bytes], dim: int) -> Any:
                 out[i] = np.frombuffer(blob, dtype=VECTOR_DTYPE)
             elif len(blob) == 4 * dim:
                 out[i] = np.frombuffer(blob, dtype="<f4")
+    if not unit:
+        return out
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.where(norms > 0, norms, 1.0)
 

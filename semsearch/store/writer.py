@@ -292,7 +292,7 @@ class IndexWriter(SegmentWriter):
                 "SELECT text, context, vector FROM chunks WHERE file_id = ?", (file_id,)
             ):
                 ok = len(vector) in (2 * dim, 4 * dim)
-                yield text, context, (decode_vectors([vector], dim)[0].tobytes() if ok else None)
+                yield text, context, (decode_vectors([vector], dim, unit=False)[0].tobytes() if ok else None)
 
         return reusable_vectors([(c.text, c.context) for c in chunks], sources, rows_of)
 
