@@ -97,11 +97,12 @@ VECTOR_BLOB_KEY, VECTOR_BLOB = "chunk_vectors", "float16"
 PAGE_SIZE = 8192
 
 
-def encode_vector(vector: Any) -> bytes:
-    """*vector* (float32, one row) as the chunks table stores it."""
+def encode_vectors(vectors: Any) -> Any:
+    """*vectors* (float32 rows) as the chunks table stores them: a float16 array, a row's
+    ``tobytes()`` its blob."""
     import numpy as np
 
-    return np.asarray(vector, dtype=VECTOR_DTYPE).tobytes()
+    return np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE)
 
 
 def decode_vectors(blobs: Sequence[bytes], dim: int, *, unit: bool = True) -> Any:

@@ -111,9 +111,8 @@ class SegmentWriter:
         """
         started = time.perf_counter()
         self.commit()
-        self._restamp: set[str] = set()
         added, removed = self.pending_changes()
-        damaged, sketch_dropped = ((), False) if self.new_build else self._check_kept()
+        damaged, sketch_dropped, restamp = ((), False, set()) if self.new_build else self._check_kept()
         force = force or sketch_dropped  # a dropped sketch is written again below, as a missing one is
         if not (added or removed or force or self.new_build or damaged):
             return None
@@ -121,7 +120,7 @@ class SegmentWriter:
         old_count = int(state.get("vector_count", "0"))
         layout = segments.Layout.from_state(vector_state(state))
         for segment in (layout.base, *layout.deltas):  # checked whole and sound: trusted again
-            if segment.get("vector_file") in self._restamp:
+            if segment.get("vector_file") in restamp:
                 segment[STAT_KEY] = _stat_of(self.index_dir, segment)
         live = old_count + added - removed
         rebuild = (
@@ -154,13 +153,13 @@ class SegmentWriter:
             merge_error, due and not merge, damaged,
         )  # fmt: skip
 
-    def _check_kept(self) -> tuple[tuple[str, ...], bool]:
+    def _check_kept(self) -> tuple[tuple[str, ...], bool, set[str]]:
         """The committed state's segment files, each checked whole when it is small or changed on
         disk since it was written (its inode, size or change time, which no tool sets back), else
         trusted: one line per damaged vector file (a file changed on disk is also compared with
         the database's vectors), and whether a damaged sketch was deleted (semsearch's own file,
-        named by the state), so that the update writes it again from its vector file. A changed
-        file found sound is stamped anew at the next flip (a copied or restored index would
+        named by the state), so that the update writes it again from its vector file; and the
+        changed files found sound, to stamp anew at the flip (a copied or restored index would
         otherwise be checked whole, against the database too, by every update)."""
         layout = segments.Layout.from_state(vector_state(get_state(self.conn)))
         check = getattr(self._engine, "verify", None)
@@ -168,6 +167,7 @@ class SegmentWriter:
         dim = self.manifest.model.dim
         found: list[str] = []
         dropped = False
+        sound_changed: set[str] = set()
         for state in layout.segment_states():
             name = state.get("vector_file", "")
             if "/" in name or not name:
@@ -201,8 +201,8 @@ class SegmentWriter:
                     dropped = True
                     continue
             if changed and check is not None:
-                self._restamp.add(name)
-        return tuple(found), dropped
+                sound_changed.add(name)
+        return tuple(found), dropped, sound_changed
 
     def merge_segments(self, progress: Callable[[int, int], None] | None = None) -> bool:
         """The merge an update left due (``finalize(merge=False)``), now: whether it ran.

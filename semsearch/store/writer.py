@@ -26,7 +26,7 @@ from semsearch.store.database import (
     decode_signatures,
     decode_vectors,
     decode_walk_settings,
-    encode_vector,
+    encode_vectors,
     get_state,
     half_vector,
     has_column,
@@ -220,8 +220,6 @@ class IndexWriter(SegmentWriter):
 
         *part_lines*: the line where each numbered part begins, for a document whose chunks may
         span parts (a hit there is located by the part of its snippet's line)."""
-        import numpy as np
-
         self._begin()
         cur = self.conn.execute(
             "INSERT INTO files (path, display, size, mtime_ns, sha256, kind, encoding, title, error, chunk_count, "
@@ -244,7 +242,7 @@ class IndexWriter(SegmentWriter):
         file_id = int(cur.lastrowid or 0)
         if chunks:
             assert vectors is not None and len(vectors) == len(chunks)
-            vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+            vecs = encode_vectors(vectors)  # every row at once: float16, as the table keeps them
             for chunk, vec in zip(chunks, vecs, strict=True):
                 cur = self.conn.execute(
                     "INSERT INTO chunks (file_id, ordinal, text, char_start, char_end, line_start, line_end, "
@@ -261,7 +259,7 @@ class IndexWriter(SegmentWriter):
                         chunk.page_end,
                         chunk.tokens,
                         chunk.context,
-                        encode_vector(vec),
+                        vec.tobytes(),
                         self.working,
                     ),
                 )
@@ -277,6 +275,7 @@ class IndexWriter(SegmentWriter):
         file) still lends its vectors before they are purged.
         """
         dim = self.manifest.model.dim
+        stored = (2 * dim, 4 * dim)  # float16, or float32 in an index not yet converted
         sources = [previous] if previous is not None else []
         sources += [
             file_id
@@ -291,10 +290,10 @@ class IndexWriter(SegmentWriter):
             for text, context, vector in self.conn.execute(
                 "SELECT text, context, vector FROM chunks WHERE file_id = ?", (file_id,)
             ):
-                ok = len(vector) in (2 * dim, 4 * dim)
-                yield text, context, (decode_vectors([vector], dim, unit=False)[0].tobytes() if ok else None)
+                yield text, context, (vector if len(vector) in stored else None)
 
-        return reusable_vectors([(c.text, c.context) for c in chunks], sources, rows_of)
+        found = reusable_vectors([(c.text, c.context) for c in chunks], sources, rows_of)
+        return [None if v is None else decode_vectors([v], dim, unit=False)[0].tobytes() for v in found]
 
     def live_file_stats(self, under: Sequence[bytes] | None = None) -> dict[bytes, tuple[int, int, str]]:
         """(size, mtime_ns, kind) of every file of the next generation (or those at or under the
