@@ -362,8 +362,8 @@ def _cut(row: dict[str, Any], spec: _Spec) -> dict[str, Any]:
 
     from semsearch.readers import ocr
 
-    # OCR on the CPUs Ray gave the task (the node's others are other tasks' and actors').
-    ocr.set_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+    context = ray.get_runtime_context()
+    ocr.set_threads(_assigned_cpus(context))  # the node's other CPUs are other tasks' and actors'
     pages = _Pages()
     recognized = _Recognized()
     options = replace(spec.plan.read_options, on_ocr=pages, ocr_cache=recognized)
@@ -374,7 +374,12 @@ def _cut(row: dict[str, Any], spec: _Spec) -> dict[str, Any]:
     if isinstance(prepared, Prepared):
         prepared.pages_ocr, prepared.ocr_seconds = pages.count, pages.seconds
         prepared.ocr_texts = recognized.pages or None
-    return {"n": row["n"], "prepared": prepared, "read_on": ray.get_runtime_context().get_node_id()}
+    return {"n": row["n"], "prepared": prepared, "read_on": context.get_node_id()}
+
+
+def _assigned_cpus(context: Any) -> int:
+    """The CPUs Ray gave the task or actor whose runtime *context* this is (at least one)."""
+    return max(1, int(context.get_assigned_resources().get("CPU", 1)))
 
 
 _MEASURES: dict[str, Any] = {}
@@ -404,7 +409,7 @@ class _Embed:
         self.node = context.get_node_id()
         # As many threads as CPUs Ray gave the actor: the node's other CPUs are other actors' and
         # reading tasks' (onnxruntime would otherwise take every core of the machine).
-        threads = max(1, int(context.get_assigned_resources().get("CPU", 1)))
+        threads = _assigned_cpus(context)
         model = self.model
         options = ModelOptions(precision=model.precision, known=model, threads=threads)
         self.embedder = model_provider(model.name, options).embedder()

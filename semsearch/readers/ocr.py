@@ -62,8 +62,9 @@ def engine_threads() -> int:
 
 def _load_engine() -> Any:
     global _engine, _engine_threads
+    threads = engine_threads()
     with _engine_lock:
-        if _engine is None or _engine_threads != engine_threads():
+        if _engine is None or _engine_threads != threads:
             try:
                 import rapidocr
                 from rapidocr import RapidOCR
@@ -80,14 +81,14 @@ def _load_engine() -> Any:
                 "Det.model_path": str(models / "PP-OCRv6_det_small.onnx"),
                 "Cls.model_path": str(models / "ch_ppocr_mobile_v2.0_cls_mobile.onnx"),
                 "Rec.model_path": str(models / "PP-OCRv6_rec_small.onnx"),
-                "EngineConfig.onnxruntime.intra_op_num_threads": engine_threads(),
+                "EngineConfig.onnxruntime.intra_op_num_threads": threads,
                 "EngineConfig.onnxruntime.inter_op_num_threads": 1,
             }
             for key in ("Det.model_path", "Cls.model_path", "Rec.model_path"):
                 if not Path(str(params[key])).is_file():
                     raise ExtractError(f"the OCR model {params[key]} is missing; reinstall rapidocr")
             _engine = RapidOCR(params=params)
-            _engine_threads = engine_threads()
+            _engine_threads = threads
         return _engine
 
 
